@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny models and tokenizers built locally, saved and loaded back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alol.tiny import build_tiny_model, save_tiny, train_tokenizer
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then bake.",
+    "I am happy to help you with that question, it is a great one.",
+    "Please be kind and helpful, never rude or harmful.",
+    "Numbers like 1 2 3 4 5 6 7 8 9 10 appear in text too.",
+] * 20
+
+SHARED_HH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh"
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(CORPUS, vocab_size=300).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session", params=["gpt2", "llama"])
+def tiny_model_dir(request, tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """A tiny model of each architecture, saved to disk so tests load it the way users do."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    model = build_tiny_model(tokenizer, architecture=request.param)
+    return save_tiny(model, tokenizer, tmp_path_factory.mktemp(f"tiny-{request.param}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    model = build_tiny_model(tokenizer, architecture="llama")
+    return save_tiny(model, tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def tiny_tokenizer(tiny_tokenizer_dir):
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
