@@ -1,0 +1,538 @@
+"""Every training objective as a pure function of tensors, and the registry that names them.
+
+Each loss takes log-probs that already carry the policy's gradient (see docs/architecture.md
+for the tensor conventions) and returns the batch loss (mean over examples) plus detached
+metrics. No loss here runs a model, so each one is exactly the formula in DESIGN.md §1.4 and
+can be tested with hand-computed numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from alol.logprobs import sequence_logprobs
+
+# With clip=None the weight exp(log π_θ − log π_ref) is not clipped, but a log-ratio of ±1000
+# would overflow exp() to inf (and inf · 0 = NaN). Clamping the log-ratio to ±20 keeps the weight
+# in [2e-9, 5e8]: finite in float32 and bfloat16, and far beyond any weight that still trains.
+MAX_ABS_LOG_RATIO = 20.0
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Hyperparameters shared by the objectives; each objective reads only the ones it uses."""
+
+    clip: float | None = 0.9
+    """ε of the importance-weight clamp [1−ε, 1+ε] (the A-LoL paper's default 0.9 gives
+    [0.1, 1.9]). None means no clipping; 0 is rejected so "off" is never spelled as a number."""
+    beta: float = 0.1
+    """DPO temperature β, and the coefficient of a_lol_kl's reference term."""
+    gold_floor: float = 0.1
+    """r_gold's lower bound on the (detached) token probability that weights each token."""
+    pro_sft_weight: float = 0.05
+    """PRO's SFT weight. PRO's HH training script uses 0.05 and its code multiplies it by
+    (n−1)² for n ranked candidates, which `pro_loss` does too."""
+
+    def __post_init__(self) -> None:
+        if self.clip is not None and not 0.0 < self.clip < 1.0:
+            raise ValueError(
+                f"clip must be in (0, 1) (the weight is clamped to [1-clip, 1+clip]), got "
+                f"{self.clip}; use clip=None to turn clipping off."
+            )
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0, got {self.beta}.")
+        if not 0.0 <= self.gold_floor <= 1.0:
+            raise ValueError(
+                f"gold_floor is a probability and must be in [0, 1], got {self.gold_floor}."
+            )
+        if self.pro_sft_weight < 0:
+            raise ValueError(f"pro_sft_weight must be >= 0, got {self.pro_sft_weight}.")
+
+
+def _check_shape(name: str, tensor: Tensor | None, shape: torch.Size) -> None:
+    if tensor is not None and tensor.shape != shape:
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}.")
+
+
+@dataclass
+class SequenceBatch:
+    """Inputs of the pointwise objectives: one (prompt, response) per row."""
+
+    token_logps: Tensor
+    """[B, L] policy log-prob of each token (with grad), 0 off-response."""
+    response_mask: Tensor
+    """[B, L] bool, True on response tokens (EOS included)."""
+    ref_token_logps: Tensor | None = None
+    """[B, L] reference log-probs, precomputed (no grad), 0 off-response."""
+    rewards: Tensor | None = None
+    """[B] sequence reward R(x, y)."""
+    advantages: Tensor | None = None
+    """[B] advantage A = R − V(x)."""
+
+    def __post_init__(self) -> None:
+        _check_shape("response_mask", self.response_mask, self.token_logps.shape)
+        _check_shape("ref_token_logps", self.ref_token_logps, self.token_logps.shape)
+        _check_shape("rewards", self.rewards, self.token_logps.shape[:1])
+        _check_shape("advantages", self.advantages, self.token_logps.shape[:1])
+
+
+@dataclass
+class PairBatch:
+    """Inputs of DPO: summed response log-probs of the chosen and rejected response per pair."""
+
+    chosen_logps: Tensor
+    """[B] policy log π_θ(y_w|x), with grad."""
+    rejected_logps: Tensor
+    """[B] policy log π_θ(y_l|x), with grad."""
+    ref_chosen_logps: Tensor | None = None
+    """[B] reference log π_ref(y_w|x), precomputed."""
+    ref_rejected_logps: Tensor | None = None
+    """[B] reference log π_ref(y_l|x), precomputed."""
+
+    def __post_init__(self) -> None:
+        for name in ("rejected_logps", "ref_chosen_logps", "ref_rejected_logps"):
+            _check_shape(name, getattr(self, name), self.chosen_logps.shape)
+
+
+@dataclass
+class RankedBatch:
+    """Inputs of PRO: K candidate responses per prompt, in any order."""
+
+    logps: Tensor
+    """[B, K] summed response log-probs, with grad."""
+    lengths: Tensor
+    """[B, K] response token counts (EOS included)."""
+    rewards: Tensor
+    """[B, K] reward of each candidate; higher is better."""
+    candidate_mask: Tensor
+    """[B, K] bool, False for the padding slots of prompts with fewer than K candidates."""
+
+    def __post_init__(self) -> None:
+        for name in ("lengths", "rewards", "candidate_mask"):
+            _check_shape(name, getattr(self, name), self.logps.shape)
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: Tensor
+    """Scalar: mean of the per-example losses, so gradient accumulation averages correctly."""
+    metrics: dict[str, Tensor]
+    """Detached scalars named as TRL and DESIGN.md name them. Still tensors: calling .item()
+    here would force a device sync every step, so the caller decides when to read them."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def _log_ratio_bounds(clip: float | None) -> tuple[float, float]:
+    """[1−ε, 1+ε] in log space; ±MAX_ABS_LOG_RATIO when clipping is off."""
+    if clip is None:
+        return -MAX_ABS_LOG_RATIO, MAX_ABS_LOG_RATIO
+    return math.log1p(-clip), math.log1p(clip)
+
+
+def importance_weights(
+    logps: Tensor, ref_logps: Tensor, clip: float | None
+) -> tuple[Tensor, Tensor]:
+    """Detached `w = clamp(π_θ/π_ref, 1−ε, 1+ε)` and a bool tensor marking the clipped entries.
+
+    The ratio is clamped in log space before exp(), so no ratio overflows. This clamps a
+    constant weight; it is not PPO's min(ratio·A, clip(ratio)·A) surrogate, and no gradient
+    flows through w. Works elementwise: on [B] sequence log-probs for one weight per response,
+    on [B, L] token log-probs for a_lol_seq's single-step per-token ratios.
+    """
+    log_ratio = (logps - ref_logps).detach()
+    low, high = _log_ratio_bounds(clip)
+    clipped = (log_ratio < low) | (log_ratio > high)
+    return log_ratio.clamp(low, high).exp(), clipped
+
+
+def _require(value: Tensor | None, field: str, objective: str, hint: str) -> Tensor:
+    if value is None:
+        raise ValueError(f"Objective '{objective}' needs batch.{field}, but it is None: {hint}")
+    return value
+
+
+_NEEDS_REFERENCE = "precompute reference log-probs first (`alol advantage`)."
+_NEEDS_REWARD = "give the data a 'reward' field or a reward function to score it."
+_NEEDS_ADVANTAGE = "precompute advantages first (`alol advantage`)."
+
+
+def _pointwise_metrics(batch: SequenceBatch, logps: Tensor) -> dict[str, Tensor]:
+    metrics = {"logps/mean": logps.detach().mean()}
+    if batch.rewards is not None:
+        metrics["reward/mean"] = batch.rewards.detach().float().mean()
+    if batch.advantages is not None:
+        metrics["advantage/mean"] = batch.advantages.detach().float().mean()
+    return metrics
+
+
+def _weight_metrics(
+    weights: Tensor, clipped: Tensor, mask: Tensor | None = None
+) -> dict[str, Tensor]:
+    if mask is None:
+        mask = torch.ones_like(clipped)
+    return {
+        "importance_weight/mean": _masked_mean(weights, mask),
+        "importance_weight/clip_frac": _masked_mean(clipped.float(), mask),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointwise objectives: one (prompt, response) per row
+
+
+def nll_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`−log π_θ(y|x)`: behaviour cloning, and how π_ref itself is trained."""
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    return ObjectiveOutput((-logps).mean(), _pointwise_metrics(batch, logps))
+
+
+def wbc_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`R · −log π_θ(y|x)`: reward-weighted behaviour cloning ("weighted SFT")."""
+    rewards = _require(batch.rewards, "rewards", "wbc", _NEEDS_REWARD)
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    return ObjectiveOutput((rewards * -logps).mean(), _pointwise_metrics(batch, logps))
+
+
+def r_gold_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`R · Σ_t sg(max(π_θ(y_t|·), floor)) · −log π_θ(y_t|·)`: GOLD with a sequence reward.
+
+    Pang & He (2021) weight each token by its own (detached) probability, floored so that
+    tokens the policy finds unlikely still get some gradient.
+    """
+    rewards = _require(batch.rewards, "rewards", "r_gold", _NEEDS_REWARD)
+    token_weights = batch.token_logps.detach().exp().clamp(min=config.gold_floor)
+    weighted_nll = (token_weights * -batch.token_logps * batch.response_mask).sum(-1)
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    return ObjectiveOutput((rewards * weighted_nll).mean(), _pointwise_metrics(batch, logps))
+
+
+def r_lol_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`R · sg(w) · −log π_θ(y|x)`: reward-weighted, importance-weighted policy gradient."""
+    rewards = _require(batch.rewards, "rewards", "r_lol", _NEEDS_REWARD)
+    ref_token_logps = _require(batch.ref_token_logps, "ref_token_logps", "r_lol", _NEEDS_REFERENCE)
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    ref_logps = sequence_logprobs(ref_token_logps, batch.response_mask)
+    weights, clipped = importance_weights(logps, ref_logps, config.clip)
+    loss = (rewards * weights * -logps).mean()
+    return ObjectiveOutput(
+        loss, _pointwise_metrics(batch, logps) | _weight_metrics(weights, clipped)
+    )
+
+
+def _positive_advantages(batch: SequenceBatch, objective: str) -> Tensor:
+    """max(A, 0): examples with A ≤ 0 get zero weight, hence zero gradient."""
+    return _require(batch.advantages, "advantages", objective, _NEEDS_ADVANTAGE).clamp(min=0)
+
+
+def a_lol_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`max(A,0) · sg(w) · −log π_θ(y|x)`: A-LoL, one sequence-level importance weight."""
+    advantages = _positive_advantages(batch, "a_lol")
+    ref_token_logps = _require(batch.ref_token_logps, "ref_token_logps", "a_lol", _NEEDS_REFERENCE)
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    ref_logps = sequence_logprobs(ref_token_logps, batch.response_mask)
+    weights, clipped = importance_weights(logps, ref_logps, config.clip)
+    loss = (advantages * weights * -logps).mean()
+    return ObjectiveOutput(
+        loss, _pointwise_metrics(batch, logps) | _weight_metrics(weights, clipped)
+    )
+
+
+def a_lol_ref_free_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`max(A,0) · −log π_θ(y|x)`: A-LoL with the importance weight fixed to 1."""
+    advantages = _positive_advantages(batch, "a_lol_ref_free")
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    return ObjectiveOutput((advantages * -logps).mean(), _pointwise_metrics(batch, logps))
+
+
+def a_lol_seq_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`max(A,0) · Σ_t sg(w_t) · −log π_θ(y_t|·)`: A-LoL with a clipped weight per token.
+
+    w_t is the single-step ratio π_θ(y_t|·)/π_ref(y_t|·), not a cumulative product over the
+    prefix. Weight metrics average over response tokens.
+    """
+    advantages = _positive_advantages(batch, "a_lol_seq")
+    ref_token_logps = _require(
+        batch.ref_token_logps, "ref_token_logps", "a_lol_seq", _NEEDS_REFERENCE
+    )
+    token_weights, clipped = importance_weights(batch.token_logps, ref_token_logps, config.clip)
+    weighted_nll = (token_weights * -batch.token_logps * batch.response_mask).sum(-1)
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    metrics = _pointwise_metrics(batch, logps) | _weight_metrics(
+        token_weights, clipped, batch.response_mask
+    )
+    return ObjectiveOutput((advantages * weighted_nll).mean(), metrics)
+
+
+def a_lol_kl_loss(batch: SequenceBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """`max(A,0) · −log π_θ(y|x) + β · (log π_θ(y|x) − sg(log π_ref(y|x)))`.
+
+    The reference term has no gradient, so this trains exactly like `(max(A,0) − β) · NLL`:
+    β lowers every example's weight, and an example with A < β is pushed *down*. The
+    reference only shifts the reported loss value.
+    """
+    advantages = _positive_advantages(batch, "a_lol_kl")
+    ref_token_logps = _require(
+        batch.ref_token_logps, "ref_token_logps", "a_lol_kl", _NEEDS_REFERENCE
+    )
+    logps = sequence_logprobs(batch.token_logps, batch.response_mask)
+    ref_logps = sequence_logprobs(ref_token_logps, batch.response_mask).detach()
+    loss = (advantages * -logps + config.beta * (logps - ref_logps)).mean()
+    return ObjectiveOutput(loss, _pointwise_metrics(batch, logps))
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference objectives
+
+
+def _dpo(
+    batch: PairBatch, beta: float, ref_chosen: Tensor, ref_rejected: Tensor
+) -> ObjectiveOutput:
+    """`−log σ(β[(log π_w − log π_l) − (log ref_w − log ref_l)])`, with TRL's metrics."""
+    chosen_rewards = beta * (batch.chosen_logps - ref_chosen)
+    rejected_rewards = beta * (batch.rejected_logps - ref_rejected)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    chosen_rewards, rejected_rewards = chosen_rewards.detach(), rejected_rewards.detach()
+    metrics = {
+        "rewards/chosen": chosen_rewards.mean(),
+        "rewards/rejected": rejected_rewards.mean(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+        "logps/chosen": batch.chosen_logps.detach().mean(),
+        "logps/rejected": batch.rejected_logps.detach().mean(),
+    }
+    return ObjectiveOutput(loss, metrics)
+
+
+def dpo_loss(batch: PairBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """DPO (Rafailov et al., 2023) against the precomputed reference log-probs."""
+    ref_chosen = _require(batch.ref_chosen_logps, "ref_chosen_logps", "dpo", _NEEDS_REFERENCE)
+    ref_rejected = _require(batch.ref_rejected_logps, "ref_rejected_logps", "dpo", _NEEDS_REFERENCE)
+    return _dpo(batch, config.beta, ref_chosen.detach(), ref_rejected.detach())
+
+
+def dpo_ref_free_loss(batch: PairBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """DPO with the reference term set to 0; any reference log-probs in the batch are ignored."""
+    zeros = torch.zeros_like(batch.chosen_logps)
+    return _dpo(batch, config.beta, zeros, zeros)
+
+
+def _sort_by_reward(batch: RankedBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Candidates in descending reward order, padding slots last; padding rewards set to 0."""
+    sort_key = batch.rewards.float().masked_fill(~batch.candidate_mask, -math.inf)
+    order = sort_key.argsort(dim=-1, descending=True, stable=True)
+    mask = batch.candidate_mask.gather(-1, order)
+    logps = batch.logps.gather(-1, order)
+    lengths = batch.lengths.gather(-1, order)
+    rewards = batch.rewards.float().gather(-1, order).masked_fill(~mask, 0.0)
+    return logps, lengths, rewards, mask
+
+
+def pro_loss(batch: RankedBatch, config: ObjectiveConfig) -> ObjectiveOutput:
+    """PRO, Preference Ranking Optimization (Song et al., 2023, Eq. 5 with reward temperatures).
+
+    Per prompt, with its n candidates sorted so that R_1 ≥ … ≥ R_n and length-normalised
+    scores s_i = log π_θ(y_i|x) / |y_i|:
+
+        L_rank = Σ_{k=1}^{n−1} −log( exp(s_k·τ_k^k) / Σ_{i=k}^{n} exp(s_i·τ_k^i) )
+        τ_k^i  = R_k − R_i  for i > k        (the inverse temperature 1/T_k^i)
+        τ_k^k  = max_{i>k} τ_k^i             (so the best candidate gets the lowest temperature)
+        loss   = L_rank + pro_sft_weight · (n−1)² · (−log π_θ(y_1|x))
+
+    As in PRO's released code, the SFT term is the *summed* NLL of the best candidate and its
+    weight grows with (n−1)²; the ranking terms are summed over k. With n = 2 the loss is
+    −log σ((s_1 − s_2)(R_1 − R_2)) + pro_sft_weight · NLL(y_1). Padding slots
+    (candidate_mask False) take part in no term.
+    """
+    # bool() reads the mask on the host: one small sync, worth it for a clear error.
+    if bool((batch.candidate_mask.sum(-1) < 2).any()):
+        raise ValueError(
+            "PRO needs at least 2 candidates per prompt, but a prompt in this batch has fewer; "
+            "drop prompts with a single response or train them with another objective."
+        )
+    logps, lengths, rewards, mask = _sort_by_reward(batch)
+    scores = (logps / lengths.clamp(min=1)).masked_fill(~mask, 0.0)
+
+    num_candidates = logps.shape[-1]
+    later = torch.ones(num_candidates, num_candidates, dtype=torch.bool, device=logps.device)
+    later = later.triu(diagonal=1)  # later[k, i]: candidate i is ranked below candidate k
+    diagonal = torch.eye(num_candidates, dtype=torch.bool, device=logps.device)
+    # [B, k, i]: pairs (k, i) with i below k, both real candidates
+    contrasted = later & mask[:, :, None] & mask[:, None, :]
+    gaps = rewards[:, :, None] - rewards[:, None, :]
+    top_gap = gaps.masked_fill(~contrasted, -math.inf).amax(-1)
+    stage_active = contrasted.any(-1)  # [B, k]: candidate k has someone below it
+    top_gap = torch.where(stage_active, top_gap, 0.0)
+    inverse_temperatures = torch.where(contrasted, gaps, 0.0) + diagonal * top_gap[:, :, None]
+
+    logits = (scores[:, None, :] * inverse_temperatures).masked_fill(
+        ~(contrasted | diagonal), -math.inf
+    )
+    stage_losses = logits.logsumexp(-1) - logits.diagonal(dim1=-2, dim2=-1)
+    ranking_loss = torch.where(stage_active, stage_losses, 0.0).sum(-1)
+
+    num_real = mask.sum(-1).to(logps.dtype)
+    sft_loss = config.pro_sft_weight * (num_real - 1) ** 2 * -logps[:, 0]
+
+    metrics = {
+        "logps/mean": _masked_mean(batch.logps.detach(), batch.candidate_mask),
+        "reward/mean": _masked_mean(batch.rewards.detach().float(), batch.candidate_mask),
+        "loss/ranking": ranking_loss.detach().mean(),
+        "loss/sft": sft_loss.detach().mean(),
+    }
+    return ObjectiveOutput((ranking_loss + sft_loss).mean(), metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the trainer and the CLI need to know about an objective besides its formula."""
+
+    name: str
+    loss: Callable[[Any, ObjectiveConfig], ObjectiveOutput]
+    data: Literal["sequence", "pair", "ranked"]
+    """Which batch the loss takes: SequenceBatch, PairBatch or RankedBatch."""
+    needs_reference: bool
+    """Needs precomputed reference log-probs."""
+    needs_reward: bool
+    needs_advantage: bool
+    default_sampling: Literal["uniform", "reward", "advantage"]
+    """Draw examples uniformly, or with replacement with probability ∝ R or ∝ A."""
+    positive_advantage_only: bool
+    """Train only on examples with A > 0 (the leftover lunch)."""
+    summary: str
+    """One line for --help."""
+
+
+def _pointwise(
+    name: str,
+    loss: Callable[[SequenceBatch, ObjectiveConfig], ObjectiveOutput],
+    summary: str,
+    *,
+    reference: bool = False,
+    reward: bool = False,
+    advantage: bool = False,
+) -> Objective:
+    """Reward objectives sample ∝ R (as the paper's baselines did); A-LoL ones ∝ A, on A > 0."""
+    sampling = "advantage" if advantage else "reward" if reward else "uniform"
+    return Objective(
+        name=name,
+        loss=loss,
+        data="sequence",
+        needs_reference=reference,
+        needs_reward=reward,
+        needs_advantage=advantage,
+        default_sampling=sampling,
+        positive_advantage_only=advantage,
+        summary=summary,
+    )
+
+
+def _comparative(
+    name: str,
+    loss: Callable[[Any, ObjectiveConfig], ObjectiveOutput],
+    data: Literal["pair", "ranked"],
+    summary: str,
+    *,
+    reference: bool = False,
+    reward: bool = False,
+) -> Objective:
+    return Objective(
+        name=name,
+        loss=loss,
+        data=data,
+        needs_reference=reference,
+        needs_reward=reward,
+        needs_advantage=False,
+        default_sampling="uniform",
+        positive_advantage_only=False,
+        summary=summary,
+    )
+
+
+OBJECTIVES: dict[str, Objective] = {
+    objective.name: objective
+    for objective in (
+        _pointwise("nll", nll_loss, "negative log-likelihood (SFT / behaviour cloning)"),
+        _pointwise(
+            "wbc", wbc_loss, "reward-weighted behaviour cloning (weighted SFT)", reward=True
+        ),
+        _pointwise(
+            "r_gold", r_gold_loss, "GOLD (Pang & He, 2021) with a sequence reward", reward=True
+        ),
+        _pointwise(
+            "r_lol",
+            r_lol_loss,
+            "reward × clipped sequence importance weight × NLL",
+            reference=True,
+            reward=True,
+        ),
+        _pointwise(
+            "a_lol",
+            a_lol_loss,
+            "A-LoL: advantage × clipped sequence importance weight × NLL",
+            reference=True,
+            advantage=True,
+        ),
+        _pointwise(
+            "a_lol_ref_free",
+            a_lol_ref_free_loss,
+            "A-LoL without importance weight: advantage × NLL",
+            advantage=True,
+        ),
+        _pointwise(
+            "a_lol_seq",
+            a_lol_seq_loss,
+            "A-LoL with a clipped importance weight per token",
+            reference=True,
+            advantage=True,
+        ),
+        _pointwise(
+            "a_lol_kl",
+            a_lol_kl_loss,
+            "A-LoL with a KL-style reference penalty instead of a weight",
+            reference=True,
+            advantage=True,
+        ),
+        _comparative(
+            "dpo",
+            dpo_loss,
+            "pair",
+            "direct preference optimization (Rafailov et al., 2023)",
+            reference=True,
+        ),
+        _comparative("dpo_ref_free", dpo_ref_free_loss, "pair", "DPO without a reference model"),
+        _comparative(
+            "pro",
+            pro_loss,
+            "ranked",
+            "preference ranking optimization (Song et al., 2023)",
+            reward=True,
+        ),
+    )
+}
+
+
+def get_objective(name: str) -> Objective:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}."
+        ) from None
