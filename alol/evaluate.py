@@ -1,0 +1,274 @@
+"""Evaluation metrics and reports: reward per component, distinct-n, length, win-rate.
+
+Everything here is pure arithmetic on texts and scores; the caller decodes with
+`alol.generate` and scores with `alol.rewards.score`, so each piece can be tested alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from alol.io import write_atomic, write_json, write_text
+
+logger = logging.getLogger(__name__)
+
+EXAMPLES_IN_MARKDOWN = 5
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Corpus-level unique n-grams / total n-grams over whitespace tokens (0.0 when there are none).
+
+    n-grams never span two texts. Low values mean the model repeats itself across prompts.
+    """
+    ngrams = [
+        tuple(words[i : i + n])
+        for words in (text.split() for text in texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+
+
+def mean_length(texts: list[str], tokenizer=None) -> float:
+    """Mean length in whitespace words, or in tokens when a tokenizer is given (0.0 for no texts)."""
+    if not texts:
+        return 0.0
+    if tokenizer is None:
+        return float(np.mean([len(text.split()) for text in texts]))
+    return float(
+        np.mean([len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts])
+    )
+
+
+def win_rate(scores: list[float], reference_scores: list[float]) -> float:
+    """Fraction of examples where the score beats the reference's; a tie counts half."""
+    if len(scores) != len(reference_scores):
+        raise ValueError(
+            f"win_rate needs one reference score per score, got {len(scores)} and {len(reference_scores)}"
+        )
+    if not scores:
+        raise ValueError("win_rate of no examples is undefined; pass at least one score")
+    outcomes = [
+        1.0 if s > r else 0.5 if s == r else 0.0
+        for s, r in zip(scores, reference_scores, strict=True)
+    ]
+    return float(np.mean(outcomes))
+
+
+@dataclass
+class EvalExample:
+    """One evaluated example: the rendered prompt, the response and its reward dict."""
+
+    prompt: str
+    response: str
+    scores: dict[str, float]
+
+
+@dataclass
+class EvalReport:
+    """Summary of one run's responses on a prompt set, plus the per-example rows behind it."""
+
+    n: int
+    """Number of (prompt, response) examples."""
+    reward_mean: dict[str, float]
+    """Mean reward per component, and under "total" their sum."""
+    reward_std: dict[str, float]
+    """Population standard deviation (ddof=0) of each entry of `reward_mean`."""
+    distinct_1: float
+    distinct_2: float
+    distinct_3: float
+    mean_length_words: float
+    mean_length_tokens: float | None = None
+    """Only when a tokenizer was given."""
+    win_rate: float | None = None
+    """Share of prompts whose total reward beats the reference's response (ties count half)."""
+    examples: list[EvalExample] = field(default_factory=list)
+    """The rows behind the summary, in prompt order."""
+
+    def summary(self) -> dict:
+        """Everything except the per-example rows: what `eval.json` holds."""
+        return {key: value for key, value in asdict(self).items() if key != "examples"}
+
+
+def evaluate_responses(
+    prompts: list[str],
+    responses: list[str],
+    scores: list[dict[str, float]],
+    reference_scores: list[dict[str, float]] | None = None,
+    tokenizer=None,
+) -> EvalReport:
+    """Summarise one response per prompt and its reward dict (components, optionally "total").
+
+    A dict without "total" gets the sum of its components, as a dict reward does in `alol.data`.
+    """
+    if not prompts:
+        raise ValueError("nothing to evaluate: no prompts were given")
+    if not len(prompts) == len(responses) == len(scores):
+        raise ValueError(
+            f"need one response and one score dict per prompt, got {len(prompts)} prompts, "
+            f"{len(responses)} responses and {len(scores)} score dicts"
+        )
+    scores = _with_totals(scores, "scores")
+    rewards = {key: [row[key] for row in scores] for key in scores[0]}
+    reference_win_rate = None
+    if reference_scores is not None:
+        reference_totals = [
+            row["total"] for row in _with_totals(reference_scores, "reference_scores")
+        ]
+        reference_win_rate = win_rate(rewards["total"], reference_totals)
+    return EvalReport(
+        n=len(prompts),
+        reward_mean={key: float(np.mean(values)) for key, values in rewards.items()},
+        reward_std={key: float(np.std(values)) for key, values in rewards.items()},
+        distinct_1=distinct_n(responses, 1),
+        distinct_2=distinct_n(responses, 2),
+        distinct_3=distinct_n(responses, 3),
+        mean_length_words=mean_length(responses),
+        mean_length_tokens=mean_length(responses, tokenizer) if tokenizer is not None else None,
+        win_rate=reference_win_rate,
+        examples=[
+            EvalExample(prompt, response, row)
+            for prompt, response, row in zip(prompts, responses, scores, strict=True)
+        ],
+    )
+
+
+def _with_totals(scores: list[dict[str, float]], name: str) -> list[dict[str, float]]:
+    """Copies of the score dicts with "total" filled in; all must share the same components."""
+    components = [key for key in scores[0] if key != "total"]
+    rows = []
+    for i, row in enumerate(scores):
+        if set(row) - {"total"} != set(components):
+            raise ValueError(
+                f"{name}[{i}] has components {sorted(row)} but {name}[0] has {sorted(scores[0])}; "
+                "score every response with the same reward"
+            )
+        values = {key: float(row[key]) for key in components}
+        rows.append({**values, "total": float(row.get("total", sum(values.values())))})
+    return rows
+
+
+def write_report(report: EvalReport, directory: str | Path, title: str) -> Path:
+    """Write `eval.json` (summary), `samples.jsonl` (every example) and a readable `report.md`."""
+    directory = Path(directory)
+    write_json(directory / "eval.json", report.summary())
+    write_atomic(
+        directory / "samples.jsonl",
+        lambda tmp: _write_jsonl(tmp, [asdict(e) for e in report.examples]),
+    )
+    write_text(directory / "report.md", _markdown(report, title))
+    return directory
+
+
+def read_report(directory: str | Path) -> EvalReport:
+    """Load a report written by `write_report`, e.g. to compare runs with `comparison_table`."""
+    directory = Path(directory)
+    summary = json.loads((directory / "eval.json").read_text(encoding="utf-8"))
+    with open(directory / "samples.jsonl", encoding="utf-8") as handle:
+        examples = [EvalExample(**json.loads(line)) for line in handle if line.strip()]
+    return EvalReport(**summary, examples=examples)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _markdown(report: EvalReport, title: str) -> str:
+    lines = [f"# {title}", "", f"{report.n} examples.", "", "| metric | value |", "|---|---|"]
+    for key in report.reward_mean:
+        label = "reward (total)" if key == "total" else f"reward/{key}"
+        lines.append(f"| {label} | {report.reward_mean[key]:.4f} ± {report.reward_std[key]:.4f} |")
+    lines += [
+        f"| distinct-1 | {report.distinct_1:.4f} |",
+        f"| distinct-2 | {report.distinct_2:.4f} |",
+        f"| distinct-3 | {report.distinct_3:.4f} |",
+        f"| mean length (words) | {report.mean_length_words:.1f} |",
+    ]
+    if report.mean_length_tokens is not None:
+        lines.append(f"| mean length (tokens) | {report.mean_length_tokens:.1f} |")
+    if report.win_rate is not None:
+        lines.append(f"| win-rate vs reference | {report.win_rate:.4f} |")
+    lines += ["", f"## Example generations (first {min(EXAMPLES_IN_MARKDOWN, report.n)})", ""]
+    for i, example in enumerate(report.examples[:EXAMPLES_IN_MARKDOWN], start=1):
+        lines += [
+            f"### Example {i} (total reward {example.scores['total']:.4f})",
+            "",
+            "Prompt:",
+            "",
+            _fenced(example.prompt),
+            "",
+            "Response:",
+            "",
+            _fenced(example.response),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _fenced(text: str) -> str:
+    """A code block whose fence is longer than any run of backticks inside `text`."""
+    longest_run = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest_run + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def comparison_table(reports: dict[str, EvalReport]) -> str:
+    """Markdown table, one row per run: reward per component, total, distinct-2, length, win-rate."""
+    components = list(
+        dict.fromkeys(key for r in reports.values() for key in r.reward_mean if key != "total")
+    )
+    header = [
+        "run",
+        *(f"reward/{c}" for c in components),
+        "reward (total)",
+        "distinct-2",
+        "length (words)",
+        "win-rate",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, report in reports.items():
+        cells = [
+            name,
+            *(_number(report.reward_mean.get(c), ".4f") for c in components),
+            _number(report.reward_mean["total"], ".4f"),
+            _number(report.distinct_2, ".4f"),
+            _number(report.mean_length_words, ".1f"),
+            _number(report.win_rate, ".4f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def warn_on_prompt_overlap(eval_prompts: list[str], other_prompts: list[str], what: str) -> int:
+    """Count evaluation prompts that also occur in `other_prompts`, and warn when there are any.
+
+    Prompts used to fit V or select checkpoints make an evaluation on them optimistic.
+    Prompts are compared with whitespace collapsed, so re-wrapped copies still count.
+    """
+    seen = {_normalise(prompt) for prompt in other_prompts}
+    overlap = sum(_normalise(prompt) in seen for prompt in eval_prompts)
+    if overlap:
+        logger.warning(
+            "%d of %d evaluation prompts also appear in the %s; results on them are optimistic. "
+            "Evaluate on prompts held out from the %s.",
+            overlap,
+            len(eval_prompts),
+            what,
+            what,
+        )
+    return overlap
+
+
+def _normalise(prompt: str) -> str:
+    return " ".join(prompt.split())

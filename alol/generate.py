@@ -1,0 +1,189 @@
+"""Batched decoding for value data and evaluation: left-padded, length-sorted, seeded.
+
+Prompts arrive already rendered (see `alol.data.render_prompt`), so nothing here adds special
+tokens beyond what rendering wrote. Under `accelerate`, unwrap the model first
+(`accelerator.unwrap_model`) and give each process its share with `shard_indices`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformers import GenerationConfig as HFGenerationConfig
+
+from alol.data import encode_prompt
+
+
+@dataclass
+class GenerationConfig:
+    """How to decode. Fields not listed here follow `model.generation_config`."""
+
+    max_new_tokens: int = 128
+    """Response budget in tokens; the paper used 128."""
+    do_sample: bool = False
+    """Greedy by default, as the paper decodes the reference's responses for the value data."""
+    temperature: float = 1.0
+    """Softmax temperature when sampling."""
+    top_p: float = 1.0
+    """Nucleus-sampling mass when sampling; 1.0 keeps the whole distribution."""
+    top_k: int = 0
+    """Top-k filter when sampling; 0 turns it off (transformers would otherwise apply 50)."""
+    num_return_sequences: int = 1
+    """Responses per prompt (k); more than one needs `do_sample=True`."""
+    batch_size: int = 16
+    """Prompts per `generate` call."""
+    seed: int = 0
+    """Seeds sampling, so a rerun gives the same responses; the global RNG is left as it was."""
+    max_prompt_length: int = 640
+    """Prompts longer than this keep their last tokens (the end of a dialogue matters most)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "num_return_sequences", "batch_size", "max_prompt_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"GenerationConfig.{name} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.num_return_sequences > 1 and not self.do_sample:
+            raise ValueError(
+                f"num_return_sequences={self.num_return_sequences} needs do_sample=True: "
+                "greedy decoding would return the same response every time"
+            )
+        if self.temperature <= 0:
+            raise ValueError(
+                f"temperature must be positive, got {self.temperature}; use do_sample=False for greedy"
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be 0 (off) or positive, got {self.top_k}")
+
+
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    show_progress: bool = True,
+) -> list[list[str]]:
+    """Decode `config.num_return_sequences` responses for each rendered prompt, in prompt order.
+
+    Prompts are batched longest-first by token length so each batch carries little padding
+    (and an out-of-memory error shows up in the first batch, not the last).
+    """
+    pad_token_id = _pad_token_id(tokenizer)
+    prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
+    hf_config = _hf_generation_config(config, tokenizer, pad_token_id)
+    device = next(model.parameters()).device
+    responses: list[list[str]] = [[] for _ in prompts]
+
+    was_training = model.training
+    model.eval()  # dropout off: greedy decoding must be deterministic
+    try:
+        with (
+            torch.inference_mode(),
+            _seeded(config.seed, device),
+            tqdm(
+                total=len(prompts), desc="generating", unit="prompt", disable=not show_progress
+            ) as progress,
+        ):
+            for batch in length_sorted_batches([len(ids) for ids in prompt_ids], config.batch_size):
+                input_ids, attention_mask = left_pad([prompt_ids[i] for i in batch], pad_token_id)
+                output = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=hf_config,
+                )
+                # generate returns the k samples of a prompt on consecutive rows.
+                new_tokens = output[:, input_ids.shape[1] :].reshape(
+                    len(batch), config.num_return_sequences, -1
+                )
+                for row, index in enumerate(batch):
+                    responses[index] = [
+                        decode_response(tokenizer, ids) for ids in new_tokens[row].tolist()
+                    ]
+                progress.update(len(batch))
+    finally:
+        model.train(was_training)
+    return responses
+
+
+def decode_response(tokenizer, new_token_ids: list[int]) -> str:
+    """Text of the generated tokens up to (not including) the first EOS."""
+    eos = tokenizer.eos_token_id
+    if eos in new_token_ids:
+        new_token_ids = new_token_ids[: new_token_ids.index(eos)]
+    return tokenizer.decode(new_token_ids, skip_special_tokens=True)
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first; ties keep input order."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """`input_ids` and `attention_mask` [B, L], padded on the left so every prompt ends at column L-1."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.tensor([[pad_token_id] * (width - len(ids)) + ids for ids in sequences])
+    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in sequences])
+    return input_ids, attention_mask
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
+    """This process's share of `range(n)`: every `world_size`-th index from `rank`.
+
+    The shares are disjoint and cover every index exactly once, with no padding duplicates,
+    so gathering them needs no de-duplication (unlike a `DistributedSampler`).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"rank must be in [0, world_size) and world_size at least 1, got rank={rank}, world_size={world_size}"
+        )
+    return list(range(rank, n, world_size))
+
+
+def _pad_token_id(tokenizer) -> int:
+    """The tokenizer's pad id, or its EOS id for tokenizers (Llama, GPT-2) that ship without one."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    raise ValueError(
+        "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token before decoding"
+    )
+
+
+def _hf_generation_config(
+    config: GenerationConfig, tokenizer, pad_token_id: int
+) -> HFGenerationConfig:
+    # Sampling knobs are passed only when sampling: transformers warns about them under greedy.
+    sampling = (
+        {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k}
+        if config.do_sample
+        else {}
+    )
+    return HFGenerationConfig(
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        num_return_sequences=config.num_return_sequences,
+        pad_token_id=pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        **sampling,
+    )
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the CPU RNG and the model's accelerator RNG, restoring both afterwards."""
+    accelerators = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(
+        devices=accelerators, device_type=device.type if accelerators else None
+    ):
+        torch.manual_seed(seed)
+        yield

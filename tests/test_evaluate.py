@@ -1,0 +1,162 @@
+"""Evaluation metrics and reports, checked against arithmetic done by hand."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from alol.evaluate import (
+    EvalExample,
+    EvalReport,
+    comparison_table,
+    distinct_n,
+    evaluate_responses,
+    mean_length,
+    read_report,
+    warn_on_prompt_overlap,
+    win_rate,
+    write_report,
+)
+
+PROMPTS = ["p1", "p2", "p3", "p4"]
+RESPONSES = ["a b a b", "a b c", "hello", ""]
+SCORES = [
+    {"sentiment": 0.5, "fluency": 0.25, "total": 0.75},
+    {"sentiment": 1.0, "fluency": 0.0, "total": 1.0},
+    {"sentiment": 0.0, "fluency": 0.5, "total": 0.5},
+    {"sentiment": 0.5, "fluency": 0.25, "total": 0.75},
+]
+REFERENCE = [{"sentiment": 0.0, "fluency": 0.0, "total": 0.5}] * 3 + [
+    {"sentiment": 0.0, "fluency": 0.0, "total": 1.0}
+]
+
+
+def test_distinct_n_counts_unique_ngrams_over_the_whole_corpus():
+    """Unigrams: a b a b | a b c | hello -> 8 total, {a, b, c, hello} = 4 unique -> 0.5.
+    Bigrams: ab ba ab | ab bc -> 5 total, {ab, ba, bc} = 3 unique -> 0.6 (none span two texts).
+    Trigrams: aba bab | abc -> 3 total, all unique -> 1.0."""
+    assert distinct_n(RESPONSES, 1) == pytest.approx(4 / 8)
+    assert distinct_n(RESPONSES, 2) == pytest.approx(3 / 5)
+    assert distinct_n(RESPONSES, 3) == pytest.approx(3 / 3)
+
+
+def test_distinct_n_is_zero_without_ngrams():
+    assert distinct_n([], 1) == 0.0
+    assert distinct_n(["one two", ""], 3) == 0.0
+
+
+def test_mean_length_in_words_and_in_tokens(tiny_tokenizer):
+    """Words: (4 + 3 + 1 + 0) / 4 = 2.0."""
+    assert mean_length(RESPONSES) == pytest.approx(2.0)
+    token_counts = [
+        len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"]) for text in RESPONSES
+    ]
+    assert mean_length(RESPONSES, tiny_tokenizer) == pytest.approx(sum(token_counts) / 4)
+    assert mean_length([]) == 0.0
+
+
+def test_win_rate_counts_ties_as_half():
+    """Outcomes: win, tie, loss, tie -> (1 + 0.5 + 0 + 0.5) / 4 = 0.5."""
+    assert win_rate([2.0, 1.0, 0.0, 3.0], [1.0, 1.0, 1.0, 3.0]) == pytest.approx(0.5)
+    assert win_rate([1.0], [0.0]) == 1.0
+
+
+def test_win_rate_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="one reference score per score"):
+        win_rate([1.0, 2.0], [1.0])
+
+
+def test_evaluate_responses_summarises_rewards_diversity_length_and_win_rate():
+    """sentiment: mean (0.5+1+0+0.5)/4 = 0.5, std sqrt((0+0.25+0.25+0)/4) = sqrt(0.125);
+    total: mean (0.75+1+0.5+0.75)/4 = 0.75; vs reference totals 0.5,0.5,0.5,1.0:
+    win, win, tie, loss -> (1 + 1 + 0.5 + 0) / 4 = 0.625."""
+    report = evaluate_responses(PROMPTS, RESPONSES, SCORES, REFERENCE)
+
+    assert report.n == 4
+    assert report.reward_mean == pytest.approx({"sentiment": 0.5, "fluency": 0.25, "total": 0.75})
+    assert report.reward_std["sentiment"] == pytest.approx(0.125**0.5)
+    assert (report.distinct_1, report.distinct_2, report.distinct_3) == pytest.approx(
+        (0.5, 0.6, 1.0)
+    )
+    assert report.mean_length_words == pytest.approx(2.0)
+    assert report.mean_length_tokens is None
+    assert report.win_rate == pytest.approx(0.625)
+    assert report.examples[1] == EvalExample(prompt="p2", response="a b c", scores=SCORES[1])
+
+
+def test_evaluate_responses_sums_components_when_total_is_missing():
+    report = evaluate_responses(["p"], ["r"], [{"a": 1.0, "b": 2.0}])
+    assert report.reward_mean == {"a": 1.0, "b": 2.0, "total": 3.0}
+    assert report.win_rate is None
+
+
+def test_evaluate_responses_rejects_inconsistent_inputs():
+    with pytest.raises(ValueError, match="one response and one score dict per prompt"):
+        evaluate_responses(PROMPTS, RESPONSES[:2], SCORES)
+    with pytest.raises(ValueError, match=r"scores\[1\] has components"):
+        evaluate_responses(["p", "q"], ["r", "s"], [{"a": 1.0}, {"b": 1.0}])
+
+
+def test_write_report_writes_readable_json_jsonl_and_markdown(tmp_path):
+    report = evaluate_responses(PROMPTS, RESPONSES, SCORES, REFERENCE)
+
+    write_report(report, tmp_path / "eval", title="A-LoL on the demo task")
+
+    summary = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert summary["win_rate"] == pytest.approx(0.625)
+    assert "examples" not in summary
+    lines = (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()
+    assert [json.loads(line)["response"] for line in lines] == RESPONSES
+    markdown = (tmp_path / "eval" / "report.md").read_text()
+    assert markdown.startswith("# A-LoL on the demo task")
+    assert "| reward/sentiment | 0.5000 ± 0.3536 |" in markdown
+    assert "| win-rate vs reference | 0.6250 |" in markdown
+    assert "```text\na b c\n```" in markdown
+    assert read_report(tmp_path / "eval") == report
+    assert not list((tmp_path / "eval").glob(".*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_report_markdown_fences_survive_backticks_in_responses(tmp_path):
+    report = evaluate_responses(["p"], ["use ```code``` here"], [{"r": 1.0}])
+    write_report(report, tmp_path, title="t")
+    assert "````text\nuse ```code``` here\n````" in (tmp_path / "report.md").read_text()
+
+
+def test_comparison_table_has_one_row_per_run():
+    nll = evaluate_responses(PROMPTS, RESPONSES, SCORES)
+    a_lol = EvalReport(
+        n=4,
+        reward_mean={"sentiment": 0.9, "total": 0.9},
+        reward_std={"sentiment": 0.1, "total": 0.1},
+        distinct_1=0.7,
+        distinct_2=0.8,
+        distinct_3=0.9,
+        mean_length_words=12.0,
+        win_rate=0.75,
+    )
+
+    table = comparison_table({"nll": nll, "a_lol": a_lol}).splitlines()
+
+    assert (
+        table[0]
+        == "| run | reward/sentiment | reward/fluency | reward (total) | distinct-2 | length (words) | win-rate |"
+    )
+    assert table[2] == "| nll | 0.5000 | 0.2500 | 0.7500 | 0.6000 | 2.0 | – |"
+    assert table[3] == "| a_lol | 0.9000 | – | 0.9000 | 0.8000 | 12.0 | 0.7500 |"
+
+
+def test_prompt_overlap_is_counted_and_warned(caplog):
+    with caplog.at_level(logging.WARNING, logger="alol.evaluate"):
+        overlap = warn_on_prompt_overlap(
+            ["a  b", "c", "d"], ["a b", "d", "x"], "value-head prompts"
+        )
+    assert overlap == 2
+    assert "2 of 3 evaluation prompts also appear in the value-head prompts" in caplog.text
+
+
+def test_disjoint_prompts_raise_no_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="alol.evaluate"):
+        assert warn_on_prompt_overlap(["a"], ["b"], "validation prompts") == 0
+    assert caplog.records == []

@@ -1,0 +1,229 @@
+"""Batched decoding: what `generate_responses` promises about order, padding, seeds and EOS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from alol.generate import (
+    GenerationConfig,
+    decode_response,
+    generate_responses,
+    length_sorted_batches,
+    shard_indices,
+)
+
+PROMPTS = [
+    "Human: How do I bake bread? Assistant:",
+    "Hi",
+    "The quick brown fox jumps over the lazy dog and then",
+    "Please be kind",
+    "Numbers like 1 2 3",
+]
+
+GREEDY = GenerationConfig(max_new_tokens=8, batch_size=1)
+
+
+def manual_greedy_ids(
+    model, prompt_ids: list[int], max_new_tokens: int, eos_token_id: int
+) -> list[int]:
+    """The textbook greedy loop: full forward pass, argmax of the last position, stop at EOS."""
+    ids = list(prompt_ids)
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            next_id = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            if next_id == eos_token_id:
+                break
+            ids.append(next_id)
+            new.append(next_id)
+    return new
+
+
+def test_greedy_decoding_equals_a_manual_greedy_loop(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    prompt = PROMPTS[0]
+    ids = tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    expected_ids = manual_greedy_ids(
+        tiny_model, ids, GREEDY.max_new_tokens, tiny_tokenizer.eos_token_id
+    )
+
+    [[response]] = generate_responses(
+        tiny_model, tiny_tokenizer, [prompt], GREEDY, show_progress=False
+    )
+
+    assert expected_ids, (
+        "the manual loop should produce tokens for this comparison to mean anything"
+    )
+    assert response == tiny_tokenizer.decode(expected_ids, skip_special_tokens=True)
+
+
+def test_greedy_decoding_is_deterministic(tiny_model, tiny_tokenizer):
+    first = generate_responses(tiny_model, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
+    second = generate_responses(tiny_model, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
+    assert first == second
+
+
+def test_left_padded_batches_match_one_by_one_decoding_in_prompt_order(tiny_model, tiny_tokenizer):
+    """Batches are formed longest-first; the answers must still come back in the prompts' order."""
+    one_by_one = [
+        generate_responses(tiny_model, tiny_tokenizer, [prompt], GREEDY, show_progress=False)[0]
+        for prompt in PROMPTS
+    ]
+    batched = generate_responses(
+        tiny_model,
+        tiny_tokenizer,
+        PROMPTS,
+        GenerationConfig(max_new_tokens=8, batch_size=3),
+        show_progress=False,
+    )
+    assert batched == one_by_one
+
+
+def test_decoding_uses_eval_mode_and_restores_training_mode(tiny_model, tiny_tokenizer):
+    """With dropout left on, greedy outputs would vary; the caller's train mode comes back after."""
+    tiny_model.eval()
+    expected = generate_responses(tiny_model, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
+    tiny_model.train()
+    assert (
+        generate_responses(tiny_model, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
+        == expected
+    )
+    assert tiny_model.training
+
+
+def test_sampling_with_a_seed_repeats_and_leaves_the_global_rng_alone(
+    tiny_llama_dir, tiny_tokenizer
+):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    config = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=1.5, top_p=0.95, seed=7)
+    rng_before = torch.get_rng_state()
+
+    first = generate_responses(model, tiny_tokenizer, PROMPTS, config, show_progress=False)
+    second = generate_responses(model, tiny_tokenizer, PROMPTS, config, show_progress=False)
+    other_seed = generate_responses(
+        model,
+        tiny_tokenizer,
+        PROMPTS,
+        GenerationConfig(**{**vars(config), "seed": 8}),
+        show_progress=False,
+    )
+
+    assert first == second
+    assert first != other_seed
+    assert torch.equal(torch.get_rng_state(), rng_before)
+
+
+def test_k_sampled_responses_per_prompt(tiny_llama_dir, tiny_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    config = GenerationConfig(
+        max_new_tokens=6, do_sample=True, num_return_sequences=3, batch_size=2
+    )
+
+    responses = generate_responses(model, tiny_tokenizer, PROMPTS, config, show_progress=False)
+
+    assert [len(samples) for samples in responses] == [3] * len(PROMPTS)
+    assert all(len(set(samples)) > 1 for samples in responses), (
+        "k samples of a random model should differ"
+    )
+
+
+def test_response_stops_at_the_first_eos_even_when_batch_mates_continue(
+    tiny_llama_dir, tiny_tokenizer
+):
+    """Swap the LM-head rows of EOS and the 3rd greedy token t3: the model now says EOS where it said t3.
+
+    Greedy output before: t1 t2 t3 ...; after the swap: t1 t2 EOS, so the response is t1 t2.
+    (Llama's head is untied, so the input embeddings, and hence steps 1-2, are unchanged.)
+    """
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    eos = tiny_tokenizer.eos_token_id
+    prompt = PROMPTS[0]
+    ids = tiny_tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    t1, t2, t3 = manual_greedy_ids(model, ids, 3, eos)
+    assert len({t1, t2, t3, eos}) == 4, "the swap argument needs four distinct tokens"
+    with torch.no_grad():
+        head = model.lm_head.weight
+        head[[t3, eos]] = head[[eos, t3]].clone()
+
+    responses = generate_responses(
+        model,
+        tiny_tokenizer,
+        [prompt, PROMPTS[2]],
+        GenerationConfig(max_new_tokens=8, batch_size=2),
+        show_progress=False,
+    )
+
+    assert responses[0] == [tiny_tokenizer.decode([t1, t2])]
+
+
+def test_decode_response_cuts_at_eos_and_drops_special_tokens(tiny_tokenizer):
+    hello = tiny_tokenizer("Hello", add_special_tokens=False)["input_ids"]
+    world = tiny_tokenizer(" world", add_special_tokens=False)["input_ids"]
+    ids = [
+        tiny_tokenizer.bos_token_id,
+        *hello,
+        tiny_tokenizer.eos_token_id,
+        *world,
+        tiny_tokenizer.pad_token_id,
+    ]
+    assert decode_response(tiny_tokenizer, ids) == "Hello"
+
+
+def test_an_empty_prompt_starts_from_bos(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    expected = manual_greedy_ids(
+        tiny_model, [tiny_tokenizer.bos_token_id], 8, tiny_tokenizer.eos_token_id
+    )
+    [[response]] = generate_responses(tiny_model, tiny_tokenizer, [""], GREEDY, show_progress=False)
+    assert response == tiny_tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_peft_wrapped_models_decode_like_their_base(tiny_llama_dir, tiny_tokenizer):
+    """A fresh LoRA adapter has B = 0, so it must not change greedy outputs."""
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    expected = generate_responses(base, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    assert (
+        generate_responses(peft_model, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
+        == expected
+    )
+
+
+def test_length_sorted_batches_put_the_longest_prompts_first():
+    """Lengths [5, 1, 3, 2, 3], batches of 2: order by length desc (ties by index) = 0, 2, 4, 3, 1."""
+    assert length_sorted_batches([5, 1, 3, 2, 3], batch_size=2) == [[0, 2], [4, 3], [1]]
+
+
+@pytest.mark.parametrize(("n", "world_size"), [(0, 2), (7, 3), (10, 4), (2, 5), (9, 1)])
+def test_shard_indices_cover_every_index_exactly_once(n, world_size):
+    shards = [shard_indices(n, rank, world_size) for rank in range(world_size)]
+    assert sorted(index for shard in shards for index in shard) == list(range(n))
+
+
+def test_shard_indices_are_strided():
+    assert shard_indices(7, rank=1, world_size=3) == [1, 4]
+
+
+def test_shard_indices_reject_a_rank_outside_the_world():
+    with pytest.raises(ValueError, match="rank"):
+        shard_indices(4, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_return_sequences": 2}, "do_sample=True"),
+        ({"do_sample": True, "temperature": 0.0}, "temperature"),
+        ({"do_sample": True, "top_p": 0.0}, "top_p"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_generation_config_rejects_settings_that_cannot_work(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GenerationConfig(**kwargs)
