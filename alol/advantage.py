@@ -1,0 +1,719 @@
+"""A-LoL's one precompute pass: reference log-probs, V(x), R and A = R − V(x) for every pair.
+
+Training then keeps no reference model in memory: this table holds everything the objectives
+read from π_ref. It is cached on disk under a content hash of every input (model, data, reward,
+value head, the settings that change the numbers), so a changed input never reuses a stale
+cache. The same module selects the "leftover lunch" (A > 0) and draws training examples from it
+with probability ∝ A (priority sampling), reproducibly and shardable across ranks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+from tqdm.auto import tqdm
+
+from alol.data import DataError, RewardRecord, collate_pairs, render_prompt, tokenize_pair
+from alol.errors import AlolError
+from alol.io import write_atomic, write_json
+from alol.logprobs import response_token_logprobs
+from alol.rewards import score
+from alol.value import predict_values
+
+if TYPE_CHECKING:
+    from alol.rewards import Reward
+    from alol.value import ValueHead
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+"""Bump when the table's layout or meaning changes: it is part of every cache key."""
+
+_SCALAR_ARRAYS = ("reward", "value", "advantage", "ref_logp")
+_COMPONENT_PREFIX = "component/"
+
+
+class AdvantageCacheError(AlolError):
+    """An advantage cache file is missing or unreadable."""
+
+
+class NoPositiveAdvantageError(AlolError):
+    """No training example has A > 0, so A-LoL has nothing to train on."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclass
+class AdvantageTable:
+    """Per-example results of the precompute pass, aligned with the training records.
+
+    Per-example arrays are float64 `[N]`. The reference log-prob of every response token
+    (EOS included, in response order) is stored flat in float32: example `i` owns
+    `ref_token_logps[offsets[i]:offsets[i + 1]]`, so ragged responses need no padding.
+    """
+
+    reward: np.ndarray
+    value: np.ndarray
+    advantage: np.ndarray
+    ref_logp: np.ndarray
+    ref_token_logps: np.ndarray
+    offsets: np.ndarray
+    response_length: np.ndarray
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+    key: str = ""
+    """The cache key of the inputs this table was computed from ("" when not cached)."""
+
+    def __post_init__(self) -> None:
+        count = len(self.reward)
+        for name in _SCALAR_ARRAYS + ("response_length",):
+            if getattr(self, name).shape != (count,):
+                raise ValueError(
+                    f"'{name}' has shape {getattr(self, name).shape}, expected ({count},)"
+                )
+        for name, values in self.components.items():
+            if values.shape != (count,):
+                raise ValueError(
+                    f"component '{name}' has shape {values.shape}, expected ({count},)"
+                )
+        if self.offsets.shape != (count + 1,) or self.offsets[0] != 0:
+            raise ValueError(f"'offsets' must have shape ({count + 1},) and start at 0")
+        if self.offsets[-1] != len(self.ref_token_logps):
+            raise ValueError("'offsets' do not cover 'ref_token_logps' exactly")
+        if not np.array_equal(np.diff(self.offsets), self.response_length):
+            raise ValueError("'offsets' disagree with 'response_length'")
+
+    @classmethod
+    def from_examples(
+        cls,
+        reward: Sequence[float] | np.ndarray,
+        value: Sequence[float] | np.ndarray,
+        token_logps: Sequence[np.ndarray],
+        components: dict[str, Sequence[float]] | None = None,
+    ) -> AdvantageTable:
+        """Assemble the table from per-example results; A = R − V(x) is computed here, once."""
+        reward = np.asarray(reward, dtype=np.float64)
+        value = np.asarray(value, dtype=np.float64)
+        response_length = np.array([len(t) for t in token_logps], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(response_length)]).astype(np.int64)
+        flat = [np.asarray(t, dtype=np.float32) for t in token_logps]
+        return cls(
+            reward=reward,
+            value=value,
+            advantage=reward - value,
+            ref_logp=np.array([t.sum(dtype=np.float64) for t in flat], dtype=np.float64),
+            ref_token_logps=np.concatenate(flat) if flat else np.zeros(0, np.float32),
+            offsets=offsets,
+            response_length=response_length,
+            components={k: np.asarray(v, dtype=np.float64) for k, v in (components or {}).items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.reward)
+
+    def token_logps(self, index: int) -> np.ndarray:
+        """Reference log-probs of example `index`'s response tokens, in order, EOS last."""
+        return self.ref_token_logps[self.offsets[index] : self.offsets[index + 1]]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the arrays as safetensors and a small JSON sidecar for humans, each atomically.
+
+        The key is stored in both; `load` refuses a pair that disagrees (a write interrupted
+        between the two files).
+        """
+        path = Path(path)
+        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in _array_names()}
+        for name, values in self.components.items():
+            arrays[_COMPONENT_PREFIX + name] = np.ascontiguousarray(values)
+        metadata = {"key": self.key, "format_version": str(FORMAT_VERSION)}
+        write_atomic(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
+        write_json(
+            sidecar_path(path),
+            {
+                "key": self.key,
+                "format_version": FORMAT_VERSION,
+                "count": len(self),
+                "components": sorted(self.components),
+                "fraction_positive": float(np.mean(self.advantage > 0)) if len(self) else 0.0,
+            },
+        )
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> AdvantageTable:
+        """Read a table written by `save`; a missing or damaged cache says how to rebuild it."""
+        path = Path(path)
+        sidecar = sidecar_path(path)
+        for required in (path, sidecar):
+            if not required.is_file():
+                raise AdvantageCacheError(
+                    f"advantage cache file {required} not found; run `alol advantage` to compute it"
+                )
+        try:
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+                arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+            info = json.loads(sidecar.read_text(encoding="utf-8"))
+            return cls._from_stored(arrays, metadata, info)
+        except (OSError, ValueError, SafetensorError) as error:
+            raise AdvantageCacheError(
+                f"advantage cache {path} is unreadable ({error}); delete it and {sidecar.name}, "
+                "then rerun `alol advantage` to recompute it"
+            ) from error
+
+    @classmethod
+    def _from_stored(
+        cls, arrays: dict[str, np.ndarray], metadata: dict[str, str], info: dict[str, Any]
+    ) -> AdvantageTable:
+        if metadata.get("format_version") != str(FORMAT_VERSION):
+            raise ValueError(
+                f"written in format {metadata.get('format_version')}, this alol reads {FORMAT_VERSION}"
+            )
+        if info.get("key") != metadata.get("key"):
+            raise ValueError("the JSON sidecar and the tensors name different keys")
+        missing = [name for name in _array_names() if name not in arrays]
+        if missing:
+            raise ValueError(f"arrays {missing} are missing")
+        components = {
+            name.removeprefix(_COMPONENT_PREFIX): values
+            for name, values in arrays.items()
+            if name.startswith(_COMPONENT_PREFIX)
+        }
+        return cls(
+            **{name: arrays[name] for name in _array_names()},
+            components=components,
+            key=metadata["key"],
+        )
+
+
+def _array_names() -> tuple[str, ...]:
+    return _SCALAR_ARRAYS + ("ref_token_logps", "offsets", "response_length")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar that sits beside a table's safetensors file."""
+    return Path(path).with_suffix(".json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints and the cache
+
+# Config, weights, tokenizer, chat template, and the modules of trust_remote_code models.
+_MODEL_FILE_SUFFIXES = {
+    ".json",
+    ".safetensors",
+    ".bin",
+    ".model",
+    ".txt",
+    ".jinja",
+    ".tiktoken",
+    ".py",
+}
+_NOT_MODEL_FILES = {"trainer_state.json", "training_args.bin"}
+
+
+def fingerprint_model(path_or_model: str | Path | torch.nn.Module, tokenizer: Any = None) -> str:
+    """A sha256 of everything that determines a model's outputs.
+
+    - A directory: the full content of its top-level config, weight and tokenizer files
+      (`*.json`, `*.safetensors`, `*.bin`, `*.model`, `*.txt`, `*.jinja`, `*.tiktoken`, `*.py`,
+      but not a Trainer checkpoint's `trainer_state.json`/`training_args.bin`), keyed by file
+      name, so a copied or moved directory keeps its fingerprint. Hashing reads every byte
+      once (about 1 GB/s); the per-file digests are memoised by path, size and mtime, so later
+      calls in the same process are free.
+    - A hub id: the same, on its snapshot in the local Hugging Face cache.
+    - An in-memory module (a model, a PEFT model, a value head): its config (if any) and every
+      tensor of its state_dict. This copies GPU tensors to the CPU; prefer paths for big models.
+
+    `tokenizer`, when given, is hashed in too (needed for in-memory models; a directory
+    already holds its tokenizer files).
+    """
+    digest = hashlib.sha256()
+    if isinstance(path_or_model, torch.nn.Module):
+        _update_with_module(digest, path_or_model)
+    else:
+        digest.update(_directory_fingerprint(_model_directory(path_or_model)).encode())
+    if tokenizer is not None:
+        with tempfile.TemporaryDirectory() as directory:
+            tokenizer.save_pretrained(directory)
+            digest.update(_directory_fingerprint(Path(directory)).encode())
+    return digest.hexdigest()
+
+
+def _model_directory(name: str | Path) -> Path:
+    path = Path(name)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(name), local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError) as error:
+        raise FileNotFoundError(
+            f"model {name!r} is neither a directory nor a model in the local Hugging Face cache; "
+            "pass the path of a saved model"
+        ) from error
+
+
+def _directory_fingerprint(directory: Path) -> str:
+    files = sorted(
+        path
+        for path in directory.iterdir()
+        if path.is_file()
+        and path.suffix in _MODEL_FILE_SUFFIXES
+        and path.name not in _NOT_MODEL_FILES
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"{directory} holds no model, config or tokenizer files to fingerprint"
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        file_digest = _file_sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        digest.update(f"{path.name}\0{file_digest}\n".encode())
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """`size` and `mtime_ns` are part of the memo key only: a rewritten file is hashed again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 23):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _update_with_module(digest: Any, module: torch.nn.Module) -> None:
+    config = getattr(module, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"}
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}\0{flat.dtype}\0{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy())  # the buffer, not a copy
+
+
+def fingerprint_records(records: Sequence[RewardRecord]) -> str:
+    """A sha256 of what the precompute reads from each record, in order: prompt, response, reward.
+
+    `id` and `source` do not change any number, so they do not change the fingerprint.
+    """
+    digest = hashlib.sha256()
+    for record in records:
+        line = json.dumps(
+            [record.prompt, record.response, record.reward], sort_keys=True, ensure_ascii=False
+        )
+        # JSON escapes newlines inside strings, so a newline separates records unambiguously.
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def cache_key(
+    model_fp: str,
+    data_fp: str,
+    reward_fp: str | None,
+    config_dict: dict[str, Any],
+    value_fp: str | None = None,
+) -> str:
+    """The sha256 that names an advantage table: it changes with every input and only with them.
+
+    `reward_fp` is None when rewards come from the data, `value_fp` (the value head's
+    `fingerprint_model`) None when V(x) = 0; `config_dict` holds the settings that change the
+    numbers (`AdvantageConfig.key_fields()`).
+    """
+    inputs = {
+        "format_version": FORMAT_VERSION,
+        "model": model_fp,
+        "data": data_fp,
+        "reward": reward_fp,
+        "value": value_fp,
+        "config": config_dict,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / f"advantages-{key[:16]}.safetensors"
+
+
+def load_or_compute(
+    cache_dir: str | Path, key: str, compute: Callable[[], AdvantageTable]
+) -> AdvantageTable:
+    """Reuse the cached table for `key` when there is one, else compute it and cache it."""
+    path = cache_path(cache_dir, key)
+    if path.exists():
+        try:
+            table = AdvantageTable.load(path)
+        except AdvantageCacheError as error:
+            logger.warning("recomputing advantages: %s", error)
+        else:
+            if table.key == key:
+                logger.info("reusing advantage cache %s", path)
+                return table
+            logger.info("advantage cache %s was computed from other inputs; recomputing", path)
+    table = replace(compute(), key=key)
+    table.save(path)
+    logger.info("computed advantages for %d examples and cached them in %s", len(table), path)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# The precompute pass
+
+
+@dataclass
+class AdvantageConfig:
+    """How the precompute pass runs; only the length limits change its numbers."""
+
+    batch_size: int = 16
+    """Pairs per reference forward pass (batches are grouped by length, so padding is small)."""
+    max_prompt_length: int = 640
+    """Prompt tokens kept (the paper's HHA setting); must match training's tokenization."""
+    max_response_length: int = 128
+    """Response tokens kept, EOS included; must match training's tokenization."""
+    vocab_chunk_size: int | None = None
+    """Vocabulary slice per LM-head matmul (None: whole vocabulary); lowers peak memory."""
+    value_batch_size: int = 16
+    """Prompts per value-head forward pass."""
+    show_progress: bool = True
+    """Show progress bars."""
+
+    def key_fields(self) -> dict[str, Any]:
+        """The settings that change the table's numbers, for `cache_key` (batching does not)."""
+        return {
+            "max_prompt_length": self.max_prompt_length,
+            "max_response_length": self.max_response_length,
+        }
+
+
+def compute_advantages(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[RewardRecord],
+    config: AdvantageConfig,
+    value_head: ValueHead | None = None,
+    reward: Reward | None = None,
+) -> AdvantageTable:
+    """One pass of the frozen reference model over the training pairs: log-probs, V(x), R, A.
+
+    Rewards come from `reward` (all components kept) when given, else from each record's
+    stored reward. Without a value head V(x) = 0, which is what objectives that use the reward
+    alone (`wbc`, `r_lol`, …) need.
+    """
+    if not records:
+        raise ValueError("no training records to compute advantages for")
+    prompts = [render_prompt(record.prompt, tokenizer) for record in records]
+    responses = [record.response for record in records]
+    rewards, components = _rewards(records, prompts, responses, reward, config)
+    token_logps = _reference_token_logps(model, tokenizer, prompts, responses, config)
+    if value_head is None:
+        values = [0.0] * len(records)
+    else:
+        values = predict_values(
+            model,
+            tokenizer,
+            value_head,
+            prompts,
+            batch_size=config.value_batch_size,
+            max_prompt_length=config.max_prompt_length,
+            show_progress=config.show_progress,
+        )
+    return AdvantageTable.from_examples(rewards, values, token_logps, components)
+
+
+def _rewards(
+    records: Sequence[RewardRecord],
+    prompts: list[str],
+    responses: list[str],
+    reward: Reward | None,
+    config: AdvantageConfig,
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Total rewards and per-component rewards (components only when every record has the same ones)."""
+    if reward is not None:
+        scores = score(
+            reward,
+            prompts,
+            responses,
+            batch_size=config.batch_size,
+            show_progress=config.show_progress,
+        )
+        components = {name: [s[name] for s in scores] for name in reward.components}
+        return [s["total"] for s in scores], components
+    for number, record in enumerate(records):
+        if record.total_reward is None:
+            raise DataError(
+                f"record {number} has no reward; give every record a reward, or pass a reward "
+                "function to score them",
+                file=record.source or None,
+                field="reward",
+            )
+    stored = [record.reward for record in records]
+    components: dict[str, list[float]] = {}
+    if all(isinstance(r, dict) for r in stored) and len({tuple(sorted(r)) for r in stored}) == 1:
+        components = {name: [float(r[name]) for r in stored] for name in stored[0]}
+    return [float(record.total_reward) for record in records], components
+
+
+def _reference_token_logps(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: list[str],
+    responses: list[str],
+    config: AdvantageConfig,
+) -> list[np.ndarray]:
+    """Each pair's response-token log-probs under `model`, in eval mode, without gradients."""
+    pairs = [
+        tokenize_pair(
+            tokenizer, prompt, response, config.max_prompt_length, config.max_response_length
+        )
+        for prompt, response in zip(prompts, responses, strict=True)
+    ]
+    pad_token_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
+    order = sorted(
+        range(len(pairs)), key=lambda i: -(len(pairs[i].prompt_ids) + len(pairs[i].response_ids))
+    )
+    batches = [
+        order[start : start + config.batch_size]
+        for start in range(0, len(order), config.batch_size)
+    ]
+    device = next(model.parameters()).device
+    results: list[np.ndarray] = [np.zeros(0, np.float32)] * len(pairs)
+    was_training = model.training
+    model.eval()  # no dropout: the reference must score each pair deterministically
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(
+                batches, desc="reference log-probs", disable=not config.show_progress
+            ):
+                collated = collate_pairs([pairs[i] for i in batch], pad_token_id)
+                response_mask = collated["response_mask"].to(device)
+                token_logps = response_token_logprobs(
+                    model,
+                    collated["input_ids"].to(device),
+                    collated["attention_mask"].to(device),
+                    response_mask,
+                    vocab_chunk_size=config.vocab_chunk_size,
+                ).cpu()
+                mask = response_mask.cpu()
+                for row, index in enumerate(batch):
+                    results[index] = token_logps[row][mask[row]].numpy()
+    finally:
+        model.train(was_training)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and the report
+
+_PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
+
+
+def advantage_stats(table: AdvantageTable) -> dict[str, Any]:
+    """Count, fraction with A > 0, and mean/std (population)/percentiles of R, V(x) and A.
+
+    Percentiles interpolate linearly between order statistics (numpy's default).
+    """
+    if len(table) == 0:
+        raise ValueError("the advantage table is empty; there is nothing to summarise")
+    return {
+        "count": len(table),
+        "fraction_positive": float(np.mean(table.advantage > 0)),
+        "reward": _summary(table.reward),
+        "value": _summary(table.value),
+        "advantage": _summary(table.advantage),
+        "components": {name: _summary(values) for name, values in sorted(table.components.items())},
+    }
+
+
+def _summary(values: np.ndarray) -> dict[str, float]:
+    summary = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    for percentile, quantile in zip(_PERCENTILES, np.percentile(values, _PERCENTILES), strict=True):
+        summary[f"p{percentile}"] = float(quantile)
+    return summary
+
+
+def write_advantage_report(table: AdvantageTable, directory: str | Path) -> dict[str, Any]:
+    """Write `advantage_stats.json` and `advantage_hist.png` (R, V(x), A) into `directory`.
+
+    This is a data-quality audit on its own: the fraction of pairs with A > 0 is the share
+    of the data A-LoL will learn from.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    directory = Path(directory)
+    stats = advantage_stats(table)
+    write_json(directory / "advantage_stats.json", stats)
+
+    figure = Figure(figsize=(13, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    reward_axes, value_axes, advantage_axes = figure.subplots(1, 3)
+    bins = min(50, max(10, len(table) // 20))
+    reward_axes.hist(table.reward, bins=bins, color="tab:green")
+    reward_axes.set(title="reward R", xlabel="R", ylabel="examples")
+    value_axes.hist(table.value, bins=bins, color="tab:blue")
+    value_axes.set(title="value V(x)", xlabel="V(x)")
+    advantage_axes.hist(table.advantage, bins=bins, color="tab:orange")
+    advantage_axes.axvline(0.0, color="black", linestyle="--", linewidth=1)
+    advantage_axes.set(
+        title=f"advantage A = R − V(x): {stats['fraction_positive']:.1%} positive", xlabel="A"
+    )
+    write_atomic(
+        directory / "advantage_hist.png", lambda tmp: figure.savefig(tmp, format="png", dpi=100)
+    )
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing and drawing training examples
+
+Sampling = Literal["uniform", "advantage", "reward"]
+
+
+def select_training_examples(
+    table: AdvantageTable, positive_only: bool, sampling: Sampling
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The dataset indices to train on and their sampling weights (None: uniform).
+
+    `positive_only` keeps the leftover lunch, A > 0. "advantage" weights each kept example by
+    A (A-LoL's priority sampling), "reward" by R (rewards must be ≥ 0; they are not shifted,
+    since a shift would change which examples matter).
+    """
+    indices = np.arange(len(table), dtype=np.int64)
+    if positive_only:
+        indices = indices[table.advantage > 0]
+        if len(indices) == 0:
+            raise NoPositiveAdvantageError(_no_positive_message(table))
+    if sampling == "uniform":
+        return indices, None
+    if sampling == "advantage":
+        if not positive_only:
+            raise ValueError(
+                "sampling='advantage' needs positive_only=True: only A > 0 can be a probability"
+            )
+        return indices, table.advantage[indices]
+    if sampling == "reward":
+        weights = table.reward[indices]
+        if np.any(weights < 0) or not np.any(weights > 0):
+            raise ValueError(
+                f"sampling='reward' needs rewards ≥ 0 with at least one > 0, but they range over "
+                f"[{weights.min():g}, {weights.max():g}]; use a non-negative reward (e.g. the "
+                "sigmoid of a logit) or sampling='uniform'"
+            )
+        return indices, weights
+    raise ValueError(f"unknown sampling {sampling!r}; choose 'uniform', 'advantage' or 'reward'")
+
+
+def _no_positive_message(table: AdvantageTable) -> str:
+    head = f"none of the {len(table)} training examples has a positive advantage A = R − V(x)"
+    if len(table) and np.all(table.reward == table.reward[0]):
+        return (
+            f"{head}: every reward equals {table.reward[0]:g}, so no response is better than "
+            "another. Check that the reward function scores these responses differently (or "
+            "that the data's 'reward' field varies)."
+        )
+    return (
+        f"{head} (largest A = {table.advantage.max():.4g}, mean R = {table.reward.mean():.4g}, "
+        f"mean V(x) = {table.value.mean():.4g}). Check that the value head was fitted with the "
+        "same reward and on prompts like these, or train with an objective that needs no value "
+        "('wbc', 'r_lol', 'nll')."
+    )
+
+
+def budget_steps(nll_steps: int, fraction_positive: float) -> int:
+    """A-LoL's step budget: `fraction_positive × nll_steps`, rounded up, at least 1."""
+    if nll_steps < 1 or not 0.0 <= fraction_positive <= 1.0:
+        raise ValueError(
+            f"need nll_steps ≥ 1 and 0 ≤ fraction_positive ≤ 1, got {nll_steps}, {fraction_positive}"
+        )
+    # round() first so float noise (9000 × 0.3 = 2700.0000000000005) does not add a step
+    return max(1, math.ceil(round(nll_steps * fraction_positive, 9)))
+
+
+class PrioritySampler(torch.utils.data.Sampler[int]):
+    """Draw dataset indices with replacement, with probability ∝ weight, reproducibly.
+
+    The draw depends only on (seed, epoch): iterating twice gives the same order, so a resumed
+    run that skips its first k batches sees exactly the batches it would have seen. With
+    `world_size > 1` every rank makes the same global draw, padded to a multiple of
+    `world_size` by drawing further, and takes the strided share `rank::world_size`.
+    """
+
+    _CHUNK = 1 << 16
+    """Draws are made in fixed-size chunks, so a longer draw extends a shorter one."""
+
+    def __init__(
+        self,
+        indices: Sequence[int] | np.ndarray,
+        weights: Sequence[float] | np.ndarray | None,
+        num_samples: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        if len(self.indices) == 0:
+            raise ValueError("PrioritySampler needs at least one index to draw from")
+        if weights is None:
+            self.weights = torch.ones(len(self.indices), dtype=torch.float64)
+        else:
+            self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+            if self.weights.shape != self.indices.shape:
+                raise ValueError(f"got {len(self.indices)} indices but {len(self.weights)} weights")
+            if (
+                not torch.all(torch.isfinite(self.weights) & (self.weights >= 0))
+                or self.weights.sum() <= 0
+            ):
+                raise ValueError("sampling weights must be finite, ≥ 0, and not all 0")
+        if num_samples < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"need num_samples ≥ 1 and 0 ≤ rank < world_size, got {num_samples}, {rank}, {world_size}"
+            )
+        self.num_samples = num_samples
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        global_draw = self._global_draw(len(self) * self.world_size)
+        return iter(global_draw[self.rank :: self.world_size].tolist())
+
+    def _global_draw(self, count: int) -> torch.Tensor:
+        # SeedSequence mixes (seed, epoch), so seed 0 epoch 1 and seed 1 epoch 0 differ.
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[
+            0
+        ]
+        generator = torch.Generator().manual_seed(int(state))
+        chunks = [
+            torch.multinomial(self.weights, self._CHUNK, replacement=True, generator=generator)
+            for _ in range(math.ceil(count / self._CHUNK))
+        ]
+        return self.indices[torch.cat(chunks)[:count]]

@@ -1,0 +1,559 @@
+"""The precompute pass, its cache, its statistics, and the priority sampler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from alol.advantage import (
+    AdvantageCacheError,
+    AdvantageConfig,
+    AdvantageTable,
+    NoPositiveAdvantageError,
+    PrioritySampler,
+    advantage_stats,
+    budget_steps,
+    cache_key,
+    cache_path,
+    compute_advantages,
+    fingerprint_model,
+    fingerprint_records,
+    load_or_compute,
+    select_training_examples,
+    sidecar_path,
+    write_advantage_report,
+)
+from alol.data import DataError, RewardRecord, collate_pairs, tokenize_pair
+from alol.errors import AlolError
+from alol.logprobs import response_token_logprobs
+from alol.value import ValueHead, predict_values
+
+
+def make_table(reward, value, token_logps=None, components=None) -> AdvantageTable:
+    """A synthetic table; by default each example has one response token with log-prob −1."""
+    if token_logps is None:
+        token_logps = [np.array([-1.0])] * len(reward)
+    return AdvantageTable.from_examples(reward, value, token_logps, components)
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+
+def test_table_computes_advantage_as_reward_minus_value_and_sums_token_logps():
+    """R = [1, 0.5], V = [0.25, 0.75] → A = [0.75, −0.25].
+    Token log-probs [[−1, −2], [−0.5]] → log π_ref(y|x) = [−3, −0.5], offsets [0, 2, 3]."""
+    table = make_table([1.0, 0.5], [0.25, 0.75], [np.array([-1.0, -2.0]), np.array([-0.5])])
+
+    np.testing.assert_allclose(table.advantage, [0.75, -0.25])
+    np.testing.assert_allclose(table.ref_logp, [-3.0, -0.5])
+    np.testing.assert_array_equal(table.offsets, [0, 2, 3])
+    np.testing.assert_array_equal(table.response_length, [2, 1])
+    np.testing.assert_array_equal(table.token_logps(0), np.array([-1.0, -2.0], np.float32))
+    np.testing.assert_array_equal(table.token_logps(1), np.array([-0.5], np.float32))
+    assert table.ref_token_logps.dtype == np.float32
+    assert len(table) == 2
+
+
+def test_table_rejects_offsets_that_do_not_match_the_token_logps():
+    table = make_table([1.0, 0.5], [0.0, 0.0])
+    with pytest.raises(ValueError, match="offsets"):
+        AdvantageTable(
+            reward=table.reward,
+            value=table.value,
+            advantage=table.advantage,
+            ref_logp=table.ref_logp,
+            ref_token_logps=table.ref_token_logps,
+            offsets=np.array([0, 1, 3]),
+            response_length=table.response_length,
+        )
+
+
+def test_table_save_then_load_round_trips_every_array_component_and_key(tmp_path):
+    table = make_table(
+        [1.0, 0.5, 0.0],
+        [0.25, 0.75, 0.5],
+        [np.array([-1.0, -2.0]), np.array([-0.5]), np.array([-0.1, -0.2, -0.3])],
+        components={"helpful": [0.5, 0.25, 0.0], "harmless": [0.5, 0.25, 0.0]},
+    )
+    table.key = "abc123"
+    path = table.save(tmp_path / "advantages.safetensors")
+
+    loaded = AdvantageTable.load(path)
+
+    for name in ("reward", "value", "advantage", "ref_logp", "ref_token_logps", "offsets"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(table, name))
+    np.testing.assert_array_equal(loaded.response_length, table.response_length)
+    assert sorted(loaded.components) == ["harmless", "helpful"]
+    np.testing.assert_array_equal(loaded.components["helpful"], [0.5, 0.25, 0.0])
+    assert loaded.key == "abc123"
+    sidecar = json.loads(sidecar_path(path).read_text())
+    assert sidecar["key"] == "abc123" and sidecar["count"] == 3
+    assert sidecar["fraction_positive"] == pytest.approx(1 / 3)
+
+
+def test_loading_a_missing_cache_names_the_file_and_says_how_to_compute_it(tmp_path):
+    path = tmp_path / "advantages-0123.safetensors"
+    with pytest.raises(AdvantageCacheError, match=r"advantages-0123.*not found.*alol advantage"):
+        AdvantageTable.load(path)
+
+
+def test_loading_a_truncated_cache_says_to_delete_it_and_rerun(tmp_path):
+    path = make_table([1.0, 0.0], [0.5, 0.5]).save(tmp_path / "advantages.safetensors")
+    path.write_bytes(path.read_bytes()[:-8])
+
+    with pytest.raises(AdvantageCacheError, match=r"unreadable.*delete it.*rerun `alol advantage`"):
+        AdvantageTable.load(path)
+
+
+def test_loading_refuses_a_sidecar_whose_key_differs_from_the_tensors(tmp_path):
+    """A crash between writing the tensors and the sidecar must not pass for a valid cache."""
+    table = make_table([1.0, 0.0], [0.5, 0.5])
+    table.key = "new"
+    path = table.save(tmp_path / "advantages.safetensors")
+    sidecar = sidecar_path(path)
+    sidecar.write_text(sidecar.read_text().replace('"new"', '"old"'))
+
+    with pytest.raises(AdvantageCacheError, match="different keys"):
+        AdvantageTable.load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints and the cache
+
+BASE_KEY_INPUTS = {
+    "model_fp": "model-a",
+    "data_fp": "data-a",
+    "reward_fp": "reward-a",
+    "config_dict": {"max_prompt_length": 640, "max_response_length": 128},
+    "value_fp": "value-a",
+}
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"model_fp": "model-b"},
+        {"data_fp": "data-b"},
+        {"reward_fp": "reward-b"},
+        {"reward_fp": None},
+        {"config_dict": {"max_prompt_length": 512, "max_response_length": 128}},
+        {"value_fp": "value-b"},
+        {"value_fp": None},
+    ],
+)
+def test_cache_key_changes_when_any_input_changes(changed):
+    assert cache_key(**{**BASE_KEY_INPUTS, **changed}) != cache_key(**BASE_KEY_INPUTS)
+
+
+def test_cache_key_is_a_sha256_that_ignores_the_order_of_config_entries():
+    reordered = {"max_response_length": 128, "max_prompt_length": 640}
+    key = cache_key(**BASE_KEY_INPUTS)
+    assert key == cache_key(**{**BASE_KEY_INPUTS, "config_dict": reordered})
+    assert len(key) == 64 and int(key, 16) >= 0
+
+
+def test_only_the_length_limits_of_the_config_enter_the_key():
+    small = AdvantageConfig(
+        batch_size=2, vocab_chunk_size=64, value_batch_size=1, show_progress=False
+    )
+    assert small.key_fields() == AdvantageConfig().key_fields()
+    assert AdvantageConfig(max_response_length=64).key_fields() != AdvantageConfig().key_fields()
+
+
+def test_record_fingerprint_follows_prompt_response_reward_and_order_only():
+    records = [
+        RewardRecord(prompt="Hi", response="Hello!", reward=1.0, id="a", source="x.jsonl:1"),
+        RewardRecord(prompt=[{"role": "user", "content": "Q"}], response="A", reward={"h": 0.5}),
+    ]
+    base = fingerprint_records(records)
+
+    relabelled = [
+        RewardRecord(r.prompt, r.response, r.reward, id="other", source="moved.jsonl:9")
+        for r in records
+    ]
+    assert fingerprint_records(relabelled) == base
+    changed = [
+        [RewardRecord("Hi!", "Hello!", 1.0), records[1]],
+        [RewardRecord("Hi", "Hello", 1.0), records[1]],
+        [RewardRecord("Hi", "Hello!", 0.5), records[1]],
+        [records[0], RewardRecord(records[1].prompt, "A", {"h": 0.25})],
+        records[::-1],
+        records[:1],
+    ]
+    assert len({fingerprint_records(c) for c in changed} | {base}) == len(changed) + 1
+
+
+def test_model_fingerprint_survives_a_copy_and_changes_with_weights_or_tokenizer(
+    tiny_llama_dir, tmp_path
+):
+    base = fingerprint_model(tiny_llama_dir)
+
+    copy = shutil.copytree(tiny_llama_dir, tmp_path / "moved")
+    (copy / "trainer_state.json").write_text("{}")  # checkpoint bookkeeping is not the model
+    (copy / "README.md").write_text("notes")
+    assert fingerprint_model(copy) == base
+
+    tokenizer_config = copy / "tokenizer_config.json"
+    tokenizer_config.write_text(tokenizer_config.read_text().replace("</s>", "<eos>"))
+    assert fingerprint_model(copy) != base
+
+    retrained = shutil.copytree(tiny_llama_dir, tmp_path / "retrained")
+    model = AutoModelForCausalLM.from_pretrained(retrained)
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1e-3
+    model.save_pretrained(retrained)
+    assert fingerprint_model(retrained) != base
+
+
+def test_model_fingerprint_of_an_unknown_name_says_to_pass_a_saved_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path of a saved model"):
+        fingerprint_model(tmp_path / "no-such-model")
+
+
+def test_in_memory_fingerprint_follows_the_weights_and_the_tokenizer(tiny_model, tiny_tokenizer):
+    base = fingerprint_model(tiny_model)
+    assert fingerprint_model(tiny_model) == base
+    assert fingerprint_model(tiny_model, tokenizer=tiny_tokenizer) != base
+
+    with torch.no_grad():
+        next(tiny_model.parameters()).view(-1)[0] += 1e-3
+    assert fingerprint_model(tiny_model) != base
+
+
+def counting(table: AdvantageTable):
+    """A compute function that records how often it ran."""
+    calls = []
+
+    def compute() -> AdvantageTable:
+        calls.append(1)
+        return table
+
+    return compute, calls
+
+
+def test_load_or_compute_computes_once_then_reuses_the_cache(tmp_path, caplog):
+    key = "f" * 64
+    compute, calls = counting(make_table([1.0, 0.0], [0.5, 0.5]))
+    caplog.set_level(logging.INFO, logger="alol.advantage")
+
+    first = load_or_compute(tmp_path, key, compute)
+    second = load_or_compute(tmp_path, key, compute)
+
+    assert len(calls) == 1
+    assert cache_path(tmp_path, key).name == "advantages-ffffffffffffffff.safetensors"
+    assert first.key == second.key == key
+    np.testing.assert_array_equal(second.advantage, [0.5, -0.5])
+    assert "computed advantages" in caplog.text and "reusing advantage cache" in caplog.text
+
+
+def test_load_or_compute_recomputes_when_the_stored_key_differs(tmp_path):
+    """Two keys sharing their first 16 characters share a file name; the stored key decides."""
+    old_key, new_key = "a" * 64, "a" * 16 + "b" * 48
+    load_or_compute(tmp_path, old_key, counting(make_table([1.0], [0.0]))[0])
+    compute, calls = counting(make_table([2.0], [0.0]))
+
+    table = load_or_compute(tmp_path, new_key, compute)
+
+    assert len(calls) == 1
+    assert AdvantageTable.load(cache_path(tmp_path, new_key)).key == new_key
+    np.testing.assert_array_equal(table.reward, [2.0])
+
+
+def test_load_or_compute_recomputes_over_a_corrupt_cache(tmp_path):
+    key = "c" * 64
+    cache_path(tmp_path, key).write_bytes(b"not a safetensors file")
+    sidecar_path(cache_path(tmp_path, key)).write_text("{}")
+    compute, calls = counting(make_table([1.0], [0.0]))
+
+    load_or_compute(tmp_path, key, compute)
+
+    assert len(calls) == 1
+    assert AdvantageTable.load(cache_path(tmp_path, key)).key == key
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and the report
+
+
+def test_advantage_stats_hand_checked():
+    """R = [0, 1, 2, 3, 4], V = 1 → A = [−1, 0, 1, 2, 3]: 3 of 5 positive (0 is not).
+    mean A = 1; population variance = (4 + 1 + 0 + 1 + 4) / 5 = 2.
+    Linear percentiles over 5 sorted values sit at rank q/100 × 4:
+    p5 → rank 0.2 → −1 + 0.2 = −0.8; p25 → rank 1 → 0; p95 → rank 3.8 → 2 + 0.8 = 2.8."""
+    stats = advantage_stats(make_table([0.0, 1.0, 2.0, 3.0, 4.0], [1.0] * 5))
+
+    assert stats["count"] == 5
+    assert stats["fraction_positive"] == pytest.approx(0.6)
+    expected = {"mean": 1.0, "std": 2**0.5, "p0": -1.0, "p5": -0.8, "p25": 0.0, "p50": 1.0,
+                "p75": 2.0, "p95": 2.8, "p100": 3.0}  # fmt: skip
+    assert stats["advantage"] == pytest.approx(expected)
+    assert stats["value"] == pytest.approx({k: 1.0 for k in expected} | {"std": 0.0})
+    assert stats["reward"]["mean"] == pytest.approx(2.0)
+
+
+def test_advantage_report_writes_the_stats_json_and_a_png_histogram(tmp_path):
+    table = make_table([0.0, 1.0, 2.0, 3.0], [1.0] * 4, components={"len": [0.0, 1.0, 2.0, 3.0]})
+
+    stats = write_advantage_report(table, tmp_path / "report")
+
+    assert json.loads((tmp_path / "report" / "advantage_stats.json").read_text()) == stats
+    assert stats["components"]["len"]["mean"] == pytest.approx(1.5)
+    assert (tmp_path / "report" / "advantage_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing training examples
+
+
+def test_positive_only_keeps_the_leftover_lunch_and_weights_it_by_advantage():
+    """A = [−1, 0, 1, 2, 3]: indices 2, 3, 4 have A > 0 and weights 1, 2, 3."""
+    table = make_table([0.0, 1.0, 2.0, 3.0, 4.0], [1.0] * 5)
+
+    indices, weights = select_training_examples(table, positive_only=True, sampling="advantage")
+
+    np.testing.assert_array_equal(indices, [2, 3, 4])
+    np.testing.assert_allclose(weights, [1.0, 2.0, 3.0])
+
+
+def test_uniform_sampling_over_all_examples_has_no_weights():
+    indices, weights = select_training_examples(make_table([0.0, 1.0], [1.0] * 2), False, "uniform")
+    np.testing.assert_array_equal(indices, [0, 1])
+    assert weights is None
+
+
+def test_reward_sampling_weights_by_reward_and_refuses_negative_rewards():
+    indices, weights = select_training_examples(
+        make_table([0.5, 0.25], [0.0, 0.0]), False, "reward"
+    )
+    np.testing.assert_array_equal(indices, [0, 1])
+    np.testing.assert_allclose(weights, [0.5, 0.25])
+
+    with pytest.raises(ValueError, match=r"rewards ≥ 0.*sampling='uniform'"):
+        select_training_examples(make_table([0.5, -0.25], [0.0, 0.0]), False, "reward")
+
+
+def test_advantage_sampling_needs_the_positive_subset():
+    with pytest.raises(ValueError, match="positive_only=True"):
+        select_training_examples(
+            make_table([1.0], [0.0]), positive_only=False, sampling="advantage"
+        )
+
+
+def test_unknown_sampling_lists_the_choices():
+    with pytest.raises(ValueError, match="'uniform', 'advantage' or 'reward'"):
+        select_training_examples(make_table([1.0], [0.0]), True, "greedy")
+
+
+def test_no_positive_advantage_says_what_to_check():
+    table = make_table([0.1, 0.2], [0.5, 0.5])
+    with pytest.raises(NoPositiveAdvantageError, match=r"none of the 2 .* value head was fitted"):
+        select_training_examples(table, positive_only=True, sampling="advantage")
+
+
+def test_equal_rewards_leave_no_positive_advantage_and_the_error_says_so():
+    """R = V = 0.5 everywhere → A = 0 everywhere, and 0 is not a positive advantage."""
+    table = make_table([0.5] * 3, [0.5] * 3)
+    with pytest.raises(NoPositiveAdvantageError, match="every reward equals 0.5") as raised:
+        select_training_examples(table, positive_only=True, sampling="uniform")
+    assert isinstance(raised.value, AlolError) and isinstance(raised.value, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    ("nll_steps", "fraction_positive", "expected"),
+    [(9000, 0.3, 2700), (7, 0.5, 4), (10, 0.01, 1), (10, 1.0, 10)],
+)
+def test_budget_steps_is_fraction_positive_of_the_nll_budget_rounded_up(
+    nll_steps, fraction_positive, expected
+):
+    """9000 × 0.3 is 2700.0000000000005 in floating point; the budget is still 2700."""
+    assert budget_steps(nll_steps, fraction_positive) == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# The priority sampler
+
+
+def test_sampler_frequencies_follow_the_weights():
+    """Weights 1:2:3:4 over 40 000 draws expect 4000/8000/12000/16000 hits.
+    Pearson's χ² with 3 degrees of freedom exceeds 16.27 with probability 0.001."""
+    sampler = PrioritySampler([10, 20, 30, 40], [1.0, 2.0, 3.0, 4.0], num_samples=40_000, seed=0)
+
+    counts = Counter(sampler)
+    expected = {10: 4000, 20: 8000, 30: 12000, 40: 16000}
+    chi_square = sum((counts[i] - e) ** 2 / e for i, e in expected.items())
+
+    assert set(counts) == set(expected)
+    assert chi_square < 16.27
+
+
+def test_sampler_draws_only_positive_advantage_examples_and_never_zero_weights():
+    table = make_table([0.0, 2.0, 0.0, 3.0, 1.0], [1.0] * 5)  # A = [−1, 1, −1, 2, 0]
+    indices, weights = select_training_examples(table, positive_only=True, sampling="advantage")
+
+    assert set(PrioritySampler(indices, weights, num_samples=500, seed=1)) == {1, 3}
+    assert set(PrioritySampler([0, 1, 2], [0.0, 1.0, 0.0], num_samples=200, seed=1)) == {1}
+
+
+def test_sampler_repeats_its_draw_and_set_epoch_changes_it_deterministically():
+    sampler = PrioritySampler(range(100), None, num_samples=50, seed=3)
+    epoch0 = list(sampler)
+
+    assert list(sampler) == epoch0
+    assert list(PrioritySampler(range(100), None, num_samples=50, seed=3)) == epoch0
+    assert list(PrioritySampler(range(100), None, num_samples=50, seed=4)) != epoch0
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert epoch1 != epoch0
+    assert list(sampler) == epoch1
+    sampler.set_epoch(0)
+    assert list(sampler) == epoch0
+
+
+def test_a_longer_draw_extends_a_shorter_one_across_chunk_boundaries():
+    short = list(PrioritySampler(range(7), [1, 2, 3, 4, 5, 6, 7], num_samples=10, seed=5))
+    long = list(PrioritySampler(range(7), [1, 2, 3, 4, 5, 6, 7], num_samples=70_000, seed=5))
+    assert long[:10] == short
+    assert len(long) == 70_000
+
+
+def test_ranks_take_disjoint_strided_shares_of_the_single_process_draw():
+    """10 draws over 3 ranks → 4 per rank; the global draw is padded to 12 by drawing on,
+    so rank r takes positions r, r+3, r+6, r+9 of the 12-draw single-process sequence."""
+    weights = [1.0, 5.0, 2.0, 8.0]
+    single = list(PrioritySampler(range(4), weights, num_samples=12, seed=9))
+    shares = [
+        list(PrioritySampler(range(4), weights, num_samples=10, seed=9, rank=r, world_size=3))
+        for r in range(3)
+    ]
+
+    assert [len(s) for s in shares] == [4, 4, 4]
+    assert [shares[p % 3][p // 3] for p in range(12)] == single
+    assert single[:10] == list(PrioritySampler(range(4), weights, num_samples=10, seed=9))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"indices": [], "weights": None},
+        {"indices": [0, 1], "weights": [1.0]},
+        {"indices": [0, 1], "weights": [1.0, -1.0]},
+        {"indices": [0, 1], "weights": [0.0, 0.0]},
+        {"indices": [0, 1], "weights": None, "num_samples": 0},
+        {"indices": [0, 1], "weights": None, "rank": 2, "world_size": 2},
+    ],
+)
+def test_sampler_refuses_inputs_it_cannot_draw_from(kwargs):
+    with pytest.raises(ValueError):
+        PrioritySampler(**{"num_samples": 4, "seed": 0, **kwargs})
+
+
+# ---------------------------------------------------------------------------------------------
+# The precompute pass on tiny models
+
+PAIRS = [
+    (
+        "Human: How do I bake bread? Assistant:",
+        " Mix flour, water, salt and yeast, then bake.",
+        0.9,
+    ),
+    ("Say hi.", " hi", 0.1),
+    ("Count: 1 2 3", " 4 5 6 7 8 9 10", 0.5),
+    ("Be kind.", " I am happy to help you with that question.", 0.7),
+    ("The quick brown fox", " jumps over the lazy dog.", 0.3),
+]
+CONFIG = AdvantageConfig(
+    batch_size=2, max_prompt_length=16, max_response_length=8, show_progress=False
+)
+
+
+def records_of(pairs) -> list[RewardRecord]:
+    return [
+        RewardRecord(prompt=p, response=r, reward=x, source=f"d.jsonl:{i + 1}")
+        for i, (p, r, x) in enumerate(pairs)
+    ]
+
+
+def test_reference_logprobs_equal_the_models_on_each_pair_alone(tiny_model, tiny_tokenizer):
+    """Batched, length-sorted and padded, every pair must score as it does on its own."""
+    records = records_of(PAIRS)
+    tiny_model.train()
+
+    table = compute_advantages(tiny_model, tiny_tokenizer, records, CONFIG)
+
+    assert tiny_model.training  # the pass ran in eval mode and restored the caller's mode
+    for i, record in enumerate(records):
+        pair = tokenize_pair(tiny_tokenizer, record.prompt, record.response, 16, 8)
+        batch = collate_pairs([pair], tiny_tokenizer.pad_token_id)
+        tiny_model.eval()
+        with torch.no_grad():
+            alone = response_token_logprobs(
+                tiny_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+            )[0][batch["response_mask"][0]]
+        torch.testing.assert_close(torch.from_numpy(table.token_logps(i)), alone)
+        assert table.response_length[i] == len(pair.response_ids)
+        assert table.ref_logp[i] == pytest.approx(alone.sum().item(), abs=1e-4)
+    np.testing.assert_allclose(table.reward, [x for _, _, x in PAIRS])
+    np.testing.assert_array_equal(table.value, 0.0)
+    np.testing.assert_allclose(table.advantage, table.reward)
+
+
+class LengthReward:
+    """A two-component reward: response length in characters / 10, and 1 for a final '.'."""
+
+    components = ("length", "full_stop")
+
+    def __call__(self, prompts, responses):
+        return [{"length": len(r) / 10, "full_stop": float(r.endswith("."))} for r in responses]
+
+
+def test_advantage_is_the_reward_functions_score_minus_the_value_heads_prediction(
+    tiny_model, tiny_tokenizer
+):
+    records = [RewardRecord(prompt=p, response=r) for p, r, _ in PAIRS]  # no stored rewards
+    torch.manual_seed(0)
+    head = ValueHead(tiny_model.config.hidden_size, num_heads=1, max_value=2.0).eval()
+
+    table = compute_advantages(
+        tiny_model, tiny_tokenizer, records, CONFIG, value_head=head, reward=LengthReward()
+    )
+
+    expected_values = predict_values(
+        tiny_model, tiny_tokenizer, head, [p for p, _, _ in PAIRS], max_prompt_length=16
+    )
+    length = [len(r) / 10 for _, r, _ in PAIRS]
+    full_stop = [float(r.endswith(".")) for _, r, _ in PAIRS]
+    np.testing.assert_allclose(table.components["length"], length)
+    np.testing.assert_allclose(table.components["full_stop"], full_stop)
+    np.testing.assert_allclose(table.reward, np.add(length, full_stop))
+    np.testing.assert_allclose(table.value, expected_values)
+    np.testing.assert_allclose(table.advantage, table.reward - table.value)
+
+
+def test_stored_reward_components_are_kept(tiny_llama_dir, tiny_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    records = [
+        RewardRecord("Say hi.", " hi", {"a": 0.5, "b": 0.25}),
+        RewardRecord("Be kind.", " ok", {"a": 1.0, "b": 0.0}),
+    ]
+
+    table = compute_advantages(model, tiny_tokenizer, records, CONFIG)
+
+    np.testing.assert_allclose(table.components["a"], [0.5, 1.0])
+    np.testing.assert_allclose(table.reward, [0.75, 1.0])
+
+
+def test_a_record_without_reward_and_no_reward_function_is_named(tiny_llama_dir, tiny_tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    records = records_of(PAIRS[:2])
+    records[1].reward = None
+
+    with pytest.raises(DataError, match=r"d\.jsonl:2.*reward.*pass a reward function"):
+        compute_advantages(model, tiny_tokenizer, records, CONFIG)
