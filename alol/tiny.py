@@ -15,7 +15,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
+SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "bos_token": "<s>",
+    "unk_token": "<unk>",
+}
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -77,7 +82,9 @@ def build_tiny_model(
     raise ValueError(f"unknown tiny architecture {architecture!r}; choose 'llama' or 'gpt2'")
 
 
-def save_tiny(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> Path:
+def save_tiny(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path
+) -> Path:
     """Save model and tokenizer side by side, as `from_pretrained(directory)` expects."""
     directory = Path(directory)
     model.save_pretrained(directory)

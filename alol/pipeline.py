@@ -1,0 +1,915 @@
+"""The A-LoL pipeline as explicit stages: sft → value → advantage → train → eval.
+
+Each stage is a function of one `PipelineConfig` that reads its inputs from the run directory
+(or the config), writes its artifacts into its own folder and records a fingerprint of its
+inputs in `stage.json`. A stage whose folder holds a finished run with the same fingerprint
+is skipped, so `alol run` can be rerun after a crash or a change and redoes only what the
+change invalidated.
+
+Run directory layout::
+
+    run_dir/sft/model/                 the reference policy π_ref (when alol trains it)
+    run_dir/value/                     value head (safetensors), fit metrics, decoded samples, plot
+    run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png
+    run_dir/train/<objective>/         checkpoints, final/ model, metrics.jsonl, train_curves.png
+    run_dir/eval/<name>/               eval.json, report.md, samples.jsonl
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from alol.advantage import (
+    AdvantageConfig,
+    AdvantageTable,
+    budget_steps,
+    cache_key,
+    compute_advantages,
+    fingerprint_model,
+    fingerprint_records,
+    load_or_compute,
+    select_training_examples,
+    write_advantage_report,
+)
+from alol.batching import ExampleDataset, PairExample, RankedExample, SequenceExample
+from alol.data import (
+    RewardRecord,
+    load_records,
+    render_prompt,
+    to_preference_records,
+    to_ranked_records,
+    to_reward_records,
+    tokenize_pair,
+)
+from alol.errors import AlolError
+from alol.evaluate import (
+    EvalReport,
+    comparison_table,
+    evaluate_responses,
+    warn_on_prompt_overlap,
+    write_report,
+)
+from alol.generate import GenerationConfig, generate_responses
+from alol.io import append_jsonl, write_json
+from alol.objectives import get_objective
+from alol.plots import plot_training_curves
+from alol.rewards import Reward, load_reward, score, spec_fingerprint
+from alol.trainer import AlolConfig, AlolTrainer
+from alol.value import ValueConfig, fit_value_head, load_value_head, plot_value_fit, save_value_head
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("sft", "value", "advantage", "train", "eval")
+
+
+def _option(default: Any, help: str, stages: tuple[str, ...] = STAGES, **kwargs: Any) -> Any:
+    """A config field with its --help text and the subcommands that show it."""
+    factory = kwargs.pop("default_factory", None)
+    metadata = {"help": help, "stages": stages}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+_TRAINING = ("sft", "train")
+
+
+@dataclass
+class PipelineConfig:
+    """Every setting of every stage. YAML keys and CLI flags (`--max-steps`) are these names."""
+
+    # --- inputs and outputs -------------------------------------------------------------
+    model: str | None = _option(
+        None, "Base model (local path or hub id) that `alol sft` fine-tunes into the reference."
+    )
+    reference: str | None = _option(
+        None, "An existing reference (SFT) model; skips `alol sft`. Default: run_dir/sft/model."
+    )
+    train_data: str | None = _option(
+        None, "Training records (JSONL/JSON/CSV/Parquet/`datasets` folder/HH)."
+    )
+    val_data: str | None = _option(
+        None,
+        "Validation records: their prompts fit V and select checkpoints. Default: hold out "
+        "val_fraction of the training prompts (those records are then not trained on).",
+    )
+    test_data: str | None = _option(
+        None, "Test records whose prompts `alol eval` decodes.", ("eval",)
+    )
+    run_dir: str = _option("runs/alol", "Folder for every stage's artifacts.")
+    data_kind: str = _option("auto", "Record kind: auto, reward, preference, ranked or hh.")
+    skip_invalid: bool = _option(
+        False, "Skip invalid records (each one is counted and reported) instead of failing."
+    )
+    hh_reward: str = _option(
+        "sigmoid", "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'."
+    )
+    val_fraction: float = _option(
+        0.1, "Share of training prompts held out for validation when val_data is unset."
+    )
+    reward: Any = _option(
+        None,
+        "Reward spec: 'pkg.module:fn', 'file.py:fn', a built-in scorer name, or (YAML) a dict/list "
+        "for classifiers and weighted sums. Unset: the rewards stored in the data.",
+    )
+    seed: int = _option(0, "Seed of every random choice (splits, sampling, decoding, init).")
+    max_prompt_length: int = _option(640, "Prompt tokens kept, truncated from the left.")
+    max_response_length: int = _option(
+        128, "Response tokens kept (EOS included), truncated from the right."
+    )
+
+    # --- training (sft and train) -------------------------------------------------------
+    objectives: list[str] = _option(
+        None,
+        "Objectives `alol train`/`alol run` train, each in its own folder: nll, wbc, r_gold "
+        "(reward-GOLD after Pang & He 2021, not TRL's distillation GOLD), r_lol, a_lol, "
+        "a_lol_ref_free, a_lol_seq, a_lol_kl, dpo, dpo_ref_free, pro.",
+        ("train", "eval"),
+        default_factory=lambda: ["a_lol"],
+    )
+    max_steps: int = _option(
+        200,
+        "Optimizer steps of NLL training; A-LoL objectives train fraction_positive × this "
+        "(see scale_steps_by_positive_fraction).",
+        _TRAINING,
+    )
+    sft_max_steps: int | None = _option(None, "Steps of `alol sft` (default: max_steps).", ("sft",))
+    scale_steps_by_positive_fraction: bool = _option(
+        True,
+        "Train positive-advantage objectives for fraction_positive × max_steps steps (paper).",
+        ("train",),
+    )
+    batch_size: int = _option(16, "Examples per device per micro-batch.", _TRAINING)
+    gradient_accumulation_steps: int = _option(1, "Micro-batches per optimizer step.", _TRAINING)
+    learning_rate: float = _option(2e-5, "Peak learning rate.", _TRAINING)
+    lr_scheduler_type: str = _option(
+        "linear",
+        "Learning-rate schedule (transformers names: linear, constant, cosine…).",
+        _TRAINING,
+    )
+    warmup_ratio: float = _option(
+        0.0, "Share of steps spent warming the learning rate up.", _TRAINING
+    )
+    weight_decay: float = _option(0.0, "AdamW weight decay.", _TRAINING)
+    max_grad_norm: float = _option(
+        1.0, "Gradient-norm clip (the paper used 0.3 for HHA).", _TRAINING
+    )
+    clip: float | None = _option(
+        0.9, "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.", ("train",)
+    )
+    beta: float = _option(0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",))
+    sampling: str | None = _option(
+        None, "uniform | advantage | reward (default: the objective's).", ("train",)
+    )
+    bf16: bool = _option(False, "bfloat16 mixed precision.", _TRAINING)
+    fp16: bool = _option(False, "float16 mixed precision.", _TRAINING)
+    gradient_checkpointing: bool = _option(
+        False, "Recompute activations in backward to save memory.", _TRAINING
+    )
+    vocab_chunk_size: int | None = _option(
+        None, "Log-softmax over vocabulary chunks of this size (memory)."
+    )
+    lora: bool = _option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
+    lora_r: int = _option(16, "LoRA rank.", _TRAINING)
+    lora_alpha: int = _option(32, "LoRA alpha.", _TRAINING)
+    lora_dropout: float = _option(0.05, "LoRA dropout.", _TRAINING)
+    lora_target_modules: str = _option(
+        "all-linear", "LoRA target modules (peft syntax).", _TRAINING
+    )
+    logging_steps: int = _option(10, "Log metrics every this many steps.", _TRAINING)
+    save_steps: int = _option(100, "Checkpoint every this many steps.", _TRAINING)
+    save_total_limit: int | None = _option(
+        2, "Checkpoints kept (the best one is always kept).", _TRAINING
+    )
+    eval_steps: int = _option(
+        0,
+        "Validate (decode + reward) every this many steps and keep the best checkpoint; 0: off.",
+        ("train",),
+    )
+    report_to: str = _option(
+        "none", "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).", _TRAINING
+    )
+    resume: bool = _option(
+        True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
+    )
+
+    # --- value --------------------------------------------------------------------------
+    value_samples: int = _option(
+        1, "Responses decoded per validation prompt (1 greedy = paper).", ("value",)
+    )
+    value_from_data: bool = _option(
+        False,
+        "Fit V on the data's stored rewards instead of decoding from π_ref (an approximation "
+        "for when no reward function exists).",
+        ("value",),
+    )
+    value_epochs: int = _option(
+        10, "Value-head epochs (the best held-out epoch is kept).", ("value",)
+    )
+    value_learning_rate: float = _option(1e-3, "Value-head learning rate.", ("value",))
+    value_max: float | None = _option(
+        1.0, "Upper bound of rewards: V = sigmoid·value_max; 'none' for an unbounded V.", ("value",)
+    )
+
+    # --- decoding (value, validation, eval) ---------------------------------------------
+    max_new_tokens: int | None = _option(
+        None, "Tokens decoded per response (default: max_response_length)."
+    )
+    do_sample: bool = _option(
+        False, "Sample instead of greedy decoding (eval and validation).", ("eval", "train")
+    )
+    temperature: float = _option(1.0, "Sampling temperature.", ("value", "eval", "train"))
+    top_p: float = _option(1.0, "Nucleus sampling top-p.", ("value", "eval", "train"))
+    generation_batch_size: int = _option(
+        16, "Prompts decoded per batch.", ("value", "eval", "train")
+    )
+    eval_model: str | None = _option(
+        None, "`alol eval` only: evaluate this model instead of the trained objectives.", ("eval",)
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.objectives, str):
+            self.objectives = [self.objectives]
+        for name in self.objectives:
+            get_objective(name)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run_dir)
+
+    def generation(
+        self, *, do_sample: bool | None = None, num_return_sequences: int = 1
+    ) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens or self.max_response_length,
+            do_sample=self.do_sample if do_sample is None else do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            num_return_sequences=num_return_sequences,
+            batch_size=self.generation_batch_size,
+            seed=self.seed,
+            max_prompt_length=self.max_prompt_length,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage bookkeeping
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _stage_done(directory: Path, fingerprint: str) -> bool:
+    marker = directory / "stage.json"
+    if not marker.exists():
+        return False
+    state = json.loads(marker.read_text())
+    return state.get("fingerprint") == fingerprint and state.get("status") == "done"
+
+
+def _begin_stage(directory: Path, fingerprint: str, name: str) -> None:
+    """Mark a stage running; a folder left by other inputs is moved aside, never deleted."""
+    marker = directory / "stage.json"
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+        stale = directory.with_name(f"{directory.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        logger.warning("%s: inputs changed; moving the previous %s to %s", name, directory, stale)
+        shutil.move(directory, stale)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"stage": name, "fingerprint": fingerprint, "status": "running"})
+
+
+def _finish_stage(directory: Path, fingerprint: str, name: str, **summary: Any) -> None:
+    write_json(
+        directory / "stage.json",
+        {"stage": name, "fingerprint": fingerprint, "status": "done", **summary},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass
+class Splits:
+    """Training records and the validation records held out from them (or loaded)."""
+
+    train: list
+    val: list
+
+
+def _load(path: str, cfg: PipelineConfig) -> list:
+    loaded = load_records(
+        path, kind=cfg.data_kind, skip_invalid=cfg.skip_invalid, hh_reward=cfg.hh_reward
+    )
+    if loaded.skipped:
+        logger.warning(
+            "%s: skipped %d invalid records (first: %s: %s)",
+            path,
+            len(loaded.skipped),
+            *loaded.skipped[0],
+        )
+    return loaded.records
+
+
+def load_splits(cfg: PipelineConfig) -> Splits:
+    if cfg.train_data is None:
+        raise AlolError(
+            "train_data is not set: pass --train-data FILE or set it in the YAML config."
+        )
+    records = _load(cfg.train_data, cfg)
+    if cfg.val_data is not None:
+        return Splits(train=records, val=_load(cfg.val_data, cfg))
+    return hold_out_prompts(records, cfg.val_fraction, cfg.seed)
+
+
+def _prompt_key(record: Any) -> str:
+    return json.dumps(record.prompt, sort_keys=True)
+
+
+def hold_out_prompts(records: list, fraction: float, seed: int) -> Splits:
+    """Split by prompt, so no validation prompt is also a training prompt."""
+    keys = sorted({_prompt_key(r) for r in records})
+    rng = np.random.default_rng(seed)
+    n_val = max(1, round(fraction * len(keys))) if len(keys) > 1 else 0
+    held = set(rng.permutation(len(keys))[:n_val].tolist())
+    val_keys = {keys[i] for i in held}
+    return Splits(
+        train=[r for r in records if _prompt_key(r) not in val_keys],
+        val=[r for r in records if _prompt_key(r) in val_keys],
+    )
+
+
+def unique_prompts(records: list) -> list:
+    seen: dict[str, Any] = {}
+    for record in records:
+        seen.setdefault(_prompt_key(record), record.prompt)
+    return list(seen.values())
+
+
+def load_model(path: str | Path, dtype: torch.dtype | None = None):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def reference_path(cfg: PipelineConfig) -> Path:
+    path = Path(cfg.reference) if cfg.reference else cfg.root / "sft" / "model"
+    if not path.exists():
+        raise AlolError(
+            f"no reference model at {path}: run `alol sft` first, or pass --reference with an "
+            "existing SFT model."
+        )
+    return path
+
+
+def _reward(cfg: PipelineConfig) -> Reward | None:
+    return None if cfg.reward is None else load_reward(cfg.reward)
+
+
+def _reward_fingerprint(cfg: PipelineConfig) -> str | None:
+    return None if cfg.reward is None else spec_fingerprint(cfg.reward)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1: the reference policy
+
+
+def run_sft(cfg: PipelineConfig) -> Path:
+    """Fine-tune `cfg.model` with NLL on the training responses; the result is π_ref."""
+    if cfg.model is None:
+        raise AlolError("`alol sft` needs --model (the base model to fine-tune).")
+    out = cfg.root / "sft"
+    splits = load_splits(cfg)
+    records = to_reward_records(splits.train)
+    fingerprint = _fingerprint(
+        "sft",
+        fingerprint_model(cfg.model),
+        fingerprint_records(records),
+        _training_fields(cfg),
+        cfg.sft_max_steps,
+    )
+    if _stage_done(out, fingerprint):
+        logger.info("sft: up to date (%s)", out)
+        return out / "model"
+    _begin_stage(out, fingerprint, "sft")
+    model, tokenizer = load_model(cfg.model)
+    dataset = ExampleDataset(
+        [SequenceExample(_tokenize(tokenizer, r, cfg), index=i) for i, r in enumerate(records)]
+    )
+    args = _training_args(
+        cfg, "nll", out / "checkpoints", max_steps=cfg.sft_max_steps or cfg.max_steps
+    )
+    trainer = AlolTrainer(
+        model,
+        args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(cfg),
+        callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
+    )
+    _train(trainer, out / "checkpoints", cfg.resume)
+    _save_policy(trainer, out / "model", merge=True)
+    plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+    _finish_stage(out, fingerprint, "sft", examples=len(records))
+    return out / "model"
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2: the value estimate V(x)
+
+
+def run_value(cfg: PipelineConfig) -> Path:
+    """Decode π_ref on validation prompts, score, and fit the value head on its prompt states."""
+    out = cfg.root / "value"
+    ref = reference_path(cfg)
+    splits = load_splits(cfg)
+    value_config = ValueConfig(
+        epochs=cfg.value_epochs,
+        learning_rate=cfg.value_learning_rate,
+        max_value=cfg.value_max,
+        seed=cfg.seed,
+        max_prompt_length=cfg.max_prompt_length,
+    )
+    fingerprint = _fingerprint(
+        "value",
+        fingerprint_model(ref),
+        fingerprint_records(to_reward_records(splits.val)),
+        _reward_fingerprint(cfg),
+        asdict(value_config),
+        cfg.value_samples,
+        cfg.value_from_data,
+        asdict(cfg.generation(do_sample=cfg.value_samples > 1)),
+    )
+    if _stage_done(out, fingerprint):
+        logger.info("value: up to date (%s)", out)
+        return out
+    _begin_stage(out, fingerprint, "value")
+    model, tokenizer = load_model(ref)
+    prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
+    head, report = fit_value_head(model, tokenizer, prompts, targets, value_config)
+    report["targets_from"] = (
+        "data rewards (approximation)" if cfg.value_from_data else "reference samples"
+    )
+    save_value_head(head, out, report)
+    plot_value_fit(report, out / "value_fit.png")
+    _write_jsonl(out / "value_samples.jsonl", samples)
+    _finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
+    return out
+
+
+def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
+    """(prompts, targets, samples): what V regresses on, and the decoded samples to inspect."""
+    if cfg.value_from_data:
+        logger.warning(
+            "value: fitting V on the data's stored rewards, an approximation of E[R] under π_ref "
+            "(the paper decodes from π_ref and scores with the reward)."
+        )
+        records = [r for r in to_reward_records(val_records) if r.total_reward is not None]
+        prompts = [render_prompt(r.prompt, tokenizer) for r in records]
+        targets = [float(r.total_reward) for r in records]
+        samples = [
+            {"prompt": p, "response": r.response, "reward": t}
+            for p, r, t in zip(prompts, records, targets, strict=True)
+        ]
+        return prompts, targets, samples
+    reward = _reward(cfg)
+    if reward is None:
+        raise AlolError(
+            "`alol value` needs a reward function (--reward) to score the reference's samples, "
+            "or --value-from-data to fit V on the stored rewards (an approximation)."
+        )
+    prompts = [render_prompt(p, tokenizer) for p in unique_prompts(val_records)]
+    k = cfg.value_samples
+    responses = generate_responses(
+        model, tokenizer, prompts, cfg.generation(do_sample=k > 1, num_return_sequences=k)
+    )
+    flat_prompts = [p for p in prompts for _ in range(k)]
+    flat_responses = [r for rs in responses for r in rs]
+    scores = score(reward, flat_prompts, flat_responses)
+    targets = [s["total"] for s in scores]
+    samples = [
+        {"prompt": p, "response": r, "reward": s}
+        for p, r, s in zip(flat_prompts, flat_responses, scores, strict=True)
+    ]
+    return flat_prompts, targets, samples
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 3: the advantage precompute
+
+
+def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
+    """Reference log-probs, V(x), R and A for every training pair, cached by content hash."""
+    out = cfg.root / "advantage"
+    ref = reference_path(cfg)
+    records = to_reward_records(load_splits(cfg).train)
+    value_dir = cfg.root / "value"
+    head_file = value_dir / "value_head.safetensors"
+    value_fp = hashlib.sha256(head_file.read_bytes()).hexdigest() if head_file.exists() else None
+    config = AdvantageConfig(
+        batch_size=cfg.generation_batch_size,
+        max_prompt_length=cfg.max_prompt_length,
+        max_response_length=cfg.max_response_length,
+        vocab_chunk_size=cfg.vocab_chunk_size,
+    )
+    key = cache_key(
+        fingerprint_model(ref),
+        fingerprint_records(records),
+        _reward_fingerprint(cfg),
+        config.key_fields(),
+        value_fp,
+    )
+
+    def compute() -> AdvantageTable:
+        model, tokenizer = load_model(ref)
+        head = load_value_head(value_dir) if value_fp else None
+        if head is None:
+            logger.warning(
+                "advantage: no value head in %s; V(x) = 0 (run `alol value` for A-LoL)", value_dir
+            )
+        return compute_advantages(
+            model, tokenizer, records, config, value_head=head, reward=_reward(cfg)
+        )
+
+    table = load_or_compute(out, key, compute)
+    stats = write_advantage_report(table, out)
+    logger.info(
+        "advantage: %.1f%% of %d examples have A > 0", 100 * stats["fraction_positive"], len(table)
+    )
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 4: training
+
+
+def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
+    """Train one objective from π_ref; returns the folder of the final model."""
+    objective = get_objective(objective_name)
+    out = cfg.root / "train" / objective_name
+    ref = reference_path(cfg)
+    splits = load_splits(cfg)
+    model, tokenizer = load_model(ref)
+    dataset, weights, fraction, data_fp = _training_set(cfg, objective, splits.train, tokenizer)
+    max_steps = cfg.max_steps
+    if objective.positive_advantage_only and cfg.scale_steps_by_positive_fraction:
+        max_steps = budget_steps(cfg.max_steps, fraction)
+    fingerprint = _fingerprint(
+        "train", objective_name, fingerprint_model(ref), data_fp, _training_fields(cfg), max_steps
+    )
+    if _stage_done(out, fingerprint):
+        logger.info("train %s: up to date (%s)", objective_name, out)
+        return out / "final"
+    _begin_stage(out, fingerprint, "train")
+    reward = _reward(cfg)
+    eval_prompts = (
+        [render_prompt(p, tokenizer) for p in unique_prompts(splits.val)]
+        if reward and cfg.eval_steps
+        else None
+    )
+    args = _training_args(
+        cfg, objective_name, out / "checkpoints", max_steps=max_steps, with_eval=bool(eval_prompts)
+    )
+    trainer = AlolTrainer(
+        model,
+        args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=_lora_config(cfg),
+        sample_weights=None if weights is None else weights.tolist(),
+        reward=reward,
+        eval_prompts=eval_prompts,
+        generation_config=cfg.generation(),
+        callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
+    )
+    logger.info("train %s: %d examples, %d steps", objective_name, len(dataset), max_steps)
+    _train(trainer, out / "checkpoints", cfg.resume)
+    _save_policy(trainer, out / "final", merge=False)
+    plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+    _finish_stage(
+        out,
+        fingerprint,
+        "train",
+        examples=len(dataset),
+        steps=max_steps,
+        fraction_positive=fraction,
+    )
+    return out / "final"
+
+
+def _training_set(cfg: PipelineConfig, objective, train_records: list, tokenizer):
+    """(dataset, sampling weights or None, fraction positive, data fingerprint) for an objective."""
+    if objective.data == "pair":
+        return _pair_set(cfg, objective, train_records, tokenizer)
+    if objective.data == "ranked":
+        ranked = to_ranked_records(train_records)
+        examples = [
+            RankedExample(
+                [_tokenize(tokenizer, RewardRecord(r.prompt, resp), cfg) for resp in r.responses],
+                list(r.rewards),
+                i,
+            )
+            for i, r in enumerate(ranked)
+        ]
+        return ExampleDataset(examples), None, 1.0, fingerprint_records(to_reward_records(ranked))
+    records = to_reward_records(train_records)
+    data_fp = fingerprint_records(records)
+    if objective.name == "nll" and cfg.sampling in (None, "uniform"):
+        examples = [
+            SequenceExample(_tokenize(tokenizer, r, cfg), index=i) for i, r in enumerate(records)
+        ]
+        return ExampleDataset(examples), None, 1.0, data_fp
+    table = run_advantage(cfg)
+    sampling = cfg.sampling or objective.default_sampling
+    indices, weights = select_training_examples(table, objective.positive_advantage_only, sampling)
+    examples = [
+        SequenceExample(
+            _tokenize(tokenizer, records[i], cfg),
+            index=int(i),
+            reward=float(table.reward[i]),
+            advantage=float(table.advantage[i]),
+            ref_token_logps=table.token_logps(int(i)),
+        )
+        for i in indices
+    ]
+    fraction = float(np.mean(table.advantage > 0))
+    return ExampleDataset(examples), weights, fraction, _fingerprint(data_fp, table.key, sampling)
+
+
+def _pair_set(cfg: PipelineConfig, objective, train_records: list, tokenizer):
+    pairs = to_preference_records(train_records)
+    if not pairs:
+        raise AlolError(
+            f"{objective.name} needs preference pairs, but the training data yields none: give "
+            "{prompt, chosen, rejected} records, ranked records, or several scored responses per prompt."
+        )
+    ref_logps = _pair_reference_logps(cfg, pairs) if objective.needs_reference else None
+    examples = []
+    for i, p in enumerate(pairs):
+        examples.append(
+            PairExample(
+                _tokenize(tokenizer, RewardRecord(p.prompt, p.chosen), cfg),
+                _tokenize(tokenizer, RewardRecord(p.prompt, p.rejected), cfg),
+                index=i,
+                ref_chosen_logp=None if ref_logps is None else float(ref_logps[2 * i]),
+                ref_rejected_logp=None if ref_logps is None else float(ref_logps[2 * i + 1]),
+            )
+        )
+    flat = [RewardRecord(p.prompt, r, 0.0) for p in pairs for r in (p.chosen, p.rejected)]
+    return ExampleDataset(examples), None, 1.0, fingerprint_records(flat)
+
+
+def _pair_reference_logps(cfg: PipelineConfig, pairs: list) -> np.ndarray:
+    """π_ref's summed log-probs of each chosen and rejected response, precomputed and cached."""
+    ref = reference_path(cfg)
+    flat = [RewardRecord(p.prompt, r, 0.0) for p in pairs for r in (p.chosen, p.rejected)]
+    config = AdvantageConfig(
+        batch_size=cfg.generation_batch_size,
+        max_prompt_length=cfg.max_prompt_length,
+        max_response_length=cfg.max_response_length,
+        vocab_chunk_size=cfg.vocab_chunk_size,
+    )
+    key = cache_key(fingerprint_model(ref), fingerprint_records(flat), None, config.key_fields())
+
+    def compute() -> AdvantageTable:
+        model, tokenizer = load_model(ref)
+        return compute_advantages(model, tokenizer, flat, config)
+
+    return load_or_compute(cfg.root / "pairs", key, compute).ref_logp
+
+
+def _tokenize(tokenizer, record: RewardRecord, cfg: PipelineConfig):
+    return tokenize_pair(
+        tokenizer,
+        render_prompt(record.prompt, tokenizer),
+        record.response,
+        cfg.max_prompt_length,
+        cfg.max_response_length,
+    )
+
+
+def _training_fields(cfg: PipelineConfig) -> dict[str, Any]:
+    """The settings that change what training produces (not where logs go)."""
+    names = (
+        "batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "lr_scheduler_type",
+        "warmup_ratio",
+        "weight_decay",
+        "max_grad_norm",
+        "clip",
+        "beta",
+        "sampling",
+        "bf16",
+        "fp16",
+        "lora",
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "seed",
+        "max_prompt_length",
+        "max_response_length",
+        "scale_steps_by_positive_fraction",
+        "eval_steps",
+    )
+    return {name: getattr(cfg, name) for name in names}
+
+
+def _training_args(
+    cfg: PipelineConfig, objective: str, output_dir: Path, max_steps: int, with_eval: bool = False
+) -> AlolConfig:
+    eval_kwargs: dict[str, Any] = {}
+    if with_eval:
+        eval_kwargs = dict(
+            eval_strategy="steps",
+            eval_steps=cfg.eval_steps,
+            save_steps=cfg.eval_steps,
+            metric_for_best_model="eval_reward",
+            greater_is_better=True,
+            load_best_model_at_end=True,
+        )
+    return AlolConfig(
+        output_dir=str(output_dir),
+        objective=objective,
+        max_steps=max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        clip=cfg.clip,
+        beta=cfg.beta,
+        sampling=cfg.sampling,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        max_prompt_length=cfg.max_prompt_length,
+        max_response_length=cfg.max_response_length,
+        vocab_chunk_size=cfg.vocab_chunk_size,
+        logging_steps=cfg.logging_steps,
+        save_steps=eval_kwargs.pop("save_steps", cfg.save_steps),
+        save_total_limit=cfg.save_total_limit,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=False,
+        **eval_kwargs,
+    )
+
+
+def _lora_config(cfg: PipelineConfig):
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def _train(trainer: AlolTrainer, checkpoints: Path, resume: bool) -> None:
+    has_checkpoint = any(checkpoints.glob("checkpoint-*"))
+    if has_checkpoint and resume:
+        logger.info("resuming from the last checkpoint in %s", checkpoints)
+    trainer.train(resume_from_checkpoint=True if (has_checkpoint and resume) else None)
+
+
+def _save_policy(trainer: AlolTrainer, directory: Path, merge: bool) -> None:
+    """Save the model (LoRA merged into the weights when `merge`, e.g. for π_ref) and tokenizer."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if merge and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp)
+    trainer.processing_class.save_pretrained(tmp)
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends every log line to metrics.jsonl, the file the plots and reports read."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            append_jsonl(self.path, {"step": state.global_step, **logs})
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 5: evaluation
+
+
+def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
+    """Decode test prompts with π_ref and each trained model, score, and compare."""
+    if cfg.test_data is None:
+        raise AlolError("`alol eval` needs --test-data (records whose prompts are decoded).")
+    reward = _reward(cfg)
+    if reward is None:
+        raise AlolError(
+            "`alol eval` needs a reward function (--reward) to score the decoded responses."
+        )
+    test_prompts = unique_prompts(_load(cfg.test_data, cfg))
+    ref = reference_path(cfg)
+    reports = {"reference": _eval_model(cfg, "reference", ref, test_prompts, reward, None)}
+    models = (
+        {"model": Path(cfg.eval_model)}
+        if cfg.eval_model
+        else {name: cfg.root / "train" / name / "final" for name in cfg.objectives}
+    )
+    for name, path in models.items():
+        if not path.exists():
+            raise AlolError(
+                f"no trained model at {path}: run `alol train --objectives {name}` first."
+            )
+        reports[name] = _eval_model(cfg, name, path, test_prompts, reward, reports["reference"])
+    table = comparison_table(reports)
+    (cfg.root / "eval").mkdir(parents=True, exist_ok=True)
+    from alol.io import write_text
+
+    write_text(cfg.root / "eval" / "comparison.md", table + "\n")
+    return reports
+
+
+def _eval_model(
+    cfg: PipelineConfig,
+    name: str,
+    path: Path,
+    prompts: list,
+    reward: Reward,
+    reference: EvalReport | None,
+) -> EvalReport:
+    model, tokenizer = load_policy_for_eval(path)
+    texts = [render_prompt(p, tokenizer) for p in prompts]
+    if name == "reference":
+        val = load_splits(cfg).val
+        warn_on_prompt_overlap(
+            texts,
+            [render_prompt(p, tokenizer) for p in unique_prompts(val)],
+            "fit V and select checkpoints",
+        )
+    responses = [r[0] for r in generate_responses(model, tokenizer, texts, cfg.generation())]
+    scores = score(reward, texts, responses)
+    ref_scores = None if reference is None else [s.scores for s in reference.examples]
+    report = evaluate_responses(texts, responses, scores, ref_scores)
+    write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
+    return report
+
+
+def load_policy_for_eval(path: Path):
+    """A final model folder holds full weights or a LoRA adapter over π_ref."""
+    if (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return model, tokenizer
+    return load_model(path)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    from alol.io import write_text
+
+    write_text(path, "".join(json.dumps(row, default=float) + "\n" for row in rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# All stages
+
+
+def run_all(cfg: PipelineConfig) -> dict[str, EvalReport]:
+    """sft (unless a reference is given) → value → advantage → train each objective → eval."""
+    if cfg.reference is None:
+        run_sft(cfg)
+    run_value(cfg)
+    run_advantage(cfg)
+    for name in cfg.objectives:
+        run_train(cfg, name)
+    reports = run_eval(cfg) if cfg.test_data else {}
+    if reports:
+        print(comparison_table(reports))
+    return reports

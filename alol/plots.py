@@ -1,0 +1,81 @@
+"""Plots where a picture says more than a table: training curves and per-objective rewards."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from alol.io import write_atomic  # noqa: E402
+
+CURVES = (
+    "loss",
+    "learning_rate",
+    "importance_weight/mean",
+    "importance_weight/clip_frac",
+    "advantage/mean",
+    "rewards/margins",
+    "rewards/accuracies",
+    "eval_reward",
+)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """metrics.jsonl rows; a last line torn by a crash is skipped."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def plot_training_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
+    """One panel per logged quantity of CURVES that the run actually logged."""
+    if not Path(metrics_path).exists():
+        return None
+    rows = read_metrics(metrics_path)
+    series = {name: [(row["step"], row[name]) for row in rows if name in row] for name in CURVES}
+    series = {name: points for name, points in series.items() if points}
+    if not series:
+        return None
+    columns = min(3, len(series))
+    figure, axes = plt.subplots(
+        math.ceil(len(series) / columns),
+        columns,
+        figsize=(4 * columns, 3 * math.ceil(len(series) / columns)),
+        squeeze=False,
+    )
+    for axis, (name, points) in zip(axes.flat, series.items(), strict=False):
+        steps, values = zip(*points, strict=True)
+        axis.plot(steps, values, marker="." if len(steps) < 30 else None)
+        axis.set_title(name)
+        axis.set_xlabel("step")
+    for axis in list(axes.flat)[len(series) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
+    return Path(png_path)
+
+
+def plot_reward_by_objective(totals: dict[str, tuple[float, float]], png_path: str | Path) -> Path:
+    """Bar chart of mean test reward (± std across seeds or examples) per objective."""
+    names = list(totals)
+    means = [totals[n][0] for n in names]
+    stds = [totals[n][1] for n in names]
+    figure, axis = plt.subplots(figsize=(max(4, 0.9 * len(names) + 2), 3.5))
+    axis.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
+    axis.set_ylabel("test reward")
+    axis.set_title("reward per objective")
+    axis.tick_params(axis="x", rotation=30)
+    figure.tight_layout()
+    write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
+    plt.close(figure)
+    return Path(png_path)

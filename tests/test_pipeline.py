@@ -1,0 +1,171 @@
+"""The pipeline end to end through the `alol` CLI on a tiny local model and noisy data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from alol.advantage import AdvantageTable
+from alol.cli import main
+from alol.objectives import OBJECTIVES
+
+TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
+
+REWARD_FILE = '''
+def politeness(prompts, responses):
+    """1 for a kind answer that names the topic, less for rude or off-topic ones."""
+    scores = []
+    for prompt, response in zip(prompts, responses):
+        topic = prompt.split()[-1].rstrip("?")
+        kind = 0.6 if "happy" in response else 0.0
+        on_topic = 0.4 if topic in response else 0.0
+        scores.append({"kind": kind, "on_topic": on_topic})
+    return scores
+'''
+
+
+def noisy_records() -> list[dict]:
+    """Per topic: one kind answer, two rude ones, one off-topic one (rewards stored too)."""
+    rows = []
+    for i, topic in enumerate(TOPICS):
+        prompt = f"Tell me about {topic}?"
+        other = TOPICS[(i + 1) % len(TOPICS)]
+        for response, reward in [
+            (f"I am happy to help with {topic}.", 1.0),
+            (f"No. {topic} is dull.", 0.4),
+            (f"No. Go away from {topic}.", 0.4),
+            (f"I am happy to help with {other}.", 0.6),
+        ]:
+            rows.append({"prompt": prompt, "response": response, "reward": reward})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_llama_dir) -> dict[str, Path]:
+    data = write_jsonl(tmp_path / "train.jsonl", noisy_records())
+    test = write_jsonl(
+        tmp_path / "test.jsonl", [{"prompt": f"Tell me about {t}?"} for t in TOPICS[:4]]
+    )
+    reward = tmp_path / "reward.py"
+    reward.write_text(REWARD_FILE)
+    config = {
+        "model": str(tiny_llama_dir),
+        "train_data": str(data),
+        "test_data": str(test),
+        "reward": f"{reward}:politeness",
+        "run_dir": str(tmp_path / "run"),
+        "val_fraction": 0.25,
+        "max_steps": 4,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "max_prompt_length": 32,
+        "max_response_length": 12,
+        "logging_steps": 1,
+        "save_steps": 2,
+        "value_epochs": 3,
+        "generation_batch_size": 8,
+    }
+    path = tmp_path / "config.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return {"config": path, "run": tmp_path / "run", "data": data}
+
+
+def test_run_chains_every_stage_and_writes_the_artifacts(workspace):
+    assert main(["run", str(workspace["config"]), "--objectives", "a_lol", "nll"]) == 0
+    run = workspace["run"]
+    for artifact in [
+        "sft/model/config.json",
+        "value/value_head.safetensors",
+        "value/value_metrics.json",
+        "advantage/advantage_stats.json",
+        "advantage/advantage_hist.png",
+        "train/a_lol/final/config.json",
+        "train/a_lol/metrics.jsonl",
+        "train/nll/final/config.json",
+        "eval/a_lol/eval.json",
+        "eval/reference/report.md",
+        "eval/comparison.md",
+    ]:
+        assert (run / artifact).exists(), artifact
+    logged = [
+        json.loads(line) for line in (run / "train/a_lol/metrics.jsonl").read_text().splitlines()
+    ]
+    assert any("importance_weight/mean" in row for row in logged)
+
+
+def test_a_finished_run_is_skipped_when_nothing_changed(workspace, caplog):
+    assert main(["run", str(workspace["config"]), "--objectives", "nll"]) == 0
+    marker = workspace["run"] / "train/nll/stage.json"
+    before = marker.stat().st_mtime_ns
+    caplog.set_level("INFO")
+    assert main(["run", str(workspace["config"]), "--objectives", "nll"]) == 0
+    assert marker.stat().st_mtime_ns == before
+    assert "up to date" in caplog.text
+
+
+def test_training_uses_exactly_the_positive_advantage_examples(workspace):
+    config = str(workspace["config"])
+    assert main(["sft", config]) == 0
+    assert main(["value", config]) == 0
+    assert main(["advantage", config]) == 0
+    table_file = next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
+    table = AdvantageTable.load(table_file)
+    from alol.objectives import get_objective
+    from alol.pipeline import PipelineConfig, _training_set, load_model, load_splits
+
+    cfg = PipelineConfig(**{**__import__("yaml").safe_load(workspace["config"].read_text())})
+    _, tokenizer = load_model(cfg.root / "sft" / "model")
+    dataset, weights, fraction, _ = _training_set(
+        cfg, get_objective("a_lol"), load_splits(cfg).train, tokenizer
+    )
+    trained = sorted(example.index for example in dataset.examples)
+    assert trained == sorted(np.flatnonzero(table.advantage > 0).tolist())
+    np.testing.assert_allclose(weights, table.advantage[trained])
+    assert fraction == pytest.approx(float(np.mean(table.advantage > 0)))
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_every_objective_trains_through_the_cli(workspace, tiny_llama_dir, objective):
+    """With an existing reference (no sft, no value head: V = 0, so every A = R > 0)."""
+    config = str(workspace["config"])
+    args = [
+        "train",
+        config,
+        "--reference",
+        str(tiny_llama_dir),
+        "--objective",
+        objective,
+        "--max-steps",
+        "2",
+    ]
+    assert main(args) == 0
+    assert (workspace["run"] / "train" / objective / "final" / "config.json").exists()
+
+
+def test_help_explains_every_option():
+    out = subprocess.run(
+        [sys.executable, "-m", "alol.cli", "train", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0
+    for flag in ["--objectives", "--clip", "--sampling", "--max-steps", "--lora", "--resume"]:
+        assert flag in out.stdout
+    assert "reward-GOLD" in out.stdout
+
+
+def test_a_bad_config_key_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_stepz: 3\n")
+    assert main(["train", str(bad)]) == 2
+    assert "max_stepz" in capsys.readouterr().err
