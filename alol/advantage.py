@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from alol.data import DataError, RewardRecord, collate_pairs, render_prompt, tokenize_pair
 from alol.errors import AlolError
-from alol.io import write_atomic, write_json
+from alol.io import gather_in_order, on_main_process, write_atomic, write_json
 from alol.logprobs import response_token_logprobs
-from alol.rewards import score
+from alol.rewards import RewardError, score
 from alol.value import predict_values
 
 if TYPE_CHECKING:
@@ -51,7 +51,8 @@ class AdvantageCacheError(AlolError):
 
 
 class NoPositiveAdvantageError(AlolError):
-    """No training example has A > 0, so A-LoL has nothing to train on."""
+    """No training example has A > 0, or every reward is the same (so no response is better
+    than another and the advantages hold nothing but V(x)'s errors): A-LoL has nothing to learn."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,7 +358,11 @@ def cache_path(cache_dir: str | Path, key: str) -> Path:
 def load_or_compute(
     cache_dir: str | Path, key: str, compute: Callable[[], AdvantageTable]
 ) -> AdvantageTable:
-    """Reuse the cached table for `key` when there is one, else compute it and cache it."""
+    """Reuse the cached table for `key` when there is one, else compute it and cache it.
+
+    Under several processes all of them compute (each its share, see `compute_advantages`),
+    the main process writes the cache, and the others wait until it is in place.
+    """
     path = cache_path(cache_dir, key)
     if path.exists():
         try:
@@ -370,7 +375,7 @@ def load_or_compute(
                 return table
             logger.info("advantage cache %s was computed from other inputs; recomputing", path)
     table = replace(compute(), key=key)
-    table.save(path)
+    on_main_process(lambda: table.save(path))
     logger.info("computed advantages for %d examples and cached them in %s", len(table), path)
     return table
 
@@ -395,6 +400,8 @@ class AdvantageConfig:
     """Prompts per value-head forward pass."""
     show_progress: bool = True
     """Show progress bars."""
+    reward_timeout: float | None = None
+    """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
 
     def key_fields(self) -> dict[str, Any]:
         """The settings that change the table's numbers, for `cache_key` (batching does not)."""
@@ -416,47 +423,40 @@ def compute_advantages(
 
     Rewards come from `reward` (all components kept) when given, else from each record's
     stored reward. Without a value head V(x) = 0, which is what objectives that use the reward
-    alone (`wbc`, `r_lol`, …) need.
+    alone (`wbc`, `r_lol`, …) need. Under several processes (`accelerate launch`), each process
+    computes every world_size-th pair and every process returns the whole table.
     """
     if not records:
         raise ValueError("no training records to compute advantages for")
+    if reward is None:
+        _check_stored_rewards(records)
     prompts = [render_prompt(record.prompt, tokenizer) for record in records]
     responses = [record.response for record in records]
-    rewards, components = _rewards(records, prompts, responses, reward, config)
-    token_logps = _reference_token_logps(model, tokenizer, prompts, responses, config)
-    if value_head is None:
-        values = [0.0] * len(records)
-    else:
-        values = predict_values(
-            model,
-            tokenizer,
-            value_head,
-            prompts,
-            batch_size=config.value_batch_size,
-            max_prompt_length=config.max_prompt_length,
-            show_progress=config.show_progress,
-        )
-    return AdvantageTable.from_examples(rewards, values, token_logps, components)
+
+    def compute(indices: list[int]) -> list[tuple[dict[str, float], float, np.ndarray]]:
+        part_prompts = [prompts[i] for i in indices]
+        part_responses = [responses[i] for i in indices]
+        if reward is None:
+            scores = [_stored_scores(records[i]) for i in indices]
+        else:
+            scores = _score(
+                reward, [records[i] for i in indices], part_prompts, part_responses, config
+            )
+        token_logps = _reference_token_logps(model, tokenizer, part_prompts, part_responses, config)
+        values = _values(model, tokenizer, value_head, part_prompts, config)
+        return list(zip(scores, values, token_logps, strict=True))
+
+    results = gather_in_order(len(records), compute)
+    scores = [s for s, _, _ in results]
+    return AdvantageTable.from_examples(
+        reward=[s["total"] for s in scores],
+        value=[v for _, v, _ in results],
+        token_logps=[t for _, _, t in results],
+        components=_shared_components(scores),
+    )
 
 
-def _rewards(
-    records: Sequence[RewardRecord],
-    prompts: list[str],
-    responses: list[str],
-    reward: Reward | None,
-    config: AdvantageConfig,
-) -> tuple[list[float], dict[str, list[float]]]:
-    """Total rewards and per-component rewards (components only when every record has the same ones)."""
-    if reward is not None:
-        scores = score(
-            reward,
-            prompts,
-            responses,
-            batch_size=config.batch_size,
-            show_progress=config.show_progress,
-        )
-        components = {name: [s[name] for s in scores] for name in reward.components}
-        return [s["total"] for s in scores], components
+def _check_stored_rewards(records: Sequence[RewardRecord]) -> None:
     for number, record in enumerate(records):
         if record.total_reward is None:
             raise DataError(
@@ -465,11 +465,70 @@ def _rewards(
                 file=record.source or None,
                 field="reward",
             )
-    stored = [record.reward for record in records]
-    components: dict[str, list[float]] = {}
-    if all(isinstance(r, dict) for r in stored) and len({tuple(sorted(r)) for r in stored}) == 1:
-        components = {name: [float(r[name]) for r in stored] for name in stored[0]}
-    return [float(record.total_reward) for record in records], components
+
+
+def _stored_scores(record: RewardRecord) -> dict[str, float]:
+    """The record's reward as score() returns one: its components, if any, and "total"."""
+    components = record.reward if isinstance(record.reward, dict) else {}
+    return {**{k: float(v) for k, v in components.items()}, "total": float(record.total_reward)}
+
+
+def _shared_components(scores: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Per-component rewards, kept only when every record has the same components."""
+    names = {tuple(sorted(name for name in s if name != "total")) for s in scores}
+    if len(names) != 1:
+        return {}
+    return {name: [s[name] for s in scores] for name in next(iter(names))}
+
+
+def _score(
+    reward: Reward,
+    records: Sequence[RewardRecord],
+    prompts: list[str],
+    responses: list[str],
+    config: AdvantageConfig,
+) -> list[dict[str, float]]:
+    """Score batch by batch; a failing batch is named with the data lines of its records."""
+    scores: list[dict[str, float]] = []
+    starts = range(0, len(records), config.batch_size)
+    for number, start in enumerate(tqdm(starts, desc="rewards", disable=not config.show_progress)):
+        batch = slice(start, start + config.batch_size)
+        try:
+            scores += score(
+                reward,
+                prompts[batch],
+                responses[batch],
+                batch_size=config.batch_size,
+                show_progress=False,
+                timeout=config.reward_timeout,
+            )
+        except RewardError as error:
+            sources = ", ".join(r.source or "(no source)" for r in records[batch])
+            raise RewardError(
+                f"{error}. In this process's precompute that is batch {number}, whose records "
+                f"are, in order: {sources}"
+            ) from error
+    return scores
+
+
+def _values(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    value_head: ValueHead | None,
+    prompts: list[str],
+    config: AdvantageConfig,
+) -> list[float]:
+    if value_head is None:
+        return [0.0] * len(prompts)
+    return predict_values(
+        model,
+        tokenizer,
+        value_head,
+        prompts,
+        batch_size=config.value_batch_size,
+        max_prompt_length=config.max_prompt_length,
+        show_progress=config.show_progress,
+    )
 
 
 def _reference_token_logps(
@@ -596,12 +655,20 @@ def select_training_examples(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The dataset indices to train on and their sampling weights (None: uniform).
 
-    `positive_only` keeps the leftover lunch, A > 0. "advantage" weights each kept example by
+    `positive_only` keeps the leftover lunch, A > 0, and refuses rewards that are all equal.
+    "advantage" weights each kept example by
     A (A-LoL's priority sampling), "reward" by R (rewards must be ≥ 0; they are not shifted,
     since a shift would change which examples matter).
     """
     indices = np.arange(len(table), dtype=np.int64)
     if positive_only:
+        if len(table) > 1 and np.all(table.reward == table.reward[0]):
+            raise NoPositiveAdvantageError(
+                f"every reward equals {table.reward[0]:g} across the {len(table)} training "
+                "examples, so no response is better than another and A = R − V(x) only "
+                "reflects the errors of V(x). Check that the reward function scores these "
+                "responses differently (or that the data's 'reward' field varies)."
+            )
         indices = indices[table.advantage > 0]
         if len(indices) == 0:
             raise NoPositiveAdvantageError(_no_positive_message(table))
@@ -626,15 +693,9 @@ def select_training_examples(
 
 
 def _no_positive_message(table: AdvantageTable) -> str:
-    head = f"none of the {len(table)} training examples has a positive advantage A = R − V(x)"
-    if len(table) and np.all(table.reward == table.reward[0]):
-        return (
-            f"{head}: every reward equals {table.reward[0]:g}, so no response is better than "
-            "another. Check that the reward function scores these responses differently (or "
-            "that the data's 'reward' field varies)."
-        )
     return (
-        f"{head} (largest A = {table.advantage.max():.4g}, mean R = {table.reward.mean():.4g}, "
+        f"none of the {len(table)} training examples has a positive advantage A = R − V(x) "
+        f"(largest A = {table.advantage.max():.4g}, mean R = {table.reward.mean():.4g}, "
         f"mean V(x) = {table.value.mean():.4g}). Check that the value head was fitted with the "
         "same reward and on prompts like these, or train with an objective that needs no value "
         "('wbc', 'r_lol', 'nll')."

@@ -454,6 +454,8 @@ def _dataset_rows(path: Path, split: str) -> Iterator[tuple[int, Any]]:
 
     try:
         dataset = load_from_disk(str(path))
+    except IndexError:  # datasets cannot load a saved dataset with zero rows
+        raise DataError("holds no records", file=str(path)) from None
     except FileNotFoundError:
         raise DataError(
             "not a datasets folder; pass a folder written by Dataset.save_to_disk or a data file",

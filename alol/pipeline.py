@@ -13,6 +13,11 @@ Run directory layout::
     run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png
     run_dir/train/<objective>/         checkpoints, final/ model, metrics.jsonl, train_curves.png
     run_dir/eval/<name>/               eval.json, report.md, samples.jsonl
+
+Every stage runs unchanged under `accelerate launch` (or `torchrun`): decoding, scoring and the
+advantage precompute give each process every world_size-th example and gather the results
+(`alol.io.gather_in_order`); training is Trainer's DDP/FSDP/DeepSpeed; only the main process
+writes artifacts, and the others wait for it (`alol.io.on_main_process`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from alol.advantage import (
     AdvantageConfig,
     AdvantageTable,
+    advantage_stats,
     budget_steps,
     cache_key,
     compute_advantages,
@@ -61,11 +67,20 @@ from alol.evaluate import (
     write_report,
 )
 from alol.generate import GenerationConfig, generate_responses
-from alol.io import append_jsonl, write_json
+from alol.io import (
+    append_jsonl,
+    gather_in_order,
+    is_main_process,
+    on_main_process,
+    process_state,
+    replace_directory,
+    write_json,
+    write_text,
+)
 from alol.objectives import get_objective
 from alol.plots import plot_training_curves
 from alol.rewards import Reward, load_reward, score, spec_fingerprint
-from alol.trainer import AlolConfig, AlolTrainer
+from alol.trainer import AlolConfig, AlolTrainer, ensure_pad_token, newest_checkpoint
 from alol.value import ValueConfig, fit_value_head, load_value_head, plot_value_fit, save_value_head
 
 logger = logging.getLogger(__name__)
@@ -124,6 +139,12 @@ class PipelineConfig:
         "for classifiers and weighted sums. Unset: the rewards stored in the data.",
     )
     seed: int = _option(0, "Seed of every random choice (splits, sampling, decoding, init).")
+    reward_timeout: float | None = _option(
+        None,
+        "Seconds one batch of the reward function may take; a slower batch stops the stage with "
+        "an error naming it ('none': no limit).",
+        ("value", "advantage", "train", "eval"),
+    )
     max_prompt_length: int = _option(640, "Prompt tokens kept, truncated from the left.")
     max_response_length: int = _option(
         128, "Response tokens kept (EOS included), truncated from the right."
@@ -281,19 +302,27 @@ def _stage_done(directory: Path, fingerprint: str) -> bool:
 
 def _begin_stage(directory: Path, fingerprint: str, name: str) -> None:
     """Mark a stage running; a folder left by other inputs is moved aside, never deleted."""
-    marker = directory / "stage.json"
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") != fingerprint:
-        stale = directory.with_name(f"{directory.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
-        logger.warning("%s: inputs changed; moving the previous %s to %s", name, directory, stale)
-        shutil.move(directory, stale)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(marker, {"stage": name, "fingerprint": fingerprint, "status": "running"})
+
+    def begin() -> None:
+        marker = directory / "stage.json"
+        if marker.exists() and json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+            stale = directory.with_name(f"{directory.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            logger.warning(
+                "%s: inputs changed; moving the previous %s to %s", name, directory, stale
+            )
+            shutil.move(directory, stale)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {"stage": name, "fingerprint": fingerprint, "status": "running"})
+
+    on_main_process(begin)
 
 
 def _finish_stage(directory: Path, fingerprint: str, name: str, **summary: Any) -> None:
-    write_json(
-        directory / "stage.json",
-        {"stage": name, "fingerprint": fingerprint, "status": "done", **summary},
+    on_main_process(
+        lambda: write_json(
+            directory / "stage.json",
+            {"stage": name, "fingerprint": fingerprint, "status": "done", **summary},
+        )
     )
 
 
@@ -361,9 +390,15 @@ def unique_prompts(records: list) -> list:
 def load_model(path: str | Path, dtype: torch.dtype | None = None):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     return model, tokenizer
+
+
+def load_model_for_inference(path: str | Path):
+    """The model on this process's device, for decoding and the precompute (Trainer places
+    the models it trains itself)."""
+    model, tokenizer = load_model(path)
+    return model.to(process_state().device), tokenizer
 
 
 def reference_path(cfg: PipelineConfig) -> Path:
@@ -421,9 +456,9 @@ def run_sft(cfg: PipelineConfig) -> Path:
         peft_config=_lora_config(cfg),
         callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
     )
-    _train(trainer, out / "checkpoints", cfg.resume)
+    _train(trainer, out, cfg.resume)
     _save_policy(trainer, out / "model", merge=True)
-    plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+    on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
     _finish_stage(out, fingerprint, "sft", examples=len(records))
     return out / "model"
 
@@ -458,15 +493,19 @@ def run_value(cfg: PipelineConfig) -> Path:
         logger.info("value: up to date (%s)", out)
         return out
     _begin_stage(out, fingerprint, "value")
-    model, tokenizer = load_model(ref)
+    model, tokenizer = load_model_for_inference(ref)
     prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
     head, report = fit_value_head(model, tokenizer, prompts, targets, value_config)
     report["targets_from"] = (
         "data rewards (approximation)" if cfg.value_from_data else "reference samples"
     )
-    save_value_head(head, out, report)
-    plot_value_fit(report, out / "value_fit.png")
-    _write_jsonl(out / "value_samples.jsonl", samples)
+
+    def write() -> None:
+        save_value_head(head, out, report)
+        plot_value_fit(report, out / "value_fit.png")
+        _write_jsonl(out / "value_samples.jsonl", samples)
+
+    on_main_process(write)
     _finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
     return out
 
@@ -494,18 +533,38 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
         )
     prompts = [render_prompt(p, tokenizer) for p in unique_prompts(val_records)]
     k = cfg.value_samples
-    responses = generate_responses(
-        model, tokenizer, prompts, cfg.generation(do_sample=k > 1, num_return_sequences=k)
+    generation = cfg.generation(do_sample=k > 1, num_return_sequences=k)
+    scored = gather_in_order(
+        len(prompts),
+        lambda indices: _decode_and_score(
+            cfg, model, tokenizer, [prompts[i] for i in indices], reward, generation
+        ),
     )
     flat_prompts = [p for p in prompts for _ in range(k)]
-    flat_responses = [r for rs in responses for r in rs]
-    scores = score(reward, flat_prompts, flat_responses)
-    targets = [s["total"] for s in scores]
+    flat = [(response, s) for pairs in scored for response, s in pairs]
+    targets = [s["total"] for _, s in flat]
     samples = [
         {"prompt": p, "response": r, "reward": s}
-        for p, r, s in zip(flat_prompts, flat_responses, scores, strict=True)
+        for p, (r, s) in zip(flat_prompts, flat, strict=True)
     ]
     return flat_prompts, targets, samples
+
+
+def _decode_and_score(
+    cfg: PipelineConfig,
+    model,
+    tokenizer,
+    prompts: list[str],
+    reward: Reward,
+    generation: GenerationConfig,
+) -> list[list[tuple[str, dict[str, float]]]]:
+    """Per prompt, its decoded responses paired with their scores."""
+    responses = generate_responses(model, tokenizer, prompts, generation)
+    flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
+    flat_responses = [r for rs in responses for r in rs]
+    scores = score(reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout)
+    scored = iter(zip(flat_responses, scores, strict=True))
+    return [[next(scored) for _ in rs] for rs in responses]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,12 +579,7 @@ def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
     value_dir = cfg.root / "value"
     head_file = value_dir / "value_head.safetensors"
     value_fp = hashlib.sha256(head_file.read_bytes()).hexdigest() if head_file.exists() else None
-    config = AdvantageConfig(
-        batch_size=cfg.generation_batch_size,
-        max_prompt_length=cfg.max_prompt_length,
-        max_response_length=cfg.max_response_length,
-        vocab_chunk_size=cfg.vocab_chunk_size,
-    )
+    config = _advantage_config(cfg)
     key = cache_key(
         fingerprint_model(ref),
         fingerprint_records(records),
@@ -535,7 +589,7 @@ def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
     )
 
     def compute() -> AdvantageTable:
-        model, tokenizer = load_model(ref)
+        model, tokenizer = load_model_for_inference(ref)
         head = load_value_head(value_dir) if value_fp else None
         if head is None:
             logger.warning(
@@ -546,7 +600,8 @@ def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
         )
 
     table = load_or_compute(out, key, compute)
-    stats = write_advantage_report(table, out)
+    stats = advantage_stats(table)
+    on_main_process(lambda: write_advantage_report(table, out))
     logger.info(
         "advantage: %.1f%% of %d examples have A > 0", 100 * stats["fraction_positive"], len(table)
     )
@@ -597,9 +652,9 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
     )
     logger.info("train %s: %d examples, %d steps", objective_name, len(dataset), max_steps)
-    _train(trainer, out / "checkpoints", cfg.resume)
+    _train(trainer, out, cfg.resume)
     _save_policy(trainer, out / "final", merge=False)
-    plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+    on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
     _finish_stage(
         out,
         fingerprint,
@@ -677,19 +732,24 @@ def _pair_reference_logps(cfg: PipelineConfig, pairs: list) -> np.ndarray:
     """π_ref's summed log-probs of each chosen and rejected response, precomputed and cached."""
     ref = reference_path(cfg)
     flat = [RewardRecord(p.prompt, r, 0.0) for p in pairs for r in (p.chosen, p.rejected)]
-    config = AdvantageConfig(
+    config = _advantage_config(cfg)
+    key = cache_key(fingerprint_model(ref), fingerprint_records(flat), None, config.key_fields())
+
+    def compute() -> AdvantageTable:
+        model, tokenizer = load_model_for_inference(ref)
+        return compute_advantages(model, tokenizer, flat, config)
+
+    return load_or_compute(cfg.root / "pairs", key, compute).ref_logp
+
+
+def _advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
+    return AdvantageConfig(
         batch_size=cfg.generation_batch_size,
         max_prompt_length=cfg.max_prompt_length,
         max_response_length=cfg.max_response_length,
         vocab_chunk_size=cfg.vocab_chunk_size,
+        reward_timeout=cfg.reward_timeout,
     )
-    key = cache_key(fingerprint_model(ref), fingerprint_records(flat), None, config.key_fields())
-
-    def compute() -> AdvantageTable:
-        model, tokenizer = load_model(ref)
-        return compute_advantages(model, tokenizer, flat, config)
-
-    return load_or_compute(cfg.root / "pairs", key, compute).ref_logp
 
 
 def _tokenize(tokenizer, record: RewardRecord, cfg: PipelineConfig):
@@ -768,6 +828,7 @@ def _training_args(
         save_steps=eval_kwargs.pop("save_steps", cfg.save_steps),
         save_total_limit=cfg.save_total_limit,
         report_to=cfg.report_to,
+        reward_timeout=cfg.reward_timeout,
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=False,
@@ -789,24 +850,60 @@ def _lora_config(cfg: PipelineConfig):
     )
 
 
-def _train(trainer: AlolTrainer, checkpoints: Path, resume: bool) -> None:
-    has_checkpoint = any(checkpoints.glob("checkpoint-*"))
-    if has_checkpoint and resume:
-        logger.info("resuming from the last checkpoint in %s", checkpoints)
-    trainer.train(resume_from_checkpoint=True if (has_checkpoint and resume) else None)
+def _train(trainer: AlolTrainer, stage_dir: Path, resume: bool) -> None:
+    """Resume from the newest complete checkpoint, or (without `resume`) start the stage over.
+
+    metrics.jsonl keeps exactly the steps the resumed run will not log again.
+    """
+    checkpoint = newest_checkpoint(stage_dir / "checkpoints")
+    if checkpoint is not None and resume:
+        logger.info("resuming from %s", checkpoint)
+        step = int(checkpoint.name.rsplit("-", 1)[1])
+        on_main_process(lambda: _keep_metrics_up_to(stage_dir / "metrics.jsonl", step))
+        trainer.train(resume_from_checkpoint=checkpoint)
+        return
+
+    def start_over() -> None:
+        shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+        (stage_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+    on_main_process(start_over)
+    trainer.train()
+
+
+def _keep_metrics_up_to(path: Path, step: int) -> None:
+    """Rewrite metrics.jsonl without rows after `step` and without lines torn by a crash."""
+    if not path.exists():
+        return
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            rows.append(line + "\n")
+    write_text(path, "".join(rows))
 
 
 def _save_policy(trainer: AlolTrainer, directory: Path, merge: bool) -> None:
-    """Save the model (LoRA merged into the weights when `merge`, e.g. for π_ref) and tokenizer."""
+    """Save the model (LoRA merged into the weights when `merge`, e.g. for π_ref) and tokenizer.
+
+    Written beside `directory` and renamed into place, so a crash never leaves half a model.
+    """
     tmp = directory.with_name(directory.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    on_main_process(lambda: shutil.rmtree(tmp, ignore_errors=True))
     model = trainer.accelerator.unwrap_model(trainer.model)
     if merge and hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.save_pretrained(tmp)
-    trainer.processing_class.save_pretrained(tmp)
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
+
+        def merge_and_save() -> None:
+            model.merge_and_unload().save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+
+        on_main_process(merge_and_save)
+    else:
+        trainer.save_model(str(tmp))  # gathers FSDP/DeepSpeed shards; the main process writes
+    on_main_process(lambda: replace_directory(tmp, directory))
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -848,10 +945,7 @@ def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
             )
         reports[name] = _eval_model(cfg, name, path, test_prompts, reward, reports["reference"])
     table = comparison_table(reports)
-    (cfg.root / "eval").mkdir(parents=True, exist_ok=True)
-    from alol.io import write_text
-
-    write_text(cfg.root / "eval" / "comparison.md", table + "\n")
+    on_main_process(lambda: write_text(cfg.root / "eval" / "comparison.md", table + "\n"))
     return reports
 
 
@@ -864,6 +958,7 @@ def _eval_model(
     reference: EvalReport | None,
 ) -> EvalReport:
     model, tokenizer = load_policy_for_eval(path)
+    model.to(process_state().device)
     texts = [render_prompt(p, tokenizer) for p in prompts]
     if name == "reference":
         val = load_splits(cfg).val
@@ -872,11 +967,23 @@ def _eval_model(
             [render_prompt(p, tokenizer) for p in unique_prompts(val)],
             "fit V and select checkpoints",
         )
-    responses = [r[0] for r in generate_responses(model, tokenizer, texts, cfg.generation())]
-    scores = score(reward, texts, responses)
+    generation = cfg.generation()
+    scored = gather_in_order(
+        len(texts),
+        lambda indices: [
+            pairs[0]
+            for pairs in _decode_and_score(
+                cfg, model, tokenizer, [texts[i] for i in indices], reward, generation
+            )
+        ],
+    )
+    responses = [response for response, _ in scored]
+    scores = [s for _, s in scored]
     ref_scores = None if reference is None else [s.scores for s in reference.examples]
     report = evaluate_responses(texts, responses, scores, ref_scores)
-    write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
+    on_main_process(
+        lambda: write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
+    )
     return report
 
 
@@ -892,8 +999,6 @@ def load_policy_for_eval(path: Path):
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    from alol.io import write_text
-
     write_text(path, "".join(json.dumps(row, default=float) + "\n" for row in rows))
 
 
@@ -910,6 +1015,6 @@ def run_all(cfg: PipelineConfig) -> dict[str, EvalReport]:
     for name in cfg.objectives:
         run_train(cfg, name)
     reports = run_eval(cfg) if cfg.test_data else {}
-    if reports:
+    if reports and is_main_process():
         print(comparison_table(reports))
     return reports

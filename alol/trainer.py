@@ -6,16 +6,42 @@ grouped by length), the loss (response log-probs → a pure objective from `alol
 and the metrics (averaged over the logging window, read from the device once per log, not
 once per step). Evaluation decodes the validation prompts and scores them with the reward, so
 `metric_for_best_model="eval_reward"` selects checkpoints on validation reward.
+
+Two places where alol deliberately departs from a plain `Trainer`:
+
+- **The loss runs inside the wrapped model's forward.** `alol.logprobs` calls the decoder body
+  and the output embedding directly (so the LM head meets response positions only). Under DDP,
+  FSDP or DeepSpeed, `compute_loss` receives the *wrapper*; calling submodules of the inner
+  model would bypass the wrapper's forward, where DDP arms its gradient all-reduce (without it,
+  every rank silently keeps its own gradients) and FSDP/ZeRO-3 gather the root's parameters.
+  `call_through_wrapper` therefore runs the log-prob computation *as* the wrapper's forward:
+  the forward redirection of PyTorch Lightning, which TRL adopted for the same reason
+  (huggingface/trl#5934, #7246). Accelerate applies mixed precision by patching the inner
+  forward, which the redirection replaces for that call, so `compute_loss` enters
+  `accelerator.autocast()` itself.
+- **Checkpoints appear atomically.** transformers' Trainer writes `checkpoint-N/` file by
+  file; a kill mid-save leaves a torn folder that `resume_from_checkpoint=True` would pick.
+  AlolTrainer writes each checkpoint under `.partial/` in the output folder and renames it
+  into place once every process has finished writing, and checks a checkpoint's files before
+  resuming from it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 import time
+import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from torch import nn
 from torch.utils.data import Dataset, Sampler
 from transformers import (
     AutoModelForCausalLM,
@@ -25,11 +51,20 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer_callback import TrainerState
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    get_last_checkpoint,
+    rotate_checkpoints,
+)
 
 from alol.advantage import PrioritySampler
 from alol.batching import Collator, ExampleDataset, LengthGroupedSampler
+from alol.errors import AlolError
 from alol.evaluate import distinct_n
-from alol.generate import GenerationConfig, generate_responses, shard_indices
+from alol.generate import GenerationConfig, generate_responses
+from alol.io import gather_in_order, replace_directory
 from alol.logprobs import response_token_logprobs, sequence_logprobs
 from alol.objectives import (
     Objective,
@@ -42,7 +77,16 @@ from alol.objectives import (
 )
 from alol.rewards import Reward, score
 
+logger = logging.getLogger(__name__)
+
 SAMPLING_CHOICES = ("uniform", "advantage", "reward")
+PARTIAL_CHECKPOINTS = ".partial"
+"""Folder (inside the output folder) where a checkpoint is written before it is renamed into place."""
+TRAINER_STATE_FILE = "trainer_state.json"
+
+
+class CheckpointError(AlolError):
+    """A checkpoint to resume from cannot be read."""
 
 
 @dataclass
@@ -89,7 +133,16 @@ class AlolConfig(TrainingArguments):
         },
     )
     group_by_length: bool = field(
-        default=True, metadata={"help": "Batch examples of similar length together to cut padding."}
+        default=True,
+        metadata={
+            "help": "Fill each optimizer step with examples of similar length to cut padding "
+            "(grouped per global batch, so the split into devices and accumulation steps does "
+            "not change which examples share a step)."
+        },
+    )
+    reward_timeout: float | None = field(
+        default=None,
+        metadata={"help": "Seconds one reward batch may take during validation (None: no limit)."},
     )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: alol's batches carry their own fields."}
@@ -142,6 +195,12 @@ class AlolTrainer(Trainer):
             model = AutoModelForCausalLM.from_pretrained(model)
         if processing_class is None:
             raise ValueError("Pass processing_class= (the tokenizer) when model is an object.")
+        ensure_pad_token(processing_class)
+        if args.vocab_chunk_size is not None and is_deepspeed_zero3_enabled():
+            raise ValueError(
+                "vocab_chunk_size reads the LM head's weight directly, which DeepSpeed ZeRO-3 "
+                "keeps partitioned; use ZeRO-2 or FSDP, or leave vocab_chunk_size unset."
+            )
         if peft_config is not None:
             model = apply_lora(model, peft_config, args.gradient_checkpointing)
         self.objective: Objective = get_objective(args.objective)
@@ -152,6 +211,7 @@ class AlolTrainer(Trainer):
         self.generation_config = generation_config or GenerationConfig(
             max_new_tokens=args.max_response_length
         )
+        self._partial_dir: Path | None = None  # set while a checkpoint is being written
         eval_dataset = _PromptList(eval_prompts) if eval_prompts and reward is not None else None
         super().__init__(
             model=model,
@@ -175,6 +235,14 @@ class AlolTrainer(Trainer):
     # --- sampling -----------------------------------------------------------------------
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler[int]:
+        """The global stream of draws; every process builds the same one.
+
+        accelerate's prepared dataloader cuts the stream into per-device batches and deals them
+        out in turn (process 0 takes batch 0, process 1 batch 1, ...), so the processes share
+        the draws of one global priority sample without overlap. Length grouping works on whole
+        global batches, so batch 1 x accumulation 8 and batch 8 x accumulation 1 (or 2 devices x
+        4) put the same examples into each optimizer step.
+        """
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         sampler = PrioritySampler(
             indices=list(range(len(dataset))),
@@ -185,35 +253,51 @@ class AlolTrainer(Trainer):
         if not self.args.group_by_length:
             return sampler
         return LengthGroupedSampler(
-            sampler, dataset.lengths, self.args.per_device_train_batch_size, seed=self.args.seed
+            sampler, dataset.lengths, self._global_batch_size(), seed=self.args.seed
+        )
+
+    def _global_batch_size(self) -> int:
+        return (
+            self.args.per_device_train_batch_size
+            * self.args.gradient_accumulation_steps
+            * self.args.world_size
         )
 
     def _num_draws(self, dataset_size: int) -> int:
-        """Draws per epoch: exactly the step budget when max_steps is set, else one dataset's worth."""
+        """Draws per epoch: exactly the step budget when max_steps is set, else one dataset's
+        worth rounded up to whole global batches (so no process is padded with repeats)."""
+        global_batch = self._global_batch_size()
         if self.args.max_steps > 0:
-            global_batch = (
-                self.args.per_device_train_batch_size
-                * self.args.gradient_accumulation_steps
-                * self.args.world_size
-            )
             return self.args.max_steps * global_batch
-        return dataset_size
+        return -(-dataset_size // global_batch) * global_batch
 
     # --- loss ---------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        token_logps = response_token_logprobs(
-            model,
-            inputs["input_ids"],
-            inputs["attention_mask"],
-            inputs["response_mask"],
-            vocab_chunk_size=self.args.vocab_chunk_size,
-        )
+        """`model` is what Trainer trains: the bare model, or its DDP/FSDP/DeepSpeed wrapper."""
+        with self.accelerator.autocast():
+            token_logps = call_through_wrapper(
+                model,
+                self.accelerator.unwrap_model(model),
+                self._response_token_logprobs,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                inputs["response_mask"],
+            )
         output = self.objective.loss(
             self._objective_batch(token_logps, inputs), self.objective_config
         )
         self._record(output, inputs)
         return (output.loss, output) if return_outputs else output.loss
+
+    def _response_token_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
+        return response_token_logprobs(
+            self.accelerator.unwrap_model(self.model),
+            input_ids,
+            attention_mask,
+            response_mask,
+            vocab_chunk_size=self.args.vocab_chunk_size,
+        )
 
     def _objective_batch(self, token_logps: torch.Tensor, inputs: dict[str, torch.Tensor]):
         """Shape the policy log-probs into the batch type the objective's family expects."""
@@ -282,16 +366,25 @@ class AlolTrainer(Trainer):
         if self.reward is None or not self.eval_prompts:
             raise ValueError("Evaluation needs a reward and eval_prompts.")
         model = self.accelerator.unwrap_model(self.model)
-        mine = shard_indices(len(self.eval_prompts), self.args.process_index, self.args.world_size)
-        prompts = [self.eval_prompts[i] for i in mine]
-        responses = [
-            r[0]
-            for r in generate_responses(
-                model, self.processing_class, prompts, self.generation_config, show_progress=False
+
+        def decode_and_score(indices: list[int]) -> list[tuple[str, dict[str, float]]]:
+            prompts = [self.eval_prompts[i] for i in indices]
+            responses = [
+                r[0]
+                for r in generate_responses(
+                    model, self.processing_class, prompts, self.generation_config, False
+                )
+            ]
+            scores = score(
+                self.reward,
+                prompts,
+                responses,
+                show_progress=False,
+                timeout=self.args.reward_timeout,
             )
-        ]
-        scores = score(self.reward, prompts, responses, show_progress=False)
-        gathered = _gather_objects(self.accelerator, list(zip(responses, scores, strict=True)))
+            return list(zip(responses, scores, strict=True))
+
+        gathered = gather_in_order(len(self.eval_prompts), decode_and_score)
         metrics = _eval_metrics(
             [r for r, _ in gathered], [s for _, s in gathered], metric_key_prefix
         )
@@ -301,6 +394,161 @@ class AlolTrainer(Trainer):
         )
         model.train()
         return metrics
+
+    # --- checkpoints --------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """Trainer.train, refusing an unreadable checkpoint with a message that says what to do.
+
+        `resume_from_checkpoint=True` resumes from the newest complete checkpoint; folders left
+        by a save that a crash interrupted are never candidates, and are deleted here.
+        """
+        self._discard_partial_checkpoints()
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = newest_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise CheckpointError(
+                    f"no checkpoint to resume from in {self.args.output_dir}; "
+                    "start without resuming"
+                )
+        if resume_from_checkpoint:
+            check_checkpoint(Path(resume_from_checkpoint))
+            resume_from_checkpoint = str(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Let Trainer write `checkpoint-N` under `.partial/`, then rename it into place."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._discard_partial_checkpoints()
+        self._partial_dir = run_dir / PARTIAL_CHECKPOINTS
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._partial_dir = None
+        self._publish_checkpoint(run_dir / PARTIAL_CHECKPOINTS / name, run_dir / name)
+
+    def _get_output_dir(self, trial) -> str:
+        """While a checkpoint is being written: the `.partial/` folder it is written into."""
+        if self._partial_dir is not None:
+            return str(self._partial_dir)
+        return super()._get_output_dir(trial)
+
+    def _publish_checkpoint(self, written: Path, final: Path) -> None:
+        # Every process has written its part (model shards, its RNG state) before the rename.
+        self.accelerator.wait_for_everyone()
+        if self.state.best_model_checkpoint == str(written):
+            self.state.best_model_checkpoint = str(final)
+            if self.args.should_save:  # the saved state must name the final folder too
+                self.state.save_to_json(str(written / TRAINER_STATE_FILE))
+        if self.args.should_save:
+            replace_directory(written, final)
+            written.parent.rmdir()  # the empty .partial/
+            rotate_checkpoints(
+                str(final.parent),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _discard_partial_checkpoints(self) -> None:
+        partial = Path(self.args.output_dir) / PARTIAL_CHECKPOINTS
+        if self.args.should_save and partial.exists():
+            logger.info("removing %s, left by a checkpoint save that did not finish", partial)
+            shutil.rmtree(partial)
+        self.accelerator.wait_for_everyone()
+
+
+def newest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step in `output_dir`, if there is one."""
+    if not Path(output_dir).is_dir():
+        return None
+    newest = get_last_checkpoint(str(output_dir))
+    return None if newest is None else Path(newest)
+
+
+def call_through_wrapper(
+    wrapper: nn.Module, inner: nn.Module, method: Callable[..., Any], *args: Any
+) -> Any:
+    """`method(*args)`, run as the forward of `wrapper` (DDP, FSDP, a DeepSpeed engine, or
+    `inner` itself when nothing wraps it).
+
+    The wrapper's forward does work that calling `inner`'s submodules directly would skip:
+    DDP arms its gradient all-reduce, FSDP and ZeRO-3 gather the parameters of the root
+    module. For the one call, `inner.forward` is swapped for `method`, so that
+    `wrapper(*args)` reaches `method` through every hook; it is restored as soon as `method`
+    starts, so `method` may itself call `inner`'s real forward.
+    """
+    had_own_forward = "forward" in inner.__dict__  # accelerate patches forward per instance
+    own_forward = inner.__dict__.get("forward")
+
+    def restore() -> None:
+        if had_own_forward:
+            inner.forward = own_forward
+        else:
+            inner.__dict__.pop("forward", None)
+
+    def redirected_forward(*forward_args: Any) -> Any:
+        restore()
+        return method(*forward_args)
+
+    inner.forward = redirected_forward
+    try:
+        return wrapper(*args)
+    finally:
+        restore()
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """Raise `CheckpointError` naming the first unreadable file of a checkpoint folder.
+
+    Cheap checks that catch a truncated or damaged file before anything is loaded: JSON files
+    parse, safetensors headers cover their files, and `torch.save` archives (zip) end with
+    their directory.
+    """
+    if not checkpoint.is_dir():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+    if not (checkpoint / TRAINER_STATE_FILE).is_file():
+        _refuse_checkpoint(checkpoint, f"{TRAINER_STATE_FILE} is missing")
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(path).close()
+        except Exception as error:  # each reader raises its own type for a damaged file
+            _refuse_checkpoint(
+                checkpoint, f"{path.relative_to(checkpoint)} is unreadable ({error})"
+            )
+    try:
+        TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_FILE))
+    except (TypeError, ValueError) as error:  # readable JSON, but not a state Trainer wrote
+        _refuse_checkpoint(checkpoint, f"{TRAINER_STATE_FILE} is not a Trainer state ({error})")
+
+
+def _refuse_checkpoint(checkpoint: Path, problem: str) -> None:
+    raise CheckpointError(
+        f"cannot resume from checkpoint {checkpoint}: {problem}. Delete that folder to resume "
+        "from the checkpoint before it, or rerun with --no-resume to start this stage over."
+    )
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Tokenizers such as Llama's and GPT-2's ship without a pad token: pad with EOS.
+
+    Safe because batches mark padding with the attention mask, never by token id.
+    """
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.eos_token is None:
+        raise ValueError(
+            "the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token"
+        )
+    tokenizer.pad_token = tokenizer.eos_token
 
 
 def _eval_metrics(
@@ -316,14 +564,6 @@ def _eval_metrics(
     metrics[f"{prefix}_distinct_2"] = distinct_n(responses, 2)
     metrics[f"{prefix}_length"] = sum(len(r.split()) for r in responses) / len(responses)
     return metrics
-
-
-def _gather_objects(accelerator, items: list) -> list:
-    if accelerator.num_processes == 1:
-        return items
-    from accelerate.utils import gather_object
-
-    return gather_object(items)
 
 
 class _PromptList(Dataset):

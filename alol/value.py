@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from alol.data import encode_prompt
-from alol.io import atomic_path, write_json
+from alol.io import atomic_path, gather_in_order, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -359,13 +359,18 @@ def fit_value_head(
     """
     config = config or ValueConfig()
     _check_fit_inputs(prompts, targets, config.max_value)
-    features = prompt_features(
-        model,
-        tokenizer,
-        prompts,
-        config.batch_size,
-        config.max_prompt_length,
-        FEATURE_DTYPES[config.feature_dtype],
+    # Under several processes each runs the reference on its share of the prompts; all of them
+    # then fit the same head on the gathered features (cheap), and the caller saves one.
+    features = gather_in_order(
+        len(prompts),
+        lambda indices: prompt_features(
+            model,
+            tokenizer,
+            [prompts[i] for i in indices],
+            config.batch_size,
+            config.max_prompt_length,
+            FEATURE_DTYPES[config.feature_dtype],
+        ),
     )
     feature_bytes = sum(f.numel() * f.element_size() for f in features)
     logger.info(

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# Tiny models are dominated by threading overhead, and CI's 2 cores are shared with the
+# subprocesses some tests start (which inherit this variable): one thread each is fastest.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.tiny import build_tiny_model, save_tiny, train_tokenizer
+from alol.tiny import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
+
+torch.set_num_threads(1)
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
