@@ -1,0 +1,1161 @@
+"""Benchmark: a training step of every objective beside a plain NLL step, the precompute pass,
+and (when installed) TRL's DPO trainer, on HH-shaped batches. Figures and notes: bench/NOTES.md.
+
+    pip install -e .                                   # once: the script imports alol
+    python bench/throughput.py --make-lengths          # once: HH lengths -> bench/hh_lengths.json
+    python bench/throughput.py --levers random micro gradient eager
+                                                       # CPU, tiny Llama -> results/throughput_cpu.*
+    python bench/throughput.py --device cuda --profile --trl-bar-tokens-per-s 22500 \
+        --levers random "bf16 weights"                 # H100, 1.1B -> results/throughput_cuda.*
+
+Models are Llama-shaped and randomly initialised from a config (no download). Prompt and
+response lengths are those of the real HH data in `../shared/data/hh`, tokenized with a 32k
+byte-level BPE trained on that text (`--make-lengths`; the lengths travel in
+`bench/hh_lengths.json`), capped at 640/128 tokens as in the paper. Token ids are random: only
+shapes matter for speed.
+
+A step is what a training loop does per batch: forward (under bf16 autocast when asked), the
+objective, backward, gradient clipping at 1.0, AdamW (fused on CUDA) and zero_grad. Each case
+runs its `--warmup` + `--steps` batches once untimed, then the `--steps` again, timed with one
+device sync at the end only, as in training. Tokens are real (non-padding) tokens; MFU = 6 x
+parameters x tokens / time / peak (2 x ... for the no-grad precompute), parameters counted
+with the embeddings, against the card's dense bf16 datasheet peak (`--peak-tflops`, 989 for an
+H100 SXM); the measured 8192^3 bf16 matmul rate is reported beside it. Peak memory:
+`torch.cuda.max_memory_allocated` over the case (model, gradients, optimizer state and
+activations); on CPU the process's resident-set high-water mark, reset before each case, with
+one torch thread (two fight other processes on a busy 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from alol.data import TokenizedPair, collate_pairs, length_grouped_order
+from alol.io import write_json, write_text
+from alol.logprobs import (
+    naive_response_token_logprobs,
+    response_token_logprobs,
+    sequence_logprobs,
+)
+from alol.objectives import OBJECTIVES, ObjectiveConfig, PairBatch, RankedBatch, SequenceBatch
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+LENGTHS_FILE = BENCH / "hh_lengths.json"
+HH_DIR = BENCH.parent.parent / "shared" / "data" / "hh"
+HH_TRAIN_PAIRS = 160_800
+"""Pairs in Anthropic HH-RLHF's train split: the dataset size the one-pass projection uses."""
+VOCAB_SIZE = 32_000
+PAD_ID, EOS_ID, FIRST_WORD_ID = 0, 2, 4
+MEGABATCH_FACTOR = 50
+"""As the trainer's length grouping: sort 50 batches' worth of draws, cut, shuffle."""
+
+MODEL_SHAPES: dict[str, dict[str, int]] = {
+    "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2),
+    "0.5b": dict(hidden_size=1280, intermediate_size=3584, num_hidden_layers=24,
+                 num_attention_heads=20, num_key_value_heads=4),
+    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+               num_attention_heads=32, num_key_value_heads=4),  # TinyLlama-1.1B's shape
+    "3b": dict(hidden_size=3200, intermediate_size=8640, num_hidden_layers=26,
+               num_attention_heads=32, num_key_value_heads=32),  # OpenLLaMA-3B's shape
+}  # fmt: skip
+PRECISIONS = ("fp32", "autocast", "bf16")
+"""fp32; bf16 autocast over fp32 weights, gradients and AdamW state (what `--bf16` in the
+trainer does: the fp32 weights are the master copy); bf16 weights, gradients and AdamW state
+(no fp32 master copy: small updates round away, so a throughput lever, not a recipe)."""
+TRAIN_METHODS = ("hf_nll", *OBJECTIVES)
+"""`hf_nll`: the plain NLL step as a naive loop writes it, `model(..., labels=...).loss` over
+full-vocabulary logits. `nll`: the same loss through alol's response-only log-probs."""
+
+
+@dataclass
+class BenchConfig:
+    device: str = "cpu"
+    model: str = "tiny"
+    precision: str = "fp32"
+    batch_size: int = 4
+    """Rows per step: sequences for pointwise objectives, pairs for DPO, prompts for PRO."""
+    grouping: str = "length"
+    """'length': batches of similar length, as the trainer draws them; 'random': padded to the
+    longest of a random batch."""
+    steps: int = 3
+    warmup: int = 1
+    max_prompt_length: int = 640
+    max_response_length: int = 128
+    attention: str = "sdpa"
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    """torch.compile the decoder body (dynamic shapes: batch lengths vary)."""
+    fused_adamw: bool = True
+    seed: int = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# HH lengths
+
+
+def make_lengths(hh_dir: Path, out: Path, max_prompt: int = 640, max_response: int = 128) -> dict:
+    """Tokenize the HH pairs with a 32k byte-level BPE trained on their own text and record each
+    pair's (prompt, chosen, rejected) token counts, response counts including EOS."""
+    from alol.data import load_records, render_prompt, tokenize_pair
+    from alol.tiny import train_tokenizer
+
+    records = [
+        record
+        for name in ("helpful_base.json", "harmless_base.json")
+        for record in load_records(hh_dir / name, kind="hh").records
+    ]
+    prompts = [render_prompt(record.prompt, None) for record in records]
+    texts = prompts + [response for record in records for response in record.responses]
+    tokenizer = train_tokenizer(texts, vocab_size=VOCAB_SIZE)
+    pairs = []
+    for prompt, record in zip(prompts, records, strict=True):
+        tokenized = [
+            tokenize_pair(tokenizer, prompt, response, max_prompt, max_response)
+            for response in record.responses[:2]
+        ]
+        pairs.append([len(tokenized[0].prompt_ids), *(len(t.response_ids) for t in tokenized)])
+    rewards = np.array([record.rewards[:2] for record in records])
+    lengths = {
+        "source": "harmless_base.json + helpful_base.json (PRO's HH test files), "
+        f"32k byte-level BPE trained on their text, capped at {max_prompt}/{max_response}",
+        "fraction_positive": float(np.mean(rewards > rewards.mean())),
+        "fraction_positive_note": "share of responses whose sigmoid reward exceeds the mean "
+        "reward: A > 0 with V(x) taken as the data's mean reward, a proxy for a fitted value",
+        "pairs": pairs,
+    }
+    write_json(out, lengths)
+    return lengths
+
+
+def load_lengths(path: Path = LENGTHS_FILE) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found; run `python bench/throughput.py --make-lengths` once (it needs "
+            f"the HH data in {HH_DIR})"
+        )
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches: HH lengths, random token ids
+
+
+def random_pair(prompt_length: int, response_length: int, rng: np.random.Generator):
+    """A TokenizedPair of random ids with these lengths (the response ends with EOS)."""
+    ids = rng.integers(FIRST_WORD_ID, VOCAB_SIZE, prompt_length + response_length - 1).tolist()
+    return TokenizedPair(ids[:prompt_length], ids[prompt_length:] + [EOS_ID])
+
+
+def batch_order(lengths: list[int], config: BenchConfig, rng: np.random.Generator) -> list[int]:
+    """Indices into a pool of examples, cut into batches as `config.grouping` says, the batch
+    with the longest row first: the untimed warm-up then sets the peak memory a whole epoch
+    would reach, and the timed batches are a random sample of the rest."""
+    order = rng.permutation(len(lengths)).tolist()
+    if config.grouping == "length":
+        generator = torch.Generator().manual_seed(config.seed)
+        order = length_grouped_order(
+            order, [lengths[i] for i in order], config.batch_size, generator, MEGABATCH_FACTOR
+        )
+    size = config.batch_size
+    batches = [order[start : start + size] for start in range(0, len(order), size)]
+    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+    batches.insert(0, batches.pop(longest))
+    return [i for batch in batches for i in batch]
+
+
+def add_sequence_fields(batch: dict, rng: np.random.Generator) -> dict:
+    """Reference token log-probs, reward and advantage, as A-LoL's precomputed batches carry."""
+    rows, mask = len(batch["input_ids"]), batch["response_mask"]
+    ref = -torch.as_tensor(rng.uniform(0.5, 3.0, mask.shape), dtype=torch.float32)
+    batch["ref_token_logps"] = torch.where(mask, ref, 0.0)
+    batch["reward"] = torch.as_tensor(rng.uniform(0.0, 1.0, rows), dtype=torch.float32)
+    batch["advantage"] = torch.as_tensor(rng.uniform(0.05, 1.0, rows), dtype=torch.float32)
+    return batch
+
+
+def sequence_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> list[dict]:
+    """`count` batches of (prompt, response) rows drawn from the HH responses."""
+    rng = np.random.default_rng(config.seed)
+    pool_size = config.batch_size * MEGABATCH_FACTOR
+    drawn = rng.choice(len(pairs), pool_size)
+    which = rng.integers(1, 3, pool_size)  # chosen or rejected response
+    examples = [
+        random_pair(pairs[i][0], pairs[i][w], rng) for i, w in zip(drawn, which, strict=True)
+    ]
+    order = batch_order([e.length for e in examples], config, rng)
+    return [
+        add_sequence_fields(
+            collate_pairs([examples[i] for i in order[start : start + config.batch_size]], PAD_ID),
+            rng,
+        )
+        for start in range(0, count * config.batch_size, config.batch_size)
+    ]
+
+
+def pair_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> list[dict]:
+    """`count` batches of chosen rows then rejected rows, for DPO and PRO (K = 2)."""
+    rng = np.random.default_rng(config.seed + 1)
+    drawn = rng.choice(len(pairs), config.batch_size * MEGABATCH_FACTOR)
+    examples = [
+        (random_pair(pairs[i][0], pairs[i][1], rng), random_pair(pairs[i][0], pairs[i][2], rng))
+        for i in drawn
+    ]
+    order = batch_order([max(c.length, r.length) for c, r in examples], config, rng)
+    batches = []
+    for start in range(0, count * config.batch_size, config.batch_size):
+        chosen, rejected = zip(
+            *(examples[i] for i in order[start : start + config.batch_size]), strict=True
+        )
+        batch = collate_pairs([*chosen, *rejected], PAD_ID)
+        rows = len(chosen)
+        batch["ref_chosen_logp"] = -torch.as_tensor(rng.uniform(50, 150, rows), dtype=torch.float32)
+        batch["ref_rejected_logp"] = -torch.as_tensor(
+            rng.uniform(50, 150, rows), dtype=torch.float32
+        )
+        batches.append(batch)
+    return batches
+
+
+def ranked_batch(pair_batch: dict) -> dict:
+    """The same pairs as PRO's K = 2 ranked batch: candidates of a prompt on adjacent rows."""
+    rows = len(pair_batch["input_ids"]) // 2
+    interleave = torch.arange(2 * rows).view(2, rows).T.reshape(-1)
+    batch = {
+        key: pair_batch[key][interleave] for key in ("input_ids", "attention_mask", "response_mask")
+    }
+    batch["rewards"] = torch.tensor([[1.0, 0.0]]).repeat(rows, 1)
+    batch["candidate_mask"] = torch.ones(rows, 2, dtype=torch.bool)
+    return batch
+
+
+def fixed_shape_batches(config: BenchConfig, count: int) -> list[dict]:
+    """Batches of exactly max_prompt + max_response tokens per row (the paper's 640 + 128)."""
+    rng = np.random.default_rng(config.seed + 2)
+    return [
+        add_sequence_fields(
+            collate_pairs(
+                [
+                    random_pair(config.max_prompt_length, config.max_response_length, rng)
+                    for _ in range(config.batch_size)
+                ],
+                PAD_ID,
+            ),
+            rng,
+        )
+        for _ in range(count)
+    ]
+
+
+def padding_fraction(batches: list[dict]) -> float:
+    real = sum(int(b["attention_mask"].sum()) for b in batches)
+    return 1.0 - real / sum(b["attention_mask"].numel() for b in batches)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, device and memory
+
+
+def build_model(config: BenchConfig) -> LlamaForCausalLM:
+    """fp32 random init straight on the device (a 1B model initialised on the CPU takes a
+    minute); `prepare_model` makes the bf16 copy when the config asks for one."""
+    torch.manual_seed(config.seed)
+    model_config = LlamaConfig(
+        vocab_size=VOCAB_SIZE,
+        max_position_embeddings=config.max_prompt_length + config.max_response_length,
+        tie_word_embeddings=False,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        attn_implementation=config.attention,
+        **MODEL_SHAPES[config.model],
+    )
+    with torch.device(config.device):
+        return LlamaForCausalLM(model_config)
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # kernels are asynchronous: time the work, not its launch
+
+
+class PeakMemory:
+    """Peak bytes over a case: CUDA max allocated, or (Linux) the resident-set high-water mark."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+
+    def reset(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            return
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident set
+
+    def peak_mib(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
+
+
+def free_memory(device: str) -> None:
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def measure_matmul_tflops(device: str) -> float | None:
+    """The card's bf16 dense matmul rate on random data (8192^3, median of 10 after 3 warm-ups)."""
+    if not device.startswith("cuda"):
+        return None
+    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+    times = []
+    for rep in range(13):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        if rep >= 3:
+            times.append(start.elapsed_time(end) / 1e3)
+    return 2 * 8192**3 / float(np.median(times)) / 1e12
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and steps
+
+
+def autocast(config: BenchConfig):
+    device_type = "cuda" if config.device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type, torch.bfloat16, enabled=config.precision == "autocast")
+
+
+def objective_batch(name: str, token_logps: torch.Tensor, batch: dict):
+    """The objective's input, shaped from the policy log-probs as AlolTrainer shapes it."""
+    objective, mask = OBJECTIVES[name], batch["response_mask"]
+    if objective.data == "sequence":
+        return SequenceBatch(
+            token_logps,
+            mask,
+            batch.get("ref_token_logps"),
+            batch.get("reward"),
+            batch.get("advantage"),
+        )
+    logps = sequence_logprobs(token_logps, mask)
+    if objective.data == "pair":
+        chosen, rejected = logps.chunk(2)
+        return PairBatch(chosen, rejected, batch["ref_chosen_logp"], batch["ref_rejected_logp"])
+    rewards = batch["rewards"]
+    return RankedBatch(
+        logps.view(rewards.shape),
+        mask.sum(-1).view(rewards.shape),
+        rewards,
+        batch["candidate_mask"],
+    )
+
+
+def training_loss(method: str, model, batch: dict, config: BenchConfig) -> torch.Tensor:
+    if method == "hf_nll":
+        labels = batch["input_ids"].masked_fill(~batch["response_mask"], -100)
+        with autocast(config):
+            return model(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                labels=labels,
+                use_cache=False,
+            ).loss
+    with autocast(config):
+        token_logps = response_token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+        )
+    output = OBJECTIVES[method].loss(objective_batch(method, token_logps, batch), ObjectiveConfig())
+    return output.loss
+
+
+def to_device(batch: dict, device: str) -> dict:
+    """Pinned host memory and non-blocking copies, as a DataLoader with pin_memory does."""
+    if not device.startswith("cuda"):
+        return batch
+    return {key: value.pin_memory().to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def train_steps(method: str, model, batches: list[dict], config: BenchConfig) -> Callable:
+    """A closure that runs one optimizer step per batch: no host sync in it but the ones the
+    model code makes (alol's log-probs and transformers' mask both read a data-dependent size)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    fused = config.fused_adamw and config.device.startswith("cuda")
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=fused, foreach=None if fused else True)
+
+    def run(batch_slice: slice) -> None:
+        for batch in batches[batch_slice]:
+            loss = training_loss(method, model, to_device(batch, config.device), config)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def precompute_steps(full_logits: bool, model, batches: list[dict], config: BenchConfig):
+    """The reference pass as `alol.advantage` runs it: eval, inference mode, each batch's token
+    log-probs copied to the host and cut into per-example arrays. `full_logits` scores through
+    the model's own forward instead (all [B, L, V] logits, then log-softmax and gather)."""
+
+    def run(batch_slice: slice) -> None:
+        model.eval()
+        with torch.inference_mode(), autocast(config):
+            for batch in batches[batch_slice]:
+                batch = to_device(batch, config.device)
+                score = naive_response_token_logprobs if full_logits else response_token_logprobs
+                token_logps = score(
+                    model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+                ).cpu()
+                mask = batch["response_mask"].cpu()
+                [row[row_mask].numpy() for row, row_mask in zip(token_logps, mask, strict=True)]
+        model.train()
+
+    return run
+
+
+def measure(run: Callable, batches: list[dict], config: BenchConfig, grad: bool) -> dict:
+    """One untimed pass over every batch, then the `config.steps` timed ones again, with a
+    single sync at the end. The untimed pass sees every shape first: a new shape's first step
+    pays one-off costs (CUDA kernels load lazily on first use; a compiled graph recompiles)
+    that would otherwise land on whichever case meets that shape first."""
+    memory = PeakMemory(config.device)
+    free_memory(config.device)
+    memory.reset()
+    start_warmup = time.perf_counter()
+    run(slice(0, config.warmup + config.steps))
+    synchronize(config.device)
+    warmup_s = time.perf_counter() - start_warmup
+    timed = batches[config.warmup : config.warmup + config.steps]
+    start = time.perf_counter()
+    run(slice(config.warmup, config.warmup + config.steps))
+    synchronize(config.device)
+    seconds = time.perf_counter() - start
+    tokens = sum(int(b["attention_mask"].sum()) for b in timed)
+    rows = sum(rows_per_example(b) for b in timed)
+    return {
+        "seconds_per_step": seconds / config.steps,
+        "tokens_per_s": tokens / seconds,
+        "examples_per_s": rows / seconds,
+        "padding": padding_fraction(timed),
+        "peak_memory_mib": memory.peak_mib(),
+        "warmup_s": warmup_s,
+        "flops_per_token_factor": 6 if grad else 2,
+    }
+
+
+def rows_per_example(batch: dict) -> int:
+    """Examples in a batch: rows, pairs for DPO, prompts for PRO."""
+    if "ref_chosen_logp" in batch:
+        return len(batch["ref_chosen_logp"])
+    if "rewards" in batch:
+        return len(batch["rewards"])
+    return len(batch["input_ids"])
+
+
+def method_batches(method: str, config: BenchConfig, pairs: list[list[int]]) -> list[dict]:
+    count = config.warmup + config.steps
+    if method in ("hf_nll", "precompute", "precompute_full_logits"):
+        return sequence_batches(pairs, config, count)
+    data = OBJECTIVES[method].data
+    if data == "sequence":
+        return sequence_batches(pairs, config, count)
+    batches = pair_batches(pairs, config, count)
+    return batches if data == "pair" else [ranked_batch(b) for b in batches]
+
+
+def profile_steps(model, batches: list[dict], config: BenchConfig, out: Path) -> dict:
+    """Three a_lol steps under torch.profiler: is the step bound by the host (Python and kernel
+    launches) or by the device? Writes the top operators beside the JSON."""
+    from torch.profiler import ProfilerActivity, profile
+
+    run = train_steps("a_lol", model, batches, config)
+    run(slice(0, config.warmup + config.steps))
+    synchronize(config.device)
+    activities = [ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if config.device.startswith("cuda") else []
+    )
+    with profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        run(slice(config.warmup, config.warmup + 3))
+        synchronize(config.device)
+        wall = time.perf_counter() - start
+    events = profiler.key_averages()
+    table = events.table(sort_by="self_cpu_time_total", row_limit=25)
+    write_text(out.with_suffix(".profile.txt"), table)
+    device_us = sum(getattr(e, "self_device_time_total", 0) for e in events)
+    kernels = sum(e.count for e in events if getattr(e, "self_device_time_total", 0) > 0)
+    model.zero_grad(set_to_none=True)
+    return {
+        "wall_s_per_step": wall / 3,
+        "device_busy_s_per_step": device_us / 1e6 / 3,
+        "device_ops_per_step": kernels / 3,
+    }
+
+
+def run_case(method: str, model, batches: list[dict], config: BenchConfig) -> dict:
+    """One measured case; running out of device memory is a result, not a crash."""
+    try:
+        if method.startswith("precompute"):
+            run = precompute_steps(method == "precompute_full_logits", model, batches, config)
+            return measure(run, batches, config, grad=False)
+        run = train_steps(method, model, batches, config)
+        return measure(run, batches, config, grad=True)
+    except torch.OutOfMemoryError:
+        return {"error": "out of memory"}
+    finally:
+        model.zero_grad(set_to_none=True)
+        free_memory(config.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model variants for the levers
+
+
+def prepare_model(base, config: BenchConfig):
+    """The model as `config` wants it: a bf16 copy, eager attention, checkpointing, compiled."""
+    model = copy.deepcopy(base) if config.precision == "bf16" or config.compile else base
+    if config.precision == "bf16":
+        model.to(torch.bfloat16)
+    model.set_attn_implementation(config.attention)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif model.is_gradient_checkpointing:
+        model.gradient_checkpointing_disable()
+    if config.compile:
+        model.get_decoder().compile(dynamic=True)
+    return model.train()
+
+
+LEVERS: list[tuple[str, dict[str, Any]]] = [
+    ("random batches (padded to the longest)", {"grouping": "random"}),
+    ("fp32, no autocast", {"precision": "fp32"}),
+    ("bf16 autocast over fp32 master weights", {"precision": "autocast"}),
+    ("bf16 weights and AdamW state", {"precision": "bf16"}),
+    ("eager attention instead of SDPA", {"attention": "eager"}),
+    ("foreach AdamW instead of fused", {"fused_adamw": False}),
+    ("gradient checkpointing on", {"gradient_checkpointing": True}),
+    ("micro-batch x2", {"batch_size": 2}),
+    ("micro-batch x4, gradient checkpointing", {"batch_size": 4, "gradient_checkpointing": True}),
+    ("bf16 weights, micro-batch x2", {"precision": "bf16", "batch_size": 2}),
+    ("bf16 weights, micro-batch x4, checkpointing", {"precision": "bf16", "batch_size": 4, "gradient_checkpointing": True}),
+    ("bf16 weights, micro-batch x2, torch.compile", {"precision": "bf16", "batch_size": 2, "compile": True}),
+]  # fmt: skip
+"""Changes to the run's config, one lever at a time unless named together; `batch_size` is a
+multiplier. bf16 weights, the fused AdamW and compiling are CUDA-only here (slow or absent on
+a 2-core CPU). A compiled case waits for every other lever (`--compile-after-s`)."""
+
+
+def lever_configs(config: BenchConfig, words: list[str] | None) -> list[tuple[str, BenchConfig]]:
+    """Each lever (those whose label holds one of `words`) that changes the run's config on
+    this device; the run's own `a_lol` row is the reference."""
+    cuda = config.device.startswith("cuda")
+    variants = []
+    for label, change in LEVERS:
+        if words and not any(word in label for word in words):
+            continue
+        change = dict(change)
+        if "batch_size" in change:
+            change["batch_size"] *= config.batch_size
+        variant = replace(config, **change)
+        if variant.compile:  # compiling (and recompiling for new shapes) stays out of the timing
+            variant = replace(variant, warmup=max(config.warmup, 6))
+        gpu_only = variant.precision == "bf16" or not variant.fused_adamw or variant.compile
+        if variant != config and (cuda or not gpu_only):
+            variants.append((label, variant))
+    return variants
+
+
+# ---------------------------------------------------------------------------------------------
+# TRL
+
+
+def trl_version() -> str | None:
+    try:
+        import trl
+    except ImportError:
+        return None
+    return trl.__version__
+
+
+def word_tokenizer():
+    """Token i is the word `t{i}` and splits on spaces: texts with exact token counts for TRL,
+    which tokenizes its own dataset."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD_ID, "<unk>": 1, "</s>": EOS_ID, "<s>": 3}
+    vocab |= {f"t{i}": i for i in range(FIRST_WORD_ID, VOCAB_SIZE)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        bos_token="<s>",
+        unk_token="<unk>",
+    )
+
+
+def trl_dpo(config: BenchConfig, pairs: list[list[int]]) -> dict:
+    """TRL's DPOTrainer with precomputed reference log-probs on the same HH-length pairs:
+    the precompute's wall time, then one epoch of `warmup + steps` steps timed from the end of
+    the warm-up. Tokens are counted by wrapping TRL's collator."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    rng = np.random.default_rng(config.seed + 3)
+    count = config.batch_size * (config.warmup + config.steps)
+    drawn = [pairs[i] for i in rng.choice(len(pairs), count)]
+
+    def words(n: int) -> str:
+        return "".join(f"t{i} " for i in rng.integers(FIRST_WORD_ID, VOCAB_SIZE, n))
+
+    rows = [
+        {"prompt": words(p), "chosen": words(c - 1), "rejected": words(r - 1)} for p, c, r in drawn
+    ]
+    model = build_model(config).to(torch.bfloat16 if config.precision == "bf16" else torch.float32)
+    step_times: list[float] = []
+    batch_tokens: list[int] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize(config.device)
+            step_times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        args = DPOConfig(
+            output_dir=output_dir,
+            per_device_train_batch_size=config.batch_size,
+            precompute_ref_log_probs=True,
+            precompute_ref_batch_size=config.batch_size,
+            max_length=config.max_prompt_length + config.max_response_length,
+            num_train_epochs=1,
+            learning_rate=1e-5,
+            max_grad_norm=1.0,
+            bf16=config.precision in ("autocast", "bf16"),
+            gradient_checkpointing=config.gradient_checkpointing,
+            logging_steps=10**6,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=config.seed,
+        )
+        start = time.perf_counter()
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=word_tokenizer(),
+            callbacks=[StepClock()],
+        )
+        setup_s = time.perf_counter() - start
+        collate = trainer.data_collator
+
+        def counting_collator(examples):
+            batch = collate(examples)
+            batch_tokens.append(int(batch["attention_mask"].sum()))
+            return batch
+
+        trainer.data_collator = counting_collator
+        memory = PeakMemory(config.device)
+        memory.reset()
+        trainer.train()
+    timed = slice(config.warmup, config.warmup + config.steps)
+    seconds = step_times[-1] - step_times[config.warmup - 1]
+    tokens = sum(batch_tokens[timed])
+    precompute_tokens = sum(2 * p + c + r for p, c, r in drawn)
+    return {
+        "seconds_per_step": seconds / config.steps,
+        "tokens_per_s": tokens / seconds,
+        "examples_per_s": config.batch_size * config.steps / seconds,
+        "peak_memory_mib": memory.peak_mib(),
+        "setup_s": setup_s,
+        "setup_tokens_per_s": precompute_tokens / setup_s,
+        "setup_note": "DPOTrainer construction: tokenizing the dataset and the reference precompute",
+        "flops_per_token_factor": 6,
+    }
+
+
+def trl_in_subprocess(config: BenchConfig, pairs_path: Path, timeout_s: float) -> dict:
+    """TRL in a fresh process, so its model and optimizer do not share memory with ours."""
+    command = [sys.executable, __file__, "--device", config.device, "--trl-worker"]
+    command += [json.dumps(asdict(config)), str(pairs_path)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish in {timeout_s:.0f} s"}
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-25:] or ["failed"]
+        return {"error": tail[-1], "stderr_tail": tail}  # the last line names the exception
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def add_mfu(row: dict, params: int, peak_tflops: float | None) -> dict:
+    if peak_tflops and "error" not in row:
+        flops = row["flops_per_token_factor"] * params * row["tokens_per_s"]
+        row["mfu"] = flops / (peak_tflops * 1e12)
+    return row
+
+
+def describe(row: dict) -> str:
+    if "error" in row:
+        return f"failed: {row['error']}"
+    return f"{row['tokens_per_s']:,.0f} tokens/s, {row['peak_memory_mib']:,.0f} MiB, MFU {_fmt(row.get('mfu'), '.1%')}"
+
+
+def one_pass_projection(
+    rows: dict[str, dict], trl: dict | None, lengths: dict, trl_bar_tokens_per_s: float | None
+) -> dict:
+    """Wall time of one pass over an HH-sized dataset (HH_TRAIN_PAIRS pairs, HH length mix),
+    from the measured rates. A-LoL: the reference pass over both responses of every pair
+    (2N sequences), V(x) over their 2N prompts (a forward over prompt tokens, priced at the
+    precompute's rate), and training on the A > 0 share of the 2N sequences, one per example.
+    DPO: its reference pass over the N pairs, then one epoch over the N pairs (two sequences
+    each)."""
+    pairs = np.array(lengths["pairs"], dtype=np.float64)
+    n, positive = HH_TRAIN_PAIRS, lengths["fraction_positive"]
+    prompt, response = pairs[:, 0].mean(), pairs[:, 1:].mean()
+    sequence_tokens = 2 * n * (prompt + response)
+    pair_tokens = n * float((2 * pairs[:, 0] + pairs[:, 1] + pairs[:, 2]).mean())
+    reference = rows["precompute"]["tokens_per_s"]
+    alol = {
+        "reference_pass_s": sequence_tokens / reference,
+        "value_pass_s": 2 * n * prompt / reference,
+        "training_s": positive * sequence_tokens / rows["a_lol"]["tokens_per_s"],
+    }
+    alol["total_s"] = sum(alol.values())
+    dpo_alol = {
+        "reference_pass_s": pair_tokens / reference,
+        "training_s": pair_tokens / rows["dpo"]["tokens_per_s"],
+    }
+    dpo_alol["total_s"] = sum(dpo_alol.values())
+    projection = {
+        "pairs": n,
+        "fraction_positive": positive,
+        "mean_prompt_tokens": prompt,
+        "mean_response_tokens": response,
+        "a_lol": alol,
+        "dpo_alol": dpo_alol,
+        "a_lol_over_dpo_alol": alol["total_s"] / dpo_alol["total_s"],
+    }
+    if trl and "tokens_per_s" in trl:
+        dpo_trl = {
+            "reference_pass_s": pair_tokens / trl["setup_tokens_per_s"],
+            "training_s": pair_tokens / trl["tokens_per_s"],
+        }
+        dpo_trl["total_s"] = sum(dpo_trl.values())
+        projection["dpo_trl"] = dpo_trl
+        projection["a_lol_over_dpo_trl"] = alol["total_s"] / dpo_trl["total_s"]
+    elif trl_bar_tokens_per_s:
+        # Figure measured earlier, not in this run; TRL's reference pass priced at alol's rate.
+        dpo_bar = {
+            "reference_pass_s": pair_tokens / reference,
+            "training_s": pair_tokens / trl_bar_tokens_per_s,
+        }
+        dpo_bar["total_s"] = sum(dpo_bar.values())
+        projection["dpo_trl_earlier_figure"] = dpo_bar
+        projection["a_lol_over_dpo_trl_earlier_figure"] = alol["total_s"] / dpo_bar["total_s"]
+    return projection
+
+
+def targets(report: dict) -> list[dict]:
+    rows = {row["method"]: row for row in report["methods"]}
+    alol, nll = rows["a_lol"], rows["nll"]
+    found = [
+        _target("A-LoL step time / NLL step time, HH lengths", alol["seconds_per_step"] / nll["seconds_per_step"], 1.05, "<="),
+        _target("A-LoL peak memory / NLL peak memory, HH lengths", alol["peak_memory_mib"] / nll["peak_memory_mib"], 1.05, "<="),
+        _target("A-LoL step time / HF-loss NLL step time, HH lengths", alol["seconds_per_step"] / rows["hf_nll"]["seconds_per_step"], 1.05, "<="),
+    ]  # fmt: skip
+    fixed = report["fixed_640_128"]
+    found += [
+        _target("A-LoL step time / NLL step time, 640/128 rows", fixed["a_lol"]["seconds_per_step"] / fixed["nll"]["seconds_per_step"], 1.05, "<="),
+        _target("A-LoL peak memory / NLL peak memory, 640/128 rows", fixed["a_lol"]["peak_memory_mib"] / fixed["nll"]["peak_memory_mib"], 1.05, "<="),
+    ]  # fmt: skip
+    speedup = (
+        fixed["precompute_full_logits"]["seconds_per_step"]
+        / fixed["precompute"]["seconds_per_step"]
+    )
+    found.append(
+        _target("precompute speed-up over full-logits scoring, 640/128", speedup, 2.0, ">=")
+    )
+    if "mfu" in alol:
+        found.append(_target("A-LoL training MFU, HH lengths", alol["mfu"], 0.40, ">="))
+        found.append(_target("A-LoL training MFU, 640/128 rows", fixed["a_lol"]["mfu"], 0.40, ">="))
+    levers = [row for row in report.get("levers", []) if "mfu" in row]
+    if levers:
+        best = max(levers, key=lambda row: row["mfu"])
+        found.append(
+            _target(f"A-LoL training MFU, HH lengths, {best['lever']}", best["mfu"], 0.40, ">=")
+        )
+    projection = report["one_pass"]
+    comparisons = {
+        "a_lol_over_dpo_trl": "TRL's DPO, this run",
+        "a_lol_over_dpo_trl_earlier_figure": "TRL's DPO, figure measured earlier",
+        "a_lol_over_dpo_alol": "alol's DPO objective, this run",
+    }
+    for key, label in comparisons.items():
+        if key in projection:
+            found.append(
+                _target(f"one HH pass: A-LoL wall time / {label}", projection[key], 0.5, "<=")
+            )
+    return found
+
+
+def _target(name: str, value: float, bound: float, sense: str) -> dict:
+    holds = value <= bound if sense == "<=" else value >= bound
+    return {"target": name, "value": value, "bound": f"{sense} {bound:g}", "holds": holds}
+
+
+def markdown(report: dict) -> str:
+    config = report["config"]
+    lines = [
+        f"# Training throughput on {report['device']}",
+        "",
+        f"Random-init Llama `{config['model']}` ({report['parameters'] / 1e9:.3f}B parameters, "
+        f"vocab {VOCAB_SIZE}), precision `{config['precision']}`, attention `{config['attention']}`, "
+        f"batch {config['batch_size']}, `{config['grouping']}` grouping, gradient checkpointing "
+        f"{'on' if config['gradient_checkpointing'] else 'off'}, compile "
+        f"{'on' if config['compile'] else 'off'}; HH lengths capped at "
+        f"{config['max_prompt_length']}/{config['max_response_length']}. Each case: one untimed pass "
+        f"over its {config['warmup'] + config['steps']} batches (the longest first), then "
+        f"{config['steps']} timed. {report['versions']}. " + _load_and_peak(report),
+        "",
+        "| method | s/step | tokens/s | examples/s | padding | peak MiB | MFU | vs nll time | vs nll mem |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    nll = next(row for row in report["methods"] if row["method"] == "nll")
+    for row in report["methods"]:
+        lines.append(_row(row["method"], row, nll))
+    trl = report.get("trl_dpo")
+    if trl:
+        lines.append(_row("TRL DPOTrainer (precomputed reference)", trl, nll))
+        if "setup_s" in trl:
+            lines += ["", f"TRL's setup (tokenizing + reference precompute): {trl['setup_s']:.1f} s, "
+                      f"{trl['setup_tokens_per_s']:,.0f} tokens/s."]  # fmt: skip
+    fixed = report["fixed_640_128"]
+    lines += ["", f"Every row exactly {config['max_prompt_length']} + "
+              f"{config['max_response_length']} tokens (the paper's caps):", "",
+              "| method | s/step | tokens/s | examples/s | padding | peak MiB | MFU | vs nll time | vs nll mem |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [_row(name, row, fixed["nll"]) for name, row in fixed.items()]
+    if report.get("levers"):
+        lines += ["", "Levers (`a_lol` step; each changes one setting of the run above):", "",
+                  "| lever | s/step | tokens/s | examples/s | padding | peak MiB | MFU | warm-up s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for row in report["levers"]:
+            lines.append(
+                _row(row["lever"], row, None).rsplit("|", 3)[0] + f"| {row['warmup_s']:.1f} |"
+            )
+    projection = report.get("one_pass")
+    if not projection:
+        return "\n".join(lines) + "\n"
+    lines += ["", f"One pass over {projection['pairs']:,} HH pairs (projected from the rates above; "
+              f"{projection['fraction_positive']:.0%} of responses with A > 0):", "",
+              "| run | reference pass s | V(x) s | training s | total s |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for name in ("a_lol", "dpo_alol", "dpo_trl", "dpo_trl_earlier_figure"):
+        if name in projection:
+            part = projection[name]
+            lines.append(
+                f"| {name} | {part['reference_pass_s']:.0f} | {_fmt(part.get('value_pass_s'), '.0f')} "
+                f"| {part['training_s']:.0f} | {part['total_s']:.0f} |"
+            )
+    lines += ["", "| target | value | bound | holds |", "|---|---:|---:|---|"]
+    for target in report["targets"]:
+        lines.append(
+            f"| {target['target']} | {target['value']:.3f} | {target['bound']} | "
+            f"{'yes' if target['holds'] else 'NO'} |"
+        )
+    lines += [f"\nNote: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def _load_and_peak(report: dict) -> str:
+    """The CPU's load (other processes slow a CPU run) or the GPU's MFU denominator."""
+    if report.get("peak_tflops") is None:
+        return f"1-minute load average {report['load_average_1min']:.1f} at the end."
+    return (
+        f"MFU against {report['peak_tflops']:.0f} TFLOP/s (measured bf16 matmul: "
+        f"{report['measured_matmul_tflops']:.0f} TFLOP/s)."
+    )
+
+
+def _row(name: str, row: dict, nll: dict | None) -> str:
+    if "error" in row:
+        return f"| {name} | failed: {row['error'][:90]} | | | | | | | |"
+    ratios = (
+        f"{row['seconds_per_step'] / nll['seconds_per_step']:.2f}x | "
+        f"{row['peak_memory_mib'] / nll['peak_memory_mib']:.2f}x"
+        if nll
+        else " | "
+    )
+    return (
+        f"| {name} | {row['seconds_per_step']:.4f} | {row['tokens_per_s']:,.0f} | "
+        f"{row['examples_per_s']:,.1f} | {_fmt(row.get('padding'), '.1%')} | "
+        f"{row['peak_memory_mib']:,.0f} | {_fmt(row.get('mfu'), '.1%')} | {ratios} |"
+    )
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running it
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def versions() -> str:
+    found = f"torch {torch.__version__}, transformers {transformers.__version__}"
+    return found + (f", trl {trl_version()}" if trl_version() else ", trl not installed")
+
+
+def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> dict:
+    lengths = load_lengths(args.lengths)
+    pairs = lengths["pairs"]
+    report: dict[str, Any] = {
+        "device": device_name(config.device),
+        "versions": versions(),
+        "python": platform.python_version(),
+        "config": asdict(config),
+        "parameters": parameter_count(build_model(replace(config, device="meta"))),
+        "peak_tflops": args.peak_tflops,
+        "measured_matmul_tflops": measure_matmul_tflops(config.device),
+        "lengths_source": lengths["source"],
+        "methods": [],
+    }
+
+    def save() -> None:
+        write_json(out, report)
+
+    # TRL first, in its own process, while this one holds no model: the device is all its own.
+    if trl_version() and not args.no_trl:
+        trl = trl_in_subprocess(config, args.lengths, args.trl_timeout_s)
+        report["trl_dpo"] = add_mfu(trl, report["parameters"], args.peak_tflops)
+        print(f"trl dpo: {describe(trl)}", flush=True)
+        save()
+    base = build_model(config)
+    model = prepare_model(base, config)
+    methods = args.methods or [*TRAIN_METHODS, "precompute", "precompute_full_logits"]
+    for method in methods:
+        row = run_case(method, model, method_batches(method, config, pairs), config)
+        row = add_mfu({"method": method, **row}, report["parameters"], args.peak_tflops)
+        report["methods"].append(row)
+        print(f"{method}: {describe(row)}", flush=True)
+        save()
+    fixed = fixed_shape_batches(config, config.warmup + config.steps)
+    report["fixed_640_128"] = {}
+    for name in ("nll", "a_lol", "precompute", "precompute_full_logits"):
+        row = add_mfu(run_case(name, model, fixed, config), report["parameters"], args.peak_tflops)
+        report["fixed_640_128"][name] = row
+        print(f"640/128 {name}: {describe(row)}", flush=True)
+    save()
+    if args.profile:
+        report["profile"] = profile_steps(
+            model, method_batches("a_lol", config, pairs), config, out
+        )
+        print(f"profile: {report['profile']}", flush=True)
+        free_memory(config.device)
+        save()
+    if args.levers is not None:
+        report["levers"] = []
+        variants = lever_configs(config, args.levers)
+        for label, variant in sorted(variants, key=lambda item: item[1].compile):
+            late = args.compile_after_s if variant.compile else args.lever_budget_s
+            if time.perf_counter() - START > late:
+                print(f"lever '{label}' skipped: the run is past its time budget", flush=True)
+                continue
+            lever_model = prepare_model(base, variant)
+            row = run_case("a_lol", lever_model, method_batches("a_lol", variant, pairs), variant)
+            del lever_model
+            free_memory(config.device)
+            row = add_mfu(row, report["parameters"], args.peak_tflops)
+            report["levers"].append({"lever": label, "config": asdict(variant), **row})
+            print(f"lever {label}: {describe(row)}", flush=True)
+            save()
+    if not config.device.startswith("cuda"):
+        report["load_average_1min"] = os.getloadavg()[0]  # other processes slow a CPU run
+    return finish_report(report, lengths, args.trl_bar_tokens_per_s)
+
+
+def finish_report(report: dict, lengths: dict, trl_bar_tokens_per_s: float | None) -> dict:
+    """Add the one-pass projection and the targets, both computed from the measured rows."""
+    rows = {row["method"]: row for row in report["methods"] if "error" not in row}
+    if {"a_lol", "nll", "hf_nll", "dpo", "precompute"} <= rows.keys():
+        report["one_pass"] = one_pass_projection(
+            rows, report.get("trl_dpo"), lengths, trl_bar_tokens_per_s
+        )
+        report["targets"] = targets(report)
+    return report
+
+
+START = time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--model", default=None, choices=MODEL_SHAPES, help="default: tiny on CPU, 1b on CUDA"
+    )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        choices=PRECISIONS,
+        help="default: autocast on CUDA, fp32 on CPU",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: 16 on CUDA, 4 on CPU"
+    )
+    parser.add_argument("--grouping", default="length", choices=("length", "random"))
+    parser.add_argument(
+        "--steps", type=int, default=None, help="timed steps (default: 12 on CUDA, 3 on CPU)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps (default: 2 on CUDA, 1 on CPU)"
+    )
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the decoder for every method"
+    )
+    parser.add_argument("--methods", nargs="+", default=None, help="default: all")
+    parser.add_argument(
+        "--levers",
+        nargs="*",
+        default=None,
+        help="also time the a_lol step under each lever (or the levers whose label contains a word given)",
+    )
+    parser.add_argument(
+        "--lever-budget-s",
+        type=float,
+        default=float("inf"),
+        help="skip levers once the run is this old",
+    )
+    parser.add_argument(
+        "--compile-after-s",
+        type=float,
+        default=float("inf"),
+        help="skip compiled levers once the run is this old",
+    )
+    parser.add_argument("--no-trl", action="store_true", help="skip TRL even when it is installed")
+    parser.add_argument("--trl-timeout-s", type=float, default=600.0)
+    parser.add_argument(
+        "--trl-bar-tokens-per-s",
+        type=float,
+        default=None,
+        help="TRL DPO training rate measured EARLIER on this card, used (and labelled so) when TRL cannot run here",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="profile three a_lol steps: host vs device time, top ops",
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="MFU denominator (default: 989 on CUDA)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default on CPU: 1; two threads on a busy 2-core box fight other processes)",
+    )
+    parser.add_argument("--lengths", type=Path, default=LENGTHS_FILE)
+    parser.add_argument("--out", type=Path, default=None, help="JSON path; the .md goes beside it")
+    parser.add_argument(
+        "--make-lengths", action="store_true", help=f"tokenize {HH_DIR} into --lengths and exit"
+    )
+    parser.add_argument(
+        "--from-json", type=Path, help="rebuild --out's report from a saved (partial) JSON"
+    )
+    parser.add_argument("--trl-worker", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()  # fmt: skip
+
+    cuda = args.device.startswith("cuda")
+    if args.threads or not cuda:
+        torch.set_num_threads(args.threads or 1)
+    if args.make_lengths:
+        lengths = make_lengths(HH_DIR, args.lengths)
+        print(f"{len(lengths['pairs'])} pairs -> {args.lengths}")
+        return
+    if args.trl_worker:
+        config_json, lengths_path = args.trl_worker
+        config = BenchConfig(**json.loads(config_json))
+        print(json.dumps(trl_dpo(config, load_lengths(Path(lengths_path))["pairs"])))
+        return
+
+    config = BenchConfig(
+        device=args.device,
+        model=args.model or ("1b" if cuda else "tiny"),
+        precision=args.precision or ("autocast" if cuda else "fp32"),
+        batch_size=args.batch_size or (16 if cuda else 4),
+        grouping=args.grouping,
+        steps=args.steps or (12 if cuda else 3),
+        warmup=args.warmup or (2 if cuda else 1),
+        gradient_checkpointing=args.gradient_checkpointing,
+        compile=args.compile,
+    )
+    if args.peak_tflops is None and cuda:
+        args.peak_tflops = 989.0
+    if not cuda and os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        # Large frees must go back to the OS for the resident set to follow the live tensors.
+        os.execve(
+            sys.executable,
+            [sys.executable, *sys.argv],
+            {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        )
+    out = args.out or RESULTS / f"throughput_{args.device.split(':')[0]}.json"
+    if args.from_json:
+        # A run cut short by a time limit saves its JSON after every case: finish it here.
+        report = json.loads(args.from_json.read_text())
+        report = finish_report(report, load_lengths(args.lengths), args.trl_bar_tokens_per_s)
+    else:
+        report = run_benchmark(config, args, out)
+    write_json(out, report)
+    table = markdown(report)
+    write_text(out.with_suffix(".md"), table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
