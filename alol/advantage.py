@@ -9,6 +9,7 @@ with probability ∝ A (priority sampling), reproducibly and shardable across ra
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -29,9 +30,9 @@ from tqdm.auto import tqdm
 from alol.data import DataError, RewardRecord, collate_pairs, render_prompt, tokenize_pair
 from alol.errors import AlolError
 from alol.io import gather_in_order, on_main_process, write_atomic, write_json
-from alol.logprobs import response_token_logprobs
+from alol.logprobs import response_token_logprobs_and_hidden_states
 from alol.rewards import RewardError, score
-from alol.value import predict_values
+from alol.value import values_from_sequence_states
 
 if TYPE_CHECKING:
     from alol.rewards import Reward
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 """Bump when the table's layout or meaning changes: it is part of every cache key."""
+
+REFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""The weight dtypes the reference may run in, by the names configs and cache keys use."""
 
 _SCALAR_ARRAYS = ("reward", "value", "advantage", "ref_logp")
 _COMPONENT_PREFIX = "component/"
@@ -386,7 +390,7 @@ def load_or_compute(
 
 @dataclass
 class AdvantageConfig:
-    """How the precompute pass runs; only the length limits change its numbers."""
+    """How the precompute pass runs; only the length limits and the dtype change its numbers."""
 
     batch_size: int = 16
     """Pairs per reference forward pass (batches are grouped by length, so padding is small)."""
@@ -396,18 +400,28 @@ class AdvantageConfig:
     """Response tokens kept, EOS included; must match training's tokenization."""
     vocab_chunk_size: int | None = None
     """Vocabulary slice per LM-head matmul (None: whole vocabulary); lowers peak memory."""
-    value_batch_size: int = 16
-    """Prompts per value-head forward pass."""
+    reference_dtype: str = "float32"
+    """The dtype of the reference's weights ("float32", "bfloat16" or "float16"). It changes
+    the log-probs and V(x), so it enters the cache key; `compute_advantages` checks that the
+    model it is given is in it. A policy trained in bf16 is compared with a bf16 reference."""
     show_progress: bool = True
     """Show progress bars."""
     reward_timeout: float | None = None
     """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
+
+    def __post_init__(self) -> None:
+        if self.reference_dtype not in REFERENCE_DTYPES:
+            raise ValueError(
+                f"AdvantageConfig.reference_dtype must be one of {sorted(REFERENCE_DTYPES)}, "
+                f"got {self.reference_dtype!r}"
+            )
 
     def key_fields(self) -> dict[str, Any]:
         """The settings that change the table's numbers, for `cache_key` (batching does not)."""
         return {
             "max_prompt_length": self.max_prompt_length,
             "max_response_length": self.max_response_length,
+            "reference_dtype": self.reference_dtype,
         }
 
 
@@ -423,11 +437,14 @@ def compute_advantages(
 
     Rewards come from `reward` (all components kept) when given, else from each record's
     stored reward. Without a value head V(x) = 0, which is what objectives that use the reward
-    alone (`wbc`, `r_lol`, …) need. Under several processes (`accelerate launch`), each process
-    computes every world_size-th pair and every process returns the whole table.
+    alone (`wbc`, `r_lol`, …) need; with one, V(x) is read off the same forward pass that
+    scores the response (see `score_reference_batch`). Under several processes (`accelerate
+    launch`), each process computes every world_size-th pair and every process returns the
+    whole table.
     """
     if not records:
         raise ValueError("no training records to compute advantages for")
+    _check_reference_dtype(model, config)
     if reward is None:
         _check_stored_rewards(records)
     prompts = [render_prompt(record.prompt, tokenizer) for record in records]
@@ -442,8 +459,9 @@ def compute_advantages(
             scores = _score(
                 reward, [records[i] for i in indices], part_prompts, part_responses, config
             )
-        token_logps = _reference_token_logps(model, tokenizer, part_prompts, part_responses, config)
-        values = _values(model, tokenizer, value_head, part_prompts, config)
+        token_logps, values = _reference_pass(
+            model, tokenizer, part_prompts, part_responses, value_head, config
+        )
         return list(zip(scores, values, token_logps, strict=True))
 
     results = gather_in_order(len(records), compute)
@@ -454,6 +472,19 @@ def compute_advantages(
         token_logps=[t for _, _, t in results],
         components=_shared_components(scores),
     )
+
+
+def _check_reference_dtype(model: torch.nn.Module, config: AdvantageConfig) -> None:
+    """The cache key names `config.reference_dtype`: a model in another dtype would cache
+    numbers under the wrong name."""
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    if dtype != REFERENCE_DTYPES[config.reference_dtype]:
+        name = str(dtype).removeprefix("torch.")
+        raise ValueError(
+            f"the reference model's weights are {name} but AdvantageConfig.reference_dtype is "
+            f"{config.reference_dtype!r}; set reference_dtype={name!r}, or load the model with "
+            f"dtype=torch.{config.reference_dtype}"
+        )
 
 
 def _check_stored_rewards(records: Sequence[RewardRecord]) -> None:
@@ -511,34 +542,39 @@ def _score(
     return scores
 
 
-def _values(
+@torch.inference_mode()
+def score_reference_batch(
     model: torch.nn.Module,
-    tokenizer: Any,
-    value_head: ValueHead | None,
-    prompts: list[str],
-    config: AdvantageConfig,
-) -> list[float]:
+    batch: dict[str, torch.Tensor],
+    value_head: ValueHead | None = None,
+    vocab_chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Response-token log-probs `[B, L]` and V(x) `[B]` (zeros without a value head) of one
+    collated batch (either padding side), from ONE forward pass of the reference.
+
+    V(x) reads the prompt positions' hidden states of that pass: they are those of the prompt
+    alone, so no second forward over the prompts is needed. Put `model` in eval mode first.
+    """
+    attention_mask, response_mask = batch["attention_mask"], batch["response_mask"]
+    token_logps, hidden = response_token_logprobs_and_hidden_states(
+        model, batch["input_ids"], attention_mask, response_mask, vocab_chunk_size
+    )
     if value_head is None:
-        return [0.0] * len(prompts)
-    return predict_values(
-        model,
-        tokenizer,
-        value_head,
-        prompts,
-        batch_size=config.value_batch_size,
-        max_prompt_length=config.max_prompt_length,
-        show_progress=config.show_progress,
+        return token_logps, torch.zeros(len(token_logps), device=token_logps.device)
+    return token_logps, values_from_sequence_states(
+        value_head, hidden, attention_mask, response_mask
     )
 
 
-def _reference_token_logps(
+def _reference_pass(
     model: torch.nn.Module,
     tokenizer: Any,
     prompts: list[str],
     responses: list[str],
+    value_head: ValueHead | None,
     config: AdvantageConfig,
-) -> list[np.ndarray]:
-    """Each pair's response-token log-probs under `model`, in eval mode, without gradients."""
+) -> tuple[list[np.ndarray], list[float]]:
+    """Each pair's response-token log-probs under `model` and V(x) of its prompt, in eval mode."""
     pairs = [
         tokenize_pair(
             tokenizer, prompt, response, config.max_prompt_length, config.max_response_length
@@ -557,29 +593,27 @@ def _reference_token_logps(
         for start in range(0, len(order), config.batch_size)
     ]
     device = next(model.parameters()).device
-    results: list[np.ndarray] = [np.zeros(0, np.float32)] * len(pairs)
+    if value_head is not None:
+        # A copy of the (tiny) head on the model's device: the hidden states stay where they are.
+        value_head = copy.deepcopy(value_head).to(device)
+    token_logps: list[np.ndarray] = [np.zeros(0, np.float32)] * len(pairs)
+    values = [0.0] * len(pairs)
     was_training = model.training
     model.eval()  # no dropout: the reference must score each pair deterministically
     try:
-        with torch.inference_mode():
-            for batch in tqdm(
-                batches, desc="reference log-probs", disable=not config.show_progress
-            ):
-                collated = collate_pairs([pairs[i] for i in batch], pad_token_id)
-                response_mask = collated["response_mask"].to(device)
-                token_logps = response_token_logprobs(
-                    model,
-                    collated["input_ids"].to(device),
-                    collated["attention_mask"].to(device),
-                    response_mask,
-                    vocab_chunk_size=config.vocab_chunk_size,
-                ).cpu()
-                mask = response_mask.cpu()
-                for row, index in enumerate(batch):
-                    results[index] = token_logps[row][mask[row]].numpy()
+        for batch in tqdm(batches, desc="reference pass", disable=not config.show_progress):
+            collated = collate_pairs([pairs[i] for i in batch], pad_token_id)
+            collated = {key: tensor.to(device) for key, tensor in collated.items()}
+            batch_logps, batch_values = score_reference_batch(
+                model, collated, value_head, config.vocab_chunk_size
+            )
+            batch_logps, mask = batch_logps.cpu(), collated["response_mask"].cpu()
+            for row, (index, value) in enumerate(zip(batch, batch_values.tolist(), strict=True)):
+                token_logps[index] = batch_logps[row][mask[row]].numpy()
+                values[index] = value
     finally:
         model.train(was_training)
-    return results
+    return token_logps, values
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,6 +78,26 @@ def response_token_logprobs(
     of that size and recomputes them in backward, so memory is O(N x chunk) instead of O(N x V).
     Log-softmax is always computed in float32, whatever the model's dtype.
     """
+    token_logps, _ = response_token_logprobs_and_hidden_states(
+        model, input_ids, attention_mask, response_mask, vocab_chunk_size
+    )
+    return token_logps
+
+
+def response_token_logprobs_and_hidden_states(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    response_mask: Tensor,
+    vocab_chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """`response_token_logprobs`, plus the decoder's last-layer hidden states `[B, L, H]` (in the
+    model's dtype) that the log-probs were computed from.
+
+    The precompute reads V(x) off the prompt positions of these states instead of running the
+    reference over the prompts a second time: attention is causal and positions are counted
+    from the attention mask, so a prompt position's state is the one the prompt alone gives.
+    """
     _check_masks(input_ids, attention_mask, response_mask)
     base = _causal_lm(model)
     hidden = base.get_decoder()(
@@ -99,7 +119,7 @@ def response_token_logprobs(
             predicting_hidden, weight, bias, targets, vocab_chunk_size, transform
         )
     token_logps = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    return token_logps.index_put((rows, cols), logps.float())
+    return token_logps.index_put((rows, cols), logps.float()), hidden
 
 
 def sequence_logprobs(token_logps: Tensor, response_mask: Tensor) -> Tensor:

@@ -471,6 +471,30 @@ def predict_values(
     return values
 
 
+@torch.no_grad()
+def values_from_sequence_states(
+    head: ValueHead, hidden_states: Tensor, attention_mask: Tensor, response_mask: Tensor
+) -> Tensor:
+    """V(x) `[B]` of a batch of (prompt, response) sequences, from the reference's hidden states
+    `[B, L, H]` of the whole sequences, padded on either side (float32, on the head's device).
+
+    Under causal attention, with positions counted from the attention mask, a prompt position's
+    state does not depend on the response, so these equal `predict_values` on the prompts alone
+    (up to float rounding) without a second forward pass. The head pools over the prompt
+    positions only, and its pooling ignores where they sit, so padding side does not matter.
+    """
+    prompt_mask = attention_mask.bool() & ~response_mask
+    # Columns after the last prompt token hold no prompt (with right padding: every response
+    # column), so they are cut before the head projects them. `.max()` is one device sync.
+    width = int(prompt_mask.any(dim=0).nonzero().max()) + 1
+    device = _device_of(head)
+    with _eval_mode(head):
+        return head(
+            hidden_states[:, :width].to(device, torch.float32),
+            prompt_mask[:, :width].to(device, torch.long),
+        )
+
+
 # ----------------------------------------------------------------------------------------
 # Saving, loading, plotting
 

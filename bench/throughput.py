@@ -49,6 +49,7 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from alol.advantage import score_reference_batch
 from alol.data import TokenizedPair, collate_pairs, length_grouped_order
 from alol.io import write_json, write_text
 from alol.logprobs import (
@@ -57,6 +58,7 @@ from alol.logprobs import (
     sequence_logprobs,
 )
 from alol.objectives import OBJECTIVES, ObjectiveConfig, PairBatch, RankedBatch, SequenceBatch
+from alol.value import ValueHead
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -423,19 +425,25 @@ def train_steps(method: str, model, batches: list[dict], config: BenchConfig) ->
 
 
 def precompute_steps(full_logits: bool, model, batches: list[dict], config: BenchConfig):
-    """The reference pass as `alol.advantage` runs it: eval, inference mode, each batch's token
-    log-probs copied to the host and cut into per-example arrays. `full_logits` scores through
-    the model's own forward instead (all [B, L, V] logits, then log-softmax and gather)."""
+    """The reference pass as `alol.advantage` runs it: eval, inference mode, one forward giving
+    each batch's token log-probs and V(x) (a value head on the same pass's prompt states), both
+    copied to the host, the log-probs cut into per-example arrays. `full_logits` scores through
+    the model's own forward instead (all [B, L, V] logits, then log-softmax and gather; no V)."""
+    head = ValueHead(model.config.hidden_size).to(config.device).eval()
 
     def run(batch_slice: slice) -> None:
         model.eval()
         with torch.inference_mode(), autocast(config):
             for batch in batches[batch_slice]:
                 batch = to_device(batch, config.device)
-                score = naive_response_token_logprobs if full_logits else response_token_logprobs
-                token_logps = score(
-                    model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-                ).cpu()
+                if full_logits:
+                    token_logps = naive_response_token_logprobs(
+                        model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+                    ).cpu()
+                else:
+                    token_logps, values = score_reference_batch(model, batch, head)
+                    token_logps = token_logps.cpu()
+                    values.tolist()  # to the host, as the table needs them
                 mask = batch["response_mask"].cpu()
                 [row[row_mask].numpy() for row, row_mask in zip(token_logps, mask, strict=True)]
         model.train()
@@ -743,10 +751,9 @@ def one_pass_projection(
 ) -> dict:
     """Wall time of one pass over an HH-sized dataset (HH_TRAIN_PAIRS pairs, HH length mix),
     from the measured rates. A-LoL: the reference pass over both responses of every pair
-    (2N sequences), V(x) over their 2N prompts (a forward over prompt tokens, priced at the
-    precompute's rate), and training on the A > 0 share of the 2N sequences, one per example.
-    DPO: its reference pass over the N pairs, then one epoch over the N pairs (two sequences
-    each)."""
+    (2N sequences), which also gives V(x) from its prompt states, and training on the A > 0
+    share of the 2N sequences, one per example. DPO: its reference pass over the N pairs, then
+    one epoch over the N pairs (two sequences each)."""
     pairs = np.array(lengths["pairs"], dtype=np.float64)
     n, positive = HH_TRAIN_PAIRS, lengths["fraction_positive"]
     prompt, response = pairs[:, 0].mean(), pairs[:, 1:].mean()
@@ -755,7 +762,6 @@ def one_pass_projection(
     reference = rows["precompute"]["tokens_per_s"]
     alol = {
         "reference_pass_s": sequence_tokens / reference,
-        "value_pass_s": 2 * n * prompt / reference,
         "training_s": positive * sequence_tokens / rows["a_lol"]["tokens_per_s"],
     }
     alol["total_s"] = sum(alol.values())
@@ -886,13 +892,14 @@ def markdown(report: dict) -> str:
         return "\n".join(lines) + "\n"
     lines += ["", f"One pass over {projection['pairs']:,} HH pairs (projected from the rates above; "
               f"{projection['fraction_positive']:.0%} of responses with A > 0):", "",
-              "| run | reference pass s | V(x) s | training s | total s |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+              "A-LoL's reference pass gives V(x) too (the value head reads its prompt states).", "",
+              "| run | reference pass s | training s | total s |", "|---|---:|---:|---:|"]  # fmt: skip
     for name in ("a_lol", "dpo_alol", "dpo_trl", "dpo_trl_earlier_figure"):
         if name in projection:
             part = projection[name]
             lines.append(
-                f"| {name} | {part['reference_pass_s']:.0f} | {_fmt(part.get('value_pass_s'), '.0f')} "
-                f"| {part['training_s']:.0f} | {part['total_s']:.0f} |"
+                f"| {name} | {part['reference_pass_s']:.0f} | {part['training_s']:.0f} "
+                f"| {part['total_s']:.0f} |"
             )
     lines += ["", "| target | value | bound | holds |", "|---|---:|---:|---|"]
     for target in report["targets"]:

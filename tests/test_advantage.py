@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from alol.advantage import (
     fingerprint_model,
     fingerprint_records,
     load_or_compute,
+    score_reference_batch,
     select_training_examples,
     sidecar_path,
     write_advantage_report,
@@ -34,6 +36,10 @@ from alol.data import DataError, RewardRecord, collate_pairs, tokenize_pair
 from alol.errors import AlolError
 from alol.logprobs import response_token_logprobs
 from alol.value import ValueHead, predict_values
+
+# V(x) from the precompute's prompt positions vs predict_values' own pass over the prompts: the
+# same float32 arithmetic up to summation order and the padding of the attention.
+FP32_VALUE = {"rtol": 0.0, "atol": 1e-5}
 
 
 def make_table(reward, value, token_logps=None, components=None) -> AdvantageTable:
@@ -160,12 +166,17 @@ def test_cache_key_is_a_sha256_that_ignores_the_order_of_config_entries():
     assert len(key) == 64 and int(key, 16) >= 0
 
 
-def test_only_the_length_limits_of_the_config_enter_the_key():
-    small = AdvantageConfig(
-        batch_size=2, vocab_chunk_size=64, value_batch_size=1, show_progress=False
-    )
+def test_only_the_length_limits_and_the_reference_dtype_enter_the_key():
+    small = AdvantageConfig(batch_size=2, vocab_chunk_size=64, show_progress=False)
     assert small.key_fields() == AdvantageConfig().key_fields()
     assert AdvantageConfig(max_response_length=64).key_fields() != AdvantageConfig().key_fields()
+    bf16 = AdvantageConfig(reference_dtype="bfloat16")
+    assert bf16.key_fields() != AdvantageConfig().key_fields()
+
+
+def test_an_unknown_reference_dtype_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"reference_dtype must be one of .*'bfloat16'.*'fp8'"):
+        AdvantageConfig(reference_dtype="fp8")
 
 
 def test_record_fingerprint_follows_prompt_response_reward_and_order_only():
@@ -533,8 +544,71 @@ def test_advantage_is_the_reward_functions_score_minus_the_value_heads_predictio
     np.testing.assert_allclose(table.components["length"], length)
     np.testing.assert_allclose(table.components["full_stop"], full_stop)
     np.testing.assert_allclose(table.reward, np.add(length, full_stop))
-    np.testing.assert_allclose(table.value, expected_values)
+    np.testing.assert_allclose(table.value, expected_values, **FP32_VALUE)
     np.testing.assert_allclose(table.advantage, table.reward - table.value)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_one_reference_pass_gives_log_probs_and_the_values_of_the_prompts_alone(
+    tiny_model, tiny_tokenizer, padding_side
+):
+    """V(x) is read off the prompt positions of the pass over prompt + response: causal
+    attention and mask-counted positions make them the states of the prompt alone, so the
+    values equal predict_values on the bare prompts (a second forward), padding either side.
+    Prompts of 1 to 9 tokens and responses of 2 to 8 put padding in every row but the longest."""
+    torch.manual_seed(0)
+    head = ValueHead(tiny_model.config.hidden_size, num_heads=2, max_value=None).eval()
+    pairs = [tokenize_pair(tiny_tokenizer, p, r, 16, 8) for p, r, _ in PAIRS]
+    batch = collate_pairs(pairs, tiny_tokenizer.pad_token_id, padding_side=padding_side)
+
+    token_logps, values = score_reference_batch(tiny_model, batch, head)
+
+    prompts = [p for p, _, _ in PAIRS]
+    expected = predict_values(tiny_model, tiny_tokenizer, head, prompts, max_prompt_length=16)
+    torch.testing.assert_close(values, torch.tensor(expected), **FP32_VALUE)
+    with torch.no_grad():
+        alone = response_token_logprobs(tiny_model, **batch)
+    torch.testing.assert_close(token_logps, alone)
+
+
+def test_without_a_value_head_the_reference_pass_gives_zero_values(tiny_model, tiny_tokenizer):
+    pairs = [tokenize_pair(tiny_tokenizer, p, r, 16, 8) for p, r, _ in PAIRS[:2]]
+    batch = collate_pairs(pairs, tiny_tokenizer.pad_token_id)
+
+    _, values = score_reference_batch(tiny_model, batch)
+
+    torch.testing.assert_close(values, torch.zeros(2))
+
+
+def test_a_bf16_reference_gives_float32_log_probs_near_the_float32_ones(
+    tiny_llama_dir, tiny_tokenizer
+):
+    """A bf16-trained policy is compared with the reference in bf16: the table holds float32
+    log-probs (log-softmax runs in float32) that differ from float32 weights' by rounding only.
+    bf16 keeps 8 mantissa bits, so ~1e-2 relative per matmul; log-probs of a 300-token
+    vocabulary (~ -6) then agree to ~0.1."""
+    records = records_of(PAIRS)
+    float32 = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    bfloat16 = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    head = ValueHead(float32.config.hidden_size, max_value=None).eval()
+
+    exact = compute_advantages(float32, tiny_tokenizer, records, CONFIG, value_head=head)
+    config = replace(CONFIG, reference_dtype="bfloat16")
+    rounded = compute_advantages(bfloat16, tiny_tokenizer, records, config, value_head=head)
+
+    assert rounded.ref_token_logps.dtype == np.float32
+    np.testing.assert_allclose(rounded.ref_token_logps, exact.ref_token_logps, atol=0.1)
+    np.testing.assert_allclose(rounded.value, exact.value, atol=0.05)
+    assert not np.array_equal(rounded.ref_token_logps, exact.ref_token_logps)
+
+
+def test_a_model_in_another_dtype_than_the_config_names_is_refused(tiny_llama_dir, tiny_tokenizer):
+    """The dtype is part of the cache key: a mismatch would cache bf16 numbers as float32 ones."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.bfloat16)
+
+    with pytest.raises(ValueError, match=r"weights are bfloat16 .* set reference_dtype='bfloat16'"):
+        compute_advantages(model, tiny_tokenizer, records_of(PAIRS[:1]), CONFIG)
 
 
 def test_stored_reward_components_are_kept(tiny_llama_dir, tiny_tokenizer):

@@ -28,6 +28,7 @@ from alol.logprobs import (
     naive_response_token_logprobs,
     position_ids_from_attention_mask,
     response_token_logprobs,
+    response_token_logprobs_and_hidden_states,
     sequence_logprobs,
 )
 
@@ -105,6 +106,24 @@ def test_padded_rows_equal_each_row_computed_alone(tiny_model, padding_side):
         alone = response_token_logprobs(tiny_model, **collate([pair], padding_side))
         real = collate(PAIRS, padding_side)["attention_mask"][row].bool()
         assert_close(padded[row, real], alone[0], **FP32)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_the_hidden_states_returned_are_the_models_last_layer_states(tiny_model, padding_side):
+    """The states the log-probs came from (which the precompute reuses for V(x)) equal the last
+    entry of the model's own `output_hidden_states` on every real token."""
+    batch = collate(PAIRS, padding_side)
+    token_logps, hidden = response_token_logprobs_and_hidden_states(tiny_model, **batch)
+    own = tiny_model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=position_ids_from_attention_mask(batch["attention_mask"]),
+        output_hidden_states=True,
+    ).hidden_states[-1]
+    real = batch["attention_mask"].bool()
+    assert hidden.shape == (*batch["input_ids"].shape, tiny_model.config.hidden_size)
+    assert_close(hidden[real], own[real], **FP32)
+    assert_close(token_logps, response_token_logprobs(tiny_model, **batch))
 
 
 def test_only_response_positions_are_nonzero_and_sequence_logprob_sums_them(tiny_model):

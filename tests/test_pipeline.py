@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from alol.advantage import AdvantageTable
 from alol.cli import main
 from alol.objectives import OBJECTIVES
+from alol.pipeline import load_model_for_inference, reference_dtype
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -169,3 +171,24 @@ def test_a_bad_config_key_is_a_clear_error(tmp_path, capsys):
     bad.write_text("max_stepz: 3\n")
     assert main(["train", str(bad)]) == 2
     assert "max_stepz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("bf16", "device", "expected"),
+    [
+        (True, "cuda", "bfloat16"),
+        (True, "cuda:1", "bfloat16"),
+        (True, "cpu", "float32"),
+        (False, "cuda", "float32"),
+        (False, "cpu", "float32"),
+    ],
+)
+def test_the_reference_runs_in_bf16_only_when_training_in_bf16_on_a_gpu(bf16, device, expected):
+    assert reference_dtype(bf16, device) == expected
+
+
+def test_the_inference_model_is_loaded_in_the_dtype_asked_for(tiny_llama_dir):
+    model, _ = load_model_for_inference(tiny_llama_dir, "bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    model, _ = load_model_for_inference(tiny_llama_dir)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

@@ -21,6 +21,7 @@ from alol.value import (
     plot_value_fit,
     predict_values,
     save_value_head,
+    values_from_sequence_states,
 )
 
 SUBJECTS = ["the dog", "my bread", "a fox", "the question", "your friend", "the water"]
@@ -82,6 +83,29 @@ def test_padding_does_not_change_the_value(padding_side):
     in_batch = head(batch, mask)
 
     torch.testing.assert_close(in_batch[:1], alone)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_values_of_whole_sequences_pool_over_the_prompt_positions_only(padding_side):
+    """Row 0: 2 prompt + 2 response tokens, padded to 5; row 1: 3 + 2, no padding. The response
+    and padding states are large junk; V must equal the head on each prompt's states alone."""
+    head = random_head()
+    prompts = [torch.randn(1, 2, 8), torch.randn(1, 3, 8)]
+    junk = 100 * torch.randn(2, 5, 8)
+    hidden = junk.clone()
+    attention_mask = torch.ones(2, 5, dtype=torch.long)
+    response_mask = torch.zeros(2, 5, dtype=torch.bool)
+    start = 1 if padding_side == "left" else 0
+    attention_mask[0, 4 if padding_side == "right" else 0] = 0
+    hidden[0, start : start + 2] = prompts[0][0]
+    response_mask[0, start + 2 : start + 4] = True
+    hidden[1, :3] = prompts[1][0]
+    response_mask[1, 3:] = True
+
+    values = values_from_sequence_states(head, hidden, attention_mask, response_mask)
+
+    alone = torch.cat([head(p, torch.ones(1, p.shape[1], dtype=torch.long)) for p in prompts])
+    torch.testing.assert_close(values, alone)
 
 
 def test_bounded_head_stays_strictly_between_zero_and_max_value():
