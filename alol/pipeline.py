@@ -71,7 +71,6 @@ from alol.generate import GenerationConfig, generate_responses
 from alol.io import (
     append_jsonl,
     gather_in_order,
-    is_main_process,
     on_main_process,
     process_state,
     replace_directory,
@@ -1037,7 +1036,4 @@ def run_all(cfg: PipelineConfig) -> dict[str, EvalReport]:
     run_advantage(cfg)
     for name in cfg.objectives:
         run_train(cfg, name)
-    reports = run_eval(cfg) if cfg.test_data else {}
-    if reports and is_main_process():
-        print(comparison_table(reports))
-    return reports
+    return run_eval(cfg) if cfg.test_data else {}
