@@ -157,6 +157,8 @@ class AlolConfig(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         get_objective(self.objective)  # fail early with the list of valid names
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
         if self.sampling is not None and self.sampling not in SAMPLING_CHOICES:
             raise ValueError(f"sampling must be one of {SAMPLING_CHOICES}, got {self.sampling!r}.")
 
