@@ -27,7 +27,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from alol.advantage import (
     write_advantage_report,
 )
 from alol.batching import ExampleDataset, PairExample, RankedExample, SequenceExample
+from alol.config import PipelineConfig
 from alol.data import (
     RewardRecord,
     load_records,
@@ -84,210 +85,6 @@ from alol.trainer import AlolConfig, AlolTrainer, ensure_pad_token, newest_check
 from alol.value import ValueConfig, fit_value_head, load_value_head, plot_value_fit, save_value_head
 
 logger = logging.getLogger(__name__)
-
-STAGES = ("sft", "value", "advantage", "train", "eval")
-
-
-def _option(default: Any, help: str, stages: tuple[str, ...] = STAGES, **kwargs: Any) -> Any:
-    """A config field with its --help text and the subcommands that show it."""
-    factory = kwargs.pop("default_factory", None)
-    metadata = {"help": help, "stages": stages}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-_TRAINING = ("sft", "train")
-
-
-@dataclass
-class PipelineConfig:
-    """Every setting of every stage. YAML keys and CLI flags (`--max-steps`) are these names."""
-
-    # --- inputs and outputs -------------------------------------------------------------
-    model: str | None = _option(
-        None, "Base model (local path or hub id) that `alol sft` fine-tunes into the reference."
-    )
-    reference: str | None = _option(
-        None, "An existing reference (SFT) model; skips `alol sft`. Default: run_dir/sft/model."
-    )
-    train_data: str | None = _option(
-        None, "Training records (JSONL/JSON/CSV/Parquet/`datasets` folder/HH)."
-    )
-    val_data: str | None = _option(
-        None,
-        "Validation records: their prompts fit V and select checkpoints. Default: hold out "
-        "val_fraction of the training prompts (those records are then not trained on).",
-    )
-    test_data: str | None = _option(
-        None, "Test records whose prompts `alol eval` decodes.", ("eval",)
-    )
-    run_dir: str = _option("runs/alol", "Folder for every stage's artifacts.")
-    data_kind: str = _option("auto", "Record kind: auto, reward, preference, ranked or hh.")
-    skip_invalid: bool = _option(
-        False, "Skip invalid records (each one is counted and reported) instead of failing."
-    )
-    hh_reward: str = _option(
-        "sigmoid", "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'."
-    )
-    val_fraction: float = _option(
-        0.1, "Share of training prompts held out for validation when val_data is unset."
-    )
-    reward: Any = _option(
-        None,
-        "Reward spec: 'pkg.module:fn', 'file.py:fn', a built-in scorer name, or (YAML) a dict/list "
-        "for classifiers and weighted sums. Unset: the rewards stored in the data.",
-    )
-    seed: int = _option(0, "Seed of every random choice (splits, sampling, decoding, init).")
-    reward_timeout: float | None = _option(
-        None,
-        "Seconds one batch of the reward function may take; a slower batch stops the stage with "
-        "an error naming it ('none': no limit).",
-        ("value", "advantage", "train", "eval"),
-    )
-    max_prompt_length: int = _option(640, "Prompt tokens kept, truncated from the left.")
-    max_response_length: int = _option(
-        128, "Response tokens kept (EOS included), truncated from the right."
-    )
-
-    # --- training (sft and train) -------------------------------------------------------
-    objectives: list[str] = _option(
-        None,
-        "Objectives `alol train`/`alol run` train, each in its own folder: nll, wbc, r_gold "
-        "(reward-GOLD after Pang & He 2021, not TRL's distillation GOLD), r_lol, a_lol, "
-        "a_lol_ref_free, a_lol_seq, a_lol_kl, dpo, dpo_ref_free, pro.",
-        ("train", "eval"),
-        default_factory=lambda: ["a_lol"],
-    )
-    max_steps: int = _option(
-        200,
-        "Optimizer steps of NLL training; A-LoL objectives train fraction_positive × this "
-        "(see scale_steps_by_positive_fraction).",
-        _TRAINING,
-    )
-    sft_max_steps: int | None = _option(None, "Steps of `alol sft` (default: max_steps).", ("sft",))
-    scale_steps_by_positive_fraction: bool = _option(
-        True,
-        "Train positive-advantage objectives for fraction_positive × max_steps steps (paper).",
-        ("train",),
-    )
-    batch_size: int = _option(16, "Examples per device per micro-batch.", _TRAINING)
-    gradient_accumulation_steps: int = _option(1, "Micro-batches per optimizer step.", _TRAINING)
-    learning_rate: float = _option(2e-5, "Peak learning rate.", _TRAINING)
-    lr_scheduler_type: str = _option(
-        "linear",
-        "Learning-rate schedule (transformers names: linear, constant, cosine…).",
-        _TRAINING,
-    )
-    warmup_ratio: float = _option(
-        0.0, "Share of steps spent warming the learning rate up.", _TRAINING
-    )
-    weight_decay: float = _option(0.0, "AdamW weight decay.", _TRAINING)
-    max_grad_norm: float = _option(
-        1.0, "Gradient-norm clip (the paper used 0.3 for HHA).", _TRAINING
-    )
-    clip: float | None = _option(
-        0.9, "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.", ("train",)
-    )
-    beta: float = _option(0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",))
-    sampling: str | None = _option(
-        None, "uniform | advantage | reward (default: the objective's).", ("train",)
-    )
-    bf16: bool = _option(
-        False,
-        "bfloat16 mixed precision. On a GPU the reference then also runs in bf16 weights for "
-        "value decoding/features and the precompute, so the policy meets a bf16 reference.",
-        ("sft", "value", "advantage", "train"),
-    )
-    fp16: bool = _option(False, "float16 mixed precision.", _TRAINING)
-    gradient_checkpointing: bool = _option(
-        False, "Recompute activations in backward to save memory.", _TRAINING
-    )
-    vocab_chunk_size: int | None = _option(
-        None, "Log-softmax over vocabulary chunks of this size (memory)."
-    )
-    lora: bool = _option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
-    lora_r: int = _option(16, "LoRA rank.", _TRAINING)
-    lora_alpha: int = _option(32, "LoRA alpha.", _TRAINING)
-    lora_dropout: float = _option(0.05, "LoRA dropout.", _TRAINING)
-    lora_target_modules: str = _option(
-        "all-linear", "LoRA target modules (peft syntax).", _TRAINING
-    )
-    logging_steps: int = _option(10, "Log metrics every this many steps.", _TRAINING)
-    save_steps: int = _option(100, "Checkpoint every this many steps.", _TRAINING)
-    save_total_limit: int | None = _option(
-        2, "Checkpoints kept (the best one is always kept).", _TRAINING
-    )
-    eval_steps: int = _option(
-        0,
-        "Validate (decode + reward) every this many steps and keep the best checkpoint; 0: off.",
-        ("train",),
-    )
-    report_to: str = _option(
-        "none", "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).", _TRAINING
-    )
-    resume: bool = _option(
-        True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
-    )
-
-    # --- value --------------------------------------------------------------------------
-    value_samples: int = _option(
-        1, "Responses decoded per validation prompt (1 greedy = paper).", ("value",)
-    )
-    value_from_data: bool = _option(
-        False,
-        "Fit V on the data's stored rewards instead of decoding from π_ref (an approximation "
-        "for when no reward function exists).",
-        ("value",),
-    )
-    value_epochs: int = _option(
-        10, "Value-head epochs (the best held-out epoch is kept).", ("value",)
-    )
-    value_learning_rate: float = _option(1e-3, "Value-head learning rate.", ("value",))
-    value_max: float | None = _option(
-        1.0, "Upper bound of rewards: V = sigmoid·value_max; 'none' for an unbounded V.", ("value",)
-    )
-
-    # --- decoding (value, validation, eval) ---------------------------------------------
-    max_new_tokens: int | None = _option(
-        None, "Tokens decoded per response (default: max_response_length)."
-    )
-    do_sample: bool = _option(
-        False, "Sample instead of greedy decoding (eval and validation).", ("eval", "train")
-    )
-    temperature: float = _option(1.0, "Sampling temperature.", ("value", "eval", "train"))
-    top_p: float = _option(1.0, "Nucleus sampling top-p.", ("value", "eval", "train"))
-    generation_batch_size: int = _option(
-        16, "Prompts decoded per batch.", ("value", "eval", "train")
-    )
-    eval_model: str | None = _option(
-        None, "`alol eval` only: evaluate this model instead of the trained objectives.", ("eval",)
-    )
-
-    def __post_init__(self) -> None:
-        if isinstance(self.objectives, str):
-            self.objectives = [self.objectives]
-        for name in self.objectives:
-            get_objective(name)
-
-    @property
-    def root(self) -> Path:
-        return Path(self.run_dir)
-
-    def generation(
-        self, *, do_sample: bool | None = None, num_return_sequences: int = 1
-    ) -> GenerationConfig:
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens or self.max_response_length,
-            do_sample=self.do_sample if do_sample is None else do_sample,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            num_return_sequences=num_return_sequences,
-            batch_size=self.generation_batch_size,
-            seed=self.seed,
-            max_prompt_length=self.max_prompt_length,
-        )
-
 
 # ---------------------------------------------------------------------------------------------
 # Stage bookkeeping
