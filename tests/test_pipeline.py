@@ -192,3 +192,22 @@ def test_the_inference_model_is_loaded_in_the_dtype_asked_for(tiny_llama_dir):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     model, _ = load_model_for_inference(tiny_llama_dir)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_validation_decodes_and_scores_during_training_and_keeps_the_best(
+    workspace, tiny_llama_dir
+):
+    """--eval-steps decodes the held-out prompts, logs eval_reward per component and selects on it."""
+    config = str(workspace["config"])
+    args = ["train", config, "--reference", str(tiny_llama_dir), "--objective", "a_lol"]
+    assert (
+        main([*args, "--max-steps", "4", "--eval-steps", "2", "--scale-steps-by-positive-fraction"])
+        == 0
+    )
+    out = workspace["run"] / "train" / "a_lol"
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in logged if "eval_reward" in row]
+    assert evals and all("eval_reward/kind" in row and "eval_distinct_2" in row for row in evals)
+    last = max(out.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["best_metric"] == max(row["eval_reward"] for row in evals)
