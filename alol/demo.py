@@ -31,7 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alol import demo_task
 from alol.data import save_records
 from alol.errors import AlolError
-from alol.evaluate import EvalReport
+from alol.evaluate import EvalReport, comparison_table
 from alol.io import write_atomic, write_text
 from alol.objectives import get_objective
 from alol.pipeline import (
@@ -155,7 +155,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
         cfg = prepare_tiny(config, echo) if tiny else prepare_smollm2(config, echo)
         reports = run_stages(cfg, echo)
     kept = kept_fractions(cfg)
-    table = results_table(reports, kept)
+    table = comparison_table(reports, kept)
     echo("\n" + table + "\n")
     seconds = time.perf_counter() - start
     report_dir = write_demo_report(config, cfg, reports, table, tiny, seconds)
@@ -415,33 +415,6 @@ def kept_fractions(cfg: PipelineConfig) -> dict[str, float]:
         name: stats["fraction_positive"] if get_objective(name).positive_advantage_only else 1.0
         for name in cfg.objectives
     }
-
-
-def results_table(reports: dict[str, EvalReport], kept: dict[str, float]) -> str:
-    """Markdown: test reward per component and total, distinct-2, length, data kept."""
-    components = [c for c in next(iter(reports.values())).reward_mean if c != "total"]
-    header = [
-        "model",
-        *components,
-        "reward",
-        "distinct-2",
-        "length (words)",
-        "win-rate vs π_ref",
-        "data kept",
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, report in reports.items():
-        cells = [
-            "π_ref (reference)" if name == "reference" else name,
-            *(f"{report.reward_mean[c]:.3f}" for c in components),
-            f"**{report.reward_mean['total']:.3f}**",
-            f"{report.distinct_2:.3f}",
-            f"{report.mean_length_words:.1f}",
-            "–" if report.win_rate is None else f"{report.win_rate:.2f}",
-            f"{kept[name]:.0%}" if name in kept else "–",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def answer_kinds_table(reports: dict[str, EvalReport]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -219,29 +220,35 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def comparison_table(reports: dict[str, EvalReport]) -> str:
-    """Markdown table, one row per run: reward per component, total, distinct-2, length, win-rate."""
+def comparison_table(
+    reports: dict[str, EvalReport], kept: Mapping[str, float] | None = None
+) -> str:
+    """Markdown table, one row per run: reward per component and total, distinct-2, length and
+    win-rate against π_ref; with `kept`, also the share of the training data each run kept."""
     components = list(
         dict.fromkeys(key for r in reports.values() for key in r.reward_mean if key != "total")
     )
     header = [
-        "run",
-        *(f"reward/{c}" for c in components),
-        "reward (total)",
+        "model",
+        *components,
+        "reward",
         "distinct-2",
         "length (words)",
-        "win-rate",
+        "win-rate vs π_ref",
+        *(["data kept"] if kept is not None else []),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, report in reports.items():
         cells = [
-            name,
-            *(_number(report.reward_mean.get(c), ".4f") for c in components),
-            _number(report.reward_mean["total"], ".4f"),
-            _number(report.distinct_2, ".4f"),
+            "π_ref (reference)" if name == "reference" else name,
+            *(_number(report.reward_mean.get(c), ".3f") for c in components),
+            f"**{report.reward_mean['total']:.3f}**",
+            _number(report.distinct_2, ".3f"),
             _number(report.mean_length_words, ".1f"),
-            _number(report.win_rate, ".4f"),
+            _number(report.win_rate, ".2f"),
         ]
+        if kept is not None:
+            cells.append(_number(kept.get(name), ".0%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -141,10 +141,21 @@ def test_comparison_table_has_one_row_per_run():
 
     assert (
         table[0]
-        == "| run | reward/sentiment | reward/fluency | reward (total) | distinct-2 | length (words) | win-rate |"
+        == "| model | sentiment | fluency | reward | distinct-2 | length (words) | win-rate vs π_ref |"
     )
-    assert table[2] == "| nll | 0.5000 | 0.2500 | 0.7500 | 0.6000 | 2.0 | – |"
-    assert table[3] == "| a_lol | 0.9000 | – | 0.9000 | 0.8000 | 12.0 | 0.7500 |"
+    assert table[2] == "| nll | 0.500 | 0.250 | **0.750** | 0.600 | 2.0 | – |"
+    assert table[3] == "| a_lol | 0.900 | – | **0.900** | 0.800 | 12.0 | 0.75 |"
+
+
+def test_comparison_table_names_the_reference_and_adds_the_kept_share_when_given():
+    report = evaluate_responses(PROMPTS, RESPONSES, SCORES)
+
+    table = comparison_table({"reference": report, "a_lol": report}, kept={"a_lol": 0.29})
+    lines = table.splitlines()
+
+    assert lines[0].endswith("| win-rate vs π_ref | data kept |")
+    assert lines[2].startswith("| π_ref (reference) |") and lines[2].endswith("| – |")
+    assert lines[3].endswith("| 29% |")
 
 
 def test_prompt_overlap_is_counted_and_warned(caplog):
