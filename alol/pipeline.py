@@ -81,7 +81,13 @@ from alol.io import (
 from alol.objectives import get_objective
 from alol.plots import plot_training_curves
 from alol.rewards import Reward, load_reward, score, spec_fingerprint
-from alol.trainer import AlolConfig, AlolTrainer, ensure_pad_token, newest_checkpoint
+from alol.trainer import (
+    AlolConfig,
+    AlolTrainer,
+    checkpointing_argument,
+    ensure_pad_token,
+    newest_checkpoint,
+)
 from alol.value import ValueConfig, fit_value_head, load_value_head, plot_value_fit, save_value_head
 
 logger = logging.getLogger(__name__)
@@ -639,7 +645,7 @@ def _training_args(
         sampling=cfg.sampling,
         bf16=cfg.bf16,
         fp16=cfg.fp16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_argument(cfg.gradient_checkpointing),
         max_prompt_length=cfg.max_prompt_length,
         max_response_length=cfg.max_response_length,
         vocab_chunk_size=cfg.vocab_chunk_size,

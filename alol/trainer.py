@@ -35,7 +35,7 @@ import time
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -579,6 +579,17 @@ class _PromptList(Dataset):
 
     def __getitem__(self, index: int) -> str:
         return self.prompts[index]
+
+
+def checkpointing_argument(enabled: bool) -> dict[str, bool]:
+    """The TrainingArguments keyword that switches activation checkpointing, under the name this
+    transformers uses: `activation_checkpointing` (5.x, which warns on the old name) or
+    `gradient_checkpointing` (4.x). Both versions mirror the value into `gradient_checkpointing`,
+    so code reading `args.gradient_checkpointing` works with either."""
+    names = {f.name for f in fields(TrainingArguments)}
+    if "activation_checkpointing" in names:
+        return {"activation_checkpointing": enabled}
+    return {"gradient_checkpointing": enabled}
 
 
 def apply_lora(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import torch
 
 from alol.advantage import AdvantageTable
 from alol.cli import main
+from alol.config import PipelineConfig
 from alol.objectives import OBJECTIVES
-from alol.pipeline import load_model_for_inference, reference_dtype
+from alol.pipeline import _training_args, load_model_for_inference, reference_dtype
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -211,3 +213,13 @@ def test_validation_decodes_and_scores_during_training_and_keeps_the_best(
     last = max(out.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     state = json.loads((last / "trainer_state.json").read_text())
     assert state["best_metric"] == max(row["eval_reward"] for row in evals)
+
+
+def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warning(tmp_path):
+    cfg = PipelineConfig(run_dir=str(tmp_path), gradient_checkpointing=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = _training_args(cfg, "a_lol", tmp_path / "out", max_steps=1)
+
+    assert args.gradient_checkpointing is True
