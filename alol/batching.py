@@ -87,9 +87,12 @@ def place_on_response_positions(
 class Collator:
     """Pads a list of examples of one family into the batch dict of docs/architecture.md."""
 
-    def __init__(self, pad_token_id: int, padding_side: str = "right"):
+    def __init__(
+        self, pad_token_id: int, padding_side: str = "right", pad_to_multiple_of: int | None = None
+    ):
         self.pad_token_id = pad_token_id
         self.padding_side = padding_side
+        self.pad_to_multiple_of = pad_to_multiple_of
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         first = examples[0]
@@ -100,7 +103,7 @@ class Collator:
         return self._ranked(examples)
 
     def _pad(self, pairs: list[TokenizedPair]) -> dict[str, torch.Tensor]:
-        return collate_pairs(pairs, self.pad_token_id, self.padding_side)
+        return collate_pairs(pairs, self.pad_token_id, self.padding_side, self.pad_to_multiple_of)
 
     def _sequences(self, examples: list[SequenceExample]) -> dict[str, torch.Tensor]:
         batch = self._pad([e.pair for e in examples])

@@ -131,6 +131,23 @@ class PipelineConfig:
     gradient_checkpointing: bool = _option(
         False, "Recompute activations in backward to save memory.", _TRAINING
     )
+    compile_layers: bool = _option(
+        False,
+        "torch.compile each decoder layer (fuses norms, rotary and MLP elementwise work; a "
+        "one-off compile wait per run).",
+        _TRAINING,
+    )
+    compile_mode: str | None = _option(
+        None,
+        "torch.compile mode for compile_layers: default, reduce-overhead (CUDA graphs), "
+        "max-autotune, max-autotune-no-cudagraphs.",
+        _TRAINING,
+    )
+    pad_to_multiple_of: int | None = _option(
+        None,
+        "Pad each training batch's length up to a multiple of this (fewer shapes to compile).",
+        _TRAINING,
+    )
     vocab_chunk_size: int | None = _option(
         None, "Log-softmax over vocabulary chunks of this size (memory)."
     )

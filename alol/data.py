@@ -1061,14 +1061,18 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 def collate_pairs(
-    pairs: list[TokenizedPair], pad_token_id: int, padding_side: str = "right"
+    pairs: list[TokenizedPair],
+    pad_token_id: int,
+    padding_side: str = "right",
+    pad_to_multiple_of: int | None = None,
 ) -> dict[str, Tensor]:
     """Pad pairs into one batch (shapes in docs/architecture.md).
 
     Returns input_ids [B, L] long (prompt, then response, padding after or before),
     attention_mask [B, L] long (1 on real tokens) and response_mask [B, L] bool (True on
     response tokens, EOS included). Right padding suits training; left padding ends every
-    prompt in the same column, as batched decoding wants.
+    prompt in the same column, as batched decoding wants. `pad_to_multiple_of` rounds L up,
+    so compiled code meets few distinct shapes.
     """
     if not pairs:
         raise ValueError("no pairs to collate")
@@ -1079,6 +1083,8 @@ def collate_pairs(
             "no pad token id; set tokenizer.pad_token (for example to tokenizer.eos_token)"
         )
     width = max(pair.length for pair in pairs)
+    if pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     input_ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
     response_mask = torch.zeros((len(pairs), width), dtype=torch.bool)

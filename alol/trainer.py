@@ -61,6 +61,7 @@ from transformers.trainer_utils import (
 
 from alol.advantage import PrioritySampler
 from alol.batching import Collator, ExampleDataset, LengthGroupedSampler
+from alol.compilation import compile_decoder_layers
 from alol.errors import AlolError
 from alol.evaluate import distinct_n
 from alol.generate import GenerationConfig, generate_responses
@@ -140,6 +141,27 @@ class AlolConfig(TrainingArguments):
             "not change which examples share a step)."
         },
     )
+    compile_layers: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each decoder layer (regional compilation, alol.compilation). "
+            "TrainingArguments' torch_compile compiles model.forward, which alol never calls."
+        },
+    )
+    compile_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile mode for compile_layers: default, reduce-overhead (CUDA "
+            "graphs; pair it with pad_to_multiple_of), max-autotune, max-autotune-no-cudagraphs."
+        },
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "Pad each batch's length up to a multiple of this: fewer distinct shapes for "
+            "compiled code and tensor-core friendly sizes, at the cost of some padding."
+        },
+    )
     reward_timeout: float | None = field(
         default=None,
         metadata={"help": "Seconds one reward batch may take during validation (None: no limit)."},
@@ -159,6 +181,13 @@ class AlolConfig(TrainingArguments):
         get_objective(self.objective)  # fail early with the list of valid names
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+        if self.torch_compile:
+            raise ValueError(
+                "torch_compile compiles model.forward, which alol's log-prob path never calls, so "
+                "it would change nothing; set compile_layers=True (--compile-layers) instead"
+            )
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
         if self.sampling is not None and self.sampling not in SAMPLING_CHOICES:
             raise ValueError(f"sampling must be one of {SAMPLING_CHOICES}, got {self.sampling!r}.")
 
@@ -205,6 +234,8 @@ class AlolTrainer(Trainer):
             )
         if peft_config is not None:
             model = apply_lora(model, peft_config, args.gradient_checkpointing)
+        if args.compile_layers:
+            compile_decoder_layers(model, args.compile_mode)
         self.objective: Objective = get_objective(args.objective)
         self.objective_config = args.objective_config()
         self.sample_weights = sample_weights
@@ -220,7 +251,9 @@ class AlolTrainer(Trainer):
             args=args,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            data_collator=Collator(processing_class.pad_token_id),
+            data_collator=Collator(
+                processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+            ),
             processing_class=processing_class,
             callbacks=callbacks,
         )

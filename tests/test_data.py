@@ -884,6 +884,16 @@ def test_left_padding_puts_padding_before_the_prompt():
     )
 
 
+def test_padding_to_a_multiple_only_adds_padding_columns():
+    plain = collate_pairs(PAIRS, pad_token_id=0)
+    rounded = collate_pairs(PAIRS, pad_token_id=0, pad_to_multiple_of=4)
+
+    assert rounded["input_ids"].shape == (2, 8)
+    for key, tensor in plain.items():
+        torch.testing.assert_close(rounded[key][:, :5], tensor)
+        assert not rounded[key][:, 5:].bool().any(), key  # pad id 0, mask off
+
+
 def test_collation_refuses_bad_arguments():
     with pytest.raises(ValueError, match="padding_side must be 'right' or 'left'"):
         collate_pairs(PAIRS, 0, "middle")

@@ -223,3 +223,12 @@ def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warnin
         args = _training_args(cfg, "a_lol", tmp_path / "out", max_steps=1)
 
     assert args.gradient_checkpointing is True
+
+
+def test_training_with_compiled_layers_through_the_cli(workspace, tiny_llama_dir):
+    args = ["train", str(workspace["config"]), "--reference", str(tiny_llama_dir)]
+    args += ["--objective", "a_lol", "--max-steps", "2"]
+    args += ["--compile-layers", "--pad-to-multiple-of", "16"]
+
+    assert main(args) == 0
+    assert (workspace["run"] / "train" / "a_lol" / "final" / "config.json").exists()

@@ -1,0 +1,70 @@
+"""Regional torch.compile: each decoder layer compiled in place trains exactly like eager."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch._dynamo.utils import counters
+from transformers import AutoModelForCausalLM
+
+from alol.compilation import compile_decoder_layers, decoder_layers
+from alol.trainer import AlolConfig, AlolTrainer
+from tests.test_invariance import pipeline, training_set  # noqa: F401  (fixture)
+
+
+def test_the_decoder_layers_are_found_through_a_peft_wrapper(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    plain = decoder_layers(model)
+    wrapped = decoder_layers(get_peft_model(model, LoraConfig(r=2, target_modules="all-linear")))
+
+    assert len(plain) == model.config.num_hidden_layers
+    assert [id(layer) for layer in wrapped] == [id(layer) for layer in plain]
+
+
+def test_a_model_without_named_layers_is_a_clear_error():
+    with pytest.raises(ValueError, match="cannot find the decoder layers of Linear"):
+        compile_decoder_layers(torch.nn.Linear(2, 2))
+
+
+def test_torch_compile_is_refused_with_the_option_that_works(tmp_path):
+    with pytest.raises(ValueError, match="compile_layers=True"):
+        AlolConfig(output_dir=str(tmp_path), torch_compile=True)
+
+
+def train_losses(pipeline, output, compile_layers: bool) -> tuple[list[float], AlolTrainer]:  # noqa: F811
+    dataset, weights, tokenizer = training_set(pipeline, "a_lol")
+    args = AlolConfig(
+        output_dir=str(output),
+        objective="a_lol",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        compile_layers=compile_layers,
+        pad_to_multiple_of=8,
+    )
+    trainer = AlolTrainer(
+        AutoModelForCausalLM.from_pretrained(pipeline.reference),
+        args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        sample_weights=weights.tolist(),
+    )
+    trainer.train()
+    return [row["loss"] for row in trainer.state.log_history if "loss" in row], trainer
+
+
+def test_compiled_layers_train_like_eager_ones(tmp_path, pipeline):  # noqa: F811
+    torch._dynamo.reset()
+    counters.clear()
+    eager, _ = train_losses(pipeline, tmp_path / "eager", compile_layers=False)
+    compiled, trainer = train_losses(pipeline, tmp_path / "compiled", compile_layers=True)
+
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert counters["stats"]["unique_graphs"] >= 1, "dynamo compiled the layers"
+    layers = decoder_layers(trainer.model)
+    assert all(layer._compiled_call_impl is not None for layer in layers)
