@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -27,10 +28,22 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from alol.data import DataError, RewardRecord, collate_pairs, render_prompt, tokenize_pair
+from alol.data import (
+    DataError,
+    RewardRecord,
+    TokenizedPair,
+    collate_pairs,
+    render_prompt,
+    tokenize_pair,
+)
 from alol.errors import AlolError
 from alol.io import gather_in_order, on_main_process, write_atomic, write_json
-from alol.logprobs import response_token_logprobs_and_hidden_states
+from alol.logprobs import (
+    causal_lm,
+    position_ids_from_attention_mask,
+    response_token_logprobs_and_hidden_states,
+    token_logprobs_from_hidden_states,
+)
 from alol.rewards import RewardError, score
 from alol.value import values_from_sequence_states
 
@@ -52,6 +65,11 @@ _COMPONENT_PREFIX = "component/"
 
 class AdvantageCacheError(AlolError):
     """An advantage cache file is missing or unreadable."""
+
+
+class PromptCacheError(AlolError):
+    """The reference's KV cache cannot be re-indexed, so a prompt's cache cannot be copied to
+    each of its responses (`AdvantageConfig.share_prompts`)."""
 
 
 class NoPositiveAdvantageError(AlolError):
@@ -408,6 +426,16 @@ class AdvantageConfig:
     """Show progress bars."""
     reward_timeout: float | None = None
     """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
+    share_prompts: bool = True
+    """Score all responses of a prompt from ONE forward over it: the prompt's KV cache is copied
+    to each response, which then runs alone (HH's two responses per prompt cost p + 2r tokens
+    instead of 2(p + r)). Same numbers up to float rounding, hence not in the cache key. Memory:
+    the copied cache holds every layer's keys and values of each response's prompt + response
+    (the per-pair pass keeps none), e.g. ~0.5 MB per token for a 7B multi-head model in bf16.
+    A model whose cache has no `batch_select_indices` (legacy tuple caches, some remote-code
+    models) falls back to one forward per pair with a logged warning rather than an error: the
+    setting changes speed only, and a run that the slower path completes correctly should not
+    stop."""
 
     def __post_init__(self) -> None:
         if self.reference_dtype not in REFERENCE_DTYPES:
@@ -438,9 +466,11 @@ def compute_advantages(
     Rewards come from `reward` (all components kept) when given, else from each record's
     stored reward. Without a value head V(x) = 0, which is what objectives that use the reward
     alone (`wbc`, `r_lol`, …) need; with one, V(x) is read off the same forward pass that
-    scores the response (see `score_reference_batch`). Under several processes (`accelerate
-    launch`), each process computes every world_size-th pair and every process returns the
-    whole table.
+    scores the response (see `score_reference_batch`). With `config.share_prompts`, records
+    whose rendered prompts are equal form a group, and each group's prompt runs once (see
+    `score_shared_prompt_batch`). Under several processes (`accelerate launch`), each process
+    computes every world_size-th group (or pair) and every process returns the whole table,
+    in record order.
     """
     if not records:
         raise ValueError("no training records to compute advantages for")
@@ -449,8 +479,11 @@ def compute_advantages(
         _check_stored_rewards(records)
     prompts = [render_prompt(record.prompt, tokenizer) for record in records]
     responses = [record.response for record in records]
+    # A process computes whole units: a prompt group is never split between two processes.
+    units = _prompt_groups(prompts) if config.share_prompts else [[i] for i in range(len(prompts))]
 
-    def compute(indices: list[int]) -> list[tuple[dict[str, float], float, np.ndarray]]:
+    def compute(unit_numbers: list[int]) -> list[list[tuple[dict[str, float], float, np.ndarray]]]:
+        indices = [i for number in unit_numbers for i in units[number]]
         part_prompts = [prompts[i] for i in indices]
         part_responses = [responses[i] for i in indices]
         if reward is None:
@@ -462,9 +495,13 @@ def compute_advantages(
         token_logps, values = _reference_pass(
             model, tokenizer, part_prompts, part_responses, value_head, config
         )
-        return list(zip(scores, values, token_logps, strict=True))
+        results = iter(zip(scores, values, token_logps, strict=True))
+        return [[next(results) for _ in units[number]] for number in unit_numbers]
 
-    results = gather_in_order(len(records), compute)
+    results: list[Any] = [None] * len(records)
+    for unit, unit_results in zip(units, gather_in_order(len(units), compute), strict=True):
+        for index, result in zip(unit, unit_results, strict=True):
+            results[index] = result
     scores = [s for s, _, _ in results]
     return AdvantageTable.from_examples(
         reward=[s["total"] for s in scores],
@@ -472,6 +509,15 @@ def compute_advantages(
         token_logps=[t for _, _, t in results],
         components=_shared_components(scores),
     )
+
+
+def _prompt_groups(prompts: list[str]) -> list[list[int]]:
+    """Indices of the records of each distinct prompt text, groups in order of first appearance.
+    Equal texts tokenize alike, so a group shares its prompt ids (checked at collation)."""
+    groups: dict[str, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(index)
+    return list(groups.values())
 
 
 def _check_reference_dtype(model: torch.nn.Module, config: AdvantageConfig) -> None:
@@ -584,36 +630,232 @@ def _reference_pass(
     pad_token_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
+    if value_head is not None:
+        # A copy of the (tiny) head on the model's device: the hidden states stay where they are.
+        value_head = copy.deepcopy(value_head).to(next(model.parameters()).device)
+    was_training = model.training
+    model.eval()  # no dropout: the reference must score each pair deterministically
+    try:
+        if config.share_prompts:
+            try:
+                return _score_prompt_groups(
+                    model, pairs, _prompt_groups(prompts), pad_token_id, value_head, config
+                )
+            except PromptCacheError as error:
+                logger.warning("%s. Scoring every pair with its own prompt forward instead", error)
+        return _score_pairs(model, pairs, pad_token_id, value_head, config)
+    finally:
+        model.train(was_training)
+
+
+def _score_pairs(
+    model: torch.nn.Module,
+    pairs: list[TokenizedPair],
+    pad_token_id: int,
+    value_head: ValueHead | None,
+    config: AdvantageConfig,
+) -> tuple[list[np.ndarray], list[float]]:
+    """One forward over prompt + response per pair, `config.batch_size` pairs a batch."""
     # Longest first: similar lengths share a batch (little padding) and an OOM shows up at once.
-    order = sorted(
-        range(len(pairs)), key=lambda i: -(len(pairs[i].prompt_ids) + len(pairs[i].response_ids))
-    )
+    order = sorted(range(len(pairs)), key=lambda i: -pairs[i].length)
     batches = [
         order[start : start + config.batch_size]
         for start in range(0, len(order), config.batch_size)
     ]
     device = next(model.parameters()).device
-    if value_head is not None:
-        # A copy of the (tiny) head on the model's device: the hidden states stay where they are.
-        value_head = copy.deepcopy(value_head).to(device)
     token_logps: list[np.ndarray] = [np.zeros(0, np.float32)] * len(pairs)
     values = [0.0] * len(pairs)
-    was_training = model.training
-    model.eval()  # no dropout: the reference must score each pair deterministically
-    try:
-        for batch in tqdm(batches, desc="reference pass", disable=not config.show_progress):
-            collated = collate_pairs([pairs[i] for i in batch], pad_token_id)
-            collated = {key: tensor.to(device) for key, tensor in collated.items()}
-            batch_logps, batch_values = score_reference_batch(
-                model, collated, value_head, config.vocab_chunk_size
-            )
-            batch_logps, mask = batch_logps.cpu(), collated["response_mask"].cpu()
-            for row, (index, value) in enumerate(zip(batch, batch_values.tolist(), strict=True)):
-                token_logps[index] = batch_logps[row][mask[row]].numpy()
-                values[index] = value
-    finally:
-        model.train(was_training)
+    for batch in tqdm(batches, desc="reference pass", disable=not config.show_progress):
+        collated = collate_pairs([pairs[i] for i in batch], pad_token_id)
+        collated = {key: tensor.to(device) for key, tensor in collated.items()}
+        batch_logps, batch_values = score_reference_batch(
+            model, collated, value_head, config.vocab_chunk_size
+        )
+        _store_rows(
+            batch, batch_logps, collated["response_mask"], batch_values, token_logps, values
+        )
     return token_logps, values
+
+
+def _score_prompt_groups(
+    model: torch.nn.Module,
+    pairs: list[TokenizedPair],
+    groups: list[list[int]],
+    pad_token_id: int,
+    value_head: ValueHead | None,
+    config: AdvantageConfig,
+) -> tuple[list[np.ndarray], list[float]]:
+    """One forward per distinct prompt, then one over its responses from the prompt's cache.
+    Raises `PromptCacheError` on the first batch when the model's cache cannot be re-indexed."""
+    device = next(model.parameters()).device
+    token_logps: list[np.ndarray] = [np.zeros(0, np.float32)] * len(pairs)
+    values = [0.0] * len(pairs)
+    batches = _group_batches(groups, pairs, config.batch_size)
+    for batch in tqdm(batches, desc="reference pass", disable=not config.show_progress):
+        collated = collate_prompt_groups(
+            [[pairs[i] for i in group] for group in batch], pad_token_id
+        )
+        collated = {key: tensor.to(device) for key, tensor in collated.items()}
+        batch_logps, batch_values = score_shared_prompt_batch(
+            model, collated, value_head, config.vocab_chunk_size
+        )
+        members = [i for group in batch for i in group]
+        _store_rows(
+            members, batch_logps, collated["response_mask"], batch_values, token_logps, values
+        )
+    return token_logps, values
+
+
+def _group_batches(
+    groups: list[list[int]], pairs: list[TokenizedPair], batch_size: int
+) -> list[list[list[int]]]:
+    """Whole groups per batch, up to `batch_size` responses (a larger group goes alone). Longest
+    group (prompt + longest response) first, as `_score_pairs` orders pairs, for the same reasons."""
+    longest_first = sorted(
+        groups,
+        key=lambda group: (
+            -(len(pairs[group[0]].prompt_ids) + max(len(pairs[i].response_ids) for i in group))
+        ),
+    )
+    batches: list[list[list[int]]] = []
+    responses = 0
+    for group in longest_first:
+        if not batches or responses + len(group) > batch_size:
+            batches.append([])
+            responses = 0
+        batches[-1].append(group)
+        responses += len(group)
+    return batches
+
+
+def _store_rows(
+    indices: list[int],
+    batch_logps: torch.Tensor,
+    response_mask: torch.Tensor,
+    batch_values: torch.Tensor,
+    token_logps: list[np.ndarray],
+    values: list[float],
+) -> None:
+    """Row r of a batch belongs to pair `indices[r]`: keep its response positions' log-probs."""
+    batch_logps, response_mask = batch_logps.cpu(), response_mask.cpu()
+    for row, (index, value) in enumerate(zip(indices, batch_values.tolist(), strict=True)):
+        token_logps[index] = batch_logps[row][response_mask[row]].numpy()
+        values[index] = value
+
+
+def collate_prompt_groups(
+    groups: list[list[TokenizedPair]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
+    """Pad a batch of prompt groups (pairs that share their prompt) for `score_shared_prompt_batch`.
+
+    Returns the distinct prompts, left-padded so each ends in the last column, whose state
+    predicts the first response token: `prompt_input_ids` / `prompt_attention_mask` `[G, P]`
+    long; the responses, right-padded and group by group: `response_input_ids` `[R, Lr]` long
+    and `response_mask` `[R, Lr]` bool (True on response tokens, EOS included); and `owner`
+    `[R]` long, the prompt row of each response.
+    """
+    if not groups or not all(groups):
+        raise ValueError("no prompt groups to collate, or an empty group")
+    prompts = [group[0].prompt_ids for group in groups]
+    for prompt_ids, group in zip(prompts, groups, strict=True):
+        if any(pair.prompt_ids != prompt_ids for pair in group):
+            raise ValueError(
+                "the pairs of one prompt group hold different prompt ids; group only pairs whose "
+                "rendered prompt text is equal and that were tokenized with the same limits"
+            )
+    responses = [pair.response_ids for group in groups for pair in group]
+    prompt_width, response_width = max(map(len, prompts)), max(map(len, responses))
+    prompt_input_ids = torch.full((len(prompts), prompt_width), pad_token_id, dtype=torch.long)
+    prompt_attention_mask = torch.zeros((len(prompts), prompt_width), dtype=torch.long)
+    for row, prompt_ids in enumerate(prompts):
+        prompt_input_ids[row, prompt_width - len(prompt_ids) :] = torch.tensor(prompt_ids)
+        prompt_attention_mask[row, prompt_width - len(prompt_ids) :] = 1
+    response_input_ids = torch.full(
+        (len(responses), response_width), pad_token_id, dtype=torch.long
+    )
+    response_mask = torch.zeros((len(responses), response_width), dtype=torch.bool)
+    for row, response_ids in enumerate(responses):
+        response_input_ids[row, : len(response_ids)] = torch.tensor(response_ids)
+        response_mask[row, : len(response_ids)] = True
+    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(list(map(len, groups))))
+    return {
+        "prompt_input_ids": prompt_input_ids,
+        "prompt_attention_mask": prompt_attention_mask,
+        "response_input_ids": response_input_ids,
+        "response_mask": response_mask,
+        "owner": owner,
+    }
+
+
+@torch.inference_mode()
+def score_shared_prompt_batch(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    value_head: ValueHead | None = None,
+    vocab_chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Response-token log-probs `[R, Lr]` (aligned with `response_input_ids`, 0 off-response)
+    and V(x) `[R]` of a `collate_prompt_groups` batch, each prompt run ONCE for all its responses.
+
+    The decoder runs over the distinct prompts with a KV cache; V(x) pools their states (once
+    per prompt); the cache is copied to one row per response (`batch_select_indices`), and the
+    responses run on it at positions that continue their prompt's. Causal attention makes these
+    the states a forward over prompt + response gives, so the numbers equal
+    `score_reference_batch`'s up to float rounding. Put `model` in eval mode first.
+    """
+    decoder = causal_lm(model).get_decoder()
+    cache_name = _cache_argument_name(decoder)
+    prompt_mask, owner = batch["prompt_attention_mask"], batch["owner"]
+    response_ids, response_mask = batch["response_input_ids"], batch["response_mask"]
+    prompt = decoder(
+        input_ids=batch["prompt_input_ids"],
+        attention_mask=prompt_mask,
+        position_ids=position_ids_from_attention_mask(prompt_mask),
+        use_cache=True,
+    )
+    cache = _one_cache_row_per_response(getattr(prompt, cache_name, None), owner)
+    response_positions = torch.arange(response_ids.shape[1], device=response_ids.device)
+    response_hidden = decoder(
+        input_ids=response_ids,
+        attention_mask=torch.cat([prompt_mask[owner], response_mask.long()], dim=1),
+        position_ids=prompt_mask.sum(-1)[owner, None] + response_positions,
+        use_cache=True,
+        **{cache_name: cache},
+    ).last_hidden_state
+    # Response token 0 is predicted by its prompt's last state, token j > 0 by response state j-1.
+    predicting = torch.cat([prompt.last_hidden_state[owner, -1:], response_hidden[:, :-1]], dim=1)
+    logps = token_logprobs_from_hidden_states(
+        model, predicting[response_mask], response_ids[response_mask], vocab_chunk_size
+    )
+    token_logps = torch.zeros(response_ids.shape, dtype=torch.float32, device=response_ids.device)
+    token_logps = token_logps.masked_scatter(response_mask, logps)
+    if value_head is None:
+        return token_logps, torch.zeros(len(token_logps), device=token_logps.device)
+    no_response = torch.zeros_like(prompt_mask, dtype=torch.bool)
+    values = values_from_sequence_states(
+        value_head, prompt.last_hidden_state, prompt_mask, no_response
+    )
+    return token_logps, values[owner.to(values.device)]
+
+
+def _cache_argument_name(decoder: torch.nn.Module) -> str:
+    """What the decoder calls its KV cache, in its arguments and outputs: `cache` in recent
+    transformers 5.x (`past_key_values` there is deprecated, to be removed in 5.40), else
+    `past_key_values` (4.46 and later 4.x)."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _one_cache_row_per_response(cache: Any, owner: torch.Tensor) -> Any:
+    """The prompts' KV cache with row r holding prompt `owner[r]`, re-indexed in place."""
+    if not hasattr(cache, "batch_select_indices"):
+        raise PromptCacheError(
+            f"the reference's KV cache ({type(cache).__name__}) has no batch_select_indices, so "
+            "a prompt's cache cannot be copied to each of its responses; set "
+            "AdvantageConfig.share_prompts=False to score each pair with its own prompt forward"
+        )
+    cache.batch_select_indices(owner)
+    return cache
 
 
 # ---------------------------------------------------------------------------------------------

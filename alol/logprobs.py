@@ -99,8 +99,8 @@ def response_token_logprobs_and_hidden_states(
     from the attention mask, so a prompt position's state is the one the prompt alone gives.
     """
     _check_masks(input_ids, attention_mask, response_mask)
-    base = _causal_lm(model)
-    hidden = base.get_decoder()(
+    decoder = causal_lm(model).get_decoder()
+    hidden = decoder(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_attention_mask(attention_mask),
@@ -108,18 +108,33 @@ def response_token_logprobs_and_hidden_states(
     ).last_hidden_state
     rows, cols = response_mask.nonzero(as_tuple=True)
     predicting_hidden = hidden[rows, cols - 1]  # the state at t-1 predicts the token at t
-    targets = input_ids[rows, cols]
+    logps = token_logprobs_from_hidden_states(
+        model, predicting_hidden, input_ids[rows, cols], vocab_chunk_size
+    )
+    token_logps = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    return token_logps.index_put((rows, cols), logps), hidden
+
+
+def token_logprobs_from_hidden_states(
+    model: nn.Module,
+    predicting_hidden: Tensor,
+    targets: Tensor,
+    vocab_chunk_size: int | None = None,
+) -> Tensor:
+    """`[N]` float32: log pi(targets[i]) under the next-token distribution that the decoder's
+    last-layer state `predicting_hidden[i]` `[N, H]` gives. The one LM-head path: the model's
+    output embedding (whole, or in vocabulary slices), its logit transform, a float32
+    log-softmax, whichever forward produced the states (one pass over prompt + response, or a
+    shared prompt's cache continued by each of its responses)."""
+    base = causal_lm(model)
     head = base.get_output_embeddings()
     transform = logit_transform_from_config(base.config)
     if vocab_chunk_size is None:
-        logps = full_vocab_token_logprobs(predicting_hidden, head, targets, transform)
-    else:
-        weight, bias = _linear_head_parameters(head)
-        logps = chunked_token_logprobs(
-            predicting_hidden, weight, bias, targets, vocab_chunk_size, transform
-        )
-    token_logps = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    return token_logps.index_put((rows, cols), logps.float()), hidden
+        return full_vocab_token_logprobs(predicting_hidden, head, targets, transform).float()
+    weight, bias = _linear_head_parameters(head)
+    return chunked_token_logprobs(
+        predicting_hidden, weight, bias, targets, vocab_chunk_size, transform
+    ).float()
 
 
 def sequence_logprobs(token_logps: Tensor, response_mask: Tensor) -> Tensor:
@@ -260,7 +275,7 @@ def _targets_in_slice(targets: Tensor, start: int, width: int) -> tuple[Tensor, 
     return local.clamp(0, width - 1), in_slice
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def causal_lm(model: nn.Module) -> nn.Module:
     """The transformers model, under a peft wrapper if there is one. LoRA layers are injected
     into it in place, so its decoder runs them; prompt-learning adapters live in
     PeftModel.forward instead."""

@@ -23,6 +23,7 @@ from alol.advantage import (
     budget_steps,
     cache_key,
     cache_path,
+    collate_prompt_groups,
     compute_advantages,
     fingerprint_model,
     fingerprint_records,
@@ -32,8 +33,9 @@ from alol.advantage import (
     sidecar_path,
     write_advantage_report,
 )
-from alol.data import DataError, RewardRecord, collate_pairs, tokenize_pair
+from alol.data import DataError, RewardRecord, collate_pairs, encode_prompt, tokenize_pair
 from alol.errors import AlolError
+from alol.generate import shard_indices
 from alol.logprobs import response_token_logprobs
 from alol.value import ValueHead, predict_values
 
@@ -631,3 +633,163 @@ def test_a_record_without_reward_and_no_reward_function_is_named(tiny_llama_dir,
 
     with pytest.raises(DataError, match=r"d\.jsonl:2.*reward.*pass a reward function"):
         compute_advantages(model, tiny_tokenizer, records, CONFIG)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt sharing: each distinct prompt runs once for all its responses
+
+SHARED_CONFIG = AdvantageConfig(
+    batch_size=3, max_prompt_length=6, max_response_length=5, show_progress=False
+)
+BREAD, HI, COUNT = "Human: How do I bake bread? Assistant:", "Say hi.", "Count: 1 2 3 4 5 6 7"
+# Groups of 3 (BREAD), 2 (HI) and 1 (COUNT) responses, a group's records never adjacent.
+GROUPED_PAIRS = [
+    (BREAD, " Mix flour, water, salt and yeast, then bake.", 0.9),
+    (HI, " hi", 0.1),
+    (COUNT, " 8 9 10", 0.5),
+    (BREAD, " ok", 0.2),
+    (HI, " I am happy to help you with that question.", 0.7),
+    (BREAD, " Please be kind.", 0.4),
+]
+
+
+@pytest.mark.parametrize("vocab_chunk_size", [None, 128])
+def test_shared_prompts_give_the_numbers_of_one_forward_per_pair(
+    tiny_model, tiny_tokenizer, vocab_chunk_size
+):
+    """Sharing a prompt's forward (its KV cache continued by each response) changes float
+    rounding only: token log-probs and V(x) equal the per-pair pass within 1e-5, record by
+    record in the data's order. Prompts and responses cut at 6 and 5 tokens; batch size 3
+    puts the 3-response group alone and the 2- and 1-response groups together, so prompts and
+    responses are padded."""
+    records = records_of(GROUPED_PAIRS)
+    assert len(encode_prompt(tiny_tokenizer, BREAD, 10**6)) > 6  # the prompt is cut
+    assert len(tiny_tokenizer(GROUPED_PAIRS[0][1])["input_ids"]) > 5  # and so is the response
+    torch.manual_seed(0)
+    head = ValueHead(tiny_model.config.hidden_size, num_heads=2, max_value=None).eval()
+    config = replace(SHARED_CONFIG, vocab_chunk_size=vocab_chunk_size)
+
+    shared = compute_advantages(tiny_model, tiny_tokenizer, records, config, value_head=head)
+    per_pair = compute_advantages(
+        tiny_model, tiny_tokenizer, records, replace(config, share_prompts=False), value_head=head
+    )
+
+    expected_lengths = [
+        len(tokenize_pair(tiny_tokenizer, p, r, 6, 5).response_ids) for p, r, _ in GROUPED_PAIRS
+    ]
+    np.testing.assert_array_equal(shared.response_length, expected_lengths)
+    np.testing.assert_array_equal(per_pair.response_length, expected_lengths)
+    np.testing.assert_allclose(shared.ref_token_logps, per_pair.ref_token_logps, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(shared.value, per_pair.value, **FP32_VALUE)
+    np.testing.assert_allclose(shared.reward, [x for _, _, x in GROUPED_PAIRS])
+    np.testing.assert_array_equal(shared.value[[0, 3, 5]], shared.value[0])  # one V per prompt
+
+
+def real_input_tokens(model, run) -> int:
+    """Real (attended) tokens fed to the decoder while `run()` runs, across all its forwards."""
+    seen = []
+
+    def count(module, args, kwargs):
+        width = kwargs["input_ids"].shape[1]
+        seen.append(int(kwargs["attention_mask"][:, -width:].sum()))
+
+    handle = model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return sum(seen)
+
+
+def test_a_two_response_group_runs_its_prompt_once(tiny_model, tiny_tokenizer):
+    """p prompt tokens, responses r1 and r2: the decoder sees p + r1 + r2 tokens, not
+    2p + r1 + r2."""
+    records = records_of([(BREAD, " hi", 0.1), (BREAD, " I am happy to help.", 0.2)])
+    pairs = [tokenize_pair(tiny_tokenizer, r.prompt, r.response, 6, 5) for r in records]
+    prompt, responses = len(pairs[0].prompt_ids), sum(len(p.response_ids) for p in pairs)
+
+    def tokens(share_prompts: bool) -> int:
+        config = replace(SHARED_CONFIG, share_prompts=share_prompts)
+        return real_input_tokens(
+            tiny_model, lambda: compute_advantages(tiny_model, tiny_tokenizer, records, config)
+        )
+
+    assert tokens(share_prompts=True) == prompt + responses
+    assert tokens(share_prompts=False) == 2 * prompt + responses
+
+
+def test_a_cache_that_cannot_be_reindexed_falls_back_to_one_forward_per_pair(
+    tiny_llama_dir, tiny_tokenizer, monkeypatch, caplog
+):
+    """A cache without batch_select_indices (e.g. transformers 4.46's legacy tuples) cannot be
+    copied to each response: the pass warns, says how to skip the attempt, and scores per pair."""
+    from transformers.cache_utils import Cache, DynamicCache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    records = records_of(GROUPED_PAIRS)
+    expected = compute_advantages(
+        model, tiny_tokenizer, records, replace(SHARED_CONFIG, share_prompts=False)
+    )
+    for cls in (Cache, DynamicCache):
+        if "batch_select_indices" in vars(cls):
+            monkeypatch.delattr(cls, "batch_select_indices")
+
+    with caplog.at_level(logging.WARNING, logger="alol.advantage"):
+        table = compute_advantages(model, tiny_tokenizer, records, SHARED_CONFIG)
+
+    assert "share_prompts=False" in caplog.text
+    np.testing.assert_array_equal(table.ref_token_logps, expected.ref_token_logps)
+
+
+def test_collating_a_group_whose_prompt_ids_differ_is_refused(tiny_tokenizer):
+    """A group is built from equal prompt TEXTS; ids that differ mean something else broke."""
+    group = [
+        tokenize_pair(tiny_tokenizer, BREAD, " hi", 6, 5),
+        tokenize_pair(tiny_tokenizer, BREAD, " hi", 4, 5),
+    ]
+    with pytest.raises(ValueError, match="different prompt ids"):
+        collate_prompt_groups([group], tiny_tokenizer.pad_token_id)
+
+
+class RecordingReward:
+    """Scores every response 1.0 and remembers which prompts each call saw."""
+
+    components = ("one",)
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+
+    def __call__(self, prompts, responses):
+        self.calls.append(list(prompts))
+        return [{"one": 1.0} for _ in responses]
+
+
+def test_two_processes_each_take_whole_prompt_groups_and_return_record_order(
+    tiny_llama_dir, tiny_tokenizer, monkeypatch
+):
+    """gather_in_order under 2 processes (each computes a strided share of the work units and
+    all get the results in unit order): the units are prompt groups, so no prompt is scored by
+    both processes, and the table comes back in record order, equal to one process's."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    records = records_of(GROUPED_PAIRS)
+    expected = compute_advantages(model, tiny_tokenizer, records, SHARED_CONFIG)
+    reward = RecordingReward()
+    process_prompts: list[set[str]] = []
+
+    def two_processes(count, compute):
+        results = [None] * count
+        for rank in range(2):
+            mine = shard_indices(count, rank, 2)
+            before = len(reward.calls)
+            for index, result in zip(mine, compute(mine), strict=True):
+                results[index] = result
+            process_prompts.append({p for call in reward.calls[before:] for p in call})
+        return results
+
+    monkeypatch.setattr("alol.advantage.gather_in_order", two_processes)
+    table = compute_advantages(model, tiny_tokenizer, records, SHARED_CONFIG, reward=reward)
+
+    assert process_prompts[0] and process_prompts[1]
+    assert not process_prompts[0] & process_prompts[1]
+    np.testing.assert_allclose(table.ref_token_logps, expected.ref_token_logps, atol=1e-5)
+    np.testing.assert_array_equal(table.response_length, expected.response_length)

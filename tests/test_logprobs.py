@@ -30,6 +30,7 @@ from alol.logprobs import (
     response_token_logprobs,
     response_token_logprobs_and_hidden_states,
     sequence_logprobs,
+    token_logprobs_from_hidden_states,
 )
 
 VOCAB_CHUNK = 7  # does not divide the tiny vocabulary of 300, so the last slice is short
@@ -135,6 +136,25 @@ def test_only_response_positions_are_nonzero_and_sequence_logprob_sums_them(tiny
     assert_close(
         sequence_logprobs(token_logps, batch["response_mask"])[0], token_logps[0, 5:8].sum()
     )
+
+
+@pytest.mark.parametrize("vocab_chunk_size", [None, VOCAB_CHUNK])
+def test_log_probs_from_any_predicting_states_are_the_heads_log_softmax(
+    tiny_model, vocab_chunk_size
+):
+    """The one LM-head path also serves states no `response_token_logprobs` pass made (the
+    precompute's shared-prompt forward): log_softmax(lm_head(h))[target], in float32."""
+    torch.manual_seed(0)
+    hidden = torch.randn(4, tiny_model.config.hidden_size)
+    targets = torch.tensor([0, 3, 150, tiny_model.config.vocab_size - 1])
+
+    logps = token_logprobs_from_hidden_states(tiny_model, hidden, targets, vocab_chunk_size)
+
+    with torch.no_grad():
+        logits = tiny_model.get_output_embeddings()(hidden).float()
+        expected = logits.log_softmax(-1)[torch.arange(4), targets]
+    assert logps.dtype == torch.float32
+    assert_close(logps, expected, **FP32)
 
 
 def test_sequence_logprobs_ignores_values_outside_the_response():
