@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from common import PeakMemory, device_name, synchronize  # bench/, on sys.path as a script
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alol.io import write_json, write_text
@@ -113,39 +113,6 @@ def run_once(method: str, mode: str, model, batch, config: BenchConfig) -> None:
     nll.mean().backward()
 
 
-class PeakMemory:
-    """Peak bytes allocated above the level at `reset()`, on CUDA or (Linux) CPU."""
-
-    def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
-
-    def reset(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.baseline = torch.cuda.memory_allocated()
-            return
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # resets VmHWM to the current resident set
-        self.baseline = _proc_status_kib("VmRSS") * 1024
-
-    def peak_above_baseline(self) -> int:
-        if self.cuda:
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - self.baseline
-        return _proc_status_kib("VmHWM") * 1024 - self.baseline
-
-
-def _proc_status_kib(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()  # CUDA kernels are asynchronous: time them, not their launch
-
-
 def time_all(config: BenchConfig) -> dict[tuple[str, str], list[float]]:
     """Seconds per run of every (method, mode), one untimed warm-up each, then `reps` rounds
     that interleave the methods, so that load from other processes hits them alike."""
@@ -170,7 +137,7 @@ def peak_memory_mib(method: str, mode: str, config: BenchConfig) -> float:
     memory = PeakMemory(config.device)
     memory.reset()
     run_once(method, mode, model, batch, config)
-    return memory.peak_above_baseline() / 2**20
+    return memory.peak_above_baseline_mib()
 
 
 def peak_memory_in_subprocess(method: str, mode: str, config: BenchConfig) -> float:
@@ -184,12 +151,6 @@ def peak_memory_in_subprocess(method: str, mode: str, config: BenchConfig) -> fl
     if result.returncode != 0:
         raise RuntimeError(f"peak memory of {method}/{mode} failed:\n{result.stderr}")
     return float(result.stdout.strip().splitlines()[-1])
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def markdown_table(report: dict) -> str:

@@ -7,6 +7,9 @@ and (when installed) TRL's DPO trainer, on HH-shaped batches. Figures and notes:
                                                        # CPU, tiny Llama -> results/throughput_cpu.*
     python bench/throughput.py --device cuda --profile --trl-bar-tokens-per-s 22500 \
         --levers random "bf16 weights"                 # H100, 1.1B -> results/throughput_cuda.*
+    python bench/throughput.py --cases precompute --model tiny small
+                                                       # the reference passes only, CPU
+                                                       #   -> results/precompute_cpu.*
 
 Models are Llama-shaped and randomly initialised from a config (no download). Prompt and
 response lengths are those of the real HH data in `../shared/data/hh`, tokenized with a 32k
@@ -24,6 +27,11 @@ H100 SXM); the measured 8192^3 bf16 matmul rate is reported beside it. Peak memo
 `torch.cuda.max_memory_allocated` over the case (model, gradients, optimizer state and
 activations); on CPU the process's resident-set high-water mark, reset before each case, with
 one torch thread (two fight other processes on a busy 2-core machine).
+
+The reference pass is timed three ways on the same HH pairs (`PRECOMPUTE_METHODS`): each prompt
+once for both its responses (alol's default), once per response, and full-vocabulary logits per
+row (TRL's precompute). Their tokens/s all count the per-row input tokens, so they compare as
+pairs per second; MFU counts the tokens each one's decoder ran.
 """
 
 from __future__ import annotations
@@ -34,7 +42,6 @@ import gc
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -47,9 +54,10 @@ from typing import Any
 import numpy as np
 import torch
 import transformers
+from common import PeakMemory, device_name, synchronize  # bench/, on sys.path as a script
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alol.advantage import score_reference_batch
+from alol.advantage import collate_prompt_groups, score_reference_batch, score_shared_prompt_batch
 from alol.data import TokenizedPair, collate_pairs, length_grouped_order
 from alol.io import write_json, write_text
 from alol.logprobs import (
@@ -74,6 +82,8 @@ MEGABATCH_FACTOR = 50
 MODEL_SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),
+    "small": dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
+                  num_attention_heads=8, num_key_value_heads=4),  # a CPU-sized check of ratios
     "0.5b": dict(hidden_size=1280, intermediate_size=3584, num_hidden_layers=24,
                  num_attention_heads=20, num_key_value_heads=4),
     "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
@@ -88,6 +98,15 @@ trainer does: the fp32 weights are the master copy); bf16 weights, gradients and
 TRAIN_METHODS = ("hf_nll", *OBJECTIVES)
 """`hf_nll`: the plain NLL step as a naive loop writes it, `model(..., labels=...).loss` over
 full-vocabulary logits. `nll`: the same loss through alol's response-only log-probs."""
+PRECOMPUTE_METHODS = ("precompute", "precompute_unshared", "precompute_full_logits")
+"""The reference pass over HH pairs (a prompt, its chosen and its rejected response), three
+ways: `precompute`, alol's default, runs each prompt once and continues its KV cache with each
+response; `precompute_unshared` runs prompt + response once per response; `precompute_full_logits`
+scores each (prompt, response) row through the model's own forward, all [B, L, V] logits then
+log-softmax, as TRL's reference precompute does (two rows per pair). Their tokens/s count the
+input tokens of the per-row form, 2p + c + r per pair, whatever each runs, so the three rates
+compare as pairs scored per second."""
+SEQUENCE_KEYS = ("input_ids", "attention_mask", "response_mask")
 
 
 @dataclass
@@ -239,6 +258,56 @@ def pair_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> lis
     return batches
 
 
+def random_prompt_group(
+    prompt_length: int, response_lengths: list[int], rng: np.random.Generator
+) -> list[TokenizedPair]:
+    """One prompt of random ids and a TokenizedPair for each response length (EOS last)."""
+    prompt = rng.integers(FIRST_WORD_ID, VOCAB_SIZE, prompt_length).tolist()
+    return [
+        TokenizedPair(prompt, rng.integers(FIRST_WORD_ID, VOCAB_SIZE, n - 1).tolist() + [EOS_ID])
+        for n in response_lengths
+    ]
+
+
+def precompute_batch(groups: list[list[TokenizedPair]]) -> dict:
+    """A reference-pass batch in both forms: every (prompt, response) row collated, as the
+    per-row passes see it (these keys also count the tokens), and the prompt-shared form that
+    `score_shared_prompt_batch` reads, under "shared"."""
+    batch = collate_pairs([pair for group in groups for pair in group], PAD_ID)
+    batch["shared"] = collate_prompt_groups(groups, PAD_ID)
+    return batch
+
+
+def precompute_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> list[dict]:
+    """`count` batches of HH pairs, `batch_size` rows each (batch_size / 2 prompts with their
+    chosen and rejected responses), grouped by length as the trainer's batches are."""
+    rng = np.random.default_rng(config.seed + 4)
+    per_batch = max(1, config.batch_size // 2)
+    drawn = rng.choice(len(pairs), per_batch * MEGABATCH_FACTOR)
+    groups = [random_prompt_group(pairs[i][0], pairs[i][1:], rng) for i in drawn]
+    lengths = [max(pair.length for pair in group) for group in groups]
+    order = batch_order(lengths, replace(config, batch_size=per_batch), rng)
+    return [
+        precompute_batch([groups[i] for i in order[start : start + per_batch]])
+        for start in range(0, count * per_batch, per_batch)
+    ]
+
+
+def fixed_shape_pair_batches(config: BenchConfig, count: int) -> list[dict]:
+    """Pairs of exactly max_prompt + 2 x max_response tokens (640 + 2 x 128), batch_size rows."""
+    rng = np.random.default_rng(config.seed + 5)
+    responses = [config.max_response_length] * 2
+    return [
+        precompute_batch(
+            [
+                random_prompt_group(config.max_prompt_length, responses, rng)
+                for _ in range(max(1, config.batch_size // 2))
+            ]
+        )
+        for _ in range(count)
+    ]
+
+
 def ranked_batch(pair_batch: dict) -> dict:
     """The same pairs as PRO's K = 2 ranked batch: candidates of a prompt on adjacent rows."""
     rows = len(pair_batch["input_ids"]) // 2
@@ -274,6 +343,14 @@ def padding_fraction(batches: list[dict]) -> float:
     return 1.0 - real / sum(b["attention_mask"].numel() for b in batches)
 
 
+def shared_tokens(batch: dict) -> tuple[int, int]:
+    """(real, padded) tokens the prompt-shared pass feeds the decoder: each prompt once, then
+    each response."""
+    shared = batch["shared"]
+    real = int(shared["prompt_attention_mask"].sum()) + int(shared["response_mask"].sum())
+    return real, shared["prompt_attention_mask"].numel() + shared["response_mask"].numel()
+
+
 # ---------------------------------------------------------------------------------------------
 # Model, device and memory
 
@@ -297,32 +374,6 @@ def build_model(config: BenchConfig) -> LlamaForCausalLM:
 
 def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()  # kernels are asynchronous: time the work, not its launch
-
-
-class PeakMemory:
-    """Peak bytes over a case: CUDA max allocated, or (Linux) the resident-set high-water mark."""
-
-    def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
-
-    def reset(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            return
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident set
-
-    def peak_mib(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() / 2**20
-        status = Path("/proc/self/status").read_text()
-        return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) / 1024
 
 
 def free_memory(device: str) -> None:
@@ -424,27 +475,33 @@ def train_steps(method: str, model, batches: list[dict], config: BenchConfig) ->
     return run
 
 
-def precompute_steps(full_logits: bool, model, batches: list[dict], config: BenchConfig):
-    """The reference pass as `alol.advantage` runs it: eval, inference mode, one forward giving
-    each batch's token log-probs and V(x) (a value head on the same pass's prompt states), both
-    copied to the host, the log-probs cut into per-example arrays. `full_logits` scores through
-    the model's own forward instead (all [B, L, V] logits, then log-softmax and gather; no V)."""
+def precompute_steps(method: str, model, batches: list[dict], config: BenchConfig):
+    """The reference pass as `alol.advantage` runs it: eval, inference mode, token log-probs and
+    V(x) (a value head on the prompt states of the same pass), both copied to the host, the
+    log-probs cut into per-response arrays. `precompute` runs each prompt once
+    (`score_shared_prompt_batch`), `precompute_unshared` each row whole (`score_reference_batch`);
+    `precompute_full_logits` scores the rows through the model's own forward (no V)."""
     head = ValueHead(model.config.hidden_size).to(config.device).eval()
 
     def run(batch_slice: slice) -> None:
         model.eval()
         with torch.inference_mode(), autocast(config):
             for batch in batches[batch_slice]:
-                batch = to_device(batch, config.device)
-                if full_logits:
-                    token_logps = naive_response_token_logprobs(
-                        model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
-                    ).cpu()
+                values = None
+                if method == "precompute":
+                    shared = to_device(batch["shared"], config.device)
+                    token_logps, values = score_shared_prompt_batch(model, shared, head)
+                    mask = shared["response_mask"]
                 else:
-                    token_logps, values = score_reference_batch(model, batch, head)
-                    token_logps = token_logps.cpu()
+                    rows = to_device({key: batch[key] for key in SEQUENCE_KEYS}, config.device)
+                    mask = rows["response_mask"]
+                    if method == "precompute_full_logits":
+                        token_logps = naive_response_token_logprobs(model, **rows)
+                    else:
+                        token_logps, values = score_reference_batch(model, rows, head)
+                if values is not None:
                     values.tolist()  # to the host, as the table needs them
-                mask = batch["response_mask"].cpu()
+                token_logps, mask = token_logps.cpu(), mask.cpu()
                 [row[row_mask].numpy() for row, row_mask in zip(token_logps, mask, strict=True)]
         model.train()
 
@@ -481,8 +538,20 @@ def measure(run: Callable, batches: list[dict], config: BenchConfig, grad: bool)
     }
 
 
+def decoder_tokens(method: str, timed: list[dict], row: dict) -> dict:
+    """What the decoder itself ran: real tokens per second and the padding among its inputs (the
+    per-row form's, except for the prompt-shared pass)."""
+    if method != "precompute":
+        return {"decoder_tokens_per_s": row["tokens_per_s"]}
+    real, padded = map(sum, zip(*(shared_tokens(batch) for batch in timed), strict=True))
+    seconds = row["seconds_per_step"] * len(timed)
+    return {"decoder_tokens_per_s": real / seconds, "padding": 1.0 - real / padded}
+
+
 def rows_per_example(batch: dict) -> int:
-    """Examples in a batch: rows, pairs for DPO, prompts for PRO."""
+    """Examples in a batch: rows, pairs for DPO and the precompute, prompts for PRO."""
+    if "shared" in batch:
+        return len(batch["shared"]["prompt_input_ids"])
     if "ref_chosen_logp" in batch:
         return len(batch["ref_chosen_logp"])
     if "rewards" in batch:
@@ -492,7 +561,9 @@ def rows_per_example(batch: dict) -> int:
 
 def method_batches(method: str, config: BenchConfig, pairs: list[list[int]]) -> list[dict]:
     count = config.warmup + config.steps
-    if method in ("hf_nll", "precompute", "precompute_full_logits"):
+    if method in PRECOMPUTE_METHODS:
+        return precompute_batches(pairs, config, count)
+    if method == "hf_nll":
         return sequence_batches(pairs, config, count)
     data = OBJECTIVES[method].data
     if data == "sequence":
@@ -533,9 +604,10 @@ def profile_steps(model, batches: list[dict], config: BenchConfig, out: Path) ->
 def run_case(method: str, model, batches: list[dict], config: BenchConfig) -> dict:
     """One measured case; running out of device memory is a result, not a crash."""
     try:
-        if method.startswith("precompute"):
-            run = precompute_steps(method == "precompute_full_logits", model, batches, config)
-            return measure(run, batches, config, grad=False)
+        if method in PRECOMPUTE_METHODS:
+            row = measure(precompute_steps(method, model, batches, config), batches, config, False)
+            timed = batches[config.warmup : config.warmup + config.steps]
+            return row | decoder_tokens(method, timed, row)
         run = train_steps(method, model, batches, config)
         return measure(run, batches, config, grad=True)
     except torch.OutOfMemoryError:
@@ -734,8 +806,10 @@ def trl_in_subprocess(config: BenchConfig, pairs_path: Path, timeout_s: float) -
 
 
 def add_mfu(row: dict, params: int, peak_tflops: float | None) -> dict:
+    """Model FLOPs utilisation of the tokens the decoder actually ran."""
     if peak_tflops and "error" not in row:
-        flops = row["flops_per_token_factor"] * params * row["tokens_per_s"]
+        tokens_per_s = row.get("decoder_tokens_per_s", row["tokens_per_s"])
+        flops = row["flops_per_token_factor"] * params * tokens_per_s
         row["mfu"] = flops / (peak_tflops * 1e12)
     return row
 
@@ -751,9 +825,10 @@ def one_pass_projection(
 ) -> dict:
     """Wall time of one pass over an HH-sized dataset (HH_TRAIN_PAIRS pairs, HH length mix),
     from the measured rates. A-LoL: the reference pass over both responses of every pair
-    (2N sequences), which also gives V(x) from its prompt states, and training on the A > 0
-    share of the 2N sequences, one per example. DPO: its reference pass over the N pairs, then
-    one epoch over the N pairs (two sequences each)."""
+    (2N sequences, each prompt run once for both: `precompute`'s rate, which counts the 2N
+    sequences' tokens), which also gives V(x) from its prompt states, and training on the A > 0
+    share of the 2N sequences, one per example. DPO: its reference pass over the N pairs (alol's
+    shares prompts too), then one epoch over the N pairs (two sequences each)."""
     pairs = np.array(lengths["pairs"], dtype=np.float64)
     n, positive = HH_TRAIN_PAIRS, lengths["fraction_positive"]
     prompt, response = pairs[:, 0].mean(), pairs[:, 1:].mean()
@@ -779,6 +854,9 @@ def one_pass_projection(
         "dpo_alol": dpo_alol,
         "a_lol_over_dpo_alol": alol["total_s"] / dpo_alol["total_s"],
     }
+    if "precompute_unshared" in rows:
+        unshared = sequence_tokens / rows["precompute_unshared"]["tokens_per_s"]
+        projection["a_lol_reference_pass_unshared_s"] = unshared
     if trl and "tokens_per_s" in trl:
         dpo_trl = {
             "reference_pass_s": pair_tokens / trl["setup_tokens_per_s"],
@@ -788,9 +866,11 @@ def one_pass_projection(
         projection["dpo_trl"] = dpo_trl
         projection["a_lol_over_dpo_trl"] = alol["total_s"] / dpo_trl["total_s"]
     elif trl_bar_tokens_per_s:
-        # Figure measured earlier, not in this run; TRL's reference pass priced at alol's rate.
+        # Figure measured earlier, not in this run; TRL's reference pass priced at alol's
+        # per-row rate (TRL shares no prompts; its full logits would cost more still).
+        per_row = rows.get("precompute_unshared", rows["precompute"])["tokens_per_s"]
         dpo_bar = {
-            "reference_pass_s": pair_tokens / reference,
+            "reference_pass_s": pair_tokens / per_row,
             "training_s": pair_tokens / trl_bar_tokens_per_s,
         }
         dpo_bar["total_s"] = sum(dpo_bar.values())
@@ -867,6 +947,8 @@ def markdown(report: dict) -> str:
     nll = next(row for row in report["methods"] if row["method"] == "nll")
     for row in report["methods"]:
         lines.append(_row(row["method"], row, nll))
+    if any(row["method"] in PRECOMPUTE_METHODS for row in report["methods"]):
+        lines += ["", PRECOMPUTE_NOTE, ""]
     trl = report.get("trl_dpo")
     if trl:
         lines.append(_row("TRL DPOTrainer (precomputed reference)", trl, nll))
@@ -892,7 +974,8 @@ def markdown(report: dict) -> str:
         return "\n".join(lines) + "\n"
     lines += ["", f"One pass over {projection['pairs']:,} HH pairs (projected from the rates above; "
               f"{projection['fraction_positive']:.0%} of responses with A > 0):", "",
-              "A-LoL's reference pass gives V(x) too (the value head reads its prompt states).", "",
+              "A-LoL's reference pass gives V(x) too (the value head reads its prompt states) and "
+              "runs each prompt once for both its responses" + _unshared_pass(projection) + ".", "",
               "| run | reference pass s | training s | total s |", "|---|---:|---:|---:|"]  # fmt: skip
     for name in ("a_lol", "dpo_alol", "dpo_trl", "dpo_trl_earlier_figure"):
         if name in projection:
@@ -909,6 +992,65 @@ def markdown(report: dict) -> str:
         )
     lines += [f"\nNote: {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+PRECOMPUTE_NOTE = (
+    "Precompute rows score HH pairs (a prompt with its chosen and rejected response; "
+    "`batch_size` rows = `batch_size / 2` pairs): tokens/s counts each pair's per-row input "
+    "tokens (2p + c + r) for all three, so they compare as pairs/s (examples/s = pairs/s); "
+    "`precompute` feeds its decoder p + c + r of them (`decoder_tokens_per_s` in the JSON) and "
+    "its padding is that of its own inputs."
+)
+
+
+def precompute_markdown(report: dict) -> str:
+    """The precompute-only report: each model, HH lengths and 640/128, with the two ratios."""
+    config = report["config"]
+    lines = [
+        f"# Reference precompute on {report['device']}: each prompt once vs once per response "
+        "vs full logits",
+        "",
+        f"Random-init Llama models (vocab {VOCAB_SIZE}), precision `{config['precision']}`, "
+        f"attention `{config['attention']}`, batch {config['batch_size']} rows; HH lengths "
+        f"capped at {config['max_prompt_length']}/{config['max_response_length']}, and pairs of "
+        f"exactly {config['max_prompt_length']} + 2 x {config['max_response_length']} tokens. "
+        f"Each case: one untimed pass over its {config['warmup'] + config['steps']} batches, then "
+        f"{config['steps']} timed. {report['versions']}. " + _load_and_peak(report),
+        "",
+        PRECOMPUTE_NOTE,
+    ]
+    for run in report["runs"]:
+        lines += ["", f"## `{run['model']}` ({run['parameters'] / 1e6:.0f}M parameters)", "",
+                  "| pairs | method | s/step | pairs/s | tokens/s | decoder tokens/s | padding | peak MiB | speed vs full logits | vs unshared |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for shape, label in (("hh", "HH lengths"), ("fixed_640_128", "640 + 2 x 128")):
+            rows = run[shape]
+            for method, row in rows.items():
+                lines.append(_precompute_row(label, method, row, rows))
+    return "\n".join(lines) + "\n"
+
+
+def _precompute_row(label: str, method: str, row: dict, rows: dict) -> str:
+    if "error" in row:
+        return f"| {label} | {method} | failed: {row['error'][:90]} | | | | | | | |"
+
+    def speed_over(other: str) -> str:
+        if "error" in rows.get(other, {"error": ""}):
+            return "–"
+        return f"{rows[other]['seconds_per_step'] / row['seconds_per_step']:.2f}x"
+
+    return (
+        f"| {label} | {method} | {row['seconds_per_step']:.4f} | {row['examples_per_s']:,.2f} | "
+        f"{row['tokens_per_s']:,.0f} | {row['decoder_tokens_per_s']:,.0f} | "
+        f"{row['padding']:.1%} | {row['peak_memory_mib']:,.0f} | "
+        f"{speed_over('precompute_full_logits')} | {speed_over('precompute_unshared')} |"
+    )
+
+
+def _unshared_pass(projection: dict) -> str:
+    if "a_lol_reference_pass_unshared_s" not in projection:
+        return ""
+    return f" (once per response: {projection['a_lol_reference_pass_unshared_s']:.0f} s)"
 
 
 def _load_and_peak(report: dict) -> str:
@@ -945,12 +1087,6 @@ def _fmt(value: float | None, spec: str) -> str:
 # Running it
 
 
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-
-
 def versions() -> str:
     found = f"torch {torch.__version__}, transformers {transformers.__version__}"
     return found + (f", trl {trl_version()}" if trl_version() else ", trl not installed")
@@ -982,19 +1118,16 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
         save()
     base = build_model(config)
     model = prepare_model(base, config)
-    methods = args.methods or [*TRAIN_METHODS, "precompute", "precompute_full_logits"]
+    methods = args.methods or [*TRAIN_METHODS, *PRECOMPUTE_METHODS]
     for method in methods:
         row = run_case(method, model, method_batches(method, config, pairs), config)
         row = add_mfu({"method": method, **row}, report["parameters"], args.peak_tflops)
         report["methods"].append(row)
         print(f"{method}: {describe(row)}", flush=True)
         save()
-    fixed = fixed_shape_batches(config, config.warmup + config.steps)
-    report["fixed_640_128"] = {}
-    for name in ("nll", "a_lol", "precompute", "precompute_full_logits"):
-        row = add_mfu(run_case(name, model, fixed, config), report["parameters"], args.peak_tflops)
-        report["fixed_640_128"][name] = row
-        print(f"640/128 {name}: {describe(row)}", flush=True)
+    report["fixed_640_128"] = run_fixed_shape(("nll", "a_lol", *PRECOMPUTE_METHODS), model, config)
+    for row in report["fixed_640_128"].values():
+        add_mfu(row, report["parameters"], args.peak_tflops)
     save()
     if args.profile:
         report["profile"] = profile_steps(
@@ -1024,6 +1157,52 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
     return finish_report(report, lengths, args.trl_bar_tokens_per_s)
 
 
+def run_fixed_shape(methods: tuple[str, ...], model, config: BenchConfig) -> dict[str, dict]:
+    """Each method on rows of exactly max_prompt + max_response tokens; the precompute on pairs
+    of one such prompt and two such responses."""
+    count = config.warmup + config.steps
+    rows, pairs = fixed_shape_batches(config, count), fixed_shape_pair_batches(config, count)
+    found = {}
+    for method in methods:
+        batches = pairs if method in PRECOMPUTE_METHODS else rows
+        found[method] = run_case(method, model, batches, config)
+        print(f"640/128 {method}: {describe(found[method])}", flush=True)
+    return found
+
+
+def run_precompute_benchmark(config: BenchConfig, models: list[str], args) -> dict:
+    """The three reference passes only (`PRECOMPUTE_METHODS`), at HH lengths and at 640/128,
+    for each model in turn."""
+    lengths = load_lengths(args.lengths)
+    report: dict[str, Any] = {
+        "device": device_name(config.device),
+        "versions": versions(),
+        "python": platform.python_version(),
+        "config": asdict(config),
+        "peak_tflops": args.peak_tflops,
+        "measured_matmul_tflops": measure_matmul_tflops(config.device),
+        "lengths_source": lengths["source"],
+        "runs": [],
+    }
+    for name in models:
+        model_config = replace(config, model=name)
+        model = prepare_model(build_model(model_config), model_config)
+        run: dict[str, Any] = {"model": name, "parameters": parameter_count(model), "hh": {}}
+        for method in PRECOMPUTE_METHODS:
+            batches = method_batches(method, model_config, lengths["pairs"])
+            run["hh"][method] = run_case(method, model, batches, model_config)
+            print(f"{name} HH {method}: {describe(run['hh'][method])}", flush=True)
+        run["fixed_640_128"] = run_fixed_shape(PRECOMPUTE_METHODS, model, model_config)
+        for row in (*run["hh"].values(), *run["fixed_640_128"].values()):
+            add_mfu(row, run["parameters"], args.peak_tflops)
+        report["runs"].append(run)
+        del model
+        free_memory(config.device)
+    if not config.device.startswith("cuda"):
+        report["load_average_1min"] = os.getloadavg()[0]  # other processes slow a CPU run
+    return report
+
+
 def finish_report(report: dict, lengths: dict, trl_bar_tokens_per_s: float | None) -> dict:
     """Add the one-pass projection and the targets, both computed from the measured rows."""
     rows = {row["method"]: row for row in report["methods"] if "error" not in row}
@@ -1044,7 +1223,18 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
-        "--model", default=None, choices=MODEL_SHAPES, help="default: tiny on CPU, 1b on CUDA"
+        "--model",
+        nargs="+",
+        default=None,
+        choices=MODEL_SHAPES,
+        help="default: tiny on CPU, 1b on CUDA; several only with --cases precompute",
+    )
+    parser.add_argument(
+        "--cases",
+        default="all",
+        choices=("all", "precompute"),
+        help="all (-> throughput_<device>.*), or only the three reference passes "
+        "(PRECOMPUTE_METHODS, HH lengths and 640/128, each --model) -> precompute_<device>.*",
     )
     parser.add_argument(
         "--precision",
@@ -1133,7 +1323,7 @@ def main() -> None:
 
     config = BenchConfig(
         device=args.device,
-        model=args.model or ("1b" if cuda else "tiny"),
+        model=(args.model or ["1b" if cuda else "tiny"])[0],
         precision=args.precision or ("autocast" if cuda else "fp32"),
         batch_size=args.batch_size or (16 if cuda else 4),
         grouping=args.grouping,
@@ -1151,7 +1341,17 @@ def main() -> None:
             [sys.executable, *sys.argv],
             {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
         )
-    out = args.out or RESULTS / f"throughput_{args.device.split(':')[0]}.json"
+    if args.model and len(args.model) > 1 and args.cases != "precompute":
+        parser.error("several --model values need --cases precompute")
+    stem = "precompute" if args.cases == "precompute" else "throughput"
+    out = args.out or RESULTS / f"{stem}_{args.device.split(':')[0]}.json"
+    if args.cases == "precompute":
+        report = run_precompute_benchmark(config, args.model or [config.model], args)
+        write_json(out, report)
+        table = precompute_markdown(report)
+        write_text(out.with_suffix(".md"), table)
+        print(table)
+        return
     if args.from_json:
         # A run cut short by a time limit saves its JSON after every case: finish it here.
         report = json.loads(args.from_json.read_text())

@@ -1,0 +1,61 @@
+"""What the benchmark scripts share: peak memory, device syncs, the device's name.
+
+The scripts run as `python bench/<script>.py`, which puts this folder on `sys.path`, so they
+import it as `common`.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+
+class PeakMemory:
+    """Peak memory over a stretch of work: on CUDA the most bytes allocated, on (Linux) CPU the
+    process's resident-set high-water mark (VmHWM, reset through /proc/self/clear_refs). For
+    the CPU figure to follow the tensors alive, run with glibc's MALLOC_MMAP_THRESHOLD_ low
+    (large frees then go back to the OS at once)."""
+
+    def __init__(self, device: str):
+        self.cuda = device.startswith("cuda")
+        self.baseline_mib = 0.0
+
+    def reset(self) -> None:
+        """Start a new stretch; what is held now becomes the baseline."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline_mib = torch.cuda.memory_allocated() / 2**20
+            return
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident set
+        self.baseline_mib = _proc_status_kib("VmRSS") / 1024
+
+    def peak_mib(self) -> float:
+        """The peak since `reset`, everything held included (model, optimizer state, ...)."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20
+        return _proc_status_kib("VmHWM") / 1024
+
+    def peak_above_baseline_mib(self) -> float:
+        """The peak since `reset` minus what was held at `reset`: the work's own memory."""
+        return self.peak_mib() - self.baseline_mib
+
+
+def _proc_status_kib(field: str) -> int:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1))
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()  # kernels are asynchronous: time the work, not its launch
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
