@@ -13,6 +13,7 @@ import copy
 import functools
 import hashlib
 import inspect
+import itertools
 import json
 import logging
 import math
@@ -1044,13 +1045,18 @@ class PrioritySampler(torch.utils.data.Sampler[int]):
         return iter(global_draw[self.rank :: self.world_size].tolist())
 
     def _global_draw(self, count: int) -> torch.Tensor:
+        return torch.tensor(list(itertools.islice(self.draws(), count)), dtype=torch.long)
+
+    def draws(self) -> Iterator[int]:
+        """The endless global draw of this (seed, epoch), chunk by chunk: every rank's share and
+        any token-budget batching read the same stream."""
         # SeedSequence mixes (seed, epoch), so seed 0 epoch 1 and seed 1 epoch 0 differ.
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, dtype=np.uint64)[
             0
         ]
         generator = torch.Generator().manual_seed(int(state))
-        chunks = [
-            torch.multinomial(self.weights, self._CHUNK, replacement=True, generator=generator)
-            for _ in range(math.ceil(count / self._CHUNK))
-        ]
-        return self.indices[torch.cat(chunks)[:count]]
+        while True:
+            chunk = torch.multinomial(
+                self.weights, self._CHUNK, replacement=True, generator=generator
+            )
+            yield from self.indices[chunk].tolist()

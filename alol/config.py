@@ -101,6 +101,12 @@ class PipelineConfig:
     )
     batch_size: int = _option(16, "Examples per device per micro-batch.", _TRAINING)
     gradient_accumulation_steps: int = _option(1, "Micro-batches per optimizer step.", _TRAINING)
+    max_tokens_per_batch: int | None = _option(
+        None,
+        "Token-budget micro-batches: as many examples as fit this many padded tokens (instead of "
+        "batch_size examples); every example still weighs the same in the gradient.",
+        _TRAINING,
+    )
     learning_rate: float = _option(2e-5, "Peak learning rate.", _TRAINING)
     lr_scheduler_type: str = _option(
         "linear",

@@ -592,6 +592,7 @@ def _training_fields(cfg: PipelineConfig) -> dict[str, Any]:
     names = (
         "batch_size",
         "gradient_accumulation_steps",
+        "max_tokens_per_batch",
         "learning_rate",
         "lr_scheduler_type",
         "warmup_ratio",
@@ -635,6 +636,7 @@ def _training_args(
         max_steps=max_steps,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_tokens_per_batch=cfg.max_tokens_per_batch,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_ratio,

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from safetensors import safe_open
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -60,7 +60,14 @@ from transformers.trainer_utils import (
 )
 
 from alol.advantage import PrioritySampler
-from alol.batching import Collator, ExampleDataset, LengthGroupedSampler
+from alol.batching import (
+    Collator,
+    ExampleDataset,
+    LengthGroupedSampler,
+    TokenBudgetBatchSampler,
+    example_weight,
+    rows_per_example,
+)
 from alol.compilation import compile_decoder_layers
 from alol.errors import AlolError
 from alol.evaluate import distinct_n
@@ -155,6 +162,16 @@ class AlolConfig(TrainingArguments):
             "graphs; pair it with pad_to_multiple_of), max-autotune, max-autotune-no-cudagraphs."
         },
     )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token-budget batches: each micro-batch holds as many examples as fit this "
+            "many padded tokens (examples x rows x longest length), instead of "
+            "per_device_train_batch_size examples. Short examples then share big batches (a "
+            "busier GPU), long ones small ones (a bounded memory peak); every example still "
+            "weighs the same in the gradient. Needs max_steps."
+        },
+    )
     pad_to_multiple_of: int | None = field(
         default=None,
         metadata={
@@ -185,6 +202,14 @@ class AlolConfig(TrainingArguments):
             raise ValueError(
                 "torch_compile compiles model.forward, which alol's log-prob path never calls, so "
                 "it would change nothing; set compile_layers=True (--compile-layers) instead"
+            )
+        if self.max_tokens_per_batch is not None and (
+            self.max_tokens_per_batch < 1 or self.max_steps <= 0
+        ):
+            raise ValueError(
+                "max_tokens_per_batch needs a positive budget and max_steps > 0 (the number of "
+                f"batches is fixed by the step budget), got {self.max_tokens_per_batch} and "
+                f"max_steps={self.max_steps}"
             )
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
@@ -265,6 +290,7 @@ class AlolTrainer(Trainer):
         )
         self._metric_counts = 0
         self._tokens_seen = torch.zeros((), device=args.device, dtype=torch.long)
+        self._token_budget: TokenBudgetBatchSampler | None = None  # set with the train loader
         self._last_log_time = time.perf_counter()
 
     # --- sampling -----------------------------------------------------------------------
@@ -279,16 +305,43 @@ class AlolTrainer(Trainer):
         4) put the same examples into each optimizer step.
         """
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        sampler = PrioritySampler(
-            indices=list(range(len(dataset))),
-            weights=self.sample_weights,
-            num_samples=self._num_draws(len(dataset)),
-            seed=self.args.seed,
-        )
+        sampler = self._priority_sampler(dataset, self._num_draws(len(dataset)))
         if not self.args.group_by_length:
             return sampler
         return LengthGroupedSampler(
             sampler, dataset.lengths, self._global_batch_size(), seed=self.args.seed
+        )
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Trainer's loader, or one over token-budget batches when `max_tokens_per_batch` is set."""
+        if self.args.max_tokens_per_batch is None:
+            return super().get_train_dataloader()
+        dataset = self.train_dataset
+        self._token_budget = TokenBudgetBatchSampler(
+            self._priority_sampler(dataset, num_samples=1),
+            dataset.lengths,
+            rows_per_example(dataset),
+            self.args.max_tokens_per_batch,
+            num_batches=self.args.max_steps
+            * self.args.gradient_accumulation_steps
+            * self.args.world_size,
+            seed=self.args.seed,
+        )
+        loader = DataLoader(
+            dataset,
+            batch_sampler=self._token_budget,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def _priority_sampler(self, dataset: Dataset, num_samples: int) -> PrioritySampler:
+        return PrioritySampler(
+            indices=list(range(len(dataset))),
+            weights=self.sample_weights,
+            num_samples=num_samples,
+            seed=self.args.seed,
         )
 
     def _global_batch_size(self) -> int:
@@ -323,7 +376,10 @@ class AlolTrainer(Trainer):
             self._objective_batch(token_logps, inputs), self.objective_config
         )
         self._record(output, inputs)
-        return (output.loss, output) if return_outputs else output.loss
+        loss = output.loss
+        if self._token_budget is not None and model.training:
+            loss = loss * example_weight(len(inputs["index"]), self._token_budget.mean_examples)
+        return (loss, output) if return_outputs else loss
 
     def _response_token_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
         return response_token_logprobs(

@@ -35,6 +35,7 @@ from alol.rewards import load_reward
 from alol.trainer import AlolConfig, AlolTrainer
 from alol.value import load_value_head
 
+BUDGET = 120  # padded tokens per micro-batch: 2 to 5 of the examples below (21 to 48 tokens)
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "maps"]
 EVAL_PROMPTS = [f"Say something about {t}?" for t in ("snow", "wind", "fish", "jazz", "milk")]
 TEST_PROMPTS = [f"Describe {t}?" for t in ("tea", "cats", "snow")]
@@ -104,8 +105,15 @@ def pipeline_config(workspace: Path, reference: Path) -> dict:
 # The worker: what each of the two processes runs
 
 
-def sampler_trainer(reference: Path, output_dir: Path, per_device_batch: int) -> AlolTrainer:
-    """12 examples of distinct lengths, drawn ∝ 1..12, for 3 steps of a global batch of 4."""
+def sampler_trainer(
+    reference: Path,
+    output_dir: Path,
+    per_device_batch: int,
+    max_tokens: int | None = None,
+    accumulation: int = 1,
+) -> AlolTrainer:
+    """12 examples of distinct lengths, drawn ∝ 1..12, for 3 steps of a global batch of 4 (or of
+    token-budget batches, one per process and step)."""
     tokenizer = AutoTokenizer.from_pretrained(reference)
     examples = [
         SequenceExample(
@@ -120,6 +128,8 @@ def sampler_trainer(reference: Path, output_dir: Path, per_device_batch: int) ->
         objective="wbc",
         max_steps=3,
         per_device_train_batch_size=per_device_batch,
+        max_tokens_per_batch=max_tokens,
+        gradient_accumulation_steps=accumulation,
         report_to="none",
         disable_tqdm=True,
         seed=3,
@@ -146,9 +156,17 @@ def worker(workspace: Path) -> int:
     trainer = sampler_trainer(Path(config["reference"]), workspace / "sampler", 2)
     rank = trainer.args.process_index
     draws = draws_per_step(trainer)
+    budget = sampler_trainer(Path(config["reference"]), workspace / "budget", 2, BUDGET)
     metrics = trainer.evaluate()
     (workspace / f"worker-{rank}.json").write_text(
-        json.dumps({"world_size": trainer.args.world_size, "draws": draws, "eval": metrics})
+        json.dumps(
+            {
+                "world_size": trainer.args.world_size,
+                "draws": draws,
+                "budget_draws": draws_per_step(budget),
+                "eval": metrics,
+            }
+        )
     )
     return main(["run", str(workspace / "config.yaml")])
 
@@ -251,6 +269,21 @@ def test_the_ranks_share_one_global_priority_draw_without_overlap(launched, tiny
     assert len(global_steps) == len(rank0) == len(rank1) == 3
     for step, draws in enumerate(global_steps):
         assert rank0[step] + rank1[step] == draws
+
+
+def test_token_budget_batches_are_dealt_to_the_ranks_in_turn(launched, tiny_llama_dir):
+    """One process with 2 accumulation steps trains the global batch sequence b0 b1 b2 ...; two
+    processes take b0, b2, ... and b1, b3, ..., so each step trains the same examples."""
+    single = sampler_trainer(tiny_llama_dir, launched / "budget-single", 2, BUDGET, 2)
+    global_batches = draws_per_step(single)
+    rank0, rank1 = (
+        json.loads((launched / f"worker-{rank}.json").read_text())["budget_draws"]
+        for rank in (0, 1)
+    )
+
+    assert len(global_batches) == 6 and len(rank0) == len(rank1) == 3
+    assert rank0 == global_batches[0::2] and rank1 == global_batches[1::2]
+    assert len({len(batch) for batch in global_batches}) > 1, "the budget varies batch sizes"
 
 
 def test_validation_decodes_every_prompt_once_and_matches_one_process(launched, tiny_llama_dir):

@@ -232,3 +232,15 @@ def test_training_with_compiled_layers_through_the_cli(workspace, tiny_llama_dir
 
     assert main(args) == 0
     assert (workspace["run"] / "train" / "a_lol" / "final" / "config.json").exists()
+
+
+def test_training_with_token_budget_batches_through_the_cli(workspace, tiny_llama_dir):
+    args = ["train", str(workspace["config"]), "--reference", str(tiny_llama_dir)]
+    args += ["--objective", "a_lol", "--max-steps", "3", "--max-tokens-per-batch", "64"]
+
+    assert main(args) == 0
+    logged = [
+        json.loads(line)
+        for line in (workspace["run"] / "train/a_lol/metrics.jsonl").read_text().splitlines()
+    ]
+    assert [row["step"] for row in logged if "loss" in row] == [1, 2, 3]

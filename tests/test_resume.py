@@ -75,12 +75,18 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> N
         time.sleep(0.005)
 
 
-def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_weights(tmp_path, config, caplog):
+@pytest.mark.parametrize(
+    "batching", [[], ["--max-tokens-per-batch", "40"]], ids=["fixed-size", "token-budget"]
+)
+def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_weights(
+    tmp_path, config, caplog, batching
+):
     """SIGKILL lands right after checkpoint k, while step k+1 trains or is being saved."""
     kill_after = random.randint(1, MAX_STEPS - 1)
     killed_run = tmp_path / "killed"
+    train = ["train", str(config), *batching, "--run-dir"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "alol.cli", "train", str(config), "--run-dir", str(killed_run)],
+        [sys.executable, "-m", "alol.cli", *train, str(killed_run)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -94,9 +100,9 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_weights(tmp_pat
     )
 
     caplog.set_level("INFO")
-    assert main(["train", str(config), "--run-dir", str(killed_run)]) == 0
+    assert main([*train, str(killed_run)]) == 0
     assert "resuming from" in caplog.text, f"killed after checkpoint {kill_after}"
-    assert main(["train", str(config), "--run-dir", str(tmp_path / "uninterrupted")]) == 0
+    assert main([*train, str(tmp_path / "uninterrupted")]) == 0
 
     resumed, uninterrupted = final_weights(killed_run), final_weights(tmp_path / "uninterrupted")
     for name, tensor in uninterrupted.items():
