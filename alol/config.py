@@ -181,6 +181,20 @@ class PipelineConfig:
         True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
     )
 
+    # --- advantage (the precompute) -----------------------------------------------------
+    precompute_batch_size: int = _option(
+        64,
+        "Responses per reference forward in the precompute (no gradients, so more fit than in "
+        "training; a GPU idles on small batches).",
+        ("advantage", "train"),
+    )
+    share_prompts: bool = _option(
+        True,
+        "Precompute: run each distinct prompt once for all its responses (its KV cache copied to "
+        "each); same numbers, fewer tokens. Off: one forward over prompt + response per record.",
+        ("advantage", "train"),
+    )
+
     # --- value --------------------------------------------------------------------------
     value_samples: int = _option(
         1, "Responses decoded per validation prompt (1 greedy = paper).", ("value",)

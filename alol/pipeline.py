@@ -568,12 +568,13 @@ def _pair_reference_logps(cfg: PipelineConfig, pairs: list) -> np.ndarray:
 
 def _advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
     return AdvantageConfig(
-        batch_size=cfg.generation_batch_size,
+        batch_size=cfg.precompute_batch_size,
         max_prompt_length=cfg.max_prompt_length,
         max_response_length=cfg.max_response_length,
         vocab_chunk_size=cfg.vocab_chunk_size,
         reward_timeout=cfg.reward_timeout,
         reference_dtype=_reference_dtype(cfg),
+        share_prompts=cfg.share_prompts,
     )
 
 

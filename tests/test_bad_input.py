@@ -273,6 +273,7 @@ def cli_config(tmp_path, tiny_llama_dir):
             "max_prompt_length": 12,
             "max_response_length": 8,
             "generation_batch_size": 4,
+            "precompute_batch_size": 4,
             **options,
         }
         path = tmp_path / "config.yaml"

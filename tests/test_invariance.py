@@ -48,7 +48,7 @@ def pipeline(tmp_path_factory, tiny_llama_dir) -> PipelineConfig:
         run_dir=str(directory / "run"),
         max_prompt_length=16,
         max_response_length=12,
-        generation_batch_size=5,  # the precompute batches differ from the training batches
+        precompute_batch_size=5,  # the precompute batches differ from the training batches
     )
 
 
