@@ -1,12 +1,16 @@
 """Benchmark: a training step of every objective beside a plain NLL step, the precompute pass,
-and (when installed) TRL's DPO trainer, on HH-shaped batches. Figures and notes: bench/NOTES.md.
+and (when installed) TRL's DPO trainer, on HH-shaped batches; then the levers on the A-LoL step
+(token budgets, compiled layers, bf16 weights, ...). Figures and notes: bench/NOTES.md.
 
     pip install -e .                                   # once: the script imports alol
     python bench/throughput.py --make-lengths          # once: HH lengths -> bench/hh_lengths.json
-    python bench/throughput.py --levers random micro gradient eager
-                                                       # CPU, tiny Llama -> results/throughput_cpu.*
-    python bench/throughput.py --device cuda --profile --trl-bar-tokens-per-s 22500 \
-        --levers random "bf16 weights"                 # H100, 1.1B -> results/throughput_cuda.*
+    python bench/throughput.py --steps 12 --levers random micro gradient eager "token budget" \
+        "compiled layers" "pad to"                     # CPU, tiny Llama -> results/throughput_cpu.*
+    python bench/throughput.py --cases levers --model small --steps 12 \
+        --levers "token budget 4x" "compiled layers"   # CPU, 56M: eager/compiled x fixed/budget
+                                                       #   -> results/throughput_levers_cpu.*
+    bash bench/device_suite.sh                         # H100, 1.1B, one device call: everything
+                                                       #   -> results/throughput{,_levers}_cuda.*
     python bench/throughput.py --cases precompute --model tiny small
                                                        # the reference passes only, CPU
                                                        #   -> results/precompute_cpu.*
@@ -17,16 +21,23 @@ byte-level BPE trained on that text (`--make-lengths`; the lengths travel in
 `bench/hh_lengths.json`), capped at 640/128 tokens as in the paper. Token ids are random: only
 shapes matter for speed.
 
+Training batches hold `--batch-size` examples of similar lengths, as the trainer's length
+grouping cuts them, or (`--max-tokens`, the "token budget" levers) as many examples as fit a
+padded-token budget, packed by `alol.batching.pack_to_token_budget` from a prefix of the same
+stream of draws, each batch's loss scaled by `example_weight` as AlolTrainer scales it. Batches
+then hold different numbers of examples, so compare tokens/s and examples/s, not s/step.
+
 A step is what a training loop does per batch: forward (under bf16 autocast when asked), the
 objective, backward, gradient clipping at 1.0, AdamW (fused on CUDA) and zero_grad. Each case
-runs its `--warmup` + `--steps` batches once untimed, then the `--steps` again, timed with one
-device sync at the end only, as in training. Tokens are real (non-padding) tokens; MFU = 6 x
-parameters x tokens / time / peak (2 x ... for the no-grad precompute), parameters counted
-with the embeddings, against the card's dense bf16 datasheet peak (`--peak-tflops`, 989 for an
-H100 SXM); the measured 8192^3 bf16 matmul rate is reported beside it. Peak memory:
-`torch.cuda.max_memory_allocated` over the case (model, gradients, optimizer state and
-activations); on CPU the process's resident-set high-water mark, reset before each case, with
-one torch thread (two fight other processes on a busy 2-core machine).
+runs its `--warmup` + `--steps` batches once untimed (compiling, for compiled layers), then the
+`--steps` again, timed with one device sync at the end only, as in training. The timed batches
+are a systematic sample of the pool's batches by length (`measured_batches`). Tokens are real
+(non-padding) tokens; MFU = 6 x parameters x tokens / time / peak (2 x ... for the no-grad
+precompute), parameters counted with the embeddings, against the card's dense bf16 datasheet
+peak (`--peak-tflops`, 989 for an H100 SXM); the measured 8192^3 bf16 matmul rate is reported
+beside it. Peak memory: `torch.cuda.max_memory_allocated` over the case (model, gradients,
+optimizer state and activations); on CPU the process's resident-set high-water mark, reset
+before each case, with one torch thread (two fight other processes on a busy 2-core machine).
 
 The reference pass is timed three ways on the same HH pairs (`PRECOMPUTE_METHODS`): each prompt
 once for both its responses (alol's default), once per response, and full-vocabulary logits per
@@ -58,6 +69,8 @@ from common import PeakMemory, device_name, synchronize  # bench/, on sys.path a
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alol.advantage import collate_prompt_groups, score_reference_batch, score_shared_prompt_batch
+from alol.batching import example_weight, pack_to_token_budget
+from alol.compilation import compile_decoder_layers
 from alol.data import TokenizedPair, collate_pairs, length_grouped_order
 from alol.io import write_json, write_text
 from alol.logprobs import (
@@ -77,7 +90,10 @@ HH_TRAIN_PAIRS = 160_800
 VOCAB_SIZE = 32_000
 PAD_ID, EOS_ID, FIRST_WORD_ID = 0, 2, 4
 MEGABATCH_FACTOR = 50
-"""As the trainer's length grouping: sort 50 batches' worth of draws, cut, shuffle."""
+"""As the trainer's length grouping (sort 50 batches' worth of draws, cut, shuffle) and its
+token-budget sampler (pack 50 budgets' worth)."""
+DRAW_STREAM = 200_000
+"""Length of the seeded stream of HH draws each batching mode takes a prefix of."""
 
 MODEL_SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
@@ -119,14 +135,21 @@ class BenchConfig:
     grouping: str = "length"
     """'length': batches of similar length, as the trainer draws them; 'random': padded to the
     longest of a random batch."""
+    max_tokens: int | None = None
+    """Token-budget batches instead of `batch_size` examples: as many examples as fit this many
+    padded tokens (`alol.batching.pack_to_token_budget`, as `--max-tokens-per-batch` trains),
+    each batch's loss scaled by `example_weight`. Training cases only."""
+    pad_to_multiple_of: int | None = None
+    """Pad each training batch's length up to a multiple of this (the collator's option)."""
     steps: int = 3
     warmup: int = 1
     max_prompt_length: int = 640
     max_response_length: int = 128
     attention: str = "sdpa"
     gradient_checkpointing: bool = False
-    compile: bool = False
-    """torch.compile the decoder body (dynamic shapes: batch lengths vary)."""
+    compile_layers: bool = False
+    """torch.compile each decoder layer in place (`alol.compilation.compile_decoder_layers`,
+    what `--compile-layers` does in training)."""
     fused_adamw: bool = True
     seed: int = 0
 
@@ -188,10 +211,34 @@ def random_pair(prompt_length: int, response_length: int, rng: np.random.Generat
     return TokenizedPair(ids[:prompt_length], ids[prompt_length:] + [EOS_ID])
 
 
-def batch_order(lengths: list[int], config: BenchConfig, rng: np.random.Generator) -> list[int]:
-    """Indices into a pool of examples, cut into batches as `config.grouping` says, the batch
-    with the longest row first: the untimed warm-up then sets the peak memory a whole epoch
-    would reach, and the timed batches are a random sample of the rest."""
+def pool_draws(
+    lengths_by_code: np.ndarray, rows: int, config: BenchConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """The draws one epoch's worth of batching sees, each coded 2 x pair + response (0 chosen, 1
+    rejected). Fixed batches cut `batch_size` x MEGABATCH_FACTOR of them, as the trainer's length
+    grouping does; token budgets pack as many as fill MEGABATCH_FACTOR budgets, the megabatch of
+    `TokenBudgetBatchSampler`. Both take a prefix of one stream (`lengths_by_code[code]` is an
+    example's padded length), so a budget's pool begins with the fixed batches' draws."""
+    stream = rng.integers(0, len(lengths_by_code), DRAW_STREAM)
+    if config.max_tokens is None:
+        return stream[: config.batch_size * MEGABATCH_FACTOR]
+    tokens = np.cumsum(rows * lengths_by_code[stream])
+    size = int(np.searchsorted(tokens, MEGABATCH_FACTOR * config.max_tokens)) + 1
+    if size > DRAW_STREAM:
+        raise ValueError(
+            f"a budget of {config.max_tokens} tokens needs more than {DRAW_STREAM} draws"
+        )
+    return stream[:size]
+
+
+def cut_batches(
+    lengths: list[int], rows: int, config: BenchConfig, rng: np.random.Generator
+) -> list[list[int]]:
+    """Indices into a pool of examples cut into batches as the trainer cuts them: by
+    `config.grouping` into `batch_size` examples, or packed to `config.max_tokens` padded tokens
+    (longest first)."""
+    if config.max_tokens is not None:
+        return pack_to_token_budget(list(range(len(lengths))), lengths, rows, config.max_tokens)
     order = rng.permutation(len(lengths)).tolist()
     if config.grouping == "length":
         generator = torch.Generator().manual_seed(config.seed)
@@ -199,10 +246,33 @@ def batch_order(lengths: list[int], config: BenchConfig, rng: np.random.Generato
             order, [lengths[i] for i in order], config.batch_size, generator, MEGABATCH_FACTOR
         )
     size = config.batch_size
-    batches = [order[start : start + size] for start in range(0, len(order), size)]
-    longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
-    batches.insert(0, batches.pop(longest))
-    return [i for batch in batches for i in batch]
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+def measured_batches(
+    batches: list[list[int]], lengths: list[int], config: BenchConfig, rng: np.random.Generator
+) -> list[list[int]]:
+    """The `warmup + steps` batches a case runs, out of the pool's. First the batch of the most
+    padded tokens (the untimed pass then sets the peak memory a whole epoch would reach) and
+    `warmup - 1` random others; then the `steps` timed ones, a systematic sample of the rest
+    ordered by length (the middle of each of `steps` equal slices), in random order: a few steps
+    then see short and long batches, and few- and many-example budget batches, in an epoch's
+    proportions, so examples/s compares like with like across batching modes."""
+    count = config.warmup + config.steps
+    if len(batches) < count:
+        raise ValueError(f"{len(batches)} batches in the pool, {count} needed: lower the budget")
+
+    def padded(batch: list[int]) -> int:
+        return len(batch) * max(lengths[i] for i in batch)
+
+    rest = sorted(batches, key=padded, reverse=True)
+    first = rest.pop(0)
+    rest.sort(key=lambda batch: max(lengths[i] for i in batch))
+    picks = [int((k + 0.5) * len(rest) / config.steps) for k in range(config.steps)]
+    timed = [rest[i] for i in picks]
+    others = [batch for i, batch in enumerate(rest) if i not in set(picks)]
+    warmup = [others[i] for i in rng.permutation(len(others))[: config.warmup - 1]]
+    return [first, *warmup, *(timed[i] for i in rng.permutation(len(timed)))]
 
 
 def add_sequence_fields(batch: dict, rng: np.random.Generator) -> dict:
@@ -215,47 +285,76 @@ def add_sequence_fields(batch: dict, rng: np.random.Generator) -> dict:
     return batch
 
 
-def sequence_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> list[dict]:
-    """`count` batches of (prompt, response) rows drawn from the HH responses."""
+def pool_batches(
+    pairs: list[list[int]], config: BenchConfig, rows: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[int], list[list[int]]]:
+    """The pool's draws, their padded lengths and all their batches (`cut_batches`). `rows` is
+    1 for sequences (an example is one response: its own length), 2 for pairs (the longer
+    one's)."""
+    table = np.asarray(pairs)
+    if rows == 1:
+        lengths_by_code = (table[:, :1] + table[:, 1:]).reshape(-1)
+    else:
+        lengths_by_code = np.repeat(table[:, 0] + table[:, 1:].max(axis=1), 2)
+    codes = pool_draws(lengths_by_code, rows, config, rng)
+    lengths = lengths_by_code[codes].tolist()
+    return codes, lengths, cut_batches(lengths, rows, config, rng)
+
+
+def training_batches(
+    pairs: list[list[int]], config: BenchConfig, rows: int, rng: np.random.Generator
+) -> tuple[np.ndarray, list[list[int]], float | None]:
+    """The pool's draws, the batches a case runs (`measured_batches`) and, under a token budget,
+    the mean examples per batch of the whole pool, which `example_weight` divides by (the
+    sampler's `mean_examples`, over an epoch's batches)."""
+    codes, lengths, batches = pool_batches(pairs, config, rows, rng)
+    mean_examples = None if config.max_tokens is None else float(np.mean([len(b) for b in batches]))
+    return codes, measured_batches(batches, lengths, config, rng), mean_examples
+
+
+def collate_training(pairs: list[TokenizedPair], config: BenchConfig, mean_examples) -> dict:
+    """Collate as the trainer's collator does; a budget's batches carry `mean_examples` (a float,
+    on the host) for the loss weight."""
+    batch = collate_pairs(pairs, PAD_ID, pad_to_multiple_of=config.pad_to_multiple_of)
+    if mean_examples is not None:
+        batch["mean_examples"] = mean_examples
+    return batch
+
+
+def sequence_batches(pairs: list[list[int]], config: BenchConfig) -> list[dict]:
+    """A case's batches (`measured_batches`) of (prompt, response) rows drawn from the HH
+    responses."""
     rng = np.random.default_rng(config.seed)
-    pool_size = config.batch_size * MEGABATCH_FACTOR
-    drawn = rng.choice(len(pairs), pool_size)
-    which = rng.integers(1, 3, pool_size)  # chosen or rejected response
-    examples = [
-        random_pair(pairs[i][0], pairs[i][w], rng) for i, w in zip(drawn, which, strict=True)
-    ]
-    order = batch_order([e.length for e in examples], config, rng)
-    return [
-        add_sequence_fields(
-            collate_pairs([examples[i] for i in order[start : start + config.batch_size]], PAD_ID),
-            rng,
-        )
-        for start in range(0, count * config.batch_size, config.batch_size)
-    ]
+    codes, batches, mean_examples = training_batches(pairs, config, 1, rng)
+    collated = []
+    for batch in batches:
+        rows = [
+            random_pair(pairs[code // 2][0], pairs[code // 2][1 + code % 2], rng)
+            for code in codes[batch]
+        ]
+        collated.append(add_sequence_fields(collate_training(rows, config, mean_examples), rng))
+    return collated
 
 
-def pair_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> list[dict]:
-    """`count` batches of chosen rows then rejected rows, for DPO and PRO (K = 2)."""
+def pair_batches(pairs: list[list[int]], config: BenchConfig) -> list[dict]:
+    """A case's batches of chosen rows then rejected rows, for DPO and PRO (K = 2)."""
     rng = np.random.default_rng(config.seed + 1)
-    drawn = rng.choice(len(pairs), config.batch_size * MEGABATCH_FACTOR)
-    examples = [
-        (random_pair(pairs[i][0], pairs[i][1], rng), random_pair(pairs[i][0], pairs[i][2], rng))
-        for i in drawn
-    ]
-    order = batch_order([max(c.length, r.length) for c, r in examples], config, rng)
-    batches = []
-    for start in range(0, count * config.batch_size, config.batch_size):
-        chosen, rejected = zip(
-            *(examples[i] for i in order[start : start + config.batch_size]), strict=True
+    codes, batches, mean_examples = training_batches(pairs, config, 2, rng)
+    collated = []
+    for batch in batches:
+        drawn = [pairs[code // 2] for code in codes[batch]]
+        chosen = [random_pair(p, c, rng) for p, c, _ in drawn]
+        rejected = [random_pair(p, r, rng) for p, _, r in drawn]
+        pair_batch = collate_training([*chosen, *rejected], config, mean_examples)
+        examples = len(drawn)
+        pair_batch["ref_chosen_logp"] = -torch.as_tensor(
+            rng.uniform(50, 150, examples), dtype=torch.float32
         )
-        batch = collate_pairs([*chosen, *rejected], PAD_ID)
-        rows = len(chosen)
-        batch["ref_chosen_logp"] = -torch.as_tensor(rng.uniform(50, 150, rows), dtype=torch.float32)
-        batch["ref_rejected_logp"] = -torch.as_tensor(
-            rng.uniform(50, 150, rows), dtype=torch.float32
+        pair_batch["ref_rejected_logp"] = -torch.as_tensor(
+            rng.uniform(50, 150, examples), dtype=torch.float32
         )
-        batches.append(batch)
-    return batches
+        collated.append(pair_batch)
+    return collated
 
 
 def random_prompt_group(
@@ -278,19 +377,17 @@ def precompute_batch(groups: list[list[TokenizedPair]]) -> dict:
     return batch
 
 
-def precompute_batches(pairs: list[list[int]], config: BenchConfig, count: int) -> list[dict]:
-    """`count` batches of HH pairs, `batch_size` rows each (batch_size / 2 prompts with their
+def precompute_batches(pairs: list[list[int]], config: BenchConfig) -> list[dict]:
+    """A case's batches of HH pairs, `batch_size` rows each (batch_size / 2 prompts with their
     chosen and rejected responses), grouped by length as the trainer's batches are."""
     rng = np.random.default_rng(config.seed + 4)
     per_batch = max(1, config.batch_size // 2)
     drawn = rng.choice(len(pairs), per_batch * MEGABATCH_FACTOR)
     groups = [random_prompt_group(pairs[i][0], pairs[i][1:], rng) for i in drawn]
     lengths = [max(pair.length for pair in group) for group in groups]
-    order = batch_order(lengths, replace(config, batch_size=per_batch), rng)
-    return [
-        precompute_batch([groups[i] for i in order[start : start + per_batch]])
-        for start in range(0, count * per_batch, per_batch)
-    ]
+    fixed = replace(config, batch_size=per_batch, max_tokens=None)
+    batches = measured_batches(cut_batches(lengths, 2, fixed, rng), lengths, fixed, rng)
+    return [precompute_batch([groups[i] for i in batch]) for batch in batches]
 
 
 def fixed_shape_pair_batches(config: BenchConfig, count: int) -> list[dict]:
@@ -317,6 +414,8 @@ def ranked_batch(pair_batch: dict) -> dict:
     }
     batch["rewards"] = torch.tensor([[1.0, 0.0]]).repeat(rows, 1)
     batch["candidate_mask"] = torch.ones(rows, 2, dtype=torch.bool)
+    if "mean_examples" in pair_batch:
+        batch["mean_examples"] = pair_batch["mean_examples"]
     return batch
 
 
@@ -433,6 +532,15 @@ def objective_batch(name: str, token_logps: torch.Tensor, batch: dict):
 
 
 def training_loss(method: str, model, batch: dict, config: BenchConfig) -> torch.Tensor:
+    """The batch's loss; under a token budget scaled by `example_weight` as AlolTrainer scales
+    it, so a batch of many short examples counts for more of the epoch's gradient."""
+    loss = unweighted_loss(method, model, batch, config)
+    if "mean_examples" in batch:
+        loss = loss * example_weight(examples_in(batch), batch["mean_examples"])
+    return loss
+
+
+def unweighted_loss(method: str, model, batch: dict, config: BenchConfig) -> torch.Tensor:
     if method == "hf_nll":
         labels = batch["input_ids"].masked_fill(~batch["response_mask"], -100)
         with autocast(config):
@@ -451,10 +559,16 @@ def training_loss(method: str, model, batch: dict, config: BenchConfig) -> torch
 
 
 def to_device(batch: dict, device: str) -> dict:
-    """Pinned host memory and non-blocking copies, as a DataLoader with pin_memory does."""
+    """Pinned host memory and non-blocking copies, as a DataLoader with pin_memory does; values
+    that are not tensors (`mean_examples`) stay on the host."""
     if not device.startswith("cuda"):
         return batch
-    return {key: value.pin_memory().to(device, non_blocking=True) for key, value in batch.items()}
+    return {
+        key: value.pin_memory().to(device, non_blocking=True)
+        if isinstance(value, torch.Tensor)
+        else value
+        for key, value in batch.items()
+    }
 
 
 def train_steps(method: str, model, batches: list[dict], config: BenchConfig) -> Callable:
@@ -526,16 +640,18 @@ def measure(run: Callable, batches: list[dict], config: BenchConfig, grad: bool)
     synchronize(config.device)
     seconds = time.perf_counter() - start
     tokens = sum(int(b["attention_mask"].sum()) for b in timed)
-    rows = sum(rows_per_example(b) for b in timed)
+    examples = sum(examples_in(b) for b in timed)
     return {
         "seconds_per_step": seconds / config.steps,
         "tokens_per_s": tokens / seconds,
-        "examples_per_s": rows / seconds,
+        "examples_per_s": examples / seconds,
+        "examples_per_step": examples / config.steps,
+        "padded_tokens_per_step": sum(b["attention_mask"].numel() for b in timed) / config.steps,
         "padding": padding_fraction(timed),
         "peak_memory_mib": memory.peak_mib(),
         "warmup_s": warmup_s,
         "flops_per_token_factor": 6 if grad else 2,
-    }
+    } | ({"mean_examples": timed[0]["mean_examples"]} if "mean_examples" in timed[0] else {})
 
 
 def decoder_tokens(method: str, timed: list[dict], row: dict) -> dict:
@@ -548,7 +664,7 @@ def decoder_tokens(method: str, timed: list[dict], row: dict) -> dict:
     return {"decoder_tokens_per_s": real / seconds, "padding": 1.0 - real / padded}
 
 
-def rows_per_example(batch: dict) -> int:
+def examples_in(batch: dict) -> int:
     """Examples in a batch: rows, pairs for DPO and the precompute, prompts for PRO."""
     if "shared" in batch:
         return len(batch["shared"]["prompt_input_ids"])
@@ -560,15 +676,15 @@ def rows_per_example(batch: dict) -> int:
 
 
 def method_batches(method: str, config: BenchConfig, pairs: list[list[int]]) -> list[dict]:
-    count = config.warmup + config.steps
+    """The `warmup + steps` batches of a case, in the form its method reads."""
     if method in PRECOMPUTE_METHODS:
-        return precompute_batches(pairs, config, count)
+        return precompute_batches(pairs, config)
     if method == "hf_nll":
-        return sequence_batches(pairs, config, count)
+        return sequence_batches(pairs, config)
     data = OBJECTIVES[method].data
     if data == "sequence":
-        return sequence_batches(pairs, config, count)
-    batches = pair_batches(pairs, config, count)
+        return sequence_batches(pairs, config)
+    batches = pair_batches(pairs, config)
     return batches if data == "pair" else [ranked_batch(b) for b in batches]
 
 
@@ -622,18 +738,32 @@ def run_case(method: str, model, batches: list[dict], config: BenchConfig) -> di
 
 
 def prepare_model(base, config: BenchConfig):
-    """The model as `config` wants it: a bf16 copy, eager attention, checkpointing, compiled."""
-    model = copy.deepcopy(base) if config.precision == "bf16" or config.compile else base
+    """The model as `config` wants it: a bf16 copy, eager attention, checkpointing, compiled
+    layers (on a copy, after clearing dynamo's caches: each compiled case pays its own compile,
+    in its untimed pass, and none inherits another's graphs or recompile count)."""
+    model = copy.deepcopy(base) if config.precision == "bf16" or config.compile_layers else base
     if config.precision == "bf16":
         model.to(torch.bfloat16)
     model.set_attn_implementation(config.attention)
-    if config.gradient_checkpointing:
+    set_checkpointing(model, config.gradient_checkpointing)
+    if config.compile_layers:
+        torch._dynamo.reset()
+        compile_decoder_layers(model)
+    return model.train()
+
+
+def set_checkpointing(model, enabled: bool) -> None:
+    """Activation checkpointing on or off, under the names the installed transformers uses
+    (5.x renamed gradient_checkpointing_* to activation_checkpointing_* and warns on the old)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if enabled:
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        elif model.is_activation_checkpointing:
+            model.activation_checkpointing_disable()
+    elif enabled:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     elif model.is_gradient_checkpointing:
         model.gradient_checkpointing_disable()
-    if config.compile:
-        model.get_decoder().compile(dynamic=True)
-    return model.train()
 
 
 LEVERS: list[tuple[str, dict[str, Any]]] = [
@@ -646,33 +776,76 @@ LEVERS: list[tuple[str, dict[str, Any]]] = [
     ("gradient checkpointing on", {"gradient_checkpointing": True}),
     ("micro-batch x2", {"batch_size": 2}),
     ("micro-batch x4, gradient checkpointing", {"batch_size": 4, "gradient_checkpointing": True}),
+    ("token budget 2x", {"max_tokens": 2}),
+    ("token budget 4x", {"max_tokens": 4}),
+    ("token budget 8x", {"max_tokens": 8}),
     ("bf16 weights, micro-batch x2", {"precision": "bf16", "batch_size": 2}),
     ("bf16 weights, micro-batch x4, checkpointing", {"precision": "bf16", "batch_size": 4, "gradient_checkpointing": True}),
-    ("bf16 weights, micro-batch x2, torch.compile", {"precision": "bf16", "batch_size": 2, "compile": True}),
+    ("bf16 weights, token budget 8x", {"precision": "bf16", "max_tokens": 8}),
+    ("compiled layers + token budget 4x", {"compile_layers": True, "max_tokens": 4}),
+    ("bf16 weights, compiled layers, token budget 8x", {"precision": "bf16", "compile_layers": True, "max_tokens": 8}),
+    ("compiled layers", {"compile_layers": True}),
+    ("pad to multiple of 64 + compiled layers", {"compile_layers": True, "pad_to_multiple_of": 64}),
+    ("bf16 weights, micro-batch x2, compiled layers", {"precision": "bf16", "batch_size": 2, "compile_layers": True}),
 ]  # fmt: skip
-"""Changes to the run's config, one lever at a time unless named together; `batch_size` is a
-multiplier. bf16 weights, the fused AdamW and compiling are CUDA-only here (slow or absent on
-a 2-core CPU). A compiled case waits for every other lever (`--compile-after-s`)."""
+"""Changes to the run's config, one lever at a time unless named together. `batch_size` is a
+multiplier of the run's; `max_tokens` a multiple of the run's fixed batches' mean padded tokens
+(`mean_padded_tokens`, rounded to 64), and the label then names the budget. bf16 weights and
+the fused AdamW are CUDA-only here (slow or absent on a CPU). Compiled cases run after every
+other lever, in this order (`--compile-after-s` skips those that would start too late)."""
 
 
-def lever_configs(config: BenchConfig, words: list[str] | None) -> list[tuple[str, BenchConfig]]:
-    """Each lever (those whose label holds one of `words`) that changes the run's config on
-    this device; the run's own `a_lol` row is the reference."""
+def lever_configs(
+    config: BenchConfig, words: list[str] | None, pairs: list[list[int]]
+) -> list[tuple[str, BenchConfig]]:
+    """Each lever (those whose label starts with one of `words`) that changes the run's config
+    on this device, compiled ones last; the run's own `a_lol` row is the reference."""
     cuda = config.device.startswith("cuda")
+    unit = mean_padded_tokens(pairs, config)
     variants = []
     for label, change in LEVERS:
-        if words and not any(word in label for word in words):
+        if words and not any(label.startswith(word) for word in words):
             continue
         change = dict(change)
         if "batch_size" in change:
             change["batch_size"] *= config.batch_size
+        if "max_tokens" in change:
+            change["max_tokens"] = max(64, round(change["max_tokens"] * unit / 64) * 64)
+            label += f" = {change['max_tokens']:,} padded tokens"
         variant = replace(config, **change)
-        if variant.compile:  # compiling (and recompiling for new shapes) stays out of the timing
-            variant = replace(variant, warmup=max(config.warmup, 6))
-        gpu_only = variant.precision == "bf16" or not variant.fused_adamw or variant.compile
+        gpu_only = variant.precision == "bf16" or not variant.fused_adamw
         if variant != config and (cuda or not gpu_only):
             variants.append((label, variant))
-    return variants
+    return sorted(variants, key=lambda item: item[1].compile_layers)
+
+
+def mean_padded_tokens(pairs: list[list[int]], config: BenchConfig) -> float:
+    """Padded tokens (examples x longest length) of the run's fixed sequence batches, averaged
+    over the pool: the unit the token-budget levers multiply."""
+    fixed = replace(config, max_tokens=None, pad_to_multiple_of=None)
+    _, lengths, batches = pool_batches(pairs, fixed, 1, np.random.default_rng(config.seed))
+    return float(np.mean([len(batch) * max(lengths[i] for i in batch) for batch in batches]))
+
+
+def run_levers(
+    base, config: BenchConfig, args: argparse.Namespace, pairs: list[list[int]], report: dict, save
+) -> None:
+    """The a_lol step under each lever of `--levers`, appended to `report["levers"]` and saved
+    after each; levers past the run's time budget are skipped (and said so)."""
+    report["levers"] = []
+    for label, variant in lever_configs(config, args.levers, pairs):
+        late = args.compile_after_s if variant.compile_layers else args.lever_budget_s
+        if time.perf_counter() - START > late:
+            print(f"lever '{label}' skipped: the run is past its time budget", flush=True)
+            continue
+        lever_model = prepare_model(base, variant)
+        row = run_case("a_lol", lever_model, method_batches("a_lol", variant, pairs), variant)
+        del lever_model
+        free_memory(config.device)
+        row = add_mfu(row, report["parameters"], args.peak_tflops)
+        report["levers"].append({"lever": label, "config": asdict(variant), **row})
+        print(f"lever {label}: {describe(row)}", flush=True)
+        save()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -880,46 +1053,73 @@ def one_pass_projection(
 
 
 def targets(report: dict) -> list[dict]:
-    rows = {row["method"]: row for row in report["methods"]}
+    """Each target whose rows the report holds (a run cut short, or a levers-only run, has
+    fewer)."""
+    rows = {row["method"]: row for row in report["methods"] if "error" not in row}
+    fixed = {
+        name: row for name, row in report.get("fixed_640_128", {}).items() if "error" not in row
+    }
+    return [
+        *_step_targets(rows, "HH lengths"),
+        *_step_targets(fixed, "640/128 rows"),
+        *_precompute_target(fixed),
+        *_mfu_targets(rows, fixed, report.get("levers", [])),
+        *_one_pass_targets(report.get("one_pass", {})),
+    ]
+
+
+def _step_targets(rows: dict, shape: str) -> list[dict]:
+    if not {"a_lol", "nll"} <= rows.keys():
+        return []
     alol, nll = rows["a_lol"], rows["nll"]
     found = [
-        _target("A-LoL step time / NLL step time, HH lengths", alol["seconds_per_step"] / nll["seconds_per_step"], 1.05, "<="),
-        _target("A-LoL peak memory / NLL peak memory, HH lengths", alol["peak_memory_mib"] / nll["peak_memory_mib"], 1.05, "<="),
-        _target("A-LoL step time / HF-loss NLL step time, HH lengths", alol["seconds_per_step"] / rows["hf_nll"]["seconds_per_step"], 1.05, "<="),
+        _target(f"A-LoL step time / NLL step time, {shape}", alol["seconds_per_step"] / nll["seconds_per_step"], 1.05, "<="),
+        _target(f"A-LoL peak memory / NLL peak memory, {shape}", alol["peak_memory_mib"] / nll["peak_memory_mib"], 1.05, "<="),
     ]  # fmt: skip
-    fixed = report["fixed_640_128"]
-    found += [
-        _target("A-LoL step time / NLL step time, 640/128 rows", fixed["a_lol"]["seconds_per_step"] / fixed["nll"]["seconds_per_step"], 1.05, "<="),
-        _target("A-LoL peak memory / NLL peak memory, 640/128 rows", fixed["a_lol"]["peak_memory_mib"] / fixed["nll"]["peak_memory_mib"], 1.05, "<="),
-    ]  # fmt: skip
+    if "hf_nll" in rows:
+        ratio = alol["seconds_per_step"] / rows["hf_nll"]["seconds_per_step"]
+        found.append(
+            _target(f"A-LoL step time / HF-loss NLL step time, {shape}", ratio, 1.05, "<=")
+        )
+    return found
+
+
+def _precompute_target(fixed: dict) -> list[dict]:
+    if not {"precompute", "precompute_full_logits"} <= fixed.keys():
+        return []
     speedup = (
         fixed["precompute_full_logits"]["seconds_per_step"]
         / fixed["precompute"]["seconds_per_step"]
     )
-    found.append(
-        _target("precompute speed-up over full-logits scoring, 640/128", speedup, 2.0, ">=")
-    )
-    if "mfu" in alol:
-        found.append(_target("A-LoL training MFU, HH lengths", alol["mfu"], 0.40, ">="))
-        found.append(_target("A-LoL training MFU, 640/128 rows", fixed["a_lol"]["mfu"], 0.40, ">="))
-    levers = [row for row in report.get("levers", []) if "mfu" in row]
-    if levers:
-        best = max(levers, key=lambda row: row["mfu"])
+    return [_target("precompute speed-up over full-logits scoring, 640/128", speedup, 2.0, ">=")]
+
+
+def _mfu_targets(rows: dict, fixed: dict, levers: list[dict]) -> list[dict]:
+    found = [
+        _target(f"A-LoL training MFU, {shape}", measured["a_lol"]["mfu"], 0.40, ">=")
+        for shape, measured in (("HH lengths", rows), ("640/128 rows", fixed))
+        if "mfu" in measured.get("a_lol", {})
+    ]
+    measured_levers = [row for row in levers if "mfu" in row]
+    if measured_levers:
+        best = max(measured_levers, key=lambda row: row["mfu"])
         found.append(
             _target(f"A-LoL training MFU, HH lengths, {best['lever']}", best["mfu"], 0.40, ">=")
         )
-    projection = report["one_pass"]
+    return found
+
+
+def _one_pass_targets(projection: dict) -> list[dict]:
     comparisons = {
         "a_lol_over_dpo_trl": "TRL's DPO, this run",
         "a_lol_over_dpo_trl_earlier_figure": "TRL's DPO, figure measured earlier",
         "a_lol_over_dpo_alol": "alol's DPO objective, this run",
     }
-    for key, label in comparisons.items():
-        if key in projection:
-            found.append(
-                _target(f"one HH pass: A-LoL wall time / {label}", projection[key], 0.5, "<=")
-            )
-    return found
+    return [
+        _target(f"one HH pass: A-LoL wall time / {label}", projection[key], 0.5, "<=")
+        for key, label in comparisons.items()
+        if key in projection
+    ]
 
 
 def _target(name: str, value: float, bound: float, sense: str) -> dict:
@@ -928,23 +1128,25 @@ def _target(name: str, value: float, bound: float, sense: str) -> dict:
 
 
 def markdown(report: dict) -> str:
+    """The report as Markdown: methods, 640/128 rows, levers, the one-pass projection and the
+    targets, each section only when the run has it (a `--cases levers` run has the a_lol row and
+    the levers alone)."""
     config = report["config"]
     lines = [
         f"# Training throughput on {report['device']}",
         "",
         f"Random-init Llama `{config['model']}` ({report['parameters'] / 1e9:.3f}B parameters, "
         f"vocab {VOCAB_SIZE}), precision `{config['precision']}`, attention `{config['attention']}`, "
-        f"batch {config['batch_size']}, `{config['grouping']}` grouping, gradient checkpointing "
-        f"{'on' if config['gradient_checkpointing'] else 'off'}, compile "
-        f"{'on' if config['compile'] else 'off'}; HH lengths capped at "
+        f"{_batching(config)}, gradient checkpointing "
+        f"{'on' if config['gradient_checkpointing'] else 'off'}, compiled layers "
+        f"{'on' if config.get('compile_layers') else 'off'}; HH lengths capped at "
         f"{config['max_prompt_length']}/{config['max_response_length']}. Each case: one untimed pass "
-        f"over its {config['warmup'] + config['steps']} batches (the longest first), then "
+        f"over its {config['warmup'] + config['steps']} batches (the biggest first), then "
         f"{config['steps']} timed. {report['versions']}. " + _load_and_peak(report),
         "",
-        "| method | s/step | tokens/s | examples/s | padding | peak MiB | MFU | vs nll time | vs nll mem |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        METHODS_HEADER,
     ]
-    nll = next(row for row in report["methods"] if row["method"] == "nll")
+    nll = next((row for row in report["methods"] if row["method"] == "nll"), None)
     for row in report["methods"]:
         lines.append(_row(row["method"], row, nll))
     if any(row["method"] in PRECOMPUTE_METHODS for row in report["methods"]):
@@ -955,28 +1157,76 @@ def markdown(report: dict) -> str:
         if "setup_s" in trl:
             lines += ["", f"TRL's setup (tokenizing + reference precompute): {trl['setup_s']:.1f} s, "
                       f"{trl['setup_tokens_per_s']:,.0f} tokens/s."]  # fmt: skip
-    fixed = report["fixed_640_128"]
-    lines += ["", f"Every row exactly {config['max_prompt_length']} + "
-              f"{config['max_response_length']} tokens (the paper's caps):", "",
-              "| method | s/step | tokens/s | examples/s | padding | peak MiB | MFU | vs nll time | vs nll mem |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    lines += [_row(name, row, fixed["nll"]) for name, row in fixed.items()]
+    if "fixed_640_128" in report:
+        fixed = report["fixed_640_128"]
+        lines += ["", f"Every row exactly {config['max_prompt_length']} + "
+                  f"{config['max_response_length']} tokens (the paper's caps):", "", METHODS_HEADER]  # fmt: skip
+        lines += [_row(name, row, fixed.get("nll")) for name, row in fixed.items()]
     if report.get("levers"):
-        lines += ["", "Levers (`a_lol` step; each changes one setting of the run above):", "",
-                  "| lever | s/step | tokens/s | examples/s | padding | peak MiB | MFU | warm-up s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for row in report["levers"]:
-            lines.append(
-                _row(row["lever"], row, None).rsplit("|", 3)[0] + f"| {row['warmup_s']:.1f} |"
-            )
-    projection = report.get("one_pass")
-    if not projection:
-        return "\n".join(lines) + "\n"
-    lines += ["", f"One pass over {projection['pairs']:,} HH pairs (projected from the rates above; "
-              f"{projection['fraction_positive']:.0%} of responses with A > 0):", "",
-              "A-LoL's reference pass gives V(x) too (the value head reads its prompt states) and "
-              "runs each prompt once for both its responses" + _unshared_pass(projection) + ".", "",
-              "| run | reference pass s | training s | total s |", "|---|---:|---:|---:|"]  # fmt: skip
+        lines += _lever_table(report)
+    if report.get("one_pass"):
+        lines += _projection(report["one_pass"])
+    if report.get("targets"):
+        lines += _targets_table(report["targets"])
+    lines += [f"\nNote: {note}" for note in report.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+METHODS_HEADER = (
+    "| method | s/step | tokens/s | examples/s | examples/step | padding | peak MiB | MFU "
+    "| vs nll time | vs nll mem |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _batching(config: dict) -> str:
+    if config.get("max_tokens"):
+        batching = f"token-budget batches of {config['max_tokens']:,} padded tokens"
+    else:
+        batching = f"batch {config['batch_size']}, `{config['grouping']}` grouping"
+    if config.get("pad_to_multiple_of"):
+        batching += f", padded to a multiple of {config['pad_to_multiple_of']}"
+    return batching
+
+
+def _lever_table(report: dict) -> list[str]:
+    """Each lever's a_lol step beside the run's own a_lol row, with the ratios of both rates:
+    a step holds a different number of examples under each lever, so s/step alone misleads."""
+    alol = next((row for row in report["methods"] if row["method"] == "a_lol"), None)
+    lines = ["", "Levers (`a_lol` step; each changes the settings it names from the run above; "
+             "token budgets are multiples of the fixed batches' mean padded tokens; warm-up s "
+             "holds the untimed pass, compiling included; ratios against the run's `a_lol` row):", "",
+             "| lever | s/step | tokens/s | examples/s | examples/step | padding | peak MiB | MFU "
+             "| warm-up s | tokens/s vs a_lol | examples/s vs a_lol |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows = ([("a_lol (the run's batches)", alol)] if alol else []) + [
+        (row["lever"], row) for row in report["levers"]
+    ]
+    for name, row in rows:
+        if "error" in row:
+            lines.append(f"| {name} | failed: {row['error'][:90]} |" + " |" * 9)
+            continue
+        lines.append(
+            f"| {name} | {row['seconds_per_step']:.4f} | {row['tokens_per_s']:,.0f} | "
+            f"{row['examples_per_s']:,.1f} | {_fmt(row.get('examples_per_step'), '.1f')} | "
+            f"{row['padding']:.1%} | {row['peak_memory_mib']:,.0f} | {_fmt(row.get('mfu'), '.1%')} "
+            f"| {row['warmup_s']:.1f} | {_ratio(row, alol, 'tokens_per_s')} | "
+            f"{_ratio(row, alol, 'examples_per_s')} |"
+        )
+    return lines
+
+
+def _ratio(row: dict, reference: dict | None, key: str) -> str:
+    if reference is None or "error" in reference:
+        return "–"
+    return f"{row[key] / reference[key]:.2f}x"
+
+
+def _projection(projection: dict) -> list[str]:
+    lines = ["", f"One pass over {projection['pairs']:,} HH pairs (projected from the rates above; "
+             f"{projection['fraction_positive']:.0%} of responses with A > 0):", "",
+             "A-LoL's reference pass gives V(x) too (the value head reads its prompt states) and "
+             "runs each prompt once for both its responses" + _unshared_pass(projection) + ".", "",
+             "| run | reference pass s | training s | total s |", "|---|---:|---:|---:|"]  # fmt: skip
     for name in ("a_lol", "dpo_alol", "dpo_trl", "dpo_trl_earlier_figure"):
         if name in projection:
             part = projection[name]
@@ -984,14 +1234,17 @@ def markdown(report: dict) -> str:
                 f"| {name} | {part['reference_pass_s']:.0f} | {part['training_s']:.0f} "
                 f"| {part['total_s']:.0f} |"
             )
-    lines += ["", "| target | value | bound | holds |", "|---|---:|---:|---|"]
-    for target in report["targets"]:
+    return lines
+
+
+def _targets_table(found: list[dict]) -> list[str]:
+    lines = ["", "| target | value | bound | holds |", "|---|---:|---:|---|"]
+    for target in found:
         lines.append(
             f"| {target['target']} | {target['value']:.3f} | {target['bound']} | "
             f"{'yes' if target['holds'] else 'NO'} |"
         )
-    lines += [f"\nNote: {note}" for note in report.get("notes", [])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 PRECOMPUTE_NOTE = (
@@ -1056,6 +1309,8 @@ def _unshared_pass(projection: dict) -> str:
 def _load_and_peak(report: dict) -> str:
     """The CPU's load (other processes slow a CPU run) or the GPU's MFU denominator."""
     if report.get("peak_tflops") is None:
+        if "load_average_1min" not in report:
+            return "The run stopped before its end."
         return f"1-minute load average {report['load_average_1min']:.1f} at the end."
     return (
         f"MFU against {report['peak_tflops']:.0f} TFLOP/s (measured bf16 matmul: "
@@ -1065,17 +1320,18 @@ def _load_and_peak(report: dict) -> str:
 
 def _row(name: str, row: dict, nll: dict | None) -> str:
     if "error" in row:
-        return f"| {name} | failed: {row['error'][:90]} | | | | | | | |"
+        return f"| {name} | failed: {row['error'][:90]} | | | | | | | | |"
     ratios = (
         f"{row['seconds_per_step'] / nll['seconds_per_step']:.2f}x | "
         f"{row['peak_memory_mib'] / nll['peak_memory_mib']:.2f}x"
-        if nll
+        if nll and "error" not in nll
         else " | "
     )
     return (
         f"| {name} | {row['seconds_per_step']:.4f} | {row['tokens_per_s']:,.0f} | "
-        f"{row['examples_per_s']:,.1f} | {_fmt(row.get('padding'), '.1%')} | "
-        f"{row['peak_memory_mib']:,.0f} | {_fmt(row.get('mfu'), '.1%')} | {ratios} |"
+        f"{row['examples_per_s']:,.1f} | {_fmt(row.get('examples_per_step'), '.1f')} | "
+        f"{_fmt(row.get('padding'), '.1%')} | {row['peak_memory_mib']:,.0f} | "
+        f"{_fmt(row.get('mfu'), '.1%')} | {ratios} |"
     )
 
 
@@ -1110,25 +1366,28 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
     def save() -> None:
         write_json(out, report)
 
+    levers_only = args.cases == "levers"
     # TRL first, in its own process, while this one holds no model: the device is all its own.
-    if trl_version() and not args.no_trl:
+    if trl_version() and not args.no_trl and not levers_only:
         trl = trl_in_subprocess(config, args.lengths, args.trl_timeout_s)
         report["trl_dpo"] = add_mfu(trl, report["parameters"], args.peak_tflops)
         print(f"trl dpo: {describe(trl)}", flush=True)
         save()
     base = build_model(config)
     model = prepare_model(base, config)
-    methods = args.methods or [*TRAIN_METHODS, *PRECOMPUTE_METHODS]
+    methods = ["a_lol"] if levers_only else args.methods or [*TRAIN_METHODS, *PRECOMPUTE_METHODS]
     for method in methods:
         row = run_case(method, model, method_batches(method, config, pairs), config)
         row = add_mfu({"method": method, **row}, report["parameters"], args.peak_tflops)
         report["methods"].append(row)
         print(f"{method}: {describe(row)}", flush=True)
         save()
-    report["fixed_640_128"] = run_fixed_shape(("nll", "a_lol", *PRECOMPUTE_METHODS), model, config)
-    for row in report["fixed_640_128"].values():
-        add_mfu(row, report["parameters"], args.peak_tflops)
-    save()
+    if not levers_only:
+        fixed = run_fixed_shape(("nll", "a_lol", *PRECOMPUTE_METHODS), model, config)
+        report["fixed_640_128"] = fixed
+        for row in fixed.values():
+            add_mfu(row, report["parameters"], args.peak_tflops)
+        save()
     if args.profile:
         report["profile"] = profile_steps(
             model, method_batches("a_lol", config, pairs), config, out
@@ -1136,22 +1395,8 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
         print(f"profile: {report['profile']}", flush=True)
         free_memory(config.device)
         save()
-    if args.levers is not None:
-        report["levers"] = []
-        variants = lever_configs(config, args.levers)
-        for label, variant in sorted(variants, key=lambda item: item[1].compile):
-            late = args.compile_after_s if variant.compile else args.lever_budget_s
-            if time.perf_counter() - START > late:
-                print(f"lever '{label}' skipped: the run is past its time budget", flush=True)
-                continue
-            lever_model = prepare_model(base, variant)
-            row = run_case("a_lol", lever_model, method_batches("a_lol", variant, pairs), variant)
-            del lever_model
-            free_memory(config.device)
-            row = add_mfu(row, report["parameters"], args.peak_tflops)
-            report["levers"].append({"lever": label, "config": asdict(variant), **row})
-            print(f"lever {label}: {describe(row)}", flush=True)
-            save()
+    if args.levers is not None or levers_only:
+        run_levers(base, config, args, pairs, report, save)
     if not config.device.startswith("cuda"):
         report["load_average_1min"] = os.getloadavg()[0]  # other processes slow a CPU run
     return finish_report(report, lengths, args.trl_bar_tokens_per_s)
@@ -1204,13 +1449,14 @@ def run_precompute_benchmark(config: BenchConfig, models: list[str], args) -> di
 
 
 def finish_report(report: dict, lengths: dict, trl_bar_tokens_per_s: float | None) -> dict:
-    """Add the one-pass projection and the targets, both computed from the measured rows."""
+    """Add the one-pass projection (when the run has its rows) and the targets, both computed
+    from the measured rows."""
     rows = {row["method"]: row for row in report["methods"] if "error" not in row}
-    if {"a_lol", "nll", "hf_nll", "dpo", "precompute"} <= rows.keys():
+    if {"a_lol", "dpo", "precompute"} <= rows.keys():
         report["one_pass"] = one_pass_projection(
             rows, report.get("trl_dpo"), lengths, trl_bar_tokens_per_s
         )
-        report["targets"] = targets(report)
+    report["targets"] = targets(report)
     return report
 
 
@@ -1232,9 +1478,11 @@ def main() -> None:
     parser.add_argument(
         "--cases",
         default="all",
-        choices=("all", "precompute"),
-        help="all (-> throughput_<device>.*), or only the three reference passes "
-        "(PRECOMPUTE_METHODS, HH lengths and 640/128, each --model) -> precompute_<device>.*",
+        choices=("all", "precompute", "levers"),
+        help="all (-> throughput_<device>.*); only the three reference passes "
+        "(PRECOMPUTE_METHODS, HH lengths and 640/128, each --model) -> precompute_<device>.*; "
+        "or the a_lol step and its --levers (all of them if none named) -> "
+        "throughput_levers_<device>.*",
     )
     parser.add_argument(
         "--precision",
@@ -1247,6 +1495,16 @@ def main() -> None:
     )
     parser.add_argument("--grouping", default="length", choices=("length", "random"))
     parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="token-budget training batches of this many padded tokens instead of --batch-size "
+        "examples (as --max-tokens-per-batch trains)",
+    )
+    parser.add_argument(
+        "--pad-to-multiple-of", type=int, default=None, help="round training batch lengths up"
+    )
+    parser.add_argument(
         "--steps", type=int, default=None, help="timed steps (default: 12 on CUDA, 3 on CPU)"
     )
     parser.add_argument(
@@ -1254,14 +1512,16 @@ def main() -> None:
     )
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the decoder for every method"
+        "--compile-layers",
+        action="store_true",
+        help="torch.compile each decoder layer (alol's --compile-layers) for every method",
     )
     parser.add_argument("--methods", nargs="+", default=None, help="default: all")
     parser.add_argument(
         "--levers",
         nargs="*",
         default=None,
-        help="also time the a_lol step under each lever (or the levers whose label contains a word given)",
+        help="also time the a_lol step under each lever (or the levers whose label starts with a word given)",
     )
     parser.add_argument(
         "--lever-budget-s",
@@ -1327,10 +1587,12 @@ def main() -> None:
         precision=args.precision or ("autocast" if cuda else "fp32"),
         batch_size=args.batch_size or (16 if cuda else 4),
         grouping=args.grouping,
+        max_tokens=args.max_tokens,
+        pad_to_multiple_of=args.pad_to_multiple_of,
         steps=args.steps or (12 if cuda else 3),
         warmup=args.warmup or (2 if cuda else 1),
         gradient_checkpointing=args.gradient_checkpointing,
-        compile=args.compile,
+        compile_layers=args.compile_layers,
     )
     if args.peak_tflops is None and cuda:
         args.peak_tflops = 989.0
@@ -1343,8 +1605,8 @@ def main() -> None:
         )
     if args.model and len(args.model) > 1 and args.cases != "precompute":
         parser.error("several --model values need --cases precompute")
-    stem = "precompute" if args.cases == "precompute" else "throughput"
-    out = args.out or RESULTS / f"{stem}_{args.device.split(':')[0]}.json"
+    stem = {"all": "throughput", "precompute": "precompute", "levers": "throughput_levers"}
+    out = args.out or RESULTS / f"{stem[args.cases]}_{args.device.split(':')[0]}.json"
     if args.cases == "precompute":
         report = run_precompute_benchmark(config, args.model or [config.model], args)
         write_json(out, report)
