@@ -317,9 +317,10 @@ class AlolTrainer(Trainer):
         if self.args.max_tokens_per_batch is None:
             return super().get_train_dataloader()
         dataset = self.train_dataset
+        multiple = self.args.pad_to_multiple_of or 1
         self._token_budget = TokenBudgetBatchSampler(
-            self._priority_sampler(dataset, num_samples=1),
-            dataset.lengths,
+            self._priority_sampler(dataset, num_samples=1),  # only its endless draws() are read
+            [-(-length // multiple) * multiple for length in dataset.lengths],  # as collated
             rows_per_example(dataset),
             self.args.max_tokens_per_batch,
             num_batches=self.args.max_steps

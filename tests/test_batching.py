@@ -6,9 +6,12 @@ from collections import Counter
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from alol.advantage import PrioritySampler
 from alol.batching import TokenBudgetBatchSampler, example_weight, pack_to_token_budget
+from alol.trainer import AlolConfig, AlolTrainer
+from tests.test_invariance import pipeline, training_set  # noqa: F401  (fixture)
 
 LENGTHS = [10, 40, 25, 5, 60, 12, 33, 8]
 
@@ -78,3 +81,30 @@ def test_each_example_weighs_the_same_whatever_its_batch_size():
 
     torch.testing.assert_close(step / 2, losses.mean())
     assert example_weight(7, None) == 1.0  # fixed-size batches are left as they are
+
+
+def test_the_trainer_keeps_padded_batches_within_the_budget_also_when_rounding_lengths_up(
+    tmp_path,
+    pipeline,  # noqa: F811
+):
+    dataset, weights, tokenizer = training_set(pipeline, "a_lol")
+    args = AlolConfig(
+        output_dir=str(tmp_path),
+        objective="a_lol",
+        max_steps=6,
+        max_tokens_per_batch=96,
+        pad_to_multiple_of=16,
+        report_to="none",
+    )
+    trainer = AlolTrainer(
+        AutoModelForCausalLM.from_pretrained(pipeline.reference),
+        args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        sample_weights=weights.tolist(),
+    )
+    batches = list(trainer.get_train_dataloader())
+
+    assert len(batches) == 6
+    assert all(b["input_ids"].numel() <= 96 or len(b["index"]) == 1 for b in batches)
+    assert all(b["input_ids"].shape[1] % 16 == 0 for b in batches)
