@@ -6,12 +6,10 @@ from collections import Counter
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from alol.advantage import PrioritySampler
 from alol.batching import TokenBudgetBatchSampler, example_weight, pack_to_token_budget
-from alol.trainer import AlolConfig, AlolTrainer
-from tests.test_invariance import pipeline, training_set  # noqa: F401  (fixture)
+from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 
 LENGTHS = [10, 40, 25, 5, 60, 12, 33, 8]
 
@@ -87,21 +85,15 @@ def test_the_trainer_keeps_padded_batches_within_the_budget_also_when_rounding_l
     tmp_path,
     pipeline,  # noqa: F811
 ):
-    dataset, weights, tokenizer = training_set(pipeline, "a_lol")
-    args = AlolConfig(
-        output_dir=str(tmp_path),
-        objective="a_lol",
+    trainer = make_trainer(
+        pipeline,
+        "a_lol",
+        tmp_path,
+        4,
+        1,
         max_steps=6,
         max_tokens_per_batch=96,
         pad_to_multiple_of=16,
-        report_to="none",
-    )
-    trainer = AlolTrainer(
-        AutoModelForCausalLM.from_pretrained(pipeline.reference),
-        args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        sample_weights=weights.tolist(),
     )
     batches = list(trainer.get_train_dataloader())
 

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from alol.compilation import compile_decoder_layers, decoder_layers
 from alol.trainer import AlolConfig, AlolTrainer
-from tests.test_invariance import pipeline, training_set  # noqa: F401  (fixture)
+from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 
 
 def test_the_decoder_layers_are_found_through_a_peft_wrapper(tiny_model_dir):
@@ -33,26 +33,8 @@ def test_torch_compile_is_refused_with_the_option_that_works(tmp_path):
 
 
 def train_losses(pipeline, output, compile_layers: bool) -> tuple[list[float], AlolTrainer]:  # noqa: F811
-    dataset, weights, tokenizer = training_set(pipeline, "a_lol")
-    args = AlolConfig(
-        output_dir=str(output),
-        objective="a_lol",
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        compile_layers=compile_layers,
-        pad_to_multiple_of=8,
-    )
-    trainer = AlolTrainer(
-        AutoModelForCausalLM.from_pretrained(pipeline.reference),
-        args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        sample_weights=weights.tolist(),
+    trainer = make_trainer(
+        pipeline, "a_lol", output, 4, 1, compile_layers=compile_layers, pad_to_multiple_of=8
     )
     trainer.train()
     return [row["loss"] for row in trainer.state.log_history if "loss" in row], trainer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,10 +62,16 @@ def training_set(pipeline: PipelineConfig, objective: str):
 
 
 def make_trainer(
-    pipeline: PipelineConfig, objective: str, output: Path, batch: int, accumulation: int
+    pipeline: PipelineConfig,
+    objective: str,
+    output: Path,
+    batch: int,
+    accumulation: int,
+    **options: Any,
 ) -> AlolTrainer:
+    """A trainer on the fixture's data; `options` override or add AlolConfig fields."""
     dataset, weights, tokenizer = training_set(pipeline, objective)
-    args = AlolConfig(
+    settings = dict(
         output_dir=str(output),
         objective=objective,
         max_steps=STEPS,
@@ -76,6 +83,7 @@ def make_trainer(
         report_to="none",
         disable_tqdm=True,
     )
+    args = AlolConfig(**{**settings, **options})
     return AlolTrainer(
         AutoModelForCausalLM.from_pretrained(pipeline.reference),
         args,
