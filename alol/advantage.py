@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
+from alol.compilation import compile_decoder_layers
 from alol.data import (
     DataError,
     RewardRecord,
@@ -427,6 +428,12 @@ class AdvantageConfig:
     """Show progress bars."""
     reward_timeout: float | None = None
     """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
+    compile_layers: bool = False
+    """torch.compile the reference's decoder layers in place before the pass
+    (`alol.compilation`): the elementwise work of every layer fuses. A one-off compile wait;
+    the numbers change by float rounding only, so it is not in the cache key either."""
+    compile_mode: str | None = None
+    """torch.compile mode for `compile_layers` (None: "default")."""
     share_prompts: bool = True
     """Score all responses of a prompt from ONE forward over it: the prompt's KV cache is copied
     to each response, which then runs alone (HH's two responses per prompt cost p + 2r tokens
@@ -476,6 +483,8 @@ def compute_advantages(
     if not records:
         raise ValueError("no training records to compute advantages for")
     _check_reference_dtype(model, config)
+    if config.compile_layers:
+        compile_decoder_layers(model, config.compile_mode)
     if reward is None:
         _check_stored_rewards(records)
     prompts = [render_prompt(record.prompt, tokenizer) for record in records]

@@ -139,15 +139,15 @@ class PipelineConfig:
     )
     compile_layers: bool = _option(
         False,
-        "torch.compile each decoder layer (fuses norms, rotary and MLP elementwise work; a "
-        "one-off compile wait per run).",
-        _TRAINING,
+        "torch.compile each decoder layer, in training and in the reference precompute (fuses "
+        "norms, rotary and MLP elementwise work; a one-off compile wait per stage).",
+        ("sft", "advantage", "train"),
     )
     compile_mode: str | None = _option(
         None,
         "torch.compile mode for compile_layers: default, reduce-overhead (CUDA graphs), "
         "max-autotune, max-autotune-no-cudagraphs.",
-        _TRAINING,
+        ("sft", "advantage", "train"),
     )
     pad_to_multiple_of: int | None = _option(
         None,

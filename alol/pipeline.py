@@ -575,6 +575,8 @@ def _advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
         reward_timeout=cfg.reward_timeout,
         reference_dtype=_reference_dtype(cfg),
         share_prompts=cfg.share_prompts,
+        compile_layers=cfg.compile_layers,
+        compile_mode=cfg.compile_mode,
     )
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch._dynamo.utils import counters
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alol.advantage import AdvantageConfig, compute_advantages
 from alol.compilation import compile_decoder_layers, decoder_layers
+from alol.data import RewardRecord
 from alol.trainer import AlolConfig, AlolTrainer
 from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 
@@ -50,3 +55,24 @@ def test_compiled_layers_train_like_eager_ones(tmp_path, pipeline):  # noqa: F81
     assert counters["stats"]["unique_graphs"] >= 1, "dynamo compiled the layers"
     layers = decoder_layers(trainer.model)
     assert all(layer._compiled_call_impl is not None for layer in layers)
+
+
+def test_a_compiled_reference_precomputes_the_same_table(tiny_llama_dir):
+    """Both passes of the prompt-shared precompute (prompts with a KV cache, then responses
+    on it) run through the compiled layers and give the eager numbers."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    records = [
+        RewardRecord(prompt=f"Tell me {'very ' * i}about tea?", response=response, reward=1.0)
+        for i in range(3)
+        for response in ("Sure, tea is nice.", "No.")
+    ]
+    config = AdvantageConfig(batch_size=8, show_progress=False)
+    eager = compute_advantages(model, tokenizer, records, config)
+    torch._dynamo.reset()
+    counters.clear()
+
+    compiled = compute_advantages(model, tokenizer, records, replace(config, compile_layers=True))
+
+    assert counters["stats"]["unique_graphs"] >= 2, "the prompt and the response pass compiled"
+    np.testing.assert_allclose(compiled.ref_token_logps, eager.ref_token_logps, atol=1e-5)
