@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from alol.compilation import compile_decoder_layers
+from alol.compilation import compile_cache_free_parts, compile_decoder_layers
 from alol.data import (
     DataError,
     RewardRecord,
@@ -430,8 +430,9 @@ class AdvantageConfig:
     """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
     compile_layers: bool = False
     """torch.compile the reference's decoder layers in place before the pass
-    (`alol.compilation`): the elementwise work of every layer fuses. A one-off compile wait;
-    the numbers change by float rounding only, so it is not in the cache key either."""
+    (`alol.compilation`): with `share_prompts`, their cache-free parts (norms, MLP; see
+    `compile_cache_free_parts`), else whole layers. A one-off compile wait; the numbers change
+    by float rounding only, so it is not in the cache key either."""
     compile_mode: str | None = None
     """torch.compile mode for `compile_layers` (None: "default")."""
     share_prompts: bool = True
@@ -484,7 +485,10 @@ def compute_advantages(
         raise ValueError("no training records to compute advantages for")
     _check_reference_dtype(model, config)
     if config.compile_layers:
-        compile_decoder_layers(model, config.compile_mode)
+        if config.share_prompts:  # the prompt-shared pass runs the layers with a KV cache
+            compile_cache_free_parts(model, config.compile_mode)
+        else:
+            compile_decoder_layers(model, config.compile_mode)
     if reward is None:
         _check_stored_rewards(records)
     prompts = [render_prompt(record.prompt, tokenizer) for record in records]

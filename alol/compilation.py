@@ -11,9 +11,13 @@ elementwise op (the launch- and elementwise-bound step of bench/NOTES.md's profi
 
 from __future__ import annotations
 
+import inspect
+
 from torch import nn
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
+"""What transformers versions and models call the KV cache in a module's forward."""
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
@@ -44,3 +48,31 @@ def compile_decoder_layers(model: nn.Module, mode: str | None = None) -> int:
     for layer in layers:
         layer.compile(mode=mode)
     return len(layers)
+
+
+def compile_cache_free_parts(model: nn.Module, mode: str | None = None) -> int:
+    """Compile, in every decoder layer, the children whose forward takes no KV cache (norms,
+    MLP); returns how many. For passes that run with a cache (the prompt-shared precompute).
+
+    The attention reads and writes the cache at its layer's index, so a compiled whole layer
+    gets graphs specialised per layer and per call (~5 each), and dynamo stops compiling a code
+    object after 8 (`recompile_limit`): past the second layer everything would run eager. The
+    cache-free parts share code across layers and compile once or twice; the attention (and
+    its rotary embedding) stays eager.
+    """
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    parts = [
+        child
+        for layer in decoder_layers(model)
+        for child in layer.children()
+        if not _takes_cache(child)
+    ]
+    for part in parts:
+        part.compile(mode=mode)
+    return len(parts)
+
+
+def _takes_cache(module: nn.Module) -> bool:
+    parameters = inspect.signature(module.forward).parameters
+    return any(name in parameters for name in CACHE_ARGUMENTS)

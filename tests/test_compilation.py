@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alol.advantage import AdvantageConfig, compute_advantages
 from alol.compilation import compile_decoder_layers, decoder_layers
 from alol.data import RewardRecord
+from alol.tiny import build_tiny_model, save_tiny
 from alol.trainer import AlolConfig, AlolTrainer
 from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 
@@ -57,22 +58,28 @@ def test_compiled_layers_train_like_eager_ones(tmp_path, pipeline):  # noqa: F81
     assert all(layer._compiled_call_impl is not None for layer in layers)
 
 
-def test_a_compiled_reference_precomputes_the_same_table(tiny_llama_dir):
-    """Both passes of the prompt-shared precompute (prompts with a KV cache, then responses
-    on it) run through the compiled layers and give the eager numbers."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+def test_a_compiled_reference_precomputes_the_same_table_with_every_call_compiled(
+    tmp_path, tiny_tokenizer_dir
+):
+    """Both passes of the prompt-shared precompute (prompts with a KV cache, then responses on
+    it), over batches of several shapes and six layers, run through compiled code (no frame
+    left to eager at dynamo's recompile limit, which per-layer graphs of whole compiled layers
+    would hit) and give the eager numbers."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    directory = save_tiny(build_tiny_model(tokenizer, num_layers=6), tokenizer, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(directory)
     records = [
         RewardRecord(prompt=f"Tell me {'very ' * i}about tea?", response=response, reward=1.0)
-        for i in range(3)
-        for response in ("Sure, tea is nice.", "No.")
+        for i in range(6)
+        for response in ("Sure, tea is nice and warm.", "No.")
     ]
-    config = AdvantageConfig(batch_size=8, show_progress=False)
+    config = AdvantageConfig(batch_size=4, show_progress=False)
     eager = compute_advantages(model, tokenizer, records, config)
     torch._dynamo.reset()
     counters.clear()
 
     compiled = compute_advantages(model, tokenizer, records, replace(config, compile_layers=True))
 
-    assert counters["stats"]["unique_graphs"] >= 2, "the prompt and the response pass compiled"
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert counters["frames"]["total"] == counters["frames"]["ok"], "no frame fell back to eager"
     np.testing.assert_allclose(compiled.ref_token_logps, eager.ref_token_logps, atol=1e-5)
