@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 5 in one device call: the 1.1B throughput run (a_lol, nll, dpo,
-# the three precompute cases, 640/128 rows, TRL's DPO when it imports) and the levers on the
-# A-LoL step (token budgets, compiled layers, bf16 weights + micro-batch x2), written to
-# bench/results/throughput{,_levers}_cuda.{json,md} and copied into $OUT with the log.
+# the eager precompute cases, 640/128 rows, TRL's DPO when it imports, then the precompute with
+# compiled layers) and the levers on the A-LoL step (token budgets, compiled layers, bf16
+# weights + micro-batch x2), written to bench/results/throughput{,_levers}_cuda.{json,md} and
+# copied into $OUT with the log.
 #
 # The call, from a checkout where `bash bench/device_wheels.sh` has filled .whl/ (trl, datasets):
 #
@@ -85,11 +86,18 @@ finish_markdown() {
     fi
 }
 
+# The compiled precompute runs last (HH lengths, then 640/128, on one compile): a cold compile of
+# the 1.1B layers is predicted at 60-120 s, so it starts only if ~130 s of the cap are left, and
+# a cut run keeps every eager row.
 throughput() {
-    echo "== throughput: TRL first, then hf_nll nll a_lol dpo and the precompute cases"
+    local limit
+    limit=$(cap 330 200)
+    echo "== throughput (${limit} s): TRL first, then hf_nll nll a_lol dpo, the eager precompute" \
+        "cases, 640/128 rows, and the precompute with compiled layers"
     rm -f "$THROUGHPUT" "${THROUGHPUT%.json}.md"
-    timeout "$(cap 240 300)" python3 bench/throughput.py "${COMMON[@]}" --out "$THROUGHPUT" \
+    timeout "$limit" python3 bench/throughput.py "${COMMON[@]}" --out "$THROUGHPUT" \
         --methods hf_nll nll a_lol dpo precompute precompute_unshared precompute_full_logits \
+        precompute_compiled --compile-after-s $((limit - 130)) \
         --trl-timeout-s 120 "${TRL_BAR[@]}"
     echo "throughput exit status $?"
     finish_markdown "$THROUGHPUT"

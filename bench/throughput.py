@@ -39,9 +39,10 @@ beside it. Peak memory: `torch.cuda.max_memory_allocated` over the case (model, 
 optimizer state and activations); on CPU the process's resident-set high-water mark, reset
 before each case, with one torch thread (two fight other processes on a busy 2-core machine).
 
-The reference pass is timed three ways on the same HH pairs (`PRECOMPUTE_METHODS`): each prompt
-once for both its responses (alol's default), once per response, and full-vocabulary logits per
-row (TRL's precompute). Their tokens/s all count the per-row input tokens, so they compare as
+The reference pass is timed four ways on the same HH pairs (`PRECOMPUTE_METHODS`): each prompt
+once for both its responses (alol's default), once per response, full-vocabulary logits per
+row (TRL's precompute, eager), and each prompt once again with compiled decoder layers (last,
+after the eager cases). Their tokens/s all count the per-row input tokens, so they compare as
 pairs per second; MFU counts the tokens each one's decoder ran.
 """
 
@@ -57,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,12 @@ import numpy as np
 import torch
 import transformers
 from common import PeakMemory, device_name, synchronize  # bench/, on sys.path as a script
+from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alol.advantage import collate_prompt_groups, score_reference_batch, score_shared_prompt_batch
 from alol.batching import example_weight, pack_to_token_budget
-from alol.compilation import compile_decoder_layers
+from alol.compilation import compile_cache_free_parts, compile_decoder_layers
 from alol.data import TokenizedPair, collate_pairs, length_grouped_order
 from alol.io import write_json, write_text
 from alol.logprobs import (
@@ -116,14 +118,24 @@ trainer does: the fp32 weights are the master copy); bf16 weights, gradients and
 TRAIN_METHODS = ("hf_nll", *OBJECTIVES)
 """`hf_nll`: the plain NLL step as a naive loop writes it, `model(..., labels=...).loss` over
 full-vocabulary logits. `nll`: the same loss through alol's response-only log-probs."""
-PRECOMPUTE_METHODS = ("precompute", "precompute_unshared", "precompute_full_logits")
-"""The reference pass over HH pairs (a prompt, its chosen and its rejected response), three
+PRECOMPUTE_METHODS = (
+    "precompute",
+    "precompute_unshared",
+    "precompute_full_logits",
+    "precompute_compiled",
+)
+"""The reference pass over HH pairs (a prompt, its chosen and its rejected response), four
 ways: `precompute`, alol's default, runs each prompt once and continues its KV cache with each
 response; `precompute_unshared` runs prompt + response once per response; `precompute_full_logits`
 scores each (prompt, response) row through the model's own forward, all [B, L, V] logits then
-log-softmax, as TRL's reference precompute does (two rows per pair). Their tokens/s count the
-input tokens of the per-row form, 2p + c + r per pair, whatever each runs, so the three rates
-compare as pairs scored per second."""
+log-softmax, as TRL's reference precompute does (two rows per pair; eager, as TRL runs it);
+`precompute_compiled` is `precompute` with each decoder layer's cache-free parts (norms, MLP)
+compiled, as `AdvantageConfig.compile_layers` compiles for this pass, on a copy of the model that shares its weights
+(`compiled_layers_copy`). Their tokens/s count the input tokens of the per-row form, 2p + c + r
+per pair, whatever each runs, so the four rates compare as pairs scored per second."""
+SHARED_PROMPT_METHODS = ("precompute", "precompute_compiled")
+"""The cases that run `score_shared_prompt_batch`: each prompt once for all its responses."""
+EAGER_PRECOMPUTE_METHODS = tuple(m for m in PRECOMPUTE_METHODS if m != "precompute_compiled")
 SEQUENCE_KEYS = ("input_ids", "attention_mask", "response_mask")
 
 
@@ -594,9 +606,10 @@ def train_steps(method: str, model, batches: list[dict], config: BenchConfig) ->
 def precompute_steps(method: str, model, batches: list[dict], config: BenchConfig):
     """The reference pass as `alol.advantage` runs it: eval, inference mode, token log-probs and
     V(x) (a value head on the prompt states of the same pass), both copied to the host, the
-    log-probs cut into per-response arrays. `precompute` runs each prompt once
-    (`score_shared_prompt_batch`), `precompute_unshared` each row whole (`score_reference_batch`);
-    `precompute_full_logits` scores the rows through the model's own forward (no V)."""
+    log-probs cut into per-response arrays. `precompute` and `precompute_compiled` (given the
+    compiled copy as `model`) run each prompt once (`score_shared_prompt_batch`),
+    `precompute_unshared` each row whole (`score_reference_batch`); `precompute_full_logits`
+    scores the rows through the model's own forward (no V)."""
     head = ValueHead(model.config.hidden_size).to(config.device).eval()
 
     def run(batch_slice: slice) -> None:
@@ -604,7 +617,7 @@ def precompute_steps(method: str, model, batches: list[dict], config: BenchConfi
         with torch.inference_mode(), autocast(config):
             for batch in batches[batch_slice]:
                 values = None
-                if method == "precompute":
+                if method in SHARED_PROMPT_METHODS:
                     shared = to_device(batch["shared"], config.device)
                     token_logps, values = score_shared_prompt_batch(model, shared, head)
                     mask = shared["response_mask"]
@@ -682,8 +695,8 @@ def interleaved_step_ratio(
 
 def decoder_tokens(method: str, timed: list[dict], row: dict) -> dict:
     """What the decoder itself ran: real tokens per second and the padding among its inputs (the
-    per-row form's, except for the prompt-shared pass)."""
-    if method != "precompute":
+    per-row form's, except for the prompt-shared passes)."""
+    if method not in SHARED_PROMPT_METHODS:
         return {"decoder_tokens_per_s": row["tokens_per_s"]}
     real, padded = map(sum, zip(*(shared_tokens(batch) for batch in timed), strict=True))
     seconds = row["seconds_per_step"] * len(timed)
@@ -776,6 +789,18 @@ def prepare_model(base, config: BenchConfig):
         torch._dynamo.reset()
         compile_decoder_layers(model)
     return model.train()
+
+
+def compiled_layers_copy(model):
+    """A copy of `model` compiled as `compute_advantages(compile_layers=True)` compiles it for
+    the prompt-shared pass (each layer's cache-free parts: norms, MLP). It shares the model's
+    weights and buffers (no second copy of the weights in the case's peak memory), and dynamo's
+    caches are cleared first, as `prepare_model` clears them for compiled levers."""
+    shared = {id(tensor): tensor for tensor in (*model.parameters(), *model.buffers())}
+    compiled = copy.deepcopy(model, memo=shared)
+    torch._dynamo.reset()
+    compile_cache_free_parts(compiled)
+    return compiled
 
 
 def set_checkpointing(model, enabled: bool) -> None:
@@ -1122,13 +1147,25 @@ def _interleaved_target(interleaved: dict | None) -> list[dict]:
 
 
 def _precompute_target(fixed: dict) -> list[dict]:
-    if not {"precompute", "precompute_full_logits"} <= fixed.keys():
+    """One row per shared-prompt pass the run measured, eager and compiled named apart; the
+    full-logits baseline is eager in both (scoring as TRL does it)."""
+    if "precompute_full_logits" not in fixed:
         return []
-    speedup = (
-        fixed["precompute_full_logits"]["seconds_per_step"]
-        / fixed["precompute"]["seconds_per_step"]
-    )
-    return [_target("precompute speed-up over full-logits scoring, 640/128", speedup, 2.0, ">=")]
+    full_logits_s = fixed["precompute_full_logits"]["seconds_per_step"]
+    passes = {
+        "precompute": "shared prompts, eager",
+        "precompute_compiled": "shared prompts, compiled layers",
+    }
+    return [
+        _target(
+            f"precompute speed-up over full-logits scoring, 640/128 ({label})",
+            full_logits_s / fixed[method]["seconds_per_step"],
+            2.0,
+            ">=",
+        )
+        for method, label in passes.items()
+        if method in fixed
+    ]
 
 
 def _mfu_targets(rows: dict, fixed: dict, levers: list[dict]) -> list[dict]:
@@ -1165,9 +1202,9 @@ def _target(name: str, value: float, bound: float, sense: str) -> dict:
 
 
 def markdown(report: dict) -> str:
-    """The report as Markdown: methods, 640/128 rows, levers, the one-pass projection and the
-    targets, each section only when the run has it (a `--cases levers` run has the a_lol row and
-    the levers alone)."""
+    """The report as Markdown: training methods, their 640/128 rows, the precompute cases (both
+    shapes, one table), levers, the one-pass projection and the targets, each section only when
+    the run has it (a `--cases levers` run has the a_lol row and the levers alone)."""
     config = report["config"]
     lines = [
         f"# Training throughput on {report['device']}",
@@ -1185,9 +1222,8 @@ def markdown(report: dict) -> str:
     ]
     nll = next((row for row in report["methods"] if row["method"] == "nll"), None)
     for row in report["methods"]:
-        lines.append(_row(row["method"], row, nll))
-    if any(row["method"] in PRECOMPUTE_METHODS for row in report["methods"]):
-        lines += ["", PRECOMPUTE_NOTE, ""]
+        if row["method"] not in PRECOMPUTE_METHODS:
+            lines.append(_row(row["method"], row, nll))
     trl = report.get("trl_dpo")
     if trl:
         lines.append(_row("TRL DPOTrainer (precomputed reference)", trl, nll))
@@ -1198,7 +1234,19 @@ def markdown(report: dict) -> str:
         fixed = report["fixed_640_128"]
         lines += ["", f"Every row exactly {config['max_prompt_length']} + "
                   f"{config['max_response_length']} tokens (the paper's caps):", "", METHODS_HEADER]  # fmt: skip
-        lines += [_row(name, row, fixed.get("nll")) for name, row in fixed.items()]
+        lines += [
+            _row(name, row, fixed.get("nll"))
+            for name, row in fixed.items()
+            if name not in PRECOMPUTE_METHODS
+        ]
+    precompute = [
+        ("HH lengths", {r["method"]: r for r in report["methods"] if r["method"] in PRECOMPUTE_METHODS}),
+        ("640 + 2 x 128", {name: r for name, r in report.get("fixed_640_128", {}).items() if name in PRECOMPUTE_METHODS}),
+    ]  # fmt: skip
+    if any(rows for _, rows in precompute):
+        lines += ["", "Reference precompute (HH pairs, and pairs of exactly "
+                  f"{config['max_prompt_length']} + 2 x {config['max_response_length']} tokens):",
+                  "", *_precompute_table(precompute), "", PRECOMPUTE_NOTE]  # fmt: skip
     if report.get("levers"):
         lines += _lever_table(report)
     if report.get("one_pass"):
@@ -1287,18 +1335,22 @@ def _targets_table(found: list[dict]) -> list[str]:
 PRECOMPUTE_NOTE = (
     "Precompute rows score HH pairs (a prompt with its chosen and rejected response; "
     "`batch_size` rows = `batch_size / 2` pairs): tokens/s counts each pair's per-row input "
-    "tokens (2p + c + r) for all three, so they compare as pairs/s (examples/s = pairs/s); "
-    "`precompute` feeds its decoder p + c + r of them (`decoder_tokens_per_s` in the JSON) and "
-    "its padding is that of its own inputs."
+    "tokens (2p + c + r) for every method, so they compare as pairs/s; `precompute` and "
+    "`precompute_compiled` feed their decoder p + c + r of them (decoder tokens/s) and their "
+    "padding is that of their own inputs. `precompute_full_logits` runs eager, as TRL scores; "
+    "`precompute_compiled` runs `precompute` on a weight-sharing copy of the model whose layers' "
+    "cache-free parts (norms, MLP) are compiled, after the eager cases: its HH row's warm-up s (the untimed pass) "
+    "holds the compile, its 640 + 2 x 128 row's only the recompiles of the new shapes. Speed-ups "
+    "are ratios of s/step on the same batches."
 )
 
 
 def precompute_markdown(report: dict) -> str:
-    """The precompute-only report: each model, HH lengths and 640/128, with the two ratios."""
+    """The precompute-only report: each model, HH lengths and 640/128, with the ratios."""
     config = report["config"]
     lines = [
-        f"# Reference precompute on {report['device']}: each prompt once vs once per response "
-        "vs full logits",
+        f"# Reference precompute on {report['device']}: each prompt once (eager, compiled) vs "
+        "once per response vs full logits",
         "",
         f"Random-init Llama models (vocab {VOCAB_SIZE}), precision `{config['precision']}`, "
         f"attention `{config['attention']}`, batch {config['batch_size']} rows; HH lengths "
@@ -1310,19 +1362,43 @@ def precompute_markdown(report: dict) -> str:
         PRECOMPUTE_NOTE,
     ]
     for run in report["runs"]:
-        lines += ["", f"## `{run['model']}` ({run['parameters'] / 1e6:.0f}M parameters)", "",
-                  "| pairs | method | s/step | pairs/s | tokens/s | decoder tokens/s | padding | peak MiB | speed vs full logits | vs unshared |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-        for shape, label in (("hh", "HH lengths"), ("fixed_640_128", "640 + 2 x 128")):
-            rows = run[shape]
-            for method, row in rows.items():
-                lines.append(_precompute_row(label, method, row, rows))
+        shapes = [("HH lengths", run["hh"]), ("640 + 2 x 128", run["fixed_640_128"])]
+        lines += ["", f"## `{run['model']}` ({run['parameters'] / 1e6:.0f}M parameters)", ""]
+        lines += _precompute_table(shapes)
     return "\n".join(lines) + "\n"
+
+
+def _precompute_table(shapes: list[tuple[str, dict[str, dict]]]) -> list[str]:
+    """One table of the precompute rows of each (label, {method: row}) shape, with each row's
+    speed-up over full-logits scoring, over the per-row pass and over the eager shared pass."""
+    lines = [
+        "| pairs | method | s/step | pairs/s | tokens/s | decoder tokens/s | padding | peak MiB "
+        "| MFU | warm-up s | speed-up vs full logits | vs unshared | vs shared eager |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, rows in shapes:
+        ordered = [method for method in PRECOMPUTE_METHODS if method in rows]  # JSON sorts keys
+        lines += [_precompute_row(label, method, rows[method], rows) for method in ordered]
+    for label, rows in shapes:
+        compiled = rows.get("precompute_compiled", {})
+        if "dynamo_graphs" in compiled:
+            lines.append(
+                f"\n`precompute_compiled`, {label}: graphs compiled {compiled['dynamo_graphs']}, "
+                f"frames dynamo gave up on {compiled['dynamo_frames_given_up']}"
+                + (GIVEN_UP_NOTE if compiled["dynamo_frames_given_up"] else ".")
+            )
+    return lines
+
+
+GIVEN_UP_NOTE = (
+    " (dynamo's recompile limit, shared by every layer: calls that none of the graphs fits, "
+    "such as later layers' KV-cache calls, ran eager)."
+)
 
 
 def _precompute_row(label: str, method: str, row: dict, rows: dict) -> str:
     if "error" in row:
-        return f"| {label} | {method} | failed: {row['error'][:90]} | | | | | | | |"
+        return f"| {label} | {method} | failed: {row['error'][:90]} |" + " |" * 10
 
     def speed_over(other: str) -> str:
         if "error" in rows.get(other, {"error": ""}):
@@ -1331,9 +1407,10 @@ def _precompute_row(label: str, method: str, row: dict, rows: dict) -> str:
 
     return (
         f"| {label} | {method} | {row['seconds_per_step']:.4f} | {row['examples_per_s']:,.2f} | "
-        f"{row['tokens_per_s']:,.0f} | {row['decoder_tokens_per_s']:,.0f} | "
-        f"{row['padding']:.1%} | {row['peak_memory_mib']:,.0f} | "
-        f"{speed_over('precompute_full_logits')} | {speed_over('precompute_unshared')} |"
+        f"{row['tokens_per_s']:,.0f} | {_fmt(row.get('decoder_tokens_per_s'), ',.0f')} | "
+        f"{row['padding']:.1%} | {row['peak_memory_mib']:,.0f} | {_fmt(row.get('mfu'), '.1%')} | "
+        f"{row['warmup_s']:.1f} | {speed_over('precompute_full_logits')} | "
+        f"{speed_over('precompute_unshared')} | {speed_over('precompute')} |"
     )
 
 
@@ -1413,7 +1490,7 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
     base = build_model(config)
     model = prepare_model(base, config)
     methods = ["a_lol"] if levers_only else args.methods or [*TRAIN_METHODS, *PRECOMPUTE_METHODS]
-    for method in methods:
+    for method in (m for m in methods if m != "precompute_compiled"):
         row = run_case(method, model, method_batches(method, config, pairs), config)
         row = add_mfu({"method": method, **row}, report["parameters"], args.peak_tflops)
         report["methods"].append(row)
@@ -1423,11 +1500,24 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
         batches = method_batches("a_lol", config, pairs)
         report["a_lol_vs_nll_interleaved"] = interleaved_step_ratio(model, batches, config)
         print(f"a_lol / nll interleaved: {report['a_lol_vs_nll_interleaved']}", flush=True)
-        fixed = run_fixed_shape(("nll", "a_lol", *PRECOMPUTE_METHODS), model, config)
+        eager_precompute = [m for m in EAGER_PRECOMPUTE_METHODS if m in methods]
+        fixed = run_fixed_shape(("nll", "a_lol", *eager_precompute), model, config)
         report["fixed_640_128"] = fixed
         for row in fixed.values():
             add_mfu(row, report["parameters"], args.peak_tflops)
         save()
+    if "precompute_compiled" in methods and time.perf_counter() - START > args.compile_after_s:
+        report.setdefault("notes", []).append(
+            "precompute_compiled skipped: the run was past --compile-after-s when it came up."
+        )
+    elif "precompute_compiled" in methods:
+        for shape, row in compiled_precompute_rows(model, config, pairs):
+            row = add_mfu(row, report["parameters"], args.peak_tflops)
+            if shape == "hh":
+                report["methods"].append({"method": "precompute_compiled", **row})
+            else:
+                report["fixed_640_128"]["precompute_compiled"] = row
+            save()
     if args.profile:
         report["profile"] = profile_steps(
             model, method_batches("a_lol", config, pairs), config, out
@@ -1440,6 +1530,40 @@ def run_benchmark(config: BenchConfig, args: argparse.Namespace, out: Path) -> d
     if not config.device.startswith("cuda"):
         report["load_average_1min"] = os.getloadavg()[0]  # other processes slow a CPU run
     return finish_report(report, lengths, args.trl_bar_tokens_per_s)
+
+
+def compiled_precompute_rows(
+    model, config: BenchConfig, pairs: list[list[int]]
+) -> Iterator[tuple[str, dict]]:
+    """`precompute_compiled` at HH lengths, then on 640/128 pairs, each row yielded as
+    ("hh" | "fixed_640_128", row) when measured. Callers run it after every eager case, so a run
+    cut short while compiling keeps those. Both cases run on one `compiled_layers_copy` of
+    `model`: its compile lands in the HH case's untimed pass (warm-up s), and the 640/128 case's
+    warm-up holds only what its new shapes recompile, as over a real dataset's lengths."""
+    compiled = compiled_layers_copy(model)
+    shapes = {
+        "hh": precompute_batches(pairs, config),
+        "fixed_640_128": fixed_shape_pair_batches(config, config.warmup + config.steps),
+    }
+    for shape, batches in shapes.items():
+        before = dynamo_counts()
+        row = run_case("precompute_compiled", compiled, batches, config)
+        row |= {name: count - before[name] for name, count in dynamo_counts().items()}
+        print(f"{config.model} {shape} precompute_compiled: {describe(row)}", flush=True)
+        yield shape, row
+
+
+def dynamo_counts() -> dict[str, int]:
+    """Graphs dynamo has compiled, and frames it gave up on, so far in this process. It gives up
+    on a frame at the recompile limit (`torch._dynamo.config.recompile_limit`, 8 graphs per code
+    object, which every decoder layer shares) or on an error; from then on, calls that none of
+    that code's graphs fits run eager. The KV-cache pass specializes graphs per layer (their
+    guards read `cache.layers[layer_idx]`), so a deep model can hit the limit."""
+    frames = counters["frames"]
+    return {
+        "dynamo_graphs": counters["stats"]["unique_graphs"],
+        "dynamo_frames_given_up": frames["total"] - frames["ok"],
+    }
 
 
 def run_fixed_shape(methods: tuple[str, ...], model, config: BenchConfig) -> dict[str, dict]:
@@ -1456,8 +1580,8 @@ def run_fixed_shape(methods: tuple[str, ...], model, config: BenchConfig) -> dic
 
 
 def run_precompute_benchmark(config: BenchConfig, models: list[str], args) -> dict:
-    """The three reference passes only (`PRECOMPUTE_METHODS`), at HH lengths and at 640/128,
-    for each model in turn."""
+    """The reference passes only (`PRECOMPUTE_METHODS`), at HH lengths and at 640/128, for each
+    model in turn: the eager ones, then the compiled one."""
     lengths = load_lengths(args.lengths)
     report: dict[str, Any] = {
         "device": device_name(config.device),
@@ -1473,11 +1597,13 @@ def run_precompute_benchmark(config: BenchConfig, models: list[str], args) -> di
         model_config = replace(config, model=name)
         model = prepare_model(build_model(model_config), model_config)
         run: dict[str, Any] = {"model": name, "parameters": parameter_count(model), "hh": {}}
-        for method in PRECOMPUTE_METHODS:
+        for method in EAGER_PRECOMPUTE_METHODS:
             batches = method_batches(method, model_config, lengths["pairs"])
             run["hh"][method] = run_case(method, model, batches, model_config)
             print(f"{name} HH {method}: {describe(run['hh'][method])}", flush=True)
-        run["fixed_640_128"] = run_fixed_shape(PRECOMPUTE_METHODS, model, model_config)
+        run["fixed_640_128"] = run_fixed_shape(EAGER_PRECOMPUTE_METHODS, model, model_config)
+        for shape, row in compiled_precompute_rows(model, model_config, lengths["pairs"]):
+            run[shape]["precompute_compiled"] = row
         for row in (*run["hh"].values(), *run["fixed_640_128"].values()):
             add_mfu(row, run["parameters"], args.peak_tflops)
         report["runs"].append(run)
@@ -1519,7 +1645,7 @@ def main() -> None:
         "--cases",
         default="all",
         choices=("all", "precompute", "levers"),
-        help="all (-> throughput_<device>.*); only the three reference passes "
+        help="all (-> throughput_<device>.*); only the reference passes "
         "(PRECOMPUTE_METHODS, HH lengths and 640/128, each --model) -> precompute_<device>.*; "
         "or the a_lol step and its --levers (all of them if none named) -> "
         "throughput_levers_<device>.*",
@@ -1573,7 +1699,8 @@ def main() -> None:
         "--compile-after-s",
         type=float,
         default=float("inf"),
-        help="skip compiled levers once the run is this old",
+        help="skip compiled levers, and the compiled precompute of a --cases all run, once the "
+        "run is this old",
     )
     parser.add_argument("--no-trl", action="store_true", help="skip TRL even when it is installed")
     parser.add_argument("--trl-timeout-s", type=float, default=600.0)
@@ -1657,6 +1784,9 @@ def main() -> None:
     if args.from_json:
         # A run cut short by a time limit saves its JSON after every case: finish it here.
         report = json.loads(args.from_json.read_text())
+        if "runs" in report:  # a `--cases precompute` report: only its Markdown to rebuild
+            write_text(out.with_suffix(".md"), precompute_markdown(report))
+            return
         report = finish_report(report, load_lengths(args.lengths), args.trl_bar_tokens_per_s)
     else:
         report = run_benchmark(config, args, out)
