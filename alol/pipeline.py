@@ -361,7 +361,7 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
     scored = gather_in_order(
         len(prompts),
         lambda indices: _decode_and_score(
-            cfg, model, tokenizer, [prompts[i] for i in indices], reward, generation
+            cfg, model, tokenizer, prompts, indices, reward, generation
         ),
     )
     flat_prompts = [p for p in prompts for _ in range(k)]
@@ -378,15 +378,23 @@ def _decode_and_score(
     cfg: PipelineConfig,
     model,
     tokenizer,
-    prompts: list[str],
+    all_prompts: list[str],
+    indices: list[int],
     reward: Reward,
     generation: GenerationConfig,
 ) -> list[list[tuple[str, dict[str, float]]]]:
-    """Per prompt, its decoded responses paired with their scores."""
+    """Per prompt of `indices` (this process's share), its decoded responses paired with their
+    scores. A reward error names records as numbered over every prompt's responses."""
+    prompts = [all_prompts[i] for i in indices]
     responses = generate_responses(model, tokenizer, prompts, generation)
     flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
     flat_responses = [r for rs in responses for r in rs]
-    scores = score(reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout)
+    numbers = [
+        i * len(rs) + k for i, rs in zip(indices, responses, strict=True) for k in range(len(rs))
+    ]
+    scores = score(
+        reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout, record_numbers=numbers
+    )
     scored = iter(zip(flat_responses, scores, strict=True))
     return [[next(scored) for _ in rs] for rs in responses]
 
@@ -806,7 +814,7 @@ def _eval_model(
         lambda indices: [
             pairs[0]
             for pairs in _decode_and_score(
-                cfg, model, tokenizer, [texts[i] for i in indices], reward, generation
+                cfg, model, tokenizer, texts, indices, reward, generation
             )
         ],
     )

@@ -30,7 +30,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -583,6 +583,7 @@ def score(
     batch_size: int = 32,
     show_progress: bool = True,
     timeout: float | None = None,
+    record_numbers: Sequence[int] | None = None,
 ) -> list[dict[str, float]]:
     """Score every record; each result holds every component plus "total", their weighted sum.
 
@@ -590,9 +591,15 @@ def score(
         any platform but cannot be killed: a batch that times out keeps running in the
         background (a daemon thread, so it does not keep the process alive) while the error
         is raised.
+    record_numbers: what errors call each record (default: its position here). A process that
+        scores its share of the work passes the records' numbers in the whole of it, so an
+        error names the same records whichever process hit it.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"score got {len(prompts)} prompts but {len(responses)} responses")
+    numbers = list(range(len(responses))) if record_numbers is None else list(record_numbers)
+    if len(numbers) != len(responses):
+        raise ValueError(f"score got {len(numbers)} record numbers for {len(responses)} records")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     name = getattr(reward, "name", type(reward).__name__)
@@ -602,18 +609,26 @@ def score(
     ) as progress:
         for batch, start in enumerate(range(0, len(responses), batch_size)):
             stop = min(start + batch_size, len(responses))
-            where = f"reward {name!r} on batch {batch} (records {start}-{stop - 1})"
+            where = f"reward {name!r} on batch {batch} ({_records(numbers[start:stop])})"
             outputs = _call_batch(
                 reward, prompts[start:stop], responses[start:stop], timeout, where
             )
             _check_count(outputs, stop - start, where)
             components, weights = _components_and_weights(reward, name)
             results.extend(
-                _with_total(output, start + offset, components, weights, name)
+                _with_total(output, numbers[start + offset], components, weights, name)
                 for offset, output in enumerate(outputs)
             )
             progress.update(stop - start)
     return results
+
+
+def _records(numbers: list[int]) -> str:
+    """'records 4-7' for consecutive numbers, else 'records 1, 3, 5, ...' (strided shares)."""
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"records {numbers[0]}-{numbers[-1]}"
+    shown = ", ".join(map(str, numbers[:8]))
+    return f"records {shown}{', …' if len(numbers) > 8 else ''}"
 
 
 def _call_batch(reward: Reward, prompts, responses, timeout: float | None, where: str):

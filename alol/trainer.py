@@ -473,6 +473,7 @@ class AlolTrainer(Trainer):
                 responses,
                 show_progress=False,
                 timeout=self.args.reward_timeout,
+                record_numbers=indices,
             )
             return list(zip(responses, scores, strict=True))
 

@@ -384,6 +384,29 @@ def test_a_wrong_number_of_outputs_names_the_batch(tmp_path):
         score(reward, PROMPTS, RESPONSES, batch_size=3, show_progress=False)
 
 
+def test_errors_name_records_by_the_numbers_given_for_a_process_share(tmp_path):
+    """A process scoring every second record of the whole work names them as the whole does."""
+    short = reward_from_source(tmp_path, "def reward(prompts, responses):\n    return [1.0]\n")
+    with pytest.raises(RewardError, match="batch 0 \\(records 1, 3, 5\\) returned 1 results"):
+        score(
+            short,
+            PROMPTS[:3],
+            RESPONSES[:3],
+            batch_size=3,
+            show_progress=False,
+            record_numbers=[1, 3, 5],
+        )
+    uneven = reward_from_source(
+        tmp_path,
+        """
+        def reward(prompts, responses):
+            return [{"a": 1.0} if i == 0 else {"b": 1.0} for i in range(len(responses))]
+        """,
+    )
+    with pytest.raises(RewardError, match="unexpected components \\['b'\\] for record 3"):
+        score(uneven, PROMPTS[:3], RESPONSES[:3], show_progress=False, record_numbers=[1, 3, 5])
+
+
 def test_a_scalar_output_is_refused(tmp_path):
     reward = reward_from_source(tmp_path, "def reward(prompts, responses):\n    return 1.0\n")
     with pytest.raises(RewardError, match="returned a float; it must return a list"):
