@@ -42,8 +42,7 @@ def compile_decoder_layers(model: nn.Module, mode: str | None = None) -> int:
     (None means "default"); "reduce-overhead" adds CUDA graphs, which want few distinct shapes
     (pad batches to a multiple with `pad_to_multiple_of`).
     """
-    if mode is not None and mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    _check_mode(mode)
     layers = decoder_layers(model)
     for layer in layers:
         layer.compile(mode=mode)
@@ -60,8 +59,7 @@ def compile_cache_free_parts(model: nn.Module, mode: str | None = None) -> int:
     cache-free parts share code across layers and compile once or twice; the attention (and
     its rotary embedding) stays eager.
     """
-    if mode is not None and mode not in COMPILE_MODES:
-        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
+    _check_mode(mode)
     parts = [
         child
         for layer in decoder_layers(model)
@@ -71,6 +69,11 @@ def compile_cache_free_parts(model: nn.Module, mode: str | None = None) -> int:
     for part in parts:
         part.compile(mode=mode)
     return len(parts)
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {COMPILE_MODES}, got {mode!r}")
 
 
 def _takes_cache(module: nn.Module) -> bool:

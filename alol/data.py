@@ -1060,6 +1060,12 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def padded_width(length: int, pad_to_multiple_of: int | None) -> int:
+    """The width a batch whose longest row has `length` tokens is padded to."""
+    multiple = pad_to_multiple_of or 1
+    return -(-length // multiple) * multiple
+
+
 def collate_pairs(
     pairs: list[TokenizedPair],
     pad_token_id: int,
@@ -1082,9 +1088,7 @@ def collate_pairs(
         raise ValueError(
             "no pad token id; set tokenizer.pad_token (for example to tokenizer.eos_token)"
         )
-    width = max(pair.length for pair in pairs)
-    if pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    width = padded_width(max(pair.length for pair in pairs), pad_to_multiple_of)
     input_ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
     response_mask = torch.zeros((len(pairs), width), dtype=torch.bool)

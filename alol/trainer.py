@@ -69,6 +69,7 @@ from alol.batching import (
     rows_per_example,
 )
 from alol.compilation import compile_decoder_layers
+from alol.data import padded_width
 from alol.errors import AlolError
 from alol.evaluate import distinct_n
 from alol.generate import GenerationConfig, generate_responses
@@ -317,10 +318,10 @@ class AlolTrainer(Trainer):
         if self.args.max_tokens_per_batch is None:
             return super().get_train_dataloader()
         dataset = self.train_dataset
-        multiple = self.args.pad_to_multiple_of or 1
+        multiple = self.args.pad_to_multiple_of
         self._token_budget = TokenBudgetBatchSampler(
             self._priority_sampler(dataset, num_samples=1),  # only its endless draws() are read
-            [-(-length // multiple) * multiple for length in dataset.lengths],  # as collated
+            [padded_width(length, multiple) for length in dataset.lengths],  # as collated
             rows_per_example(dataset),
             self.args.max_tokens_per_batch,
             num_batches=self.args.max_steps
