@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.logprobs import response_token_logprobs, sequence_logprobs
 from alol.objectives import get_objective
-from alol.pipeline import PipelineConfig, _training_set, load_splits
+from alol.pipeline import PipelineConfig, load_splits
+from alol.pipeline.train import training_set as build_training_set
 from alol.trainer import AlolConfig, AlolTrainer
 
 STEPS = 2
@@ -55,7 +56,7 @@ def pipeline(tmp_path_factory, tiny_llama_dir) -> PipelineConfig:
 
 def training_set(pipeline: PipelineConfig, objective: str):
     tokenizer = AutoTokenizer.from_pretrained(pipeline.reference)
-    dataset, weights, _, _ = _training_set(
+    dataset, weights, _, _ = build_training_set(
         pipeline, get_objective(objective), load_splits(pipeline).train, tokenizer
     )
     return dataset, weights, tokenizer

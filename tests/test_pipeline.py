@@ -16,7 +16,8 @@ from alol.advantage import AdvantageTable
 from alol.cli import main
 from alol.config import PipelineConfig
 from alol.objectives import OBJECTIVES
-from alol.pipeline import _training_args, load_model_for_inference, reference_dtype
+from alol.pipeline import load_model_for_inference, reference_dtype
+from alol.pipeline.train import training_args
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -127,11 +128,12 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     table_file = next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
     table = AdvantageTable.load(table_file)
     from alol.objectives import get_objective
-    from alol.pipeline import PipelineConfig, _training_set, load_model, load_splits
+    from alol.pipeline import PipelineConfig, load_model, load_splits
+    from alol.pipeline.train import training_set
 
     cfg = PipelineConfig(**{**__import__("yaml").safe_load(workspace["config"].read_text())})
     _, tokenizer = load_model(cfg.root / "sft" / "model")
-    dataset, weights, fraction, _ = _training_set(
+    dataset, weights, fraction, _ = training_set(
         cfg, get_objective("a_lol"), load_splits(cfg).train, tokenizer
     )
     trained = sorted(example.index for example in dataset.examples)
@@ -220,7 +222,7 @@ def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warnin
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        args = _training_args(cfg, "a_lol", tmp_path / "out", max_steps=1)
+        args = training_args(cfg, "a_lol", tmp_path / "out", max_steps=1)
 
     assert args.gradient_checkpointing is True
 

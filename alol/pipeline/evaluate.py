@@ -1,0 +1,108 @@
+"""Stage 5, evaluation: reads the test prompts, the reward, π_ref and each trained model in
+`run_dir/train/<objective>/final/` (or `cfg.eval_model`), decodes and scores their responses,
+and writes eval.json, report.md and samples.jsonl to `run_dir/eval/<name>/` and the comparison
+of all of them to `run_dir/eval/comparison.md`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from alol.config import PipelineConfig
+from alol.data import render_prompt
+from alol.errors import AlolError
+from alol.evaluate import (
+    EvalReport,
+    comparison_table,
+    evaluate_responses,
+    warn_on_prompt_overlap,
+    write_report,
+)
+from alol.io import gather_in_order, on_main_process, process_state, write_text
+from alol.pipeline.inputs import (
+    configured_reward,
+    load_data,
+    load_model,
+    load_splits,
+    reference_path,
+    unique_prompts,
+)
+from alol.pipeline.value import decode_and_score
+from alol.rewards import Reward
+
+
+def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
+    """Decode test prompts with π_ref and each trained model, score, and compare."""
+    if cfg.test_data is None:
+        raise AlolError("`alol eval` needs --test-data (records whose prompts are decoded).")
+    reward = configured_reward(cfg)
+    if reward is None:
+        raise AlolError(
+            "`alol eval` needs a reward function (--reward) to score the decoded responses."
+        )
+    test_prompts = unique_prompts(load_data(cfg.test_data, cfg))
+    ref = reference_path(cfg)
+    reports = {"reference": _eval_model(cfg, "reference", ref, test_prompts, reward, None)}
+    models = (
+        {"model": Path(cfg.eval_model)}
+        if cfg.eval_model
+        else {name: cfg.root / "train" / name / "final" for name in cfg.objectives}
+    )
+    for name, path in models.items():
+        if not path.exists():
+            raise AlolError(
+                f"no trained model at {path}: run `alol train --objectives {name}` first."
+            )
+        reports[name] = _eval_model(cfg, name, path, test_prompts, reward, reports["reference"])
+    table = comparison_table(reports)
+    on_main_process(lambda: write_text(cfg.root / "eval" / "comparison.md", table + "\n"))
+    return reports
+
+
+def _eval_model(
+    cfg: PipelineConfig,
+    name: str,
+    path: Path,
+    prompts: list,
+    reward: Reward,
+    reference: EvalReport | None,
+) -> EvalReport:
+    model, tokenizer = load_policy_for_eval(path)
+    model.to(process_state().device)
+    texts = [render_prompt(p, tokenizer) for p in prompts]
+    if name == "reference":
+        val = load_splits(cfg).val
+        warn_on_prompt_overlap(
+            texts,
+            [render_prompt(p, tokenizer) for p in unique_prompts(val)],
+            "fit V and select checkpoints",
+        )
+    generation = cfg.generation()
+    scored = gather_in_order(
+        len(texts),
+        lambda indices: [
+            pairs[0]
+            for pairs in decode_and_score(cfg, model, tokenizer, texts, indices, reward, generation)
+        ],
+    )
+    responses = [response for response, _ in scored]
+    scores = [s for _, s in scored]
+    ref_scores = None if reference is None else [s.scores for s in reference.examples]
+    report = evaluate_responses(texts, responses, scores, ref_scores)
+    on_main_process(
+        lambda: write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
+    )
+    return report
+
+
+def load_policy_for_eval(path: Path):
+    """A final model folder holds full weights or a LoRA adapter over π_ref."""
+    if (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return model, tokenizer
+    return load_model(path)

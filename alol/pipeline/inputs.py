@@ -1,0 +1,141 @@
+"""What every stage reads: the training, validation and test records (a validation split held
+out by prompt when none is given), the base, reference and inference models, the configured
+reward and its fingerprint, and one record tokenized for training. Nothing here writes to the
+run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alol.advantage import REFERENCE_DTYPES
+from alol.config import PipelineConfig
+from alol.data import RewardRecord, load_records, render_prompt, tokenize_pair
+from alol.errors import AlolError
+from alol.io import process_state
+from alol.rewards import Reward, load_reward, spec_fingerprint
+from alol.trainer import ensure_pad_token
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Splits:
+    """Training records and the validation records held out from them (or loaded)."""
+
+    train: list
+    val: list
+
+
+def load_data(path: str, cfg: PipelineConfig) -> list:
+    loaded = load_records(
+        path, kind=cfg.data_kind, skip_invalid=cfg.skip_invalid, hh_reward=cfg.hh_reward
+    )
+    if loaded.skipped:
+        logger.warning(
+            "%s: skipped %d invalid records (first: %s: %s)",
+            path,
+            len(loaded.skipped),
+            *loaded.skipped[0],
+        )
+    return loaded.records
+
+
+def load_splits(cfg: PipelineConfig) -> Splits:
+    if cfg.train_data is None:
+        raise AlolError(
+            "train_data is not set: pass --train-data FILE or set it in the YAML config."
+        )
+    records = load_data(cfg.train_data, cfg)
+    if cfg.val_data is not None:
+        return Splits(train=records, val=load_data(cfg.val_data, cfg))
+    return hold_out_prompts(records, cfg.val_fraction, cfg.seed)
+
+
+def _prompt_key(record: Any) -> str:
+    return json.dumps(record.prompt, sort_keys=True)
+
+
+def hold_out_prompts(records: list, fraction: float, seed: int) -> Splits:
+    """Split by prompt, so no validation prompt is also a training prompt."""
+    keys = sorted({_prompt_key(r) for r in records})
+    rng = np.random.default_rng(seed)
+    n_val = max(1, round(fraction * len(keys))) if len(keys) > 1 else 0
+    held = set(rng.permutation(len(keys))[:n_val].tolist())
+    val_keys = {keys[i] for i in held}
+    return Splits(
+        train=[r for r in records if _prompt_key(r) not in val_keys],
+        val=[r for r in records if _prompt_key(r) in val_keys],
+    )
+
+
+def unique_prompts(records: list) -> list:
+    seen: dict[str, Any] = {}
+    for record in records:
+        seen.setdefault(_prompt_key(record), record.prompt)
+    return list(seen.values())
+
+
+def load_model(path: str | Path, dtype: torch.dtype | None = None):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    ensure_pad_token(tokenizer)
+    return model, tokenizer
+
+
+def load_model_for_inference(path: str | Path, dtype: str = "float32"):
+    """The model in `dtype` (a name of `REFERENCE_DTYPES`) on this process's device, for
+    decoding and the precompute (Trainer places the models it trains itself)."""
+    model, tokenizer = load_model(path, dtype=REFERENCE_DTYPES[dtype])
+    return model.to(process_state().device), tokenizer
+
+
+def reference_dtype(bf16: bool, device: torch.device | str) -> str:
+    """The dtype π_ref's weights run in for value decoding, value features and the precompute.
+
+    bf16 when the policy trains in bf16 on a GPU: half the memory and bandwidth of float32, and
+    the importance weights and KL terms of a bf16-trained policy then compare it with the
+    reference's bf16 log-probs (log-softmax stays float32). float32 on the CPU, where bf16
+    matmuls are rarely faster.
+    """
+    return "bfloat16" if bf16 and torch.device(device).type == "cuda" else "float32"
+
+
+def configured_reference_dtype(cfg: PipelineConfig) -> str:
+    return reference_dtype(cfg.bf16, process_state().device)
+
+
+def reference_path(cfg: PipelineConfig) -> Path:
+    path = Path(cfg.reference) if cfg.reference else cfg.root / "sft" / "model"
+    if not path.exists():
+        raise AlolError(
+            f"no reference model at {path}: run `alol sft` first, or pass --reference with an "
+            "existing SFT model."
+        )
+    return path
+
+
+def configured_reward(cfg: PipelineConfig) -> Reward | None:
+    return None if cfg.reward is None else load_reward(cfg.reward)
+
+
+def reward_fingerprint(cfg: PipelineConfig) -> str | None:
+    return None if cfg.reward is None else spec_fingerprint(cfg.reward)
+
+
+def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
+    return tokenize_pair(
+        tokenizer,
+        render_prompt(record.prompt, tokenizer),
+        record.response,
+        cfg.max_prompt_length,
+        cfg.max_response_length,
+    )

@@ -1,0 +1,73 @@
+"""Stage 1, the reference policy π_ref: reads `cfg.model` and the training records, fine-tunes
+with NLL (full or LoRA, merged into the weights) and writes `run_dir/sft/`: checkpoints,
+metrics.jsonl, train_curves.png, stage.json and the model in `run_dir/sft/model/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alol.advantage import fingerprint_model, fingerprint_records
+from alol.batching import ExampleDataset, SequenceExample
+from alol.config import PipelineConfig
+from alol.data import to_reward_records
+from alol.errors import AlolError
+from alol.io import on_main_process
+from alol.pipeline.inputs import load_model, load_splits, tokenize_record
+from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
+from alol.pipeline.train import (
+    MetricsFileCallback,
+    lora_config,
+    save_policy,
+    train_or_resume,
+    training_args,
+    training_fields,
+)
+from alol.plots import plot_training_curves
+from alol.trainer import AlolTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def run_sft(cfg: PipelineConfig) -> Path:
+    """Fine-tune `cfg.model` with NLL on the training responses; the result is π_ref."""
+    if cfg.model is None:
+        raise AlolError("`alol sft` needs --model (the base model to fine-tune).")
+    out = cfg.root / "sft"
+    splits = load_splits(cfg)
+    records = to_reward_records(splits.train)
+    fingerprint = fingerprint_of(
+        "sft",
+        fingerprint_model(cfg.model),
+        fingerprint_records(records),
+        training_fields(cfg),
+        cfg.sft_max_steps,
+    )
+    if stage_done(out, fingerprint):
+        logger.info("sft: up to date (%s)", out)
+        return out / "model"
+    begin_stage(out, fingerprint, "sft")
+    model, tokenizer = load_model(cfg.model)
+    dataset = ExampleDataset(
+        [
+            SequenceExample(tokenize_record(tokenizer, r, cfg), index=i)
+            for i, r in enumerate(records)
+        ]
+    )
+    args = training_args(
+        cfg, "nll", out / "checkpoints", max_steps=cfg.sft_max_steps or cfg.max_steps
+    )
+    trainer = AlolTrainer(
+        model,
+        args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+        callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
+    )
+    train_or_resume(trainer, out, cfg.resume)
+    save_policy(trainer, out / "model", merge=True)
+    on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
+    finish_stage(out, fingerprint, "sft", examples=len(records))
+    return out / "model"

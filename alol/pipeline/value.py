@@ -1,0 +1,146 @@
+"""Stage 2, the value estimate V(x): reads π_ref, the validation records and the reward, decodes
+and scores π_ref's samples (or takes the data's stored rewards with `value_from_data`), fits
+the value head on their prompt states and writes the head, its fit metrics and plot, and the
+scored samples to `run_dir/value/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from alol.advantage import fingerprint_model, fingerprint_records
+from alol.config import PipelineConfig
+from alol.data import render_prompt, to_reward_records
+from alol.errors import AlolError
+from alol.generate import GenerationConfig, generate_responses
+from alol.io import gather_in_order, on_main_process, write_text
+from alol.pipeline.inputs import (
+    configured_reference_dtype,
+    configured_reward,
+    load_model_for_inference,
+    load_splits,
+    reference_path,
+    reward_fingerprint,
+    unique_prompts,
+)
+from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
+from alol.rewards import Reward, score
+from alol.value import ValueConfig, fit_value_head, plot_value_fit, save_value_head
+
+logger = logging.getLogger(__name__)
+
+
+def run_value(cfg: PipelineConfig) -> Path:
+    """Decode π_ref on validation prompts, score, and fit the value head on its prompt states."""
+    out = cfg.root / "value"
+    ref = reference_path(cfg)
+    splits = load_splits(cfg)
+    value_config = ValueConfig(
+        epochs=cfg.value_epochs,
+        learning_rate=cfg.value_learning_rate,
+        max_value=cfg.value_max,
+        seed=cfg.seed,
+        max_prompt_length=cfg.max_prompt_length,
+    )
+    fingerprint = fingerprint_of(
+        "value",
+        fingerprint_model(ref),
+        fingerprint_records(to_reward_records(splits.val)),
+        reward_fingerprint(cfg),
+        asdict(value_config),
+        cfg.value_samples,
+        cfg.value_from_data,
+        asdict(cfg.generation(do_sample=cfg.value_samples > 1)),
+        configured_reference_dtype(cfg),
+    )
+    if stage_done(out, fingerprint):
+        logger.info("value: up to date (%s)", out)
+        return out
+    begin_stage(out, fingerprint, "value")
+    model, tokenizer = load_model_for_inference(ref, configured_reference_dtype(cfg))
+    prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
+    head, report = fit_value_head(model, tokenizer, prompts, targets, value_config)
+    report["targets_from"] = (
+        "data rewards (approximation)" if cfg.value_from_data else "reference samples"
+    )
+
+    def write() -> None:
+        save_value_head(head, out, report)
+        plot_value_fit(report, out / "value_fit.png")
+        _write_jsonl(out / "value_samples.jsonl", samples)
+
+    on_main_process(write)
+    finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
+    return out
+
+
+def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
+    """(prompts, targets, samples): what V regresses on, and the decoded samples to inspect."""
+    if cfg.value_from_data:
+        logger.warning(
+            "value: fitting V on the data's stored rewards, an approximation of E[R] under π_ref "
+            "(the paper decodes from π_ref and scores with the reward)."
+        )
+        records = [r for r in to_reward_records(val_records) if r.total_reward is not None]
+        prompts = [render_prompt(r.prompt, tokenizer) for r in records]
+        targets = [float(r.total_reward) for r in records]
+        samples = [
+            {"prompt": p, "response": r.response, "reward": t}
+            for p, r, t in zip(prompts, records, targets, strict=True)
+        ]
+        return prompts, targets, samples
+    reward = configured_reward(cfg)
+    if reward is None:
+        raise AlolError(
+            "`alol value` needs a reward function (--reward) to score the reference's samples, "
+            "or --value-from-data to fit V on the stored rewards (an approximation)."
+        )
+    prompts = [render_prompt(p, tokenizer) for p in unique_prompts(val_records)]
+    k = cfg.value_samples
+    generation = cfg.generation(do_sample=k > 1, num_return_sequences=k)
+    scored = gather_in_order(
+        len(prompts),
+        lambda indices: decode_and_score(
+            cfg, model, tokenizer, prompts, indices, reward, generation
+        ),
+    )
+    flat_prompts = [p for p in prompts for _ in range(k)]
+    flat = [(response, s) for pairs in scored for response, s in pairs]
+    targets = [s["total"] for _, s in flat]
+    samples = [
+        {"prompt": p, "response": r, "reward": s}
+        for p, (r, s) in zip(flat_prompts, flat, strict=True)
+    ]
+    return flat_prompts, targets, samples
+
+
+def decode_and_score(
+    cfg: PipelineConfig,
+    model,
+    tokenizer,
+    all_prompts: list[str],
+    indices: list[int],
+    reward: Reward,
+    generation: GenerationConfig,
+) -> list[list[tuple[str, dict[str, float]]]]:
+    """Per prompt of `indices` (this process's share), its decoded responses paired with their
+    scores. A reward error names records as numbered over every prompt's responses."""
+    prompts = [all_prompts[i] for i in indices]
+    responses = generate_responses(model, tokenizer, prompts, generation)
+    flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
+    flat_responses = [r for rs in responses for r in rs]
+    numbers = [
+        i * len(rs) + k for i, rs in zip(indices, responses, strict=True) for k in range(len(rs))
+    ]
+    scores = score(
+        reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout, record_numbers=numbers
+    )
+    scored = iter(zip(flat_responses, scores, strict=True))
+    return [[next(scored) for _ in rs] for rs in responses]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(row, default=float) + "\n" for row in rows))
