@@ -608,16 +608,24 @@ def score_reference_batch(
     batch: dict[str, torch.Tensor],
     value_head: ValueHead | None = None,
     vocab_chunk_size: int | None = None,
+    right_padded: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Response-token log-probs `[B, L]` and V(x) `[B]` (zeros without a value head) of one
-    collated batch (either padding side), from ONE forward pass of the reference.
+    collated batch (either padding side; say `right_padded` for an attention-mask-free
+    decoder, see `response_token_logprobs`), from ONE forward pass of the reference.
 
     V(x) reads the prompt positions' hidden states of that pass: they are those of the prompt
     alone, so no second forward over the prompts is needed. Put `model` in eval mode first.
     """
     attention_mask, response_mask = batch["attention_mask"], batch["response_mask"]
     token_logps, hidden = response_token_logprobs_and_hidden_states(
-        model, batch["input_ids"], attention_mask, response_mask, vocab_chunk_size
+        model,
+        batch["input_ids"],
+        attention_mask,
+        response_mask,
+        vocab_chunk_size,
+        response_positions=batch.get("response_positions"),
+        right_padded=right_padded,
     )
     if value_head is None:
         return token_logps, torch.zeros(len(token_logps), device=token_logps.device)
@@ -683,7 +691,7 @@ def _score_pairs(
         collated = collate_pairs([pairs[i] for i in batch], pad_token_id)
         collated = {key: tensor.to(device) for key, tensor in collated.items()}
         batch_logps, batch_values = score_reference_batch(
-            model, collated, value_head, config.vocab_chunk_size
+            model, collated, value_head, config.vocab_chunk_size, right_padded=True
         )
         _store_rows(
             batch, batch_logps, collated["response_mask"], batch_values, token_logps, values

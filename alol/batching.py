@@ -139,6 +139,13 @@ class Collator:
 
     def _ranked(self, examples: list[RankedExample]) -> dict[str, torch.Tensor]:
         """Stack K candidates per prompt; short lists repeat their first candidate, masked out."""
+        for e in examples:
+            if len(e.candidates) < 2:
+                raise ValueError(
+                    f"training example {e.index} has {len(e.candidates)} candidate response(s); "
+                    "ranking objectives (PRO) need at least 2 per prompt: drop prompts with a "
+                    "single response or train them with another objective"
+                )
         k = max(len(e.candidates) for e in examples)
         pairs, rewards, mask = [], [], []
         for e in examples:

@@ -1066,6 +1066,16 @@ def padded_width(length: int, pad_to_multiple_of: int | None) -> int:
     return -(-length // multiple) * multiple
 
 
+def locate_response_tokens(response_mask: Tensor) -> Tensor:
+    """`[2, N]` long: the row and column of every response token, in row-major order.
+
+    collate_pairs computes them on the CPU and ships them with the batch. Computed on an
+    accelerator they would cost a host sync (the count N is data-dependent), mid-forward, where
+    it stalls the host until the decoder has run instead of queueing the rest of the step.
+    """
+    return response_mask.nonzero().T
+
+
 def collate_pairs(
     pairs: list[TokenizedPair],
     pad_token_id: int,
@@ -1075,10 +1085,11 @@ def collate_pairs(
     """Pad pairs into one batch (shapes in docs/architecture.md).
 
     Returns input_ids [B, L] long (prompt, then response, padding after or before),
-    attention_mask [B, L] long (1 on real tokens) and response_mask [B, L] bool (True on
-    response tokens, EOS included). Right padding suits training; left padding ends every
-    prompt in the same column, as batched decoding wants. `pad_to_multiple_of` rounds L up,
-    so compiled code meets few distinct shapes.
+    attention_mask [B, L] long (1 on real tokens), response_mask [B, L] bool (True on
+    response tokens, EOS included) and response_positions [2, N] long (row and column of each
+    response token, found here on the CPU so the training step needs no host sync). Right
+    padding suits training; left padding ends every prompt in the same column, as batched
+    decoding wants. `pad_to_multiple_of` rounds L up, so compiled code meets few distinct shapes.
     """
     if not pairs:
         raise ValueError("no pairs to collate")
@@ -1105,6 +1116,7 @@ def collate_pairs(
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "response_mask": response_mask,
+        "response_positions": locate_response_tokens(response_mask),
     }
 
 

@@ -18,6 +18,8 @@ import torch
 from peft import PeftModel
 from torch import Tensor, nn
 
+from alol.data import locate_response_tokens
+
 
 @dataclass(frozen=True)
 class LogitTransform:
@@ -69,6 +71,8 @@ def response_token_logprobs(
     attention_mask: Tensor,
     response_mask: Tensor,
     vocab_chunk_size: int | None = None,
+    response_positions: Tensor | None = None,
+    right_padded: bool = False,
 ) -> Tensor:
     """`[B, L]` float32: position t holds log pi(input_ids[t] | input_ids[:t]) where
     `response_mask[:, t]`, else 0. Differentiable; the same call serves precompute and training.
@@ -77,9 +81,24 @@ def response_token_logprobs(
     to the N response positions; an int computes the softmax normaliser over vocabulary slices
     of that size and recomputes them in backward, so memory is O(N x chunk) instead of O(N x V).
     Log-softmax is always computed in float32, whatever the model's dtype.
+
+    Two options keep host syncs out of a training step: the batch's `response_positions`
+    (else they are found here, after the masks' values are checked: three syncs on an
+    accelerator), and `right_padded`, for batches whose padding follows every row's tokens
+    (collate_pairs' default). Causal attention alone then keeps real tokens from seeing
+    padding, and their positions are 0, 1, 2, ..., so the decoder gets neither an attention
+    mask nor position ids: transformers builds no [B, 1, L, L] mask, reads one value on the
+    host instead of two (its packed-sequence check), and SDPA can use its fused causal
+    kernel. Padding positions' states differ, but nothing reads them.
     """
     token_logps, _ = response_token_logprobs_and_hidden_states(
-        model, input_ids, attention_mask, response_mask, vocab_chunk_size
+        model,
+        input_ids,
+        attention_mask,
+        response_mask,
+        vocab_chunk_size,
+        response_positions,
+        right_padded,
     )
     return token_logps
 
@@ -90,23 +109,32 @@ def response_token_logprobs_and_hidden_states(
     attention_mask: Tensor,
     response_mask: Tensor,
     vocab_chunk_size: int | None = None,
+    response_positions: Tensor | None = None,
+    right_padded: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """`response_token_logprobs`, plus the decoder's last-layer hidden states `[B, L, H]` (in the
-    model's dtype) that the log-probs were computed from.
+    model's dtype) that the log-probs were computed from. With `right_padded`, padding
+    positions' states are not those of a masked pass: read only real positions.
 
     The precompute reads V(x) off the prompt positions of these states instead of running the
     reference over the prompts a second time: attention is causal and positions are counted
     from the attention mask, so a prompt position's state is the one the prompt alone gives.
     """
-    _check_masks(input_ids, attention_mask, response_mask)
+    _check_shapes(input_ids, attention_mask, response_mask)
+    if response_positions is None:
+        _check_mask_values(attention_mask, response_mask)
+        response_positions = locate_response_tokens(response_mask)
     decoder = causal_lm(model).get_decoder()
-    hidden = decoder(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_attention_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state
-    rows, cols = response_mask.nonzero(as_tuple=True)
+    if right_padded:  # real tokens sit at 0, 1, 2, ...: the model's default positions
+        hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+    else:
+        hidden = decoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_attention_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state
+    rows, cols = response_positions
     predicting_hidden = hidden[rows, cols - 1]  # the state at t-1 predicts the token at t
     logps = token_logprobs_from_hidden_states(
         model, predicting_hidden, input_ids[rows, cols], vocab_chunk_size
@@ -308,6 +336,12 @@ def _linear_head_parameters(head: nn.Module) -> tuple[Tensor, Tensor | None]:
 
 
 def _check_masks(input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> None:
+    _check_shapes(input_ids, attention_mask, response_mask)
+    _check_mask_values(attention_mask, response_mask)
+
+
+def _check_shapes(input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> None:
+    """Shapes and dtypes only: metadata, no host sync."""
     if not input_ids.shape == attention_mask.shape == response_mask.shape:
         raise ValueError(
             "input_ids, attention_mask and response_mask must have the same [B, L] shape, got "
@@ -315,6 +349,11 @@ def _check_masks(input_ids: Tensor, attention_mask: Tensor, response_mask: Tenso
         )
     if response_mask.dtype != torch.bool:
         raise ValueError(f"response_mask must be a bool tensor, got {response_mask.dtype}")
+
+
+def _check_mask_values(attention_mask: Tensor, response_mask: Tensor) -> None:
+    """Reads the masks' values: a host sync per check on an accelerator. collate_pairs builds
+    masks that pass by construction, so the training step, given positions, skips this."""
     if response_mask[:, 0].any():
         raise ValueError(
             "response_mask is True at position 0, where no token precedes it; every sequence "

@@ -355,14 +355,9 @@ def pro_loss(batch: RankedBatch, config: ObjectiveConfig) -> ObjectiveOutput:
     As in PRO's released code, the SFT term is the *summed* NLL of the best candidate and its
     weight grows with (n−1)²; the ranking terms are summed over k. With n = 2 the loss is
     −log σ((s_1 − s_2)(R_1 − R_2)) + pro_sft_weight · NLL(y_1). Padding slots
-    (candidate_mask False) take part in no term.
+    (candidate_mask False) take part in no term; a prompt needs at least 2 candidates, which
+    the collator checks on the host (here it would cost a device sync per step).
     """
-    # bool() reads the mask on the host: one small sync, worth it for a clear error.
-    if bool((batch.candidate_mask.sum(-1) < 2).any()):
-        raise ValueError(
-            "PRO needs at least 2 candidates per prompt, but a prompt in this batch has fewer; "
-            "drop prompts with a single response or train them with another objective."
-        )
     logps, lengths, rewards, mask = _sort_by_reward(batch)
     scores = (logps / lengths.clamp(min=1)).masked_fill(~mask, 0.0)
 

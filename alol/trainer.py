@@ -187,6 +187,14 @@ class AlolConfig(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: alol's batches carry their own fields."}
     )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Trainer's filter that replaces a NaN/inf micro-step loss in the logged loss "
+            "by the running mean. It checks every micro-step's loss on the host, a device sync "
+            "per step; alol logs the loss as it is, so a diverging run shows."
+        },
+    )
     report_to: str | list[str] = field(
         default="none",
         metadata={
@@ -373,6 +381,7 @@ class AlolTrainer(Trainer):
                 inputs["input_ids"],
                 inputs["attention_mask"],
                 inputs["response_mask"],
+                inputs["response_positions"],
             )
         output = self.objective.loss(
             self._objective_batch(token_logps, inputs), self.objective_config
@@ -383,13 +392,18 @@ class AlolTrainer(Trainer):
             loss = loss * example_weight(len(inputs["index"]), self._token_budget.mean_examples)
         return (loss, output) if return_outputs else loss
 
-    def _response_token_logprobs(self, input_ids, attention_mask, response_mask) -> torch.Tensor:
+    def _response_token_logprobs(
+        self, input_ids, attention_mask, response_mask, response_positions
+    ) -> torch.Tensor:
+        """The collator's positions and right padding keep this free of host syncs."""
         return response_token_logprobs(
             self.accelerator.unwrap_model(self.model),
             input_ids,
             attention_mask,
             response_mask,
             vocab_chunk_size=self.args.vocab_chunk_size,
+            response_positions=response_positions,
+            right_padded=self.data_collator.padding_side == "right",
         )
 
     def _objective_batch(self, token_logps: torch.Tensor, inputs: dict[str, torch.Tensor]):

@@ -15,7 +15,7 @@ from cases import PRECOMPUTE_METHODS, BenchConfig  # bench/, on sys.path as a sc
 
 from alol.advantage import collate_prompt_groups
 from alol.batching import pack_to_token_budget
-from alol.data import TokenizedPair, collate_pairs, length_grouped_order
+from alol.data import TokenizedPair, collate_pairs, length_grouped_order, locate_response_tokens
 from alol.io import write_json
 from alol.objectives import OBJECTIVES
 
@@ -289,6 +289,7 @@ def ranked_batch(pair_batch: dict) -> dict:
     batch = {
         key: pair_batch[key][interleave] for key in ("input_ids", "attention_mask", "response_mask")
     }
+    batch["response_positions"] = locate_response_tokens(batch["response_mask"])
     batch["rewards"] = torch.tensor([[1.0, 0.0]]).repeat(rows, 1)
     batch["candidate_mask"] = torch.ones(rows, 2, dtype=torch.bool)
     if "mean_examples" in pair_batch:

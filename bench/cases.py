@@ -73,4 +73,9 @@ class BenchConfig:
     """torch.compile each decoder layer in place (`alol.compilation.compile_decoder_layers`,
     what `--compile-layers` does in training)."""
     fused_adamw: bool = True
+    sync_free: bool = True
+    """The log-probs as AlolTrainer runs them: the collator's response positions and, for these
+    right-padded batches, a decoder without attention mask or position ids (no host sync of
+    alol's own). False: masks checked and positions found on the device, decoder given the mask
+    (alol before the change, and what the masked precompute cases still do)."""
     seed: int = 0

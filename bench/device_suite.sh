@@ -111,8 +111,9 @@ levers() {
     echo "== levers on the a_lol step (${limit} s)"
     rm -f "$LEVERS" "${LEVERS%.json}.md"
     timeout "$limit" python3 bench/throughput.py "${COMMON[@]}" --out "$LEVERS" --cases levers \
-        --levers "token budget" "compiled layers" "bf16 weights, micro-batch x2" \
-        "bf16 weights, token budget" "bf16 weights, compiled layers" "pad to" \
+        --levers "masked decoder" "token budget" "compiled layers" \
+        "bf16 weights, micro-batch x2" "bf16 weights, token budget" \
+        "bf16 weights, compiled layers" "pad to" \
         --lever-budget-s $((limit - 30)) --compile-after-s $((limit - 100))
     echo "levers exit status $?"
     finish_markdown "$LEVERS"

@@ -685,13 +685,17 @@ def test_shared_prompts_give_the_numbers_of_one_forward_per_pair(
     np.testing.assert_array_equal(shared.value[[0, 3, 5]], shared.value[0])  # one V per prompt
 
 
-def real_input_tokens(model, run) -> int:
-    """Real (attended) tokens fed to the decoder while `run()` runs, across all its forwards."""
+def real_input_tokens(model, run, pad_token_id: int) -> int:
+    """Real (attended) tokens fed to the decoder while `run()` runs, across all its forwards.
+    A right-padded batch runs without a mask: its real tokens are the non-pad ones."""
     seen = []
 
     def count(module, args, kwargs):
-        width = kwargs["input_ids"].shape[1]
-        seen.append(int(kwargs["attention_mask"][:, -width:].sum()))
+        input_ids, mask = kwargs["input_ids"], kwargs.get("attention_mask")
+        if mask is None:
+            seen.append(int((input_ids != pad_token_id).sum()))
+        else:
+            seen.append(int(mask[:, -input_ids.shape[1] :].sum()))
 
     handle = model.get_decoder().register_forward_pre_hook(count, with_kwargs=True)
     try:
@@ -711,7 +715,9 @@ def test_a_two_response_group_runs_its_prompt_once(tiny_model, tiny_tokenizer):
     def tokens(share_prompts: bool) -> int:
         config = replace(SHARED_CONFIG, share_prompts=share_prompts)
         return real_input_tokens(
-            tiny_model, lambda: compute_advantages(tiny_model, tiny_tokenizer, records, config)
+            tiny_model,
+            lambda: compute_advantages(tiny_model, tiny_tokenizer, records, config),
+            tiny_tokenizer.pad_token_id,
         )
 
     assert tokens(share_prompts=True) == prompt + responses

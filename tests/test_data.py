@@ -889,9 +889,10 @@ def test_padding_to_a_multiple_only_adds_padding_columns():
     rounded = collate_pairs(PAIRS, pad_token_id=0, pad_to_multiple_of=4)
 
     assert rounded["input_ids"].shape == (2, 8)
-    for key, tensor in plain.items():
-        torch.testing.assert_close(rounded[key][:, :5], tensor)
+    for key in ("input_ids", "attention_mask", "response_mask"):
+        torch.testing.assert_close(rounded[key][:, :5], plain[key])
         assert not rounded[key][:, 5:].bool().any(), key  # pad id 0, mask off
+    torch.testing.assert_close(rounded["response_positions"], plain["response_positions"])
 
 
 def test_collation_refuses_bad_arguments():

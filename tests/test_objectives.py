@@ -359,17 +359,6 @@ def test_pro_padding_candidates_take_part_in_no_term():
     assert grad[1, 2] == 0
 
 
-def test_pro_rejects_prompts_with_fewer_than_two_candidates():
-    batch = RankedBatch(
-        logps=torch.tensor([[-1.0, 0.0]]),
-        lengths=torch.tensor([[1, 0]]),
-        rewards=torch.tensor([[1.0, 0.0]]),
-        candidate_mask=torch.tensor([[True, False]]),
-    )
-    with pytest.raises(ValueError, match="at least 2 candidates"):
-        pro_loss(batch, CONFIG)
-
-
 # ---------------------------------------------------------------------------------------------
 # Properties shared by all objectives, through the registry
 
