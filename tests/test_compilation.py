@@ -83,3 +83,33 @@ def test_a_compiled_reference_precomputes_the_same_table_with_every_call_compile
     assert counters["stats"]["unique_graphs"] >= 1
     assert counters["frames"]["total"] == counters["frames"]["ok"], "no frame fell back to eager"
     np.testing.assert_allclose(compiled.ref_token_logps, eager.ref_token_logps, atol=1e-5)
+
+
+def test_compiled_layers_compile_at_most_three_times_over_token_budget_batches_of_many_shapes(
+    tmp_path,
+    pipeline,  # noqa: F811
+):
+    """Token budgets vary both the batch size and the length. Dynamo compiles a layer for the
+    first shape, then again each time a dimension first changes, now symbolic (at most 3
+    graphs); every later shape reuses the last graph (a compile per shape would stall every
+    step, and past 8 would fall back to eager)."""
+    trainer = make_trainer(
+        pipeline, "a_lol", tmp_path, 4, 1, compile_layers=True, max_tokens_per_batch=96,
+        max_steps=8,
+    )  # fmt: skip
+    shapes = set()
+    compute_loss = trainer.compute_loss
+
+    def recording_shapes(model, inputs, *args, **kwargs):
+        shapes.add(tuple(inputs["input_ids"].shape))
+        return compute_loss(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording_shapes
+    torch._dynamo.reset()
+    counters.clear()
+    trainer.train()
+
+    assert len({rows for rows, _ in shapes}) >= 2 and len({width for _, width in shapes}) >= 2
+    assert len(shapes) > counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] <= 3
+    assert counters["frames"]["total"] == counters["frames"]["ok"], "no frame fell back to eager"
