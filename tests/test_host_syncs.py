@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from torch.testing import assert_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -97,6 +98,64 @@ def test_shipped_positions_and_no_attention_mask_for_right_padding_give_the_same
     assert_close(fast, checked, atol=1e-5, rtol=1e-5)
     real = batch["attention_mask"].bool()
     assert_close(fast_hidden[real], checked_hidden[real], atol=1e-5, rtol=1e-5)
+
+
+BASE = {"vocab_size": 300, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
+ARCHITECTURES = {
+    "opt-learned-positions": lambda: transformers.OPTForCausalLM(
+        transformers.OPTConfig(**BASE, **SMALL, ffn_dim=64, word_embed_proj_dim=32)
+    ),
+    "bloom-alibi": lambda: transformers.BloomForCausalLM(
+        transformers.BloomConfig(**BASE, hidden_size=32, n_layer=2, n_head=2)
+    ),
+    "falcon-alibi": lambda: transformers.FalconForCausalLM(
+        transformers.FalconConfig(**BASE, **SMALL, alibi=True)
+    ),
+    "gpt-neox": lambda: transformers.GPTNeoXForCausalLM(
+        transformers.GPTNeoXConfig(**BASE, **SMALL, intermediate_size=64)
+    ),
+    "gptj-partial-rotary": lambda: transformers.GPTJForCausalLM(
+        transformers.GPTJConfig(**BASE, n_embd=32, n_layer=2, n_head=2, rotary_dim=8)
+    ),
+    "phi": lambda: transformers.PhiForCausalLM(
+        transformers.PhiConfig(**BASE, **SMALL, intermediate_size=64)
+    ),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(
+        transformers.Qwen2Config(**BASE, **SMALL, intermediate_size=64, num_key_value_heads=1)
+    ),
+    "mistral-sliding-window": lambda: transformers.MistralForCausalLM(
+        transformers.MistralConfig(
+            **BASE, **SMALL, intermediate_size=64, num_key_value_heads=1, sliding_window=4
+        )
+    ),
+    "gemma2-sliding-window": lambda: transformers.Gemma2ForCausalLM(
+        transformers.Gemma2Config(
+            **BASE, **SMALL, intermediate_size=64, num_key_value_heads=1, head_dim=16,
+            sliding_window=4,
+        )
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("make_model", ARCHITECTURES.values(), ids=ARCHITECTURES.keys())
+def test_the_mask_free_decoder_holds_for_every_kind_of_position_encoding(make_model):
+    """Learned, rotary (whole and partial) and ALiBi positions, sliding windows: each model
+    derives the same positions and the same causal window for the real tokens of a
+    right-padded row with and without the mask (rows of 8, 5 and 11 tokens; window 4)."""
+    torch.manual_seed(0)
+    model = make_model().eval()
+    batch = collate_pairs(PAIRS, pad_token_id=0)
+    masks = {key: batch[key] for key in ("input_ids", "attention_mask", "response_mask")}
+
+    with torch.no_grad():
+        masked = response_token_logprobs(model, **masks)
+        mask_free = response_token_logprobs(
+            model, **masks, response_positions=batch["response_positions"], right_padded=True
+        )
+
+    assert batch["attention_mask"].min() == 0, "the rows are padded"
+    assert_close(mask_free, masked, atol=1e-5, rtol=1e-5)
 
 
 def test_without_shipped_positions_the_masks_are_checked_and_a_sync_is_paid(tiny_model):
