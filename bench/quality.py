@@ -1,6 +1,6 @@
 """Quality benchmark: every objective on the demo task, several seeds, mean ± std.
 
-    python bench/quality.py                      # 3 seeds, writes bench/results/quality.{md,json}
+    python bench/quality.py                      # 5 seeds, writes bench/results/quality.{md,json}
     python bench/quality.py --seeds 0 --run-dir /tmp/q
 
 Per seed, the demo task, tokenizer, tiny model, reference, value head and advantages are built
@@ -151,7 +151,9 @@ def versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Seeds to run.")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="Seeds to run."
+    )
     parser.add_argument(
         "--run-dir", default="runs/bench-quality", help="Folder for the runs' artifacts."
     )
