@@ -17,11 +17,10 @@ from typing import Any
 
 import yaml
 
-from alol.data import DataError
 from alol.demo import DEFAULT_OBJECTIVES, MODELS, DemoConfig, run_demo
-from alol.errors import AlolError
-from alol.evaluate import comparison_table
-from alol.io import is_main_process
+from alol.distributed import is_main_process
+from alol.errors import AlolError, DataError
+from alol.eval_report import comparison_table
 from alol.objectives import OBJECTIVES
 from alol.pipeline import (
     PipelineConfig,

@@ -29,12 +29,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol import demo_task
-from alol.data import save_records
+from alol.atomic import write_atomic, write_text
 from alol.errors import AlolError
-from alol.evaluate import EvalReport, comparison_table
-from alol.io import write_atomic, write_text
+from alol.eval_report import comparison_table
+from alol.formats import save_records
 from alol.objectives import get_objective
 from alol.pipeline import (
+    EvalReport,
     PipelineConfig,
     run_advantage,
     run_eval,

@@ -1,7 +1,7 @@
 """Batched decoding for value data and evaluation: left-padded, length-sorted, seeded.
 
-Prompts arrive already rendered (see `alol.data.render_prompt`), so nothing here adds special
-tokens beyond what rendering wrote. Under `accelerate`, unwrap the model first
+Prompts arrive already rendered (see `alol.tokenize.render_prompt`), so nothing here adds
+special tokens beyond what rendering wrote. Under `accelerate`, unwrap the model first
 (`accelerator.unwrap_model`) and give each process its share with `shard_indices`.
 """
 
@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 
-from alol.data import encode_prompt
+from alol.collate import pad_token_rows
+from alol.sampling import length_sorted_batches
+from alol.tokenize import encode_prompt, pad_token_id_of
 
 
 @dataclass
@@ -75,7 +76,7 @@ def generate_responses(
     Prompts are batched longest-first by token length so each batch carries little padding
     (and an out-of-memory error shows up in the first batch, not the last).
     """
-    pad_token_id = _pad_token_id(tokenizer)
+    pad_token_id = pad_token_id_of(tokenizer)
     prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
     hf_config = _hf_generation_config(config, tokenizer, pad_token_id)
     device = next(model.parameters()).device
@@ -92,7 +93,9 @@ def generate_responses(
             ) as progress,
         ):
             for batch in length_sorted_batches([len(ids) for ids in prompt_ids], config.batch_size):
-                input_ids, attention_mask = left_pad([prompt_ids[i] for i in batch], pad_token_id)
+                input_ids, attention_mask = pad_token_rows(
+                    [prompt_ids[i] for i in batch], pad_token_id, "left"
+                )
                 output = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),
@@ -118,44 +121,6 @@ def decode_response(tokenizer, new_token_ids: list[int]) -> str:
     if eos in new_token_ids:
         new_token_ids = new_token_ids[: new_token_ids.index(eos)]
     return tokenizer.decode(new_token_ids, skip_special_tokens=True)
-
-
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length, longest first; ties keep input order."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-
-
-def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
-    """`input_ids` and `attention_mask` [B, L], padded on the left so every prompt ends at column L-1."""
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.tensor([[pad_token_id] * (width - len(ids)) + ids for ids in sequences])
-    attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in sequences])
-    return input_ids, attention_mask
-
-
-def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
-    """This process's share of `range(n)`: every `world_size`-th index from `rank`.
-
-    The shares are disjoint and cover every index exactly once, with no padding duplicates,
-    so gathering them needs no de-duplication (unlike a `DistributedSampler`).
-    """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"rank must be in [0, world_size) and world_size at least 1, got rank={rank}, world_size={world_size}"
-        )
-    return list(range(rank, n, world_size))
-
-
-def _pad_token_id(tokenizer) -> int:
-    """The tokenizer's pad id, or its EOS id for tokenizers (Llama, GPT-2) that ship without one."""
-    if tokenizer.pad_token_id is not None:
-        return tokenizer.pad_token_id
-    if tokenizer.eos_token_id is not None:
-        return tokenizer.eos_token_id
-    raise ValueError(
-        "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token before decoding"
-    )
 
 
 def _hf_generation_config(

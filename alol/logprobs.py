@@ -18,7 +18,7 @@ import torch
 from peft import PeftModel
 from torch import Tensor, nn
 
-from alol.data import locate_response_tokens
+from alol.collate import locate_response_tokens
 
 
 @dataclass(frozen=True)

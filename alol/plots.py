@@ -1,4 +1,5 @@
-"""Plots where a picture says more than a table: training curves and per-objective rewards."""
+"""Plots where a picture says more than a table: training curves, rewards per objective, the
+advantage histogram and the value head's fit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from alol.io import write_atomic  # noqa: E402
+from alol.atomic import write_atomic  # noqa: E402
 
 CURVES = (
     "loss",
@@ -60,9 +61,7 @@ def plot_training_curves(metrics_path: str | Path, png_path: str | Path) -> Path
     for axis in list(axes.flat)[len(series) :]:
         axis.axis("off")
     figure.tight_layout()
-    write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
-    plt.close(figure)
-    return Path(png_path)
+    return _save(figure, png_path)
 
 
 def plot_reward_by_objective(totals: dict[str, tuple[float, float]], png_path: str | Path) -> Path:
@@ -76,6 +75,47 @@ def plot_reward_by_objective(totals: dict[str, tuple[float, float]], png_path: s
     axis.set_title("reward per objective")
     axis.tick_params(axis="x", rotation=30)
     figure.tight_layout()
+    return _save(figure, png_path)
+
+
+def plot_value_fit(report: dict, png_path: str | Path) -> Path:
+    """The MSE per epoch and, when held-out points exist, predicted vs target V."""
+    figure, (curves, scatter) = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = range(1, len(report["train_mse_per_epoch"]) + 1)
+    curves.plot(epochs, report["train_mse_per_epoch"], marker="o", label="train")
+    curves.plot(epochs, report["heldout_mse_per_epoch"], marker="o", label="held-out")
+    curves.axvline(report["best_epoch"], color="grey", linestyle=":", label="kept epoch")
+    curves.set(xlabel="epoch", ylabel="MSE", title="value head fit")
+    curves.legend()
+    targets, predictions = report["heldout_targets"], report["heldout_predictions"]
+    scatter.scatter(targets, predictions, s=12)
+    if targets:
+        low, high = min(targets + predictions), max(targets + predictions)
+        scatter.plot([low, high], [low, high], color="grey", linestyle=":")
+    scatter.set(xlabel="target reward", ylabel="predicted V(x)", title="held-out prompts")
+    figure.tight_layout()
+    return _save(figure, png_path)
+
+
+def plot_advantage_histogram(table, fraction_positive: float, png_path: str | Path) -> Path:
+    """Three histograms side by side: R, V(x) and A = R − V(x), with A = 0 marked."""
+    figure, (reward_axes, value_axes, advantage_axes) = plt.subplots(1, 3, figsize=(13, 3.6))
+    bins = min(50, max(10, len(table) // 20))
+    reward_axes.hist(table.reward, bins=bins, color="tab:green")
+    reward_axes.set(title="reward R", xlabel="R", ylabel="examples")
+    value_axes.hist(table.value, bins=bins, color="tab:blue")
+    value_axes.set(title="value V(x)", xlabel="V(x)")
+    advantage_axes.hist(table.advantage, bins=bins, color="tab:orange")
+    advantage_axes.axvline(0.0, color="black", linestyle="--", linewidth=1)
+    advantage_axes.set(
+        title=f"advantage A = R − V(x): {fraction_positive:.1%} positive", xlabel="A"
+    )
+    figure.tight_layout()
+    return _save(figure, png_path)
+
+
+def _save(figure, png_path: str | Path) -> Path:
+    """Write the figure as a PNG atomically and free it."""
     write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
     plt.close(figure)
     return Path(png_path)

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from cases import PRECOMPUTE_METHODS, BenchConfig  # bench/, on sys.path as a script
 
-from alol.advantage import collate_prompt_groups
-from alol.batching import pack_to_token_budget
-from alol.data import TokenizedPair, collate_pairs, length_grouped_order, locate_response_tokens
-from alol.io import write_json
+from alol.atomic import write_json
+from alol.collate import collate_pairs, collate_prompt_groups, locate_response_tokens
 from alol.objectives import OBJECTIVES
+from alol.sampling import length_grouped_order, pack_to_token_budget
+from alol.tokenize import TokenizedPair
 
 BENCH = Path(__file__).resolve().parent
 LENGTHS_FILE = BENCH / "hh_lengths.json"
@@ -38,8 +38,9 @@ DRAW_STREAM = 200_000
 def make_lengths(hh_dir: Path, out: Path, max_prompt: int = 640, max_response: int = 128) -> dict:
     """Tokenize the HH pairs with a 32k byte-level BPE trained on their own text and record each
     pair's (prompt, chosen, rejected) token counts, response counts including EOS."""
-    from alol.data import load_records, render_prompt, tokenize_pair
+    from alol.formats import load_records
     from alol.tiny import train_tokenizer
+    from alol.tokenize import render_prompt, tokenize_pair
 
     records = [
         record

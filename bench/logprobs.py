@@ -34,7 +34,7 @@ import transformers
 from common import PeakMemory, device_name, synchronize  # bench/, on sys.path as a script
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alol.io import write_json, write_text
+from alol.atomic import write_json, write_text
 from alol.logprobs import (
     naive_response_token_logprobs,
     response_token_logprobs,

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from alol import demo_task
+from alol.atomic import write_json, write_text
 from alol.demo import (
     TINY,
     TINY_THREADS,
@@ -34,8 +35,7 @@ from alol.demo import (
     prepare_tiny,
     run_stages,
 )
-from alol.evaluate import EvalReport
-from alol.io import write_json, write_text
+from alol.eval_report import EvalReport
 
 OBJECTIVES = (
     "nll",

@@ -35,16 +35,17 @@ from report import add_mfu, describe
 from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alol.advantage import score_reference_batch, score_shared_prompt_batch
-from alol.batching import example_weight
+from alol.atomic import write_text
+from alol.batches import PairBatch, RankedBatch, SequenceBatch
 from alol.compilation import compile_cache_free_parts, compile_decoder_layers
-from alol.io import write_text
 from alol.logprobs import (
     naive_response_token_logprobs,
     response_token_logprobs,
     sequence_logprobs,
 )
-from alol.objectives import OBJECTIVES, ObjectiveConfig, PairBatch, RankedBatch, SequenceBatch
+from alol.objectives import OBJECTIVES, ObjectiveConfig
+from alol.reference import score_reference_batch, score_shared_prompt_batch
+from alol.sampling import example_weight
 from alol.value import ValueHead
 
 INTERLEAVED_ROUNDS = 7

@@ -87,7 +87,7 @@ from steps import (
 )
 from trl_baseline import trl_dpo, trl_in_subprocess, trl_version
 
-from alol.io import write_json, write_text
+from alol.atomic import write_json, write_text
 
 RESULTS = BENCH / "results"
 

@@ -23,8 +23,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.advantage import AdvantageConfig, compute_advantages
 from alol.cli import main
-from alol.data import DataError, RewardRecord, encode_prompt, load_records, tokenize_pair
+from alol.errors import DataError
+from alol.formats import load_records
 from alol.generate import GenerationConfig, generate_responses
+from alol.records import RewardRecord
+from alol.tokenize import encode_prompt, tokenize_pair
 
 PROPERTY = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

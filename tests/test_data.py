@@ -19,24 +19,17 @@ from datasets import Dataset, DatasetDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alol.data import (
+from alol.collate import collate_pairs
+from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.errors import DataError
+from alol.formats import load_records, save_records
+from alol.records import LoadedData, PreferenceRecord, PromptRecord, RankedRecord, RewardRecord
+from alol.sampling import length_grouped_order
+from alol.tokenize import (
     PLAIN_GENERATION_PROMPT,
-    DataError,
-    LoadedData,
-    PreferenceRecord,
-    PromptRecord,
-    RankedRecord,
-    RewardRecord,
     TokenizedPair,
-    collate_pairs,
     encode_prompt,
-    length_grouped_order,
-    load_records,
     render_prompt,
-    save_records,
-    to_preference_records,
-    to_ranked_records,
-    to_reward_records,
     tokenize_pair,
 )
 
@@ -405,7 +398,7 @@ def test_hh_pairs_drop_exactly_the_tied_candidates(caplog):
     records = load_records(SHARED_HH / "sampled_dev.json").records
     ties = sum(record.rewards[0] == record.rewards[1] for record in records)
 
-    with caplog.at_level(logging.WARNING, logger="alol.data"):
+    with caplog.at_level(logging.WARNING, logger="alol.conversions"):
         pairs = to_preference_records(records)
 
     assert ties == 3  # the dev file has three pairs whose two logits are equal
@@ -709,7 +702,7 @@ def test_ranked_to_pairs_sets_the_best_against_each_worse_and_drops_ties(caplog)
     """Best is 'b' (0.9, first of the two maxima); 'd' ties it and is dropped; 'a', 'c' are worse."""
     ranked = RankedRecord("p", ["a", "b", "c", "d"], [0.2, 0.9, 0.5, 0.9], "k")
 
-    with caplog.at_level(logging.WARNING, logger="alol.data"):
+    with caplog.at_level(logging.WARNING, logger="alol.conversions"):
         pairs = to_preference_records([ranked])
 
     assert pairs == [
@@ -728,7 +721,7 @@ def test_reward_records_group_by_identical_prompt_and_singletons_are_dropped(cap
         RewardRecord([USER_HI], "y", 0.5),
     ]
 
-    with caplog.at_level(logging.WARNING, logger="alol.data"):
+    with caplog.at_level(logging.WARNING, logger="alol.conversions"):
         ranked = to_ranked_records(records)
         pairs = to_preference_records(records)
 

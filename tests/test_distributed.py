@@ -26,13 +26,15 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.advantage import AdvantageConfig, AdvantageTable, compute_advantages
-from alol.batching import ExampleDataset, SequenceExample
+from alol.advantage import AdvantageConfig, compute_advantages
 from alol.cli import load_config, main
-from alol.data import load_records, tokenize_pair
+from alol.examples import ExampleDataset, SequenceExample
+from alol.formats import load_records
 from alol.generate import GenerationConfig
 from alol.rewards import load_reward
-from alol.trainer import AlolConfig, AlolTrainer
+from alol.table import AdvantageTable
+from alol.tokenize import tokenize_pair
+from alol.train import AlolConfig, AlolTrainer
 from alol.value import load_value_head
 
 BUDGET = 120  # padded tokens per micro-batch: 2 to 5 of the examples below (21 to 48 tokens)
@@ -178,9 +180,9 @@ def fsdp_worker(reference: Path) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    from alol.data import collate_pairs
+    from alol.collate import collate_pairs
     from alol.logprobs import response_token_logprobs
-    from alol.trainer import call_through_wrapper
+    from alol.train.wrapping import call_through_wrapper
 
     dist.init_process_group("gloo")
     tokenizer = AutoTokenizer.from_pretrained(reference)

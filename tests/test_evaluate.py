@@ -7,18 +7,16 @@ import logging
 
 import pytest
 
-from alol.evaluate import (
+from alol.eval_report import (
     EvalExample,
     EvalReport,
     comparison_table,
-    distinct_n,
     evaluate_responses,
-    mean_length,
     read_report,
     warn_on_prompt_overlap,
-    win_rate,
     write_report,
 )
+from alol.metrics import distinct_n, mean_length, win_rate
 
 PROMPTS = ["p1", "p2", "p3", "p4"]
 RESPONSES = ["a b a b", "a b c", "hello", ""]
@@ -159,7 +157,7 @@ def test_comparison_table_names_the_reference_and_adds_the_kept_share_when_given
 
 
 def test_prompt_overlap_is_counted_and_warned(caplog):
-    with caplog.at_level(logging.WARNING, logger="alol.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="alol.eval_report"):
         overlap = warn_on_prompt_overlap(
             ["a  b", "c", "d"], ["a b", "d", "x"], "value-head prompts"
         )
@@ -168,6 +166,6 @@ def test_prompt_overlap_is_counted_and_warned(caplog):
 
 
 def test_disjoint_prompts_raise_no_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="alol.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="alol.eval_report"):
         assert warn_on_prompt_overlap(["a"], ["b"], "validation prompts") == 0
     assert caplog.records == []

@@ -7,13 +7,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from alol.generate import (
-    GenerationConfig,
-    decode_response,
-    generate_responses,
-    length_sorted_batches,
-    shard_indices,
-)
+from alol.distributed import shard_indices
+from alol.generate import GenerationConfig, decode_response, generate_responses
+from alol.sampling import length_sorted_batches
 
 PROMPTS = [
     "Human: How do I bake bread? Assistant:",

@@ -20,7 +20,7 @@ from alol.logprobs import response_token_logprobs, sequence_logprobs
 from alol.objectives import get_objective
 from alol.pipeline import PipelineConfig, load_splits
 from alol.pipeline.train import training_set as build_training_set
-from alol.trainer import AlolConfig, AlolTrainer
+from alol.train import AlolConfig, AlolTrainer
 
 STEPS = 2
 METRICS = {

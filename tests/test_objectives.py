@@ -11,13 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
+from alol.batches import PairBatch, RankedBatch, SequenceBatch
 from alol.objectives import (
     MAX_ABS_LOG_RATIO,
     OBJECTIVES,
     ObjectiveConfig,
-    PairBatch,
-    RankedBatch,
-    SequenceBatch,
     a_lol_kl_loss,
     a_lol_loss,
     a_lol_ref_free_loss,

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from alol.advantage import AdvantageTable
 from alol.cli import main
 from alol.config import PipelineConfig
 from alol.objectives import OBJECTIVES
 from alol.pipeline import load_model_for_inference, reference_dtype
 from alol.pipeline.train import training_args
+from alol.table import AdvantageTable
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 

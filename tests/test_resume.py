@@ -16,13 +16,14 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.batching import ExampleDataset, SequenceExample
+from alol.atomic import replace_directory, write_atomic, write_text
 from alol.cli import main
-from alol.data import tokenize_pair
+from alol.examples import ExampleDataset, SequenceExample
 from alol.generate import GenerationConfig
-from alol.io import replace_directory, write_atomic, write_text
 from alol.rewards import CallableReward
-from alol.trainer import PARTIAL_CHECKPOINTS, AlolConfig, AlolTrainer
+from alol.tokenize import tokenize_pair
+from alol.train import AlolConfig, AlolTrainer
+from alol.train.checkpoints import PARTIAL_CHECKPOINTS
 
 MAX_STEPS = 6
 

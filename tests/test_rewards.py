@@ -18,7 +18,8 @@ from transformers import (
     LlamaForSequenceClassification,
 )
 
-from alol.rewards import RewardError, load_reward, score, spec_fingerprint
+from alol.fingerprint import spec_fingerprint
+from alol.rewards import RewardError, load_reward, score
 
 PROMPTS = ["How do I bake bread?", "Say something kind.", "Count to three.", "Hi"]
 RESPONSES = ["Mix flour and water.", "You are great!", "1 2 3", "Hello there, friend"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alol.rewards import load_reward, score
-from alol.scorers import (
+from alol.rewards.scorers import (
     DiversityScorer,
     InverseDocumentFrequency,
     LengthScorer,

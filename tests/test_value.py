@@ -10,19 +10,18 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alol.plots import plot_value_fit
 from alol.value import (
     CONFIG_FILE,
     METRICS_FILE,
     WEIGHTS_FILE,
     ValueConfig,
     ValueHead,
-    fit_value_head,
     load_value_head,
-    plot_value_fit,
-    predict_values,
     save_value_head,
     values_from_sequence_states,
 )
+from alol.value_fit import fit_value_head, predict_values
 
 SUBJECTS = ["the dog", "my bread", "a fox", "the question", "your friend", "the water"]
 VERBS = ["is", "was", "seems", "looks"]

@@ -23,7 +23,7 @@ writes artifacts, and the others wait for it (`alol.io.on_main_process`).
 from __future__ import annotations
 
 from alol.config import PipelineConfig
-from alol.evaluate import EvalReport
+from alol.eval_report import EvalReport
 from alol.pipeline.advantage import run_advantage
 from alol.pipeline.evaluate import load_policy_for_eval, run_eval
 from alol.pipeline.inputs import (

@@ -11,18 +11,14 @@ import logging
 
 from alol.advantage import (
     AdvantageConfig,
-    AdvantageTable,
     advantage_stats,
-    cache_key,
     compute_advantages,
-    fingerprint_model,
-    fingerprint_records,
-    load_or_compute,
     write_advantage_report,
 )
 from alol.config import PipelineConfig
-from alol.data import to_reward_records
-from alol.io import on_main_process
+from alol.conversions import to_reward_records
+from alol.distributed import on_main_process
+from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records
 from alol.pipeline.inputs import (
     configured_reference_dtype,
     configured_reward,
@@ -31,6 +27,7 @@ from alol.pipeline.inputs import (
     reference_path,
     reward_fingerprint,
 )
+from alol.table import AdvantageTable, load_or_compute
 from alol.value import load_value_head
 
 logger = logging.getLogger(__name__)

@@ -10,17 +10,17 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from alol.atomic import write_text
 from alol.config import PipelineConfig
-from alol.data import render_prompt
+from alol.distributed import gather_in_order, on_main_process, process_state
 from alol.errors import AlolError
-from alol.evaluate import (
+from alol.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
     warn_on_prompt_overlap,
     write_report,
 )
-from alol.io import gather_in_order, on_main_process, process_state, write_text
 from alol.pipeline.inputs import (
     configured_reward,
     load_data,
@@ -31,6 +31,7 @@ from alol.pipeline.inputs import (
 )
 from alol.pipeline.value import decode_and_score
 from alol.rewards import Reward
+from alol.tokenize import render_prompt
 
 
 def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:

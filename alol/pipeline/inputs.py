@@ -16,13 +16,15 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.advantage import REFERENCE_DTYPES
 from alol.config import PipelineConfig
-from alol.data import RewardRecord, load_records, render_prompt, tokenize_pair
+from alol.distributed import process_state
+from alol.dtypes import DTYPES as REFERENCE_DTYPES
 from alol.errors import AlolError
-from alol.io import process_state
-from alol.rewards import Reward, load_reward, spec_fingerprint
-from alol.trainer import ensure_pad_token
+from alol.fingerprint import spec_fingerprint
+from alol.formats import load_records
+from alol.records import RewardRecord
+from alol.rewards import Reward, load_reward
+from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 
 logger = logging.getLogger(__name__)
 

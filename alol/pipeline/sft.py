@@ -8,12 +8,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from alol.advantage import fingerprint_model, fingerprint_records
-from alol.batching import ExampleDataset, SequenceExample
 from alol.config import PipelineConfig
-from alol.data import to_reward_records
+from alol.conversions import to_reward_records
+from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.io import on_main_process
+from alol.examples import ExampleDataset, SequenceExample
+from alol.fingerprint import fingerprint_model, fingerprint_records
 from alol.pipeline.inputs import load_model, load_splits, tokenize_record
 from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
 from alol.pipeline.train import (
@@ -25,7 +25,7 @@ from alol.pipeline.train import (
     training_fields,
 )
 from alol.plots import plot_training_curves
-from alol.trainer import AlolTrainer
+from alol.train import AlolTrainer
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alol.io import on_main_process, write_json
+from alol.atomic import write_json
+from alol.distributed import on_main_process
 
 logger = logging.getLogger(__name__)
 

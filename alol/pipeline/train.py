@@ -16,27 +16,14 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from alol.advantage import (
-    AdvantageTable,
-    budget_steps,
-    cache_key,
-    compute_advantages,
-    fingerprint_model,
-    fingerprint_records,
-    load_or_compute,
-    select_training_examples,
-)
-from alol.batching import ExampleDataset, PairExample, RankedExample, SequenceExample
+from alol.advantage import budget_steps, compute_advantages, select_training_examples
+from alol.atomic import append_jsonl, replace_directory, write_text
 from alol.config import PipelineConfig
-from alol.data import (
-    RewardRecord,
-    render_prompt,
-    to_preference_records,
-    to_ranked_records,
-    to_reward_records,
-)
+from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.io import append_jsonl, on_main_process, replace_directory, write_text
+from alol.examples import ExampleDataset, PairExample, RankedExample, SequenceExample
+from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records
 from alol.objectives import get_objective
 from alol.pipeline.advantage import advantage_config, run_advantage
 from alol.pipeline.inputs import (
@@ -50,7 +37,12 @@ from alol.pipeline.inputs import (
 )
 from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
 from alol.plots import plot_training_curves
-from alol.trainer import AlolConfig, AlolTrainer, checkpointing_argument, newest_checkpoint
+from alol.records import RewardRecord
+from alol.table import AdvantageTable, load_or_compute
+from alol.tokenize import render_prompt
+from alol.train import AlolConfig, AlolTrainer
+from alol.train.checkpoints import newest_checkpoint
+from alol.train.wrapping import checkpointing_argument
 
 logger = logging.getLogger(__name__)
 

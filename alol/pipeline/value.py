@@ -11,12 +11,13 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from alol.advantage import fingerprint_model, fingerprint_records
+from alol.atomic import write_text
 from alol.config import PipelineConfig
-from alol.data import render_prompt, to_reward_records
+from alol.conversions import to_reward_records
+from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
+from alol.fingerprint import fingerprint_model, fingerprint_records
 from alol.generate import GenerationConfig, generate_responses
-from alol.io import gather_in_order, on_main_process, write_text
 from alol.pipeline.inputs import (
     configured_reference_dtype,
     configured_reward,
@@ -27,8 +28,11 @@ from alol.pipeline.inputs import (
     unique_prompts,
 )
 from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
+from alol.plots import plot_value_fit
 from alol.rewards import Reward, score
-from alol.value import ValueConfig, fit_value_head, plot_value_fit, save_value_head
+from alol.tokenize import render_prompt
+from alol.value import ValueConfig, save_value_head
+from alol.value_fit import fit_value_head
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""Evaluation metrics and reports: reward per component, distinct-n, length, win-rate.
+"""Evaluation reports: reward per component, distinct-n, length and win-rate of one model's
+responses, as JSON, Markdown and a comparison table of several models.
 
-Everything here is pure arithmetic on texts and scores; the caller decodes with
-`alol.generate` and scores with `alol.rewards.score`, so each piece can be tested alone.
+Everything here is arithmetic on texts and scores; the caller decodes with `alol.generate`
+and scores with `alol.rewards.score`, so each piece can be tested alone.
 """
 
 from __future__ import annotations
@@ -15,50 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from alol.io import write_atomic, write_json, write_text
+from alol.atomic import write_atomic, write_json, write_text
+from alol.metrics import distinct_n, mean_length, win_rate
 
 logger = logging.getLogger(__name__)
 
+
 EXAMPLES_IN_MARKDOWN = 5
-
-
-def distinct_n(texts: list[str], n: int) -> float:
-    """Corpus-level unique n-grams / total n-grams over whitespace tokens (0.0 when there are none).
-
-    n-grams never span two texts. Low values mean the model repeats itself across prompts.
-    """
-    ngrams = [
-        tuple(words[i : i + n])
-        for words in (text.split() for text in texts)
-        for i in range(len(words) - n + 1)
-    ]
-    return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
-
-
-def mean_length(texts: list[str], tokenizer=None) -> float:
-    """Mean length in whitespace words, or in tokens when a tokenizer is given (0.0 for no texts)."""
-    if not texts:
-        return 0.0
-    if tokenizer is None:
-        return float(np.mean([len(text.split()) for text in texts]))
-    return float(
-        np.mean([len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts])
-    )
-
-
-def win_rate(scores: list[float], reference_scores: list[float]) -> float:
-    """Fraction of examples where the score beats the reference's; a tie counts half."""
-    if len(scores) != len(reference_scores):
-        raise ValueError(
-            f"win_rate needs one reference score per score, got {len(scores)} and {len(reference_scores)}"
-        )
-    if not scores:
-        raise ValueError("win_rate of no examples is undefined; pass at least one score")
-    outcomes = [
-        1.0 if s > r else 0.5 if s == r else 0.0
-        for s, r in zip(scores, reference_scores, strict=True)
-    ]
-    return float(np.mean(outcomes))
 
 
 @dataclass
@@ -154,6 +118,18 @@ def _with_totals(scores: list[dict[str, float]], name: str) -> list[dict[str, fl
     return rows
 
 
+def eval_metrics(report: EvalReport, prefix: str) -> dict[str, float]:
+    """A report's headline figures under Trainer's metric names: `<prefix>as_reward` (the total),
+    `<prefix>as_reward/<component>`, `<prefix>_distinct_2` and `<prefix>_length` (words)."""
+    metrics = {
+        f"{prefix}_{'reward' if name == 'total' else 'reward/' + name}": value
+        for name, value in report.reward_mean.items()
+    }
+    metrics[f"{prefix}_distinct_2"] = report.distinct_2
+    metrics[f"{prefix}_length"] = report.mean_length_words
+    return metrics
+
+
 def write_report(report: EvalReport, directory: str | Path, title: str) -> Path:
     """Write `eval.json` (summary), `samples.jsonl` (every example) and a readable `report.md`."""
     directory = Path(directory)
@@ -241,19 +217,19 @@ def comparison_table(
     for name, report in reports.items():
         cells = [
             "π_ref (reference)" if name == "reference" else name,
-            *(_number(report.reward_mean.get(c), ".3f") for c in components),
+            *(as_number(report.reward_mean.get(c), ".3f") for c in components),
             f"**{report.reward_mean['total']:.3f}**",
-            _number(report.distinct_2, ".3f"),
-            _number(report.mean_length_words, ".1f"),
-            _number(report.win_rate, ".2f"),
+            as_number(report.distinct_2, ".3f"),
+            as_number(report.mean_length_words, ".1f"),
+            as_number(report.win_rate, ".2f"),
         ]
         if kept is not None:
-            cells.append(_number(kept.get(name), ".0%"))
+            cells.append(as_number(kept.get(name), ".0%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _number(value: float | None, spec: str) -> str:
+def as_number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 

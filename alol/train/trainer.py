@@ -28,20 +28,14 @@ Two places where alol deliberately departs from a plain `Trainer`:
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-import zipfile
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import (
     AutoModelForCausalLM,
@@ -49,189 +43,39 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     Trainer,
-    TrainingArguments,
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
-from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import (
-    PREFIX_CHECKPOINT_DIR,
-    get_last_checkpoint,
-    rotate_checkpoints,
-)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from alol.advantage import PrioritySampler
-from alol.batching import (
-    Collator,
-    ExampleDataset,
+from alol.atomic import replace_directory
+from alol.batches import ObjectiveOutput, PairBatch, RankedBatch, SequenceBatch
+from alol.collate import Collator, padded_width
+from alol.compilation import compile_decoder_layers
+from alol.distributed import gather_in_order
+from alol.eval_report import eval_metrics, evaluate_responses
+from alol.examples import ExampleDataset, rows_per_example
+from alol.generate import GenerationConfig, generate_responses
+from alol.logprobs import response_token_logprobs, sequence_logprobs
+from alol.objectives import Objective, get_objective
+from alol.rewards import Reward, score
+from alol.sampling import (
     LengthGroupedSampler,
+    PrioritySampler,
     TokenBudgetBatchSampler,
     example_weight,
-    rows_per_example,
 )
-from alol.compilation import compile_decoder_layers
-from alol.data import padded_width
-from alol.errors import AlolError
-from alol.evaluate import distinct_n
-from alol.generate import GenerationConfig, generate_responses
-from alol.io import gather_in_order, replace_directory
-from alol.logprobs import response_token_logprobs, sequence_logprobs
-from alol.objectives import (
-    Objective,
-    ObjectiveConfig,
-    ObjectiveOutput,
-    PairBatch,
-    RankedBatch,
-    SequenceBatch,
-    get_objective,
+from alol.tokenize import ensure_pad_token
+from alol.train.checkpoints import (
+    PARTIAL_CHECKPOINTS,
+    TRAINER_STATE_FILE,
+    CheckpointError,
+    check_checkpoint,
+    newest_checkpoint,
 )
-from alol.rewards import Reward, score
+from alol.train.config import AlolConfig
+from alol.train.wrapping import apply_lora, call_through_wrapper
 
 logger = logging.getLogger(__name__)
-
-SAMPLING_CHOICES = ("uniform", "advantage", "reward")
-PARTIAL_CHECKPOINTS = ".partial"
-"""Folder (inside the output folder) where a checkpoint is written before it is renamed into place."""
-TRAINER_STATE_FILE = "trainer_state.json"
-
-
-class CheckpointError(AlolError):
-    """A checkpoint to resume from cannot be read."""
-
-
-@dataclass
-class AlolConfig(TrainingArguments):
-    """`TrainingArguments` plus what an offline-RL objective needs. Every field is a CLI flag."""
-
-    objective: str = field(
-        default="a_lol",
-        metadata={"help": "Training objective: a name from alol.objectives.OBJECTIVES."},
-    )
-    clip: float | None = field(
-        default=0.9,
-        metadata={
-            "help": "ε of the importance-weight clamp [1-ε, 1+ε] (paper default 0.9). "
-            "None turns clipping off."
-        },
-    )
-    beta: float = field(
-        default=0.1,
-        metadata={"help": "DPO temperature β, and the coefficient of a_lol_kl's KL term."},
-    )
-    gold_floor: float = field(
-        default=0.1, metadata={"help": "r_gold: lower bound on the detached token probability."}
-    )
-    pro_sft_weight: float = field(default=0.05, metadata={"help": "PRO: weight of the SFT term."})
-    sampling: str | None = field(
-        default=None,
-        metadata={
-            "help": "How training examples are drawn: 'advantage' (∝ A, with replacement, the "
-            "paper's priority sampling), 'reward' (∝ R) or 'uniform'. Default: the objective's."
-        },
-    )
-    max_prompt_length: int = field(
-        default=640, metadata={"help": "Prompt tokens kept (truncated from the left)."}
-    )
-    max_response_length: int = field(
-        default=128,
-        metadata={"help": "Response tokens kept, EOS included (truncated from the right)."},
-    )
-    vocab_chunk_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Compute the log-softmax over vocabulary chunks of this size to save memory."
-        },
-    )
-    group_by_length: bool = field(
-        default=True,
-        metadata={
-            "help": "Fill each optimizer step with examples of similar length to cut padding "
-            "(grouped per global batch, so the split into devices and accumulation steps does "
-            "not change which examples share a step)."
-        },
-    )
-    compile_layers: bool = field(
-        default=False,
-        metadata={
-            "help": "torch.compile each decoder layer (regional compilation, alol.compilation). "
-            "TrainingArguments' torch_compile compiles model.forward, which alol never calls."
-        },
-    )
-    compile_mode: str | None = field(
-        default=None,
-        metadata={
-            "help": "torch.compile mode for compile_layers: default, reduce-overhead (CUDA "
-            "graphs; pair it with pad_to_multiple_of), max-autotune, max-autotune-no-cudagraphs."
-        },
-    )
-    max_tokens_per_batch: int | None = field(
-        default=None,
-        metadata={
-            "help": "Token-budget batches: each micro-batch holds as many examples as fit this "
-            "many padded tokens (examples x rows x longest length), instead of "
-            "per_device_train_batch_size examples. Short examples then share big batches (a "
-            "busier GPU), long ones small ones (a bounded memory peak); every example still "
-            "weighs the same in the gradient. Needs max_steps."
-        },
-    )
-    pad_to_multiple_of: int | None = field(
-        default=None,
-        metadata={
-            "help": "Pad each batch's length up to a multiple of this: fewer distinct shapes for "
-            "compiled code and tensor-core friendly sizes, at the cost of some padding."
-        },
-    )
-    reward_timeout: float | None = field(
-        default=None,
-        metadata={"help": "Seconds one reward batch may take during validation (None: no limit)."},
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: alol's batches carry their own fields."}
-    )
-    logging_nan_inf_filter: bool = field(
-        default=False,
-        metadata={
-            "help": "Trainer's filter that replaces a NaN/inf micro-step loss in the logged loss "
-            "by the running mean. It checks every micro-step's loss on the host, a device sync "
-            "per step; alol logs the loss as it is, so a diverging run shows."
-        },
-    )
-    report_to: str | list[str] = field(
-        default="none",
-        metadata={
-            "help": "Metric sinks: 'none', 'tensorboard', 'wandb' (alol sends no telemetry)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        get_objective(self.objective)  # fail early with the list of valid names
-        if not torch.cuda.is_available():
-            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
-        if self.torch_compile:
-            raise ValueError(
-                "torch_compile compiles model.forward, which alol's log-prob path never calls, so "
-                "it would change nothing; set compile_layers=True (--compile-layers) instead"
-            )
-        if self.max_tokens_per_batch is not None and (
-            self.max_tokens_per_batch < 1 or self.max_steps <= 0
-        ):
-            raise ValueError(
-                "max_tokens_per_batch needs a positive budget and max_steps > 0 (the number of "
-                f"batches is fixed by the step budget), got {self.max_tokens_per_batch} and "
-                f"max_steps={self.max_steps}"
-            )
-        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
-            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
-        if self.sampling is not None and self.sampling not in SAMPLING_CHOICES:
-            raise ValueError(f"sampling must be one of {SAMPLING_CHOICES}, got {self.sampling!r}.")
-
-    def objective_config(self) -> ObjectiveConfig:
-        return ObjectiveConfig(
-            clip=self.clip,
-            beta=self.beta,
-            gold_floor=self.gold_floor,
-            pro_sft_weight=self.pro_sft_weight,
-        )
 
 
 class AlolTrainer(Trainer):
@@ -493,9 +337,10 @@ class AlolTrainer(Trainer):
             return list(zip(responses, scores, strict=True))
 
         gathered = gather_in_order(len(self.eval_prompts), decode_and_score)
-        metrics = _eval_metrics(
-            [r for r, _ in gathered], [s for _, s in gathered], metric_key_prefix
+        report = evaluate_responses(
+            self.eval_prompts, [r for r, _ in gathered], [s for _, s in gathered]
         )
+        metrics = eval_metrics(report, metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(
             self.args, self.state, self.control, metrics
@@ -568,112 +413,6 @@ class AlolTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
 
-def newest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The complete checkpoint with the highest step in `output_dir`, if there is one."""
-    if not Path(output_dir).is_dir():
-        return None
-    newest = get_last_checkpoint(str(output_dir))
-    return None if newest is None else Path(newest)
-
-
-def call_through_wrapper(
-    wrapper: nn.Module, inner: nn.Module, method: Callable[..., Any], *args: Any
-) -> Any:
-    """`method(*args)`, run as the forward of `wrapper` (DDP, FSDP, a DeepSpeed engine, or
-    `inner` itself when nothing wraps it).
-
-    The wrapper's forward does work that calling `inner`'s submodules directly would skip:
-    DDP arms its gradient all-reduce, FSDP and ZeRO-3 gather the parameters of the root
-    module. For the one call, `inner.forward` is swapped for `method`, so that
-    `wrapper(*args)` reaches `method` through every hook; it is restored as soon as `method`
-    starts, so `method` may itself call `inner`'s real forward.
-    """
-    had_own_forward = "forward" in inner.__dict__  # accelerate patches forward per instance
-    own_forward = inner.__dict__.get("forward")
-
-    def restore() -> None:
-        if had_own_forward:
-            inner.forward = own_forward
-        else:
-            inner.__dict__.pop("forward", None)
-
-    def redirected_forward(*forward_args: Any) -> Any:
-        restore()
-        return method(*forward_args)
-
-    inner.forward = redirected_forward
-    try:
-        return wrapper(*args)
-    finally:
-        restore()
-
-
-def check_checkpoint(checkpoint: Path) -> None:
-    """Raise `CheckpointError` naming the first unreadable file of a checkpoint folder.
-
-    Cheap checks that catch a truncated or damaged file before anything is loaded: JSON files
-    parse, safetensors headers cover their files, and `torch.save` archives (zip) end with
-    their directory.
-    """
-    if not checkpoint.is_dir():
-        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
-    if not (checkpoint / TRAINER_STATE_FILE).is_file():
-        _refuse_checkpoint(checkpoint, f"{TRAINER_STATE_FILE} is missing")
-    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
-        try:
-            if path.suffix == ".json":
-                json.loads(path.read_text(encoding="utf-8"))
-            elif path.suffix == ".safetensors":
-                with safe_open(str(path), framework="pt"):
-                    pass
-            elif path.suffix in (".pt", ".pth", ".bin"):
-                zipfile.ZipFile(path).close()
-        except Exception as error:  # each reader raises its own type for a damaged file
-            _refuse_checkpoint(
-                checkpoint, f"{path.relative_to(checkpoint)} is unreadable ({error})"
-            )
-    try:
-        TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_FILE))
-    except (TypeError, ValueError) as error:  # readable JSON, but not a state Trainer wrote
-        _refuse_checkpoint(checkpoint, f"{TRAINER_STATE_FILE} is not a Trainer state ({error})")
-
-
-def _refuse_checkpoint(checkpoint: Path, problem: str) -> None:
-    raise CheckpointError(
-        f"cannot resume from checkpoint {checkpoint}: {problem}. Delete that folder to resume "
-        "from the checkpoint before it, or rerun with --no-resume to start this stage over."
-    )
-
-
-def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Tokenizers such as Llama's and GPT-2's ship without a pad token: pad with EOS.
-
-    Safe because batches mark padding with the attention mask, never by token id.
-    """
-    if tokenizer.pad_token_id is not None:
-        return
-    if tokenizer.eos_token is None:
-        raise ValueError(
-            "the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token"
-        )
-    tokenizer.pad_token = tokenizer.eos_token
-
-
-def _eval_metrics(
-    responses: list[str], scores: list[dict[str, float]], prefix: str
-) -> dict[str, float]:
-    metrics = {
-        f"{prefix}_{'reward' if name == 'total' else 'reward/' + name}": sum(
-            s[name] for s in scores
-        )
-        / len(scores)
-        for name in scores[0]
-    }
-    metrics[f"{prefix}_distinct_2"] = distinct_n(responses, 2)
-    metrics[f"{prefix}_length"] = sum(len(r.split()) for r in responses) / len(responses)
-    return metrics
-
-
 class _PromptList(Dataset):
     """The validation prompts as a dataset, so Trainer's evaluation schedule switches on."""
 
@@ -685,25 +424,3 @@ class _PromptList(Dataset):
 
     def __getitem__(self, index: int) -> str:
         return self.prompts[index]
-
-
-def checkpointing_argument(enabled: bool) -> dict[str, bool]:
-    """The TrainingArguments keyword that switches activation checkpointing, under the name this
-    transformers uses: `activation_checkpointing` (5.x, which warns on the old name) or
-    `gradient_checkpointing` (4.x). Both versions mirror the value into `gradient_checkpointing`,
-    so code reading `args.gradient_checkpointing` works with either."""
-    names = {f.name for f in fields(TrainingArguments)}
-    if "activation_checkpointing" in names:
-        return {"activation_checkpointing": enabled}
-    return {"gradient_checkpointing": enabled}
-
-
-def apply_lora(
-    model: PreTrainedModel, peft_config: Any, gradient_checkpointing: bool
-) -> PreTrainedModel:
-    """Wrap with peft; checkpointed LoRA needs inputs that require grad to reach the adapters."""
-    from peft import get_peft_model
-
-    if gradient_checkpointing:
-        model.enable_input_require_grads()
-    return get_peft_model(model, peft_config)

@@ -176,7 +176,8 @@ class DiversityScorer:
 
 def _corpus_texts(corpus: list[str] | str | Path) -> list[str]:
     if isinstance(corpus, str | Path):
-        from alol.data import load_records, to_reward_records
+        from alol.conversions import to_reward_records
+        from alol.formats import load_records
 
         return [record.response for record in to_reward_records(load_records(corpus).records)]
     return list(corpus)

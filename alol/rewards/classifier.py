@@ -1,0 +1,140 @@
+"""A local Hugging Face sequence classifier as a reward (the A-LoL paper's HH reward model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class ClassifierReward:
+    """A local Hugging Face sequence classifier: score = activation(logits)[label].
+
+    The defaults give the A-LoL paper's HH reward: sigmoid of a reward model's last logit.
+
+    path: a directory holding the model and its tokenizer (never fetched from a hub).
+    label: the logit to read, as an index or a name from the config's label2id; default the last.
+    activation: "sigmoid" of that logit, "softmax" over all logits, or "none" (the raw logit).
+    batch_size: records per forward pass.
+    max_length: tokens per input; longer inputs lose tokens from the left (the prompt's start).
+    inputs: what the classifier reads: "pair" (prompt and response as a text pair), "concat"
+        (prompt + response as one text), "response" (the response alone), or "auto": "pair"
+        when the tokenizer has a separator token (encoders trained on text pairs), else "concat".
+    name: the component's name; default the directory's name.
+    device: default "cuda" when available, else "cpu".
+    dtype: the weights' dtype, e.g. "bfloat16"; "auto" keeps the checkpoint's.
+    """
+
+    ACTIVATIONS = ("sigmoid", "softmax", "none")
+    INPUTS = ("auto", "pair", "concat", "response")
+
+    def __init__(
+        self,
+        path: str | Path,
+        label: int | str | None = None,
+        activation: str = "sigmoid",
+        batch_size: int = 16,
+        max_length: int = 512,
+        inputs: str = "auto",
+        name: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+    ):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"classifier reward: {path} is not a model directory (no config.json); give the "
+                "directory that save_pretrained wrote"
+            )
+        _check_choice("activation", activation, self.ACTIVATIONS)
+        _check_choice("inputs", inputs, self.INPUTS)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.tokenizer.padding_side = "right"
+        self.tokenizer.truncation_side = "left"
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype, local_files_only=True
+        )
+        self.model.to(self.device).eval()
+        _ensure_padding(self.tokenizer, self.model.config, path)
+        self.label = _label_index(self.model.config, label, path)
+        if activation == "softmax" and self.model.config.num_labels == 1:
+            raise ValueError(
+                f"classifier reward {path}: softmax over its single logit is always 1; "
+                "use activation 'sigmoid' or 'none'"
+            )
+        self.activation = activation
+        self.batch_size = batch_size
+        self.max_length = max_length
+        if inputs == "auto":
+            inputs = "pair" if self.tokenizer.sep_token is not None else "concat"
+        self.inputs = inputs
+        self.name = name or path.name
+        self.components = (self.name,)
+        self.weights = {self.name: 1.0}
+
+    @torch.inference_mode()
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[dict[str, float]]:
+        scores: list[float] = []
+        for start in range(0, len(responses), self.batch_size):
+            stop = start + self.batch_size
+            encoded = self._encode(prompts[start:stop], responses[start:stop]).to(self.device)
+            logits = self.model(**encoded).logits.float()
+            scores.extend(self._activate(logits).tolist())
+        return [{self.name: value} for value in scores]
+
+    def _encode(self, prompts: list[str], responses: list[str]):
+        if self.inputs == "pair":
+            texts = (prompts, responses)
+        elif self.inputs == "concat":
+            texts = ([p + r for p, r in zip(prompts, responses, strict=True)],)
+        else:
+            texts = (responses,)
+        return self.tokenizer(
+            *texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.activation == "softmax":
+            return logits.softmax(-1)[:, self.label]
+        chosen = logits[:, self.label]
+        return chosen.sigmoid() if self.activation == "sigmoid" else chosen
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"classifier reward: {option} must be one of {choices}, got {value!r}")
+
+
+def _ensure_padding(tokenizer, config, path: Path) -> None:
+    """Batches need a pad token, and last-token classifiers (GPT-2, Llama) need its id in the config."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(
+                f"classifier reward {path}: the tokenizer has neither a pad nor an EOS token; "
+                "add a pad token (tokenizer.add_special_tokens) and set config.pad_token_id"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
+def _label_index(config, label: int | str | None, path: Path) -> int:
+    num_labels = config.num_labels
+    if label is None:
+        return num_labels - 1
+    if isinstance(label, str):
+        # id2label is the reliable map: configs may carry label2id as None or out of date
+        indices = {name: int(index) for index, name in (config.id2label or {}).items()}
+        if label not in indices:
+            raise ValueError(
+                f"classifier reward {path}: no label {label!r}; its labels are {list(indices)}"
+            )
+        return indices[label]
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
+        raise ValueError(
+            f"classifier reward {path}: label must be a name or an index in [0, {num_labels}), got {label!r}"
+        )
+    return label

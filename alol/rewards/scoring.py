@@ -1,0 +1,137 @@
+"""Scoring records with a reward: batch by batch, with a progress bar, an optional timeout, the
+weighted "total" added, and every failure turned into a `RewardError` that names the batch,
+the record and the component."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from alol.rewards.base import Reward, RewardError, check_count, weights_of
+
+
+def score(
+    reward: Reward,
+    prompts: list[str],
+    responses: list[str],
+    batch_size: int = 32,
+    show_progress: bool = True,
+    timeout: float | None = None,
+    record_numbers: Sequence[int] | None = None,
+) -> list[dict[str, float]]:
+    """Score every record; each result holds every component plus "total", their weighted sum.
+
+    timeout: seconds one batch may take. The batch then runs in a worker thread, which works on
+        any platform but cannot be killed: a batch that times out keeps running in the
+        background (a daemon thread, so it does not keep the process alive) while the error
+        is raised.
+    record_numbers: what errors call each record (default: its position here). A process that
+        scores its share of the work passes the records' numbers in the whole of it, so an
+        error names the same records whichever process hit it.
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"score got {len(prompts)} prompts but {len(responses)} responses")
+    numbers = list(range(len(responses))) if record_numbers is None else list(record_numbers)
+    if len(numbers) != len(responses):
+        raise ValueError(f"score got {len(numbers)} record numbers for {len(responses)} records")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    name = getattr(reward, "name", type(reward).__name__)
+    results: list[dict[str, float]] = []
+    with tqdm(
+        total=len(responses), desc=f"scoring ({name})", unit="record", disable=not show_progress
+    ) as progress:
+        for batch, start in enumerate(range(0, len(responses), batch_size)):
+            stop = min(start + batch_size, len(responses))
+            where = f"reward {name!r} on batch {batch} ({_records(numbers[start:stop])})"
+            outputs = _call_batch(
+                reward, prompts[start:stop], responses[start:stop], timeout, where
+            )
+            check_count(outputs, stop - start, where)
+            components, weights = _components_and_weights(reward, name)
+            results.extend(
+                _with_total(output, numbers[start + offset], components, weights, name)
+                for offset, output in enumerate(outputs)
+            )
+            progress.update(stop - start)
+    return results
+
+
+def _records(numbers: list[int]) -> str:
+    """'records 4-7' for consecutive numbers, else 'records 1, 3, 5, ...' (strided shares)."""
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"records {numbers[0]}-{numbers[-1]}"
+    shown = ", ".join(map(str, numbers[:8]))
+    return f"records {shown}{', …' if len(numbers) > 8 else ''}"
+
+
+def _call_batch(reward: Reward, prompts, responses, timeout: float | None, where: str):
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["outputs"] = reward(prompts, responses)
+        except Exception as error:
+            outcome["error"] = error
+
+    if timeout is None:
+        run()
+    else:
+        worker = threading.Thread(target=run, name=f"alol-reward-{where}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise RewardError(
+                f"{where} did not finish within {timeout} s; its thread cannot be stopped and "
+                "keeps running in the background. Raise the timeout or fix the slow reward"
+            )
+    if "error" in outcome:
+        error = outcome["error"]
+        raise RewardError(f"{where} raised {type(error).__name__}: {error}") from error
+    return outcome["outputs"]
+
+
+def _components_and_weights(reward: Reward, name: str) -> tuple[tuple[str, ...], dict[str, float]]:
+    components = tuple(reward.components)
+    if "total" in components:
+        raise RewardError(
+            f"reward {name!r} has a component named 'total', which score() reserves for the "
+            "weighted sum; rename that component"
+        )
+    return components, weights_of(reward)
+
+
+def _with_total(
+    output: Any, index: int, components: tuple[str, ...], weights: dict[str, float], name: str
+) -> dict[str, float]:
+    if not isinstance(output, Mapping):
+        raise RewardError(
+            f"reward {name!r} gave a {type(output).__name__} for record {index}; expected a dict "
+            f"with the components {list(components)}"
+        )
+    unexpected = [key for key in output if key not in components]
+    if unexpected:
+        raise RewardError(
+            f"reward {name!r} gave unexpected components {unexpected} for record {index}; "
+            f"its components are {list(components)} (every record must have the same ones)"
+        )
+    record = {component: _finite(output, component, index, name) for component in components}
+    record["total"] = sum(weights.get(c, 1.0) * value for c, value in record.items())
+    return record
+
+
+def _finite(output: Mapping, component: str, index: int, name: str) -> float:
+    if component not in output:
+        raise RewardError(f"reward {name!r} gave no component {component!r} for record {index}")
+    value = output[component]
+    if isinstance(value, numbers.Real) and math.isfinite(value):
+        return float(value)
+    raise RewardError(
+        f"reward {name!r} gave {value!r} ({type(value).__name__}) for component {component!r} of "
+        f"record {index}; rewards must be finite numbers"
+    )

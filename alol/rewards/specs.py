@@ -1,0 +1,179 @@
+"""Reward specs: the strings, dicts and lists of a config that name a reward, and the reward
+each builds (see `alol.rewards` for the forms)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import math
+import numbers
+import sys
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from alol.rewards.base import CallableReward
+from alol.rewards.classifier import ClassifierReward
+from alol.rewards.scorers import SCORERS
+from alol.rewards.weighted import WeightedSum
+
+RewardSpec = str | dict | list
+
+
+def load_reward(spec: RewardSpec) -> CallableReward | ClassifierReward | WeightedSum:
+    """Build the reward a spec describes (see the module docstring for the forms)."""
+    return _build(normalize_spec(spec))
+
+
+def normalize_spec(spec: RewardSpec) -> dict[str, Any]:
+    """Every spec form as a dict with a "type"; a sum's terms become {"spec": ..., "weight": ...}."""
+    if isinstance(spec, str):
+        if spec in SCORERS:
+            return {"type": spec}
+        if ":" in spec:
+            return {"type": "callable", "path": spec}
+        raise ValueError(
+            f"unknown reward {spec!r}: give a built-in scorer ({', '.join(SCORERS)}), "
+            "'package.module:function' or 'path/to/file.py:function'"
+        )
+    if isinstance(spec, list | tuple):
+        return {"type": "sum", "components": [_normalize_term(term) for term in spec]}
+    if isinstance(spec, Mapping):
+        if "type" not in spec:
+            raise ValueError(
+                f"reward spec {dict(spec)!r} has no 'type'; use 'callable', 'classifier', 'sum' "
+                f"or a built-in scorer ({', '.join(SCORERS)})"
+            )
+        normalized = dict(spec)
+        if normalized["type"] == "sum":
+            terms = normalized.get("components")
+            if not isinstance(terms, list | tuple) or not terms:
+                raise ValueError("a sum reward needs 'components': a non-empty list of specs")
+            normalized["components"] = [_normalize_term(term) for term in terms]
+        return normalized
+    raise ValueError(
+        f"a reward spec is a string, a dict or a list, got a {type(spec).__name__}: {spec!r}"
+    )
+
+
+def _normalize_term(term: RewardSpec) -> dict[str, Any]:
+    if not (isinstance(term, Mapping) and ("spec" in term or "weight" in term)):
+        return {"spec": normalize_spec(term), "weight": 1.0}
+    if "spec" not in term:
+        raise ValueError(
+            f"sum component {dict(term)!r} has a 'weight' but no 'spec'; write it as "
+            "{'spec': ..., 'weight': w, 'name': n}"
+        )
+    unknown = sorted(set(term) - {"spec", "weight", "name"})
+    if unknown:
+        raise ValueError(
+            f"a sum component has unknown keys {unknown}; use 'spec', 'weight', 'name'"
+        )
+    spec = normalize_spec(term["spec"])
+    if term.get("name") is not None:
+        spec["name"] = term["name"]
+    weight = term.get("weight", 1.0)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, numbers.Real)
+        or not math.isfinite(weight)
+    ):
+        raise ValueError(f"the weight of a sum component must be a finite number, got {weight!r}")
+    return {"spec": spec, "weight": float(weight)}
+
+
+def _build(spec: dict[str, Any]) -> CallableReward | ClassifierReward | WeightedSum:
+    options = dict(spec)
+    kind = options.pop("type")
+    if kind in SCORERS:
+        name = options.pop("name", None) or kind
+        scorer = _construct(SCORERS[kind], options, f"the {kind!r} scorer")
+        return CallableReward(scorer, name, components=(name,))
+    builders = {"callable": _callable_reward, "classifier": ClassifierReward, "sum": _sum_reward}
+    if kind not in builders:
+        raise ValueError(
+            f"unknown reward type {kind!r}; use 'callable', 'classifier', 'sum' or a built-in "
+            f"scorer ({', '.join(SCORERS)})"
+        )
+    return _construct(builders[kind], options, f"a {kind!r} reward")
+
+
+def _construct(factory: Callable, options: dict[str, Any], what: str):
+    """Call `factory(**options)`, first naming any option it does not take or needs and lacks."""
+    parameters = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        raise ValueError(f"{what} has no option {unknown}; its options are {list(parameters)}")
+    missing = [
+        name
+        for name, parameter in parameters.items()
+        if parameter.default is inspect.Parameter.empty and name not in options
+    ]
+    if missing:
+        raise ValueError(f"{what} needs the option {missing}")
+    return factory(**options)
+
+
+def _callable_reward(
+    path: str, name: str | None = None, kwargs: dict[str, Any] | None = None
+) -> CallableReward:
+    function = load_callable(path)
+    default_name = getattr(function, "__name__", "reward")
+    if kwargs:
+        function = partial(function, **kwargs)
+    return CallableReward(function, name or default_name)
+
+
+def _sum_reward(components: list[dict[str, Any]], name: str = "sum") -> WeightedSum:
+    return WeightedSum([(_build(term["spec"]), term["weight"]) for term in components], name)
+
+
+def load_callable(reference: str) -> Callable:
+    """Import the function that `package.module:function` or `path/to/file.py:function` names."""
+    target, _, attribute = reference.rpartition(":")
+    if not target or not attribute:
+        raise ValueError(
+            f"reward {reference!r} must look like 'package.module:function' or 'path/to/file.py:function'"
+        )
+    module = _load_file(Path(target)) if is_file_target(target) else _import(target, reference)
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ValueError(f"reward {reference!r}: {target} has no function named {attribute!r}")
+    return function
+
+
+def is_file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or "\\" in target
+
+
+def _import(module: str, reference: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"reward {reference!r}: cannot import module {module!r} ({error}); install it or add "
+            "its directory to PYTHONPATH, or name a file as 'path/to/file.py:function'"
+        ) from error
+
+
+def _load_file(path: Path):
+    """Import a .py file as a module of its own (registered so pickling and dataclasses work)."""
+    resolved = path.expanduser().resolve()
+    if not resolved.is_file():
+        raise FileNotFoundError(
+            f"reward file {path} not found (a relative path is resolved from the current "
+            f"directory, {Path.cwd()})"
+        )
+    module_name = f"_alol_reward_{hashlib.sha256(str(resolved).encode()).hexdigest()[:12]}"
+    module_spec = importlib.util.spec_from_file_location(module_name, resolved)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module

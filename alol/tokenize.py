@@ -1,0 +1,139 @@
+"""From a record's prompt and response to token ids, the same way for training, the precompute,
+value fitting and decoding: rendering (chat template or the plain template), truncation, EOS,
+and the pad token every batch needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from alol.records import Prompt
+
+PLAIN_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
+
+
+PLAIN_TURN_SEPARATOR = "\n\n"
+
+
+PLAIN_GENERATION_PROMPT = "Assistant:"
+"""The plain chat template, used when the tokenizer has none. Messages render as
+
+    User: How do I bake bread?
+
+    Assistant: Mix flour, water, salt and yeast.
+
+    User: And then?
+
+    Assistant:
+
+one "<Role>: <content>" per message (roles outside PLAIN_ROLE_NAMES are capitalised), separated
+by a blank line, ending with "Assistant:". The response follows the colon as it is written; no
+space is inserted."""
+
+
+def render_prompt(prompt: Prompt, tokenizer) -> str:
+    """The text the model sees before its response.
+
+    A string passes through unchanged. Messages go through the tokenizer's chat template with
+    the generation prompt added, or through the plain template (PLAIN_GENERATION_PROMPT) when
+    the tokenizer has none.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    return render_plain_chat(prompt)
+
+
+def render_plain_chat(messages: list[dict[str, str]]) -> str:
+    turns = [
+        f"{PLAIN_ROLE_NAMES.get(m['role'], m['role'].capitalize())}: {m['content']}"
+        for m in messages
+    ]
+    return PLAIN_TURN_SEPARATOR.join([*turns, PLAIN_GENERATION_PROMPT])
+
+
+@dataclass
+class TokenizedPair:
+    prompt_ids: list[int]
+    response_ids: list[int]  # ends with EOS
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+def tokenize_pair(
+    tokenizer,
+    prompt_text: str,
+    response_text: str,
+    max_prompt_length: int,
+    max_response_length: int,
+) -> TokenizedPair:
+    """Token ids of one (prompt, response), ready for `collate_pairs`.
+
+    - The tokenizer adds no special tokens (a chat template writes its own), except that an
+      empty prompt becomes [BOS] ([EOS] without a BOS), so position 0 is never a response token.
+    - A long prompt is cut from the LEFT: the turns nearest the response matter most.
+    - The response is cut from the RIGHT to max_response_length - 1 tokens, then EOS is
+      appended. EOS belongs to the response and is trained, so the policy learns to stop.
+
+    Prompt and response are tokenized apart, so the ids at their seam can differ from tokenizing
+    the joined text; decoding continues from the same prompt ids, so training and decoding agree.
+    """
+    if max_prompt_length < 1 or max_response_length < 1:
+        raise ValueError(
+            f"max_prompt_length and max_response_length must be at least 1, got {max_prompt_length} "
+            f"and {max_response_length}"
+        )
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError(
+            "the tokenizer has no EOS token; set tokenizer.eos_token before tokenizing"
+        )
+    prompt_ids = encode_prompt(tokenizer, prompt_text, max_prompt_length)
+    response_ids = _encode(tokenizer, response_text)[: max_response_length - 1] + [eos]
+    return TokenizedPair(prompt_ids, response_ids)
+
+
+def encode_prompt(tokenizer, prompt_text: str, max_prompt_length: int) -> list[int]:
+    """Prompt ids exactly as training, value fitting and decoding see them.
+
+    Cut from the left; an empty prompt becomes [BOS] ([EOS] without a BOS) so that position 0
+    is never a response token and decoding always has a context.
+    """
+    prompt_ids = _encode(tokenizer, prompt_text)[-max_prompt_length:]
+    if not prompt_ids:
+        eos = tokenizer.eos_token_id
+        prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos]
+    return prompt_ids
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def pad_token_id_of(tokenizer) -> int:
+    """The tokenizer's pad id, or its EOS id for tokenizers (Llama, GPT-2) that ship without one."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    raise ValueError(
+        "the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token before decoding"
+    )
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Tokenizers such as Llama's and GPT-2's ship without a pad token: pad with EOS.
+
+    Safe because batches mark padding with the attention mask, never by token id.
+    """
+    if tokenizer.pad_token_id is not None:
+        return
+    if tokenizer.eos_token is None:
+        raise ValueError(
+            "the tokenizer has neither a pad token nor an EOS token; set tokenizer.pad_token"
+        )
+    tokenizer.pad_token = tokenizer.eos_token

@@ -1,0 +1,147 @@
+"""`AlolConfig`: `TrainingArguments` plus what an offline-RL objective needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from alol.objectives import ObjectiveConfig, get_objective
+from alol.sampling import SAMPLING_CHOICES
+
+
+@dataclass
+class AlolConfig(TrainingArguments):
+    """`TrainingArguments` plus what an offline-RL objective needs. Every field is a CLI flag."""
+
+    objective: str = field(
+        default="a_lol",
+        metadata={"help": "Training objective: a name from alol.objectives.OBJECTIVES."},
+    )
+    clip: float | None = field(
+        default=0.9,
+        metadata={
+            "help": "ε of the importance-weight clamp [1-ε, 1+ε] (paper default 0.9). "
+            "None turns clipping off."
+        },
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={"help": "DPO temperature β, and the coefficient of a_lol_kl's KL term."},
+    )
+    gold_floor: float = field(
+        default=0.1, metadata={"help": "r_gold: lower bound on the detached token probability."}
+    )
+    pro_sft_weight: float = field(default=0.05, metadata={"help": "PRO: weight of the SFT term."})
+    sampling: str | None = field(
+        default=None,
+        metadata={
+            "help": "How training examples are drawn: 'advantage' (∝ A, with replacement, the "
+            "paper's priority sampling), 'reward' (∝ R) or 'uniform'. Default: the objective's."
+        },
+    )
+    max_prompt_length: int = field(
+        default=640, metadata={"help": "Prompt tokens kept (truncated from the left)."}
+    )
+    max_response_length: int = field(
+        default=128,
+        metadata={"help": "Response tokens kept, EOS included (truncated from the right)."},
+    )
+    vocab_chunk_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Compute the log-softmax over vocabulary chunks of this size to save memory."
+        },
+    )
+    group_by_length: bool = field(
+        default=True,
+        metadata={
+            "help": "Fill each optimizer step with examples of similar length to cut padding "
+            "(grouped per global batch, so the split into devices and accumulation steps does "
+            "not change which examples share a step)."
+        },
+    )
+    compile_layers: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each decoder layer (regional compilation, alol.compilation). "
+            "TrainingArguments' torch_compile compiles model.forward, which alol never calls."
+        },
+    )
+    compile_mode: str | None = field(
+        default=None,
+        metadata={
+            "help": "torch.compile mode for compile_layers: default, reduce-overhead (CUDA "
+            "graphs; pair it with pad_to_multiple_of), max-autotune, max-autotune-no-cudagraphs."
+        },
+    )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Token-budget batches: each micro-batch holds as many examples as fit this "
+            "many padded tokens (examples x rows x longest length), instead of "
+            "per_device_train_batch_size examples. Short examples then share big batches (a "
+            "busier GPU), long ones small ones (a bounded memory peak); every example still "
+            "weighs the same in the gradient. Needs max_steps."
+        },
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata={
+            "help": "Pad each batch's length up to a multiple of this: fewer distinct shapes for "
+            "compiled code and tensor-core friendly sizes, at the cost of some padding."
+        },
+    )
+    reward_timeout: float | None = field(
+        default=None,
+        metadata={"help": "Seconds one reward batch may take during validation (None: no limit)."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: alol's batches carry their own fields."}
+    )
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={
+            "help": "Trainer's filter that replaces a NaN/inf micro-step loss in the logged loss "
+            "by the running mean. It checks every micro-step's loss on the host, a device sync "
+            "per step; alol logs the loss as it is, so a diverging run shows."
+        },
+    )
+    report_to: str | list[str] = field(
+        default="none",
+        metadata={
+            "help": "Metric sinks: 'none', 'tensorboard', 'wandb' (alol sends no telemetry)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        get_objective(self.objective)  # fail early with the list of valid names
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+        if self.torch_compile:
+            raise ValueError(
+                "torch_compile compiles model.forward, which alol's log-prob path never calls, so "
+                "it would change nothing; set compile_layers=True (--compile-layers) instead"
+            )
+        if self.max_tokens_per_batch is not None and (
+            self.max_tokens_per_batch < 1 or self.max_steps <= 0
+        ):
+            raise ValueError(
+                "max_tokens_per_batch needs a positive budget and max_steps > 0 (the number of "
+                f"batches is fixed by the step budget), got {self.max_tokens_per_batch} and "
+                f"max_steps={self.max_steps}"
+            )
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
+        if self.sampling is not None and self.sampling not in SAMPLING_CHOICES:
+            raise ValueError(f"sampling must be one of {SAMPLING_CHOICES}, got {self.sampling!r}.")
+
+    def objective_config(self) -> ObjectiveConfig:
+        return ObjectiveConfig(
+            clip=self.clip,
+            beta=self.beta,
+            gold_floor=self.gold_floor,
+            pro_sft_weight=self.pro_sft_weight,
+        )
