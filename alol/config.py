@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alol.generate import GenerationConfig
 from alol.objectives import get_objective
 
 STAGES = ("sft", "value", "advantage", "train", "eval")
@@ -124,6 +123,16 @@ class PipelineConfig:
         0.9, "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.", ("train",)
     )
     beta: float = _option(0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",))
+    gold_floor: float = _option(
+        0.1,
+        "r_gold: lower bound on the detached token probability that weights each token.",
+        ("train",),
+    )
+    pro_sft_weight: float = _option(
+        0.05,
+        "PRO: weight of the SFT term on the best candidate (× (n−1)², as PRO's code).",
+        ("train",),
+    )
     sampling: str | None = _option(
         None, "uniform | advantage | reward (default: the objective's).", ("train",)
     )
@@ -238,17 +247,3 @@ class PipelineConfig:
     @property
     def root(self) -> Path:
         return Path(self.run_dir)
-
-    def generation(
-        self, *, do_sample: bool | None = None, num_return_sequences: int = 1
-    ) -> GenerationConfig:
-        return GenerationConfig(
-            max_new_tokens=self.max_new_tokens or self.max_response_length,
-            do_sample=self.do_sample if do_sample is None else do_sample,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            num_return_sequences=num_return_sequences,
-            batch_size=self.generation_batch_size,
-            seed=self.seed,
-            max_prompt_length=self.max_prompt_length,
-        )

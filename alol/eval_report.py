@@ -69,7 +69,7 @@ def evaluate_responses(
 ) -> EvalReport:
     """Summarise one response per prompt and its reward dict (components, optionally "total").
 
-    A dict without "total" gets the sum of its components, as a dict reward does in `alol.data`.
+    A dict without "total" gets the sum of its components, as a dict reward does in `alol.records`.
     """
     if not prompts:
         raise ValueError("nothing to evaluate: no prompts were given")

@@ -21,6 +21,7 @@ from alol import __version__
 from alol.records import RewardRecord
 from alol.rewards.scorers import SCORERS
 from alol.rewards.specs import RewardSpec, is_file_target, normalize_spec
+from alol.table import FORMAT_VERSION
 
 
 def json_sha256(obj: Any) -> str:
@@ -163,8 +164,6 @@ def cache_key(
     None when V(x) = 0; `config_dict` holds the settings that change the numbers
     (`ReferenceConfig.key_fields()`).
     """
-    from alol.table import FORMAT_VERSION
-
     return json_sha256(
         {
             "format_version": FORMAT_VERSION,

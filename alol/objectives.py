@@ -19,6 +19,7 @@ from torch import Tensor
 
 from alol.batches import ObjectiveOutput, PairBatch, RankedBatch, SequenceBatch
 from alol.logprobs import sequence_logprobs
+from alol.sampling import Sampling
 
 # With clip=None the weight exp(log π_θ − log π_ref) is not clipped, but a log-ratio of ±1000
 # would overflow exp() to inf (and inf · 0 = NaN). Clamping the log-ratio to ±20 keeps the weight
@@ -330,124 +331,106 @@ class Objective:
 
     name: str
     loss: Callable[[Any, ObjectiveConfig], ObjectiveOutput]
-    data: Literal["sequence", "pair", "ranked"]
-    """Which batch the loss takes: SequenceBatch, PairBatch or RankedBatch."""
-    needs_reference: bool
-    """Needs precomputed reference log-probs."""
-    needs_reward: bool
-    needs_advantage: bool
-    default_sampling: Literal["uniform", "reward", "advantage"]
-    """Draw examples uniformly, or with replacement with probability ∝ R or ∝ A."""
-    positive_advantage_only: bool
-    """Train only on examples with A > 0 (the leftover lunch)."""
     summary: str
     """One line for --help."""
+    data: Literal["sequence", "pair", "ranked"] = "sequence"
+    """Which batch the loss takes: SequenceBatch, PairBatch or RankedBatch."""
+    needs_reference: bool = False
+    """Needs precomputed reference log-probs."""
+    needs_reward: bool = False
+    needs_advantage: bool = False
+    """Trains only on examples with A > 0 (the leftover lunch), drawn ∝ A by default."""
+    hyperparameters: tuple[str, ...] = ()
+    """The `ObjectiveConfig` fields the loss reads: only they reach its training run (and
+    its fingerprint), so changing another objective's setting never retrains this one."""
 
+    @property
+    def positive_advantage_only(self) -> bool:
+        return self.needs_advantage
 
-def _pointwise(
-    name: str,
-    loss: Callable[[SequenceBatch, ObjectiveConfig], ObjectiveOutput],
-    summary: str,
-    *,
-    reference: bool = False,
-    reward: bool = False,
-    advantage: bool = False,
-) -> Objective:
-    """Reward objectives sample ∝ R (as the paper's baselines did); A-LoL ones ∝ A, on A > 0."""
-    sampling = "advantage" if advantage else "reward" if reward else "uniform"
-    return Objective(
-        name=name,
-        loss=loss,
-        data="sequence",
-        needs_reference=reference,
-        needs_reward=reward,
-        needs_advantage=advantage,
-        default_sampling=sampling,
-        positive_advantage_only=advantage,
-        summary=summary,
-    )
-
-
-def _comparative(
-    name: str,
-    loss: Callable[[Any, ObjectiveConfig], ObjectiveOutput],
-    data: Literal["pair", "ranked"],
-    summary: str,
-    *,
-    reference: bool = False,
-    reward: bool = False,
-) -> Objective:
-    return Objective(
-        name=name,
-        loss=loss,
-        data=data,
-        needs_reference=reference,
-        needs_reward=reward,
-        needs_advantage=False,
-        default_sampling="uniform",
-        positive_advantage_only=False,
-        summary=summary,
-    )
+    @property
+    def default_sampling(self) -> Sampling:
+        """Pointwise reward objectives sample ∝ R (as the paper's baselines did), A-LoL ones
+        ∝ A on A > 0; NLL and the comparative objectives uniformly."""
+        if self.data != "sequence":
+            return "uniform"
+        return "advantage" if self.needs_advantage else "reward" if self.needs_reward else "uniform"
 
 
 OBJECTIVES: dict[str, Objective] = {
     objective.name: objective
     for objective in (
-        _pointwise("nll", nll_loss, "negative log-likelihood (SFT / behaviour cloning)"),
-        _pointwise(
-            "wbc", wbc_loss, "reward-weighted behaviour cloning (weighted SFT)", reward=True
+        Objective("nll", nll_loss, "negative log-likelihood (SFT / behaviour cloning)"),
+        Objective(
+            "wbc", wbc_loss, "reward-weighted behaviour cloning (weighted SFT)", needs_reward=True
         ),
-        _pointwise(
-            "r_gold", r_gold_loss, "GOLD (Pang & He, 2021) with a sequence reward", reward=True
+        Objective(
+            "r_gold",
+            r_gold_loss,
+            "GOLD (Pang & He, 2021) with a sequence reward",
+            needs_reward=True,
+            hyperparameters=("gold_floor",),
         ),
-        _pointwise(
+        Objective(
             "r_lol",
             r_lol_loss,
             "reward × clipped sequence importance weight × NLL",
-            reference=True,
-            reward=True,
+            needs_reference=True,
+            needs_reward=True,
+            hyperparameters=("clip",),
         ),
-        _pointwise(
+        Objective(
             "a_lol",
             a_lol_loss,
             "A-LoL: advantage × clipped sequence importance weight × NLL",
-            reference=True,
-            advantage=True,
+            needs_reference=True,
+            needs_advantage=True,
+            hyperparameters=("clip",),
         ),
-        _pointwise(
+        Objective(
             "a_lol_ref_free",
             a_lol_ref_free_loss,
             "A-LoL without importance weight: advantage × NLL",
-            advantage=True,
+            needs_advantage=True,
         ),
-        _pointwise(
+        Objective(
             "a_lol_seq",
             a_lol_seq_loss,
             "A-LoL with a clipped importance weight per token",
-            reference=True,
-            advantage=True,
+            needs_reference=True,
+            needs_advantage=True,
+            hyperparameters=("clip",),
         ),
-        _pointwise(
+        Objective(
             "a_lol_kl",
             a_lol_kl_loss,
             "A-LoL with a KL-style reference penalty instead of a weight",
-            reference=True,
-            advantage=True,
+            needs_reference=True,
+            needs_advantage=True,
+            hyperparameters=("beta",),
         ),
-        _comparative(
+        Objective(
             "dpo",
             dpo_loss,
-            "pair",
             "direct preference optimization (Rafailov et al., 2023)",
-            reference=True,
+            data="pair",
+            needs_reference=True,
+            hyperparameters=("beta",),
         ),
-        _comparative("dpo_ref_free", dpo_ref_free_loss, "pair", "DPO without a reference model"),
-        _comparative(
+        Objective(
+            "dpo_ref_free",
+            dpo_ref_free_loss,
+            "DPO without a reference model",
+            data="pair",
+            hyperparameters=("beta",),
+        ),
+        Objective(
             "pro",
             pro_loss,
-            "ranked",
             "preference ranking optimization (Song et al., 2023)",
-            reward=True,
+            data="ranked",
+            needs_reward=True,
+            hyperparameters=("pro_sft_weight",),
         ),
     )
 }

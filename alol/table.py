@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 """Bump when the table's layout or meaning changes: it is part of every cache key."""
 
 
-_SCALAR_ARRAYS = ("reward", "value", "advantage", "ref_logp")
+_REFERENCE_ARRAYS = ("ref_logp", "ref_token_logps", "offsets", "response_length")
+_SCORE_ARRAYS = ("reward", "value", "advantage")
 
 
 _COMPONENT_PREFIX = "component/"
@@ -47,23 +48,28 @@ class AdvantageTable:
     Per-example arrays are float64 `[N]`. The reference log-prob of every response token
     (EOS included, in response order) is stored flat in float32: example `i` owns
     `ref_token_logps[offsets[i]:offsets[i + 1]]`, so ragged responses need no padding.
+    R, V(x) and A are absent (None) in a table of reference log-probs alone, such as the
+    one DPO's pairs are trained against.
     """
 
-    reward: np.ndarray
-    value: np.ndarray
-    advantage: np.ndarray
     ref_logp: np.ndarray
     ref_token_logps: np.ndarray
     offsets: np.ndarray
     response_length: np.ndarray
+    reward: np.ndarray | None = None
+    value: np.ndarray | None = None
+    advantage: np.ndarray | None = None
     components: dict[str, np.ndarray] = field(default_factory=dict)
     key: str = ""
     """The cache key of the inputs this table was computed from ("" when not cached)."""
 
     def __post_init__(self) -> None:
-        count = len(self.reward)
-        for name in _SCALAR_ARRAYS + ("response_length",):
-            if getattr(self, name).shape != (count,):
+        count = len(self.ref_logp)
+        scores = [getattr(self, name) is not None for name in _SCORE_ARRAYS]
+        if any(scores) and not all(scores):
+            raise ValueError("give reward, value and advantage together, or none of them")
+        for name in ("ref_logp", "response_length", *_SCORE_ARRAYS):
+            if getattr(self, name) is not None and getattr(self, name).shape != (count,):
                 raise ValueError(
                     f"'{name}' has shape {getattr(self, name).shape}, expected ({count},)"
                 )
@@ -82,21 +88,23 @@ class AdvantageTable:
     @classmethod
     def from_examples(
         cls,
-        reward: Sequence[float] | np.ndarray,
-        value: Sequence[float] | np.ndarray,
+        reward: Sequence[float] | np.ndarray | None,
+        value: Sequence[float] | np.ndarray | None,
         token_logps: Sequence[np.ndarray],
         components: dict[str, Sequence[float]] | None = None,
     ) -> AdvantageTable:
-        """Assemble the table from per-example results; A = R − V(x) is computed here, once."""
-        reward = np.asarray(reward, dtype=np.float64)
-        value = np.asarray(value, dtype=np.float64)
+        """Assemble the table from per-example results; A = R − V(x) is computed here, once.
+        Without `reward` (and `value`) the table holds reference log-probs only."""
+        if reward is not None:
+            reward = np.asarray(reward, dtype=np.float64)
+            value = np.asarray(value, dtype=np.float64)
         response_length = np.array([len(t) for t in token_logps], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(response_length)]).astype(np.int64)
         flat = [np.asarray(t, dtype=np.float32) for t in token_logps]
         return cls(
             reward=reward,
             value=value,
-            advantage=reward - value,
+            advantage=None if reward is None else reward - value,
             ref_logp=np.array([t.sum(dtype=np.float64) for t in flat], dtype=np.float64),
             ref_token_logps=np.concatenate(flat) if flat else np.zeros(0, np.float32),
             offsets=offsets,
@@ -105,7 +113,15 @@ class AdvantageTable:
         )
 
     def __len__(self) -> int:
-        return len(self.reward)
+        return len(self.ref_logp)
+
+    @property
+    def has_scores(self) -> bool:
+        """Whether the table holds R, V(x) and A, not only reference log-probs."""
+        return self.reward is not None
+
+    def _array_names(self) -> tuple[str, ...]:
+        return _REFERENCE_ARRAYS + (_SCORE_ARRAYS if self.has_scores else ())
 
     def token_logps(self, index: int) -> np.ndarray:
         """Reference log-probs of example `index`'s response tokens, in order, EOS last."""
@@ -118,7 +134,7 @@ class AdvantageTable:
         between the two files).
         """
         path = Path(path)
-        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in _array_names()}
+        arrays = {name: np.ascontiguousarray(getattr(self, name)) for name in self._array_names()}
         for name, values in self.components.items():
             arrays[_COMPONENT_PREFIX + name] = np.ascontiguousarray(values)
         metadata = {"key": self.key, "format_version": str(FORMAT_VERSION)}
@@ -130,7 +146,9 @@ class AdvantageTable:
                 "format_version": FORMAT_VERSION,
                 "count": len(self),
                 "components": sorted(self.components),
-                "fraction_positive": float(np.mean(self.advantage > 0)) if len(self) else 0.0,
+                "fraction_positive": (
+                    float(np.mean(self.advantage > 0)) if self.has_scores and len(self) else None
+                ),
             },
         )
         return path
@@ -167,7 +185,8 @@ class AdvantageTable:
             )
         if info.get("key") != metadata.get("key"):
             raise ValueError("the JSON sidecar and the tensors name different keys")
-        missing = [name for name in _array_names() if name not in arrays]
+        names = _REFERENCE_ARRAYS + (_SCORE_ARRAYS if "reward" in arrays else ())
+        missing = [name for name in names if name not in arrays]
         if missing:
             raise ValueError(f"arrays {missing} are missing")
         components = {
@@ -176,14 +195,10 @@ class AdvantageTable:
             if name.startswith(_COMPONENT_PREFIX)
         }
         return cls(
-            **{name: arrays[name] for name in _array_names()},
+            **{name: arrays[name] for name in names},
             components=components,
             key=metadata["key"],
         )
-
-
-def _array_names() -> tuple[str, ...]:
-    return _SCALAR_ARRAYS + ("ref_token_logps", "offsets", "response_length")
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -216,5 +231,6 @@ def load_or_compute(
             logger.info("advantage cache %s was computed from other inputs; recomputing", path)
     table = replace(compute(), key=key)
     on_main_process(lambda: table.save(path))
-    logger.info("computed advantages for %d examples and cached them in %s", len(table), path)
+    what = "advantages" if table.has_scores else "reference log-probs"
+    logger.info("computed %s for %d examples and cached them in %s", what, len(table), path)
     return table

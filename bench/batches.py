@@ -38,8 +38,8 @@ DRAW_STREAM = 200_000
 def make_lengths(hh_dir: Path, out: Path, max_prompt: int = 640, max_response: int = 128) -> dict:
     """Tokenize the HH pairs with a 32k byte-level BPE trained on their own text and record each
     pair's (prompt, chosen, rejected) token counts, response counts including EOS."""
+    from alol.demo.tiny_models import train_tokenizer
     from alol.formats import load_records
-    from alol.tiny import train_tokenizer
     from alol.tokenize import render_prompt, tokenize_pair
 
     records = [

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alol.atomic import write_json  # noqa: E402
-from alol.tiny import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
+from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "maps", "lamps"]
 REWARD = """

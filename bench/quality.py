@@ -24,17 +24,10 @@ from pathlib import Path
 
 import torch
 
-from alol import demo_task
 from alol.atomic import write_json, write_text
-from alol.demo import (
-    TINY,
-    TINY_THREADS,
-    DemoConfig,
-    cpu_threads,
-    kept_fractions,
-    prepare_tiny,
-    run_stages,
-)
+from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, kept_fractions, run_stages
+from alol.demo import task as demo_task
+from alol.demo.tiny import TINY, prepare_tiny
 from alol.eval_report import EvalReport
 
 OBJECTIVES = (
@@ -107,7 +100,7 @@ def markdown(summary: dict[str, dict[str, list[float]]], seeds: list[int], minut
         f"`python bench/quality.py`: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± "
         f"sample std across seeds; {minutes:.0f} min on {_machine()}. Every model answers the "
         "same held-out test prompts of its seed with greedy decoding. *good answers*: share of "
-        "test answers that are kind, on topic and informative (`alol.demo_task.classify`); "
+        "test answers that are kind, on topic and informative (`alol.demo.task.classify`); "
         "*data kept*: share of training answers the objective learns from.",
         "",
         "| " + " | ".join(header) + " |",

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.tiny import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
+from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
 
 torch.set_num_threads(1)
 

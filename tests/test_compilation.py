@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.advantage import AdvantageConfig, compute_advantages
 from alol.compilation import compile_decoder_layers, decoder_layers
+from alol.demo.tiny_models import build_tiny_model, save_tiny
 from alol.records import RewardRecord
-from alol.tiny import build_tiny_model, save_tiny
 from alol.train import AlolConfig, AlolTrainer
 from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 

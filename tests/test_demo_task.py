@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from alol.demo_task import (
+from alol.demo.task import (
     BAD_KINDS,
     COMPONENTS,
     KINDS,

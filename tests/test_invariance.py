@@ -16,10 +16,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alol.config import PipelineConfig
 from alol.logprobs import response_token_logprobs, sequence_logprobs
 from alol.objectives import get_objective
-from alol.pipeline import PipelineConfig, load_splits
-from alol.pipeline.train import training_set as build_training_set
+from alol.pipeline.inputs import load_splits
+from alol.pipeline.training_sets import training_set as build_training_set
 from alol.train import AlolConfig, AlolTrainer
 
 STEPS = 2

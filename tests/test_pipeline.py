@@ -15,8 +15,9 @@ import torch
 from alol.cli import main
 from alol.config import PipelineConfig
 from alol.objectives import OBJECTIVES
-from alol.pipeline import load_model_for_inference, reference_dtype
-from alol.pipeline.train import training_args
+from alol.pipeline.inputs import load_model_for_inference
+from alol.pipeline.settings import reference_dtype
+from alol.pipeline.trainer_setup import training_args
 from alol.table import AdvantageTable
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
@@ -127,9 +128,10 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     assert main(["advantage", config]) == 0
     table_file = next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
     table = AdvantageTable.load(table_file)
+    from alol.config import PipelineConfig
     from alol.objectives import get_objective
-    from alol.pipeline import PipelineConfig, load_model, load_splits
-    from alol.pipeline.train import training_set
+    from alol.pipeline.inputs import load_model, load_splits
+    from alol.pipeline.training_sets import training_set
 
     cfg = PipelineConfig(**{**__import__("yaml").safe_load(workspace["config"].read_text())})
     _, tokenizer = load_model(cfg.root / "sft" / "model")

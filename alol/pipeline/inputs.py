@@ -18,10 +18,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
 from alol.distributed import process_state
-from alol.dtypes import DTYPES as REFERENCE_DTYPES
+from alol.dtypes import DTYPES
 from alol.errors import AlolError
 from alol.fingerprint import spec_fingerprint
 from alol.formats import load_records
+from alol.pipeline.settings import load_options
 from alol.records import RewardRecord
 from alol.rewards import Reward, load_reward
 from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
@@ -38,9 +39,7 @@ class Splits:
 
 
 def load_data(path: str, cfg: PipelineConfig) -> list:
-    loaded = load_records(
-        path, kind=cfg.data_kind, skip_invalid=cfg.skip_invalid, hh_reward=cfg.hh_reward
-    )
+    loaded = load_records(path, **load_options(cfg))
     if loaded.skipped:
         logger.warning(
             "%s: skipped %d invalid records (first: %s: %s)",
@@ -94,25 +93,10 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None):
 
 
 def load_model_for_inference(path: str | Path, dtype: str = "float32"):
-    """The model in `dtype` (a name of `REFERENCE_DTYPES`) on this process's device, for
+    """The model in `dtype` (a name of `alol.dtypes.DTYPES`) on this process's device, for
     decoding and the precompute (Trainer places the models it trains itself)."""
-    model, tokenizer = load_model(path, dtype=REFERENCE_DTYPES[dtype])
+    model, tokenizer = load_model(path, dtype=DTYPES[dtype])
     return model.to(process_state().device), tokenizer
-
-
-def reference_dtype(bf16: bool, device: torch.device | str) -> str:
-    """The dtype π_ref's weights run in for value decoding, value features and the precompute.
-
-    bf16 when the policy trains in bf16 on a GPU: half the memory and bandwidth of float32, and
-    the importance weights and KL terms of a bf16-trained policy then compare it with the
-    reference's bf16 log-probs (log-softmax stays float32). float32 on the CPU, where bf16
-    matmuls are rarely faster.
-    """
-    return "bfloat16" if bf16 and torch.device(device).type == "cuda" else "float32"
-
-
-def configured_reference_dtype(cfg: PipelineConfig) -> str:
-    return reference_dtype(cfg.bf16, process_state().device)
 
 
 def reference_path(cfg: PipelineConfig) -> Path:
@@ -141,3 +125,14 @@ def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
         cfg.max_prompt_length,
         cfg.max_response_length,
     )
+
+
+def load_policy_for_eval(path: Path):
+    """A final model folder holds full weights or a LoRA adapter over π_ref."""
+    if (path / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return model, tokenizer
+    return load_model(path)

@@ -6,7 +6,6 @@ and only on the main process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -18,10 +17,6 @@ from alol.atomic import write_json
 from alol.distributed import on_main_process
 
 logger = logging.getLogger(__name__)
-
-
-def fingerprint_of(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def stage_done(directory: Path, fingerprint: str) -> bool:

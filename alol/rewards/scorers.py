@@ -21,7 +21,9 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
+from alol.conversions import to_reward_records
 from alol.errors import AlolError
+from alol.formats import load_records
 
 
 class MissingDependencyError(ImportError, AlolError):
@@ -176,9 +178,6 @@ class DiversityScorer:
 
 def _corpus_texts(corpus: list[str] | str | Path) -> list[str]:
     if isinstance(corpus, str | Path):
-        from alol.conversions import to_reward_records
-        from alol.formats import load_records
-
         return [record.response for record in to_reward_records(load_records(corpus).records)]
     return list(corpus)
 

@@ -8,7 +8,6 @@ import torch
 from transformers import TrainingArguments
 
 from alol.objectives import ObjectiveConfig, get_objective
-from alol.sampling import SAMPLING_CHOICES
 
 
 @dataclass
@@ -34,20 +33,6 @@ class AlolConfig(TrainingArguments):
         default=0.1, metadata={"help": "r_gold: lower bound on the detached token probability."}
     )
     pro_sft_weight: float = field(default=0.05, metadata={"help": "PRO: weight of the SFT term."})
-    sampling: str | None = field(
-        default=None,
-        metadata={
-            "help": "How training examples are drawn: 'advantage' (∝ A, with replacement, the "
-            "paper's priority sampling), 'reward' (∝ R) or 'uniform'. Default: the objective's."
-        },
-    )
-    max_prompt_length: int = field(
-        default=640, metadata={"help": "Prompt tokens kept (truncated from the left)."}
-    )
-    max_response_length: int = field(
-        default=128,
-        metadata={"help": "Response tokens kept, EOS included (truncated from the right)."},
-    )
     vocab_chunk_size: int | None = field(
         default=None,
         metadata={
@@ -135,8 +120,6 @@ class AlolConfig(TrainingArguments):
             )
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
-        if self.sampling is not None and self.sampling not in SAMPLING_CHOICES:
-            raise ValueError(f"sampling must be one of {SAMPLING_CHOICES}, got {self.sampling!r}.")
 
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(

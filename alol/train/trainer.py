@@ -119,9 +119,7 @@ class AlolTrainer(Trainer):
         self.sample_weights = sample_weights
         self.reward = reward
         self.eval_prompts = eval_prompts
-        self.generation_config = generation_config or GenerationConfig(
-            max_new_tokens=args.max_response_length
-        )
+        self.generation_config = generation_config or GenerationConfig()
         self._partial_dir: Path | None = None  # set while a checkpoint is being written
         eval_dataset = _PromptList(eval_prompts) if eval_prompts and reward is not None else None
         super().__init__(

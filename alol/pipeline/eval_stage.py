@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer
-
 from alol.atomic import write_text
 from alol.config import PipelineConfig
 from alol.distributed import gather_in_order, on_main_process, process_state
@@ -21,15 +19,16 @@ from alol.eval_report import (
     warn_on_prompt_overlap,
     write_report,
 )
+from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     configured_reward,
     load_data,
-    load_model,
+    load_policy_for_eval,
     load_splits,
     reference_path,
     unique_prompts,
 )
-from alol.pipeline.value import decode_and_score
+from alol.pipeline.settings import generation_config
 from alol.rewards import Reward
 from alol.tokenize import render_prompt
 
@@ -80,7 +79,7 @@ def _eval_model(
             [render_prompt(p, tokenizer) for p in unique_prompts(val)],
             "fit V and select checkpoints",
         )
-    generation = cfg.generation()
+    generation = generation_config(cfg)
     scored = gather_in_order(
         len(texts),
         lambda indices: [
@@ -96,14 +95,3 @@ def _eval_model(
         lambda: write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
     )
     return report
-
-
-def load_policy_for_eval(path: Path):
-    """A final model folder holds full weights or a LoRA adapter over π_ref."""
-    if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return model, tokenizer
-    return load_model(path)

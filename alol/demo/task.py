@@ -218,7 +218,7 @@ REWARD_SPEC = {
     "type": "sum",
     "name": "demo",
     "components": [
-        {"spec": f"alol.demo_task:{name}", "weight": 1 / len(COMPONENTS)} for name in COMPONENTS
+        {"spec": f"alol.demo.task:{name}", "weight": 1 / len(COMPONENTS)} for name in COMPONENTS
     ],
 }
 """The demo's reward as an alol reward spec: the mean of the three components, in [0, 1]."""

@@ -12,20 +12,17 @@ from alol.config import PipelineConfig
 from alol.conversions import to_reward_records
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.examples import ExampleDataset, SequenceExample
-from alol.fingerprint import fingerprint_model, fingerprint_records
-from alol.pipeline.inputs import load_model, load_splits, tokenize_record
-from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
-from alol.pipeline.train import (
-    MetricsFileCallback,
-    lora_config,
+from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.pipeline.inputs import load_model, load_splits
+from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.trainer_setup import (
+    build_trainer,
     save_policy,
     train_or_resume,
-    training_args,
-    training_fields,
+    training_fingerprint_parts,
 )
+from alol.pipeline.training_sets import nll_dataset
 from alol.plots import plot_training_curves
-from alol.train import AlolTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -35,37 +32,21 @@ def run_sft(cfg: PipelineConfig) -> Path:
     if cfg.model is None:
         raise AlolError("`alol sft` needs --model (the base model to fine-tune).")
     out = cfg.root / "sft"
-    splits = load_splits(cfg)
-    records = to_reward_records(splits.train)
+    records = to_reward_records(load_splits(cfg).train)
+    max_steps = cfg.sft_max_steps or cfg.max_steps
     fingerprint = fingerprint_of(
         "sft",
         fingerprint_model(cfg.model),
         fingerprint_records(records),
-        training_fields(cfg),
-        cfg.sft_max_steps,
+        training_fingerprint_parts(cfg, "nll", out, max_steps, with_eval=False),
     )
     if stage_done(out, fingerprint):
         logger.info("sft: up to date (%s)", out)
         return out / "model"
     begin_stage(out, fingerprint, "sft")
     model, tokenizer = load_model(cfg.model)
-    dataset = ExampleDataset(
-        [
-            SequenceExample(tokenize_record(tokenizer, r, cfg), index=i)
-            for i, r in enumerate(records)
-        ]
-    )
-    args = training_args(
-        cfg, "nll", out / "checkpoints", max_steps=cfg.sft_max_steps or cfg.max_steps
-    )
-    trainer = AlolTrainer(
-        model,
-        args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(cfg),
-        callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
-    )
+    dataset = nll_dataset(cfg, records, tokenizer)
+    trainer = build_trainer(cfg, "nll", model, tokenizer, dataset, out, max_steps)
     train_or_resume(trainer, out, cfg.resume)
     save_policy(trainer, out / "model", merge=True)
     on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))

@@ -16,10 +16,9 @@ from alol.config import PipelineConfig
 from alol.conversions import to_reward_records
 from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_model, fingerprint_records
-from alol.generate import GenerationConfig, generate_responses
+from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
-    configured_reference_dtype,
     configured_reward,
     load_model_for_inference,
     load_splits,
@@ -27,11 +26,11 @@ from alol.pipeline.inputs import (
     reward_fingerprint,
     unique_prompts,
 )
-from alol.pipeline.stage import begin_stage, fingerprint_of, finish_stage, stage_done
+from alol.pipeline.settings import configured_reference_dtype, value_config, value_generation_config
+from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.plots import plot_value_fit
-from alol.rewards import Reward, score
 from alol.tokenize import render_prompt
-from alol.value import ValueConfig, save_value_head
+from alol.value import save_value_head
 from alol.value_fit import fit_value_head
 
 logger = logging.getLogger(__name__)
@@ -42,31 +41,28 @@ def run_value(cfg: PipelineConfig) -> Path:
     out = cfg.root / "value"
     ref = reference_path(cfg)
     splits = load_splits(cfg)
-    value_config = ValueConfig(
-        epochs=cfg.value_epochs,
-        learning_rate=cfg.value_learning_rate,
-        max_value=cfg.value_max,
-        seed=cfg.seed,
-        max_prompt_length=cfg.max_prompt_length,
+    config = value_config(cfg)
+    dtype = configured_reference_dtype(cfg)
+    targets_from = (
+        {"stored rewards": True}
+        if cfg.value_from_data
+        else {"reward": reward_fingerprint(cfg), "decoding": asdict(value_generation_config(cfg))}
     )
     fingerprint = fingerprint_of(
         "value",
         fingerprint_model(ref),
         fingerprint_records(to_reward_records(splits.val)),
-        reward_fingerprint(cfg),
-        asdict(value_config),
-        cfg.value_samples,
-        cfg.value_from_data,
-        asdict(cfg.generation(do_sample=cfg.value_samples > 1)),
-        configured_reference_dtype(cfg),
+        targets_from,
+        asdict(config),
+        dtype,
     )
     if stage_done(out, fingerprint):
         logger.info("value: up to date (%s)", out)
         return out
     begin_stage(out, fingerprint, "value")
-    model, tokenizer = load_model_for_inference(ref, configured_reference_dtype(cfg))
+    model, tokenizer = load_model_for_inference(ref, dtype)
     prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
-    head, report = fit_value_head(model, tokenizer, prompts, targets, value_config)
+    head, report = fit_value_head(model, tokenizer, prompts, targets, config)
     report["targets_from"] = (
         "data rewards (approximation)" if cfg.value_from_data else "reference samples"
     )
@@ -104,7 +100,7 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
         )
     prompts = [render_prompt(p, tokenizer) for p in unique_prompts(val_records)]
     k = cfg.value_samples
-    generation = cfg.generation(do_sample=k > 1, num_return_sequences=k)
+    generation = value_generation_config(cfg)
     scored = gather_in_order(
         len(prompts),
         lambda indices: decode_and_score(
@@ -119,31 +115,6 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
         for p, (r, s) in zip(flat_prompts, flat, strict=True)
     ]
     return flat_prompts, targets, samples
-
-
-def decode_and_score(
-    cfg: PipelineConfig,
-    model,
-    tokenizer,
-    all_prompts: list[str],
-    indices: list[int],
-    reward: Reward,
-    generation: GenerationConfig,
-) -> list[list[tuple[str, dict[str, float]]]]:
-    """Per prompt of `indices` (this process's share), its decoded responses paired with their
-    scores. A reward error names records as numbered over every prompt's responses."""
-    prompts = [all_prompts[i] for i in indices]
-    responses = generate_responses(model, tokenizer, prompts, generation)
-    flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
-    flat_responses = [r for rs in responses for r in rs]
-    numbers = [
-        i * len(rs) + k for i, rs in zip(indices, responses, strict=True) for k in range(len(rs))
-    ]
-    scores = score(
-        reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout, record_numbers=numbers
-    )
-    scored = iter(zip(flat_responses, scores, strict=True))
-    return [[next(scored) for _ in rs] for rs in responses]
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

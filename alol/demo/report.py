@@ -1,0 +1,130 @@
+"""The demo's report: `run_dir/report/README.md` with the comparison table, the advantage
+audit, the stages' plots and sample answers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from alol.atomic import write_atomic, write_text
+from alol.config import PipelineConfig
+from alol.demo import task as demo_task
+from alol.demo.config import DemoConfig
+from alol.eval_report import EvalReport
+from alol.plots import plot_reward_by_objective
+
+
+def answer_kinds_table(reports: dict[str, EvalReport]) -> str:
+    """Markdown: which kinds of answer each model gives on the test prompts (tiny task only)."""
+    header = ["model", *demo_task.KINDS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, report in reports.items():
+        counts = Counter(demo_task.classify(e.prompt, e.response) for e in report.examples)
+        lines.append(
+            "| "
+            + " | ".join([name, *(f"{counts[k] / report.n:.0%}" for k in demo_task.KINDS)])
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def write_demo_report(
+    config: DemoConfig,
+    cfg: PipelineConfig,
+    reports: dict[str, EvalReport],
+    table: str,
+    kinds: bool,
+    seconds: float,
+) -> Path:
+    """run_dir/report/: README.md with the tables and samples, and the plots it shows."""
+    out = cfg.root / "report"
+    figures = _collect_figures(cfg, reports, out)
+    advantage = json.loads((cfg.root / "advantage" / "advantage_stats.json").read_text())
+    value = json.loads((cfg.root / "value" / "value_metrics.json").read_text())
+    command = f"alol demo --model {config.model} --seed {config.seed}" + (
+        " --quick" if config.quick else ""
+    )
+    lines = [
+        f"# alol demo ({config.model})",
+        "",
+        f"`{command}` finished in {seconds:.0f} s (torch {torch.__version__}, "
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU'}).",
+        "",
+        "## Test results",
+        "",
+        f"{reports['reference'].n} held-out test prompts, greedy decoding. *data kept*: the share "
+        "of training answers an objective learns from (A-LoL: those with A = R − V(x) > 0, the "
+        "leftover lunch).",
+        "",
+        table,
+        "",
+    ]
+    if kinds:
+        lines += ["Kinds of answer on the test prompts:", "", answer_kinds_table(reports), ""]
+    lines += [
+        "## Advantage audit",
+        "",
+        f"{advantage['fraction_positive']:.1%} of {advantage['count']} training answers have "
+        f"A > 0. Mean reward {advantage['reward']['mean']:.3f}, mean V(x) "
+        f"{advantage['value']['mean']:.3f}. Value head on held-out validation prompts: MSE "
+        f"{_number(value['heldout_mse'], '.4f')}, explained variance "
+        f"{_number(value['explained_variance'], '.3f')}.",
+        "",
+    ]
+    lines += [f"![{title}]({name})\n" for title, name in figures]
+    lines += ["## Sample answers", ""]
+    lines += _samples(reports, count=3)
+    lines += ["## Settings", "", "```json", json.dumps(asdict(cfg), indent=2, default=str), "```"]
+    write_text(out / "README.md", "\n".join(lines) + "\n")
+    return out
+
+
+def _collect_figures(
+    cfg: PipelineConfig, reports: dict[str, EvalReport], out: Path
+) -> list[tuple[str, str]]:
+    """Copy the stages' plots into the report and draw reward per objective."""
+    figures = [("reward per objective", "reward_by_objective.png")]
+    plot_reward_by_objective(
+        {name: (r.reward_mean["total"], r.reward_std["total"]) for name, r in reports.items()},
+        out / "reward_by_objective.png",
+    )
+    sources = [("advantage histogram", cfg.root / "advantage" / "advantage_hist.png")]
+    sources += [("value fit", cfg.root / "value" / "value_fit.png")]
+    sources += [
+        (f"training curves: {name}", cfg.root / "train" / name / "train_curves.png")
+        for name in cfg.objectives
+    ]
+    for title, source in sources:
+        if source.exists():
+            name = (
+                source.name
+                if "train" not in source.parts
+                else f"train_curves_{source.parent.name}.png"
+            )
+            write_atomic(out / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
+            figures.append((title, name))
+    return figures
+
+
+def _number(value: float | None, spec: str) -> str:
+    """Metrics can be undefined (None) on tiny held-out sets."""
+    return "–" if value is None else format(value, spec)
+
+
+def _samples(reports: dict[str, EvalReport], count: int) -> list[str]:
+    lines = []
+    for i in range(min(count, reports["reference"].n)):
+        prompt = reports["reference"].examples[i].prompt
+        lines += [f"**Prompt:** `{' '.join(prompt.split())}`", ""]
+        for name, report in reports.items():
+            example = report.examples[i]
+            lines.append(
+                f"- {name} ({example.scores['total']:.2f}): {' '.join(example.response.split())}"
+            )
+        lines.append("")
+    return lines

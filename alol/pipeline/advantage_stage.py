@@ -1,0 +1,31 @@
+"""Stage 3, the advantage precompute: reads π_ref, the training records, the value head in
+`run_dir/value/` (V(x) = 0 without one) and the reward, and writes the content-hashed table of
+reference log-probs, V(x), R and A = R − V with advantage_stats.json and advantage_hist.png to
+`run_dir/advantage/`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from alol.advantage import write_advantage_report
+from alol.config import PipelineConfig
+from alol.distributed import on_main_process
+from alol.pipeline.tables import advantage_table
+from alol.table import AdvantageTable
+
+logger = logging.getLogger(__name__)
+
+
+def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
+    """Reference log-probs, V(x), R and A for every training pair, cached by content hash."""
+    out = cfg.root / "advantage"
+    table = advantage_table(cfg)
+    stats = on_main_process(lambda: write_advantage_report(table, out))
+    if stats is not None:
+        logger.info(
+            "advantage: %.1f%% of %d examples have A > 0",
+            100 * stats["fraction_positive"],
+            len(table),
+        )
+    return table

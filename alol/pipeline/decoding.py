@@ -1,0 +1,33 @@
+"""Decoding prompts with a model and scoring the responses: what the value stage (π_ref's
+samples) and the eval stage (every model's answers) both do."""
+
+from __future__ import annotations
+
+from alol.config import PipelineConfig
+from alol.generate import GenerationConfig, generate_responses
+from alol.rewards import Reward, score
+
+
+def decode_and_score(
+    cfg: PipelineConfig,
+    model,
+    tokenizer,
+    all_prompts: list[str],
+    indices: list[int],
+    reward: Reward,
+    generation: GenerationConfig,
+) -> list[list[tuple[str, dict[str, float]]]]:
+    """Per prompt of `indices` (this process's share), its decoded responses paired with their
+    scores. A reward error names records as numbered over every prompt's responses."""
+    prompts = [all_prompts[i] for i in indices]
+    responses = generate_responses(model, tokenizer, prompts, generation)
+    flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
+    flat_responses = [r for rs in responses for r in rs]
+    numbers = [
+        i * len(rs) + k for i, rs in zip(indices, responses, strict=True) for k in range(len(rs))
+    ]
+    scores = score(
+        reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout, record_numbers=numbers
+    )
+    scored = iter(zip(flat_responses, scores, strict=True))
+    return [[next(scored) for _ in rs] for rs in responses]

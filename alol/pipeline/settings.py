@@ -1,0 +1,190 @@
+"""The one place where `PipelineConfig` becomes the sub-configs each stage reads.
+
+Every setting is declared once, in `PipelineConfig`; these builders hand it to the trainer
+(`AlolConfig`), the precompute (`AdvantageConfig`), the value head (`ValueConfig`), decoding
+(`GenerationConfig`), LoRA and the data loaders. A stage's fingerprint is built from what its
+builders return (`result_settings`), so it holds exactly the settings the stage reads: a
+setting that only another stage reads (`--clip` for the reference SFT) never invalidates it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alol.advantage import AdvantageConfig
+from alol.config import PipelineConfig
+from alol.distributed import process_state
+from alol.generate import GenerationConfig
+from alol.objectives import get_objective
+from alol.train.wrapping import checkpointing_argument
+from alol.value import ValueConfig
+
+NOT_RESULTS = frozenset(
+    {
+        # where and how often a run reports and saves
+        "output_dir",
+        "logging_steps",
+        "save_steps",
+        "save_total_limit",
+        "report_to",
+        "disable_tqdm",
+        # how fast and in how much memory it runs: the same numbers up to float rounding
+        "vocab_chunk_size",
+        "compile_layers",
+        "compile_mode",
+        "pad_to_multiple_of",
+        "activation_checkpointing",
+        "gradient_checkpointing",
+    }
+)
+"""Trainer settings that do not change what a stage trains: left out of stage fingerprints."""
+
+
+def result_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a builder's output that change what the stage produces."""
+    return {name: value for name, value in kwargs.items() if name not in NOT_RESULTS}
+
+
+def trainer_kwargs(
+    cfg: PipelineConfig,
+    objective_name: str,
+    output_dir: Path,
+    max_steps: int,
+    with_eval: bool = False,
+) -> dict[str, Any]:
+    """`AlolConfig` keyword arguments for training `objective_name` (the sft stage: "nll").
+
+    Only the objective's own hyperparameters (`Objective.hyperparameters`) are passed, so a
+    setting the objective never reads stays out of its stage's fingerprint.
+    """
+    objective = get_objective(objective_name)
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        objective=objective_name,
+        max_steps=max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        max_tokens_per_batch=cfg.max_tokens_per_batch,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers >= 5 reads a float in [0, 1) as a ratio
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        **checkpointing_argument(cfg.gradient_checkpointing),
+        vocab_chunk_size=cfg.vocab_chunk_size,
+        compile_layers=cfg.compile_layers,
+        compile_mode=cfg.compile_mode,
+        pad_to_multiple_of=cfg.pad_to_multiple_of,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=cfg.report_to,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=False,
+        **{name: getattr(cfg, name) for name in objective.hyperparameters},
+    )
+    if with_eval:
+        kwargs.update(
+            eval_strategy="steps",
+            eval_steps=cfg.eval_steps,
+            save_steps=cfg.eval_steps,
+            metric_for_best_model="eval_reward",
+            greater_is_better=True,
+            load_best_model_at_end=True,
+            reward_timeout=cfg.reward_timeout,
+        )
+    return kwargs
+
+
+def lora_kwargs(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """peft `LoraConfig` keyword arguments, or None to train every weight."""
+    if not cfg.lora:
+        return None
+    return dict(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def lora_config(cfg: PipelineConfig):
+    kwargs = lora_kwargs(cfg)
+    if kwargs is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(**kwargs)
+
+
+def reference_dtype(bf16: bool, device: Any) -> str:
+    """The dtype π_ref's weights run in for value decoding, value features and the precompute.
+
+    bf16 when the policy trains in bf16 on a GPU: half the memory and bandwidth of float32, and
+    the importance weights and KL terms of a bf16-trained policy then compare it with the
+    reference's bf16 log-probs (log-softmax stays float32). float32 on the CPU, where bf16
+    matmuls are rarely faster.
+    """
+    import torch
+
+    return "bfloat16" if bf16 and torch.device(device).type == "cuda" else "float32"
+
+
+def configured_reference_dtype(cfg: PipelineConfig) -> str:
+    return reference_dtype(cfg.bf16, process_state().device)
+
+
+def advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
+    return AdvantageConfig(
+        batch_size=cfg.precompute_batch_size,
+        max_prompt_length=cfg.max_prompt_length,
+        max_response_length=cfg.max_response_length,
+        vocab_chunk_size=cfg.vocab_chunk_size,
+        reward_timeout=cfg.reward_timeout,
+        reference_dtype=configured_reference_dtype(cfg),
+        share_prompts=cfg.share_prompts,
+        compile_layers=cfg.compile_layers,
+        compile_mode=cfg.compile_mode,
+    )
+
+
+def value_config(cfg: PipelineConfig) -> ValueConfig:
+    return ValueConfig(
+        epochs=cfg.value_epochs,
+        learning_rate=cfg.value_learning_rate,
+        max_value=cfg.value_max,
+        seed=cfg.seed,
+        max_prompt_length=cfg.max_prompt_length,
+    )
+
+
+def generation_config(
+    cfg: PipelineConfig, *, do_sample: bool | None = None, num_return_sequences: int = 1
+) -> GenerationConfig:
+    """Decoding for evaluation and validation (`cfg.do_sample`), or for the value samples."""
+    return GenerationConfig(
+        max_new_tokens=cfg.max_new_tokens or cfg.max_response_length,
+        do_sample=cfg.do_sample if do_sample is None else do_sample,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        num_return_sequences=num_return_sequences,
+        batch_size=cfg.generation_batch_size,
+        seed=cfg.seed,
+        max_prompt_length=cfg.max_prompt_length,
+    )
+
+
+def value_generation_config(cfg: PipelineConfig) -> GenerationConfig:
+    """π_ref's samples for fitting V: one greedy response per prompt (the paper), or k sampled."""
+    k = cfg.value_samples
+    return generation_config(cfg, do_sample=k > 1, num_return_sequences=k)
+
+
+def load_options(cfg: PipelineConfig) -> dict[str, Any]:
+    """`alol.formats.load_records` keyword arguments."""
+    return dict(kind=cfg.data_kind, skip_invalid=cfg.skip_invalid, hh_reward=cfg.hh_reward)

@@ -1,0 +1,93 @@
+"""The precompute tables a config names, computed once and cached by content hash: the training
+pairs' advantage table (`run_dir/advantage/`) and π_ref's log-probs of preference pairs
+(`run_dir/pairs/`). The advantage and train stages both read them through here."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from alol.advantage import compute_advantages
+from alol.config import PipelineConfig
+from alol.conversions import to_reward_records
+from alol.fingerprint import cache_key, file_sha256, fingerprint_model, fingerprint_records
+from alol.pipeline.inputs import (
+    configured_reward,
+    load_model_for_inference,
+    load_splits,
+    reference_path,
+    reward_fingerprint,
+)
+from alol.pipeline.settings import advantage_config
+from alol.records import PreferenceRecord, RewardRecord
+from alol.reference import gather_by_prompt_group, prepare_reference, reference_pass
+from alol.table import AdvantageTable, load_or_compute
+from alol.tokenize import render_prompt
+from alol.value import WEIGHTS_FILE, load_value_head
+
+logger = logging.getLogger(__name__)
+
+
+def advantage_table(cfg: PipelineConfig) -> AdvantageTable:
+    """Reference log-probs, V(x), R and A for every training pair, cached by content hash.
+
+    V(x) comes from the value head in `run_dir/value/`; without one V(x) = 0, which the
+    reward-weighted objectives need and the advantage objectives refuse (`alol.advantage`).
+    """
+    ref = reference_path(cfg)
+    records = to_reward_records(load_splits(cfg).train)
+    value_dir = cfg.root / "value"
+    head_file = value_dir / WEIGHTS_FILE
+    value_fp = file_sha256(head_file) if head_file.exists() else None
+    config = advantage_config(cfg)
+    key = cache_key(
+        fingerprint_model(ref),
+        fingerprint_records(records),
+        reward_fingerprint(cfg),
+        config.key_fields(),
+        value_fp,
+    )
+
+    def compute() -> AdvantageTable:
+        model, tokenizer = load_model_for_inference(ref, config.reference_dtype)
+        head = load_value_head(value_dir) if value_fp else None
+        if head is None:
+            logger.warning(
+                "advantage: no value head in %s; V(x) = 0 (run `alol value` for A-LoL)", value_dir
+            )
+        return compute_advantages(
+            model, tokenizer, records, config, value_head=head, reward=configured_reward(cfg)
+        )
+
+    return load_or_compute(cfg.root / "advantage", key, compute)
+
+
+def pair_reference_logps(cfg: PipelineConfig, pairs: list[PreferenceRecord]) -> np.ndarray:
+    """π_ref's summed log-probs of each pair's chosen and rejected response (`[2 * pairs]`,
+    chosen then rejected), precomputed once and cached like the advantage table."""
+    ref = reference_path(cfg)
+    flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
+    config = advantage_config(cfg)
+    key = cache_key(fingerprint_model(ref), fingerprint_records(flat), None, config.key_fields())
+
+    def compute() -> AdvantageTable:
+        model, tokenizer = load_model_for_inference(ref, config.reference_dtype)
+        prepare_reference(model, config)
+        prompts = [render_prompt(record.prompt, tokenizer) for record in flat]
+        responses = [record.response for record in flat]
+        token_logps = gather_by_prompt_group(
+            prompts,
+            config.share_prompts,
+            lambda indices: reference_pass(
+                model,
+                tokenizer,
+                [prompts[i] for i in indices],
+                [responses[i] for i in indices],
+                None,
+                config,
+            )[0],
+        )
+        return AdvantageTable.from_examples(None, None, token_logps)
+
+    return load_or_compute(cfg.root / "pairs", key, compute).ref_logp

@@ -1,0 +1,102 @@
+"""Stage 4, training: reads π_ref, the training records and, for sequence objectives that weight
+or select examples by advantage, the advantage table (for preference objectives, π_ref's pair
+log-probs), and writes `run_dir/train/<objective>/`: checkpoints, metrics.jsonl,
+train_curves.png, stage.json and the `final/` model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from alol.advantage import budget_steps
+from alol.config import PipelineConfig
+from alol.distributed import on_main_process
+from alol.fingerprint import fingerprint_model, fingerprint_of
+from alol.objectives import get_objective
+from alol.pipeline.inputs import (
+    configured_reward,
+    load_model,
+    load_splits,
+    reference_path,
+    reward_fingerprint,
+    unique_prompts,
+)
+from alol.pipeline.settings import generation_config
+from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.trainer_setup import (
+    build_trainer,
+    save_policy,
+    train_or_resume,
+    training_fingerprint_parts,
+)
+from alol.pipeline.training_sets import training_set
+from alol.plots import plot_training_curves
+from alol.tokenize import render_prompt
+
+logger = logging.getLogger(__name__)
+
+
+def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
+    """Train one objective from π_ref; returns the folder of the final model."""
+    objective = get_objective(objective_name)
+    out = cfg.root / "train" / objective_name
+    ref = reference_path(cfg)
+    splits = load_splits(cfg)
+    model, tokenizer = load_model(ref)
+    examples = training_set(cfg, objective, splits.train, tokenizer)
+    max_steps = cfg.max_steps
+    if objective.positive_advantage_only and cfg.scale_steps_by_positive_fraction:
+        max_steps = budget_steps(cfg.max_steps, examples.fraction_positive)
+    reward = configured_reward(cfg) if cfg.eval_steps else None
+    eval_prompts = (
+        [render_prompt(p, tokenizer) for p in unique_prompts(splits.val)] if reward else None
+    )
+    validation = (
+        {
+            "reward": reward_fingerprint(cfg),
+            "prompts": eval_prompts,
+            **asdict(generation_config(cfg)),
+        }
+        if eval_prompts
+        else None
+    )
+    fingerprint = fingerprint_of(
+        "train",
+        objective_name,
+        fingerprint_model(ref),
+        examples.fingerprint,
+        training_fingerprint_parts(cfg, objective_name, out, max_steps, bool(eval_prompts)),
+        validation,
+    )
+    if stage_done(out, fingerprint):
+        logger.info("train %s: up to date (%s)", objective_name, out)
+        return out / "final"
+    begin_stage(out, fingerprint, "train")
+    trainer = build_trainer(
+        cfg,
+        objective_name,
+        model,
+        tokenizer,
+        examples.dataset,
+        out,
+        max_steps,
+        sample_weights=None if examples.weights is None else examples.weights.tolist(),
+        reward=reward,
+        eval_prompts=eval_prompts,
+        generation_config=generation_config(cfg),
+    )
+    logger.info("train %s: %d examples, %d steps", objective_name, len(examples.dataset), max_steps)
+    train_or_resume(trainer, out, cfg.resume)
+    save_policy(trainer, out / "final", merge=False)
+    on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
+    finish_stage(
+        out,
+        fingerprint,
+        "train",
+        examples=len(examples.dataset),
+        steps=max_steps,
+        fraction_positive=examples.fraction_positive,
+    )
+    return out / "final"

@@ -1,0 +1,109 @@
+"""What each objective trains on: the examples of its family, their sampling weights, the
+share of the data kept, and a fingerprint of it all (which enters the train stage's).
+
+Pointwise objectives train on reward records (weighted and selected through the advantage
+table), DPO on preference pairs with π_ref's log-probs, PRO on ranked candidates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from alol.advantage import select_training_examples
+from alol.config import PipelineConfig
+from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.errors import AlolError
+from alol.examples import ExampleDataset, PairExample, RankedExample, SequenceExample
+from alol.fingerprint import fingerprint_of, fingerprint_records
+from alol.objectives import Objective
+from alol.pipeline.inputs import tokenize_record
+from alol.pipeline.tables import advantage_table, pair_reference_logps
+from alol.records import RewardRecord
+
+
+class TrainingSet(NamedTuple):
+    dataset: ExampleDataset
+    weights: np.ndarray | None
+    """Sampling weight of each example (None: uniform)."""
+    fraction_positive: float
+    """Share of the training pairs with A > 0 (1.0 where no advantage is involved)."""
+    fingerprint: str
+    """Of the examples, their weights and how they were chosen."""
+
+
+def nll_dataset(cfg: PipelineConfig, records: list[RewardRecord], tokenizer) -> ExampleDataset:
+    """Every response as an NLL example: what π_ref is fine-tuned on."""
+    return ExampleDataset(
+        [
+            SequenceExample(tokenize_record(tokenizer, r, cfg), index=i)
+            for i, r in enumerate(records)
+        ]
+    )
+
+
+def training_set(cfg: PipelineConfig, objective: Objective, train_records: list, tokenizer):
+    """The `TrainingSet` of `objective` from the training records."""
+    if objective.data == "pair":
+        return _pair_set(cfg, objective, train_records, tokenizer)
+    if objective.data == "ranked":
+        return _ranked_set(cfg, train_records, tokenizer)
+    records = to_reward_records(train_records)
+    data_fp = fingerprint_records(records)
+    if objective.name == "nll" and cfg.sampling in (None, "uniform"):
+        return TrainingSet(nll_dataset(cfg, records, tokenizer), None, 1.0, data_fp)
+    table = advantage_table(cfg)
+    sampling = cfg.sampling or objective.default_sampling
+    indices, weights = select_training_examples(table, objective.positive_advantage_only, sampling)
+    examples = [
+        SequenceExample(
+            tokenize_record(tokenizer, records[i], cfg),
+            index=int(i),
+            reward=float(table.reward[i]),
+            advantage=float(table.advantage[i]),
+            ref_token_logps=table.token_logps(int(i)),
+        )
+        for i in indices
+    ]
+    fraction = float(np.mean(table.advantage > 0))
+    return TrainingSet(
+        ExampleDataset(examples), weights, fraction, fingerprint_of(data_fp, table.key, sampling)
+    )
+
+
+def _ranked_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
+    ranked = to_ranked_records(train_records)
+    examples = [
+        RankedExample(
+            [tokenize_record(tokenizer, RewardRecord(r.prompt, resp), cfg) for resp in r.responses],
+            list(r.rewards),
+            i,
+        )
+        for i, r in enumerate(ranked)
+    ]
+    return TrainingSet(
+        ExampleDataset(examples), None, 1.0, fingerprint_records(to_reward_records(ranked))
+    )
+
+
+def _pair_set(cfg: PipelineConfig, objective: Objective, train_records: list, tokenizer):
+    pairs = to_preference_records(train_records)
+    if not pairs:
+        raise AlolError(
+            f"{objective.name} needs preference pairs, but the training data yields none: give "
+            "{prompt, chosen, rejected} records, ranked records, or several scored responses per prompt."
+        )
+    ref_logps = pair_reference_logps(cfg, pairs) if objective.needs_reference else None
+    examples = [
+        PairExample(
+            tokenize_record(tokenizer, RewardRecord(p.prompt, p.chosen), cfg),
+            tokenize_record(tokenizer, RewardRecord(p.prompt, p.rejected), cfg),
+            index=i,
+            ref_chosen_logp=None if ref_logps is None else float(ref_logps[2 * i]),
+            ref_rejected_logp=None if ref_logps is None else float(ref_logps[2 * i + 1]),
+        )
+        for i, p in enumerate(pairs)
+    ]
+    flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
+    return TrainingSet(ExampleDataset(examples), None, 1.0, fingerprint_records(flat))
