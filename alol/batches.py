@@ -77,5 +77,5 @@ class ObjectiveOutput:
     loss: Tensor
     """Scalar: mean of the per-example losses, so gradient accumulation averages correctly."""
     metrics: dict[str, Tensor]
-    """Detached scalars named as TRL and DESIGN.md name them. Still tensors: calling .item()
+    """Detached scalars named as TRL names them (docs/method.md lists them). Still tensors: calling .item()
     here would force a device sync every step, so the caller decides when to read them."""

@@ -59,7 +59,7 @@ class BenchConfig:
     longest of a random batch."""
     max_tokens: int | None = None
     """Token-budget batches instead of `batch_size` examples: as many examples as fit this many
-    padded tokens (`alol.batching.pack_to_token_budget`, as `--max-tokens-per-batch` trains),
+    padded tokens (`alol.sampling.pack_to_token_budget`, as `--max-tokens-per-batch` trains),
     each batch's loss scaled by `example_weight`. Training cases only."""
     pad_to_multiple_of: int | None = None
     """Pad each training batch's length up to a multiple of this (the collator's option)."""

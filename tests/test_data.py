@@ -1,4 +1,4 @@
-"""alol.data: every format and record kind loads, bad data is named precisely, batches are exact."""
+"""Records, formats, conversions, tokenization and collation: every format and record kind loads, bad data is named precisely, batches are exact."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""The objectives of DESIGN.md §1.4, checked against hand-computed numbers and their gradients."""
+"""The objectives of docs/method.md, checked against hand-computed numbers and their gradients."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -468,6 +469,24 @@ def test_pointwise_loss_is_the_mean_over_examples_whatever_the_batch_split(name)
     loss = OBJECTIVES[name].loss
     halves = (loss(rows(slice(0, 4)), CONFIG).loss + loss(rows(slice(4, 8)), CONFIG).loss) / 2
     assert_close(loss(full, CONFIG).loss, halves)
+
+
+CHANGED_SETTINGS = {"clip": 0.2, "beta": 0.5, "gold_floor": 0.9, "pro_sft_weight": 0.5}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_NAMES))
+def test_each_objective_reads_exactly_the_hyperparameters_it_declares(name):
+    """The registry's `hyperparameters` decide which settings reach a training run and its
+    fingerprint: changing a declared one changes the loss, changing any other does not."""
+    objective = OBJECTIVES[name]
+    batch = random_batch(objective.data, 8, torch.Generator().manual_seed(2))
+    if objective.data == "sequence":
+        batch.advantages = batch.advantages.abs()
+    assert set(CHANGED_SETTINGS) == {f.name for f in dataclasses.fields(ObjectiveConfig)}
+    base = objective.loss(batch, CONFIG).loss
+    for setting, value in CHANGED_SETTINGS.items():
+        loss = objective.loss(batch, dataclasses.replace(CONFIG, **{setting: value})).loss
+        assert (loss != base).item() == (setting in objective.hyperparameters), setting
 
 
 def test_batches_reject_tensors_of_mismatched_shapes():

@@ -1,4 +1,4 @@
-"""Built-in offline scorers (alol.scorers), alone and by name in a reward spec."""
+"""Built-in offline scorers (alol.rewards.scorers), alone and by name in a reward spec."""
 
 from __future__ import annotations
 

@@ -1,0 +1,237 @@
+"""Where each `PipelineConfig` setting goes: the one map to the sub-configs, derived stage
+fingerprints, and every objective setting reachable from the CLI and YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alol.cli import build_parser, load_config, main
+from alol.config import PipelineConfig
+from alol.objectives import OBJECTIVES, ObjectiveConfig
+from alol.pipeline import run_sft
+from alol.pipeline.settings import (
+    advantage_config,
+    generation_config,
+    load_options,
+    lora_kwargs,
+    result_settings,
+    trainer_kwargs,
+    value_config,
+    value_generation_config,
+)
+from alol.pipeline.trainer_setup import training_args, training_fingerprint_parts
+
+OUT = Path("out")
+
+
+def views(cfg: PipelineConfig) -> dict[str, object]:
+    """Everything the stages build from a config, by the name of what they build."""
+    return {
+        "sft trainer": result_settings(trainer_kwargs(cfg, "nll", OUT, 10)),
+        **{
+            f"{name} trainer": result_settings(trainer_kwargs(cfg, name, OUT, 10, with_eval=True))
+            for name in ("a_lol", "a_lol_kl", "r_gold", "pro")
+        },
+        "lora": lora_kwargs(cfg),
+        "precompute": asdict(advantage_config(cfg)),
+        "value head": asdict(value_config(cfg)),
+        "value decoding": asdict(value_generation_config(cfg)),
+        "decoding": asdict(generation_config(cfg)),
+        "data loading": load_options(cfg),
+    }
+
+
+TRAINERS = {"sft trainer", "a_lol trainer", "a_lol_kl trainer", "r_gold trainer", "pro trainer"}
+OBJECTIVE_TRAINERS = TRAINERS - {"sft trainer"}
+DECODING = {"value decoding", "decoding"}
+
+EXPECTED: dict[str, set[str]] = {
+    # read by the pipeline itself (paths, splits, which stages run): no sub-config
+    **dict.fromkeys(
+        [
+            "model",
+            "reference",
+            "train_data",
+            "val_data",
+            "test_data",
+            "run_dir",
+            "val_fraction",
+            "reward",
+            "objectives",
+            "sft_max_steps",
+            "scale_steps_by_positive_fraction",
+            "sampling",
+            "resume",
+            "value_from_data",
+            "eval_model",
+        ],
+        set(),
+    ),
+    "data_kind": {"data loading"},
+    "skip_invalid": {"data loading"},
+    "hh_reward": {"data loading"},
+    "seed": TRAINERS | {"value head"} | DECODING,
+    "reward_timeout": OBJECTIVE_TRAINERS | {"precompute"},
+    "max_prompt_length": {"precompute", "value head"} | DECODING,
+    "max_response_length": {"precompute"} | DECODING,
+    "max_steps": set(),  # the stages pass their own step budget
+    "batch_size": TRAINERS,
+    "gradient_accumulation_steps": TRAINERS,
+    "max_tokens_per_batch": TRAINERS,
+    "learning_rate": TRAINERS,
+    "lr_scheduler_type": TRAINERS,
+    "warmup_ratio": TRAINERS,
+    "weight_decay": TRAINERS,
+    "max_grad_norm": TRAINERS,
+    "clip": {"a_lol trainer"},
+    "beta": {"a_lol_kl trainer"},
+    "gold_floor": {"r_gold trainer"},
+    "pro_sft_weight": {"pro trainer"},
+    "bf16": TRAINERS,
+    "fp16": TRAINERS,
+    # speed and memory only: the same numbers, so outside the trainers' fingerprints
+    "gradient_checkpointing": set(),
+    "compile_layers": {"precompute"},
+    "compile_mode": {"precompute"},
+    "pad_to_multiple_of": set(),
+    "vocab_chunk_size": {"precompute"},
+    "lora": {"lora"},
+    "lora_r": {"lora"},
+    "lora_alpha": {"lora"},
+    "lora_dropout": {"lora"},
+    "lora_target_modules": {"lora"},
+    "logging_steps": set(),
+    "save_steps": set(),
+    "save_total_limit": set(),
+    "eval_steps": OBJECTIVE_TRAINERS,
+    "report_to": set(),
+    "precompute_batch_size": {"precompute"},
+    "share_prompts": {"precompute"},
+    "value_samples": {"value decoding"},
+    "value_epochs": {"value head"},
+    "value_learning_rate": {"value head"},
+    "value_max": {"value head"},
+    "max_new_tokens": DECODING,
+    "do_sample": {"decoding"},
+    "temperature": DECODING,
+    "top_p": DECODING,
+    "generation_batch_size": DECODING,
+}
+
+CHANGED_VALUES = {
+    "objectives": ["nll"],
+    "reward": "safety",
+    "data_kind": "hh",
+    "hh_reward": "raw",
+    "lr_scheduler_type": "cosine",
+    "report_to": "tensorboard",
+    "lora_target_modules": "q_proj",
+    "compile_mode": "reduce-overhead",
+    "clip": 0.5,
+    "value_samples": 3,
+    "temperature": 0.7,
+    "top_p": 0.9,
+}
+
+
+def changed(name: str, value: object, annotation: object) -> object:
+    """Another valid value for the setting `name`."""
+    if name in CHANGED_VALUES:
+        return CHANGED_VALUES[name]
+    members = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    kind = members[0]
+    if kind is bool:
+        return not value
+    if kind is int:
+        return (value or 1) + 1
+    if kind is float:
+        return (value or 0.0) + 0.25
+    return f"{value}-other"
+
+
+def test_every_pipeline_setting_reaches_exactly_the_sub_configs_that_read_it():
+    """The table above is the map: a setting changes what the stages it lists build, and no
+    other. Settings the pipeline reads itself change none (they choose files and stages)."""
+    hints = typing.get_type_hints(PipelineConfig)
+    fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    assert set(EXPECTED) == set(fields), "every PipelineConfig field is listed exactly once"
+    base = PipelineConfig(lora=True, eval_steps=5)
+    before = views(base)
+    for name in fields:
+        value = changed(name, getattr(base, name), hints[name])
+        after = views(dataclasses.replace(base, **{name: value}))
+        reached = {view for view in before if before[view] != after[view]}
+        assert reached == EXPECTED[name], name
+
+
+def test_changing_the_clip_leaves_the_reference_sft_stage_up_to_date(tmp_path, tiny_llama_dir):
+    """`--clip` is read by the importance-weighted objectives only; the sft stage's fingerprint
+    (built from what its trainer reads) does not hold it, so π_ref is not retrained."""
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"prompt": "Hi?", "response": " Hello.", "reward": 1.0}\n' * 4)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            dict(
+                model=str(tiny_llama_dir),
+                train_data=str(data),
+                val_fraction=0.0,
+                run_dir=str(tmp_path / "run"),
+                max_steps=1,
+                batch_size=2,
+                save_steps=10,
+            )
+        )
+    )
+    assert main(["sft", str(config)]) == 0
+    marker = tmp_path / "run" / "sft" / "stage.json"
+    written = marker.stat().st_mtime_ns
+
+    run_sft(load_config(str(config), {"clip": 0.5, "beta": 0.3}))  # what `alol run --clip` does
+
+    assert marker.stat().st_mtime_ns == written
+    assert not list((tmp_path / "run").glob("sft.stale-*"))
+
+
+def test_a_training_fingerprint_holds_only_the_hyperparameters_of_its_objective():
+    base = PipelineConfig()
+
+    def parts(objective: str, **changes) -> dict:
+        cfg = dataclasses.replace(base, **changes)
+        return training_fingerprint_parts(cfg, objective, OUT, 10, with_eval=False)
+
+    assert parts("nll", clip=0.5, beta=0.3, gold_floor=0.2) == parts("nll")
+    assert parts("a_lol", clip=0.5) != parts("a_lol")
+    assert parts("a_lol", beta=0.3) == parts("a_lol")
+    assert parts("dpo", beta=0.3) != parts("dpo")
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(ObjectiveConfig)])
+def test_every_objective_setting_is_a_cli_flag_and_a_yaml_key(name, tmp_path):
+    """Each ObjectiveConfig field is a PipelineConfig field, an `alol train` flag and a YAML key,
+    and reaches the trainer of an objective that reads it."""
+    value = 0.35
+    flag = "--" + name.replace("_", "-")
+    parsed = vars(build_parser().parse_args(["train", flag, str(value)]))
+    assert parsed[name] == value
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({name: value}))
+    from_yaml = load_config(str(config), {})
+    assert getattr(from_yaml, name) == value
+
+    reader = next(o.name for o in OBJECTIVES.values() if name in o.hyperparameters)
+    args = training_args(from_yaml, reader, tmp_path / "out", max_steps=1)
+    assert getattr(args.objective_config(), name) == value
+
+
+def test_warmup_ratio_is_a_share_of_the_training_steps(tmp_path):
+    cfg = PipelineConfig(warmup_ratio=0.25)
+    args = training_args(cfg, "nll", tmp_path, max_steps=40)
+    assert args.get_warmup_steps(40) == 10
