@@ -57,6 +57,14 @@ class PipelineConfig:
     hh_reward: str = _option(
         "sigmoid", "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'."
     )
+    train_responses: str = _option(
+        "preferred",
+        "Pairs and ranked records (HH/PRO files): 'preferred' trains SFT and the pointwise "
+        "objectives (nll, wbc, r_gold, r_lol, A-LoL) on the preferred response only (chosen; "
+        "the first candidate, HH's human-preferred one), as the paper's HH recipe; 'all' on "
+        "every response with its reward. DPO and PRO always use every response.",
+        ("sft", "advantage", "train"),
+    )
     val_fraction: float = _option(
         0.1, "Share of training prompts held out for validation when val_data is unset."
     )

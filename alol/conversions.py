@@ -21,23 +21,29 @@ from alol.records import (
 logger = logging.getLogger(__name__)
 
 
-def to_reward_records(records: Iterable[Record]) -> list[RewardRecord]:
+def to_reward_records(
+    records: Iterable[Record], preferred_only: bool = False
+) -> list[RewardRecord]:
     """One reward record per response: what the reward-based objectives train on.
 
     A preference pair gives its chosen response reward CHOSEN_REWARD (1.0) and its rejected one
     REJECTED_REWARD (0.0), all that a bare preference says; score them with a reward function for
     graded rewards. A ranked record gives one record per candidate, with its reward. Ids gain a
     suffix ("/chosen", "/rejected", "/<candidate index>") so they stay unique.
+
+    `preferred_only` keeps one response per pair or ranked record: the chosen one, or the first
+    candidate (the HH/PRO files list the human-preferred response first). The A-LoL authors
+    train NLL, wBC and the A-LoL family on it alone, so the rejected answers are never learned.
     """
     converted: list[RewardRecord] = []
     for record in records:
         if isinstance(record, RewardRecord):
             converted.append(record)
         elif isinstance(record, PreferenceRecord):
-            for response, reward, name in (
-                (record.chosen, CHOSEN_REWARD, "chosen"),
-                (record.rejected, REJECTED_REWARD, "rejected"),
-            ):
+            sides = [(record.chosen, CHOSEN_REWARD, "chosen")]
+            if not preferred_only:
+                sides.append((record.rejected, REJECTED_REWARD, "rejected"))
+            for response, reward, name in sides:
                 converted.append(
                     RewardRecord(
                         record.prompt, response, reward, _sub_id(record.id, name), record.source
@@ -51,6 +57,7 @@ def to_reward_records(records: Iterable[Record]) -> list[RewardRecord]:
                 for i, (response, reward) in enumerate(
                     zip(record.responses, record.rewards, strict=True)
                 )
+                if i == 0 or not preferred_only
             )
         else:
             raise _not_a_record(record)

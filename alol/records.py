@@ -62,6 +62,9 @@ class RankedRecord:
     rewards: list[float]
     id: str | None = None
     source: str = field(default="", compare=False)
+    reward_logits: list[float] | None = None
+    """The reward model's raw logits, when the rewards are their sigmoid (HH/PRO files).
+    PRO's reward-gap temperatures read them, as PRO's and the A-LoL authors' code do."""
 
 
 @dataclass

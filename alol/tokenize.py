@@ -4,6 +4,7 @@ and the pad token every batch needs."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -57,7 +58,13 @@ def render_plain_chat(messages: list[dict[str, str]]) -> str:
 @dataclass
 class TokenizedPair:
     prompt_ids: list[int]
-    response_ids: list[int]  # ends with EOS
+    response_ids: list[int]
+    """Ends with EOS, unless the response was cut at `max_response_length`."""
+    prompt_cut: bool = False
+    """The prompt lost tokens from its start to fit `max_prompt_length`."""
+    response_cut: bool = False
+    """The response (with its EOS) was longer than `max_response_length`: it ends where it was
+    cut, without EOS, so the policy never learns to stop mid-sentence."""
 
     @property
     def length(self) -> int:
@@ -73,11 +80,11 @@ def tokenize_pair(
 ) -> TokenizedPair:
     """Token ids of one (prompt, response), ready for `collate_pairs`.
 
-    - The tokenizer adds no special tokens (a chat template writes its own), except that an
-      empty prompt becomes [BOS] ([EOS] without a BOS), so position 0 is never a response token.
-    - A long prompt is cut from the LEFT: the turns nearest the response matter most.
-    - The response is cut from the RIGHT to max_response_length - 1 tokens, then EOS is
-      appended. EOS belongs to the response and is trained, so the policy learns to stop.
+    - The prompt is encoded as `encode_prompt` does (cut from the LEFT: the turns nearest the
+      response matter most; the tokenizer's BOS kept once).
+    - The response gets EOS appended and is then cut from the RIGHT to `max_response_length`
+      tokens, as the A-LoL authors do: a complete response ends with EOS, which belongs to the
+      response and is trained, so the policy learns to stop; a cut one ends where it was cut.
 
     Prompt and response are tokenized apart, so the ids at their seam can differ from tokenizing
     the joined text; decoding continues from the same prompt ids, so training and decoding agree.
@@ -92,22 +99,56 @@ def tokenize_pair(
         raise ValueError(
             "the tokenizer has no EOS token; set tokenizer.eos_token before tokenizing"
         )
-    prompt_ids = encode_prompt(tokenizer, prompt_text, max_prompt_length)
-    response_ids = _encode(tokenizer, response_text)[: max_response_length - 1] + [eos]
-    return TokenizedPair(prompt_ids, response_ids)
+    prompt_ids, prompt_cut = _prompt_ids(tokenizer, prompt_text, max_prompt_length)
+    response_ids = _encode(tokenizer, response_text) + [eos]
+    return TokenizedPair(
+        prompt_ids,
+        response_ids[:max_response_length],
+        prompt_cut=prompt_cut,
+        response_cut=len(response_ids) > max_response_length,
+    )
 
 
 def encode_prompt(tokenizer, prompt_text: str, max_prompt_length: int) -> list[int]:
     """Prompt ids exactly as training, value fitting and decoding see them.
 
-    Cut from the left; an empty prompt becomes [BOS] ([EOS] without a BOS) so that position 0
-    is never a response token and decoding always has a context.
+    The text is encoded without special tokens, then the tokenizer's BOS is put back in front
+    if the tokenizer adds one (Llama-style) and the text did not already start with it (a chat
+    template that writes BOS itself): BOS appears exactly once. A long prompt is cut from the
+    left, after BOS. An empty prompt becomes [BOS] ([EOS] without a BOS), so position 0 is
+    never a response token and decoding always has a context.
     """
-    prompt_ids = _encode(tokenizer, prompt_text)[-max_prompt_length:]
-    if not prompt_ids:
-        eos = tokenizer.eos_token_id
-        prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos]
-    return prompt_ids
+    return _prompt_ids(tokenizer, prompt_text, max_prompt_length)[0]
+
+
+def _prompt_ids(tokenizer, prompt_text: str, max_prompt_length: int) -> tuple[list[int], bool]:
+    """(ids, whether the prompt was cut)."""
+    ids = _encode(tokenizer, prompt_text)
+    bos = leading_bos_id(tokenizer)
+    if bos is not None and ids[:1] == [bos]:
+        ids = ids[1:]
+    room = max_prompt_length - (bos is not None)
+    cut = len(ids) > room
+    ids = ids[max(len(ids) - room, 0) :] if room > 0 else []
+    if bos is not None:
+        ids = [bos, *ids]
+    if not ids:
+        fallback = tokenizer.bos_token_id
+        ids = [fallback if fallback is not None else tokenizer.eos_token_id]
+    return ids, cut
+
+
+@functools.cache
+def leading_bos_id(tokenizer) -> int | None:
+    """The BOS id the tokenizer puts before a text when it adds its special tokens (Llama,
+    Mistral, Gemma), or None when it adds none (GPT-2, Qwen, SmolLM2: their chat templates
+    carry what they need)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return None
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bos if with_special[:1] == [bos] and without[:1] != [bos] else None
 
 
 def _encode(tokenizer, text: str) -> list[int]:

@@ -308,11 +308,14 @@ HH_PROMPT = [
 
 
 def test_hh_records_become_ranked_records_with_sigmoid_rewards(tmp_path):
-    """sigmoid(0) = 1/2 and sigmoid(ln 3) = 3 / (3 + 1) = 3/4."""
+    """sigmoid(0) = 1/2 and sigmoid(ln 3) = 3 / (3 + 1) = 3/4; the logits are kept beside them
+    (PRO's temperatures read them)."""
     loaded = load_records(write_jsonl(tmp_path / "hh.json", [HH_ROW]))
 
     assert loaded.kind == "ranked"
-    assert loaded.records == [RankedRecord(HH_PROMPT, ["Sure.", "No."], [0.5, 0.75])]
+    assert loaded.records == [
+        RankedRecord(HH_PROMPT, ["Sure.", "No."], [0.5, 0.75], reward_logits=[0.0, math.log(3.0)])
+    ]
 
 
 def test_hh_raw_keeps_the_reward_model_logits(tmp_path):
@@ -811,8 +814,9 @@ def test_a_pair_adds_no_special_tokens_but_the_closing_eos(tiny_tokenizer):
     ]
 
 
-def test_a_long_prompt_loses_its_start_and_a_long_response_its_end(tiny_tokenizer):
-    """max_response_length 5 keeps 4 response tokens, then EOS."""
+def test_a_long_prompt_loses_its_start_and_a_cut_response_ends_where_it_was_cut(tiny_tokenizer):
+    """max_response_length 5 keeps the first 5 response tokens and no EOS: an EOS after a cut
+    would teach the policy to stop mid-sentence (the A-LoL authors append EOS, then cut)."""
     prompt = "The quick brown fox jumps over the lazy dog."
     response = "Please be kind and helpful, never rude or harmful."
 
@@ -821,13 +825,19 @@ def test_a_long_prompt_loses_its_start_and_a_long_response_its_end(tiny_tokenize
     )
 
     assert pair.prompt_ids == encode(tiny_tokenizer, prompt)[-3:]
-    assert pair.response_ids == encode(tiny_tokenizer, response)[:4] + [tiny_tokenizer.eos_token_id]
+    assert pair.response_ids == encode(tiny_tokenizer, response)[:5]
+    assert tiny_tokenizer.eos_token_id not in pair.response_ids
+    assert pair.prompt_cut and pair.response_cut
 
 
-def test_a_response_length_of_one_leaves_only_eos(tiny_tokenizer):
-    assert tokenize_pair(tiny_tokenizer, "p", "response", 8, 1).response_ids == [
-        tiny_tokenizer.eos_token_id
-    ]
+def test_a_response_that_fits_with_its_eos_is_not_cut(tiny_tokenizer):
+    response = encode(tiny_tokenizer, " Hello there.")
+    fits = tokenize_pair(tiny_tokenizer, "Hi", " Hello there.", 8, len(response) + 1)
+    one_short = tokenize_pair(tiny_tokenizer, "Hi", " Hello there.", 8, len(response))
+
+    assert fits.response_ids == response + [tiny_tokenizer.eos_token_id]
+    assert not fits.response_cut and not fits.prompt_cut
+    assert one_short.response_ids == response and one_short.response_cut
 
 
 def test_an_empty_prompt_becomes_bos_or_eos_so_position_zero_is_prompt(tiny_tokenizer):
@@ -836,6 +846,44 @@ def test_an_empty_prompt_becomes_bos_or_eos_so_position_zero_is_prompt(tiny_toke
     without_bos = copy.deepcopy(tiny_tokenizer)
     without_bos.bos_token = None
     assert tokenize_pair(without_bos, "", "Hi", 8, 8).prompt_ids == [tiny_tokenizer.eos_token_id]
+
+
+def llama_style(tokenizer, chat_template: str | None = None):
+    """The tiny tokenizer made to add BOS before every text, as Llama's does."""
+    from tokenizers import processors
+
+    bos = copy.deepcopy(tokenizer)
+    bos._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos.bos_token_id)]
+    )
+    bos.chat_template = chat_template
+    return bos
+
+
+def test_a_tokenizer_that_adds_bos_keeps_it_exactly_once_even_after_a_cut(tiny_tokenizer):
+    bos_tokenizer = llama_style(tiny_tokenizer)
+    bos = bos_tokenizer.bos_token_id
+    text = "The quick brown fox jumps over the lazy dog."
+    plain = encode(tiny_tokenizer, text)
+
+    assert encode_prompt(bos_tokenizer, text, 64) == [bos, *plain]
+    assert encode_prompt(bos_tokenizer, text, 4) == [bos, *plain[-3:]]
+    assert tokenize_pair(bos_tokenizer, text, " Hi", 64, 8).response_ids[0] != bos
+
+
+def test_a_chat_template_that_writes_bos_itself_is_not_given_a_second_one(tiny_tokenizer):
+    template = "<s>{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    bos_tokenizer = llama_style(tiny_tokenizer, chat_template=template)
+    rendered = render_prompt([{"role": "user", "content": "Hi"}], bos_tokenizer)
+
+    ids = encode_prompt(bos_tokenizer, rendered, 64)
+
+    assert rendered.startswith("<s>") and ids.count(bos_tokenizer.bos_token_id) == 1
+    assert ids[0] == bos_tokenizer.bos_token_id
+
+
+def test_a_tokenizer_without_its_own_bos_gets_none_added(tiny_tokenizer):
+    assert encode_prompt(tiny_tokenizer, "Hi there", 64) == encode(tiny_tokenizer, "Hi there")
 
 
 def test_lengths_below_one_are_refused(tiny_tokenizer):

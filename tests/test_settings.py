@@ -62,6 +62,7 @@ EXPECTED: dict[str, set[str]] = {
             "test_data",
             "run_dir",
             "val_fraction",
+            "train_responses",
             "reward",
             "objectives",
             "sft_max_steps",
@@ -135,6 +136,7 @@ CHANGED_VALUES = {
     "compile_mode": "reduce-overhead",
     "clip": 0.5,
     "value_samples": 3,
+    "train_responses": "all",
     "temperature": 0.7,
     "top_p": 0.9,
 }

@@ -162,11 +162,16 @@ def _parse_ranked(obj: dict[str, Any], options: ParseOptions) -> RankedRecord:
     responses = as_list(required(obj, "responses", _RANKED_HINT), "responses")
     rewards = as_list(required(obj, "rewards", _RANKED_HINT), "rewards")
     check_candidates(responses, rewards, "responses", "rewards")
+    logits = obj.get("reward_logits")
+    if logits is not None:
+        check_candidates(responses, as_list(logits, "reward_logits"), "responses", "reward_logits")
+        logits = [as_number(value, f"reward_logits[{i}]") for i, value in enumerate(logits)]
     return RankedRecord(
         prompt,
         [as_response(value, f"responses[{i}]", options) for i, value in enumerate(responses)],
         [as_number(value, f"rewards[{i}]") for i, value in enumerate(rewards)],
         as_record_id(obj),
+        reward_logits=logits,
     )
 
 
@@ -189,6 +194,7 @@ def _parse_hh(obj: dict[str, Any], options: ParseOptions) -> RankedRecord:
         [as_text(value, f"suffix[{i}]") for i, value in enumerate(suffix)],
         logits if options.hh_reward == "raw" else [_sigmoid(logit) for logit in logits],
         as_record_id(obj),
+        reward_logits=logits,
     )
 
 

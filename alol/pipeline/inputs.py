@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
+from alol.conversions import to_reward_records
 from alol.distributed import process_state
 from alol.dtypes import DTYPES
 from alol.errors import AlolError
@@ -59,6 +60,11 @@ def load_splits(cfg: PipelineConfig) -> Splits:
     if cfg.val_data is not None:
         return Splits(train=records, val=load_data(cfg.val_data, cfg))
     return hold_out_prompts(records, cfg.val_fraction, cfg.seed)
+
+
+def pointwise_records(cfg: PipelineConfig, records: list) -> list[RewardRecord]:
+    """The reward records SFT and the pointwise objectives train on (`cfg.train_responses`)."""
+    return to_reward_records(records, preferred_only=cfg.train_responses == "preferred")
 
 
 def _prompt_key(record: Any) -> str:

@@ -9,11 +9,10 @@ import logging
 from pathlib import Path
 
 from alol.config import PipelineConfig
-from alol.conversions import to_reward_records
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
-from alol.pipeline.inputs import load_model, load_splits
+from alol.pipeline.inputs import load_model, load_splits, pointwise_records
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.pipeline.trainer_setup import (
     build_trainer,
@@ -32,7 +31,7 @@ def run_sft(cfg: PipelineConfig) -> Path:
     if cfg.model is None:
         raise AlolError("`alol sft` needs --model (the base model to fine-tune).")
     out = cfg.root / "sft"
-    records = to_reward_records(load_splits(cfg).train)
+    records = pointwise_records(cfg, load_splits(cfg).train)
     max_steps = cfg.sft_max_steps or cfg.max_steps
     fingerprint = fingerprint_of(
         "sft",

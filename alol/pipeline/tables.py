@@ -10,12 +10,12 @@ import numpy as np
 
 from alol.advantage import compute_advantages
 from alol.config import PipelineConfig
-from alol.conversions import to_reward_records
 from alol.fingerprint import cache_key, file_sha256, fingerprint_model, fingerprint_records
 from alol.pipeline.inputs import (
     configured_reward,
     load_model_for_inference,
     load_splits,
+    pointwise_records,
     reference_path,
     reward_fingerprint,
 )
@@ -36,7 +36,7 @@ def advantage_table(cfg: PipelineConfig) -> AdvantageTable:
     reward-weighted objectives need and the advantage objectives refuse (`alol.advantage`).
     """
     ref = reference_path(cfg)
-    records = to_reward_records(load_splits(cfg).train)
+    records = pointwise_records(cfg, load_splits(cfg).train)
     value_dir = cfg.root / "value"
     head_file = value_dir / WEIGHTS_FILE
     value_fp = file_sha256(head_file) if head_file.exists() else None

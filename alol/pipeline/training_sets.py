@@ -18,7 +18,7 @@ from alol.errors import AlolError
 from alol.examples import ExampleDataset, PairExample, RankedExample, SequenceExample
 from alol.fingerprint import fingerprint_of, fingerprint_records
 from alol.objectives import Objective
-from alol.pipeline.inputs import tokenize_record
+from alol.pipeline.inputs import pointwise_records, tokenize_record
 from alol.pipeline.tables import advantage_table, pair_reference_logps
 from alol.records import RewardRecord
 
@@ -49,7 +49,7 @@ def training_set(cfg: PipelineConfig, objective: Objective, train_records: list,
         return _pair_set(cfg, objective, train_records, tokenizer)
     if objective.data == "ranked":
         return _ranked_set(cfg, train_records, tokenizer)
-    records = to_reward_records(train_records)
+    records = pointwise_records(cfg, train_records)
     data_fp = fingerprint_records(records)
     if objective.name == "nll" and cfg.sampling in (None, "uniform"):
         return TrainingSet(nll_dataset(cfg, records, tokenizer), None, 1.0, data_fp)
@@ -73,11 +73,15 @@ def training_set(cfg: PipelineConfig, objective: Objective, train_records: list,
 
 
 def _ranked_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
+    """PRO's candidates. Its reward-gap temperatures come from the reward model's logits where
+    the records carry them (HH/PRO files), as in PRO's and the A-LoL authors' code: sigmoid
+    rewards would shrink every gap (logits −0.4 and −0.7 differ by 0.3, their sigmoids by
+    0.07) and so weaken the ranking term against the SFT term."""
     ranked = to_ranked_records(train_records)
     examples = [
         RankedExample(
             [tokenize_record(tokenizer, RewardRecord(r.prompt, resp), cfg) for resp in r.responses],
-            list(r.rewards),
+            list(r.reward_logits or r.rewards),
             i,
         )
         for i, r in enumerate(ranked)
