@@ -54,6 +54,11 @@ class AdvantageConfig(ReferenceConfig):
 
     reward_timeout: float | None = None
     """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
+    string_prompts: str = "chat"
+    """How plain-string prompts are rendered (`alol.tokenize.render_prompt`); in the cache key."""
+
+    def key_fields(self) -> dict[str, Any]:
+        return {**super().key_fields(), "string_prompts": self.string_prompts}
 
 
 def compute_advantages(
@@ -78,7 +83,7 @@ def compute_advantages(
     prepare_reference(model, config)
     if reward is None:
         _check_stored_rewards(records)
-    prompts = [render_prompt(record.prompt, tokenizer) for record in records]
+    prompts = [render_prompt(r.prompt, tokenizer, config.string_prompts) for r in records]
     responses = [record.response for record in records]
 
     def compute(indices: list[int]) -> list[tuple[dict[str, float], float, np.ndarray]]:

@@ -57,6 +57,12 @@ class PipelineConfig:
     hh_reward: str = _option(
         "sigmoid", "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'."
     )
+    string_prompts: str = _option(
+        "chat",
+        "Plain-string prompts, when the model's tokenizer has a chat template: 'chat' renders "
+        "each as one user turn of it (instruct models answer raw text badly, often with "
+        "nothing); 'raw' keeps the text as it is. Message-list prompts always use the template.",
+    )
     train_responses: str = _option(
         "preferred",
         "Pairs and ranked records (HH/PRO files): 'preferred' trains SFT and the pointwise "
@@ -226,8 +232,12 @@ class PipelineConfig:
         10, "Value-head epochs (the best held-out epoch is kept).", ("value",)
     )
     value_learning_rate: float = _option(1e-3, "Value-head learning rate.", ("value",))
-    value_max: float | None = _option(
-        1.0, "Upper bound of rewards: V = sigmoid·value_max; 'none' for an unbounded V.", ("value",)
+    value_max: float | str | None = _option(
+        "auto",
+        "Upper bound of V: V = sigmoid·value_max; 'none' for an unbounded V; 'auto' (default): "
+        "bounded to (0, 1) when every value reward lies in [0, 1], else unbounded. A bound "
+        "below the rewards is refused.",
+        ("value",),
     )
 
     # --- decoding (value, validation, eval) ---------------------------------------------

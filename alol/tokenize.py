@@ -5,11 +5,14 @@ and the pad token every batch needs."""
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
 from alol.records import Prompt
+
+logger = logging.getLogger(__name__)
 
 PLAIN_ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant"}
 
@@ -33,18 +36,41 @@ by a blank line, ending with "Assistant:". The response follows the colon as it 
 space is inserted."""
 
 
-def render_prompt(prompt: Prompt, tokenizer) -> str:
+STRING_PROMPTS = ("chat", "raw")
+"""How a plain-string prompt reaches a model whose tokenizer has a chat template: as a single
+user turn of that template ("chat"), or as the raw text ("raw")."""
+
+
+def render_prompt(prompt: Prompt, tokenizer, string_prompts: str = "chat") -> str:
     """The text the model sees before its response.
 
-    A string passes through unchanged. Messages go through the tokenizer's chat template with
-    the generation prompt added, or through the plain template (PLAIN_GENERATION_PROMPT) when
-    the tokenizer has none.
+    Messages go through the tokenizer's chat template with the generation prompt added, or
+    through the plain template (PLAIN_GENERATION_PROMPT) when the tokenizer has none. A string
+    is, by default, a single user turn of the chat template when there is one: an instruct
+    model given raw text often answers nothing at all (SmolLM2-Instruct answers "What is 84
+    plus 32?" with an empty string). `string_prompts="raw"` passes strings through unchanged,
+    as does a tokenizer without a chat template.
     """
+    if string_prompts not in STRING_PROMPTS:
+        raise ValueError(f"string_prompts must be one of {STRING_PROMPTS}, got {string_prompts!r}")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
     if isinstance(prompt, str):
-        return prompt
-    if getattr(tokenizer, "chat_template", None):
+        if not has_template or string_prompts == "raw":
+            return prompt
+        _announce_chat_rendering(tokenizer.name_or_path)
+        prompt = [{"role": "user", "content": prompt}]
+    if has_template:
         return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     return render_plain_chat(prompt)
+
+
+@functools.cache
+def _announce_chat_rendering(model_name: str) -> None:
+    logger.info(
+        "plain-string prompts are rendered as one user turn of %s's chat template "
+        "(string_prompts='raw' keeps them as they are)",
+        model_name or "the tokenizer",
+    )
 
 
 def render_plain_chat(messages: list[dict[str, str]]) -> str:

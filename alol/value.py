@@ -43,8 +43,9 @@ class ValueConfig:
     """Prompts per batch, both for the reference's forward pass and for the head's steps."""
     num_heads: int = 1
     """Attention heads of the pooling query; must divide the reference's hidden size."""
-    max_value: float | None = 1.0
-    """Upper bound of V (output is `sigmoid · max_value`); None = unbounded linear output."""
+    max_value: float | str | None = "auto"
+    """Upper bound of V (output `sigmoid · max_value`); None: an unbounded linear output;
+    "auto": bounded to (0, 1) when every target lies in [0, 1], else unbounded."""
     holdout_fraction: float = 0.1
     """Share of the prompts held out to pick the best epoch (at least one when n >= 2)."""
     seed: int = 0
@@ -67,9 +68,11 @@ class ValueConfig:
             raise ValueError(
                 f"ValueConfig.holdout_fraction must be in [0, 1), got {self.holdout_fraction}"
             )
-        if self.max_value is not None and self.max_value <= 0:
+        if self.max_value not in (None, "auto") and (
+            isinstance(self.max_value, str) or self.max_value <= 0
+        ):
             raise ValueError(
-                f"ValueConfig.max_value must be positive, got {self.max_value}; "
+                f"ValueConfig.max_value must be positive, 'auto' or None, got {self.max_value!r}; "
                 "use None for rewards without a known range"
             )
         dtype_named(self.feature_dtype, "ValueConfig.feature_dtype")

@@ -21,10 +21,14 @@ from tqdm.auto import tqdm
 from alol.collate import pad_token_rows
 from alol.distributed import gather_in_order
 from alol.dtypes import DTYPES
+from alol.reference import prompt_groups
 from alol.tokenize import encode_prompt, pad_token_id_of
 from alol.value import ValueConfig, ValueHead, device_of, eval_mode
 
 logger = logging.getLogger(__name__)
+
+MIN_HELDOUT_PROMPTS = 10
+"""Fewer held-out prompts give no meaningful correlation or explained variance."""
 
 
 def _backbone(model: nn.Module) -> nn.Module:
@@ -104,13 +108,21 @@ def _pad_features(features: list[Tensor]) -> tuple[Tensor, Tensor]:
     return hidden, mask
 
 
-def split_holdout(n: int, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Seeded (train, held-out) indices; at least one held out when n >= 2 and fraction > 0."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+def split_holdout(
+    prompts: list[str], holdout_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Seeded (train, held-out) indices, split by prompt: all samples of a prompt (k sampled
+    responses, or several stored ones) fall on the same side, so the held-out MSE is measured
+    on prompts the head never saw. At least one prompt is held out when there are 2 or more
+    and the fraction is positive."""
+    groups = prompt_groups(prompts)
+    order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
     n_heldout = 0
-    if n >= 2 and holdout_fraction > 0:
-        n_heldout = min(max(1, round(n * holdout_fraction)), n - 1)
-    return sorted(order[n_heldout:]), sorted(order[:n_heldout])
+    if len(groups) >= 2 and holdout_fraction > 0:
+        n_heldout = min(max(1, round(len(groups) * holdout_fraction)), len(groups) - 1)
+    train = sorted(i for group in order[n_heldout:] for i in groups[group])
+    heldout = sorted(i for group in order[:n_heldout] for i in groups[group])
+    return train, heldout
 
 
 def _batches(indices: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -180,7 +192,7 @@ def _explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
     return float(1 - np.var(targets - predictions) / np.var(targets))
 
 
-def _check_fit_inputs(prompts: list[str], targets: list[float], max_value: float | None) -> None:
+def _check_fit_inputs(prompts: list[str], targets: list[float]) -> None:
     if len(prompts) != len(targets):
         raise ValueError(
             f"got {len(prompts)} prompts but {len(targets)} targets; pass one target per prompt"
@@ -190,14 +202,49 @@ def _check_fit_inputs(prompts: list[str], targets: list[float], max_value: float
     for i, target in enumerate(targets):
         if not math.isfinite(target):
             raise ValueError(f"target {i} is {target}; every value target must be a finite number")
-    if max_value is not None and not all(0 <= t <= max_value for t in targets):
-        logger.warning(
-            "value targets span [%.4g, %.4g] but the head's output is bounded to (0, %g); "
-            "set max_value to the reward's upper bound, or None for an unbounded head",
-            min(targets),
-            max(targets),
-            max_value,
+
+
+def head_bound(max_value: float | str | None, targets: list[float]) -> float | None:
+    """The head's output bound for these targets: `sigmoid · bound`, or None (unbounded).
+
+    "auto" bounds the head to (0, 1) when every target lies in [0, 1] (sigmoid rewards, the
+    paper's setting) and leaves it unbounded otherwise. A given bound must cover the targets:
+    a head capped below the rewards would fit every advantage too high.
+    """
+    low, high = min(targets), max(targets)
+    if max_value == "auto":
+        return 1.0 if low >= 0.0 and high <= 1.0 else None
+    if max_value is not None and not 0.0 <= low <= high <= max_value:
+        raise ValueError(
+            f"the value targets (rewards) span [{low:.4g}, {high:.4g}], but the value head's "
+            f"output is bounded to (0, {max_value:g}), so V cannot fit them; set value_max to "
+            f"at least {high:.4g} for rewards in [0, {high:.4g}], or to 'none' (or 'auto') for "
+            "an unbounded head"
         )
+    return max_value
+
+
+def fit_warnings(report: dict[str, Any]) -> list[str]:
+    """What makes a fit hard to trust, in plain words (empty when nothing does)."""
+    warnings = []
+    if report["n_heldout_prompts"] < MIN_HELDOUT_PROMPTS:
+        warnings.append(
+            f"only {report['n_heldout_prompts']} held-out prompts: too few to judge the fit "
+            f"(Pearson and explained variance need ~{MIN_HELDOUT_PROMPTS}); give more "
+            "validation prompts (--val-data, or a larger --val-fraction)"
+        )
+    if report["targets_constant"]:
+        warnings.append(
+            "every value target (reward) is the same, so V(x) is that constant: A = R − V then "
+            "only shifts the rewards. Legitimate, but the value head learns nothing from prompts"
+        )
+    elif report["explained_variance"] is not None and report["explained_variance"] <= 0:
+        warnings.append(
+            f"held-out explained variance is {report['explained_variance']:.2f}: V(x) predicts "
+            "π_ref's reward no better than a constant, so A = R − V(x) mostly measures R. More "
+            "validation prompts (or --value-samples k > 1) usually help"
+        )
+    return warnings
 
 
 def fit_value_head(
@@ -214,7 +261,8 @@ def fit_value_head(
     MSE when nothing is held out), in eval mode on the model's device, and a report of the fit.
     """
     config = config or ValueConfig()
-    _check_fit_inputs(prompts, targets, config.max_value)
+    _check_fit_inputs(prompts, targets)
+    max_value = head_bound(config.max_value, targets)
     # Under several processes each runs the reference on its share of the prompts; all of them
     # then fit the same head on the gathered features (cheap), and the caller saves one.
     features = gather_in_order(
@@ -236,12 +284,10 @@ def fit_value_head(
     )
 
     target_tensor = torch.tensor(targets, dtype=torch.float32)
-    train_indices, heldout_indices = split_holdout(
-        len(prompts), config.holdout_fraction, config.seed
-    )
+    train_indices, heldout_indices = split_holdout(prompts, config.holdout_fraction, config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        head = ValueHead(features[0].shape[1], config.num_heads, config.max_value)
+        head = ValueHead(features[0].shape[1], config.num_heads, max_value)
     head.start_at(target_tensor[train_indices].mean().item())
     head.to(device_of(model))
     optimizer = torch.optim.Adam(head.parameters(), lr=config.learning_rate)
@@ -258,7 +304,7 @@ def fit_value_head(
         heldout_curve.append(
             _mse(head, features, target_tensor, heldout_indices, config.batch_size)
         )
-        logger.info(
+        logger.debug(
             "value epoch %d/%d: train MSE %.5f, held-out MSE %.5f",
             epoch,
             config.epochs,
@@ -288,6 +334,9 @@ def fit_value_head(
         "explained_variance": _explained_variance(heldout_predictions, heldout_targets),
         "n_train": len(train_indices),
         "n_heldout": len(heldout_indices),
+        "n_heldout_prompts": len({prompts[i] for i in heldout_indices}),
+        "targets_constant": min(targets) == max(targets),
+        "max_value": max_value,
         "train_mse_per_epoch": train_curve,
         "heldout_mse_per_epoch": heldout_curve,
         "heldout_indices": heldout_indices,
@@ -295,13 +344,9 @@ def fit_value_head(
         "heldout_targets": heldout_targets.tolist(),
         "config": asdict(config),
     }
-    logger.info(
-        "value head: best epoch %d, held-out MSE %.5f, Pearson %.3f, explained variance %.3f",
-        best_epoch,
-        report["heldout_mse"],
-        report["pearson"],
-        report["explained_variance"],
-    )
+    report["warnings"] = fit_warnings(report)
+    for warning in report["warnings"]:
+        logger.warning("value head: %s", warning)
     return head, report
 
 

@@ -59,3 +59,17 @@ def tiny_model(tiny_model_dir):
 @pytest.fixture
 def tiny_tokenizer(tiny_tokenizer_dir):
     return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+
+
+def constant_value_head(run_dir: Path, model_dir: Path, value: float = 0.0) -> Path:
+    """Save into `run_dir/value/` a value head that predicts `value` for every prompt, for
+    tests that want A = R − value without fitting V (the pipeline never assumes V = 0)."""
+    from alol.value import ValueHead, save_value_head
+
+    config = AutoModelForCausalLM.from_pretrained(model_dir).config
+    head = ValueHead(config.hidden_size, num_heads=1, max_value=None)
+    with torch.no_grad():
+        head.output.weight.zero_()
+        head.output.bias.fill_(value)
+    save_value_head(head, Path(run_dir) / "value")
+    return Path(run_dir) / "value"

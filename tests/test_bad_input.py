@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import constant_value_head
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -215,7 +216,7 @@ def test_a_prompt_longer_than_the_maximum_keeps_its_end(
 
     assert pair.prompt_ids == (full[-max_prompt:] or [tiny_tokenizer.bos_token_id])
     assert pair.prompt_ids == encode_prompt(tiny_tokenizer, text, max_prompt)
-    assert pair.response_ids == full[: max_response - 1] + [tiny_tokenizer.eos_token_id]
+    assert pair.response_ids == (full + [tiny_tokenizer.eos_token_id])[:max_response]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,8 +260,10 @@ def reward_rows(rewards: list[float]) -> list[dict]:
 
 @pytest.fixture
 def cli_config(tmp_path, tiny_llama_dir):
-    """Write a config for `alol` with the given training rows and options; return its path."""
+    """Write a config for `alol` with the given training rows and options; return its path.
+    The run holds a value head that predicts 0, so A = R."""
     (tmp_path / "rewards.py").write_text(REWARDS_FILE)
+    constant_value_head(tmp_path / "run", tiny_llama_dir)
 
     def make(rows: list[dict] | None = None, **options) -> str:
         data = write_rows(

@@ -772,8 +772,33 @@ CONVERSATION = [
 ]
 
 
-def test_a_text_prompt_passes_through_unchanged(tiny_tokenizer):
+def test_a_text_prompt_passes_through_unchanged_without_a_chat_template(tiny_tokenizer):
     assert render_prompt("  Raw text\n", tiny_tokenizer) == "  Raw text\n"
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}[assistant]{% endif %}"
+)
+
+
+def test_a_text_prompt_to_a_chat_model_is_one_user_turn_of_its_template(tiny_tokenizer, caplog):
+    """An instruct model given raw text answers badly (SmolLM2-Instruct: often nothing)."""
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = CHAT_TEMPLATE
+
+    with caplog.at_level("INFO", logger="alol.tokenize"):
+        first = render_prompt("What is 84 plus 32?", tokenizer)
+        render_prompt("And 2 plus 2?", tokenizer)
+
+    assert first == "[user]What is 84 plus 32?\n[assistant]"
+    assert render_prompt("What is 84 plus 32?", tokenizer, "raw") == "What is 84 plus 32?"
+    assert caplog.text.count("one user turn") == 1
+
+
+def test_an_unknown_string_prompt_mode_is_refused(tiny_tokenizer):
+    with pytest.raises(ValueError, match="string_prompts must be one of"):
+        render_prompt("Hi", tiny_tokenizer, "template")
 
 
 def test_messages_without_a_chat_template_use_the_plain_template(tiny_tokenizer):
@@ -787,10 +812,7 @@ def test_messages_without_a_chat_template_use_the_plain_template(tiny_tokenizer)
 
 def test_messages_with_a_chat_template_use_it_with_the_generation_prompt(tiny_tokenizer):
     tokenizer = copy.deepcopy(tiny_tokenizer)
-    tokenizer.chat_template = (
-        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}\n{% endfor %}"
-        "{% if add_generation_prompt %}[assistant]{% endif %}"
-    )
+    tokenizer.chat_template = CHAT_TEMPLATE
 
     text = render_prompt(CONVERSATION[1:], tokenizer)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import constant_value_head
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
@@ -32,8 +33,10 @@ METRICS = {
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_llama_dir) -> PipelineConfig:
-    """Reward records with several responses per prompt, so they also make preference pairs."""
+    """Reward records with several responses per prompt, so they also make preference pairs;
+    a value head that predicts 0, so A = R."""
     directory = tmp_path_factory.mktemp("invariance")
+    constant_value_head(directory / "run", tiny_llama_dir)
     rows = [
         {"prompt": f"Tell me about {topic}?", "response": response, "reward": reward}
         for topic in ("bread", "tea", "rain", "music", "cats", "boats")

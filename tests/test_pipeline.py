@@ -146,8 +146,10 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
 
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_every_objective_trains_through_the_cli(workspace, tiny_llama_dir, objective):
-    """With an existing reference (no sft, no value head: V = 0, so every A = R > 0)."""
+    """With an existing reference (no sft); the advantage objectives fit V first."""
     config = str(workspace["config"])
+    if OBJECTIVES[objective].needs_advantage:
+        assert main(["value", config, "--reference", str(tiny_llama_dir)]) == 0
     args = [
         "train",
         config,
@@ -160,6 +162,17 @@ def test_every_objective_trains_through_the_cli(workspace, tiny_llama_dir, objec
     ]
     assert main(args) == 0
     assert (workspace["run"] / "train" / objective / "final" / "config.json").exists()
+
+
+@pytest.mark.parametrize("command", [["advantage"], ["train", "--objective", "a_lol"]])
+def test_advantages_without_a_value_head_are_refused_with_the_command_that_fits_it(
+    workspace, tiny_llama_dir, capsys, command
+):
+    """V = 0 would report every rewarded example as better than π_ref: the audit, emptied."""
+    args = [command[0], str(workspace["config"]), "--reference", str(tiny_llama_dir), *command[1:]]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "no value head" in error and "alol value" in error
 
 
 def test_help_explains_every_option():
@@ -205,6 +218,7 @@ def test_validation_decodes_and_scores_during_training_and_keeps_the_best(
 ):
     """--eval-steps decodes the held-out prompts, logs eval_reward per component and selects on it."""
     config = str(workspace["config"])
+    assert main(["value", config, "--reference", str(tiny_llama_dir)]) == 0
     args = ["train", config, "--reference", str(tiny_llama_dir), "--objective", "a_lol"]
     assert (
         main([*args, "--max-steps", "4", "--eval-steps", "2", "--scale-steps-by-positive-fraction"])
@@ -230,6 +244,7 @@ def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warnin
 
 
 def test_training_with_compiled_layers_through_the_cli(workspace, tiny_llama_dir):
+    assert main(["value", str(workspace["config"]), "--reference", str(tiny_llama_dir)]) == 0
     args = ["train", str(workspace["config"]), "--reference", str(tiny_llama_dir)]
     args += ["--objective", "a_lol", "--max-steps", "2"]
     args += ["--compile-layers", "--pad-to-multiple-of", "16"]
@@ -239,6 +254,7 @@ def test_training_with_compiled_layers_through_the_cli(workspace, tiny_llama_dir
 
 
 def test_training_with_token_budget_batches_through_the_cli(workspace, tiny_llama_dir):
+    assert main(["value", str(workspace["config"]), "--reference", str(tiny_llama_dir)]) == 0
     args = ["train", str(workspace["config"]), "--reference", str(tiny_llama_dir)]
     args += ["--objective", "a_lol", "--max-steps", "3", "--max-tokens-per-batch", "64"]
 

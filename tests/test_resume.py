@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import constant_value_head
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,7 +31,9 @@ MAX_STEPS = 6
 
 @pytest.fixture
 def config(tmp_path, tiny_llama_dir) -> Path:
-    """a_lol from a tiny reference; rewards stored in the data, no value head (A = R)."""
+    """a_lol from a tiny reference; rewards stored in the data, a value head predicting 0
+    (A = R)."""
+    constant_value_head(tmp_path / "run", tiny_llama_dir)
     rows = [
         {"prompt": f"Tell me about {topic}?", "response": response, "reward": reward}
         for topic in ("bread", "tea", "rain", "cats")
@@ -80,11 +83,13 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> N
     "batching", [[], ["--max-tokens-per-batch", "40"]], ids=["fixed-size", "token-budget"]
 )
 def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_weights(
-    tmp_path, config, caplog, batching
+    tmp_path, tiny_llama_dir, config, caplog, batching
 ):
     """SIGKILL lands right after checkpoint k, while step k+1 trains or is being saved."""
     kill_after = random.randint(1, MAX_STEPS - 1)
     killed_run = tmp_path / "killed"
+    for run in (killed_run, tmp_path / "uninterrupted"):
+        constant_value_head(run, tiny_llama_dir)
     train = ["train", str(config), *batching, "--run-dir"]
     process = subprocess.Popen(
         [sys.executable, "-m", "alol.cli", *train, str(killed_run)],
@@ -201,7 +206,6 @@ def test_an_unreadable_checkpoint_is_refused_with_what_to_do(config, interrupted
 
 def test_a_damaged_value_head_names_itself_and_the_stage_that_rewrites_it(tmp_path, config, capsys):
     value_dir = tmp_path / "run" / "value"
-    value_dir.mkdir(parents=True)
     (value_dir / "value_head.json").write_text('{"hidden_size": 64, "num_heads": 1}')
     (value_dir / "value_head.safetensors").write_bytes(b"\x00" * 10)
 

@@ -21,6 +21,7 @@ from alol.pipeline.settings import (
     load_options,
     lora_kwargs,
     result_settings,
+    tokenization,
     trainer_kwargs,
     value_config,
     value_generation_config,
@@ -44,6 +45,7 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
         "value decoding": asdict(value_generation_config(cfg)),
         "decoding": asdict(generation_config(cfg)),
         "data loading": load_options(cfg),
+        "tokenization": tokenization(cfg),
     }
 
 
@@ -79,8 +81,9 @@ EXPECTED: dict[str, set[str]] = {
     "hh_reward": {"data loading"},
     "seed": TRAINERS | {"value head"} | DECODING,
     "reward_timeout": OBJECTIVE_TRAINERS | {"precompute"},
-    "max_prompt_length": {"precompute", "value head"} | DECODING,
-    "max_response_length": {"precompute"} | DECODING,
+    "max_prompt_length": {"precompute", "value head", "tokenization"} | DECODING,
+    "max_response_length": {"precompute", "tokenization"} | DECODING,
+    "string_prompts": {"precompute", "tokenization"},
     "max_steps": set(),  # the stages pass their own step budget
     "batch_size": TRAINERS,
     "gradient_accumulation_steps": TRAINERS,
@@ -137,6 +140,8 @@ CHANGED_VALUES = {
     "clip": 0.5,
     "value_samples": 3,
     "train_responses": "all",
+    "string_prompts": "raw",
+    "value_max": 2.0,
     "temperature": 0.7,
     "top_p": 0.9,
 }

@@ -21,7 +21,13 @@ from alol.value import (
     save_value_head,
     values_from_sequence_states,
 )
-from alol.value_fit import fit_value_head, predict_values
+from alol.value_fit import (
+    fit_value_head,
+    fit_warnings,
+    head_bound,
+    predict_values,
+    split_holdout,
+)
 
 SUBJECTS = ["the dog", "my bread", "a fox", "the question", "your friend", "the water"]
 VERBS = ["is", "was", "seems", "looks"]
@@ -351,3 +357,54 @@ def test_plot_value_fit_writes_a_png(fitted, tmp_path):
     path = plot_value_fit(report, tmp_path / "value_fit.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["value_fit.png"]
+
+
+def test_the_held_out_split_keeps_every_sample_of_a_prompt_on_one_side():
+    """k = 3 samples per prompt (value_samples 3): a prompt on both sides would let the head
+    be scored on a prompt it trained on."""
+    prompts = [f"prompt {i}" for i in range(10) for _ in range(3)]
+
+    train, heldout = split_holdout(prompts, holdout_fraction=0.3, seed=0)
+
+    assert sorted(train + heldout) == list(range(30))
+    assert not {prompts[i] for i in train} & {prompts[i] for i in heldout}
+    assert len({prompts[i] for i in heldout}) == 3
+
+
+def test_a_bound_below_the_rewards_is_refused_and_auto_leaves_such_rewards_unbounded():
+    rewards = [0.1, 0.5, 2.0]
+    with pytest.raises(ValueError, match=r"span \[0.1, 2\].*bounded to \(0, 1\).*at least 2"):
+        head_bound(1.0, rewards)
+    assert head_bound("auto", rewards) is None
+    assert head_bound("auto", [0.0, 0.4, 1.0]) == 1.0
+    assert head_bound("auto", [-0.5, 0.5]) is None
+    assert head_bound(None, rewards) is None
+    assert head_bound(2.5, rewards) == 2.5
+
+
+def test_fitting_rewards_above_one_gives_an_unbounded_head(llama):
+    model, tokenizer = llama
+    prompts, targets = word_prompts()
+    head, report = fit_value_head(
+        model, tokenizer, prompts, [2 * t for t in targets], ValueConfig(epochs=1)
+    )
+    assert head.max_value is None and report["max_value"] is None
+
+
+def test_a_fit_too_small_or_flat_to_trust_says_so_once(llama, caplog):
+    model, tokenizer = llama
+    with caplog.at_level("WARNING", logger="alol.value_fit"):
+        _, report = fit_value_head(
+            model, tokenizer, ["Hi", "Please be kind", "Bread?"], [0.5] * 3, ValueConfig(epochs=1)
+        )
+    assert any("too few to judge the fit" in w for w in report["warnings"])
+    assert any("every value target (reward) is the same" in w for w in report["warnings"])
+    assert caplog.text.count("too few to judge the fit") == 1
+
+
+def test_a_fit_no_better_than_a_constant_is_flagged():
+    """The smollm2 demo's fit had a held-out explained variance of -0.43."""
+    report = {"n_heldout_prompts": 40, "targets_constant": False, "explained_variance": -0.43}
+    (warning,) = fit_warnings(report)
+    assert "explained variance is -0.43" in warning and "no better than a constant" in warning
+    assert fit_warnings({**report, "explained_variance": 0.3}) == []

@@ -26,11 +26,11 @@ from alol.pipeline.inputs import (
     load_policy_for_eval,
     load_splits,
     reference_path,
+    render,
     unique_prompts,
 )
 from alol.pipeline.settings import generation_config
 from alol.rewards import Reward
-from alol.tokenize import render_prompt
 
 
 def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
@@ -71,12 +71,12 @@ def _eval_model(
 ) -> EvalReport:
     model, tokenizer = load_policy_for_eval(path)
     model.to(process_state().device)
-    texts = [render_prompt(p, tokenizer) for p in prompts]
+    texts = [render(cfg, p, tokenizer) for p in prompts]
     if name == "reference":
         val = load_splits(cfg).val
         warn_on_prompt_overlap(
             texts,
-            [render_prompt(p, tokenizer) for p in unique_prompts(val)],
+            [render(cfg, p, tokenizer) for p in unique_prompts(val)],
             "fit V and select checkpoints",
         )
     generation = generation_config(cfg)

@@ -123,10 +123,15 @@ def reward_fingerprint(cfg: PipelineConfig) -> str | None:
     return None if cfg.reward is None else spec_fingerprint(cfg.reward)
 
 
+def render(cfg: PipelineConfig, prompt, tokenizer) -> str:
+    """A record's prompt as the model sees it (`cfg.string_prompts` for plain strings)."""
+    return render_prompt(prompt, tokenizer, cfg.string_prompts)
+
+
 def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
     return tokenize_pair(
         tokenizer,
-        render_prompt(record.prompt, tokenizer),
+        render(cfg, record.prompt, tokenizer),
         record.response,
         cfg.max_prompt_length,
         cfg.max_response_length,

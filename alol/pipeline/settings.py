@@ -146,6 +146,7 @@ def advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
         max_response_length=cfg.max_response_length,
         vocab_chunk_size=cfg.vocab_chunk_size,
         reward_timeout=cfg.reward_timeout,
+        string_prompts=cfg.string_prompts,
         reference_dtype=configured_reference_dtype(cfg),
         share_prompts=cfg.share_prompts,
         compile_layers=cfg.compile_layers,
@@ -183,6 +184,16 @@ def value_generation_config(cfg: PipelineConfig) -> GenerationConfig:
     """π_ref's samples for fitting V: one greedy response per prompt (the paper), or k sampled."""
     k = cfg.value_samples
     return generation_config(cfg, do_sample=k > 1, num_return_sequences=k)
+
+
+def tokenization(cfg: PipelineConfig) -> dict[str, Any]:
+    """The settings that decide the token ids of a record: part of every stage that trains on
+    or scores tokenized records."""
+    return dict(
+        max_prompt_length=cfg.max_prompt_length,
+        max_response_length=cfg.max_response_length,
+        string_prompts=cfg.string_prompts,
+    )
 
 
 def load_options(cfg: PipelineConfig) -> dict[str, Any]:

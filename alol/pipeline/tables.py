@@ -4,12 +4,11 @@ pairs' advantage table (`run_dir/advantage/`) and π_ref's log-probs of preferen
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from alol.advantage import compute_advantages
 from alol.config import PipelineConfig
+from alol.errors import AlolError
 from alol.fingerprint import cache_key, file_sha256, fingerprint_model, fingerprint_records
 from alol.pipeline.inputs import (
     configured_reward,
@@ -17,28 +16,34 @@ from alol.pipeline.inputs import (
     load_splits,
     pointwise_records,
     reference_path,
+    render,
     reward_fingerprint,
 )
 from alol.pipeline.settings import advantage_config
 from alol.records import PreferenceRecord, RewardRecord
 from alol.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.table import AdvantageTable, load_or_compute
-from alol.tokenize import render_prompt
 from alol.value import WEIGHTS_FILE, load_value_head
 
-logger = logging.getLogger(__name__)
 
-
-def advantage_table(cfg: PipelineConfig) -> AdvantageTable:
+def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageTable:
     """Reference log-probs, V(x), R and A for every training pair, cached by content hash.
 
-    V(x) comes from the value head in `run_dir/value/`; without one V(x) = 0, which the
-    reward-weighted objectives need and the advantage objectives refuse (`alol.advantage`).
+    V(x) comes from the value head in `run_dir/value/`. Only the reward-weighted objectives
+    (`needs_value=False`) may go without one, with V(x) = 0: for the advantage audit and the
+    A-LoL objectives, V = 0 would call every rewarded response better than π_ref's own.
     """
     ref = reference_path(cfg)
     records = pointwise_records(cfg, load_splits(cfg).train)
     value_dir = cfg.root / "value"
     head_file = value_dir / WEIGHTS_FILE
+    if needs_value and not head_file.exists():
+        raise AlolError(
+            f"no value head in {value_dir}: A = R − V(x) needs V, the reward π_ref itself earns "
+            "on each prompt (with V = 0 every rewarded response would count as better than "
+            "π_ref's). Fit it first with `alol value` and the same config, or run every stage "
+            "with `alol run`."
+        )
     value_fp = file_sha256(head_file) if head_file.exists() else None
     config = advantage_config(cfg)
     key = cache_key(
@@ -52,10 +57,6 @@ def advantage_table(cfg: PipelineConfig) -> AdvantageTable:
     def compute() -> AdvantageTable:
         model, tokenizer = load_model_for_inference(ref, config.reference_dtype)
         head = load_value_head(value_dir) if value_fp else None
-        if head is None:
-            logger.warning(
-                "advantage: no value head in %s; V(x) = 0 (run `alol value` for A-LoL)", value_dir
-            )
         return compute_advantages(
             model, tokenizer, records, config, value_head=head, reward=configured_reward(cfg)
         )
@@ -74,7 +75,7 @@ def pair_reference_logps(cfg: PipelineConfig, pairs: list[PreferenceRecord]) -> 
     def compute() -> AdvantageTable:
         model, tokenizer = load_model_for_inference(ref, config.reference_dtype)
         prepare_reference(model, config)
-        prompts = [render_prompt(record.prompt, tokenizer) for record in flat]
+        prompts = [render(cfg, record.prompt, tokenizer) for record in flat]
         responses = [record.response for record in flat]
         token_logps = gather_by_prompt_group(
             prompts,

@@ -20,6 +20,7 @@ from alol.pipeline.inputs import (
     load_model,
     load_splits,
     reference_path,
+    render,
     reward_fingerprint,
     unique_prompts,
 )
@@ -33,7 +34,6 @@ from alol.pipeline.trainer_setup import (
 )
 from alol.pipeline.training_sets import training_set
 from alol.plots import plot_training_curves
-from alol.tokenize import render_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         max_steps = budget_steps(cfg.max_steps, examples.fraction_positive)
     reward = configured_reward(cfg) if cfg.eval_steps else None
     eval_prompts = (
-        [render_prompt(p, tokenizer) for p in unique_prompts(splits.val)] if reward else None
+        [render(cfg, p, tokenizer) for p in unique_prompts(splits.val)] if reward else None
     )
     validation = (
         {

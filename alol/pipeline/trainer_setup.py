@@ -16,7 +16,13 @@ from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.examples import ExampleDataset
 from alol.generate import GenerationConfig
-from alol.pipeline.settings import lora_config, lora_kwargs, result_settings, trainer_kwargs
+from alol.pipeline.settings import (
+    lora_config,
+    lora_kwargs,
+    result_settings,
+    tokenization,
+    trainer_kwargs,
+)
 from alol.rewards import Reward
 from alol.train import AlolConfig, AlolTrainer
 from alol.train.checkpoints import newest_checkpoint
@@ -35,7 +41,11 @@ def training_fingerprint_parts(
 ) -> dict[str, Any]:
     """The trainer and LoRA settings a stage trains with, as its fingerprint holds them."""
     kwargs = trainer_kwargs(cfg, objective, stage_dir / "checkpoints", max_steps, with_eval)
-    return {"trainer": result_settings(kwargs), "lora": lora_kwargs(cfg)}
+    return {
+        "trainer": result_settings(kwargs),
+        "lora": lora_kwargs(cfg),
+        "tokenization": tokenization(cfg),
+    }
 
 
 def build_trainer(

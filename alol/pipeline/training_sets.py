@@ -53,7 +53,7 @@ def training_set(cfg: PipelineConfig, objective: Objective, train_records: list,
     data_fp = fingerprint_records(records)
     if objective.name == "nll" and cfg.sampling in (None, "uniform"):
         return TrainingSet(nll_dataset(cfg, records, tokenizer), None, 1.0, data_fp)
-    table = advantage_table(cfg)
+    table = advantage_table(cfg, needs_value=objective.needs_advantage)
     sampling = cfg.sampling or objective.default_sampling
     indices, weights = select_training_examples(table, objective.positive_advantage_only, sampling)
     examples = [

@@ -23,13 +23,18 @@ from alol.pipeline.inputs import (
     load_model_for_inference,
     load_splits,
     reference_path,
+    render,
     reward_fingerprint,
     unique_prompts,
 )
-from alol.pipeline.settings import configured_reference_dtype, value_config, value_generation_config
+from alol.pipeline.settings import (
+    configured_reference_dtype,
+    tokenization,
+    value_config,
+    value_generation_config,
+)
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.plots import plot_value_fit
-from alol.tokenize import render_prompt
 from alol.value import save_value_head
 from alol.value_fit import fit_value_head
 
@@ -54,6 +59,7 @@ def run_value(cfg: PipelineConfig) -> Path:
         fingerprint_records(to_reward_records(splits.val)),
         targets_from,
         asdict(config),
+        tokenization(cfg),
         dtype,
     )
     if stage_done(out, fingerprint):
@@ -85,7 +91,7 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
             "(the paper decodes from π_ref and scores with the reward)."
         )
         records = [r for r in to_reward_records(val_records) if r.total_reward is not None]
-        prompts = [render_prompt(r.prompt, tokenizer) for r in records]
+        prompts = [render(cfg, r.prompt, tokenizer) for r in records]
         targets = [float(r.total_reward) for r in records]
         samples = [
             {"prompt": p, "response": r.response, "reward": t}
@@ -98,7 +104,7 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
             "`alol value` needs a reward function (--reward) to score the reference's samples, "
             "or --value-from-data to fit V on the stored rewards (an approximation)."
         )
-    prompts = [render_prompt(p, tokenizer) for p in unique_prompts(val_records)]
+    prompts = [render(cfg, p, tokenizer) for p in unique_prompts(val_records)]
     k = cfg.value_samples
     generation = value_generation_config(cfg)
     scored = gather_in_order(
@@ -109,12 +115,27 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
     )
     flat_prompts = [p for p in prompts for _ in range(k)]
     flat = [(response, s) for pairs in scored for response, s in pairs]
+    refuse_mostly_empty_samples(flat_prompts, [response for response, _ in flat])
     targets = [s["total"] for _, s in flat]
     samples = [
         {"prompt": p, "response": r, "reward": s}
         for p, (r, s) in zip(flat_prompts, flat, strict=True)
     ]
     return flat_prompts, targets, samples
+
+
+def refuse_mostly_empty_samples(prompts: list[str], responses: list[str]) -> None:
+    """V fitted on the reward of saying nothing would make every data response look good."""
+    empty = [i for i, response in enumerate(responses) if not response.strip()]
+    if len(empty) * 2 > len(responses):
+        raise AlolError(
+            f"π_ref answered {len(empty)} of {len(responses)} validation prompts with an empty "
+            f"response (for example {prompts[empty[0]][-200:]!r}), so V(x) would be fitted on "
+            "the reward of saying nothing. Check how prompts reach the model: a chat model needs "
+            "its chat template (message-list prompts, or --string-prompts chat for plain "
+            "strings); that the generation budget is not tiny (--max-new-tokens); or give π_ref "
+            "an SFT stage on the data first (--model instead of --reference)."
+        )
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
