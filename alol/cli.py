@@ -32,6 +32,7 @@ from alol.pipeline import (
     run_value,
 )
 from alol.rewards import RewardError
+from alol.setting_checks import flag
 
 COMMANDS = {
     "sft": "Train the reference policy π_ref with NLL on the training responses (full or LoRA).",
@@ -47,34 +48,21 @@ def _objective_help() -> str:
     return "\n".join(f"  {name:<15} {objective.summary}" for name, objective in OBJECTIVES.items())
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _optional_number(kind: type):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null", "off") else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def _add_option(
     parser: argparse.ArgumentParser, config_field: dataclasses.Field, annotation: Any
 ) -> None:
-    """One flag per config field, typed from the annotation; unset flags leave YAML values alone."""
+    """One flag per config field; unset flags leave YAML values alone. Values stay text here:
+    `PipelineConfig` gives each its type and checks it (`alol.setting_checks`), so a bad value
+    gets the same message from a flag and from YAML."""
     kwargs: dict[str, Any] = {"help": config_field.metadata["help"], "default": argparse.SUPPRESS}
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     members = typing.get_args(annotation) if union else (annotation,)
-    optional = type(None) in members
     base = next(a for a in members if a is not type(None))
     if base is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(base) is list:
         kwargs["nargs"] = "+"
-    elif base in (int, float):
-        kwargs["type"] = _optional_number(base) if optional else base
-    flags = [_flag(config_field.name)]
+    flags = [flag(config_field.name)]
     if config_field.name == "objectives":
         flags.append("--objective")
     parser.add_argument(*flags, dest=config_field.name, **kwargs)
@@ -83,6 +71,7 @@ def _add_option(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alol",
+        allow_abbrev=False,
         description="Offline RL for language models on existing data: A-LoL and its baselines.",
         epilog="Objectives:\n" + _objective_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -92,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, description in COMMANDS.items():
         sub = commands.add_parser(
             command,
+            allow_abbrev=False,
             help=description,
             description=description,
             epilog="Objectives:\n" + _objective_help(),
@@ -110,7 +100,9 @@ def _add_demo_parser(commands) -> None:
         "Run the whole pipeline on an embedded task, offline: reference, value, advantage audit, "
         "A-LoL and baselines, evaluation; prints a comparison table and writes RUN_DIR/report/."
     )
-    demo = commands.add_parser("demo", help=description, description=description)
+    demo = commands.add_parser(
+        "demo", help=description, description=description, allow_abbrev=False
+    )
     demo.add_argument(
         "--model",
         choices=MODELS,

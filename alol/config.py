@@ -1,7 +1,8 @@
 """Every setting of every pipeline stage, in one dataclass that YAML files and CLI flags share.
 
-Each field carries its --help text and the subcommands that show it (`stages`), so the CLI
-is generated from this one place and a YAML key is always spelled like its flag.
+Each field carries its --help text, the subcommands that show it (`stages`) and the values it
+accepts (`check`), so the CLI is generated from this one place, a YAML key is always spelled
+like its flag, and a bad value is refused before any stage runs.
 """
 
 from __future__ import annotations
@@ -10,15 +11,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transformers import SchedulerType
+
+from alol.compilation import COMPILE_MODES
 from alol.objectives import get_objective
+from alol.sampling import SAMPLING_CHOICES
+from alol.setting_checks import (
+    Check,
+    above,
+    at_least,
+    between_open,
+    check_settings,
+    fraction,
+    one_of,
+)
 
 STAGES = ("sft", "value", "advantage", "train", "eval")
 
 
-def _option(default: Any, help: str, stages: tuple[str, ...] = STAGES, **kwargs: Any) -> Any:
-    """A config field with its --help text and the subcommands that show it."""
+SCHEDULERS = tuple(kind.value for kind in SchedulerType)
+
+
+def _option(
+    default: Any,
+    help: str,
+    stages: tuple[str, ...] = STAGES,
+    check: Check | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A config field with its --help text, the subcommands that show it, and the values it
+    accepts beyond its type (`alol.setting_checks`)."""
     factory = kwargs.pop("default_factory", None)
-    metadata = {"help": help, "stages": stages}
+    metadata = {"help": help, "stages": stages, "check": check}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -50,18 +74,25 @@ class PipelineConfig:
         None, "Test records whose prompts `alol eval` decodes.", ("eval",)
     )
     run_dir: str = _option("runs/alol", "Folder for every stage's artifacts.")
-    data_kind: str = _option("auto", "Record kind: auto, reward, preference, ranked or hh.")
+    data_kind: str = _option(
+        "auto",
+        "Record kind: auto, reward, preference, ranked or hh.",
+        check=one_of("auto", "reward", "preference", "ranked", "hh", "prompt"),
+    )
     skip_invalid: bool = _option(
         False, "Skip invalid records (each one is counted and reported) instead of failing."
     )
     hh_reward: str = _option(
-        "sigmoid", "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'."
+        "sigmoid",
+        "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'.",
+        check=one_of("sigmoid", "raw"),
     )
     string_prompts: str = _option(
         "chat",
         "Plain-string prompts, when the model's tokenizer has a chat template: 'chat' renders "
         "each as one user turn of it (instruct models answer raw text badly, often with "
         "nothing); 'raw' keeps the text as it is. Message-list prompts always use the template.",
+        check=one_of("chat", "raw"),
     )
     train_responses: str = _option(
         "preferred",
@@ -70,9 +101,12 @@ class PipelineConfig:
         "the first candidate, HH's human-preferred one), as the paper's HH recipe; 'all' on "
         "every response with its reward. DPO and PRO always use every response.",
         ("sft", "advantage", "train"),
+        check=one_of("preferred", "all"),
     )
     val_fraction: float = _option(
-        0.1, "Share of training prompts held out for validation when val_data is unset."
+        0.1,
+        "Share of training prompts held out for validation when val_data is unset.",
+        check=fraction(below_one=True),
     )
     reward: Any = _option(
         None,
@@ -85,10 +119,13 @@ class PipelineConfig:
         "Seconds one batch of the reward function may take; a slower batch stops the stage with "
         "an error naming it ('none': no limit).",
         ("value", "advantage", "train", "eval"),
+        check=above(0),
     )
-    max_prompt_length: int = _option(640, "Prompt tokens kept, truncated from the left.")
+    max_prompt_length: int = _option(
+        640, "Prompt tokens kept, truncated from the left.", check=at_least(1)
+    )
     max_response_length: int = _option(
-        128, "Response tokens kept (EOS included), truncated from the right."
+        128, "Response tokens kept (EOS included), truncated from the right.", check=at_least(1)
     )
 
     # --- training (sft and train) -------------------------------------------------------
@@ -105,50 +142,72 @@ class PipelineConfig:
         "Optimizer steps of NLL training; A-LoL objectives train fraction_positive × this "
         "(see scale_steps_by_positive_fraction).",
         _TRAINING,
+        check=at_least(1),
     )
-    sft_max_steps: int | None = _option(None, "Steps of `alol sft` (default: max_steps).", ("sft",))
+    sft_max_steps: int | None = _option(
+        None, "Steps of `alol sft` (default: max_steps).", ("sft",), check=at_least(1)
+    )
     scale_steps_by_positive_fraction: bool = _option(
         True,
         "Train positive-advantage objectives for fraction_positive × max_steps steps (paper).",
         ("train",),
     )
-    batch_size: int = _option(16, "Examples per device per micro-batch.", _TRAINING)
-    gradient_accumulation_steps: int = _option(1, "Micro-batches per optimizer step.", _TRAINING)
+    batch_size: int = _option(
+        16, "Examples per device per micro-batch.", _TRAINING, check=at_least(1)
+    )
+    gradient_accumulation_steps: int = _option(
+        1, "Micro-batches per optimizer step.", _TRAINING, check=at_least(1)
+    )
     max_tokens_per_batch: int | None = _option(
         None,
         "Token-budget micro-batches: as many examples as fit this many padded tokens (instead of "
         "batch_size examples); every example still weighs the same in the gradient.",
         _TRAINING,
+        check=at_least(1),
     )
-    learning_rate: float = _option(2e-5, "Peak learning rate.", _TRAINING)
+    learning_rate: float = _option(2e-5, "Peak learning rate.", _TRAINING, check=above(0))
     lr_scheduler_type: str = _option(
         "linear",
         "Learning-rate schedule (transformers names: linear, constant, cosine…).",
         _TRAINING,
+        check=one_of(*SCHEDULERS),
     )
     warmup_ratio: float = _option(
-        0.0, "Share of steps spent warming the learning rate up.", _TRAINING
+        0.0,
+        "Share of steps spent warming the learning rate up.",
+        _TRAINING,
+        check=fraction(below_one=True),
     )
-    weight_decay: float = _option(0.0, "AdamW weight decay.", _TRAINING)
+    weight_decay: float = _option(0.0, "AdamW weight decay.", _TRAINING, check=at_least(0))
     max_grad_norm: float = _option(
-        1.0, "Gradient-norm clip (the paper used 0.3 for HHA).", _TRAINING
+        1.0, "Gradient-norm clip (the paper used 0.3 for HHA).", _TRAINING, check=above(0)
     )
     clip: float | None = _option(
-        0.9, "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.", ("train",)
+        0.9,
+        "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.",
+        ("train",),
+        check=between_open(0, 1),
     )
-    beta: float = _option(0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",))
+    beta: float = _option(
+        0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",), check=at_least(0)
+    )
     gold_floor: float = _option(
         0.1,
         "r_gold: lower bound on the detached token probability that weights each token.",
         ("train",),
+        check=fraction(),
     )
     pro_sft_weight: float = _option(
         0.05,
         "PRO: weight of the SFT term on the best candidate (× (n−1)², as PRO's code).",
         ("train",),
+        check=at_least(0),
     )
     sampling: str | None = _option(
-        None, "uniform | advantage | reward (default: the objective's).", ("train",)
+        None,
+        "uniform | advantage | reward (default: the objective's).",
+        ("train",),
+        check=one_of(*SAMPLING_CHOICES),
     )
     bf16: bool = _option(
         False,
@@ -171,34 +230,44 @@ class PipelineConfig:
         "torch.compile mode for compile_layers: default, reduce-overhead (CUDA graphs), "
         "max-autotune, max-autotune-no-cudagraphs.",
         ("sft", "advantage", "train"),
+        check=one_of(*COMPILE_MODES),
     )
     pad_to_multiple_of: int | None = _option(
         None,
         "Pad each training batch's length up to a multiple of this (fewer shapes to compile).",
         _TRAINING,
+        check=at_least(1),
     )
     vocab_chunk_size: int | None = _option(
-        None, "Log-softmax over vocabulary chunks of this size (memory)."
+        None, "Log-softmax over vocabulary chunks of this size (memory).", check=at_least(1)
     )
     lora: bool = _option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
-    lora_r: int = _option(16, "LoRA rank.", _TRAINING)
-    lora_alpha: int = _option(32, "LoRA alpha.", _TRAINING)
-    lora_dropout: float = _option(0.05, "LoRA dropout.", _TRAINING)
+    lora_r: int = _option(16, "LoRA rank.", _TRAINING, check=at_least(1))
+    lora_alpha: int = _option(32, "LoRA alpha.", _TRAINING, check=above(0))
+    lora_dropout: float = _option(0.05, "LoRA dropout.", _TRAINING, check=fraction(below_one=True))
     lora_target_modules: str = _option(
         "all-linear", "LoRA target modules (peft syntax).", _TRAINING
     )
-    logging_steps: int = _option(10, "Log metrics every this many steps.", _TRAINING)
-    save_steps: int = _option(100, "Checkpoint every this many steps.", _TRAINING)
+    logging_steps: int = _option(
+        10, "Log metrics every this many steps.", _TRAINING, check=at_least(1)
+    )
+    save_steps: int = _option(
+        100, "Checkpoint every this many steps.", _TRAINING, check=at_least(1)
+    )
     save_total_limit: int | None = _option(
-        2, "Checkpoints kept (the best one is always kept).", _TRAINING
+        2, "Checkpoints kept (the best one is always kept).", _TRAINING, check=at_least(1)
     )
     eval_steps: int = _option(
         0,
         "Validate (decode + reward) every this many steps and keep the best checkpoint; 0: off.",
         ("train",),
+        check=at_least(0),
     )
     report_to: str = _option(
-        "none", "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).", _TRAINING
+        "none",
+        "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).",
+        _TRAINING,
+        check=one_of("none", "tensorboard", "wandb", "all"),
     )
     resume: bool = _option(
         True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
@@ -210,6 +279,7 @@ class PipelineConfig:
         "Responses per reference forward in the precompute (no gradients, so more fit than in "
         "training; a GPU idles on small batches).",
         ("advantage", "train"),
+        check=at_least(1),
     )
     share_prompts: bool = _option(
         True,
@@ -220,7 +290,10 @@ class PipelineConfig:
 
     # --- value --------------------------------------------------------------------------
     value_samples: int = _option(
-        1, "Responses decoded per validation prompt (1 greedy = paper).", ("value",)
+        1,
+        "Responses decoded per validation prompt (1 greedy = paper).",
+        ("value",),
+        check=at_least(1),
     )
     value_from_data: bool = _option(
         False,
@@ -229,36 +302,45 @@ class PipelineConfig:
         ("value",),
     )
     value_epochs: int = _option(
-        10, "Value-head epochs (the best held-out epoch is kept).", ("value",)
+        10, "Value-head epochs (the best held-out epoch is kept).", ("value",), check=at_least(1)
     )
-    value_learning_rate: float = _option(1e-3, "Value-head learning rate.", ("value",))
+    value_learning_rate: float = _option(
+        1e-3, "Value-head learning rate.", ("value",), check=above(0)
+    )
     value_max: float | str | None = _option(
         "auto",
         "Upper bound of V: V = sigmoid·value_max; 'none' for an unbounded V; 'auto' (default): "
         "bounded to (0, 1) when every value reward lies in [0, 1], else unbounded. A bound "
         "below the rewards is refused.",
         ("value",),
+        check=above(0, or_one_of=("auto",)),
     )
 
     # --- decoding (value, validation, eval) ---------------------------------------------
     max_new_tokens: int | None = _option(
-        None, "Tokens decoded per response (default: max_response_length)."
+        None, "Tokens decoded per response (default: max_response_length).", check=at_least(1)
     )
     do_sample: bool = _option(
         False, "Sample instead of greedy decoding (eval and validation).", ("eval", "train")
     )
-    temperature: float = _option(1.0, "Sampling temperature.", ("value", "eval", "train"))
-    top_p: float = _option(1.0, "Nucleus sampling top-p.", ("value", "eval", "train"))
+    temperature: float = _option(
+        1.0, "Sampling temperature.", ("value", "eval", "train"), check=above(0)
+    )
+    top_p: float = _option(
+        1.0,
+        "Nucleus sampling top-p.",
+        ("value", "eval", "train"),
+        check=between_open(0, 1, high_included=True),
+    )
     generation_batch_size: int = _option(
-        16, "Prompts decoded per batch.", ("value", "eval", "train")
+        16, "Prompts decoded per batch.", ("value", "eval", "train"), check=at_least(1)
     )
     eval_model: str | None = _option(
         None, "`alol eval` only: evaluate this model instead of the trained objectives.", ("eval",)
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.objectives, str):
-            self.objectives = [self.objectives]
+        check_settings(self)
         for name in self.objectives:
             get_objective(name)
 

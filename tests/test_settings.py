@@ -139,6 +139,7 @@ CHANGED_VALUES = {
     "compile_mode": "reduce-overhead",
     "clip": 0.5,
     "value_samples": 3,
+    "sampling": "reward",
     "train_responses": "all",
     "string_prompts": "raw",
     "value_max": 2.0,
@@ -226,7 +227,7 @@ def test_every_objective_setting_is_a_cli_flag_and_a_yaml_key(name, tmp_path):
     value = 0.35
     flag = "--" + name.replace("_", "-")
     parsed = vars(build_parser().parse_args(["train", flag, str(value)]))
-    assert parsed[name] == value
+    assert getattr(load_config(None, {name: parsed[name]}), name) == value
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({name: value}))

@@ -1,0 +1,166 @@
+"""What value a setting accepts: its type (from its annotation) and its range or its choices.
+
+YAML reads `learning_rate: 1e-4` as a string and a command line gives only strings, so every
+value is turned into its setting's type here and checked, or refused with the setting's name,
+its flag and the value, before any stage runs (not as a `TypeError` after the precompute).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from alol.errors import AlolError
+
+NONE_WORDS = ("none", "null", "off")
+"""How a YAML file or a command line spells "no value" for an optional setting."""
+
+
+class ConfigError(AlolError):
+    """A setting's value has the wrong type or lies outside its range; the message names both."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """The values a setting accepts beyond its type: a range, and named choices."""
+
+    low: float | None = None
+    high: float | None = None
+    low_included: bool = True
+    high_included: bool = True
+    choices: tuple[str, ...] = ()
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, str):
+            return value in self.choices
+        if self.low is not None and not (
+            value >= self.low if self.low_included else value > self.low
+        ):
+            return False
+        return self.high is None or (
+            value <= self.high if self.high_included else value < self.high
+        )
+
+    def describe(self) -> str:
+        parts = []
+        if self.high is None and self.low is not None:
+            parts.append(f"a number {'≥' if self.low_included else '>'} {self.low:g}")
+        elif self.low is not None or self.high is not None:
+            left = "[" if self.low_included else "("
+            right = "]" if self.high_included else ")"
+            parts.append(f"a number in {left}{self.low:g}, {self.high:g}{right}")
+        if self.choices:
+            parts.append("one of " + ", ".join(repr(choice) for choice in self.choices))
+        return " or ".join(parts)
+
+
+def at_least(low: float) -> Check:
+    return Check(low=low)
+
+
+def above(low: float, or_one_of: tuple[str, ...] = ()) -> Check:
+    return Check(low=low, low_included=False, choices=or_one_of)
+
+
+def fraction(below_one: bool = False) -> Check:
+    return Check(low=0.0, high=1.0, high_included=not below_one)
+
+
+def between_open(low: float, high: float, high_included: bool = False) -> Check:
+    return Check(low=low, high=high, low_included=False, high_included=high_included)
+
+
+def one_of(*choices: str) -> Check:
+    return Check(choices=choices)
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_settings(config: Any) -> None:
+    """Give every field of the dataclass `config` its annotated type, then check its range;
+    the first value that fits neither is refused with a `ConfigError` naming it."""
+    hints = typing.get_type_hints(type(config))
+    for config_field in dataclasses.fields(config):
+        name = config_field.name
+        value = _typed(name, hints[name], getattr(config, name))
+        check = config_field.metadata.get("check")
+        if value is not None and check is not None and not check.accepts(value):
+            raise ConfigError(_refusal(name, value, check.describe()))
+        setattr(config, name, value)
+
+
+def _typed(name: str, annotation: Any, value: Any) -> Any:
+    if annotation is Any:
+        return value
+    members = _members(annotation)
+    optional = type(None) in members
+    if value is None or (optional and isinstance(value, str) and value.lower() in NONE_WORDS):
+        if optional:
+            return None
+        raise ConfigError(_refusal(name, value, "a value (this setting has no 'none')"))
+    for member in members:
+        converted = _convert(member, value)
+        if converted is not None:
+            return converted
+    expected = " or ".join(
+        _TYPE_NAMES.get(m, getattr(m, "__name__", str(m))) for m in members if m is not type(None)
+    )
+    raise ConfigError(_refusal(name, value, expected))
+
+
+def _members(annotation: Any) -> tuple:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _convert(kind: Any, value: Any) -> Any:
+    """`value` as `kind`, or None when it is not one."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return None
+    if isinstance(value, bool):
+        return None  # true is not the number 1 here
+    if kind is int:
+        number = _number(value)
+        return int(number) if number is not None and float(number).is_integer() else None
+    if kind is float:
+        number = _number(value)
+        return None if number is None or not math.isfinite(number) else float(number)
+    if kind is str:
+        return value if isinstance(value, str) else None
+    if typing.get_origin(kind) is list:
+        items = [value] if isinstance(value, str) else value
+        return (
+            list(items)
+            if isinstance(items, list | tuple) and all(isinstance(i, str) for i in items)
+            else None
+        )
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _refusal(name: str, value: Any, expected: str) -> str:
+    return f"setting {name!r} ({flag(name)}): expected {expected}, got {value!r}"
