@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from alol.atomic import write_json
 from alol.errors import AlolError, DataError
@@ -29,7 +28,7 @@ from alol.reference import (
     prepare_reference,
     reference_pass,
 )
-from alol.rewards import RewardError, score
+from alol.rewards import score
 from alol.sampling import Sampling
 from alol.table import AdvantageTable
 from alol.tokenize import render_prompt
@@ -142,27 +141,16 @@ def _score(
     responses: list[str],
     config: AdvantageConfig,
 ) -> list[dict[str, float]]:
-    """Score batch by batch; a failing batch is named with the data lines of its records."""
-    scores: list[dict[str, float]] = []
-    starts = range(0, len(records), config.batch_size)
-    for number, start in enumerate(tqdm(starts, desc="rewards", disable=not config.show_progress)):
-        batch = slice(start, start + config.batch_size)
-        try:
-            scores += score(
-                reward,
-                prompts[batch],
-                responses[batch],
-                batch_size=config.batch_size,
-                show_progress=False,
-                timeout=config.reward_timeout,
-            )
-        except RewardError as error:
-            sources = ", ".join(r.source or "(no source)" for r in records[batch])
-            raise RewardError(
-                f"{error}. In this process's precompute that is batch {number}, whose records "
-                f"are, in order: {sources}"
-            ) from error
-    return scores
+    """The reward of each record; a failing record is named by its file and line."""
+    return score(
+        reward,
+        prompts,
+        responses,
+        batch_size=config.batch_size,
+        show_progress=config.show_progress,
+        timeout=config.reward_timeout,
+        record_sources=[r.source or f"{i} (no source)" for i, r in enumerate(records)],
+    )
 
 
 _PERCENTILES = (0, 5, 25, 50, 75, 95, 100)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import constant_value_head
 from hypothesis import HealthCheck, assume, given, settings
@@ -237,6 +239,9 @@ def hangs(prompts, responses):
 
 def too_few(prompts, responses):
     return [0.5 for _ in responses[1:]]
+
+def nan_for_rain(prompts, responses):
+    return [float("nan") if "rain" in p and "No 8" in r else 0.5 for p, r in zip(prompts, responses)]
 """
 
 
@@ -326,12 +331,12 @@ def test_training_with_nothing_to_learn_from_exits_with_the_reason(
 @pytest.mark.parametrize(
     ("function", "options", "message"),
     [
-        ("raises", [], "on batch 0 (records 0-3) raised ZeroDivisionError: division by zero"),
+        ("raises", [], "raised ZeroDivisionError: division by zero"),
         ("hangs", ["--reward-timeout", "0.2"], "did not finish within 0.2 s"),
         ("too_few", [], "returned 3 results for 4 records"),
     ],
 )
-def test_a_failing_reward_function_names_the_batch_and_its_records(
+def test_a_failing_reward_function_names_the_batch_by_its_first_and_last_records(
     tmp_path, cli_config, capsys, function, options, message
 ):
     config = cli_config(reward=f"{tmp_path / 'rewards.py'}:{function}")
@@ -339,8 +344,23 @@ def test_a_failing_reward_function_names_the_batch_and_its_records(
     assert main(["advantage", config, *options]) == 2
 
     error = capsys.readouterr().err
+    data = tmp_path / "train.jsonl"
+    assert re.search(rf"on batch 0 \(records {data}:\d+ to {data}:\d+\)", error), error
     assert message in error
-    assert f"precompute that is batch 0, whose records are, in order: {tmp_path}" in error
+
+
+def test_a_nan_reward_names_its_one_record_by_file_and_line(tmp_path, cli_config, capsys):
+    """Row 9 (0-based 8) is "No 8." to a prompt about rain: the only NaN. (All prompts train:
+    the validation prompts are the same file's.)"""
+    config = cli_config(
+        reward=f"{tmp_path / 'rewards.py'}:nan_for_rain", val_data=str(tmp_path / "train.jsonl")
+    )
+
+    assert main(["advantage", config]) == 2
+
+    error = capsys.readouterr().err
+    assert f"for component 'nan_for_rain' of record {tmp_path / 'train.jsonl'}:9;" in error
+    assert error.count("train.jsonl:") == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,3 +430,56 @@ def test_the_tokenizers_padding_side_changes_no_number(tiny_llama_dir, tiny_toke
     assert generate_responses(model, left, prompts, decode, False) == generate_responses(
         model, tiny_tokenizer, prompts, decode, False
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs checked before work starts
+
+
+def test_an_empty_model_folder_is_named_with_what_it_lacks(tmp_path, cli_config, capsys):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    config = cli_config()
+
+    assert main(["sft", config, "--model", str(empty)]) == 2
+
+    error = capsys.readouterr().err
+    assert f"{empty} is not a model folder: it has no config.json" in error
+
+
+def test_lengths_beyond_the_models_context_are_refused_up_front(cli_config, capsys):
+    """The tiny Llama reads 1024 positions; 1000 + 128 would end in an IndexError mid-pass."""
+    config = cli_config(max_prompt_length=1000, max_response_length=128)
+
+    assert main(["advantage", config]) == 2
+
+    error = capsys.readouterr().err
+    assert "max_prompt_length (1000) + max_response_length (128) = 1128 tokens" in error
+    assert "at most 1024 positions" in error
+
+
+def test_a_reward_file_with_a_syntax_error_names_the_file_and_line(tmp_path, cli_config, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def score(prompts, responses):\n    return [1.0 for r in responses\n")
+    config = cli_config(reward=f"{broken}:score")
+
+    assert main(["advantage", config]) == 2
+
+    error = capsys.readouterr().err
+    assert f"reward file {broken}:2: syntax error" in error and "Traceback" not in error
+
+
+def test_bf16_on_a_machine_without_a_gpu_trains_with_cpu_autocast(cli_config):
+    """transformers alone refuses bf16 without a GPU ("assign use_cpu")."""
+    config = cli_config(bf16=True)
+
+    assert main(["train", config, "--objective", "wbc", "--max-steps", "1"]) == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 trains on a GPU")
+def test_fp16_without_a_gpu_says_which_option_to_use_instead(cli_config, capsys):
+    config = cli_config(fp16=True)
+
+    assert main(["train", config, "--objective", "wbc", "--max-steps", "1"]) == 2
+
+    assert "train with bf16 (--bf16" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from alol.eval_report import (
 )
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
+    check_context_length,
     configured_reward,
     load_data,
     load_policy_for_eval,
@@ -44,6 +45,7 @@ def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
         )
     test_prompts = unique_prompts(load_data(cfg.test_data, cfg))
     ref = reference_path(cfg)
+    check_context_length(cfg, ref, decoding=True)
     reports = {"reference": _eval_model(cfg, "reference", ref, test_prompts, reward, None)}
     models = (
         {"model": Path(cfg.eval_model)}

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
 from alol.conversions import to_reward_records
@@ -92,6 +92,7 @@ def unique_prompts(records: list) -> list:
 
 
 def load_model(path: str | Path, dtype: torch.dtype | None = None):
+    check_model_folder(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     ensure_pad_token(tokenizer)
@@ -103,6 +104,55 @@ def load_model_for_inference(path: str | Path, dtype: str = "float32"):
     decoding and the precompute (Trainer places the models it trains itself)."""
     model, tokenizer = load_model(path, dtype=DTYPES[dtype])
     return model.to(process_state().device), tokenizer
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(path: str | Path) -> None:
+    """A local folder must hold a model and its tokenizer, as `save_pretrained` writes them:
+    otherwise transformers fails with an error about whatever file it looked for last (an
+    empty folder gives a sentencepiece error). A hub id is left to transformers."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    if not (folder / "config.json").is_file():
+        raise AlolError(
+            f"{folder} is not a model folder: it has no config.json. Point to the folder that "
+            "model.save_pretrained() (and tokenizer.save_pretrained()) wrote."
+        )
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise AlolError(
+            f"{folder} has a model but no tokenizer ({', '.join(TOKENIZER_FILES)}): save the "
+            "tokenizer into the same folder with tokenizer.save_pretrained()."
+        )
+
+
+def check_context_length(cfg: PipelineConfig, path: str | Path, *, decoding: bool = False) -> None:
+    """Prompt plus response must fit the model's positions, or the forward pass ends in an
+    `IndexError` deep inside the embedding. Checked up front, naming the settings to lower."""
+    config = AutoConfig.from_pretrained(path)
+    limit = next(
+        (
+            getattr(config.get_text_config(), name)
+            for name in ("max_position_embeddings", "n_positions", "max_sequence_length")
+            if getattr(config.get_text_config(), name, None)
+        ),
+        None,
+    )
+    response = (
+        (cfg.max_new_tokens or cfg.max_response_length) if decoding else cfg.max_response_length
+    )
+    response_setting = (
+        "max_new_tokens" if decoding and cfg.max_new_tokens else "max_response_length"
+    )
+    if limit is not None and cfg.max_prompt_length + response > limit:
+        raise AlolError(
+            f"max_prompt_length ({cfg.max_prompt_length}) + {response_setting} ({response}) = "
+            f"{cfg.max_prompt_length + response} tokens, but {path} reads at most {limit} "
+            f"positions; lower --max-prompt-length or --{response_setting.replace('_', '-')} "
+            f"so that they add up to {limit} or less."
+        )
 
 
 def reference_path(cfg: PipelineConfig) -> Path:

@@ -12,7 +12,13 @@ from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
-from alol.pipeline.inputs import load_model, load_splits, pointwise_records
+from alol.pipeline.inputs import (
+    check_context_length,
+    check_model_folder,
+    load_model,
+    load_splits,
+    pointwise_records,
+)
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.pipeline.trainer_setup import (
     build_trainer,
@@ -30,6 +36,8 @@ def run_sft(cfg: PipelineConfig) -> Path:
     """Fine-tune `cfg.model` with NLL on the training responses; the result is π_ref."""
     if cfg.model is None:
         raise AlolError("`alol sft` needs --model (the base model to fine-tune).")
+    check_model_folder(cfg.model)
+    check_context_length(cfg, cfg.model)
     out = cfg.root / "sft"
     records = pointwise_records(cfg, load_splits(cfg).train)
     max_steps = cfg.sft_max_steps or cfg.max_steps

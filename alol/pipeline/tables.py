@@ -11,6 +11,7 @@ from alol.config import PipelineConfig
 from alol.errors import AlolError
 from alol.fingerprint import cache_key, file_sha256, fingerprint_model, fingerprint_records
 from alol.pipeline.inputs import (
+    check_context_length,
     configured_reward,
     load_model_for_inference,
     load_splits,
@@ -34,6 +35,7 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
     A-LoL objectives, V = 0 would call every rewarded response better than π_ref's own.
     """
     ref = reference_path(cfg)
+    check_context_length(cfg, ref)
     records = pointwise_records(cfg, load_splits(cfg).train)
     value_dir = cfg.root / "value"
     head_file = value_dir / WEIGHTS_FILE

@@ -16,6 +16,7 @@ from alol.distributed import on_main_process
 from alol.fingerprint import fingerprint_model, fingerprint_of
 from alol.objectives import get_objective
 from alol.pipeline.inputs import (
+    check_context_length,
     configured_reward,
     load_model,
     load_splits,
@@ -43,6 +44,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
     objective = get_objective(objective_name)
     out = cfg.root / "train" / objective_name
     ref = reference_path(cfg)
+    check_context_length(cfg, ref, decoding=bool(cfg.eval_steps))
     splits = load_splits(cfg)
     model, tokenizer = load_model(ref)
     examples = training_set(cfg, objective, splits.train, tokenizer)

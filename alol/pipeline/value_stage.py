@@ -19,6 +19,7 @@ from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
+    check_context_length,
     configured_reward,
     load_model_for_inference,
     load_splits,
@@ -45,6 +46,7 @@ def run_value(cfg: PipelineConfig) -> Path:
     """Decode π_ref on validation prompts, score, and fit the value head on its prompt states."""
     out = cfg.root / "value"
     ref = reference_path(cfg)
+    check_context_length(cfg, ref, decoding=not cfg.value_from_data)
     splits = load_splits(cfg)
     config = value_config(cfg)
     dtype = configured_reference_dtype(cfg)

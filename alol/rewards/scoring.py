@@ -23,6 +23,7 @@ def score(
     show_progress: bool = True,
     timeout: float | None = None,
     record_numbers: Sequence[int] | None = None,
+    record_sources: Sequence[str] | None = None,
 ) -> list[dict[str, float]]:
     """Score every record; each result holds every component plus "total", their weighted sum.
 
@@ -33,12 +34,17 @@ def score(
     record_numbers: what errors call each record (default: its position here). A process that
         scores its share of the work passes the records' numbers in the whole of it, so an
         error names the same records whichever process hit it.
+    record_sources: where each record came from ("train.jsonl:17"); errors then name the
+        failing record by its file and line, and a failing batch by its first and last.
     """
     if len(prompts) != len(responses):
         raise ValueError(f"score got {len(prompts)} prompts but {len(responses)} responses")
     numbers = list(range(len(responses))) if record_numbers is None else list(record_numbers)
     if len(numbers) != len(responses):
         raise ValueError(f"score got {len(numbers)} record numbers for {len(responses)} records")
+    labels = [str(n) for n in numbers] if record_sources is None else list(record_sources)
+    if len(labels) != len(responses):
+        raise ValueError(f"score got {len(labels)} record sources for {len(responses)} records")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     name = getattr(reward, "name", type(reward).__name__)
@@ -48,14 +54,19 @@ def score(
     ) as progress:
         for batch, start in enumerate(range(0, len(responses), batch_size)):
             stop = min(start + batch_size, len(responses))
-            where = f"reward {name!r} on batch {batch} ({_records(numbers[start:stop])})"
+            span = (
+                _records(numbers[start:stop])
+                if record_sources is None
+                else _sources(labels[start:stop])
+            )
+            where = f"reward {name!r} on batch {batch} ({span})"
             outputs = _call_batch(
                 reward, prompts[start:stop], responses[start:stop], timeout, where
             )
             check_count(outputs, stop - start, where)
             components, weights = _components_and_weights(reward, name)
             results.extend(
-                _with_total(output, numbers[start + offset], components, weights, name)
+                _with_total(output, labels[start + offset], components, weights, name)
                 for offset, output in enumerate(outputs)
             )
             progress.update(stop - start)
@@ -68,6 +79,13 @@ def _records(numbers: list[int]) -> str:
         return f"records {numbers[0]}-{numbers[-1]}"
     shown = ", ".join(map(str, numbers[:8]))
     return f"records {shown}{', …' if len(numbers) > 8 else ''}"
+
+
+def _sources(sources: list[str]) -> str:
+    """'records train.jsonl:1 to train.jsonl:4', or the one record of a batch of one."""
+    if len(sources) == 1:
+        return f"record {sources[0]}"
+    return f"records {sources[0]} to {sources[-1]}"
 
 
 def _call_batch(reward: Reward, prompts, responses, timeout: float | None, where: str):
@@ -107,31 +125,31 @@ def _components_and_weights(reward: Reward, name: str) -> tuple[tuple[str, ...],
 
 
 def _with_total(
-    output: Any, index: int, components: tuple[str, ...], weights: dict[str, float], name: str
+    output: Any, label: str, components: tuple[str, ...], weights: dict[str, float], name: str
 ) -> dict[str, float]:
     if not isinstance(output, Mapping):
         raise RewardError(
-            f"reward {name!r} gave a {type(output).__name__} for record {index}; expected a dict "
+            f"reward {name!r} gave a {type(output).__name__} for record {label}; expected a dict "
             f"with the components {list(components)}"
         )
     unexpected = [key for key in output if key not in components]
     if unexpected:
         raise RewardError(
-            f"reward {name!r} gave unexpected components {unexpected} for record {index}; "
+            f"reward {name!r} gave unexpected components {unexpected} for record {label}; "
             f"its components are {list(components)} (every record must have the same ones)"
         )
-    record = {component: _finite(output, component, index, name) for component in components}
+    record = {component: _finite(output, component, label, name) for component in components}
     record["total"] = sum(weights.get(c, 1.0) * value for c, value in record.items())
     return record
 
 
-def _finite(output: Mapping, component: str, index: int, name: str) -> float:
+def _finite(output: Mapping, component: str, label: str, name: str) -> float:
     if component not in output:
-        raise RewardError(f"reward {name!r} gave no component {component!r} for record {index}")
+        raise RewardError(f"reward {name!r} gave no component {component!r} for record {label}")
     value = output[component]
     if isinstance(value, numbers.Real) and math.isfinite(value):
         return float(value)
     raise RewardError(
         f"reward {name!r} gave {value!r} ({type(value).__name__}) for component {component!r} of "
-        f"record {index}; rewards must be finite numbers"
+        f"record {label}; rewards must be finite numbers"
     )

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from alol.rewards.base import CallableReward
+from alol.rewards.base import CallableReward, RewardError
 from alol.rewards.classifier import ClassifierReward
 from alol.rewards.scorers import SCORERS
 from alol.rewards.weighted import WeightedSum
@@ -173,7 +173,15 @@ def _load_file(path: Path):
     sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except BaseException:
+    except SyntaxError as error:
         del sys.modules[module_name]
-        raise
+        raise RewardError(
+            f"reward file {path}:{error.lineno}: syntax error: {error.msg}"
+            + (f" in {error.text.strip()!r}" if error.text else "")
+        ) from None
+    except Exception as error:
+        del sys.modules[module_name]
+        raise RewardError(
+            f"reward file {path} raised {type(error).__name__} while being imported: {error}"
+        ) from error
     return module

@@ -101,6 +101,7 @@ class AlolConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        self._place_mixed_precision()
         super().__post_init__()
         get_objective(self.objective)  # fail early with the list of valid names
         if not torch.cuda.is_available():
@@ -121,6 +122,20 @@ class AlolConfig(TrainingArguments):
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
 
+    def _place_mixed_precision(self) -> None:
+        """bf16 on a machine without a GPU is CPU autocast (fast where the CPU has AMX or
+        AVX-512 BF16): transformers accepts it only with `use_cpu`, which is set here rather
+        than failing with "assign use_cpu". fp16 needs a GPU."""
+        if _has_accelerator():
+            return
+        if self.fp16:
+            raise ValueError(
+                "fp16 mixed precision needs a GPU and this machine has none; train with bf16 "
+                "(--bf16, bfloat16 autocast on the CPU) or without mixed precision (--no-fp16)"
+            )
+        if self.bf16:
+            self.use_cpu = True
+
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(
             clip=self.clip,
@@ -128,3 +143,12 @@ class AlolConfig(TrainingArguments):
             gold_floor=self.gold_floor,
             pro_sft_weight=self.pro_sft_weight,
         )
+
+
+def _has_accelerator() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return (
+        torch.cuda.is_available()
+        or torch.backends.mps.is_available()
+        or (xpu is not None and xpu.is_available())
+    )
