@@ -61,16 +61,27 @@ class ExampleDataset(Dataset):
     def lengths(self) -> list[int]:
         return [example_length(example) for example in self.examples]
 
+    def cut_counts(self) -> dict[str, int]:
+        """How many sequences lost tokens to the length limits: reported by the stages."""
+        pairs = [pair for example in self.examples for pair in sequences_of(example)]
+        return {
+            "sequences": len(pairs),
+            "prompts_cut": sum(pair.prompt_cut for pair in pairs),
+            "responses_cut": sum(pair.response_cut for pair in pairs),
+        }
+
+
+def sequences_of(example: Example) -> list[TokenizedPair]:
+    if isinstance(example, SequenceExample):
+        return [example.pair]
+    if isinstance(example, PairExample):
+        return [example.chosen, example.rejected]
+    return example.candidates
+
 
 def example_length(example: Example) -> int:
     """Tokens the example occupies in a padded batch row (the longest of its sequences)."""
-    if isinstance(example, SequenceExample):
-        pairs = [example.pair]
-    elif isinstance(example, PairExample):
-        pairs = [example.chosen, example.rejected]
-    else:
-        pairs = example.candidates
-    return max(len(p.prompt_ids) + len(p.response_ids) for p in pairs)
+    return max(pair.length for pair in sequences_of(example))
 
 
 def rows_per_example(dataset: ExampleDataset) -> int:

@@ -84,3 +84,6 @@ class LoadedData:
     records: list
     kind: str  # "reward", "preference" or "ranked"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    duplicates: int = 0
+    """Records equal to an earlier one in everything but id and source. They are kept (a
+    repeated response weighs more, as in the file), and counted so the repetition shows."""

@@ -1141,3 +1141,14 @@ def test_records_with_only_a_prompt_load_as_prompt_records(tmp_path):
         PromptRecord("Hi?"),
         PromptRecord([{"role": "user", "content": "Yo"}]),
     ]
+
+
+def test_exact_duplicates_are_kept_and_counted_ids_aside(tmp_path):
+    rows = [
+        {"prompt": "Hi", "response": "Hello", "reward": 1.0, "id": "a"},
+        {"prompt": "Hi", "response": "Hello", "reward": 1.0, "id": "b"},
+        {"prompt": "Hi", "response": "Hello", "reward": 0.5},
+        {"prompt": "Hi", "response": "Hello", "reward": 1.0},
+    ]
+    loaded = load_records(write_jsonl(tmp_path / "dup.jsonl", rows))
+    assert len(loaded.records) == 4 and loaded.duplicates == 2

@@ -264,3 +264,20 @@ def test_training_with_token_budget_batches_through_the_cli(workspace, tiny_llam
         for line in (workspace["run"] / "train/a_lol/metrics.jsonl").read_text().splitlines()
     ]
     assert [row["step"] for row in logged if "loss" in row] == [1, 2, 3]
+
+
+def test_a_stage_counts_its_data_hold_outs_and_cuts_in_its_log_and_stats(workspace, caplog):
+    """12 prompt tokens cut nothing here but responses of up to 12 tokens lose their EOS."""
+    caplog.set_level("INFO")
+    assert main(["sft", str(workspace["config"]), "--max-response-length", "4"]) == 0
+
+    stats = json.loads((workspace["run"] / "sft" / "stage.json").read_text())
+    assert stats["data"] == {
+        "train_records": 24,
+        "val_records": 8,
+        "val_prompts": 2,
+        "val_held_out_from_train": True,
+    }
+    assert stats["sequences"] == 24 and stats["responses_cut"] == 24 and stats["prompts_cut"] == 0
+    assert "2 validation prompts held out from the training file" in caplog.text
+    assert "24 responses cut to the length limits" in caplog.text

@@ -71,7 +71,20 @@ def load_records(
         records.append(record)
     if not records:
         raise DataError(_no_records_message(skipped), file=file)
-    return LoadedData(records, "ranked" if resolved_kind == "hh" else resolved_kind, skipped)
+    kind = "ranked" if resolved_kind == "hh" else resolved_kind
+    return LoadedData(records, kind, skipped, _duplicates(records))
+
+
+def _duplicates(records: list[Record]) -> int:
+    """How many records repeat an earlier one's content (ids and sources aside)."""
+    seen: set[str] = set()
+    repeats = 0
+    for record in records:
+        content = {k: v for k, v in asdict(record).items() if k not in ("id", "source")}
+        key = json.dumps(content, sort_keys=True, ensure_ascii=False)
+        repeats += key in seen
+        seen.add(key)
+    return repeats
 
 
 def _no_records_message(skipped: list[tuple[str, str]]) -> str:

@@ -6,6 +6,7 @@ run directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from alol.errors import AlolError
 from alol.fingerprint import spec_fingerprint
 from alol.formats import load_records
 from alol.pipeline.settings import load_options
-from alol.records import RewardRecord
+from alol.records import LoadedData, RewardRecord
 from alol.rewards import Reward, load_reward
 from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 
@@ -37,10 +38,31 @@ class Splits:
 
     train: list
     val: list
+    held_out: bool = False
+    """Whether `val` was held out from the training file (by prompt) rather than loaded."""
+
+    def counts(self) -> dict[str, Any]:
+        """What a stage's stats report about its data."""
+        return {
+            "train_records": len(self.train),
+            "val_records": len(self.val),
+            "val_prompts": len(unique_prompts(self.val)),
+            "val_held_out_from_train": self.held_out,
+        }
 
 
 def load_data(path: str, cfg: PipelineConfig) -> list:
-    loaded = load_records(path, **load_options(cfg))
+    """The records of `path`, read once per process: every stage of `alol run` (and the
+    advantage table inside the train stage) asks again, but a skip or a duplicate is told once."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat() if resolved.exists() else None
+    key = (str(resolved), stat and stat.st_mtime_ns, stat and stat.st_size)
+    return list(_load_once(key, path, tuple(sorted(load_options(cfg).items()))).records)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_once(key: tuple, path: str, options: tuple) -> LoadedData:
+    loaded = load_records(path, **dict(options))
     if loaded.skipped:
         logger.warning(
             "%s: skipped %d invalid records (first: %s: %s)",
@@ -48,7 +70,13 @@ def load_data(path: str, cfg: PipelineConfig) -> list:
             len(loaded.skipped),
             *loaded.skipped[0],
         )
-    return loaded.records
+    if loaded.duplicates:
+        logger.warning(
+            "%s: %d records repeat an earlier one exactly; they are kept and weigh double",
+            path,
+            loaded.duplicates,
+        )
+    return loaded
 
 
 def load_splits(cfg: PipelineConfig) -> Splits:
@@ -60,6 +88,23 @@ def load_splits(cfg: PipelineConfig) -> Splits:
     if cfg.val_data is not None:
         return Splits(train=records, val=load_data(cfg.val_data, cfg))
     return hold_out_prompts(records, cfg.val_fraction, cfg.seed)
+
+
+def log_data(log: logging.Logger, stage: str, splits: Splits, cuts: dict[str, int]) -> None:
+    """One line on what a stage trains on: records, the validation hold-out, length cuts."""
+    counts = splits.counts()
+    origin = "held out from the training file" if splits.held_out else "from val_data"
+    log.info(
+        "%s: %d training records; %d validation prompts %s; of %d sequences, %d prompts and "
+        "%d responses cut to the length limits",
+        stage,
+        counts["train_records"],
+        counts["val_prompts"],
+        origin,
+        cuts["sequences"],
+        cuts["prompts_cut"],
+        cuts["responses_cut"],
+    )
 
 
 def pointwise_records(cfg: PipelineConfig, records: list) -> list[RewardRecord]:
@@ -81,6 +126,7 @@ def hold_out_prompts(records: list, fraction: float, seed: int) -> Splits:
     return Splits(
         train=[r for r in records if _prompt_key(r) not in val_keys],
         val=[r for r in records if _prompt_key(r) in val_keys],
+        held_out=True,
     )
 
 

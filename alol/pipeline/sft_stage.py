@@ -17,6 +17,7 @@ from alol.pipeline.inputs import (
     check_model_folder,
     load_model,
     load_splits,
+    log_data,
     pointwise_records,
 )
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
@@ -39,7 +40,8 @@ def run_sft(cfg: PipelineConfig) -> Path:
     check_model_folder(cfg.model)
     check_context_length(cfg, cfg.model)
     out = cfg.root / "sft"
-    records = pointwise_records(cfg, load_splits(cfg).train)
+    splits = load_splits(cfg)
+    records = pointwise_records(cfg, splits.train)
     max_steps = cfg.sft_max_steps or cfg.max_steps
     fingerprint = fingerprint_of(
         "sft",
@@ -53,9 +55,11 @@ def run_sft(cfg: PipelineConfig) -> Path:
     begin_stage(out, fingerprint, "sft")
     model, tokenizer = load_model(cfg.model)
     dataset = nll_dataset(cfg, records, tokenizer)
+    cuts = dataset.cut_counts()
+    log_data(logger, "sft", splits, cuts)
     trainer = build_trainer(cfg, "nll", model, tokenizer, dataset, out, max_steps)
     train_or_resume(trainer, out, cfg.resume)
     save_policy(trainer, out / "model", merge=True)
     on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
-    finish_stage(out, fingerprint, "sft", examples=len(records))
+    finish_stage(out, fingerprint, "sft", examples=len(records), data=splits.counts(), **cuts)
     return out / "model"

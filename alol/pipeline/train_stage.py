@@ -20,6 +20,7 @@ from alol.pipeline.inputs import (
     configured_reward,
     load_model,
     load_splits,
+    log_data,
     reference_path,
     render,
     reward_fingerprint,
@@ -89,7 +90,15 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         eval_prompts=eval_prompts,
         generation_config=generation_config(cfg),
     )
-    logger.info("train %s: %d examples, %d steps", objective_name, len(examples.dataset), max_steps)
+    cuts = examples.dataset.cut_counts()
+    log_data(logger, f"train {objective_name}", splits, cuts)
+    logger.info(
+        "train %s: %d examples (%.0f%% of the data kept), %d steps",
+        objective_name,
+        len(examples.dataset),
+        100 * (examples.fraction_positive if objective.needs_advantage else 1.0),
+        max_steps,
+    )
     train_or_resume(trainer, out, cfg.resume)
     save_policy(trainer, out / "final", merge=False)
     on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
@@ -100,5 +109,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         examples=len(examples.dataset),
         steps=max_steps,
         fraction_positive=examples.fraction_positive,
+        data=splits.counts(),
+        **cuts,
     )
     return out / "final"
