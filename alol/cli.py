@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 import types
 import typing
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from alol.console import configure_console
 from alol.demo import DEFAULT_OBJECTIVES, MODELS, DemoConfig, run_demo
 from alol.distributed import is_main_process
 from alol.errors import AlolError, DataError
@@ -153,9 +153,7 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> PipelineConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_console()
     args = vars(build_parser().parse_args(argv))
     command = args.pop("command")
     try:
@@ -163,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             run_demo(DemoConfig(**args))
         else:
             summary = _run(command, load_config(args.pop("config"), args))
-            if is_main_process():  # under a launcher every process gets here; one prints
+            if summary and is_main_process():  # under a launcher every process gets here
                 print(summary)
     except (AlolError, DataError, RewardError, ValueError, OSError) as error:
         print(f"alol {command}: error: {error}", file=sys.stderr)
@@ -172,20 +170,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(command: str, cfg: PipelineConfig) -> str:
-    """Run one stage (or all) and return what to show the user."""
+    """Run one stage (or all); each stage logs its figures and where it wrote them, so what
+    is left to print is the comparison table of an evaluation."""
     if command == "sft":
-        return f"reference policy saved to {run_sft(cfg)}"
-    if command == "value":
-        return (run_value(cfg) / "value_metrics.json").read_text()
-    if command == "advantage":
+        run_sft(cfg)
+    elif command == "value":
+        run_value(cfg)
+    elif command == "advantage":
         run_advantage(cfg)
-        return (cfg.root / "advantage" / "advantage_stats.json").read_text()
-    if command == "train":
-        return "\n".join(
-            f"{name}: model saved to {run_train(cfg, name)}" for name in cfg.objectives
-        )
-    reports = run_eval(cfg) if command == "eval" else run_all(cfg)
-    return comparison_table(reports) if reports else f"all stages done in {cfg.root}"
+    elif command == "train":
+        for name in cfg.objectives:
+            run_train(cfg, name)
+    else:
+        reports = run_eval(cfg) if command == "eval" else run_all(cfg)
+        return comparison_table(reports) if reports else ""
+    return ""
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def load_or_compute(
             logger.warning("recomputing advantages: %s", error)
         else:
             if table.key == key:
-                logger.info("reusing advantage cache %s", path)
+                logger.debug("reusing advantage cache %s", path)
                 return table
             logger.info("advantage cache %s was computed from other inputs; recomputing", path)
     table = replace(compute(), key=key)

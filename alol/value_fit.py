@@ -277,7 +277,7 @@ def fit_value_head(
         ),
     )
     feature_bytes = sum(f.numel() * f.element_size() for f in features)
-    logger.info(
+    logger.debug(
         "cached reference features of %d prompts (%.1f MiB on CPU)",
         len(prompts),
         feature_bytes / 2**20,

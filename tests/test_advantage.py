@@ -257,7 +257,7 @@ def counting(table: AdvantageTable):
 def test_load_or_compute_computes_once_then_reuses_the_cache(tmp_path, caplog):
     key = "f" * 64
     compute, calls = counting(make_table([1.0, 0.0], [0.5, 0.5]))
-    caplog.set_level(logging.INFO, logger="alol.table")
+    caplog.set_level(logging.DEBUG, logger="alol.table")
 
     first = load_or_compute(tmp_path, key, compute)
     second = load_or_compute(tmp_path, key, compute)

@@ -281,3 +281,17 @@ def test_a_stage_counts_its_data_hold_outs_and_cuts_in_its_log_and_stats(workspa
     assert stats["sequences"] == 24 and stats["responses_cut"] == 24 and stats["prompts_cut"] == 0
     assert "2 validation prompts held out from the training file" in caplog.text
     assert "24 responses cut to the length limits" in caplog.text
+
+
+def test_the_console_shows_a_few_formatted_lines_per_stage_not_dicts(workspace, capsys):
+    """One progress bar per pass, the figures that matter, and where the full stats went."""
+    assert main(["run", str(workspace["config"]), "--objectives", "a_lol"]) == 0
+
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "value: V(x) fitted on" in err and "value_metrics.json" in err
+    assert "advantage: A > 0 for" in err and "advantage_stats.json" in err
+    assert "{'loss'" not in err and '"heldout_mse"' not in err + out
+    assert "Loading weights" not in err and "Writing model shards" not in err
+    assert len(lines) < 40, "\n".join(lines)
+    assert out.startswith("| model |")

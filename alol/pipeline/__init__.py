@@ -23,6 +23,7 @@ process writes artifacts, and the others wait for it (`alol.distributed.on_main_
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ from alol.pipeline.eval_stage import run_eval
 from alol.pipeline.sft_stage import run_sft
 from alol.pipeline.train_stage import run_train
 from alol.pipeline.value_stage import run_value
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PipelineConfig",
@@ -82,6 +85,8 @@ def stage_plan(cfg: PipelineConfig) -> list[Stage]:
 def run_all(cfg: PipelineConfig) -> dict[str, EvalReport]:
     """Every stage of `stage_plan`; the evaluation reports, or {} without test prompts."""
     result: object = {}
-    for stage in stage_plan(cfg):
+    stages = stage_plan(cfg)
+    for number, stage in enumerate(stages, start=1):
+        logger.info("[%d/%d] %s", number, len(stages), stage.title)
         result = stage.run()
     return result if cfg.test_data else {}

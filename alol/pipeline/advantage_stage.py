@@ -24,8 +24,14 @@ def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
     stats = on_main_process(lambda: write_advantage_report(table, out))
     if stats is not None:
         logger.info(
-            "advantage: %.1f%% of %d examples have A > 0",
+            "advantage: A > 0 for %.1f%% of %d training answers (mean R %.3f, mean V(x) %.3f, "
+            "A from %.3f to %.3f); stats in %s, histogram in advantage_hist.png",
             100 * stats["fraction_positive"],
             len(table),
+            stats["reward"]["mean"],
+            stats["value"]["mean"],
+            stats["advantage"]["p0"],
+            stats["advantage"]["p100"],
+            out / "advantage_stats.json",
         )
     return table

@@ -27,7 +27,12 @@ def decode_and_score(
         i * len(rs) + k for i, rs in zip(indices, responses, strict=True) for k in range(len(rs))
     ]
     scores = score(
-        reward, flat_prompts, flat_responses, timeout=cfg.reward_timeout, record_numbers=numbers
+        reward,
+        flat_prompts,
+        flat_responses,
+        show_progress=False,  # the decoding bar covers the prompt; scoring is its tail
+        timeout=cfg.reward_timeout,
+        record_numbers=numbers,
     )
     scored = iter(zip(flat_responses, scores, strict=True))
     return [[next(scored) for _ in rs] for rs in responses]

@@ -6,6 +6,7 @@ of all of them to `run_dir/eval/comparison.md`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alol.atomic import write_text
@@ -32,6 +33,8 @@ from alol.pipeline.inputs import (
 )
 from alol.pipeline.settings import generation_config
 from alol.rewards import Reward
+
+logger = logging.getLogger(__name__)
 
 
 def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
@@ -60,6 +63,7 @@ def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
         reports[name] = _eval_model(cfg, name, path, test_prompts, reward, reports["reference"])
     table = comparison_table(reports)
     on_main_process(lambda: write_text(cfg.root / "eval" / "comparison.md", table + "\n"))
+    logger.info("eval: reports, samples and the comparison in %s", cfg.root / "eval")
     return reports
 
 

@@ -62,4 +62,5 @@ def run_sft(cfg: PipelineConfig) -> Path:
     save_policy(trainer, out / "model", merge=True)
     on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
     finish_stage(out, fingerprint, "sft", examples=len(records), data=splits.counts(), **cuts)
+    logger.info("sft: π_ref saved to %s (metrics in %s)", out / "model", out / "metrics.jsonl")
     return out / "model"

@@ -112,4 +112,10 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         data=splits.counts(),
         **cuts,
     )
+    logger.info(
+        "train %s: model saved to %s (metrics in %s, curves in train_curves.png)",
+        objective_name,
+        out / "final",
+        out / "metrics.jsonl",
+    )
     return out / "final"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -82,7 +83,21 @@ def run_value(cfg: PipelineConfig) -> Path:
 
     on_main_process(write)
     finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
+    logger.info(
+        "value: V(x) fitted on %d samples of π_ref, checked on %d held-out prompts: MSE %s, "
+        "Pearson %s, explained variance %s; metrics in %s, plot in value_fit.png",
+        report["n_train"],
+        report["n_heldout_prompts"],
+        _figure(report["heldout_mse"], ".4f"),
+        _figure(report["pearson"], ".2f"),
+        _figure(report["explained_variance"], ".2f"),
+        out / "value_metrics.json",
+    )
     return out
+
+
+def _figure(value: float, spec: str) -> str:
+    return "–" if value is None or math.isnan(value) else format(value, spec)
 
 
 def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):

@@ -45,6 +45,7 @@ from transformers import (
     Trainer,
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from alol.atomic import replace_directory
@@ -73,6 +74,7 @@ from alol.train.checkpoints import (
     newest_checkpoint,
 )
 from alol.train.config import AlolConfig
+from alol.train.progress import QuietProgressCallback
 from alol.train.wrapping import apply_lora, call_through_wrapper
 
 logger = logging.getLogger(__name__)
@@ -133,6 +135,8 @@ class AlolTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(QuietProgressCallback)
         # compute_loss returns a per-example mean over equal-sized micro-batches, so Trainer's
         # division by the accumulation steps yields the mean over the whole global batch.
         self.loss_is_scaled_for_ga = False
