@@ -196,25 +196,36 @@ def write_advantage_report(table: AdvantageTable, directory: str | Path) -> dict
 def select_training_examples(
     table: AdvantageTable, positive_only: bool, sampling: Sampling
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The dataset indices to train on and their sampling weights (None: uniform).
+    """The table's indices to train on and their sampling weights (see `select_examples`)."""
+    return select_examples(table.reward, table.advantage, positive_only, sampling, table.value)
+
+
+def select_examples(
+    reward: np.ndarray,
+    advantage: np.ndarray | None,
+    positive_only: bool,
+    sampling: Sampling,
+    value: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The indices to train on and their sampling weights (None: uniform).
 
     `positive_only` keeps the leftover lunch, A > 0, and refuses rewards that are all equal.
-    "advantage" weights each kept example by
-    A (A-LoL's priority sampling), "reward" by R (rewards must be ≥ 0; they are not shifted,
-    since a shift would change which examples matter).
+    "advantage" weights each kept example by A (A-LoL's priority sampling), "reward" by R
+    (rewards must be ≥ 0; they are not shifted, since a shift would change which examples
+    matter). `value` only makes the no-positive-advantage error more telling.
     """
-    indices = np.arange(len(table), dtype=np.int64)
+    indices = np.arange(len(reward), dtype=np.int64)
     if positive_only:
-        if len(table) > 1 and np.all(table.reward == table.reward[0]):
+        if len(reward) > 1 and np.all(reward == reward[0]):
             raise NoPositiveAdvantageError(
-                f"every reward equals {table.reward[0]:g} across the {len(table)} training "
+                f"every reward equals {reward[0]:g} across the {len(reward)} training "
                 "examples, so no response is better than another and A = R − V(x) only "
                 "reflects the errors of V(x). Check that the reward function scores these "
                 "responses differently (or that the data's 'reward' field varies)."
             )
-        indices = indices[table.advantage > 0]
+        indices = indices[advantage > 0]
         if len(indices) == 0:
-            raise NoPositiveAdvantageError(_no_positive_message(table))
+            raise NoPositiveAdvantageError(_no_positive_message(reward, advantage, value))
     if sampling == "uniform":
         return indices, None
     if sampling == "advantage":
@@ -222,9 +233,9 @@ def select_training_examples(
             raise ValueError(
                 "sampling='advantage' needs positive_only=True: only A > 0 can be a probability"
             )
-        return indices, table.advantage[indices]
+        return indices, advantage[indices]
     if sampling == "reward":
-        weights = table.reward[indices]
+        weights = reward[indices]
         if np.any(weights < 0) or not np.any(weights > 0):
             raise ValueError(
                 f"sampling='reward' needs rewards ≥ 0 with at least one > 0, but they range over "
@@ -235,13 +246,15 @@ def select_training_examples(
     raise ValueError(f"unknown sampling {sampling!r}; choose 'uniform', 'advantage' or 'reward'")
 
 
-def _no_positive_message(table: AdvantageTable) -> str:
+def _no_positive_message(
+    reward: np.ndarray, advantage: np.ndarray, value: np.ndarray | None
+) -> str:
+    values = "" if value is None else f", mean V(x) = {value.mean():.4g}"
     return (
-        f"none of the {len(table)} training examples has a positive advantage A = R − V(x) "
-        f"(largest A = {table.advantage.max():.4g}, mean R = {table.reward.mean():.4g}, "
-        f"mean V(x) = {table.value.mean():.4g}). Check that the value head was fitted with the "
-        "same reward and on prompts like these, or train with an objective that needs no value "
-        "('wbc', 'r_lol', 'nll')."
+        f"none of the {len(reward)} training examples has a positive advantage A = R − V(x) "
+        f"(largest A = {advantage.max():.4g}, mean R = {reward.mean():.4g}{values}). Check "
+        "that the value head was fitted with the same reward and on prompts like these, or "
+        "train with an objective that needs no value ('wbc', 'r_lol', 'nll')."
     )
 
 

@@ -180,7 +180,12 @@ class PipelineConfig:
     )
     weight_decay: float = _option(0.0, "AdamW weight decay.", _TRAINING, check=at_least(0))
     max_grad_norm: float = _option(
-        1.0, "Gradient-norm clip (the paper used 0.3 for HHA).", _TRAINING, check=above(0)
+        1.0,
+        "Gradient-norm clip. alol averages the gradients of accumulated micro-batches (the "
+        "loss is the mean over the global batch); the A-LoL authors' code sums them, so their "
+        "0.3 with 4 accumulation steps clips like 0.075 here.",
+        _TRAINING,
+        check=above(0),
     )
     clip: float | None = _option(
         0.9,

@@ -9,11 +9,13 @@ Reference log-probs are precomputed (`alol.reference`), so examples carry them a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from alol.records import PreferenceRecord, Prompt, RankedRecord
 from alol.tokenize import TokenizedPair
 
 
@@ -93,3 +95,38 @@ def rows_per_example(dataset: ExampleDataset) -> int:
     if isinstance(first, PairExample):
         return 2
     return max(len(example.candidates) for example in dataset.examples)
+
+
+Tokenize = Callable[[Prompt, str], TokenizedPair]
+"""(prompt, response) → token ids, with the caller's rendering and length limits."""
+
+
+def pair_examples(
+    pairs: list[PreferenceRecord], tokenize: Tokenize, ref_logps: np.ndarray | None = None
+) -> list[PairExample]:
+    """DPO's examples; `ref_logps` holds π_ref's summed log-probs, chosen then rejected per pair."""
+    return [
+        PairExample(
+            tokenize(p.prompt, p.chosen),
+            tokenize(p.prompt, p.rejected),
+            index=i,
+            ref_chosen_logp=None if ref_logps is None else float(ref_logps[2 * i]),
+            ref_rejected_logp=None if ref_logps is None else float(ref_logps[2 * i + 1]),
+        )
+        for i, p in enumerate(pairs)
+    ]
+
+
+def ranked_examples(ranked: list[RankedRecord], tokenize: Tokenize) -> list[RankedExample]:
+    """PRO's examples. Its reward-gap temperatures come from the reward model's logits where
+    the records carry them (HH/PRO files), as in PRO's and the A-LoL authors' code: sigmoid
+    rewards would shrink every gap (logits −0.4 and −0.7 differ by 0.3, their sigmoids by
+    0.07) and so weaken the ranking term against the SFT term."""
+    return [
+        RankedExample(
+            [tokenize(r.prompt, response) for response in r.responses],
+            list(r.reward_logits or r.rewards),
+            i,
+        )
+        for i, r in enumerate(ranked)
+    ]

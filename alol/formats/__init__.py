@@ -9,8 +9,10 @@ Reading rows from a file is `alol.formats.readers`; turning a row into a record 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from alol.atomic import write_text
 from alol.errors import DataError
@@ -45,6 +47,33 @@ def load_records(
     array or CSV, no valid records) always raise.
     """
     file = str(path)
+    return parse_rows(
+        read_rows(Path(path), split), file, kind, skip_invalid, hh_reward, allow_empty_responses
+    )
+
+
+def records_from_rows(
+    rows: Iterable[dict[str, Any]],
+    kind: str = "auto",
+    *,
+    skip_invalid: bool = False,
+    hh_reward: str = "sigmoid",
+    name: str = "dataset",
+) -> LoadedData:
+    """Records from rows already in memory (a `datasets.Dataset`, a list of dicts), validated
+    as `load_records` validates a file's; errors name the row by its 0-based index."""
+    return parse_rows(enumerate(rows), name, kind, skip_invalid, hh_reward, False)
+
+
+def parse_rows(
+    rows: Iterable[tuple[int, Any]],
+    file: str,
+    kind: str,
+    skip_invalid: bool,
+    hh_reward: str,
+    allow_empty_responses: bool,
+) -> LoadedData:
+    """Validate (line, row) pairs into records of one kind; see `load_records`."""
     if kind not in FILE_KINDS:
         raise DataError(f"unknown kind {kind!r}; choose one of {', '.join(FILE_KINDS)}", file=file)
     if hh_reward not in HH_REWARDS:
@@ -54,7 +83,7 @@ def load_records(
     records: list[Record] = []
     skipped: list[tuple[str, str]] = []
     first_use_of_id: dict[str, str] = {}
-    for line, row in read_rows(Path(path), split):
+    for line, row in rows:
         source = f"{file}:{line}"
         try:
             obj = as_object(row)

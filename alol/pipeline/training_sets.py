@@ -15,7 +15,7 @@ from alol.advantage import select_training_examples
 from alol.config import PipelineConfig
 from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
 from alol.errors import AlolError
-from alol.examples import ExampleDataset, PairExample, RankedExample, SequenceExample
+from alol.examples import ExampleDataset, SequenceExample, pair_examples, ranked_examples
 from alol.fingerprint import fingerprint_of, fingerprint_records
 from alol.objectives import Objective
 from alol.pipeline.inputs import pointwise_records, tokenize_record
@@ -73,19 +73,8 @@ def training_set(cfg: PipelineConfig, objective: Objective, train_records: list,
 
 
 def _ranked_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
-    """PRO's candidates. Its reward-gap temperatures come from the reward model's logits where
-    the records carry them (HH/PRO files), as in PRO's and the A-LoL authors' code: sigmoid
-    rewards would shrink every gap (logits −0.4 and −0.7 differ by 0.3, their sigmoids by
-    0.07) and so weaken the ranking term against the SFT term."""
     ranked = to_ranked_records(train_records)
-    examples = [
-        RankedExample(
-            [tokenize_record(tokenizer, RewardRecord(r.prompt, resp), cfg) for resp in r.responses],
-            list(r.reward_logits or r.rewards),
-            i,
-        )
-        for i, r in enumerate(ranked)
-    ]
+    examples = ranked_examples(ranked, _tokenizer_of(cfg, tokenizer))
     return TrainingSet(
         ExampleDataset(examples), None, 1.0, fingerprint_records(to_reward_records(ranked))
     )
@@ -99,15 +88,10 @@ def _pair_set(cfg: PipelineConfig, objective: Objective, train_records: list, to
             "{prompt, chosen, rejected} records, ranked records, or several scored responses per prompt."
         )
     ref_logps = pair_reference_logps(cfg, pairs) if objective.needs_reference else None
-    examples = [
-        PairExample(
-            tokenize_record(tokenizer, RewardRecord(p.prompt, p.chosen), cfg),
-            tokenize_record(tokenizer, RewardRecord(p.prompt, p.rejected), cfg),
-            index=i,
-            ref_chosen_logp=None if ref_logps is None else float(ref_logps[2 * i]),
-            ref_rejected_logp=None if ref_logps is None else float(ref_logps[2 * i + 1]),
-        )
-        for i, p in enumerate(pairs)
-    ]
+    examples = pair_examples(pairs, _tokenizer_of(cfg, tokenizer), ref_logps)
     flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
     return TrainingSet(ExampleDataset(examples), None, 1.0, fingerprint_records(flat))
+
+
+def _tokenizer_of(cfg: PipelineConfig, tokenizer):
+    return lambda prompt, response: tokenize_record(tokenizer, RewardRecord(prompt, response), cfg)

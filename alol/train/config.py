@@ -8,6 +8,7 @@ import torch
 from transformers import TrainingArguments
 
 from alol.objectives import ObjectiveConfig, get_objective
+from alol.sampling import SAMPLING_CHOICES
 
 
 @dataclass
@@ -33,6 +34,42 @@ class AlolConfig(TrainingArguments):
         default=0.1, metadata={"help": "r_gold: lower bound on the detached token probability."}
     )
     pro_sft_weight: float = field(default=0.05, metadata={"help": "PRO: weight of the SFT term."})
+    max_prompt_length: int = field(
+        default=640,
+        metadata={
+            "help": "Records given as train_dataset: prompt tokens kept (cut from the left). "
+            "An ExampleDataset is tokenized already."
+        },
+    )
+    max_response_length: int = field(
+        default=128,
+        metadata={
+            "help": "Records given as train_dataset: response tokens kept, EOS included (cut "
+            "from the right, without EOS)."
+        },
+    )
+    string_prompts: str = field(
+        default="chat",
+        metadata={
+            "help": "Records given as train_dataset: plain-string prompts as one user turn of "
+            "the chat template ('chat') or as they are ('raw'); see alol.tokenize.render_prompt."
+        },
+    )
+    train_responses: str = field(
+        default="preferred",
+        metadata={
+            "help": "Records given as train_dataset: pairs and ranked records train pointwise "
+            "objectives on the preferred response ('preferred') or every one ('all')."
+        },
+    )
+    sampling: str | None = field(
+        default=None,
+        metadata={
+            "help": "Records given as train_dataset: draw examples uniformly, ∝ A ('advantage') "
+            "or ∝ R ('reward'). Default: the objective's. With an ExampleDataset, pass "
+            "sample_weights instead."
+        },
+    )
     vocab_chunk_size: int | None = field(
         default=None,
         metadata={
@@ -119,6 +156,8 @@ class AlolConfig(TrainingArguments):
                 f"batches is fixed by the step budget), got {self.max_tokens_per_batch} and "
                 f"max_steps={self.max_steps}"
             )
+        if self.sampling is not None and self.sampling not in SAMPLING_CHOICES:
+            raise ValueError(f"sampling must be one of {SAMPLING_CHOICES}, got {self.sampling!r}")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}")
 

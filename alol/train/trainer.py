@@ -32,6 +32,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -75,24 +76,27 @@ from alol.train.checkpoints import (
 )
 from alol.train.config import AlolConfig
 from alol.train.progress import QuietProgressCallback
+from alol.train.record_examples import examples_from_records
 from alol.train.wrapping import apply_lora, call_through_wrapper
 
 logger = logging.getLogger(__name__)
 
 
 class AlolTrainer(Trainer):
-    """Trains `args.objective` on an `ExampleDataset` built by `alol.pipeline`.
+    """Trains `args.objective` on an `ExampleDataset` built by `alol.pipeline`, or on records:
+    a `datasets.Dataset` or list of rows in alol's record formats (`alol.train.record_examples`
+    tokenizes them and precomputes what the objective needs, as TRL's trainers take datasets).
 
-    `sample_weights` (aligned with `train_dataset`) drive priority sampling; None samples
-    uniformly. `reward` and `eval_prompts` (rendered prompt texts) enable validation by
-    decoding and scoring.
+    `sample_weights` (aligned with an `ExampleDataset`) drive priority sampling; None samples
+    uniformly (records get the objective's own weights). `reward` and `eval_prompts` (rendered
+    prompt texts) enable validation by decoding and scoring.
     """
 
     def __init__(
         self,
         model: PreTrainedModel | str,
         args: AlolConfig,
-        train_dataset: ExampleDataset | None = None,
+        train_dataset: ExampleDataset | Iterable[dict[str, Any]] | None = None,
         processing_class: PreTrainedTokenizerBase | None = None,
         peft_config: Any | None = None,
         sample_weights: list[float] | None = None,
@@ -112,11 +116,17 @@ class AlolTrainer(Trainer):
                 "vocab_chunk_size reads the LM head's weight directly, which DeepSpeed ZeRO-3 "
                 "keeps partitioned; use ZeRO-2 or FSDP, or leave vocab_chunk_size unset."
             )
+        self.objective: Objective = get_objective(args.objective)
+        if train_dataset is not None and not isinstance(train_dataset, ExampleDataset):
+            # before any adapter: the model is π_ref now, whose log-probs are precomputed
+            train_dataset, weights = examples_from_records(
+                train_dataset, self.objective, model.to(args.device), processing_class, args
+            )
+            sample_weights = sample_weights if sample_weights is not None else weights
         if peft_config is not None:
             model = apply_lora(model, peft_config, args.gradient_checkpointing)
         if args.compile_layers:
             compile_decoder_layers(model, args.compile_mode)
-        self.objective: Objective = get_objective(args.objective)
         self.objective_config = args.objective_config()
         self.sample_weights = sample_weights
         self.reward = reward

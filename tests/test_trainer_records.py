@@ -1,0 +1,116 @@
+"""AlolTrainer takes a `datasets.Dataset` of records, as TRL's trainers do."""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alol.errors import DataError
+from alol.logprobs import response_token_logprobs, sequence_logprobs
+from alol.train import AlolConfig, AlolTrainer
+
+TOPICS = ["bread", "tea", "rain", "cats"]
+
+
+def reward_rows(with_advantage: bool = False) -> list[dict]:
+    rows = []
+    for i, topic in enumerate(TOPICS):
+        for response, reward in ((f" I am happy to help with {topic}.", 0.9), (" No.", 0.1)):
+            row = {"prompt": f"Tell me about {topic}?", "response": response, "reward": reward}
+            if with_advantage:
+                row["advantage"] = reward - 0.5 + 0.01 * i  # A > 0 for the kind answers only
+            rows.append(row)
+    return rows
+
+
+def args(tmp_path, objective: str, **options) -> AlolConfig:
+    return AlolConfig(
+        output_dir=str(tmp_path / "out"),
+        objective=objective,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        max_prompt_length=16,
+        max_response_length=12,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        **options,
+    )
+
+
+def test_a_dataset_of_reward_records_trains_weighted_sft(tmp_path, tiny_llama_dir):
+    trainer = AlolTrainer(
+        str(tiny_llama_dir),
+        args(tmp_path, "wbc"),
+        train_dataset=datasets.Dataset.from_list(reward_rows()),
+    )
+    trainer.train()
+
+    assert len(trainer.train_dataset) == 8
+    np.testing.assert_allclose(trainer.sample_weights, [0.9, 0.1] * 4, rtol=1e-6)
+    assert trainer.state.global_step == 2
+
+
+def test_a_lol_keeps_the_rows_with_positive_advantage_and_draws_them_by_it(
+    tmp_path, tiny_llama_dir
+):
+    trainer = AlolTrainer(
+        str(tiny_llama_dir),
+        args(tmp_path, "a_lol"),
+        train_dataset=datasets.Dataset.from_list(reward_rows(with_advantage=True)),
+    )
+
+    kept = trainer.train_dataset.examples
+    assert [e.index for e in kept] == [0, 2, 4, 6]
+    np.testing.assert_allclose(trainer.sample_weights, [0.4, 0.41, 0.42, 0.43], rtol=1e-6)
+    assert all(e.ref_token_logps is not None for e in kept)
+    trainer.train()
+
+
+def test_a_lol_without_advantages_names_the_field_and_where_they_come_from(
+    tmp_path, tiny_llama_dir
+):
+    with pytest.raises(DataError, match=r"field 'advantage'.*alol advantage"):
+        AlolTrainer(
+            str(tiny_llama_dir),
+            args(tmp_path, "a_lol"),
+            train_dataset=datasets.Dataset.from_list(reward_rows()),
+        )
+
+
+def test_dpo_on_preference_rows_precomputes_the_references_log_probs(tmp_path, tiny_llama_dir):
+    """The reference's summed log-probs equal those of the starting model on each sequence."""
+    rows = [
+        {"prompt": f"Tell me about {t}?", "chosen": f" Happy to help with {t}.", "rejected": " No."}
+        for t in TOPICS
+    ]
+    trainer = AlolTrainer(
+        str(tiny_llama_dir), args(tmp_path, "dpo"), train_dataset=datasets.Dataset.from_list(rows)
+    )
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    batch = trainer.data_collator(trainer.train_dataset.examples[:1])
+    with torch.no_grad():
+        token_logps = response_token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+        )
+    chosen, rejected = sequence_logprobs(token_logps, batch["response_mask"]).tolist()
+    assert batch["ref_chosen_logp"].item() == pytest.approx(chosen, abs=1e-4)
+    assert batch["ref_rejected_logp"].item() == pytest.approx(rejected, abs=1e-4)
+    trainer.train()
+
+
+def test_a_bad_row_of_a_list_is_named_by_its_index(tmp_path, tiny_llama_dir):
+    """(A list of dicts works like a Dataset; Arrow would refuse this mixed column itself.)"""
+    rows = reward_rows()
+    rows[3]["reward"] = "high"
+    with pytest.raises(DataError, match=r"dataset:3: field 'reward': expected a number"):
+        AlolTrainer(
+            str(tiny_llama_dir),
+            args(tmp_path, "wbc"),
+            train_dataset=rows,
+            processing_class=AutoTokenizer.from_pretrained(tiny_llama_dir),
+        )
