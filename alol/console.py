@@ -34,7 +34,8 @@ def configure_console() -> None:
     handler._alol_console = True
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    warnings.simplefilter("once")  # a library warning, once per run, not once per stage
+    if not any(flt[0] == "once" and flt[2] is Warning for flt in warnings.filters):
+        warnings.simplefilter("once")  # a library warning once per run, not once per stage
     _quiet_libraries()
 
 
