@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -20,6 +21,8 @@ class ClassifierReward:
     inputs: what the classifier reads: "pair" (prompt and response as a text pair), "concat"
         (prompt + response as one text), "response" (the response alone), or "auto": "pair"
         when the tokenizer has a separator token (encoders trained on text pairs), else "concat".
+    activation, max_length and inputs left unset take the values a model fitted by
+    `alol reward-model` was trained with (its SETTINGS_FILE), else sigmoid, 512 and auto.
     name: the component's name; default the directory's name.
     device: default "cuda" when available, else "cpu".
     dtype: the weights' dtype, e.g. "bfloat16"; "auto" keeps the checkpoint's.
@@ -32,10 +35,10 @@ class ClassifierReward:
         self,
         path: str | Path,
         label: int | str | None = None,
-        activation: str = "sigmoid",
+        activation: str | None = None,
         batch_size: int = 16,
-        max_length: int = 512,
-        inputs: str = "auto",
+        max_length: int | None = None,
+        inputs: str | None = None,
         name: str | None = None,
         device: str | None = None,
         dtype: str = "auto",
@@ -48,6 +51,10 @@ class ClassifierReward:
                 f"classifier reward: {path} is not a model directory (no config.json); give the "
                 "directory that save_pretrained wrote"
             )
+        trained = _trained_settings(path)
+        activation = activation or trained.get("activation", "sigmoid")
+        max_length = max_length or trained.get("max_length", 512)
+        inputs = inputs or trained.get("inputs", "auto")
         _check_choice("activation", activation, self.ACTIVATIONS)
         _check_choice("inputs", inputs, self.INPUTS)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,9 +75,7 @@ class ClassifierReward:
         self.activation = activation
         self.batch_size = batch_size
         self.max_length = max_length
-        if inputs == "auto":
-            inputs = "pair" if self.tokenizer.sep_token is not None else "concat"
-        self.inputs = inputs
+        self.inputs = resolve_inputs(self.tokenizer, inputs)
         self.name = name or path.name
         self.components = (self.name,)
         self.weights = {self.name: 1.0}
@@ -86,14 +91,8 @@ class ClassifierReward:
         return [{self.name: value} for value in scores]
 
     def _encode(self, prompts: list[str], responses: list[str]):
-        if self.inputs == "pair":
-            texts = (prompts, responses)
-        elif self.inputs == "concat":
-            texts = ([p + r for p, r in zip(prompts, responses, strict=True)],)
-        else:
-            texts = (responses,)
-        return self.tokenizer(
-            *texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        return encode_for_classifier(
+            self.tokenizer, prompts, responses, self.inputs, self.max_length
         )
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
@@ -101,6 +100,40 @@ class ClassifierReward:
             return logits.softmax(-1)[:, self.label]
         chosen = logits[:, self.label]
         return chosen.sigmoid() if self.activation == "sigmoid" else chosen
+
+
+SETTINGS_FILE = "alol_reward_model.json"
+"""Written by `alol reward-model` beside the model: how it reads its inputs and what its
+output means, so the classifier reward scores new text exactly as the model was trained."""
+
+
+def _trained_settings(path: Path) -> dict:
+    settings = path / SETTINGS_FILE
+    return json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
+
+
+def resolve_inputs(tokenizer, inputs: str) -> str:
+    """'auto': a text pair for encoders trained on pairs (a separator token), else one text."""
+    if inputs != "auto":
+        return inputs
+    return "pair" if tokenizer.sep_token is not None else "concat"
+
+
+def encode_for_classifier(
+    tokenizer, prompts: list[str], responses: list[str], inputs: str, max_length: int
+):
+    """The classifier's inputs for (prompt, response) records: a text pair, the joined text or
+    the response alone, cut from the left (the prompt's start goes first) to `max_length`."""
+    if inputs == "pair":
+        texts = (prompts, responses)
+    elif inputs == "concat":
+        texts = ([p + r for p, r in zip(prompts, responses, strict=True)],)
+    else:
+        texts = (responses,)
+    tokenizer.truncation_side = "left"
+    return tokenizer(
+        *texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

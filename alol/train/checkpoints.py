@@ -1,22 +1,31 @@
 """Checkpoints that appear atomically and are checked before a run resumes from them.
 
 transformers' Trainer writes `checkpoint-N/` file by file; a kill mid-save leaves a torn
-folder that `resume_from_checkpoint=True` would pick. AlolTrainer writes each checkpoint under
-`.partial/` and renames it into place (`AlolTrainer._save_checkpoint`); here are the names and
-the checks.
+folder that `resume_from_checkpoint=True` would pick. `AtomicCheckpoints` (mixed into every
+alol trainer) writes each checkpoint under `.partial/` and renames it into place once every
+process has finished writing, and checks a checkpoint's files before resuming from it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import zipfile
 from pathlib import Path
 
 from safetensors import safe_open
 from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import (
+    PREFIX_CHECKPOINT_DIR,
+    get_last_checkpoint,
+    rotate_checkpoints,
+)
 
+from alol.atomic import replace_directory
 from alol.errors import AlolError
+
+logger = logging.getLogger(__name__)
 
 PARTIAL_CHECKPOINTS = ".partial"
 """Folder (inside the output folder) where a checkpoint is written before it is renamed into place."""
@@ -72,3 +81,72 @@ def _refuse_checkpoint(checkpoint: Path, problem: str) -> None:
         f"cannot resume from checkpoint {checkpoint}: {problem}. Delete that folder to resume "
         "from the checkpoint before it, or rerun with --no-resume to start this stage over."
     )
+
+
+class AtomicCheckpoints:
+    """Mixed in before `transformers.Trainer`: its checkpoints appear whole or not at all."""
+
+    _partial_dir: Path | None = None
+    """Set while a checkpoint is being written."""
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """Trainer.train, refusing an unreadable checkpoint with a message that says what to do.
+
+        `resume_from_checkpoint=True` resumes from the newest complete checkpoint; folders left
+        by a save that a crash interrupted are never candidates, and are deleted here.
+        """
+        self._discard_partial_checkpoints()
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = newest_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise CheckpointError(
+                    f"no checkpoint to resume from in {self.args.output_dir}; "
+                    "start without resuming"
+                )
+        if resume_from_checkpoint:
+            check_checkpoint(Path(resume_from_checkpoint))
+            resume_from_checkpoint = str(resume_from_checkpoint)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Let Trainer write `checkpoint-N` under `.partial/`, then rename it into place."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        self._discard_partial_checkpoints()
+        self._partial_dir = run_dir / PARTIAL_CHECKPOINTS
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._partial_dir = None
+        self._publish_checkpoint(run_dir / PARTIAL_CHECKPOINTS / name, run_dir / name)
+
+    def _get_output_dir(self, trial) -> str:
+        """While a checkpoint is being written: the `.partial/` folder it is written into."""
+        if self._partial_dir is not None:
+            return str(self._partial_dir)
+        return super()._get_output_dir(trial)
+
+    def _publish_checkpoint(self, written: Path, final: Path) -> None:
+        # Every process has written its part (model shards, its RNG state) before the rename.
+        self.accelerator.wait_for_everyone()
+        if self.state.best_model_checkpoint == str(written):
+            self.state.best_model_checkpoint = str(final)
+            if self.args.should_save:  # the saved state must name the final folder too
+                self.state.save_to_json(str(written / TRAINER_STATE_FILE))
+        if self.args.should_save:
+            replace_directory(written, final)
+            written.parent.rmdir()  # the empty .partial/
+            rotate_checkpoints(
+                str(final.parent),
+                save_total_limit=self.args.save_total_limit,
+                best_model_checkpoint=self.state.best_model_checkpoint,
+                use_mtime=True,
+            )
+        self.accelerator.wait_for_everyone()
+
+    def _discard_partial_checkpoints(self) -> None:
+        partial = Path(self.args.output_dir) / PARTIAL_CHECKPOINTS
+        if self.args.should_save and partial.exists():
+            logger.info("removing %s, left by a checkpoint save that did not finish", partial)
+            shutil.rmtree(partial)
+        self.accelerator.wait_for_everyone()

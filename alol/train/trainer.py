@@ -29,11 +29,9 @@ Two places where alol deliberately departs from a plain `Trainer`:
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,9 +45,7 @@ from transformers import (
 )
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from alol.atomic import replace_directory
 from alol.batches import ObjectiveOutput, PairBatch, RankedBatch, SequenceBatch
 from alol.collate import Collator, padded_width
 from alol.compilation import compile_decoder_layers
@@ -67,13 +63,7 @@ from alol.sampling import (
     example_weight,
 )
 from alol.tokenize import ensure_pad_token
-from alol.train.checkpoints import (
-    PARTIAL_CHECKPOINTS,
-    TRAINER_STATE_FILE,
-    CheckpointError,
-    check_checkpoint,
-    newest_checkpoint,
-)
+from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.config import AlolConfig
 from alol.train.progress import QuietProgressCallback
 from alol.train.record_examples import examples_from_records
@@ -82,7 +72,7 @@ from alol.train.wrapping import apply_lora, call_through_wrapper
 logger = logging.getLogger(__name__)
 
 
-class AlolTrainer(Trainer):
+class AlolTrainer(AtomicCheckpoints, Trainer):
     """Trains `args.objective` on an `ExampleDataset` built by `alol.pipeline`, or on records:
     a `datasets.Dataset` or list of rows in alol's record formats (`alol.train.record_examples`
     tokenizes them and precomputes what the objective needs, as TRL's trainers take datasets).
@@ -132,7 +122,6 @@ class AlolTrainer(Trainer):
         self.reward = reward
         self.eval_prompts = eval_prompts
         self.generation_config = generation_config or GenerationConfig()
-        self._partial_dir: Path | None = None  # set while a checkpoint is being written
         eval_dataset = _PromptList(eval_prompts) if eval_prompts and reward is not None else None
         super().__init__(
             model=model,
@@ -359,70 +348,6 @@ class AlolTrainer(Trainer):
         )
         model.train()
         return metrics
-
-    # --- checkpoints --------------------------------------------------------------------
-
-    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        """Trainer.train, refusing an unreadable checkpoint with a message that says what to do.
-
-        `resume_from_checkpoint=True` resumes from the newest complete checkpoint; folders left
-        by a save that a crash interrupted are never candidates, and are deleted here.
-        """
-        self._discard_partial_checkpoints()
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = newest_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise CheckpointError(
-                    f"no checkpoint to resume from in {self.args.output_dir}; "
-                    "start without resuming"
-                )
-        if resume_from_checkpoint:
-            check_checkpoint(Path(resume_from_checkpoint))
-            resume_from_checkpoint = str(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Let Trainer write `checkpoint-N` under `.partial/`, then rename it into place."""
-        run_dir = Path(super()._get_output_dir(trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        self._discard_partial_checkpoints()
-        self._partial_dir = run_dir / PARTIAL_CHECKPOINTS
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._partial_dir = None
-        self._publish_checkpoint(run_dir / PARTIAL_CHECKPOINTS / name, run_dir / name)
-
-    def _get_output_dir(self, trial) -> str:
-        """While a checkpoint is being written: the `.partial/` folder it is written into."""
-        if self._partial_dir is not None:
-            return str(self._partial_dir)
-        return super()._get_output_dir(trial)
-
-    def _publish_checkpoint(self, written: Path, final: Path) -> None:
-        # Every process has written its part (model shards, its RNG state) before the rename.
-        self.accelerator.wait_for_everyone()
-        if self.state.best_model_checkpoint == str(written):
-            self.state.best_model_checkpoint = str(final)
-            if self.args.should_save:  # the saved state must name the final folder too
-                self.state.save_to_json(str(written / TRAINER_STATE_FILE))
-        if self.args.should_save:
-            replace_directory(written, final)
-            written.parent.rmdir()  # the empty .partial/
-            rotate_checkpoints(
-                str(final.parent),
-                save_total_limit=self.args.save_total_limit,
-                best_model_checkpoint=self.state.best_model_checkpoint,
-                use_mtime=True,
-            )
-        self.accelerator.wait_for_everyone()
-
-    def _discard_partial_checkpoints(self) -> None:
-        partial = Path(self.args.output_dir) / PARTIAL_CHECKPOINTS
-        if self.args.should_save and partial.exists():
-            logger.info("removing %s, left by a checkpoint save that did not finish", partial)
-            shutil.rmtree(partial)
-        self.accelerator.wait_for_everyone()
 
 
 class _PromptList(Dataset):
