@@ -27,6 +27,7 @@ from alol.pipeline import (
     run_advantage,
     run_all,
     run_eval,
+    run_reward_model,
     run_sft,
     run_train,
     run_value,
@@ -35,12 +36,14 @@ from alol.rewards import RewardError
 from alol.setting_checks import flag
 
 COMMANDS = {
+    "reward-model": "Fit a reward model on the training data's stored scores or preferences.",
     "sft": "Train the reference policy π_ref with NLL on the training responses (full or LoRA).",
     "value": "Decode π_ref on validation prompts, score them, fit the value head V(x).",
     "advantage": "Precompute reference log-probs, V(x), rewards and A = R − V for the training set.",
     "train": "Train one or more objectives from π_ref (A-LoL, its variants, or a baseline).",
     "eval": "Decode test prompts with π_ref and each trained model; reward, diversity, win-rate.",
-    "run": "Chain sft → value → advantage → train → eval; finished stages with the same inputs are skipped.",
+    "run": "Chain (reward-model →) sft → value → advantage → train → eval; finished stages "
+    "with the same inputs are skipped.",
 }
 
 
@@ -172,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
 def _run(command: str, cfg: PipelineConfig) -> str:
     """Run one stage (or all); each stage logs its figures and where it wrote them, so what
     is left to print is the comparison table of an evaluation."""
-    if command == "sft":
+    if command == "reward-model":
+        run_reward_model(cfg)
+    elif command == "sft":
         run_sft(cfg)
     elif command == "value":
         run_value(cfg)

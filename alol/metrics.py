@@ -1,8 +1,12 @@
-"""Quality measures of decoded responses: pure arithmetic on texts and scores."""
+"""Measures of decoded responses (distinct-n, length, win-rate) and of fits (correlations,
+explained variance): pure arithmetic on texts and scores."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pandas as pd
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -42,3 +46,29 @@ def win_rate(scores: list[float], reference_scores: list[float]) -> float:
         for s, r in zip(scores, reference_scores, strict=True)
     ]
     return float(np.mean(outcomes))
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation; NaN when there are < 2 points or either side is constant."""
+    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of the ranks (ties share their average rank)."""
+    return pearson(pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy())
+
+
+def explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """1 − Var(target − prediction) / Var(target): 1 is perfect, 0 is no better than a constant."""
+    if len(targets) < 2 or np.var(targets) == 0:
+        return float("nan")
+    return float(1 - np.var(targets - predictions) / np.var(targets))
+
+
+def formatted(value: float | None, spec: str) -> str:
+    """A figure for a table or a log line; an undefined one (None, NaN) is a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return format(value, spec)

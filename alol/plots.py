@@ -114,6 +114,25 @@ def plot_advantage_histogram(table, fraction_positive: float, png_path: str | Pa
     return _save(figure, png_path)
 
 
+def plot_reward_model_fit(report: dict, png_path: str | Path) -> Path:
+    """Predicted against stored scores on the held-out prompts, with the fit's figures."""
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    stored, predicted = report.get("heldout_scores", []), report.get("heldout_predictions", [])
+    axis.scatter(stored, predicted, s=8, alpha=0.5)
+    if stored:
+        low, high = min(stored + predicted), max(stored + predicted)
+        axis.plot([low, high], [low, high], color="grey", linestyle=":")
+    accuracy = report.get("pairwise_accuracy")
+    title = "reward model, held-out prompts"
+    if accuracy is not None and not math.isnan(accuracy):
+        title += (
+            f"\npairwise accuracy {accuracy:.2f}, Pearson {report.get('pearson', math.nan):.2f}"
+        )
+    axis.set(xlabel="stored score", ylabel="reward model output", title=title)
+    figure.tight_layout()
+    return _save(figure, png_path)
+
+
 def _save(figure, png_path: str | Path) -> Path:
     """Write the figure as a PNG atomically and free it."""
     write_atomic(png_path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))

@@ -11,8 +11,6 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from peft import PeftModel
 from torch import Tensor, nn
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 from alol.collate import pad_token_rows
 from alol.distributed import gather_in_order
 from alol.dtypes import DTYPES
+from alol.metrics import explained_variance, pearson, spearman
 from alol.reference import prompt_groups
 from alol.tokenize import encode_prompt, pad_token_id_of
 from alol.value import ValueConfig, ValueHead, device_of, eval_mode
@@ -173,25 +172,6 @@ def _train_one_epoch(
         optimizer.step()
 
 
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation; NaN when there are < 2 points or either side is constant."""
-    if len(a) < 2 or np.std(a) == 0 or np.std(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of the ranks (ties share their average rank)."""
-    return _pearson(pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy())
-
-
-def _explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """1 − Var(target − prediction) / Var(target): 1 is perfect, 0 is no better than a constant."""
-    if len(targets) < 2 or np.var(targets) == 0:
-        return float("nan")
-    return float(1 - np.var(targets - predictions) / np.var(targets))
-
-
 def _check_fit_inputs(prompts: list[str], targets: list[float]) -> None:
     if len(prompts) != len(targets):
         raise ValueError(
@@ -329,9 +309,9 @@ def fit_value_head(
         "train_mse": train_curve[best_epoch - 1],
         "heldout_mse": heldout_curve[best_epoch - 1],
         "best_epoch": best_epoch,
-        "pearson": _pearson(heldout_predictions, heldout_targets),
-        "spearman": _spearman(heldout_predictions, heldout_targets),
-        "explained_variance": _explained_variance(heldout_predictions, heldout_targets),
+        "pearson": pearson(heldout_predictions, heldout_targets),
+        "spearman": spearman(heldout_predictions, heldout_targets),
+        "explained_variance": explained_variance(heldout_predictions, heldout_targets),
         "n_train": len(train_indices),
         "n_heldout": len(heldout_indices),
         "n_heldout_prompts": len({prompts[i] for i in heldout_indices}),

@@ -21,6 +21,7 @@ from alol.pipeline.settings import (
     load_options,
     lora_kwargs,
     result_settings,
+    reward_model_config,
     tokenization,
     trainer_kwargs,
     value_config,
@@ -45,6 +46,7 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
         "value decoding": asdict(value_generation_config(cfg)),
         "decoding": asdict(generation_config(cfg)),
         "data loading": load_options(cfg),
+        "reward model": asdict(reward_model_config(cfg)),
         "tokenization": tokenization(cfg),
     }
 
@@ -79,7 +81,7 @@ EXPECTED: dict[str, set[str]] = {
     "data_kind": {"data loading"},
     "skip_invalid": {"data loading"},
     "hh_reward": {"data loading"},
-    "seed": TRAINERS | {"value head"} | DECODING,
+    "seed": TRAINERS | {"value head", "reward model"} | DECODING,
     "reward_timeout": OBJECTIVE_TRAINERS | {"precompute"},
     "max_prompt_length": {"precompute", "value head", "tokenization"} | DECODING,
     "max_response_length": {"precompute", "tokenization"} | DECODING,
@@ -97,7 +99,7 @@ EXPECTED: dict[str, set[str]] = {
     "beta": {"a_lol_kl trainer"},
     "gold_floor": {"r_gold trainer"},
     "pro_sft_weight": {"pro trainer"},
-    "bf16": TRAINERS,
+    "bf16": TRAINERS | {"reward model"},
     "fp16": TRAINERS,
     # speed and memory only: the same numbers, so outside the trainers' fingerprints
     "gradient_checkpointing": set(),
@@ -106,10 +108,17 @@ EXPECTED: dict[str, set[str]] = {
     "pad_to_multiple_of": set(),
     "vocab_chunk_size": {"precompute"},
     "lora": {"lora"},
-    "lora_r": {"lora"},
-    "lora_alpha": {"lora"},
-    "lora_dropout": {"lora"},
-    "lora_target_modules": {"lora"},
+    "lora_r": {"lora", "reward model"},
+    "lora_alpha": {"lora", "reward model"},
+    "lora_dropout": {"lora", "reward model"},
+    "lora_target_modules": {"lora", "reward model"},
+    "reward_model": {"reward model"},
+    "reward_model_targets": {"reward model"},
+    "reward_model_epochs": {"reward model"},
+    "reward_model_learning_rate": {"reward model"},
+    "reward_model_batch_size": {"reward model"},
+    "reward_model_max_length": {"reward model"},
+    "reward_model_lora": {"reward model"},
     "logging_steps": set(),
     "save_steps": set(),
     "save_total_limit": set(),
@@ -143,6 +152,7 @@ CHANGED_VALUES = {
     "train_responses": "all",
     "string_prompts": "raw",
     "value_max": 2.0,
+    "reward_model_targets": "preferences",
     "temperature": 0.7,
     "top_p": 0.9,
 }
@@ -169,7 +179,7 @@ def test_every_pipeline_setting_reaches_exactly_the_sub_configs_that_read_it():
     hints = typing.get_type_hints(PipelineConfig)
     fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
     assert set(EXPECTED) == set(fields), "every PipelineConfig field is listed exactly once"
-    base = PipelineConfig(lora=True, eval_steps=5)
+    base = PipelineConfig(lora=True, eval_steps=5, reward_model="minilm", reward_model_lora=True)
     before = views(base)
     for name in fields:
         value = changed(name, getattr(base, name), hints[name])

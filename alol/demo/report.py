@@ -16,6 +16,7 @@ from alol.config import PipelineConfig
 from alol.demo import task as demo_task
 from alol.demo.config import DemoConfig
 from alol.eval_report import EvalReport
+from alol.metrics import formatted
 from alol.plots import plot_reward_by_objective
 
 
@@ -72,8 +73,8 @@ def write_demo_report(
         f"{advantage['fraction_positive']:.1%} of {advantage['count']} training answers have "
         f"A > 0. Mean reward {advantage['reward']['mean']:.3f}, mean V(x) "
         f"{advantage['value']['mean']:.3f}. Value head on held-out validation prompts: MSE "
-        f"{_number(value['heldout_mse'], '.4f')}, explained variance "
-        f"{_number(value['explained_variance'], '.3f')}.",
+        f"{formatted(value['heldout_mse'], '.4f')}, explained variance "
+        f"{formatted(value['explained_variance'], '.3f')}.",
         "",
     ]
     lines += [f"![{title}]({name})\n" for title, name in figures]
@@ -109,11 +110,6 @@ def _collect_figures(
             write_atomic(out / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
             figures.append((title, name))
     return figures
-
-
-def _number(value: float | None, spec: str) -> str:
-    """Metrics can be undefined (None) on tiny held-out sets."""
-    return "–" if value is None else format(value, spec)
 
 
 def _samples(reports: dict[str, EvalReport], count: int) -> list[str]:

@@ -8,6 +8,7 @@ change invalidated. Stages talk only through those artifacts: no stage module im
 
 Run directory layout::
 
+    run_dir/reward_model/model/        the reward model, when alol fits one (a classifier folder)
     run_dir/sft/model/                 the reference policy π_ref (when alol trains it)
     run_dir/value/                     value head (safetensors), fit metrics, decoded samples, plot
     run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png
@@ -31,6 +32,7 @@ from alol.config import PipelineConfig
 from alol.eval_report import EvalReport
 from alol.pipeline.advantage_stage import run_advantage
 from alol.pipeline.eval_stage import run_eval
+from alol.pipeline.reward_model_stage import run_reward_model
 from alol.pipeline.sft_stage import run_sft
 from alol.pipeline.train_stage import run_train
 from alol.pipeline.value_stage import run_value
@@ -43,6 +45,7 @@ __all__ = [
     "run_advantage",
     "run_all",
     "run_eval",
+    "run_reward_model",
     "run_sft",
     "run_train",
     "run_value",
@@ -58,9 +61,17 @@ class Stage:
 
 
 def stage_plan(cfg: PipelineConfig) -> list[Stage]:
-    """The stages `alol run` chains, in order: sft (unless a reference is given), value,
-    advantage, each objective, and eval (when there are test prompts)."""
+    """The stages `alol run` chains, in order: the reward model (when one is asked for and no
+    reward is named), sft (unless a reference is given), value, advantage, each objective, and
+    eval (when there are test prompts)."""
     stages = []
+    if cfg.reward_model is not None and cfg.reward is None:
+        stages.append(
+            Stage(
+                "reward model R: fit on the training data's scores or preferences",
+                lambda: run_reward_model(cfg),
+            )
+        )
     if cfg.reference is None:
         stages.append(
             Stage("reference π_ref: NLL on the training data (sft)", lambda: run_sft(cfg))

@@ -211,12 +211,32 @@ def reference_path(cfg: PipelineConfig) -> Path:
     return path
 
 
+REWARD_MODEL_DIR = ("reward_model", "model")
+"""Where `alol reward-model` saves the classifier, under the run directory."""
+
+
+def reward_spec(cfg: PipelineConfig) -> Any:
+    """The reward the stages score with: `cfg.reward`, or the reward model `alol reward-model`
+    fitted (when `cfg.reward_model` names a backbone), or None (the data's stored rewards)."""
+    if cfg.reward is not None or cfg.reward_model is None:
+        return cfg.reward
+    model = cfg.root.joinpath(*REWARD_MODEL_DIR)
+    if not (model / "config.json").is_file():
+        raise AlolError(
+            f"no reward model in {model}: fit it first with `alol reward-model` and the same "
+            "config, or run every stage with `alol run`"
+        )
+    return {"type": "classifier", "path": str(model), "name": "reward_model"}
+
+
 def configured_reward(cfg: PipelineConfig) -> Reward | None:
-    return None if cfg.reward is None else load_reward(cfg.reward)
+    spec = reward_spec(cfg)
+    return None if spec is None else load_reward(spec)
 
 
 def reward_fingerprint(cfg: PipelineConfig) -> str | None:
-    return None if cfg.reward is None else spec_fingerprint(cfg.reward)
+    spec = reward_spec(cfg)
+    return None if spec is None else spec_fingerprint(spec)
 
 
 def render(cfg: PipelineConfig, prompt, tokenizer) -> str:

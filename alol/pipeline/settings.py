@@ -17,6 +17,7 @@ from alol.config import PipelineConfig
 from alol.distributed import process_state
 from alol.generate import GenerationConfig
 from alol.objectives import get_objective
+from alol.reward_model import RewardModelConfig
 from alol.train.wrapping import checkpointing_argument
 from alol.value import ValueConfig
 
@@ -101,15 +102,18 @@ def trainer_kwargs(
 
 
 def lora_kwargs(cfg: PipelineConfig) -> dict[str, Any] | None:
-    """peft `LoraConfig` keyword arguments, or None to train every weight."""
+    """peft `LoraConfig` keyword arguments for the policy, or None to train every weight."""
     if not cfg.lora:
         return None
+    return {**_adapter_shape(cfg), "task_type": "CAUSAL_LM"}
+
+
+def _adapter_shape(cfg: PipelineConfig) -> dict[str, Any]:
     return dict(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=cfg.lora_target_modules,
-        task_type="CAUSAL_LM",
     )
 
 
@@ -193,6 +197,20 @@ def tokenization(cfg: PipelineConfig) -> dict[str, Any]:
         max_prompt_length=cfg.max_prompt_length,
         max_response_length=cfg.max_response_length,
         string_prompts=cfg.string_prompts,
+    )
+
+
+def reward_model_config(cfg: PipelineConfig) -> RewardModelConfig:
+    return RewardModelConfig(
+        backbone=cfg.reward_model,
+        targets=cfg.reward_model_targets,
+        epochs=cfg.reward_model_epochs,
+        learning_rate=cfg.reward_model_learning_rate,
+        batch_size=cfg.reward_model_batch_size,
+        max_length=cfg.reward_model_max_length,
+        seed=cfg.seed,
+        bf16=cfg.bf16,
+        lora=_adapter_shape(cfg) if cfg.reward_model_lora else None,
     )
 
 

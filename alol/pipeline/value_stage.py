@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from alol.conversions import to_reward_records
 from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.metrics import formatted
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     check_context_length,
@@ -88,16 +88,12 @@ def run_value(cfg: PipelineConfig) -> Path:
         "Pearson %s, explained variance %s; metrics in %s, plot in value_fit.png",
         report["n_train"],
         report["n_heldout_prompts"],
-        _figure(report["heldout_mse"], ".4f"),
-        _figure(report["pearson"], ".2f"),
-        _figure(report["explained_variance"], ".2f"),
+        formatted(report["heldout_mse"], ".4f"),
+        formatted(report["pearson"], ".2f"),
+        formatted(report["explained_variance"], ".2f"),
         out / "value_metrics.json",
     )
     return out
-
-
-def _figure(value: float, spec: str) -> str:
-    return "–" if value is None or math.isnan(value) else format(value, spec)
 
 
 def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):

@@ -165,15 +165,12 @@ class AlolConfig(TrainingArguments):
         """bf16 on a machine without a GPU is CPU autocast (fast where the CPU has AMX or
         AVX-512 BF16): transformers accepts it only with `use_cpu`, which is set here rather
         than failing with "assign use_cpu". fp16 needs a GPU."""
-        if _has_accelerator():
-            return
-        if self.fp16:
+        if self.fp16 and not _has_accelerator():
             raise ValueError(
                 "fp16 mixed precision needs a GPU and this machine has none; train with bf16 "
                 "(--bf16, bfloat16 autocast on the CPU) or without mixed precision (--no-fp16)"
             )
-        if self.bf16:
-            self.use_cpu = True
+        self.use_cpu = self.use_cpu or needs_use_cpu(self.bf16)
 
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig(
@@ -191,3 +188,8 @@ def _has_accelerator() -> bool:
         or torch.backends.mps.is_available()
         or (xpu is not None and xpu.is_available())
     )
+
+
+def needs_use_cpu(bf16: bool) -> bool:
+    """Whether TrainingArguments need `use_cpu=True` to run bf16 here (no accelerator)."""
+    return bf16 and not _has_accelerator()

@@ -1,0 +1,142 @@
+"""Stage 0, the reward model: reads the training records (their stored scores or preferences)
+and the policy's tokenizer (to render prompts as the policy sees them), fits a sequence
+classifier on `cfg.reward_model`'s backbone, and writes `run_dir/reward_model/`: the model in
+`model/` (a folder the classifier reward spec loads), metrics.json, fit.png, stage.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import AutoTokenizer, TrainingArguments
+
+from alol.atomic import write_json
+from alol.config import PipelineConfig
+from alol.conversions import to_reward_records
+from alol.distributed import on_main_process
+from alol.errors import AlolError
+from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.metrics import formatted
+from alol.pipeline.inputs import REWARD_MODEL_DIR, load_splits, render
+from alol.pipeline.settings import reward_model_config, tokenization
+from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
+from alol.plots import plot_reward_model_fit
+from alol.reward_model import (
+    RewardModelTrainer,
+    backbone_path,
+    classifier_settings,
+    heldout_metrics,
+    load_backbone,
+    reward_model_data,
+    save_reward_model,
+)
+from alol.rewards.classifier import resolve_inputs
+from alol.train.config import needs_use_cpu
+
+logger = logging.getLogger(__name__)
+
+
+def run_reward_model(cfg: PipelineConfig) -> Path:
+    """Fit the reward model on the training records; returns the folder of the classifier."""
+    if cfg.reward_model is None:
+        raise AlolError(
+            "`alol reward-model` needs --reward-model BACKBONE: a model folder for "
+            "AutoModelForSequenceClassification, or 'minilm' (the offline all-MiniLM-L6-v2)"
+        )
+    out = cfg.root / REWARD_MODEL_DIR[0]
+    config = reward_model_config(cfg)
+    splits = load_splits(cfg)
+    policy = cfg.reference or cfg.model
+    tokenizer = AutoTokenizer.from_pretrained(policy) if policy else None
+    fingerprint = fingerprint_of(
+        "reward-model",
+        fingerprint_model(backbone_path(config.backbone)),
+        fingerprint_records(to_reward_records(splits.train)),
+        asdict(config),
+        tokenization(cfg),
+        None if tokenizer is None else tokenizer.chat_template,
+    )
+    if stage_done(out, fingerprint):
+        logger.info("reward model: up to date (%s)", out)
+        return out / REWARD_MODEL_DIR[1]
+    begin_stage(out, fingerprint, "reward-model")
+    data = reward_model_data(splits.train, lambda prompt: render(cfg, prompt, tokenizer), config)
+    model, classifier_tokenizer = load_backbone(config)
+    inputs = resolve_inputs(classifier_tokenizer, "auto")
+    trainer = RewardModelTrainer(
+        model=model,
+        args=_training_arguments(cfg, out, bool(data.heldout)),
+        train_dataset=data.train,
+        eval_dataset=data.heldout or None,
+        processing_class=classifier_tokenizer,
+        callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
+        targets=data.targets,
+        inputs=inputs,
+        max_length=config.max_length,
+    )
+    logger.info(
+        "reward model: %s on %d %s (%d held out) from %s",
+        "Bradley–Terry" if data.targets == "preferences" else "regression",
+        len(data.train),
+        "pairs" if data.targets == "preferences" else "scored responses",
+        len(data.heldout),
+        cfg.train_data,
+    )
+    train_or_resume(trainer, out, cfg.resume)
+    report = heldout_metrics(trainer.model, classifier_tokenizer, data, inputs, config.max_length)
+    settings = classifier_settings(classifier_tokenizer, data, config)
+
+    def write() -> None:
+        save_reward_model(trainer.model, classifier_tokenizer, out / REWARD_MODEL_DIR[1], settings)
+        write_json(out / "metrics.json", {**report, "settings": settings})
+        plot_reward_model_fit(report, out / "fit.png")
+
+    on_main_process(write)
+    summary = {k: v for k, v in report.items() if not isinstance(v, list)}
+    finish_stage(out, fingerprint, "reward-model", **summary)
+    logger.info(
+        "reward model: held-out pairwise accuracy %s, Pearson %s, Spearman %s with the stored "
+        "scores; saved to %s (metrics in metrics.json, plot in fit.png)",
+        formatted(report.get("pairwise_accuracy"), ".3f"),
+        formatted(report.get("pearson"), ".3f"),
+        formatted(report.get("spearman"), ".3f"),
+        out / REWARD_MODEL_DIR[1],
+    )
+    return out / REWARD_MODEL_DIR[1]
+
+
+def _training_arguments(cfg: PipelineConfig, out: Path, with_eval: bool) -> TrainingArguments:
+    config = reward_model_config(cfg)
+    selection = (
+        dict(
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+        if with_eval
+        else dict(save_strategy="epoch")
+    )
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,
+        weight_decay=0.01,
+        bf16=config.bf16,
+        use_cpu=needs_use_cpu(config.bf16),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_total_limit=1,
+        remove_unused_columns=False,
+        report_to=cfg.report_to,
+        **selection,
+    )

@@ -1,0 +1,149 @@
+"""`alol reward-model`: a sequence classifier fitted on the data's scores or preferences, saved
+as a folder the classifier reward loads, chained by `alol run` when no reward is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from alol.cli import main
+from alol.rewards import load_reward, score
+
+TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "snow", "sand"]
+TOPICS += ["wind", "fish", "maps", "rice", "milk", "ships", "clocks", "birds", "lamps", "roads"]
+
+
+def scored_rows() -> list[dict]:
+    """A learnable score: 1 for a kind answer, 0 for a curt one, to 20 prompts."""
+    return [
+        {"prompt": f"Tell me about {topic}?", "response": response, "reward": reward}
+        for topic in TOPICS
+        for response, reward in ((f" I am happy to help with {topic}.", 1.0), (" No.", 0.0))
+    ]
+
+
+def write_config(tmp_path: Path, rows: list[dict], tiny_llama_dir: Path, **options) -> Path:
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = {
+        "model": str(tiny_llama_dir),
+        "train_data": str(data),
+        "run_dir": str(tmp_path / "run"),
+        "reward_model": str(tiny_llama_dir),  # a tiny Llama as the classifier's backbone
+        "reward_model_epochs": 6,
+        "reward_model_learning_rate": 3e-3,
+        "reward_model_batch_size": 8,
+        "reward_model_max_length": 32,
+        "max_prompt_length": 16,
+        "max_response_length": 12,
+        **options,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_reward_model_learns_stored_scores_and_loads_as_a_classifier_reward(
+    tmp_path, tiny_llama_dir
+):
+    config = write_config(tmp_path, scored_rows(), tiny_llama_dir)
+
+    assert main(["reward-model", str(config)]) == 0
+
+    folder = tmp_path / "run" / "reward_model"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["settings"]["targets"] == "scores"
+    assert metrics["settings"]["activation"] == "none"  # the rewards themselves, not logits
+    assert metrics["pairwise_accuracy"] == 1.0 and metrics["pearson"] > 0.9
+    assert (folder / "fit.png").stat().st_size > 0
+    reward = load_reward({"type": "classifier", "path": str(folder / "model")})
+    kind = score(reward, ["Tell me about snow?"] * 2, [" I am happy to help with snow.", " No."])
+    assert reward.inputs == "concat" and reward.max_length == 32
+    assert kind[0]["total"] > kind[1]["total"]
+
+
+def test_preference_pairs_train_bradley_terry_with_a_sigmoid_reward(tmp_path, tiny_llama_dir):
+    rows = [
+        {"prompt": f"Tell me about {t}?", "chosen": f" Happy to help with {t}.", "rejected": " No."}
+        for t in TOPICS
+    ]
+    config = write_config(tmp_path, rows, tiny_llama_dir)
+
+    assert main(["reward-model", str(config)]) == 0
+
+    metrics = json.loads((tmp_path / "run" / "reward_model" / "metrics.json").read_text())
+    assert metrics["settings"]["targets"] == "preferences"
+    assert metrics["settings"]["activation"] == "sigmoid"
+    assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0
+
+
+def test_hh_records_regress_the_reward_models_logits(tmp_path, tiny_llama_dir):
+    """sigmoid(output) is then the paper's reward."""
+    rows = [
+        {
+            "prefix": [[f"<|prompter|>Tell me about {t}?", "<|assistant|>"]] * 2,
+            "suffix": [f" Happy to help with {t}.", " No."],
+            "reward": [1.5, -0.5],
+            "sft_index": 0,
+        }
+        for t in TOPICS
+    ]
+    config = write_config(tmp_path, rows, tiny_llama_dir, reward_model_epochs=1)
+
+    assert main(["reward-model", str(config)]) == 0
+
+    metrics = json.loads((tmp_path / "run" / "reward_model" / "metrics.json").read_text())
+    assert metrics["settings"]["activation"] == "sigmoid"
+    assert set(metrics["heldout_scores"]) <= {1.5, -0.5}
+
+
+def test_run_fits_the_reward_model_first_when_no_reward_is_named(tmp_path, tiny_llama_dir, caplog):
+    config = write_config(tmp_path, scored_rows(), tiny_llama_dir, reward_model_epochs=1)
+    caplog.set_level("INFO")
+
+    args = ["run", str(config), "--objectives", "wbc", "--max-steps", "1", "--val-fraction", "0.3"]
+    assert main(args) == 0
+
+    assert "[1/" in caplog.text and "reward model R: fit" in caplog.text
+    samples = (tmp_path / "run" / "value" / "value_samples.jsonl").read_text().splitlines()
+    assert "reward_model" in json.loads(samples[0])["reward"]
+
+
+def test_scores_asked_of_pairs_without_scores_are_refused(tmp_path, tiny_llama_dir, capsys):
+    rows = [{"prompt": "Hi?", "chosen": " Hello.", "rejected": " No."}] * 3
+    config = write_config(tmp_path, rows, tiny_llama_dir, reward_model_targets="scores")
+
+    assert main(["reward-model", str(config)]) == 2
+
+    assert "targets 'scores' need a reward on every record" in capsys.readouterr().err
+
+
+def test_without_a_backbone_the_stage_says_what_to_give(tmp_path, tiny_llama_dir, capsys):
+    config = write_config(tmp_path, scored_rows(), tiny_llama_dir)
+
+    assert main(["reward-model", str(config), "--reward-model", "none"]) == 2
+
+    assert "needs --reward-model BACKBONE" in capsys.readouterr().err
+
+
+def test_later_stages_without_the_fitted_model_say_to_fit_it(tmp_path, tiny_llama_dir, capsys):
+    config = write_config(tmp_path, scored_rows(), tiny_llama_dir)
+
+    assert main(["value", str(config), "--reference", str(tiny_llama_dir)]) == 2
+
+    assert "fit it first with `alol reward-model`" in capsys.readouterr().err
+
+
+def test_the_held_out_prompts_are_not_trained_on(tmp_path):
+    from alol.formats import load_records
+    from alol.reward_model import RewardModelConfig, reward_model_data
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in scored_rows()))
+    records = load_records(path).records
+    data = reward_model_data(records, str, RewardModelConfig(backbone="x"))
+
+    assert not {i.prompt for i in data.train} & {i.prompt for i in data.heldout}
+    assert len({i.prompt for i in data.heldout}) == 2  # 10% of 20 prompts
