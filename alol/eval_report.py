@@ -52,6 +52,10 @@ class EvalReport:
     """Only when a tokenizer was given."""
     win_rate: float | None = None
     """Share of prompts whose total reward beats the reference's response (ties count half)."""
+    empty_share: float | None = None
+    """Share of responses that are empty (or only whitespace)."""
+    cut_off_share: float | None = None
+    """Share of responses cut at the generation budget before their EOS (when known)."""
     examples: list[EvalExample] = field(default_factory=list)
     """The rows behind the summary, in prompt order."""
 
@@ -66,10 +70,12 @@ def evaluate_responses(
     scores: list[dict[str, float]],
     reference_scores: list[dict[str, float]] | None = None,
     tokenizer=None,
+    finished: list[bool] | None = None,
 ) -> EvalReport:
     """Summarise one response per prompt and its reward dict (components, optionally "total").
 
     A dict without "total" gets the sum of its components, as a dict reward does in `alol.records`.
+    `finished` tells, per response, whether decoding reached EOS (see `generate_answers`).
     """
     if not prompts:
         raise ValueError("nothing to evaluate: no prompts were given")
@@ -96,6 +102,8 @@ def evaluate_responses(
         mean_length_words=mean_length(responses),
         mean_length_tokens=mean_length(responses, tokenizer) if tokenizer is not None else None,
         win_rate=reference_win_rate,
+        empty_share=float(np.mean([not response.strip() for response in responses])),
+        cut_off_share=None if finished is None else float(np.mean([not f for f in finished])),
         examples=[
             EvalExample(prompt, response, row)
             for prompt, response, row in zip(prompts, responses, scores, strict=True)
@@ -172,6 +180,9 @@ def _markdown(report: EvalReport, title: str) -> str:
         lines.append(f"| mean length (tokens) | {report.mean_length_tokens:.1f} |")
     if report.win_rate is not None:
         lines.append(f"| win-rate vs reference | {report.win_rate:.4f} |")
+    lines.append(f"| empty responses | {report.empty_share:.1%} |")
+    if report.cut_off_share is not None:
+        lines.append(f"| cut off at the generation budget | {report.cut_off_share:.1%} |")
     lines += ["", f"## Example generations (first {min(EXAMPLES_IN_MARKDOWN, report.n)})", ""]
     for i, example in enumerate(report.examples[:EXAMPLES_IN_MARKDOWN], start=1):
         lines += [

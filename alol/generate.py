@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -64,6 +65,13 @@ class GenerationConfig:
             raise ValueError(f"top_k must be 0 (off) or positive, got {self.top_k}")
 
 
+class Answer(NamedTuple):
+    text: str
+    """The decoded response, up to (not including) its EOS."""
+    finished: bool
+    """Whether it ended with EOS, rather than being cut at `max_new_tokens`."""
+
+
 def generate_responses(
     model,
     tokenizer,
@@ -71,7 +79,19 @@ def generate_responses(
     config: GenerationConfig,
     show_progress: bool = True,
 ) -> list[list[str]]:
-    """Decode `config.num_return_sequences` responses for each rendered prompt, in prompt order.
+    """Decode `config.num_return_sequences` responses for each rendered prompt, in prompt order."""
+    answers = generate_answers(model, tokenizer, prompts, config, show_progress)
+    return [[answer.text for answer in per_prompt] for per_prompt in answers]
+
+
+def generate_answers(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    show_progress: bool = True,
+) -> list[list[Answer]]:
+    """`generate_responses`, telling for each response whether it finished (reached EOS).
 
     Prompts are batched longest-first by token length so each batch carries little padding
     (and an out-of-memory error shows up in the first batch, not the last).
@@ -80,7 +100,7 @@ def generate_responses(
     prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
     hf_config = _hf_generation_config(config, tokenizer, pad_token_id)
     device = next(model.parameters()).device
-    responses: list[list[str]] = [[] for _ in prompts]
+    responses: list[list[Answer]] = [[] for _ in prompts]
 
     was_training = model.training
     model.eval()  # dropout off: greedy decoding must be deterministic
@@ -107,7 +127,8 @@ def generate_responses(
                 )
                 for row, index in enumerate(batch):
                     responses[index] = [
-                        decode_response(tokenizer, ids) for ids in new_tokens[row].tolist()
+                        Answer(decode_response(tokenizer, ids), tokenizer.eos_token_id in ids)
+                        for ids in new_tokens[row].tolist()
                     ]
                 progress.update(len(batch))
     finally:

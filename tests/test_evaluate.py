@@ -169,3 +169,13 @@ def test_disjoint_prompts_raise_no_warning(caplog):
     with caplog.at_level(logging.WARNING, logger="alol.eval_report"):
         assert warn_on_prompt_overlap(["a"], ["b"], "validation prompts") == 0
     assert caplog.records == []
+
+
+def test_the_report_counts_empty_and_cut_off_answers():
+    report = evaluate_responses(
+        ["a", "b", "c", "d"],
+        ["", "  ", "fine", "long and cut"],
+        [{"total": 0.5}] * 4,
+        finished=[True, True, True, False],
+    )
+    assert report.empty_share == 0.5 and report.cut_off_share == 0.25

@@ -8,7 +8,12 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from alol.distributed import shard_indices
-from alol.generate import GenerationConfig, decode_response, generate_responses
+from alol.generate import (
+    GenerationConfig,
+    decode_response,
+    generate_answers,
+    generate_responses,
+)
 from alol.sampling import length_sorted_batches
 
 PROMPTS = [
@@ -144,7 +149,7 @@ def test_response_stops_at_the_first_eos_even_when_batch_mates_continue(
         head = model.lm_head.weight
         head[[t3, eos]] = head[[eos, t3]].clone()
 
-    responses = generate_responses(
+    answers = generate_answers(
         model,
         tiny_tokenizer,
         [prompt, PROMPTS[2]],
@@ -152,7 +157,18 @@ def test_response_stops_at_the_first_eos_even_when_batch_mates_continue(
         show_progress=False,
     )
 
-    assert responses[0] == [tiny_tokenizer.decode([t1, t2])]
+    assert answers[0] == [(tiny_tokenizer.decode([t1, t2]), True)]
+    assert generate_responses(
+        model, tiny_tokenizer, [prompt], GenerationConfig(max_new_tokens=8), show_progress=False
+    ) == [[tiny_tokenizer.decode([t1, t2])]]
+
+
+def test_an_answer_cut_at_the_budget_is_not_finished(tiny_model, tiny_tokenizer):
+    """Two new tokens of a random model: it does not say EOS that soon."""
+    answers = generate_answers(
+        tiny_model, tiny_tokenizer, PROMPTS[:2], GenerationConfig(max_new_tokens=2), False
+    )
+    assert [answer.finished for (answer,) in answers] == [False, False]
 
 
 def test_decode_response_cuts_at_eos_and_drops_special_tokens(tiny_tokenizer):

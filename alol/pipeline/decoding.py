@@ -4,7 +4,7 @@ samples) and the eval stage (every model's answers) both do."""
 from __future__ import annotations
 
 from alol.config import PipelineConfig
-from alol.generate import GenerationConfig, generate_responses
+from alol.generate import Answer, GenerationConfig, generate_answers
 from alol.rewards import Reward, score
 
 
@@ -16,13 +16,14 @@ def decode_and_score(
     indices: list[int],
     reward: Reward,
     generation: GenerationConfig,
-) -> list[list[tuple[str, dict[str, float]]]]:
-    """Per prompt of `indices` (this process's share), its decoded responses paired with their
+) -> list[list[tuple[Answer, dict[str, float]]]]:
+    """Per prompt of `indices` (this process's share), its decoded answers paired with their
     scores. A reward error names records as numbered over every prompt's responses."""
     prompts = [all_prompts[i] for i in indices]
-    responses = generate_responses(model, tokenizer, prompts, generation)
+    responses = generate_answers(model, tokenizer, prompts, generation)
     flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
-    flat_responses = [r for rs in responses for r in rs]
+    flat_answers = [r for rs in responses for r in rs]
+    flat_responses = [answer.text for answer in flat_answers]
     numbers = [
         i * len(rs) + k for i, rs in zip(indices, responses, strict=True) for k in range(len(rs))
     ]
@@ -34,5 +35,5 @@ def decode_and_score(
         timeout=cfg.reward_timeout,
         record_numbers=numbers,
     )
-    scored = iter(zip(flat_responses, scores, strict=True))
+    scored = iter(zip(flat_answers, scores, strict=True))
     return [[next(scored) for _ in rs] for rs in responses]

@@ -93,10 +93,11 @@ def _eval_model(
             for pairs in decode_and_score(cfg, model, tokenizer, texts, indices, reward, generation)
         ],
     )
-    responses = [response for response, _ in scored]
+    responses = [answer.text for answer, _ in scored]
     scores = [s for _, s in scored]
     ref_scores = None if reference is None else [s.scores for s in reference.examples]
-    report = evaluate_responses(texts, responses, scores, ref_scores)
+    finished = [answer.finished for answer, _ in scored]
+    report = evaluate_responses(texts, responses, scores, ref_scores, finished=finished)
     on_main_process(
         lambda: write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
     )

@@ -127,7 +127,7 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
         ),
     )
     flat_prompts = [p for p in prompts for _ in range(k)]
-    flat = [(response, s) for pairs in scored for response, s in pairs]
+    flat = [(answer.text, s) for pairs in scored for answer, s in pairs]
     refuse_mostly_empty_samples(flat_prompts, [response for response, _ in flat])
     targets = [s["total"] for _, s in flat]
     samples = [
