@@ -193,16 +193,20 @@ def test_a_bad_config_key_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("bf16", "device", "expected"),
+    ("bf16", "device", "native_cpu_bf16", "expected"),
     [
-        (True, "cuda", "bfloat16"),
-        (True, "cuda:1", "bfloat16"),
-        (True, "cpu", "float32"),
-        (False, "cuda", "float32"),
-        (False, "cpu", "float32"),
+        (True, "cuda", False, "bfloat16"),
+        (True, "cuda:1", False, "bfloat16"),
+        (True, "cpu", True, "bfloat16"),
+        (True, "cpu", False, "float32"),
+        (False, "cuda", True, "float32"),
+        (False, "cpu", True, "float32"),
     ],
 )
-def test_the_reference_runs_in_bf16_only_when_training_in_bf16_on_a_gpu(bf16, device, expected):
+def test_the_reference_runs_in_bf16_when_training_in_bf16_where_bf16_is_native(
+    bf16, device, native_cpu_bf16, expected, monkeypatch
+):
+    monkeypatch.setattr("alol.pipeline.settings.cpu_has_native_bf16", lambda: native_cpu_bf16)
     assert reference_dtype(bf16, device) == expected
 
 

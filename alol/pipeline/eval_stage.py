@@ -11,7 +11,7 @@ from pathlib import Path
 
 from alol.atomic import write_text
 from alol.config import PipelineConfig
-from alol.distributed import gather_in_order, on_main_process, process_state
+from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
 from alol.eval_report import (
     EvalReport,
@@ -31,7 +31,7 @@ from alol.pipeline.inputs import (
     render,
     unique_prompts,
 )
-from alol.pipeline.settings import generation_config
+from alol.pipeline.settings import configured_reference_dtype, generation_config
 from alol.rewards import Reward
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,7 @@ def _eval_model(
     reward: Reward,
     reference: EvalReport | None,
 ) -> EvalReport:
-    model, tokenizer = load_policy_for_eval(path)
-    model.to(process_state().device)
+    model, tokenizer = load_policy_for_eval(path, configured_reference_dtype(cfg))
     texts = [render(cfg, p, tokenizer) for p in prompts]
     if name == "reference":
         val = load_splits(cfg).val

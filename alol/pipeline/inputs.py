@@ -254,12 +254,14 @@ def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
     )
 
 
-def load_policy_for_eval(path: Path):
-    """A final model folder holds full weights or a LoRA adapter over π_ref."""
+def load_policy_for_eval(path: Path, dtype: str = "float32"):
+    """A final model folder holds full weights or a LoRA adapter over π_ref; either is loaded
+    in `dtype` (a name of `alol.dtypes.DTYPES`) on this process's device."""
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path)
+        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return model, tokenizer
-    return load_model(path)
+        ensure_pad_token(tokenizer)
+        return model.to(process_state().device), tokenizer
+    return load_model_for_inference(path, dtype)
