@@ -256,11 +256,13 @@ def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
 
 def load_policy_for_eval(path: Path, dtype: str = "float32"):
     """A final model folder holds full weights or a LoRA adapter over π_ref; either is loaded
-    in `dtype` (a name of `alol.dtypes.DTYPES`) on this process's device."""
+    in `dtype` (a name of `alol.dtypes.DTYPES`) on this process's device. An adapter is merged
+    into the weights: decoding then runs at the base model's speed."""
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        model = model.merge_and_unload()
         tokenizer = AutoTokenizer.from_pretrained(path)
         ensure_pad_token(tokenizer)
         return model.to(process_state().device), tokenizer
