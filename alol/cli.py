@@ -22,11 +22,13 @@ from alol.distributed import is_main_process
 from alol.errors import AlolError, DataError
 from alol.eval_report import comparison_table
 from alol.objectives import OBJECTIVES
+from alol.online import ONLINE_SUMMARIES
 from alol.pipeline import (
     PipelineConfig,
     run_advantage,
     run_all,
     run_eval,
+    run_online,
     run_reward_model,
     run_sft,
     run_train,
@@ -41,6 +43,7 @@ COMMANDS = {
     "value": "Decode π_ref on validation prompts, score them, fit the value head V(x).",
     "advantage": "Precompute reference log-probs, V(x), rewards and A = R − V for the training set.",
     "train": "Train one or more objectives from π_ref (A-LoL, its variants, or a baseline).",
+    "online": "Train online RL from π_ref through TRL (--method ppo|rloo|grpo): generate, score, update.",
     "eval": "Decode test prompts with π_ref and each trained model; reward, diversity, win-rate.",
     "run": "Chain (reward-model →) sft → value → advantage → train → eval; finished stages "
     "with the same inputs are skipped.",
@@ -48,7 +51,9 @@ COMMANDS = {
 
 
 def _objective_help() -> str:
-    return "\n".join(f"  {name:<15} {objective.summary}" for name, objective in OBJECTIVES.items())
+    summaries = {name: objective.summary for name, objective in OBJECTIVES.items()}
+    summaries.update(ONLINE_SUMMARIES)
+    return "\n".join(f"  {name:<15} {summary}" for name, summary in summaries.items())
 
 
 def _add_option(
@@ -67,7 +72,7 @@ def _add_option(
         kwargs["nargs"] = "+"
     flags = [flag(config_field.name)]
     if config_field.name == "objectives":
-        flags.append("--objective")
+        flags += ["--objective", "--method"]
     parser.add_argument(*flags, dest=config_field.name, **kwargs)
 
 
@@ -186,6 +191,9 @@ def _run(command: str, cfg: PipelineConfig) -> str:
     elif command == "train":
         for name in cfg.objectives:
             run_train(cfg, name)
+    elif command == "online":
+        for name in cfg.objectives:
+            run_online(cfg, name)
     else:
         reports = run_eval(cfg) if command == "eval" else run_all(cfg)
         return comparison_table(reports) if reports else ""

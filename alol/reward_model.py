@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
+from transformers.trainer_callback import ProgressCallback
 
 from alol.atomic import replace_directory, write_json
 from alol.conversions import to_preference_records
@@ -39,6 +40,7 @@ from alol.records import PreferenceRecord, RankedRecord, RewardRecord
 from alol.reference import prompt_groups
 from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
 from alol.train.checkpoints import AtomicCheckpoints
+from alol.train.progress import QuietProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +165,8 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
     def __init__(self, *args, targets: str, inputs: str, max_length: int, **kwargs):
         self.targets, self.inputs, self.max_length = targets, inputs, max_length
         super().__init__(*args, data_collator=self._collate, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(QuietProgressCallback)
 
     def _collate(self, items: list) -> dict[str, Any]:
         tokenizer = self.processing_class

@@ -43,6 +43,9 @@ class ValueConfig:
     """Prompts per batch, both for the reference's forward pass and for the head's steps."""
     num_heads: int = 1
     """Attention heads of the pooling query; must divide the reference's hidden size."""
+    dropout: float = 0.0
+    """Dropout on the prompt states and the pooled state while fitting (the authors use 0.1);
+    V is always read in eval mode, without it."""
     max_value: float | str | None = "auto"
     """Upper bound of V (output `sigmoid · max_value`); None: an unbounded linear output;
     "auto": bounded to (0, 1) when every target lies in [0, 1], else unbounded."""
@@ -64,6 +67,8 @@ class ValueConfig:
             raise ValueError(
                 f"ValueConfig.max_prompt_length must be >= 1, got {self.max_prompt_length}"
             )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ValueConfig.dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(
                 f"ValueConfig.holdout_fraction must be in [0, 1), got {self.holdout_fraction}"
@@ -85,7 +90,13 @@ class ValueHead(nn.Module):
     where they sit: left and right padding give the same value.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int = 1, max_value: float | None = 1.0):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int = 1,
+        max_value: float | None = 1.0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if hidden_size % num_heads != 0:
             raise ValueError(
@@ -95,6 +106,7 @@ class ValueHead(nn.Module):
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.max_value = max_value
+        self.dropout = nn.Dropout(dropout)
         self.query = nn.Parameter(torch.randn(1, 1, hidden_size) * 0.02)
         self.attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
         self.output = nn.Linear(hidden_size, 1)
@@ -107,10 +119,11 @@ class ValueHead(nn.Module):
         if is_padding.all(dim=1).any():
             raise ValueError("every prompt needs at least one real token in attention_mask")
         query = self.query.expand(hidden_states.shape[0], -1, -1)
+        hidden_states = self.dropout(hidden_states)
         pooled, _ = self.attention(
             query, hidden_states, hidden_states, key_padding_mask=is_padding, need_weights=False
         )
-        logit = self.output(pooled[:, 0]).squeeze(-1)
+        logit = self.output(self.dropout(pooled[:, 0])).squeeze(-1)
         if self.max_value is None:
             return logit
         return torch.sigmoid(logit) * self.max_value
@@ -185,7 +198,12 @@ def save_value_head(head: ValueHead, directory: str | Path, report: dict | None 
         save_file(state, str(tmp))
     write_json(
         directory / CONFIG_FILE,
-        {"hidden_size": head.hidden_size, "num_heads": head.num_heads, "max_value": head.max_value},
+        {
+            "hidden_size": head.hidden_size,
+            "num_heads": head.num_heads,
+            "max_value": head.max_value,
+            "dropout": head.dropout.p,
+        },
     )
     if report is not None:
         write_json(directory / METRICS_FILE, _json_safe(report))
@@ -202,7 +220,9 @@ def load_value_head(directory: str | Path) -> ValueHead:
             )
     try:
         shape = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-        head = ValueHead(shape["hidden_size"], shape["num_heads"], shape["max_value"])
+        head = ValueHead(
+            shape["hidden_size"], shape["num_heads"], shape["max_value"], shape.get("dropout", 0.0)
+        )
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(_corrupt_message(directory / CONFIG_FILE, error)) from error
     try:

@@ -267,7 +267,7 @@ def fit_value_head(
     train_indices, heldout_indices = split_holdout(prompts, config.holdout_fraction, config.seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        head = ValueHead(features[0].shape[1], config.num_heads, max_value)
+        head = ValueHead(features[0].shape[1], config.num_heads, max_value, config.dropout)
     head.start_at(target_tensor[train_indices].mean().item())
     head.to(device_of(model))
     optimizer = torch.optim.Adam(head.parameters(), lr=config.learning_rate)

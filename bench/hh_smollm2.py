@@ -5,7 +5,8 @@ with LoRA, the real HH records, a reward model learned from their stored scores.
     python bench/hh_smollm2.py --quick         # the plumbing in minutes, not the result
 
 - Data: `../shared/data/hh` helpful_base + harmless_base, without the prompts that
-  sampled_dev.json repeats, split by prompt (seed 0, fixed) into train / validation / test.
+  sampled_dev.json repeats and the few records with an empty candidate, split by prompt
+  (seed 0, fixed) into train / validation / test.
 - Reward: `alol reward-model` on the train split's stored reward-model logits (MiniLM
   backbone); R = sigmoid(output), the paper's reward. Its held-out pairwise accuracy and
   correlations are reported, and its agreement with the stored scores on the test split.
@@ -90,6 +91,8 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
     records += load_records(HH / "harmless_base.json").records
     dev = {prompt_key(r) for r in load_records(HH / "sampled_dev.json").records}
     records = [r for r in records if prompt_key(r) not in dev]
+    # A few published candidates are empty; the split files hold answers to learn from.
+    records = [r for r in records if all(response.strip() for response in r.responses)]
     random.Random(0).shuffle(records)
     test = records[: sizes.test_prompts]
     val = records[sizes.test_prompts : sizes.test_prompts + sizes.val_prompts]

@@ -20,6 +20,7 @@ from alol.pipeline.settings import (
     generation_config,
     load_options,
     lora_kwargs,
+    online_kwargs,
     result_settings,
     reward_model_config,
     tokenization,
@@ -48,11 +49,17 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
         "data loading": load_options(cfg),
         "reward model": asdict(reward_model_config(cfg)),
         "tokenization": tokenization(cfg),
+        **{
+            f"{method} trainer": result_settings(online_kwargs(cfg, method, OUT))
+            for method in ("ppo", "grpo")
+        },
     }
 
 
-TRAINERS = {"sft trainer", "a_lol trainer", "a_lol_kl trainer", "r_gold trainer", "pro trainer"}
-OBJECTIVE_TRAINERS = TRAINERS - {"sft trainer"}
+OFFLINE = {"sft trainer", "a_lol trainer", "a_lol_kl trainer", "r_gold trainer", "pro trainer"}
+OBJECTIVE_TRAINERS = OFFLINE - {"sft trainer"}
+ONLINE = {"ppo trainer", "grpo trainer"}
+TRAINERS = OFFLINE | ONLINE
 DECODING = {"value decoding", "decoding"}
 
 EXPECTED: dict[str, set[str]] = {
@@ -84,16 +91,16 @@ EXPECTED: dict[str, set[str]] = {
     "seed": TRAINERS | {"value head", "reward model"} | DECODING,
     "reward_timeout": OBJECTIVE_TRAINERS | {"precompute"},
     "max_prompt_length": {"precompute", "value head", "tokenization"} | DECODING,
-    "max_response_length": {"precompute", "tokenization"} | DECODING,
+    "max_response_length": {"precompute", "tokenization"} | DECODING | ONLINE,
     "string_prompts": {"precompute", "tokenization"},
-    "max_steps": set(),  # the stages pass their own step budget
+    "max_steps": ONLINE,  # the offline stages pass their own step budget
     "batch_size": TRAINERS,
     "gradient_accumulation_steps": TRAINERS,
-    "max_tokens_per_batch": TRAINERS,
+    "max_tokens_per_batch": OFFLINE,
     "learning_rate": TRAINERS,
     "lr_scheduler_type": TRAINERS,
     "warmup_ratio": TRAINERS,
-    "weight_decay": TRAINERS,
+    "weight_decay": OFFLINE,
     "max_grad_norm": TRAINERS,
     "clip": {"a_lol trainer"},
     "beta": {"a_lol_kl trainer"},
@@ -127,13 +134,15 @@ EXPECTED: dict[str, set[str]] = {
     "precompute_batch_size": {"precompute"},
     "share_prompts": {"precompute"},
     "value_samples": {"value decoding"},
+    "num_generations": {"grpo trainer"},
+    "online_beta": ONLINE,
     "value_epochs": {"value head"},
     "value_learning_rate": {"value head"},
     "value_max": {"value head"},
-    "max_new_tokens": DECODING,
+    "max_new_tokens": DECODING | ONLINE,
     "do_sample": {"decoding"},
-    "temperature": DECODING,
-    "top_p": DECODING,
+    "temperature": DECODING | ONLINE,
+    "top_p": DECODING | {"grpo trainer"},
     "generation_batch_size": DECODING,
 }
 

@@ -312,7 +312,12 @@ def test_save_and_load_round_trip_gives_identical_predictions(fitted, llama, tmp
         model, tokenizer, head, prompts
     )
     shape = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert shape == {"hidden_size": model.config.hidden_size, "num_heads": 1, "max_value": 1.0}
+    assert shape == {
+        "hidden_size": model.config.hidden_size,
+        "num_heads": 1,
+        "max_value": 1.0,
+        "dropout": 0.0,
+    }
     metrics = json.loads((tmp_path / METRICS_FILE).read_text())
     assert metrics["best_epoch"] == report["best_epoch"]
 
@@ -408,3 +413,12 @@ def test_a_fit_no_better_than_a_constant_is_flagged():
     (warning,) = fit_warnings(report)
     assert "explained variance is -0.43" in warning and "no better than a constant" in warning
     assert fit_warnings({**report, "explained_variance": 0.3}) == []
+
+
+def test_dropout_acts_while_fitting_and_never_when_values_are_read():
+    head = ValueHead(hidden_size=8, num_heads=2, dropout=0.5)
+    hidden, mask = torch.randn(4, 3, 8), torch.ones(4, 3, dtype=torch.long)
+    head.train()
+    assert not torch.equal(head(hidden, mask), head(hidden, mask))
+    head.eval()
+    torch.testing.assert_close(head(hidden, mask), head(hidden, mask))

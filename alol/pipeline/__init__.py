@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 from alol.config import PipelineConfig
 from alol.eval_report import EvalReport
+from alol.online import ONLINE_METHODS
 from alol.pipeline.advantage_stage import run_advantage
 from alol.pipeline.eval_stage import run_eval
+from alol.pipeline.online_stage import run_online
 from alol.pipeline.reward_model_stage import run_reward_model
 from alol.pipeline.sft_stage import run_sft
 from alol.pipeline.train_stage import run_train
@@ -45,6 +47,7 @@ __all__ = [
     "run_advantage",
     "run_all",
     "run_eval",
+    "run_online",
     "run_reward_model",
     "run_sft",
     "run_train",
@@ -83,7 +86,9 @@ def stage_plan(cfg: PipelineConfig) -> list[Stage]:
         ),
     ]
     stages += [
-        Stage(f"train {name} from π_ref", lambda name=name: run_train(cfg, name))
+        Stage(f"online {name} from π_ref (TRL)", lambda name=name: run_online(cfg, name))
+        if name in ONLINE_METHODS
+        else Stage(f"train {name} from π_ref", lambda name=name: run_train(cfg, name))
         for name in cfg.objectives
     ]
     if cfg.test_data:

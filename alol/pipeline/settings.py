@@ -20,6 +20,7 @@ from alol.distributed import process_state
 from alol.generate import GenerationConfig
 from alol.objectives import get_objective
 from alol.reward_model import RewardModelConfig
+from alol.train.config import needs_use_cpu
 from alol.train.wrapping import checkpointing_argument
 from alol.value import ValueConfig
 
@@ -222,6 +223,54 @@ def reward_model_config(cfg: PipelineConfig) -> RewardModelConfig:
         seed=cfg.seed,
         bf16=cfg.bf16,
         lora=_adapter_shape(cfg) if cfg.reward_model_lora else None,
+    )
+
+
+def online_kwargs(cfg: PipelineConfig, method: str, output_dir: Path) -> dict[str, Any]:
+    """Keyword arguments of TRL's config for an online method (`alol.online`)."""
+    common = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
+        use_cpu=needs_use_cpu(cfg.bf16),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        report_to=cfg.report_to,
+        **checkpointing_argument(cfg.gradient_checkpointing),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+    new_tokens = cfg.max_new_tokens or cfg.max_response_length
+    if method == "ppo":
+        return dict(
+            common,
+            total_episodes=cfg.max_steps * cfg.batch_size * cfg.gradient_accumulation_steps,
+            response_length=new_tokens,
+            temperature=cfg.temperature,
+            kl_coef=cfg.online_beta,
+            num_ppo_epochs=1,
+            num_mini_batches=1,
+            local_rollout_forward_batch_size=cfg.batch_size,
+            num_sample_generations=0,
+            stop_token="eos",
+        )
+    return dict(
+        common,
+        max_steps=cfg.max_steps,
+        num_generations=cfg.num_generations,
+        max_completion_length=new_tokens,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        beta=cfg.online_beta,
     )
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from alol.advantage import budget_steps
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
+from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of
 from alol.objectives import get_objective
+from alol.online import ONLINE_METHODS
 from alol.pipeline.inputs import (
     check_context_length,
     configured_reward,
@@ -42,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
     """Train one objective from π_ref; returns the folder of the final model."""
+    if objective_name in ONLINE_METHODS:
+        raise AlolError(
+            f"{objective_name} is an online method: run it with `alol online --method {objective_name}`"
+        )
     objective = get_objective(objective_name)
     out = cfg.root / "train" / objective_name
     ref = reference_path(cfg)

@@ -116,9 +116,14 @@ class AtomicCheckpoints:
         self._partial_dir = run_dir / PARTIAL_CHECKPOINTS
         try:
             super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                self._add_to_checkpoint(run_dir / PARTIAL_CHECKPOINTS / name)
         finally:
             self._partial_dir = None
         self._publish_checkpoint(run_dir / PARTIAL_CHECKPOINTS / name, run_dir / name)
+
+    def _add_to_checkpoint(self, folder: Path) -> None:
+        """Files of a subclass's own to keep in each checkpoint, written before it appears."""
 
     def _get_output_dir(self, trial) -> str:
         """While a checkpoint is being written: the `.partial/` folder it is written into."""
