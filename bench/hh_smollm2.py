@@ -44,7 +44,15 @@ from alol.console import configure_console
 from alol.demo.smollm2 import convert_smollm2
 from alol.eval_report import read_report
 from alol.formats import load_records, save_records
-from alol.pipeline import run_advantage, run_eval, run_reward_model, run_sft, run_train, run_value
+from alol.pipeline import (
+    run_advantage,
+    run_eval,
+    run_online,
+    run_reward_model,
+    run_sft,
+    run_train,
+    run_value,
+)
 from alol.records import PromptRecord
 from alol.rewards import load_reward, score
 
@@ -52,6 +60,8 @@ HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 RESULTS = Path(__file__).resolve().parent / "results"
 THREE_SEEDS = ("nll", "wbc", "dpo", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl")
 ONE_SEED = ("r_gold", "r_lol", "pro")
+ONLINE = ("grpo", "rloo")
+"""Online baselines on the first seed, at about the wall time of one A-LoL run."""
 SECOND_OPINIONS = ("safety", "relevance")
 
 
@@ -72,12 +82,14 @@ class Sizes:
     learning_rate: float = 2e-4
     lora_r: int = 16
     reward_model_epochs: int = 1
+    online_steps: int = 25
+    num_generations: int = 4
 
 
 FULL = Sizes()
 QUICK = Sizes(
     test_prompts=8, val_prompts=12, train_prompts=24, sft_steps=2, nll_steps=2, batch_size=2,
-    reward_model_epochs=1,
+    reward_model_epochs=1, online_steps=2, num_generations=2,
 )  # fmt: skip
 
 
@@ -180,8 +192,11 @@ def _policy_tokenizer(cfg: PipelineConfig):
     return AutoTokenizer.from_pretrained(cfg.model)
 
 
-def run_seed(cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path) -> dict:
-    """Every stage of one seed; the evaluation of π_ref and each objective, with wall times."""
+def run_seed(
+    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, sizes: Sizes
+) -> dict:
+    """Every stage of one seed; the evaluation of π_ref and each objective (online methods
+    included), with wall times and, for the online methods, their cost."""
     rm = Path(cfg.run_dir) / "reward_model" / "model"
     seed_cfg = replace(
         cfg,
@@ -194,13 +209,22 @@ def run_seed(cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: P
     times = Path(seed_cfg.run_dir) / "bench_times.json"
     for name, stage in (("sft", run_sft), ("value", run_value), ("advantage", run_advantage)):
         timed(times, name, lambda stage=stage: stage(seed_cfg))
+    online_cfg = replace(
+        seed_cfg, max_steps=sizes.online_steps, num_generations=sizes.num_generations
+    )
     for objective in objectives:
-        timed(times, objective, lambda objective=objective: run_train(seed_cfg, objective))
+        if objective in ONLINE:
+            timed(times, objective, lambda o=objective: run_online(online_cfg, o))
+        else:
+            timed(times, objective, lambda o=objective: run_train(seed_cfg, o))
     timed(times, "eval", lambda: run_eval(seed_cfg))
-    return {
-        "times": json.loads(times.read_text()),
-        "rows": _rows(seed_cfg, ["reference", *objectives]),
-    }
+    rows = _rows(seed_cfg, ["reference", *objectives])
+    for method in set(objectives) & set(ONLINE):
+        cost = json.loads((Path(seed_cfg.run_dir) / "train" / method / "cost.json").read_text())
+        rows[method].update(
+            reward_calls=cost["reward_calls"], generated_tokens=cost["generated_tokens"]
+        )
+    return {"times": json.loads(times.read_text()), "rows": rows}
 
 
 def timed(times_file: Path, name: str, stage) -> None:
@@ -285,7 +309,8 @@ def markdown(result: dict) -> str:
     columns = [
         ("reward", ".3f"), ("safety", ".3f"), ("relevance", ".3f"), ("distinct_2", ".3f"),
         ("length_words", ".1f"), ("win_rate", ".2f"), ("empty_share", ".0%"),
-        ("cut_off_share", ".0%"), ("train_seconds", ".0f"),
+        ("cut_off_share", ".0%"), ("train_seconds", ".0f"), ("reward_calls", ".0f"),
+        ("generated_tokens", ".0f"),
     ]  # fmt: skip
     header = ["model", "seeds", *(name for name, _ in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -348,8 +373,8 @@ def main() -> int:
     rm = fit_reward(cfg, paths)
     seeds = {}
     for number, seed in enumerate(args.seeds):
-        objectives = THREE_SEEDS + (ONE_SEED if number == 0 else ())
-        seeds[seed] = run_seed(cfg, seed, objectives, out)
+        objectives = THREE_SEEDS + (ONE_SEED + ONLINE if number == 0 else ())
+        seeds[seed] = run_seed(cfg, seed, objectives, out, sizes)
     result = {
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads",
         "versions": {

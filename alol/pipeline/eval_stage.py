@@ -7,6 +7,7 @@ of all of them to `run_dir/eval/comparison.md`.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from alol.atomic import write_text
@@ -17,9 +18,11 @@ from alol.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
+    read_report,
     warn_on_prompt_overlap,
     write_report,
 )
+from alol.fingerprint import fingerprint_model, fingerprint_of
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     check_context_length,
@@ -29,9 +32,11 @@ from alol.pipeline.inputs import (
     load_splits,
     reference_path,
     render,
+    reward_fingerprint,
     unique_prompts,
 )
-from alol.pipeline.settings import configured_reference_dtype, generation_config
+from alol.pipeline.settings import configured_reference_dtype, generation_config, tokenization
+from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.rewards import Reward
 
 logger = logging.getLogger(__name__)
@@ -75,7 +80,25 @@ def _eval_model(
     reward: Reward,
     reference: EvalReport | None,
 ) -> EvalReport:
-    model, tokenizer = load_policy_for_eval(path, configured_reference_dtype(cfg))
+    """One model's report; one already written for the same model, prompts, reward, decoding
+    and reference is read back instead of decoding again."""
+    out = cfg.root / "eval" / name
+    dtype = configured_reference_dtype(cfg)
+    fingerprint = fingerprint_of(
+        "eval",
+        fingerprint_model(path),
+        prompts,
+        reward_fingerprint(cfg),
+        asdict(generation_config(cfg)),
+        tokenization(cfg),
+        dtype,
+        None if reference is None else [e.scores for e in reference.examples],
+    )
+    if stage_done(out, fingerprint):
+        logger.info("eval %s: up to date (%s)", name, out)
+        return read_report(out)
+    begin_stage(out, fingerprint, "eval")
+    model, tokenizer = load_policy_for_eval(path, dtype)
     texts = [render(cfg, p, tokenizer) for p in prompts]
     if name == "reference":
         val = load_splits(cfg).val
@@ -97,7 +120,6 @@ def _eval_model(
     ref_scores = None if reference is None else [s.scores for s in reference.examples]
     finished = [answer.finished for answer, _ in scored]
     report = evaluate_responses(texts, responses, scores, ref_scores, finished=finished)
-    on_main_process(
-        lambda: write_report(report, cfg.root / "eval" / name, title=f"{name} on {cfg.test_data}")
-    )
+    on_main_process(lambda: write_report(report, out, title=f"{name} on {cfg.test_data}"))
+    finish_stage(out, fingerprint, "eval", reward=report.reward_mean["total"])
     return report
