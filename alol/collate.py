@@ -4,6 +4,8 @@ each example's reward, advantage and reference log-probs."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -131,15 +133,46 @@ def place_on_response_positions(
     return out
 
 
+def pack_pairs(pairs: list[TokenizedPair], response_positions: Tensor) -> dict[str, Tensor]:
+    """The pairs of a batch as ONE row with no padding, for a padding-free forward pass.
+
+    `packed_input_ids` / `packed_position_ids` `[1, T]` (positions restart at 0 in each
+    sequence), `packed_attention_mask` `[1, 1, T, T]` float (0 where a token may attend: its
+    own sequence's earlier tokens; the float minimum elsewhere, so sequences never see each
+    other; an additive mask every attention implementation reads alike), and
+    `packed_response_columns` `[N]`: the packed column of each response token, in the order of
+    the padded batch's `response_positions`, so log-probs land back in the `[B, L]` layout.
+    """
+    ids = [pair.prompt_ids + pair.response_ids for pair in pairs]
+    starts = torch.tensor([0, *itertools.accumulate(len(row) for row in ids)])
+    segment = torch.repeat_interleave(torch.arange(len(ids)), starts.diff())
+    positions = torch.cat([torch.arange(len(row)) for row in ids])
+    allowed = (segment[:, None] == segment[None, :]) & (positions[:, None] >= positions[None, :])
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    rows, cols = response_positions
+    return {
+        "packed_input_ids": torch.tensor([token for row in ids for token in row])[None],
+        "packed_position_ids": positions[None],
+        "packed_attention_mask": mask[None, None],
+        "packed_response_columns": starts[rows] + cols,
+    }
+
+
 class Collator:
-    """Pads a list of examples of one family into the batch dict of docs/architecture.md."""
+    """Pads a list of examples of one family into the batch dict of docs/architecture.md;
+    with `packing`, the batch also holds its sequences packed into one row (`pack_pairs`)."""
 
     def __init__(
-        self, pad_token_id: int, padding_side: str = "right", pad_to_multiple_of: int | None = None
+        self,
+        pad_token_id: int,
+        padding_side: str = "right",
+        pad_to_multiple_of: int | None = None,
+        packing: bool = False,
     ):
         self.pad_token_id = pad_token_id
         self.padding_side = padding_side
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.packing = packing
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
         first = examples[0]
@@ -150,7 +183,12 @@ class Collator:
         return self._ranked(examples)
 
     def _pad(self, pairs: list[TokenizedPair]) -> dict[str, torch.Tensor]:
-        return collate_pairs(pairs, self.pad_token_id, self.padding_side, self.pad_to_multiple_of)
+        batch = collate_pairs(pairs, self.pad_token_id, self.padding_side, self.pad_to_multiple_of)
+        if self.packing:
+            if self.padding_side != "right":
+                raise ValueError("packing needs right padding: the packed columns assume it")
+            batch.update(pack_pairs(pairs, batch["response_positions"]))
+        return batch
 
     def _sequences(self, examples: list[SequenceExample]) -> dict[str, torch.Tensor]:
         batch = self._pad([e.pair for e in examples])

@@ -240,6 +240,12 @@ class PipelineConfig:
         ("sft", "advantage", "train"),
         check=one_of(*COMPILE_MODES),
     )
+    packing: bool = _option(
+        False,
+        "Padding-free training: each micro-batch's sequences run as one row, positions "
+        "restarting per sequence under a block-causal mask (the same log-probs, no padding).",
+        _TRAINING,
+    )
     pad_to_multiple_of: int | None = _option(
         None,
         "Pad each training batch's length up to a multiple of this (fewer shapes to compile).",

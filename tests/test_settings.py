@@ -113,6 +113,7 @@ EXPECTED: dict[str, set[str]] = {
     "compile_layers": {"precompute"},
     "compile_mode": {"precompute"},
     "pad_to_multiple_of": set(),
+    "packing": set(),
     "vocab_chunk_size": {"precompute"},
     "lora": {"lora"},
     "lora_r": {"lora", "reward model"},

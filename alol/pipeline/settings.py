@@ -38,6 +38,7 @@ NOT_RESULTS = frozenset(
         "compile_layers",
         "compile_mode",
         "pad_to_multiple_of",
+        "packing",
         "activation_checkpointing",
         "gradient_checkpointing",
     }
@@ -82,6 +83,7 @@ def trainer_kwargs(
         compile_layers=cfg.compile_layers,
         compile_mode=cfg.compile_mode,
         pad_to_multiple_of=cfg.pad_to_multiple_of,
+        packing=cfg.packing,
         logging_steps=cfg.logging_steps,
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,

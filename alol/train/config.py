@@ -108,6 +108,14 @@ class AlolConfig(TrainingArguments):
             "weighs the same in the gradient. Needs max_steps."
         },
     )
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free training: each micro-batch's sequences run as one row, with "
+            "positions restarting per sequence and a block-causal mask, so no padding is "
+            "computed (the same log-probs up to float rounding)."
+        },
+    )
     pad_to_multiple_of: int | None = field(
         default=None,
         metadata={

@@ -53,7 +53,11 @@ from alol.distributed import gather_in_order
 from alol.eval_report import eval_metrics, evaluate_responses
 from alol.examples import ExampleDataset, rows_per_example
 from alol.generate import GenerationConfig, generate_responses
-from alol.logprobs import response_token_logprobs, sequence_logprobs
+from alol.logprobs import (
+    packed_response_token_logprobs,
+    response_token_logprobs,
+    sequence_logprobs,
+)
 from alol.objectives import Objective, get_objective
 from alol.rewards import Reward, score
 from alol.sampling import (
@@ -129,7 +133,9 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             data_collator=Collator(
-                processing_class.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+                processing_class.pad_token_id,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                packing=args.packing,
             ),
             processing_class=processing_class,
             callbacks=callbacks,
@@ -223,10 +229,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
                 model,
                 self.accelerator.unwrap_model(model),
                 self._response_token_logprobs,
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                inputs["response_mask"],
-                inputs["response_positions"],
+                inputs,
             )
         output = self.objective.loss(
             self._objective_batch(token_logps, inputs), self.objective_config
@@ -237,15 +240,27 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             loss = loss * example_weight(len(inputs["index"]), self._token_budget.mean_examples)
         return (loss, output) if return_outputs else loss
 
-    def _response_token_logprobs(
-        self, input_ids, attention_mask, response_mask, response_positions
-    ) -> torch.Tensor:
-        """The collator's positions and right padding keep this free of host syncs."""
+    def _response_token_logprobs(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The collator's positions and right padding keep this free of host syncs; a packed
+        batch runs padding-free (`AlolConfig.packing`)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if "packed_input_ids" in inputs:
+            return packed_response_token_logprobs(
+                model,
+                inputs["packed_input_ids"],
+                inputs["packed_position_ids"],
+                inputs["packed_attention_mask"],
+                inputs["packed_response_columns"],
+                inputs["response_positions"],
+                inputs["response_mask"].shape,
+                self.args.vocab_chunk_size,
+            )
+        input_ids, response_positions = inputs["input_ids"], inputs["response_positions"]
         return response_token_logprobs(
-            self.accelerator.unwrap_model(self.model),
+            model,
             input_ids,
-            attention_mask,
-            response_mask,
+            inputs["attention_mask"],
+            inputs["response_mask"],
             vocab_chunk_size=self.args.vocab_chunk_size,
             response_positions=response_positions,
             right_padded=self.data_collator.padding_side == "right",
