@@ -137,23 +137,17 @@ def pack_pairs(pairs: list[TokenizedPair], response_positions: Tensor) -> dict[s
     """The pairs of a batch as ONE row with no padding, for a padding-free forward pass.
 
     `packed_input_ids` / `packed_position_ids` `[1, T]` (positions restart at 0 in each
-    sequence), `packed_attention_mask` `[1, 1, T, T]` float (0 where a token may attend: its
-    own sequence's earlier tokens; the float minimum elsewhere, so sequences never see each
-    other; an additive mask every attention implementation reads alike), and
-    `packed_response_columns` `[N]`: the packed column of each response token, in the order of
-    the padded batch's `response_positions`, so log-probs land back in the `[B, L]` layout.
+    sequence: the sequence boundaries, from which `alol.logprobs.packed_attention_mask` keeps
+    the sequences apart), and `packed_response_columns` `[N]`: the packed column of each
+    response token, in the order of the padded batch's `response_positions`, so log-probs land
+    back in the `[B, L]` layout.
     """
     ids = [pair.prompt_ids + pair.response_ids for pair in pairs]
     starts = torch.tensor([0, *itertools.accumulate(len(row) for row in ids)])
-    segment = torch.repeat_interleave(torch.arange(len(ids)), starts.diff())
-    positions = torch.cat([torch.arange(len(row)) for row in ids])
-    allowed = (segment[:, None] == segment[None, :]) & (positions[:, None] >= positions[None, :])
-    mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
     rows, cols = response_positions
     return {
         "packed_input_ids": torch.tensor([token for row in ids for token in row])[None],
-        "packed_position_ids": positions[None],
-        "packed_attention_mask": mask[None, None],
+        "packed_position_ids": torch.cat([torch.arange(len(row)) for row in ids])[None],
         "packed_response_columns": starts[rows] + cols,
     }
 

@@ -262,7 +262,17 @@ class PipelineConfig:
         0.05, "LoRA dropout.", (*_TRAINING, "reward-model"), check=fraction(below_one=True)
     )
     lora_target_modules: str = _option(
-        "all-linear", "LoRA target modules (peft syntax).", _TRAINING
+        "all-linear",
+        "LoRA target modules: 'all-linear', module names separated by commas (q_proj,v_proj) "
+        "or a regular expression that peft matches against full module names.",
+        _TRAINING,
+    )
+    load_in_4bit: bool = _option(
+        False,
+        "QLoRA: the frozen base of sft and train, and π_ref in the precompute, stored as 4-bit "
+        "NF4 through bitsandbytes (pip install 'alol[qlora]'); needs --lora. Decoding (value, "
+        "eval) reads the full-precision weights.",
+        ("sft", "advantage", "train"),
     )
     logging_steps: int = _option(
         10, "Log metrics every this many steps.", _TRAINING, check=at_least(1)

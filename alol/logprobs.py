@@ -143,30 +143,54 @@ def response_token_logprobs_and_hidden_states(
     return token_logps.index_put((rows, cols), logps), hidden
 
 
+SEQUENCE_AWARE_ATTENTION = ("flex_attention", "flash_attention_2", "flash_attention_3")
+"""Attention implementations that find packed sequences in the position ids themselves:
+flash-attention's variable-length kernels and flex attention's block mask skip the
+cross-sequence blocks, where a dense mask would compute the whole [T, T] product."""
+
+
+def packed_attention_mask(model: nn.Module, position_ids: Tensor) -> Tensor | None:
+    """What keeps a packed row's sequences apart: nothing for an implementation that reads the
+    boundaries off `position_ids` (`SEQUENCE_AWARE_ATTENTION`, and kernels-hub flash
+    attention), else the block-causal additive mask `[1, 1, T, T]` float32 (0 where a token
+    may attend: its own sequence's earlier tokens; the float minimum elsewhere), which every
+    other implementation reads alike. Built on the row's device, never shipped by the loader.
+    """
+    implementation = causal_lm(model).config._attn_implementation or "eager"
+    if implementation in SEQUENCE_AWARE_ATTENTION or "flash" in implementation:
+        return None
+    positions = position_ids[0]
+    segment = (positions == 0).cumsum(0)
+    index = torch.arange(positions.numel(), device=positions.device)
+    allowed = (segment[:, None] == segment[None, :]) & (index[:, None] >= index[None, :])
+    mask = torch.zeros(allowed.shape, device=positions.device)
+    return mask.masked_fill(~allowed, torch.finfo(torch.float32).min)[None, None]
+
+
 def packed_response_token_logprobs(
     model: nn.Module,
     packed_input_ids: Tensor,
     packed_position_ids: Tensor,
-    packed_attention_mask: Tensor,
     packed_response_columns: Tensor,
     response_positions: Tensor,
     shape: torch.Size,
     vocab_chunk_size: int | None = None,
 ) -> Tensor:
     """`response_token_logprobs` of a batch packed into one row (`alol.collate.pack_pairs`):
-    the decoder runs over the real tokens only, with positions restarting per sequence and a
-    block-causal mask, and the log-probs come back in the padded batch's `[B, L]` layout.
+    the decoder runs over the real tokens only, with positions restarting per sequence and
+    the sequences kept apart (`packed_attention_mask`), and the log-probs come back in the
+    padded batch's `[B, L]` layout.
 
-    The same numbers as the padded pass up to float rounding; the padding's compute is saved
-    (2-10% of an HH batch), at the cost of a `[T, T]` mask that no kernel skips on the CPU
-    (flash-attention's variable-length kernels would, on a GPU).
+    The same numbers as the padded pass up to float rounding. The padding's compute is saved
+    (2-10% of an HH batch); under SDPA or eager attention the dense mask costs attention over
+    the whole row instead (flex attention or flash-attention skip it).
     """
     hidden = (
         causal_lm(model)
         .get_decoder()(
             input_ids=packed_input_ids,
             position_ids=packed_position_ids,
-            attention_mask=packed_attention_mask,
+            attention_mask=packed_attention_mask(model, packed_position_ids),
             use_cache=False,
         )
         .last_hidden_state[0]

@@ -70,6 +70,9 @@ class ReferenceConfig:
     by float rounding only, so it is not in the cache key either."""
     compile_mode: str | None = None
     """torch.compile mode for `compile_layers` (None: "default")."""
+    load_in_4bit: bool = False
+    """The reference's linear layers are 4-bit NF4 (`alol.quantization`), as the QLoRA policy's
+    frozen base is: other numbers than full precision, hence in the cache key."""
     share_prompts: bool = True
     """Score all responses of a prompt from ONE forward over it: the prompt's KV cache is copied
     to each response, which then runs alone (HH's two responses per prompt cost p + 2r tokens
@@ -90,6 +93,7 @@ class ReferenceConfig:
             "max_prompt_length": self.max_prompt_length,
             "max_response_length": self.max_response_length,
             "reference_dtype": self.reference_dtype,
+            "load_in_4bit": self.load_in_4bit,
         }
 
 

@@ -58,7 +58,8 @@ from alol.rewards import load_reward, score
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 RESULTS = Path(__file__).resolve().parent / "results"
-THREE_SEEDS = ("nll", "wbc", "dpo", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl")
+THREE_SEEDS = ("a_lol", "nll", "wbc", "a_lol_ref_free", "a_lol_seq", "dpo", "a_lol_kl")
+"""A-LoL and NLL first: the partial results after each objective answer the main question early."""
 ONE_SEED = ("r_gold", "r_lol", "pro")
 ONLINE = ("grpo", "rloo")
 """Online baselines on the first seed, at about the wall time of one A-LoL run."""
@@ -212,12 +213,19 @@ def run_seed(
     online_cfg = replace(
         seed_cfg, max_steps=sizes.online_steps, num_generations=sizes.num_generations
     )
-    for objective in objectives:
+    for done, objective in enumerate(objectives, start=1):
         if objective in ONLINE:
             timed(times, objective, lambda o=objective: run_online(online_cfg, o))
         else:
             timed(times, objective, lambda o=objective: run_train(seed_cfg, o))
-    timed(times, "eval", lambda: run_eval(seed_cfg))
+        # Each model's evaluation is cached, so evaluating as we go costs nothing at the end
+        # and shows the first rows while the rest still train.
+        trained = replace(seed_cfg, objectives=list(objectives[:done]))
+        run_eval(trained)
+        write_json(
+            Path(seed_cfg.run_dir) / "partial_rows.json",
+            _rows(trained, ["reference", *objectives[:done]]),
+        )
     rows = _rows(seed_cfg, ["reference", *objectives])
     for method in set(objectives) & set(ONLINE):
         cost = json.loads((Path(seed_cfg.run_dir) / "train" / method / "cost.json").read_text())

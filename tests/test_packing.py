@@ -9,7 +9,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2
 
 from alol.collate import collate_pairs, pack_pairs
 from alol.demo.tiny_models import build_tiny_model
-from alol.logprobs import packed_response_token_logprobs, response_token_logprobs
+from alol.logprobs import (
+    packed_attention_mask,
+    packed_response_token_logprobs,
+    response_token_logprobs,
+)
 from alol.tokenize import tokenize_pair
 from tests.test_invariance import logged, make_trainer, pipeline  # noqa: F401, F811
 
@@ -52,7 +56,6 @@ def padded_and_packed(model, batch, packed):
         model,
         packed["packed_input_ids"],
         packed["packed_position_ids"],
-        packed["packed_attention_mask"],
         packed["packed_response_columns"],
         batch["response_positions"],
         batch["response_mask"].shape,
@@ -86,14 +89,15 @@ def test_packed_gradients_equal_the_padded_ones(tiny_llama_dir, tiny_tokenizer_d
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_sequences_in_one_row_never_attend_to_each_other():
+def test_sequences_in_one_row_never_attend_to_each_other(tiny_llama_dir):
     """Two sequences of 2 and 3 tokens: a 5 × 5 mask, block-diagonal and causal."""
     from alol.tokenize import TokenizedPair
 
     pairs = [TokenizedPair([1], [2]), TokenizedPair([3, 4], [5])]
     packed = pack_pairs(pairs, torch.tensor([[0, 1], [1, 2]]))
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
 
-    allowed = packed["packed_attention_mask"][0, 0] == 0
+    allowed = packed_attention_mask(model, packed["packed_position_ids"])[0, 0] == 0
     expected = torch.tensor(
         [[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]],
         dtype=torch.bool,
@@ -101,6 +105,19 @@ def test_sequences_in_one_row_never_attend_to_each_other():
     torch.testing.assert_close(allowed, expected)
     assert packed["packed_position_ids"].tolist() == [[0, 1, 0, 1, 2]]
     assert packed["packed_response_columns"].tolist() == [1, 4]
+
+
+@pytest.mark.parametrize(
+    "implementation", ["flex_attention", "flash_attention_2", "kernels-community/flash-attn"]
+)
+def test_attention_that_reads_sequence_boundaries_from_positions_gets_no_dense_mask(
+    implementation, tiny_llama_dir
+):
+    """Their kernels skip the cross-sequence blocks (their equality with the padded pass is
+    checked on a GPU by bench/device_checks.py: flex attention has no backward on a CPU)."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    model.config._attn_implementation = implementation
+    assert packed_attention_mask(model, torch.tensor([[0, 1, 0, 1, 2]])) is None
 
 
 @pytest.mark.parametrize("objective", ["a_lol", "dpo"])

@@ -21,6 +21,7 @@ from alol.pipeline.settings import (
     load_options,
     lora_kwargs,
     online_kwargs,
+    quantization,
     result_settings,
     reward_model_config,
     tokenization,
@@ -42,6 +43,7 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
             for name in ("a_lol", "a_lol_kl", "r_gold", "pro")
         },
         "lora": lora_kwargs(cfg),
+        "quantization": quantization(cfg),
         "precompute": asdict(advantage_config(cfg)),
         "value head": asdict(value_config(cfg)),
         "value decoding": asdict(value_generation_config(cfg)),
@@ -116,6 +118,7 @@ EXPECTED: dict[str, set[str]] = {
     "packing": set(),
     "vocab_chunk_size": {"precompute"},
     "lora": {"lora"},
+    "load_in_4bit": {"quantization", "precompute"},
     "lora_r": {"lora", "reward model"},
     "lora_alpha": {"lora", "reward model"},
     "lora_dropout": {"lora", "reward model"},

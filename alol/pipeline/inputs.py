@@ -24,7 +24,8 @@ from alol.dtypes import DTYPES
 from alol.errors import AlolError
 from alol.fingerprint import spec_fingerprint
 from alol.formats import load_records
-from alol.pipeline.settings import load_options
+from alol.pipeline.settings import load_options, training_compute_dtype
+from alol.quantization import load_4bit_causal_lm
 from alol.records import LoadedData, RewardRecord
 from alol.rewards import Reward, load_reward
 from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
@@ -145,9 +146,32 @@ def load_model(path: str | Path, dtype: torch.dtype | None = None):
     return model, tokenizer
 
 
-def load_model_for_inference(path: str | Path, dtype: str = "float32"):
-    """The model in `dtype` (a name of `alol.dtypes.DTYPES`) on this process's device, for
-    decoding and the precompute (Trainer places the models it trains itself)."""
+def load_model_to_train(cfg: PipelineConfig, path: str | Path):
+    """The model a training stage starts from: full precision, or with `load_in_4bit` a 4-bit
+    base (QLoRA), which trains adapters only."""
+    if not cfg.load_in_4bit:
+        return load_model(path)
+    if not cfg.lora:
+        raise AlolError(
+            "load_in_4bit: true trains LoRA adapters on a frozen 4-bit base (QLoRA), so it "
+            "needs lora: true (--lora); 4-bit weights themselves cannot be trained."
+        )
+    return load_4bit_model(path, training_compute_dtype(cfg))
+
+
+def load_4bit_model(path: str | Path, compute_dtype: str):
+    check_model_folder(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tokenizer)
+    return load_4bit_causal_lm(path, compute_dtype), tokenizer
+
+
+def load_model_for_inference(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False):
+    """The model in `dtype` (a name of `alol.dtypes.DTYPES`; with `load_in_4bit` its linear
+    layers in 4 bits, computing in `dtype`) on this process's device, for decoding and the
+    precompute (Trainer places the models it trains itself)."""
+    if load_in_4bit:
+        return load_4bit_model(path, dtype)  # placed as it is quantized
     model, tokenizer = load_model(path, dtype=DTYPES[dtype])
     return model.to(process_state().device), tokenizer
 

@@ -19,6 +19,7 @@ from alol.config import PipelineConfig
 from alol.distributed import process_state
 from alol.generate import GenerationConfig
 from alol.objectives import get_objective
+from alol.quantization import four_bit_settings
 from alol.reward_model import RewardModelConfig
 from alol.train.config import needs_use_cpu
 from alol.train.wrapping import checkpointing_argument
@@ -118,8 +119,15 @@ def _adapter_shape(cfg: PipelineConfig) -> dict[str, Any]:
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_target_modules,
+        target_modules=target_modules(cfg.lora_target_modules),
     )
+
+
+def target_modules(setting: str) -> str | list[str]:
+    """peft's target modules: "all-linear", a regex, or module names separated by commas."""
+    if "," in setting:
+        return [name.strip() for name in setting.split(",") if name.strip()]
+    return setting
 
 
 def lora_config(cfg: PipelineConfig):
@@ -129,6 +137,16 @@ def lora_config(cfg: PipelineConfig):
     from peft import LoraConfig
 
     return LoraConfig(**kwargs)
+
+
+def training_compute_dtype(cfg: PipelineConfig) -> str:
+    """The dtype a trained model computes in: its mixed precision, else float32."""
+    return "bfloat16" if cfg.bf16 else "float16" if cfg.fp16 else "float32"
+
+
+def quantization(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """The 4-bit settings of the trained model's frozen base (None: full precision)."""
+    return four_bit_settings(training_compute_dtype(cfg)) if cfg.load_in_4bit else None
 
 
 def reference_dtype(bf16: bool, device: Any) -> str:
@@ -166,6 +184,7 @@ def advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
         reward_timeout=cfg.reward_timeout,
         string_prompts=cfg.string_prompts,
         reference_dtype=configured_reference_dtype(cfg),
+        load_in_4bit=cfg.load_in_4bit,
         share_prompts=cfg.share_prompts,
         compile_layers=cfg.compile_layers,
         compile_mode=cfg.compile_mode,

@@ -15,7 +15,7 @@ from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_reco
 from alol.pipeline.inputs import (
     check_context_length,
     check_model_folder,
-    load_model,
+    load_model_to_train,
     load_splits,
     log_data,
     pointwise_records,
@@ -53,7 +53,7 @@ def run_sft(cfg: PipelineConfig) -> Path:
         logger.info("sft: up to date (%s)", out)
         return out / "model"
     begin_stage(out, fingerprint, "sft")
-    model, tokenizer = load_model(cfg.model)
+    model, tokenizer = load_model_to_train(cfg, cfg.model)
     dataset = nll_dataset(cfg, records, tokenizer)
     cuts = dataset.cut_counts()
     log_data(logger, "sft", splits, cuts)

@@ -57,7 +57,9 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
     )
 
     def compute() -> AdvantageTable:
-        model, tokenizer = load_model_for_inference(ref, config.reference_dtype)
+        model, tokenizer = load_model_for_inference(
+            ref, config.reference_dtype, config.load_in_4bit
+        )
         head = load_value_head(value_dir) if value_fp else None
         return compute_advantages(
             model, tokenizer, records, config, value_head=head, reward=configured_reward(cfg)
@@ -75,7 +77,9 @@ def pair_reference_logps(cfg: PipelineConfig, pairs: list[PreferenceRecord]) -> 
     key = cache_key(fingerprint_model(ref), fingerprint_records(flat), None, config.key_fields())
 
     def compute() -> AdvantageTable:
-        model, tokenizer = load_model_for_inference(ref, config.reference_dtype)
+        model, tokenizer = load_model_for_inference(
+            ref, config.reference_dtype, config.load_in_4bit
+        )
         prepare_reference(model, config)
         prompts = [render(cfg, record.prompt, tokenizer) for record in flat]
         responses = [record.response for record in flat]

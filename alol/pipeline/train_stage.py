@@ -20,7 +20,7 @@ from alol.online import ONLINE_METHODS
 from alol.pipeline.inputs import (
     check_context_length,
     configured_reward,
-    load_model,
+    load_model_to_train,
     load_splits,
     log_data,
     reference_path,
@@ -53,7 +53,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
     ref = reference_path(cfg)
     check_context_length(cfg, ref, decoding=bool(cfg.eval_steps))
     splits = load_splits(cfg)
-    model, tokenizer = load_model(ref)
+    model, tokenizer = load_model_to_train(cfg, ref)
     examples = training_set(cfg, objective, splits.train, tokenizer)
     max_steps = cfg.max_steps
     if objective.positive_advantage_only and cfg.scale_steps_by_positive_fraction:

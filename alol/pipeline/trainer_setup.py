@@ -19,10 +19,12 @@ from alol.generate import GenerationConfig
 from alol.pipeline.settings import (
     lora_config,
     lora_kwargs,
+    quantization,
     result_settings,
     tokenization,
     trainer_kwargs,
 )
+from alol.quantization import is_quantized, merged_into_full_precision
 from alol.rewards import Reward
 from alol.train import AlolConfig, AlolTrainer
 from alol.train.checkpoints import newest_checkpoint
@@ -44,6 +46,7 @@ def training_fingerprint_parts(
     return {
         "trainer": result_settings(kwargs),
         "lora": lora_kwargs(cfg),
+        "quantization": quantization(cfg),
         "tokenization": tokenization(cfg),
     }
 
@@ -125,13 +128,27 @@ def save_policy(trainer: AlolTrainer, directory: Path, merge: bool) -> None:
     if merge and hasattr(model, "merge_and_unload"):
 
         def merge_and_save() -> None:
-            model.merge_and_unload().save_pretrained(tmp)
+            merged_model(model, tmp).save_pretrained(tmp)
             trainer.processing_class.save_pretrained(tmp)
 
         on_main_process(merge_and_save)
     else:
         trainer.save_model(str(tmp))  # gathers FSDP/DeepSpeed shards; the main process writes
     on_main_process(lambda: replace_directory(tmp, directory))
+
+
+def merged_model(model, tmp: Path):
+    """The peft `model` with its adapter merged into the weights. An adapter trained on a 4-bit
+    base (QLoRA) is merged into the base's full-precision weights, read again from its folder:
+    merging into 4-bit weights would round most of the update away."""
+    if not is_quantized(model):
+        return model.merge_and_unload()
+    adapter_dir = tmp.with_name(tmp.name + ".adapter")
+    model.save_pretrained(adapter_dir)
+    base = model.peft_config["default"].base_model_name_or_path
+    merged = merged_into_full_precision(adapter_dir, base)
+    shutil.rmtree(adapter_dir)
+    return merged
 
 
 class MetricsFileCallback(TrainerCallback):

@@ -59,6 +59,7 @@ from alol.logprobs import (
     sequence_logprobs,
 )
 from alol.objectives import Objective, get_objective
+from alol.quantization import is_quantized, prepare_for_adapters
 from alol.rewards import Reward, score
 from alol.sampling import (
     LengthGroupedSampler,
@@ -111,12 +112,25 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
                 "keeps partitioned; use ZeRO-2 or FSDP, or leave vocab_chunk_size unset."
             )
         self.objective: Objective = get_objective(args.objective)
+        quantized = is_quantized(model)
+        if quantized and peft_config is None:
+            raise ValueError(
+                "the model has 4-bit (or 8-bit) bitsandbytes weights, which cannot be trained: "
+                "pass peft_config= (a LoraConfig) to train adapters on it (QLoRA)"
+            )
         if train_dataset is not None and not isinstance(train_dataset, ExampleDataset):
-            # before any adapter: the model is π_ref now, whose log-probs are precomputed
+            # before any adapter: the model is π_ref now, whose log-probs are precomputed.
+            # A quantized model was placed on its device as it was quantized.
             train_dataset, weights = examples_from_records(
-                train_dataset, self.objective, model.to(args.device), processing_class, args
+                train_dataset,
+                self.objective,
+                model if quantized else model.to(args.device),
+                processing_class,
+                args,
             )
             sample_weights = sample_weights if sample_weights is not None else weights
+        if quantized:
+            model = prepare_for_adapters(model, args.gradient_checkpointing)
         if peft_config is not None:
             model = apply_lora(model, peft_config, args.gradient_checkpointing)
         if args.compile_layers:
@@ -249,7 +263,6 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
                 model,
                 inputs["packed_input_ids"],
                 inputs["packed_position_ids"],
-                inputs["packed_attention_mask"],
                 inputs["packed_response_columns"],
                 inputs["response_positions"],
                 inputs["response_mask"].shape,
