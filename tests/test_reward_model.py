@@ -111,6 +111,17 @@ def test_run_fits_the_reward_model_first_when_no_reward_is_named(tmp_path, tiny_
     assert "reward_model" in json.loads(samples[0])["reward"]
 
 
+def test_fitting_shows_a_progress_bar_not_trainers_printed_dicts(tmp_path, tiny_llama_dir, capsys):
+    config = write_config(
+        tmp_path, scored_rows(), tiny_llama_dir, reward_model_epochs=1, logging_steps=1
+    )
+
+    assert main(["reward-model", str(config)]) == 0
+
+    out, err = capsys.readouterr()
+    assert "'loss'" not in out + err and "reward model" in err
+
+
 def test_scores_asked_of_pairs_without_scores_are_refused(tmp_path, tiny_llama_dir, capsys):
     rows = [{"prompt": "Hi?", "chosen": " Hello.", "rejected": " No."}] * 3
     config = write_config(tmp_path, rows, tiny_llama_dir, reward_model_targets="scores")

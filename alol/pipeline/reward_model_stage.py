@@ -138,5 +138,6 @@ def _training_arguments(cfg: PipelineConfig, out: Path, with_eval: bool) -> Trai
         save_total_limit=1,
         remove_unused_columns=False,
         report_to=cfg.report_to,
+        disable_tqdm=False,  # a progress bar, never Trainer's printed dicts (off a terminal too)
         **selection,
     )
