@@ -14,7 +14,7 @@ import torch
 from cases import PRECOMPUTE_METHODS, BenchConfig  # bench/, on sys.path as a script
 
 from alol.atomic import write_json
-from alol.collate import collate_pairs, collate_prompt_groups, locate_response_tokens
+from alol.collate import collate_pairs, collate_prompt_groups, locate_response_tokens, pack_pairs
 from alol.objectives import OBJECTIVES
 from alol.sampling import length_grouped_order, pack_to_token_budget
 from alol.tokenize import TokenizedPair
@@ -194,6 +194,8 @@ def collate_training(pairs: list[TokenizedPair], config: BenchConfig, mean_examp
     """Collate as the trainer's collator does; a budget's batches carry `mean_examples` (a float,
     on the host) for the loss weight."""
     batch = collate_pairs(pairs, PAD_ID, pad_to_multiple_of=config.pad_to_multiple_of)
+    if config.packing:
+        batch.update(pack_pairs(pairs, batch["response_positions"]))
     if mean_examples is not None:
         batch["mean_examples"] = mean_examples
     return batch
@@ -317,6 +319,9 @@ def fixed_shape_batches(config: BenchConfig, count: int) -> list[dict]:
 
 
 def padding_fraction(batches: list[dict]) -> float:
+    """Share of the decoder's input that is padding: none in a packed batch's one row."""
+    if all("packed_input_ids" in b for b in batches):
+        return 0.0
     real = sum(int(b["attention_mask"].sum()) for b in batches)
     return 1.0 - real / sum(b["attention_mask"].numel() for b in batches)
 

@@ -63,6 +63,9 @@ class BenchConfig:
     each batch's loss scaled by `example_weight`. Training cases only."""
     pad_to_multiple_of: int | None = None
     """Pad each training batch's length up to a multiple of this (the collator's option)."""
+    packing: bool = False
+    """Padding-free training batches (`--packing`): each micro-batch as one row, the sequences
+    kept apart by a block-causal mask or, under flex/flash attention, by the position ids."""
     steps: int = 3
     warmup: int = 1
     max_prompt_length: int = 640

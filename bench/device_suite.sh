@@ -23,29 +23,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-DEVICE=${DEVICE:-cuda}
 MODEL=${MODEL:-1b}
-DEADLINE_S=${DEADLINE_S:-560}
-if [[ $DEVICE == cuda* ]]; then RESULTS=${RESULTS:-bench/results}; fi
-RESULTS=${RESULTS:-$(mktemp -d)}
-OUT=${OUT:-$(mktemp -d)}
-mkdir -p "$RESULTS" "$OUT"
-SUFFIX=${DEVICE%%:*}
+source bench/device_common.sh
 THROUGHPUT=$RESULTS/throughput_$SUFFIX.json
 LEVERS=$RESULTS/throughput_levers_$SUFFIX.json
 COMMON=(--device "$DEVICE" --model "$MODEL" ${STEPS:+--steps "$STEPS"})
 TRL_BAR=()  # TRL's rate measured earlier on the H100, used (labelled so) when TRL cannot run
 if [[ $DEVICE == cuda* ]]; then TRL_BAR=(--trl-bar-tokens-per-s 22500); fi
-export PYTHONUNBUFFERED=1
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # alol is not installed on the device
-
-seconds_left() { echo $((DEADLINE_S - SECONDS)); }
-
-# A part's time cap: at most $1 seconds, keeping $2 seconds of the deadline for later parts.
-cap() {
-    local left=$(($(seconds_left) - $2))
-    echo $((left < $1 ? left : $1))
-}
 
 versions() {
     echo "== versions ($(date -u +%FT%TZ))"

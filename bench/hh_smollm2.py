@@ -64,6 +64,9 @@ ONE_SEED = ("r_gold", "r_lol", "pro")
 ONLINE = ("grpo", "rloo")
 """Online baselines on the first seed, at about the wall time of one A-LoL run."""
 SECOND_OPINIONS = ("safety", "relevance")
+CONSTANT_ANSWER = "I’m sorry, I’m not sure what you mean."
+"""An evasive answer that the HH data rewards often: given to every test prompt, it checks how
+far the learned reward can be raised without answering anything."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,26 @@ def instruct_row(cfg: PipelineConfig, out: Path) -> dict:
     return _rows(base_cfg, ["reference"])["reference"]
 
 
+def constant_answer_row(seed_cfg_dir: Path, cfg: PipelineConfig) -> dict:
+    """The reward and second opinions of `CONSTANT_ANSWER` on the test prompts, as rendered for
+    the first seed's evaluation."""
+    examples = read_report(seed_cfg_dir / "eval" / "reference").examples
+    reward = load_reward(
+        {"type": "classifier", "path": str(Path(cfg.run_dir) / "reward_model" / "model")}
+    )
+    answers = [CONSTANT_ANSWER] * len(examples)
+    row = {"answer": CONSTANT_ANSWER}
+    row["reward"] = statistics.fmean(
+        s["total"]
+        for s in score(reward, [e.prompt for e in examples], answers, show_progress=False)
+    )
+    questions = [_last_user_turn(r.prompt) for r in load_records(cfg.test_data).records]
+    for opinion in SECOND_OPINIONS:
+        scores = score(load_reward(opinion), questions, answers, show_progress=False)
+        row[opinion] = statistics.fmean(s["total"] for s in scores)
+    return row
+
+
 def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
     """Per model: each measure's mean, sample sd across seeds (0 for one seed), and values."""
     names = list(dict.fromkeys(name for run in seeds.values() for name in run["rows"]))
@@ -359,6 +382,15 @@ def markdown(result: dict) -> str:
             "",
             f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
             "",
+            f"The same answer to every test prompt ({result['constant_answer']['answer']!r}): "
+            + json.dumps(
+                {
+                    k: round(v, 3)
+                    for k, v in result["constant_answer"].items()
+                    if isinstance(v, float)
+                }
+            ),
+            "",
         ]
     )
 
@@ -396,6 +428,7 @@ def main() -> int:
         "hours": (time.perf_counter() - started) / 3600,
         "reward_model": rm,
         "instruct": instruct_row(cfg, out),
+        "constant_answer": constant_answer_row(out / f"seed{args.seeds[0]}", cfg),
         "table": aggregate(seeds),
         "per_seed": seeds,
     }

@@ -19,6 +19,7 @@ that the resident set follows the tensors alive.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -42,6 +43,17 @@ from alol.logprobs import (
 )
 
 METHODS = ("full_logits", "response_only", "response_only_chunked")
+LIGER_METHOD = "liger_fused"
+"""Liger-Kernel's fused linear cross-entropy on the response rows (reduction "none": one
+log-prob per token, no [tokens, vocab] logits): a CUDA row when `liger_kernel` imports."""
+
+
+def methods(device: str) -> tuple[str, ...]:
+    if device.startswith("cuda") and importlib.util.find_spec("liger_kernel") is not None:
+        return (*METHODS, LIGER_METHOD)
+    return METHODS
+
+
 MODES = ("no_grad", "forward_backward")
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -99,8 +111,25 @@ def build_batch(config: BenchConfig) -> dict[str, torch.Tensor]:
 def token_logprobs(method: str, model, batch, config: BenchConfig) -> torch.Tensor:
     if method == "full_logits":
         return naive_response_token_logprobs(model, **batch)
+    if method == LIGER_METHOD:
+        return liger_token_logprobs(model, batch)
     chunk = config.vocab_chunk_size if method == "response_only_chunked" else None
     return response_token_logprobs(model, **batch, vocab_chunk_size=chunk)
+
+
+def liger_token_logprobs(model, batch) -> torch.Tensor:
+    """The response tokens' log-probs as minus Liger's per-token cross-entropy of the hidden
+    states that predict them, in the same [B, L] layout as alol's."""
+    from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
+
+    hidden = model.model(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+    rows, cols = batch["response_mask"].nonzero(as_tuple=True)
+    losses = liger_fused_linear_cross_entropy(
+        hidden[rows, cols - 1], model.lm_head.weight, batch["input_ids"][rows, cols],
+        reduction="none", accum_dtype=torch.float32,
+    )  # fmt: skip
+    token_logps = torch.zeros(batch["input_ids"].shape, device=hidden.device)
+    return token_logps.index_put((rows, cols), -losses.float())
 
 
 def run_once(method: str, mode: str, model, batch, config: BenchConfig) -> None:
@@ -117,7 +146,7 @@ def time_all(config: BenchConfig) -> dict[tuple[str, str], list[float]]:
     """Seconds per run of every (method, mode), one untimed warm-up each, then `reps` rounds
     that interleave the methods, so that load from other processes hits them alike."""
     model, batch = build_model(config), build_batch(config)
-    cases = [(method, mode) for mode in MODES for method in METHODS]
+    cases = [(method, mode) for mode in MODES for method in methods(config.device)]
     for method, mode in cases:
         run_once(method, mode, model, batch, config)
     seconds = {case: [] for case in cases}
@@ -129,6 +158,15 @@ def time_all(config: BenchConfig) -> dict[tuple[str, str], list[float]]:
             synchronize(config.device)
             seconds[method, mode].append(time.perf_counter() - start)
     return seconds
+
+
+def agreement(config: BenchConfig) -> dict[str, float]:
+    """Each method's largest |Δ log p| on the response tokens against full logits."""
+    model, batch = build_model(config), build_batch(config)
+    with torch.no_grad():
+        logps = {m: token_logprobs(m, model, batch, config) for m in methods(config.device)}
+    full = logps["full_logits"]
+    return {m: float((v - full)[batch["response_mask"]].abs().max()) for m, v in logps.items()}
 
 
 def peak_memory_mib(method: str, mode: str, config: BenchConfig) -> float:
@@ -179,6 +217,8 @@ def markdown_table(report: dict) -> str:
                 f"{row['median_s'] / full['median_s']:.2f}x | {row['peak_memory_mib']:.0f} | "
                 f"{row['peak_memory_mib'] / full['peak_memory_mib']:.2f}x |"
             )
+    diffs = ", ".join(f"{m} {d:.2e}" for m, d in report["max_abs_diff_vs_full_logits"].items())
+    lines += ["", f"Largest |Δ log p| against full logits: {diffs}."]
     return "\n".join(lines) + "\n"
 
 
@@ -225,6 +265,7 @@ def main() -> None:
         "python": platform.python_version(),
         "load_average_1min": os.getloadavg()[0],  # other processes inflate CPU timings
         "config": asdict(config),
+        "max_abs_diff_vs_full_logits": agreement(config),
         "results": results,
     }
     table = markdown_table(report)

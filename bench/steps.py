@@ -40,6 +40,7 @@ from alol.batches import PairBatch, RankedBatch, SequenceBatch
 from alol.compilation import compile_cache_free_parts, compile_decoder_layers
 from alol.logprobs import (
     naive_response_token_logprobs,
+    packed_response_token_logprobs,
     response_token_logprobs,
     sequence_logprobs,
 )
@@ -160,6 +161,19 @@ def unweighted_loss(method: str, model, batch: dict, config: BenchConfig) -> tor
             ).loss
     sync_free = {"response_positions": batch["response_positions"], "right_padded": True}
     with autocast(config):
+        if config.packing:
+            token_logps = packed_response_token_logprobs(
+                model,
+                batch["packed_input_ids"],
+                batch["packed_position_ids"],
+                batch["packed_response_columns"],
+                batch["response_positions"],
+                batch["response_mask"].shape,
+            )
+            output = OBJECTIVES[method].loss(
+                objective_batch(method, token_logps, batch), ObjectiveConfig()
+            )
+            return output.loss
         token_logps = response_token_logprobs(
             model,
             batch["input_ids"],
@@ -417,12 +431,16 @@ LEVERS: list[tuple[str, dict[str, Any]]] = [
     ("bf16 weights, compiled layers, token budget 8x", {"precision": "bf16", "compile_layers": True, "max_tokens": 8}),
     ("compiled layers", {"compile_layers": True}),
     ("pad to multiple of 64 + compiled layers", {"compile_layers": True, "pad_to_multiple_of": 64}),
+    ("packing (padding-free, block-causal mask)", {"packing": True}),
+    ("packing, flex attention", {"packing": True, "attention": "flex_attention"}),
+    ("packing, token budget 4x", {"packing": True, "max_tokens": 4}),
+    ("packing, flex attention, token budget 4x", {"packing": True, "attention": "flex_attention", "max_tokens": 4}),
     ("bf16 weights, micro-batch x2, compiled layers", {"precision": "bf16", "batch_size": 2, "compile_layers": True}),
 ]  # fmt: skip
 """Changes to the run's config, one lever at a time unless named together. `batch_size` is a
 multiplier of the run's; `max_tokens` a multiple of the run's fixed batches' mean padded tokens
-(`mean_padded_tokens`, rounded to 64), and the label then names the budget. bf16 weights and
-the fused AdamW are CUDA-only here (slow or absent on a CPU). Compiled cases run after every
+(`mean_padded_tokens`, rounded to 64), and the label then names the budget. bf16 weights, the
+fused AdamW and flex attention are CUDA-only here (slow, absent or without backward on a CPU). Compiled cases run after every
 other lever, in this order (`--compile-after-s` skips those that would start too late)."""
 
 
@@ -444,7 +462,11 @@ def lever_configs(
             change["max_tokens"] = max(64, round(change["max_tokens"] * unit / 64) * 64)
             label += f" = {change['max_tokens']:,} padded tokens"
         variant = replace(config, **change)
-        gpu_only = variant.precision == "bf16" or not variant.fused_adamw
+        gpu_only = (
+            variant.precision == "bf16"
+            or not variant.fused_adamw
+            or variant.attention == "flex_attention"  # no backward on a CPU
+        )
         if variant != config and (cuda or not gpu_only):
             variants.append((label, variant))
     return sorted(variants, key=lambda item: item[1].compile_layers)

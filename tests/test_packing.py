@@ -131,3 +131,18 @@ def test_packed_training_logs_the_losses_of_padded_training(objective, pipeline,
         runs[packing] = logged(trainer, ("loss",))["loss"]
 
     torch.testing.assert_close(runs[True], runs[False], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex attention has no backward on a CPU")
+def test_packed_flex_attention_equals_the_padded_pass_on_a_gpu(tiny_llama_dir, tiny_tokenizer_dir):
+    """Flex attention finds the sequences in the position ids itself (no dense mask)."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).cuda()
+    batch, packed = batches(tokenizer)
+    batch = {k: v.cuda() for k, v in batch.items()}
+    packed = {k: v.cuda() for k, v in packed.items()}
+    padded, _ = padded_and_packed(model, batch, packed)
+    model.set_attn_implementation("flex_attention")
+    _, flex = padded_and_packed(model, batch, packed)
+    torch.testing.assert_close(flex, padded, rtol=0, atol=1e-4)
+    flex.sum().backward()  # and it trains

@@ -1,0 +1,19 @@
+# Sourced by bench/device_suite.sh and bench/device_checks.sh: the settings both read from the
+# environment (DEVICE, DEADLINE_S, RESULTS, OUT) and the deadline that caps each part.
+DEVICE=${DEVICE:-cuda}
+DEADLINE_S=${DEADLINE_S:-560}
+if [[ $DEVICE == cuda* ]]; then RESULTS=${RESULTS:-bench/results}; fi
+RESULTS=${RESULTS:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$RESULTS" "$OUT"
+SUFFIX=${DEVICE%%:*}
+export PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # alol is not installed on the device
+
+seconds_left() { echo $((DEADLINE_S - SECONDS)); }
+
+# A part's time cap: at most $1 seconds, keeping $2 seconds of the deadline for later parts.
+cap() {
+    local left=$(($(seconds_left) - $2))
+    echo $((left < $1 ? left : $1))
+}
