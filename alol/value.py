@@ -107,6 +107,10 @@ class ValueHead(nn.Module):
         self.num_heads = num_heads
         self.max_value = max_value
         self.dropout = nn.Dropout(dropout)
+        # Pretrained models' last hidden states reach magnitudes in the tens or hundreds; at
+        # that scale one Adam step on the output layer moves the logit by tens and the sigmoid
+        # saturates for good. Normalised states keep the head's scale the same for any model.
+        self.norm = nn.LayerNorm(hidden_size)
         self.query = nn.Parameter(torch.randn(1, 1, hidden_size) * 0.02)
         self.attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
         self.output = nn.Linear(hidden_size, 1)
@@ -119,7 +123,7 @@ class ValueHead(nn.Module):
         if is_padding.all(dim=1).any():
             raise ValueError("every prompt needs at least one real token in attention_mask")
         query = self.query.expand(hidden_states.shape[0], -1, -1)
-        hidden_states = self.dropout(hidden_states)
+        hidden_states = self.dropout(self.norm(hidden_states))
         pooled, _ = self.attention(
             query, hidden_states, hidden_states, key_padding_mask=is_padding, need_weights=False
         )

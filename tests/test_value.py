@@ -246,6 +246,23 @@ def test_fitting_learns_a_target_that_depends_on_a_word(fitted):
     assert len(report["train_mse_per_epoch"]) == len(report["heldout_mse_per_epoch"]) == 8
 
 
+def test_hidden_states_at_a_pretrained_models_scale_do_not_saturate_the_head(tiny_llama_dir):
+    """SmolLM2's last hidden states reach ~50. At that scale the first Adam steps used to drive
+    the sigmoid into saturation, where it stayed: V(x) = 0 for every prompt, A = R."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(100.0)
+    prompts, targets = word_prompts()
+    config = ValueConfig(epochs=8, batch_size=8, holdout_fraction=0.25)
+
+    head, report = fit_value_head(model, tokenizer, prompts, targets, config)
+
+    values = predict_values(model, tokenizer, head, prompts)
+    assert min(values) > 0.05 and max(values) < 0.95
+    assert report["train_mse"] < 0.09  # better than the constant mean 0.5 (MSE 0.3²)
+
+
 def test_the_fitted_head_is_returned_in_eval_mode(fitted):
     head, _, _, _ = fitted
     assert not head.training
