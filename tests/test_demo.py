@@ -105,12 +105,13 @@ def _smollm2_installed() -> bool:
     not _smollm2_installed(),
     reason=f"SmolLM2 is optional and not installed here ({SMOLLM2_INSTALL})",
 )
-def test_smollm2_quick_demo_trains_lora_on_the_bundled_hh_prompts(tmp_path):
+def test_smollm2_quick_demo_fine_tunes_pi_ref_then_trains_lora_on_the_bundled_hh(tmp_path):
     run_dir = tmp_path / "smol"
     code = main(
         ["demo", "--model", "smollm2", "--quick", "--objective", "a_lol", "--run-dir", str(run_dir)]
     )
     assert code == 0
+    assert (run_dir / "sft" / "model" / "config.json").exists()  # π_ref: SFT of the base
     assert (run_dir / "train" / "a_lol" / "final" / "adapter_config.json").exists()
     readme = (run_dir / "report" / "README.md").read_text()
-    assert "| a_lol |" in readme and "safety" in readme
+    assert "| a_lol |" in readme and "relevance" in readme and "sentiment" in readme

