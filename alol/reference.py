@@ -89,12 +89,15 @@ class ReferenceConfig:
 
     def key_fields(self) -> dict[str, Any]:
         """The settings that change the table's numbers, for `cache_key` (batching does not)."""
-        return {
+        fields: dict[str, Any] = {
             "max_prompt_length": self.max_prompt_length,
             "max_response_length": self.max_response_length,
             "reference_dtype": self.reference_dtype,
-            "load_in_4bit": self.load_in_4bit,
         }
+        # Named only when on, so tables cached before the setting existed keep their keys.
+        if self.load_in_4bit:
+            fields["load_in_4bit"] = True
+        return fields
 
 
 def prepare_reference(model: torch.nn.Module, config: ReferenceConfig) -> None:

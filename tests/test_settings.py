@@ -30,6 +30,7 @@ from alol.pipeline.settings import (
     value_generation_config,
 )
 from alol.pipeline.trainer_setup import training_args, training_fingerprint_parts
+from alol.reference import ReferenceConfig
 
 OUT = Path("out")
 
@@ -243,6 +244,20 @@ def test_a_training_fingerprint_holds_only_the_hyperparameters_of_its_objective(
     assert parts("a_lol", clip=0.5) != parts("a_lol")
     assert parts("a_lol", beta=0.3) == parts("a_lol")
     assert parts("dpo", beta=0.3) != parts("dpo")
+
+
+def test_a_setting_added_later_leaves_the_fingerprints_of_runs_that_leave_it_off_alone():
+    """QLoRA came after runs whose stages took hours: with it off, those stages and their
+    cached reference tables stay up to date; with it on, both change."""
+    cfg = PipelineConfig()
+    off = training_fingerprint_parts(cfg, "a_lol", OUT, 10, with_eval=False)
+    on = training_fingerprint_parts(
+        dataclasses.replace(cfg, load_in_4bit=True, lora=True), "a_lol", OUT, 10, with_eval=False
+    )
+    assert "quantization" not in off
+    assert on["quantization"]["load_in_4bit"] is True
+    assert "load_in_4bit" not in ReferenceConfig().key_fields()
+    assert ReferenceConfig(load_in_4bit=True).key_fields()["load_in_4bit"] is True
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(ObjectiveConfig)])

@@ -43,12 +43,15 @@ def training_fingerprint_parts(
 ) -> dict[str, Any]:
     """The trainer and LoRA settings a stage trains with, as its fingerprint holds them."""
     kwargs = trainer_kwargs(cfg, objective, stage_dir / "checkpoints", max_steps, with_eval)
-    return {
+    parts = {
         "trainer": result_settings(kwargs),
         "lora": lora_kwargs(cfg),
-        "quantization": quantization(cfg),
         "tokenization": tokenization(cfg),
     }
+    # Named only when on, so stages finished before QLoRA existed are not trained again.
+    if cfg.load_in_4bit:
+        parts["quantization"] = quantization(cfg)
+    return parts
 
 
 def build_trainer(
