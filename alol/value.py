@@ -1,7 +1,7 @@
 """V(x): the expected reward of the frozen reference policy on a prompt, as a small head.
 
-A learned query attends over the reference's last-layer hidden states of the prompt (padding
-masked out), then a linear layer, then `sigmoid · max_value` (or the raw linear output when
+A learned query attends over the reference's last-layer hidden states of the prompt (layer-
+normalised, padding masked out), then a linear layer, then `sigmoid · max_value` (or the raw linear output when
 the reward range is unknown). Fitting it is `alol.value_fit`.
 """
 
