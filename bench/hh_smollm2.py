@@ -366,7 +366,8 @@ def markdown(result: dict) -> str:
             "",
             f"`python bench/hh_smollm2.py` — {result['machine']}; torch {result['versions']['torch']}, "
             f"transformers {result['versions']['transformers']}, alol {result['versions']['alol']}; "
-            f"{result['hours']:.1f} h in all. Sizes: {json.dumps(result['sizes'])}.",
+            f"{result['stage_hours']:.1f} h of stage compute in all (each stage timed by the run that "
+            f"did it; this run {result['hours']:.1f} h). Sizes: {json.dumps(result['sizes'])}.",
             "",
             "Reward model (MiniLM, regression on the train split's stored logits): held-out "
             f"pairwise accuracy {rm['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
@@ -426,6 +427,7 @@ def main() -> int:
         "sizes": asdict(sizes),
         "seeds": args.seeds,
         "hours": (time.perf_counter() - started) / 3600,
+        "stage_hours": sum(sum(run["times"].values()) for run in seeds.values()) / 3600,
         "reward_model": rm,
         "instruct": instruct_row(cfg, out),
         "constant_answer": constant_answer_row(out / f"seed{args.seeds[0]}", cfg),
