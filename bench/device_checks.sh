@@ -20,7 +20,7 @@
 # then copy the files it returns into bench/results/ and read checks.log. Dry run on a CPU
 # (every part runs where a CPU can; results go to a temporary folder):
 #
-#     DEVICE=cpu MODEL=tiny QLORA_MODEL=0.5b STEPS=1 bash bench/device_checks.sh
+#     DEVICE=cpu MODEL=tiny STEPS=1 bash bench/device_checks.sh
 #
 # Each part runs under its own `timeout` inside one deadline (DEADLINE_S, 560 s), so a slow
 # part cannot eat the call. Settings, by environment: DEVICE (cuda), MODEL (1b), QLORA_MODEL
@@ -51,8 +51,11 @@ for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "lig
 }
 
 tests() {
-    echo "== tests on $DEVICE ($(cap 150 330) s)"
-    timeout "$(cap 150 330)" python3 -m pytest -q -p no:cacheprovider -rs \
+    local limit
+    limit=$(cap 150 330)
+    echo "== tests on $DEVICE ($limit s)"
+    has_time "$limit" || return
+    timeout "$limit" python3 -m pytest -q -p no:cacheprovider -rs \
         tests/test_packing.py tests/test_qlora.py tests/test_deepspeed.py
     echo "tests exit status $?"
 }
@@ -61,6 +64,7 @@ packing_levers() {
     local limit
     limit=$(cap 150 180)
     echo "== packing levers on the a_lol step ($limit s)"
+    has_time "$limit" || return
     timeout "$limit" python3 bench/throughput.py --device "$DEVICE" --model "$MODEL" \
         ${STEPS:+--steps "$STEPS"} --cases levers --levers "packing" \
         --lever-budget-s $((limit - 20)) --out "$RESULTS/throughput_packing_$SUFFIX.json"
@@ -68,22 +72,37 @@ packing_levers() {
 }
 
 response_heads() {
-    echo "== response heads ($(cap 60 120) s)"
-    timeout "$(cap 60 120)" python3 bench/logprobs.py --device "$DEVICE" \
+    local limit
+    limit=$(cap 60 120)
+    echo "== response heads ($limit s)"
+    has_time "$limit" || return
+    timeout "$limit" python3 bench/logprobs.py --device "$DEVICE" \
         --out "$RESULTS/logprobs_$SUFFIX.json"
     echo "response heads exit status $?"
 }
 
 qlora() {
-    echo "== QLoRA on a random-init $QLORA_MODEL ($(cap 90 40) s)"
-    timeout "$(cap 90 40)" python3 bench/qlora.py --device "$DEVICE" \
+    local limit
+    limit=$(cap 90 40)
+    echo "== QLoRA on a random-init $QLORA_MODEL ($limit s)"
+    has_time "$limit" || return
+    if [[ $DEVICE != cuda* ]]; then
+        # bitsandbytes' CPU kernel asserts "N must be divisible by block_n" on the random
+        # shapes; on a CPU, `python bench/qlora.py` (SmolLM2) is the measurement.
+        echo "skipped on $DEVICE: bench/qlora.py without --random-model measures QLoRA on a CPU"
+        return
+    fi
+    timeout "$limit" python3 bench/qlora.py --device "$DEVICE" \
         --random-model "$QLORA_MODEL" --out "$RESULTS"
     echo "qlora exit status $?"
 }
 
 deepspeed_pipeline() {
-    echo "== the pipeline under DeepSpeed ZeRO-2 ($(cap 90 10) s)"
-    timeout "$(cap 90 10)" python3 bench/distributed_smoke.py --config deepspeed_zero2 \
+    local limit
+    limit=$(cap 90 10)
+    echo "== the pipeline under DeepSpeed ZeRO-2 ($limit s)"
+    has_time "$limit" || return
+    timeout "$limit" python3 bench/distributed_smoke.py --config deepspeed_zero2 \
         --num-processes 1 --bf16 --out "$RESULTS"
     echo "deepspeed exit status $?"
 }

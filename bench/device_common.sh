@@ -17,3 +17,11 @@ cap() {
     local left=$(($(seconds_left) - $2))
     echo $((left < $1 ? left : $1))
 }
+
+# A part runs only with time left for it: `has_time LIMIT || return` says so when not.
+has_time() {
+    if (($1 <= 0)); then
+        echo "skipped: $(seconds_left) s left of the deadline"
+        return 1
+    fi
+}
