@@ -41,13 +41,7 @@ install_wheels() {
     fi
     timeout 90 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
         --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=$PYTHONPATH:/tmp/site
-    python3 -c '
-import importlib.metadata as metadata
-for name in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "liger-kernel", "deepspeed"):
-    try:
-        print(name, metadata.version(name))
-    except metadata.PackageNotFoundError:
-        print(name, "not installed")'
+    print_versions torch transformers peft accelerate bitsandbytes liger-kernel deepspeed
 }
 
 tests() {

@@ -25,3 +25,16 @@ has_time() {
         return 1
     fi
 }
+
+# The installed version of each named distribution, one per line.
+print_versions() {
+    python3 - "$@" <<'PY'
+import importlib.metadata as metadata, platform, sys
+print("python", platform.python_version())
+for name in sys.argv[1:]:
+    try:
+        print(name, metadata.version(name))
+    except metadata.PackageNotFoundError:
+        print(name, "not installed")
+PY
+}

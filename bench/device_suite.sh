@@ -35,14 +35,7 @@ versions() {
     echo "== versions ($(date -u +%FT%TZ))"
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv ||
         echo "no nvidia-smi"
-    python3 -c '
-import importlib.metadata as metadata, platform
-print("python", platform.python_version())
-for name in ("torch", "transformers", "accelerate", "pyarrow", "datasets", "trl", "dill"):
-    try:
-        print(name, metadata.version(name))
-    except metadata.PackageNotFoundError:
-        print(name, "not installed")'
+    print_versions torch transformers accelerate pyarrow datasets trl dill
 }
 
 # trl, datasets, dill and multiprocess from .whl/ (bench/device_wheels.sh) into /tmp/site.
