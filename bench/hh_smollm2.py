@@ -196,13 +196,12 @@ def _policy_tokenizer(cfg: PipelineConfig):
     return AutoTokenizer.from_pretrained(cfg.model)
 
 
-def run_seed(
-    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, sizes: Sizes
-) -> dict:
-    """Every stage of one seed; the evaluation of π_ref and each objective (online methods
-    included), with wall times and, for the online methods, their cost."""
+def seed_config(
+    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path
+) -> PipelineConfig:
+    """One seed's stages in `out/seed<seed>`, scored by the fitted reward model."""
     rm = Path(cfg.run_dir) / "reward_model" / "model"
-    seed_cfg = replace(
+    return replace(
         cfg,
         run_dir=str(out / f"seed{seed}"),
         seed=seed,
@@ -210,6 +209,14 @@ def run_seed(
         reward_model=None,
         objectives=list(objectives),
     )
+
+
+def run_seed(
+    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, sizes: Sizes
+) -> dict:
+    """Every stage of one seed; the evaluation of π_ref and each objective (online methods
+    included), with wall times and, for the online methods, their cost."""
+    seed_cfg = seed_config(cfg, seed, objectives, out)
     times = Path(seed_cfg.run_dir) / "bench_times.json"
     for name, stage in (("sft", run_sft), ("value", run_value), ("advantage", run_advantage)):
         timed(times, name, lambda stage=stage: stage(seed_cfg))
@@ -227,9 +234,9 @@ def run_seed(
         run_eval(trained)
         write_json(
             Path(seed_cfg.run_dir) / "partial_rows.json",
-            _rows(trained, ["reference", *objectives[:done]]),
+            measure_rows(trained, ["reference", *objectives[:done]]),
         )
-    rows = _rows(seed_cfg, ["reference", *objectives])
+    rows = measure_rows(seed_cfg, ["reference", *objectives])
     for method in set(objectives) & set(ONLINE):
         cost = json.loads((Path(seed_cfg.run_dir) / "train" / method / "cost.json").read_text())
         rows[method].update(
@@ -249,7 +256,9 @@ def timed(times_file: Path, name: str, stage) -> None:
         write_json(times_file, times)
 
 
-def _rows(cfg: PipelineConfig, names: list[str]) -> dict[str, dict]:
+def measure_rows(cfg: PipelineConfig, names: list[str]) -> dict[str, dict]:
+    """Each named model's test measures: its evaluation report's, and the second opinions,
+    which score the last user turn (the scorers read a question, not a chat)."""
     rows = {}
     opinions = {name: load_reward(name) for name in SECOND_OPINIONS}
     test = load_records(cfg.test_data).records
@@ -290,7 +299,7 @@ def instruct_row(cfg: PipelineConfig, out: Path) -> dict:
         objectives=[],
     )
     run_eval(base_cfg)
-    return _rows(base_cfg, ["reference"])["reference"]
+    return measure_rows(base_cfg, ["reference"])["reference"]
 
 
 def constant_answer_row(seed_cfg_dir: Path, cfg: PipelineConfig) -> dict:
@@ -327,11 +336,8 @@ def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
                 measures[key] = {"mean": statistics.fmean(values), "sd": sd, "values": values}
         times = [run["times"].get(name) for run in seeds.values() if run["times"].get(name)]
         if times:
-            measures["train_seconds"] = {
-                "mean": statistics.fmean(times),
-                "sd": 0.0,
-                "values": times,
-            }
+            sd = statistics.stdev(times) if len(times) > 1 else 0.0
+            measures["train_seconds"] = {"mean": statistics.fmean(times), "sd": sd, "values": times}
         table[name] = measures
     return table
 
