@@ -45,7 +45,8 @@ EVASIVE_MAX_WORDS = 15
 
 def run_try(cfg: PipelineConfig, out: Path, name: str, objective: str, overrides: dict) -> dict:
     """Train and evaluate one try in `out/tries/<name>`, on hard links to seed 0's shared
-    stages (they are read, never written, so the benchmark's own run stays as it was)."""
+    stages. alol writes every file by rename, so even a stage that reran here would replace
+    the links, never edit seed 0's files: the benchmark's own run stays as it was."""
     seed0 = out / "seed0"
     missing = [part for part in SHARED_STAGES if not (seed0 / part).exists()]
     if missing:
