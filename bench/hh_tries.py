@@ -48,9 +48,6 @@ def run_try(cfg: PipelineConfig, out: Path, name: str, objective: str, overrides
     stages. alol writes every file by rename, so even a stage that reran here would replace
     the links, never edit seed 0's files: the benchmark's own run stays as it was."""
     seed0 = out / "seed0"
-    missing = [part for part in SHARED_STAGES if not (seed0 / part).exists()]
-    if missing:
-        sys.exit(f"{seed0} lacks {missing}: run `python bench/hh_smollm2.py` first")
     try_dir = out / "tries" / name
     for part in SHARED_STAGES:
         if not (try_dir / part).exists():
@@ -137,9 +134,11 @@ def main() -> int:
     configure_console()
     torch.set_num_threads(args.threads)
     out = Path(args.out) / "full"
-    cfg = base_config(
-        out, convert_smollm2(out.parent / "smollm2"), split_data(out, FULL, False), FULL
-    )
+    missing = [part for part in SHARED_STAGES if not (out / "seed0" / part).exists()]
+    if missing:
+        sys.exit(f"{out / 'seed0'} lacks {missing}: run `python bench/hh_smollm2.py` first")
+    paths = split_data(out, FULL, False)
+    cfg = base_config(out, convert_smollm2(out.parent / "smollm2"), paths, FULL)
     objectives = tuple(dict.fromkeys(objective for objective, _ in TRIES.values()))
     baseline = measure_rows(seed_config(cfg, 0, objectives, out), list(objectives))
     rows = {
@@ -151,7 +150,7 @@ def main() -> int:
         rows[name] = {**row, "objective": objective, "changed": overrides}
     result = {
         "rows": rows,
-        "stored_reward_audit": stored_reward_audit(Path(cfg.train_data).parent / "train_all.jsonl"),
+        "stored_reward_audit": stored_reward_audit(paths["train_all"]),
     }
     write_json(RESULTS / "hh_smollm2_tries.json", result)
     write_text(RESULTS / "hh_smollm2_tries.md", markdown(result))
