@@ -211,10 +211,13 @@ def comparison_table(
     reports: dict[str, EvalReport], kept: Mapping[str, float] | None = None
 ) -> str:
     """Markdown table, one row per run: reward per component and total, distinct-2, length and
-    win-rate against π_ref; with `kept`, also the share of the training data each run kept."""
+    win-rate against π_ref; with `kept`, also the share of the training data each run kept.
+    A reward of one component gets no column of its own: it would repeat the total."""
     components = list(
         dict.fromkeys(key for r in reports.values() for key in r.reward_mean if key != "total")
     )
+    if len(components) == 1:
+        components = []
     header = [
         "model",
         *components,

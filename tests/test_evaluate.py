@@ -145,6 +145,15 @@ def test_comparison_table_has_one_row_per_run():
     assert table[3] == "| a_lol | 0.900 | – | **0.900** | 0.800 | 12.0 | 0.75 |"
 
 
+def test_comparison_table_gives_a_single_component_reward_one_column():
+    report = evaluate_responses(PROMPTS, RESPONSES, [{"reward": 0.5}, {"reward": 0.7}] * 2)
+
+    lines = comparison_table({"nll": report}).splitlines()
+
+    assert lines[0] == "| model | reward | distinct-2 | length (words) | win-rate vs π_ref |"
+    assert lines[2].startswith("| nll | **0.600** |")
+
+
 def test_comparison_table_names_the_reference_and_adds_the_kept_share_when_given():
     report = evaluate_responses(PROMPTS, RESPONSES, SCORES)
 
