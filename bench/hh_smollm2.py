@@ -217,17 +217,19 @@ def run_seed(
     """Every stage of one seed; the evaluation of π_ref and each objective (online methods
     included), with wall times and, for the online methods, their cost."""
     seed_cfg = seed_config(cfg, seed, objectives, out)
-    times = Path(seed_cfg.run_dir) / "bench_times.json"
+    run_dir = Path(seed_cfg.run_dir)
+    times = run_dir / "bench_times.json"
     for name, stage in (("sft", run_sft), ("value", run_value), ("advantage", run_advantage)):
-        timed(times, name, lambda stage=stage: stage(seed_cfg))
+        timed(times, name, run_dir / name, lambda stage=stage: stage(seed_cfg))
     online_cfg = replace(
         seed_cfg, max_steps=sizes.online_steps, num_generations=sizes.num_generations
     )
     for done, objective in enumerate(objectives, start=1):
+        folder = run_dir / "train" / objective
         if objective in ONLINE:
-            timed(times, objective, lambda o=objective: run_online(online_cfg, o))
+            timed(times, objective, folder, lambda o=objective: run_online(online_cfg, o))
         else:
-            timed(times, objective, lambda o=objective: run_train(seed_cfg, o))
+            timed(times, objective, folder, lambda o=objective: run_train(seed_cfg, o))
         # Each model's evaluation is cached, so evaluating as we go costs nothing at the end
         # and shows the first rows while the rest still train.
         trained = replace(seed_cfg, objectives=list(objectives[:done]))
@@ -245,14 +247,16 @@ def run_seed(
     return {"times": json.loads(times.read_text()), "rows": rows}
 
 
-def timed(times_file: Path, name: str, stage) -> None:
+def timed(times_file: Path, name: str, folder: Path, stage) -> None:
     """Run a stage; its wall time is kept in `times_file` from the run that did the work, so a
-    resumed benchmark reports that run's time, not the skip's."""
+    resumed benchmark reports that run's time, not the skip's. A stage that picks up the
+    checkpoint of a stopped run is kept as None (not timed): only its last part ran here."""
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    resumed = any((folder / "checkpoints").glob("checkpoint-*"))
     started = time.perf_counter()
     stage()
     if name not in times:
-        times[name] = time.perf_counter() - started
+        times[name] = None if resumed else time.perf_counter() - started
         write_json(times_file, times)
 
 
@@ -334,7 +338,7 @@ def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
             if values:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 measures[key] = {"mean": statistics.fmean(values), "sd": sd, "values": values}
-        times = [run["times"].get(name) for run in seeds.values() if run["times"].get(name)]
+        times = [run["times"][name] for run in seeds.values() if run["times"].get(name)]
         if times:
             sd = statistics.stdev(times) if len(times) > 1 else 0.0
             measures["train_seconds"] = {"mean": statistics.fmean(times), "sd": sd, "values": times}
@@ -383,7 +387,8 @@ def markdown(result: dict) -> str:
             "",
             "Test prompts, greedy decoding; mean ± sample sd over seeds. reward: sigmoid of the "
             "learned reward model (the policy's reward); safety and relevance: alol's offline "
-            "scorers, a second opinion no objective trained on; win-rate against that seed's π_ref.",
+            "scorers, a second opinion no objective trained on; win-rate against that seed's π_ref."
+            + _not_timed_note(result["not_timed"]),
             "",
             *lines,
             "",
@@ -399,6 +404,16 @@ def markdown(result: dict) -> str:
             ),
             "",
         ]
+    )
+
+
+def _not_timed_note(not_timed: dict) -> str:
+    if not not_timed:
+        return ""
+    runs = "; ".join(f"seed {seed}: {', '.join(names)}" for seed, names in not_timed.items())
+    return (
+        " train_seconds leaves out the runs that resumed a stopped run's checkpoint, "
+        f"which were timed only in part ({runs})."
     )
 
 
@@ -433,7 +448,13 @@ def main() -> int:
         "sizes": asdict(sizes),
         "seeds": args.seeds,
         "hours": (time.perf_counter() - started) / 3600,
-        "stage_hours": sum(sum(run["times"].values()) for run in seeds.values()) / 3600,
+        "stage_hours": sum(sum(filter(None, run["times"].values())) for run in seeds.values())
+        / 3600,
+        "not_timed": {
+            seed: sorted(name for name, took in run["times"].items() if took is None)
+            for seed, run in seeds.items()
+            if None in run["times"].values()
+        },
         "reward_model": rm,
         "instruct": instruct_row(cfg, out),
         "constant_answer": constant_answer_row(out / f"seed{args.seeds[0]}", cfg),

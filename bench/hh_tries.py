@@ -34,6 +34,9 @@ TRIES = {
     "seq_uniform": ("a_lol_seq", {"sampling": "uniform"}),
     "seq_clip02": ("a_lol_seq", {"clip": 0.2}),
     "seq_lr5e5": ("a_lol_seq", {"learning_rate": 5e-5}),
+    "seq_half_steps": ("a_lol_seq", {"max_steps": 50}),
+    "seq_lora_r4": ("a_lol_seq", {"lora_r": 4, "lora_alpha": 8}),
+    "seq_lora_attention": ("a_lol_seq", {"lora_target_modules": "q_proj,k_proj,v_proj,o_proj"}),
 }
 """Name → (objective, the settings it changes from the benchmark's recipe)."""
 SHARED_STAGES = ("sft", "value", "advantage", "eval/reference")
