@@ -55,6 +55,7 @@ from alol.pipeline import (
 )
 from alol.records import PromptRecord
 from alol.rewards import load_reward, score
+from alol.train.checkpoints import newest_checkpoint
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -235,12 +236,12 @@ def run_seed(
         trained = replace(seed_cfg, objectives=list(objectives[:done]))
         run_eval(trained)
         write_json(
-            Path(seed_cfg.run_dir) / "partial_rows.json",
+            run_dir / "partial_rows.json",
             measure_rows(trained, ["reference", *objectives[:done]]),
         )
     rows = measure_rows(seed_cfg, ["reference", *objectives])
     for method in set(objectives) & set(ONLINE):
-        cost = json.loads((Path(seed_cfg.run_dir) / "train" / method / "cost.json").read_text())
+        cost = json.loads((run_dir / "train" / method / "cost.json").read_text())
         rows[method].update(
             reward_calls=cost["reward_calls"], generated_tokens=cost["generated_tokens"]
         )
@@ -250,9 +251,10 @@ def run_seed(
 def timed(times_file: Path, name: str, folder: Path, stage) -> None:
     """Run a stage; its wall time is kept in `times_file` from the run that did the work, so a
     resumed benchmark reports that run's time, not the skip's. A stage that picks up the
-    checkpoint of a stopped run is kept as None (not timed): only its last part ran here."""
+    checkpoint of a stopped run (the one the pipeline resumes from) is kept as None, not
+    timed: only its last part ran here."""
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
-    resumed = any((folder / "checkpoints").glob("checkpoint-*"))
+    resumed = newest_checkpoint(folder / "checkpoints") is not None
     started = time.perf_counter()
     stage()
     if name not in times:
