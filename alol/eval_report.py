@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from alol.atomic import write_atomic, write_json, write_text
-from alol.metrics import distinct_n, formatted, mean_length, win_rate
+from alol.audit import REFERENCE, collapse_of
+from alol.metrics import distinct_n, formatted, mean_length, signed, win_rate
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +28,15 @@ EXAMPLES_IN_MARKDOWN = 5
 
 @dataclass
 class EvalExample:
-    """One evaluated example: the rendered prompt, the response and its reward dict."""
+    """One evaluated example: the rendered prompt, the response, its reward dict and, when
+    known, each judge's score, whether decoding reached EOS and log π_θ(y|x) − log π_ref(y|x)."""
 
     prompt: str
     response: str
     scores: dict[str, float]
+    judges: dict[str, float] = field(default_factory=dict)
+    finished: bool | None = None
+    log_ratio: float | None = None
 
 
 @dataclass
@@ -56,6 +61,15 @@ class EvalReport:
     """Share of responses that are empty (or only whitespace)."""
     cut_off_share: float | None = None
     """Share of responses cut at the generation budget before their EOS (when known)."""
+    template_share: float | None = None
+    """Share of responses equal to the most frequent one, case and spaces ignored."""
+    judge_mean: dict[str, float] = field(default_factory=dict)
+    """Mean score of each judge (a reward used only to evaluate)."""
+    judge_std: dict[str, float] = field(default_factory=dict)
+    judge_win_rate: dict[str, float] = field(default_factory=dict)
+    """Per judge: share of prompts where it prefers this response to the reference's."""
+    log_ratio: float | None = None
+    """Mean log π_θ(y|x) − log π_ref(y|x) over the model's own responses (when known)."""
     examples: list[EvalExample] = field(default_factory=list)
     """The rows behind the summary, in prompt order."""
 
@@ -71,11 +85,17 @@ def evaluate_responses(
     reference_scores: list[dict[str, float]] | None = None,
     tokenizer=None,
     finished: list[bool] | None = None,
+    judges: Mapping[str, list[float]] | None = None,
+    reference_judges: Mapping[str, list[float]] | None = None,
+    log_ratios: list[float] | None = None,
 ) -> EvalReport:
     """Summarise one response per prompt and its reward dict (components, optionally "total").
 
     A dict without "total" gets the sum of its components, as a dict reward does in `alol.records`.
-    `finished` tells, per response, whether decoding reached EOS (see `generate_answers`).
+    `finished` tells, per response, whether decoding reached EOS (see `generate_answers`);
+    `judges` holds each judge's score per response, `reference_judges` the same for the
+    reference's responses (for the judges' win-rates), `log_ratios` each response's
+    log π_θ(y|x) − log π_ref(y|x).
     """
     if not prompts:
         raise ValueError("nothing to evaluate: no prompts were given")
@@ -84,6 +104,13 @@ def evaluate_responses(
             f"need one response and one score dict per prompt, got {len(prompts)} prompts, "
             f"{len(responses)} responses and {len(scores)} score dicts"
         )
+    judges = dict(judges or {})
+    for name, values in judges.items():
+        if len(values) != len(prompts):
+            raise ValueError(
+                f"judge {name!r} has {len(values)} scores for {len(prompts)} prompts; score "
+                "every response"
+            )
     scores = _with_totals(scores, "scores")
     rewards = {key: [row[key] for row in scores] for key in scores[0]}
     reference_win_rate = None
@@ -104,9 +131,27 @@ def evaluate_responses(
         win_rate=reference_win_rate,
         empty_share=float(np.mean([not response.strip() for response in responses])),
         cut_off_share=None if finished is None else float(np.mean([not f for f in finished])),
+        template_share=collapse_of(responses, finished).template_share,
+        judge_mean={name: float(np.mean(values)) for name, values in judges.items()},
+        judge_std={name: float(np.std(values)) for name, values in judges.items()},
+        judge_win_rate={
+            name: win_rate(values, list(reference_judges[name]))
+            for name, values in judges.items()
+            if reference_judges is not None and name in reference_judges
+        },
+        log_ratio=None if log_ratios is None else float(np.mean(log_ratios)),
         examples=[
-            EvalExample(prompt, response, row)
-            for prompt, response, row in zip(prompts, responses, scores, strict=True)
+            EvalExample(
+                prompt,
+                response,
+                row,
+                judges={name: float(values[i]) for name, values in judges.items()},
+                finished=None if finished is None else bool(finished[i]),
+                log_ratio=None if log_ratios is None else float(log_ratios[i]),
+            )
+            for i, (prompt, response, row) in enumerate(
+                zip(prompts, responses, scores, strict=True)
+            )
         ],
     )
 
@@ -127,14 +172,20 @@ def _with_totals(scores: list[dict[str, float]], name: str) -> list[dict[str, fl
 
 
 def eval_metrics(report: EvalReport, prefix: str) -> dict[str, float]:
-    """A report's headline figures under Trainer's metric names: `<prefix>as_reward` (the total),
-    `<prefix>as_reward/<component>`, `<prefix>_distinct_2` and `<prefix>_length` (words)."""
+    """A report's headline figures under Trainer's metric names: `<prefix>_reward` (the total),
+    `<prefix>_reward/<component>`, `<prefix>_judge/<judge>`, `<prefix>_distinct_2`,
+    `<prefix>_length` (words), `<prefix>_template_share` and, when known,
+    `<prefix>_cut_off_share`."""
     metrics = {
         f"{prefix}_{'reward' if name == 'total' else 'reward/' + name}": value
         for name, value in report.reward_mean.items()
     }
+    metrics.update({f"{prefix}_judge/{name}": value for name, value in report.judge_mean.items()})
     metrics[f"{prefix}_distinct_2"] = report.distinct_2
     metrics[f"{prefix}_length"] = report.mean_length_words
+    metrics[f"{prefix}_template_share"] = report.template_share
+    if report.cut_off_share is not None:
+        metrics[f"{prefix}_cut_off_share"] = report.cut_off_share
     return metrics
 
 
@@ -180,9 +231,19 @@ def _markdown(report: EvalReport, title: str) -> str:
         lines.append(f"| mean length (tokens) | {report.mean_length_tokens:.1f} |")
     if report.win_rate is not None:
         lines.append(f"| win-rate vs reference | {report.win_rate:.4f} |")
+    for name, mean in report.judge_mean.items():
+        lines.append(f"| judge {name} | {mean:.4f} ± {report.judge_std[name]:.4f} |")
+        if name in report.judge_win_rate:
+            lines.append(
+                f"| judge {name}: win-rate vs reference | {report.judge_win_rate[name]:.4f} |"
+            )
     lines.append(f"| empty responses | {report.empty_share:.1%} |")
     if report.cut_off_share is not None:
         lines.append(f"| cut off at the generation budget | {report.cut_off_share:.1%} |")
+    if report.template_share is not None:
+        lines.append(f"| share of the most frequent response | {report.template_share:.1%} |")
+    if report.log_ratio is not None:
+        lines.append(f"| mean log π_θ(y\\|x) − log π_ref(y\\|x) (nats) | {report.log_ratio:.2f} |")
     lines += ["", f"## Example generations (first {min(EXAMPLES_IN_MARKDOWN, report.n)})", ""]
     for i, example in enumerate(report.examples[:EXAMPLES_IN_MARKDOWN], start=1):
         lines += [
@@ -210,37 +271,68 @@ def _fenced(text: str) -> str:
 def comparison_table(
     reports: dict[str, EvalReport], kept: Mapping[str, float] | None = None
 ) -> str:
-    """Markdown table, one row per run: reward per component and total, distinct-2, length and
-    win-rate against π_ref; with `kept`, also the share of the training data each run kept.
-    A reward of one component gets no column of its own: it would repeat the total."""
+    """Markdown table, one row per run: reward per component and total, each judge, the
+    win-rates against π_ref (by the reward and by each judge), distinct-2, the share of the
+    most frequent answer and length; with `kept`, also the share of the training data each
+    run kept. With a "reference" report, the reward and judges of the other rows show their
+    change against it. A reward of one component gets no column of its own: it would repeat
+    the total."""
     components = list(
         dict.fromkeys(key for r in reports.values() for key in r.reward_mean if key != "total")
     )
     if len(components) == 1:
         components = []
+    judges = list(dict.fromkeys(name for r in reports.values() for name in r.judge_mean))
     header = [
         "model",
         *components,
         "reward",
-        "distinct-2",
-        "length (words)",
+        *judges,
         "win-rate vs π_ref",
+        *(f"{name} win-rate" for name in judges),
+        "distinct-2",
+        "one answer's share",
+        "length (words)",
         *(["data kept"] if kept is not None else []),
     ]
+    reference = reports.get(REFERENCE)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, report in reports.items():
+        against = None if name == REFERENCE else reference
         cells = [
-            "π_ref (reference)" if name == "reference" else name,
+            "π_ref (reference)" if name == REFERENCE else name,
             *(formatted(report.reward_mean.get(c), ".3f") for c in components),
-            f"**{report.reward_mean['total']:.3f}**",
-            formatted(report.distinct_2, ".3f"),
-            formatted(report.mean_length_words, ".1f"),
+            _with_change(
+                report.reward_mean["total"],
+                None if against is None else against.reward_mean["total"],
+                bold=True,
+            ),
+            *(
+                _with_change(
+                    report.judge_mean.get(j), None if against is None else against.judge_mean.get(j)
+                )
+                for j in judges
+            ),
             formatted(report.win_rate, ".2f"),
+            *(formatted(report.judge_win_rate.get(j), ".2f") for j in judges),
+            formatted(report.distinct_2, ".3f"),
+            formatted(report.template_share, ".0%"),
+            formatted(report.mean_length_words, ".1f"),
         ]
         if kept is not None:
             cells.append(formatted(kept.get(name), ".0%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _with_change(value: float | None, reference: float | None, bold: bool = False) -> str:
+    """ "0.506 (+0.036)": a figure and its change against π_ref's, when both are known."""
+    if value is None:
+        return "–"
+    text = f"**{value:.3f}**" if bold else f"{value:.3f}"
+    if reference is None:
+        return text
+    return f"{text} ({signed(value - reference)})"
 
 
 def warn_on_prompt_overlap(eval_prompts: list[str], other_prompts: list[str], what: str) -> int:

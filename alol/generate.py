@@ -70,6 +70,9 @@ class Answer(NamedTuple):
     """The decoded response, up to (not including) its EOS."""
     finished: bool
     """Whether it ended with EOS, rather than being cut at `max_new_tokens`."""
+    token_ids: tuple[int, ...] = ()
+    """The tokens generated, EOS included when it finished: what a model's log-prob of its own
+    answer is taken over (decoding the text and encoding it again need not give them back)."""
 
 
 def generate_responses(
@@ -127,13 +130,21 @@ def generate_answers(
                 )
                 for row, index in enumerate(batch):
                     responses[index] = [
-                        Answer(decode_response(tokenizer, ids), tokenizer.eos_token_id in ids)
-                        for ids in new_tokens[row].tolist()
+                        answer_of(tokenizer, ids) for ids in new_tokens[row].tolist()
                     ]
                 progress.update(len(batch))
     finally:
         model.train(was_training)
     return responses
+
+
+def answer_of(tokenizer, new_token_ids: list[int]) -> Answer:
+    """The answer in the generated tokens: up to the first EOS (the padding after it dropped)."""
+    eos = tokenizer.eos_token_id
+    finished = eos in new_token_ids
+    if finished:
+        new_token_ids = new_token_ids[: new_token_ids.index(eos) + 1]
+    return Answer(decode_response(tokenizer, new_token_ids), finished, tuple(new_token_ids))
 
 
 def decode_response(tokenizer, new_token_ids: list[int]) -> str:

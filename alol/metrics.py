@@ -72,3 +72,8 @@ def formatted(value: float | None, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return format(value, spec)
+
+
+def signed(value: float, spec: str = ".3f") -> str:
+    """A change with its sign, minus as the typographic "−" tables use: "+0.036", "−0.119"."""
+    return format(value, "+" + spec).replace("-", "−")

@@ -23,7 +23,13 @@ CURVES = (
     "rewards/margins",
     "rewards/accuracies",
     "eval_reward",
+    "eval_template_share",
+    "eval_distinct_2",
 )
+"""The quantities drawn, when logged; every judge's validation score (`eval_judge/<name>`)
+is drawn after them."""
+
+JUDGE_CURVES = "eval_judge/"
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -38,11 +44,13 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_training_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
-    """One panel per logged quantity of CURVES that the run actually logged."""
+    """One panel per logged quantity of CURVES, and per judge, that the run actually logged."""
     if not Path(metrics_path).exists():
         return None
     rows = read_metrics(metrics_path)
-    series = {name: [(row["step"], row[name]) for row in rows if name in row] for name in CURVES}
+    judges = dict.fromkeys(key for row in rows for key in row if key.startswith(JUDGE_CURVES))
+    names = [*CURVES, *judges]
+    series = {name: [(row["step"], row[name]) for row in rows if name in row] for name in names}
     series = {name: points for name, points in series.items() if points}
     if not series:
         return None

@@ -219,6 +219,22 @@ def reference_pass(
         model.train(was_training)
 
 
+def sequence_logprobs_of_pairs(
+    model: torch.nn.Module, pairs: list[TokenizedPair], batch_size: int
+) -> list[float]:
+    """log π(y|x) of each tokenized pair under `model`, in eval mode: what a model's own
+    decoded answers (their generated tokens) weigh under it and under π_ref."""
+    config = ReferenceConfig(batch_size=batch_size, show_progress=False)
+    pad_token_id = 0  # padding is masked out; any id embeds
+    was_training = model.training
+    model.eval()
+    try:
+        token_logps, _ = _score_pairs(model, pairs, pad_token_id, None, config)
+    finally:
+        model.train(was_training)
+    return [float(row.sum()) for row in token_logps]
+
+
 def _score_pairs(
     model: torch.nn.Module,
     pairs: list[TokenizedPair],

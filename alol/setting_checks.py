@@ -11,10 +11,13 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alol.errors import AlolError
+
+STAGES = ("reward-model", "sft", "value", "advantage", "train", "online", "eval")
+"""The subcommands a setting can belong to."""
 
 NONE_WORDS = ("none", "null", "off")
 """How a YAML file or a command line spells "no value" for an optional setting."""
@@ -76,6 +79,23 @@ def between_open(low: float, high: float, high_included: bool = False) -> Check:
 
 def one_of(*choices: str) -> Check:
     return Check(choices=choices)
+
+
+def option(
+    default: Any,
+    help: str,
+    stages: tuple[str, ...] = STAGES,
+    check: Check | None = None,
+    aliases: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """A config field with its --help text, the subcommands that show it, the values it
+    accepts beyond its type (`alol.setting_checks`) and other flags that set it."""
+    factory = kwargs.pop("default_factory", None)
+    metadata = {"help": help, "stages": stages, "check": check, "aliases": aliases}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def flag(name: str) -> str:
@@ -142,10 +162,14 @@ def _convert(kind: Any, value: Any) -> Any:
     if kind is str:
         return value if isinstance(value, str) else None
     if typing.get_origin(kind) is list:
-        items = [value] if isinstance(value, str) else value
+        any_item = typing.get_args(kind) == (Any,)
+        items = (
+            [value] if isinstance(value, str) or (any_item and isinstance(value, dict)) else value
+        )
         return (
             list(items)
-            if isinstance(items, list | tuple) and all(isinstance(i, str) for i in items)
+            if isinstance(items, list | tuple)
+            and (any_item or all(isinstance(i, str) for i in items))
             else None
         )
     return None

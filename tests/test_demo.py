@@ -42,9 +42,12 @@ def test_quick_demo_prints_the_comparison_table(quick_demo):
         " relevance ",
         " informativeness ",
         " reward ",
-        " distinct-2 ",
-        " length (words) ",
+        " good_answer ",
         " win-rate vs π_ref ",
+        " good_answer win-rate ",
+        " distinct-2 ",
+        " one answer's share ",
+        " length (words) ",
         " data kept ",
     ]
     rows = {line.split("|")[1].strip(): line for line in table[2:]}
@@ -67,6 +70,7 @@ def test_quick_demo_writes_the_report_folder(quick_demo):
     table_header = next(line for line in out.splitlines() if line.startswith("| model"))
     assert table_header in readme
     assert "leftover lunch" in readme and "Kinds of answer" in readme
+    assert "## Reward-hacking audit" in readme and "### Constant answers" in readme
 
 
 def test_quick_demo_writes_the_task_data_it_trained_on(quick_demo):

@@ -343,7 +343,9 @@ def test_value_and_eval_decode_and_score_every_prompt_once_per_model(launched):
         assert [s["prompt"] for s in samples] == TEST_PROMPTS
     scored = Counter(p for pairs in scored_by_process(launched).values() for p, _ in pairs)
     assert {p: scored[p] for p in val_prompts} == dict.fromkeys(val_prompts, 1)
-    assert {p: scored[p] for p in TEST_PROMPTS} == dict.fromkeys(TEST_PROMPTS, 2)
+    constants = json.loads((run / "eval" / "audit.json").read_text())["constants"]
+    per_prompt = 2 + len(constants)  # each model's answer, and every constant answer
+    assert {p: scored[p] for p in TEST_PROMPTS} == dict.fromkeys(TEST_PROMPTS, per_prompt)
 
 
 def test_two_processes_train_the_same_weights_as_one_with_the_same_global_batch(launched):

@@ -137,12 +137,12 @@ def test_comparison_table_has_one_row_per_run():
 
     table = comparison_table({"nll": nll, "a_lol": a_lol}).splitlines()
 
-    assert (
-        table[0]
-        == "| model | sentiment | fluency | reward | distinct-2 | length (words) | win-rate vs π_ref |"
+    assert table[0] == (
+        "| model | sentiment | fluency | reward | win-rate vs π_ref | distinct-2 "
+        "| one answer's share | length (words) |"
     )
-    assert table[2] == "| nll | 0.500 | 0.250 | **0.750** | 0.600 | 2.0 | – |"
-    assert table[3] == "| a_lol | 0.900 | – | **0.900** | 0.800 | 12.0 | 0.75 |"
+    assert table[2] == "| nll | 0.500 | 0.250 | **0.750** | – | 0.600 | 25% | 2.0 |"
+    assert table[3] == "| a_lol | 0.900 | – | **0.900** | 0.75 | 0.800 | – | 12.0 |"
 
 
 def test_comparison_table_gives_a_single_component_reward_one_column():
@@ -150,7 +150,9 @@ def test_comparison_table_gives_a_single_component_reward_one_column():
 
     lines = comparison_table({"nll": report}).splitlines()
 
-    assert lines[0] == "| model | reward | distinct-2 | length (words) | win-rate vs π_ref |"
+    assert lines[0] == (
+        "| model | reward | win-rate vs π_ref | distinct-2 | one answer's share | length (words) |"
+    )
     assert lines[2].startswith("| nll | **0.600** |")
 
 
@@ -160,9 +162,38 @@ def test_comparison_table_names_the_reference_and_adds_the_kept_share_when_given
     table = comparison_table({"reference": report, "a_lol": report}, kept={"a_lol": 0.29})
     lines = table.splitlines()
 
-    assert lines[0].endswith("| win-rate vs π_ref | data kept |")
+    assert lines[0].endswith("| length (words) | data kept |")
     assert lines[2].startswith("| π_ref (reference) |") and lines[2].endswith("| – |")
     assert lines[3].endswith("| 29% |")
+
+
+def test_judges_get_a_column_with_their_change_and_a_win_rate_against_the_reference():
+    """Reference judge scores 0.5, 0.5, 0.5, 0.5; the model's 1, 0, 0, 0: mean 0.25 (−0.25),
+    win-rate (1 + 0 + 0 + 0) / 4 = 0.25. Reward totals 0.75 vs the reference's 0.75: +0.000."""
+    reference = evaluate_responses(PROMPTS, RESPONSES, SCORES, judges={"relevance": [0.5] * 4})
+    model = evaluate_responses(
+        PROMPTS,
+        RESPONSES,
+        SCORES,
+        reference_scores=SCORES,
+        judges={"relevance": [1.0, 0.0, 0.0, 0.0]},
+        reference_judges={"relevance": [0.5] * 4},
+    )
+
+    lines = comparison_table({"reference": reference, "a_lol": model}).splitlines()
+
+    assert lines[0] == (
+        "| model | sentiment | fluency | reward | relevance | win-rate vs π_ref "
+        "| relevance win-rate | distinct-2 | one answer's share | length (words) |"
+    )
+    assert lines[2] == (
+        "| π_ref (reference) | 0.500 | 0.250 | **0.750** | 0.500 | – | – | 0.600 | 25% | 2.0 |"
+    )
+    assert lines[3] == (
+        "| a_lol | 0.500 | 0.250 | **0.750** (+0.000) | 0.250 (−0.250) | 0.50 | 0.25 "
+        "| 0.600 | 25% | 2.0 |"
+    )
+    assert model.examples[0].judges == {"relevance": 1.0}
 
 
 def test_prompt_overlap_is_counted_and_warned(caplog):

@@ -157,7 +157,7 @@ def test_response_stops_at_the_first_eos_even_when_batch_mates_continue(
         show_progress=False,
     )
 
-    assert answers[0] == [(tiny_tokenizer.decode([t1, t2]), True)]
+    assert answers[0] == [(tiny_tokenizer.decode([t1, t2]), True, (t1, t2, eos))]
     assert generate_responses(
         model, tiny_tokenizer, [prompt], GenerationConfig(max_new_tokens=8), show_progress=False
     ) == [[tiny_tokenizer.decode([t1, t2])]]

@@ -304,12 +304,12 @@ def test_the_console_shows_a_few_formatted_lines_per_stage_not_dicts(workspace, 
 def test_an_evaluation_already_made_for_the_same_inputs_is_read_back(workspace, caplog):
     config = str(workspace["config"])
     assert main(["run", config, "--objectives", "nll"]) == 0
-    report = workspace["run"] / "eval" / "nll" / "eval.json"
-    written = report.stat().st_mtime_ns
+    answers = workspace["run"] / "eval" / "nll" / "answers.jsonl"
+    written = answers.stat().st_mtime_ns
     caplog.set_level("INFO")
 
     assert main(["eval", config, "--objectives", "nll"]) == 0
-    assert report.stat().st_mtime_ns == written and "eval nll: up to date" in caplog.text
+    assert answers.stat().st_mtime_ns == written and "eval nll: answers up to date" in caplog.text
 
     assert main(["eval", config, "--objectives", "nll", "--max-new-tokens", "3"]) == 0
-    assert report.stat().st_mtime_ns != written
+    assert answers.stat().st_mtime_ns != written

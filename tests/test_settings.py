@@ -17,6 +17,7 @@ from alol.objectives import OBJECTIVES, ObjectiveConfig
 from alol.pipeline import run_sft
 from alol.pipeline.settings import (
     advantage_config,
+    audit_thresholds,
     generation_config,
     load_options,
     lora_kwargs,
@@ -52,6 +53,7 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
         "data loading": load_options(cfg),
         "reward model": asdict(reward_model_config(cfg)),
         "tokenization": tokenization(cfg),
+        "audit": asdict(audit_thresholds(cfg)),
         **{
             f"{method} trainer": result_settings(online_kwargs(cfg, method, OUT))
             for method in ("ppo", "grpo")
@@ -85,9 +87,20 @@ EXPECTED: dict[str, set[str]] = {
             "resume",
             "value_from_data",
             "eval_model",
+            "judges",
+            "validation_judges",
+            "constant_answers",
         ],
         set(),
     ),
+    # validation selects checkpoints by these; the audit flags by its thresholds
+    "select_by": OBJECTIVE_TRAINERS,
+    "collapse_share": OBJECTIVE_TRAINERS | {"audit"},
+    "judge_drop": {"audit"},
+    "distinct_2_drop": {"audit"},
+    "cut_off_share": {"audit"},
+    "empty_share": {"audit"},
+    "drift_log_ratio": {"audit"},
     "data_kind": {"data loading"},
     "skip_invalid": {"data loading"},
     "hh_reward": {"data loading"},
@@ -169,6 +182,9 @@ CHANGED_VALUES = {
     "reward_model_targets": "preferences",
     "temperature": 0.7,
     "top_p": 0.9,
+    "judges": ["safety"],
+    "select_by": "reward=0.5",
+    "collapse_share": 0.5,
 }
 
 

@@ -28,9 +28,8 @@ from alol.demo.config import DEFAULT_OBJECTIVES, MODELS, DemoConfig
 from alol.demo.report import write_demo_report
 from alol.demo.smollm2 import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, prepare_smollm2
 from alol.demo.tiny import prepare_tiny
-from alol.eval_report import EvalReport, comparison_table
 from alol.objectives import get_objective
-from alol.pipeline import stage_plan
+from alol.pipeline import Evaluation, stage_plan
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
@@ -47,7 +46,7 @@ __all__ = [
 class DemoResult:
     """What a demo run produced: the evaluation per model, the printed table, the report."""
 
-    reports: dict[str, EvalReport]
+    evaluation: Evaluation
     table: str
     report_dir: Path
     seconds: float
@@ -77,20 +76,20 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     tiny = config.model == "tiny"
     with cpu_threads(TINY_THREADS if tiny else None):
         cfg = prepare_tiny(config, echo) if tiny else prepare_smollm2(config, echo)
-        reports = run_stages(cfg, echo)
+        evaluation = run_stages(cfg, echo)
     kept = kept_fractions(cfg)
-    table = comparison_table(reports, kept)
+    table = evaluation.table(kept)
     echo("\n" + table + "\n")
     seconds = time.perf_counter() - start
-    report_dir = write_demo_report(config, cfg, reports, table, tiny, seconds)
+    report_dir = write_demo_report(config, cfg, evaluation, table, tiny, seconds)
     echo(f"report: {report_dir / 'README.md'}  (demo took {seconds:.0f} s)")
-    return DemoResult(reports, table, report_dir, seconds)
+    return DemoResult(evaluation, table, report_dir, seconds)
 
 
-def run_stages(cfg: PipelineConfig, echo: Callable[[str], None]) -> dict[str, EvalReport]:
+def run_stages(cfg: PipelineConfig, echo: Callable[[str], None]) -> Evaluation:
     """The pipeline's stages (`alol.pipeline.stage_plan`) one by one, each announced and timed."""
     stages = stage_plan(cfg)
-    result: object = {}
+    result: object = None
     for number, stage in enumerate(stages, start=1):
         echo(f"[{number}/{len(stages)}] {stage.title}")
         started = time.perf_counter()

@@ -12,11 +12,13 @@ from pathlib import Path
 import torch
 
 from alol.atomic import write_atomic, write_text
+from alol.audit import audit_markdown
 from alol.config import PipelineConfig
 from alol.demo import task as demo_task
 from alol.demo.config import DemoConfig
 from alol.eval_report import EvalReport
 from alol.metrics import formatted
+from alol.pipeline import Evaluation
 from alol.plots import plot_reward_by_objective
 
 
@@ -37,12 +39,13 @@ def answer_kinds_table(reports: dict[str, EvalReport]) -> str:
 def write_demo_report(
     config: DemoConfig,
     cfg: PipelineConfig,
-    reports: dict[str, EvalReport],
+    evaluation: Evaluation,
     table: str,
     kinds: bool,
     seconds: float,
 ) -> Path:
-    """run_dir/report/: README.md with the tables and samples, and the plots it shows."""
+    """run_dir/report/: README.md with the tables, the audit, samples and the plots it shows."""
+    reports = evaluation.reports
     out = cfg.root / "report"
     figures = _collect_figures(cfg, reports, out)
     advantage = json.loads((cfg.root / "advantage" / "advantage_stats.json").read_text())
@@ -67,6 +70,7 @@ def write_demo_report(
     ]
     if kinds:
         lines += ["Kinds of answer on the test prompts:", "", answer_kinds_table(reports), ""]
+    lines += [audit_markdown(evaluation.audit, level=2), ""]
     lines += [
         "## Advantage audit",
         "",

@@ -230,6 +230,21 @@ def reward(prompts: list[str], responses: list[str]) -> list[float]:
     return [sum(values) / len(values) for values in zip(*columns, strict=True)]
 
 
+def good_answer(prompts: list[str], responses: list[str]) -> list[float]:
+    """1 for an answer the task counts as good (polite, on topic, informative and not
+    repetitive: `classify`), else 0. The demo's judge: the reward averages its components, so
+    a polite answer about another topic can score as well as a good one; this cannot be
+    pleased that way."""
+    return [
+        float(classify(prompt, response) == "good")
+        for prompt, response in zip(prompts, responses, strict=True)
+    ]
+
+
+JUDGE_SPEC = "alol.demo.task:good_answer"
+"""The demo's judge as an alol reward spec: used only to evaluate."""
+
+
 # --- data ---------------------------------------------------------------------------------
 
 

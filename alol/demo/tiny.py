@@ -80,6 +80,7 @@ def prepare_tiny(config: DemoConfig, echo: Callable[[str], None]) -> PipelineCon
         test_data=str(data["test"]),
         run_dir=str(root),
         reward=demo_task.REWARD_SPEC,
+        judges=[demo_task.JUDGE_SPEC],
         seed=config.seed,
         max_prompt_length=48,
         max_response_length=48,

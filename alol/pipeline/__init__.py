@@ -14,7 +14,8 @@ Run directory layout::
     run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png
     run_dir/pairs/                     π_ref's log-probs of preference pairs (DPO)
     run_dir/train/<objective>/         checkpoints, final/ model, metrics.jsonl, train_curves.png
-    run_dir/eval/<name>/               eval.json, report.md, samples.jsonl
+    run_dir/eval/<name>/               answers.jsonl, scores/, eval.json, report.md, samples.jsonl
+    run_dir/eval/                      comparison.md, audit.md, audit.json, constants/
 
 Every stage runs unchanged under `accelerate launch` (or `torchrun`): decoding, scoring and the
 advantage precompute give each process every world_size-th example and gather the results
@@ -29,10 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alol.config import PipelineConfig
-from alol.eval_report import EvalReport
 from alol.online import ONLINE_METHODS
 from alol.pipeline.advantage_stage import run_advantage
-from alol.pipeline.eval_stage import run_eval
+from alol.pipeline.eval_stage import Evaluation, run_eval
 from alol.pipeline.online_stage import run_online
 from alol.pipeline.reward_model_stage import run_reward_model
 from alol.pipeline.sft_stage import run_sft
@@ -42,6 +42,7 @@ from alol.pipeline.value_stage import run_value
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Evaluation",
     "PipelineConfig",
     "Stage",
     "run_advantage",
@@ -98,11 +99,11 @@ def stage_plan(cfg: PipelineConfig) -> list[Stage]:
     return stages
 
 
-def run_all(cfg: PipelineConfig) -> dict[str, EvalReport]:
-    """Every stage of `stage_plan`; the evaluation reports, or {} without test prompts."""
-    result: object = {}
+def run_all(cfg: PipelineConfig) -> Evaluation | None:
+    """Every stage of `stage_plan`; the evaluation, or None without test prompts."""
+    result: object = None
     stages = stage_plan(cfg)
     for number, stage in enumerate(stages, start=1):
         logger.info("[%d/%d] %s", number, len(stages), stage.title)
         result = stage.run()
-    return result if cfg.test_data else {}
+    return result if cfg.test_data else None

@@ -1,49 +1,87 @@
-"""Stage 5, evaluation: reads the test prompts, the reward, π_ref and each trained model in
-`run_dir/train/<objective>/final/` (or `cfg.eval_model`), decodes and scores their responses,
-and writes eval.json, report.md and samples.jsonl to `run_dir/eval/<name>/` and the comparison
-of all of them to `run_dir/eval/comparison.md`.
+"""Stage 5, evaluation: reads the test prompts, the reward, the judges, π_ref and each trained
+model in `run_dir/train/<objective>/final/` (or `cfg.eval_model`); decodes each model's
+answers, scores them with the reward and every judge, weighs them under π_ref, gives constant
+answers to every prompt, and audits the lot for reward hacking.
+
+Writes `run_dir/eval/<name>/` (answers.jsonl, eval.json, report.md, samples.jsonl and the
+kept scores), `run_dir/eval/audit.md` and `audit.json`, and `run_dir/eval/comparison.md`: the
+comparison table with the audit's flags under it. Only what changed is computed again
+(`alol.pipeline.answers`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
-from alol.atomic import write_text
+from alol.atomic import write_json, write_text
+from alol.audit import (
+    REFERENCE,
+    Audit,
+    ConstantAnswer,
+    ScoredAnswers,
+    audit_markdown,
+    audit_models,
+    audit_summary,
+    collapse_of,
+    most_frequent_answers,
+    normalise_answer,
+)
 from alol.config import PipelineConfig
-from alol.distributed import gather_in_order, on_main_process
+from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
-    read_report,
     warn_on_prompt_overlap,
     write_report,
 )
 from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.pipeline.decoding import decode_and_score
+from alol.pipeline.answers import (
+    Answers,
+    answer_scores,
+    cached_json,
+    decoded_answers,
+    reference_logps,
+    reference_logps_path,
+    scores_of,
+)
 from alol.pipeline.inputs import (
+    Judge,
     check_context_length,
+    configured_judges,
     configured_reward,
     load_data,
     load_policy_for_eval,
     load_splits,
+    pointwise_records,
     reference_path,
     render,
     reward_fingerprint,
     unique_prompts,
 )
-from alol.pipeline.settings import configured_reference_dtype, generation_config, tokenization
-from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
 from alol.rewards import Reward
 
 logger = logging.getLogger(__name__)
 
 
-def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
-    """Decode test prompts with π_ref and each trained model, score, and compare."""
+@dataclass
+class Evaluation:
+    """Every model's report, π_ref first, and the audit of them all."""
+
+    reports: dict[str, EvalReport]
+    audit: Audit
+
+    def table(self, kept: dict[str, float] | None = None) -> str:
+        """The comparison table with the audit's flags under it."""
+        return comparison_table(self.reports, kept) + "\n\n" + audit_summary(self.audit)
+
+
+def run_eval(cfg: PipelineConfig) -> Evaluation:
+    """Decode test prompts with π_ref and each trained model, score, audit and compare."""
     if cfg.test_data is None:
         raise AlolError("`alol eval` needs --test-data (records whose prompts are decoded).")
     reward = configured_reward(cfg)
@@ -51,10 +89,59 @@ def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
         raise AlolError(
             "`alol eval` needs a reward function (--reward) to score the decoded responses."
         )
+    judges = configured_judges(cfg)
     test_prompts = unique_prompts(load_data(cfg.test_data, cfg))
     ref = reference_path(cfg)
     check_context_length(cfg, ref, decoding=True)
-    reports = {"reference": _eval_model(cfg, "reference", ref, test_prompts, reward, None)}
+    models = {REFERENCE: ref, **_trained_models(cfg)}
+    answers = {
+        name: decoded_answers(
+            cfg,
+            name,
+            path,
+            test_prompts,
+            on_render=(lambda texts, tok: _warn_on_overlap(cfg, texts, tok))
+            if name == REFERENCE
+            else None,
+        )
+        for name, path in models.items()
+    }
+    scored = {name: _scored(cfg, a, reward, judges) for name, a in answers.items()}
+    ratios = _log_ratios(cfg, ref, answers)
+    reports = _reports(cfg, answers, scored, ratios)
+    constants = _constant_answers(cfg, answers, reward, judges)
+    audit = audit_models(
+        {
+            name: ScoredAnswers(
+                reward=[s["total"] for s in scored[name][0]],
+                judges=scored[name][1],
+                responses=answers[name].responses,
+                finished=answers[name].finished,
+                log_ratio=reports[name].log_ratio,
+            )
+            for name in answers
+        },
+        constants,
+        audit_thresholds(cfg),
+        budget=cfg.max_new_tokens or cfg.max_response_length,
+        independent_judges={judge.name: judge.independent for judge in judges},
+    )
+    evaluation = Evaluation(reports, audit)
+    out = cfg.root / "eval"
+
+    def write() -> None:
+        write_text(out / "audit.md", audit_markdown(audit))
+        write_json(out / "audit.json", audit.summary())
+        write_text(out / "comparison.md", evaluation.table() + "\n")
+
+    on_main_process(write)
+    for flag in audit.flags:
+        logger.warning("audit: %s", flag)
+    logger.info("eval: reports, samples, the audit and the comparison in %s", out)
+    return evaluation
+
+
+def _trained_models(cfg: PipelineConfig) -> dict[str, Path]:
     models = (
         {"model": Path(cfg.eval_model)}
         if cfg.eval_model
@@ -65,61 +152,127 @@ def run_eval(cfg: PipelineConfig) -> dict[str, EvalReport]:
             raise AlolError(
                 f"no trained model at {path}: run `alol train --objectives {name}` first."
             )
-        reports[name] = _eval_model(cfg, name, path, test_prompts, reward, reports["reference"])
-    table = comparison_table(reports)
-    on_main_process(lambda: write_text(cfg.root / "eval" / "comparison.md", table + "\n"))
-    logger.info("eval: reports, samples and the comparison in %s", cfg.root / "eval")
+    return models
+
+
+def _warn_on_overlap(cfg: PipelineConfig, texts: list[str], tokenizer) -> None:
+    if cfg.train_data is None:
+        return
+    val = load_splits(cfg).val
+    warn_on_prompt_overlap(
+        texts,
+        [render(cfg, p, tokenizer) for p in unique_prompts(val)],
+        "fit V and select checkpoints",
+    )
+
+
+def _scored(
+    cfg: PipelineConfig, answers: Answers, reward: Reward, judges: list[Judge]
+) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
+    """The reward's score dicts and each judge's total, per answer."""
+    scores = answer_scores(answers, reward, reward_fingerprint(cfg), "reward", cfg)
+    judged = {
+        judge.name: [
+            s["total"]
+            for s in answer_scores(
+                answers, judge.reward, judge.fingerprint, f"judge-{judge.name}", cfg
+            )
+        ]
+        for judge in judges
+    }
+    return scores, judged
+
+
+def _log_ratios(
+    cfg: PipelineConfig, ref: Path, answers: dict[str, Answers]
+) -> dict[str, list[float]]:
+    """log π_θ(y|x) − log π_ref(y|x) of each trained model's answers; π_ref is loaded only
+    when some model's are not kept yet."""
+    reference_fp = fingerprint_model(ref)
+    trained = {name: a for name, a in answers.items() if name != REFERENCE}
+    missing = [
+        name for name, a in trained.items() if not reference_logps_path(a, reference_fp).is_file()
+    ]
+    model = tokenizer = None
+    if missing:
+        model, tokenizer = load_policy_for_eval(ref, configured_reference_dtype(cfg))
+    ratios = {}
+    for name, a in trained.items():
+        ref_logps = reference_logps(a, reference_fp, model, tokenizer, cfg)
+        ratios[name] = [row.logp - r for row, r in zip(a.rows, ref_logps, strict=True)]
+    return ratios
+
+
+def _reports(
+    cfg: PipelineConfig,
+    answers: dict[str, Answers],
+    scored: dict[str, tuple[list[dict[str, float]], dict[str, list[float]]]],
+    ratios: dict[str, list[float]],
+) -> dict[str, EvalReport]:
+    reference_scores, reference_judges = scored[REFERENCE]
+    reports = {}
+    for name, a in answers.items():
+        scores, judged = scored[name]
+        is_reference = name == REFERENCE
+        reports[name] = evaluate_responses(
+            a.prompts,
+            a.responses,
+            scores,
+            None if is_reference else reference_scores,
+            finished=a.finished,
+            judges=judged,
+            reference_judges=None if is_reference else reference_judges,
+            log_ratios=ratios.get(name),
+        )
+        on_main_process(
+            lambda report=reports[name], folder=a.folder, title=f"{name} on {cfg.test_data}": (
+                write_report(report, folder, title=title)
+            )
+        )
     return reports
 
 
-def _eval_model(
-    cfg: PipelineConfig,
-    name: str,
-    path: Path,
-    prompts: list,
-    reward: Reward,
-    reference: EvalReport | None,
-) -> EvalReport:
-    """One model's report; one already written for the same model, prompts, reward, decoding
-    and reference is read back instead of decoding again."""
-    out = cfg.root / "eval" / name
-    dtype = configured_reference_dtype(cfg)
-    fingerprint = fingerprint_of(
-        "eval",
-        fingerprint_model(path),
-        prompts,
-        reward_fingerprint(cfg),
-        asdict(generation_config(cfg)),
-        tokenization(cfg),
-        dtype,
-        None if reference is None else [e.scores for e in reference.examples],
-    )
-    if stage_done(out, fingerprint):
-        logger.info("eval %s: up to date (%s)", name, out)
-        return read_report(out)
-    begin_stage(out, fingerprint, "eval")
-    model, tokenizer = load_policy_for_eval(path, dtype)
-    texts = [render(cfg, p, tokenizer) for p in prompts]
-    if name == "reference":
-        val = load_splits(cfg).val
-        warn_on_prompt_overlap(
-            texts,
-            [render(cfg, p, tokenizer) for p in unique_prompts(val)],
-            "fit V and select checkpoints",
+def _constant_answers(
+    cfg: PipelineConfig, answers: dict[str, Answers], reward: Reward, judges: list[Judge]
+) -> list[ConstantAnswer]:
+    """The training data's most frequent answers and each model's own most frequent one, each
+    given to every test prompt and scored by the reward and every judge (kept in
+    `run_dir/eval/constants/`)."""
+    candidates: dict[str, ConstantAnswer] = {}
+    if cfg.train_data is not None and cfg.constant_answers:
+        responses = [r.response for r in pointwise_records(cfg, load_splits(cfg).train)]
+        for text, count in most_frequent_answers(responses, cfg.constant_answers):
+            candidates[normalise_answer(text)] = ConstantAnswer(
+                text, f"training data ({count} times)", 0.0, {}
+            )
+    for name, a in answers.items():
+        top = collapse_of(a.responses, a.finished).top_answer
+        constant = candidates.setdefault(normalise_answer(top), ConstantAnswer(top, "", 0.0, {}))
+        constant.models.append(name)
+    prompts = answers[REFERENCE].prompts
+    for constant in candidates.values():
+        models = ", ".join("π_ref" if m == REFERENCE else m for m in constant.models)
+        own = f"most frequent answer of {models}" if models else ""
+        constant.origin = "; ".join(part for part in (constant.origin, own) if part)
+        constant.reward = _constant_score(
+            cfg, constant.text, prompts, reward, reward_fingerprint(cfg)
         )
-    generation = generation_config(cfg)
-    scored = gather_in_order(
-        len(texts),
-        lambda indices: [
-            pairs[0]
-            for pairs in decode_and_score(cfg, model, tokenizer, texts, indices, reward, generation)
-        ],
+        constant.judges = {
+            judge.name: _constant_score(
+                cfg, constant.text, prompts, judge.reward, judge.fingerprint
+            )
+            for judge in judges
+        }
+    return list(candidates.values())
+
+
+def _constant_score(
+    cfg: PipelineConfig, text: str, prompts: list[str], reward: Reward, fingerprint: str | None
+) -> float:
+    """Mean total of `reward` over `text` given as the answer to every prompt."""
+    key = fingerprint_of("constant", text, prompts, fingerprint)
+    scores = cached_json(
+        cfg.root / "eval" / "constants" / f"{key[:16]}.json",
+        lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
     )
-    responses = [answer.text for answer, _ in scored]
-    scores = [s for _, s in scored]
-    ref_scores = None if reference is None else [s.scores for s in reference.examples]
-    finished = [answer.finished for answer, _ in scored]
-    report = evaluate_responses(texts, responses, scores, ref_scores, finished=finished)
-    on_main_process(lambda: write_report(report, out, title=f"{name} on {cfg.test_data}"))
-    finish_stage(out, fingerprint, "eval", reward=report.reward_mean["total"])
-    return report
+    return sum(s["total"] for s in scores) / len(scores)

@@ -28,6 +28,7 @@ from alol.pipeline.settings import load_options, training_compute_dtype
 from alol.quantization import load_4bit_causal_lm
 from alol.records import LoadedData, RewardRecord
 from alol.rewards import Reward, load_reward
+from alol.rewards.specs import normalize_spec
 from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 
 logger = logging.getLogger(__name__)
@@ -261,6 +262,62 @@ def configured_reward(cfg: PipelineConfig) -> Reward | None:
 def reward_fingerprint(cfg: PipelineConfig) -> str | None:
     spec = reward_spec(cfg)
     return None if spec is None else spec_fingerprint(spec)
+
+
+@dataclass
+class Judge:
+    """A reward that only evaluates: it never trains, fits V or (unless `select_by` names it)
+    selects a checkpoint."""
+
+    name: str
+    reward: Reward
+    fingerprint: str
+    independent: bool
+    """False when it is a component of the training reward, so it cannot tell on it."""
+
+
+def configured_judges(cfg: PipelineConfig) -> list[Judge]:
+    """`cfg.judges` as rewards, each refused when it is the training reward itself."""
+    reward_spec_ = reward_spec(cfg)
+    reward_fp = None if reward_spec_ is None else spec_fingerprint(reward_spec_)
+    component_fps = _component_fingerprints(reward_spec_)
+    judges = []
+    for spec in cfg.judges or []:
+        fingerprint = spec_fingerprint(spec)
+        reward = load_reward(spec)
+        if fingerprint == reward_fp:
+            raise AlolError(
+                f"judge {reward.name!r} ({spec!r}) is the training reward itself, so it cannot "
+                "tell whether a reward gain is real; give a judge the models were not trained "
+                "on (another scorer, reward model or function)"
+            )
+        if any(judge.name == reward.name for judge in judges):
+            raise AlolError(
+                f"two judges are named {reward.name!r}; give each a distinct 'name' in its spec"
+            )
+        independent = fingerprint not in component_fps
+        if not independent:
+            logger.warning(
+                "judge %r is a component of the training reward, so it is not independent of "
+                "it; the audit says so beside its figures",
+                reward.name,
+            )
+        judges.append(Judge(reward.name, reward, fingerprint, independent))
+    return judges
+
+
+def _component_fingerprints(spec: Any) -> set[str]:
+    """The fingerprints of a sum reward's terms, nested sums included."""
+    if spec is None:
+        return set()
+    normalized = normalize_spec(spec)
+    if normalized["type"] != "sum":
+        return set()
+    fingerprints = set()
+    for term in normalized["components"]:
+        fingerprints.add(spec_fingerprint(term["spec"]))
+        fingerprints |= _component_fingerprints(term["spec"])
+    return fingerprints
 
 
 def render(cfg: PipelineConfig, prompt, tokenizer) -> str:

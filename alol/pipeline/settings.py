@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from alol.advantage import AdvantageConfig
+from alol.audit import AuditThresholds
 from alol.config import PipelineConfig
 from alol.distributed import process_state
 from alol.generate import GenerationConfig
@@ -99,10 +100,12 @@ def trainer_kwargs(
             eval_strategy="steps",
             eval_steps=cfg.eval_steps,
             save_steps=cfg.eval_steps,
-            metric_for_best_model="eval_reward",
+            metric_for_best_model="eval_selection",
             greater_is_better=True,
             load_best_model_at_end=True,
             reward_timeout=cfg.reward_timeout,
+            select_by=cfg.select_by,
+            collapse_share=cfg.collapse_share,
         )
     return kwargs
 
@@ -293,6 +296,10 @@ def online_kwargs(cfg: PipelineConfig, method: str, output_dir: Path) -> dict[st
         top_p=cfg.top_p,
         beta=cfg.online_beta,
     )
+
+
+def audit_thresholds(cfg: PipelineConfig) -> AuditThresholds:
+    return AuditThresholds.of(cfg)
 
 
 def load_options(cfg: PipelineConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from alol.objectives import get_objective
 from alol.online import ONLINE_METHODS
 from alol.pipeline.inputs import (
     check_context_length,
+    configured_judges,
     configured_reward,
     load_model_to_train,
     load_splits,
@@ -38,8 +39,40 @@ from alol.pipeline.trainer_setup import (
 )
 from alol.pipeline.training_sets import training_set
 from alol.plots import plot_training_curves
+from alol.train.selection import judges_selected_by
 
 logger = logging.getLogger(__name__)
+
+
+def validation_judges(cfg: PipelineConfig) -> list:
+    """The judges validation scores: every one with `validation_judges`, else those
+    `select_by` names (each must be a judge)."""
+    named = judges_selected_by(cfg.select_by)
+    if not named and not cfg.validation_judges:
+        return []  # none is loaded: a judge can be a model
+    judges = configured_judges(cfg)
+    unknown = [name for name in named if name not in {judge.name for judge in judges}]
+    if unknown:
+        raise AlolError(
+            f"select_by {cfg.select_by!r} names {', '.join(map(repr, unknown))}, which is not a "
+            f"judge; the judges are: {', '.join(j.name for j in judges) or 'none'} (set judges:)"
+        )
+    if cfg.validation_judges:
+        return judges
+    return [judge for judge in judges if judge.name in named]
+
+
+def kept_checkpoint(trainer) -> dict | None:
+    """Which validated checkpoint the run kept, and whether its answers had collapsed."""
+    step = trainer.state.best_global_step
+    if not step:
+        return None
+    return {
+        "step": step,
+        "select_by": trainer.args.select_by,
+        "score": trainer.state.best_metric,
+        "collapsed": trainer.collapsed_at(step),
+    }
 
 
 def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
@@ -62,11 +95,14 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
     eval_prompts = (
         [render(cfg, p, tokenizer) for p in unique_prompts(splits.val)] if reward else None
     )
+    judges = validation_judges(cfg) if eval_prompts else []
     validation = (
         {
             "reward": reward_fingerprint(cfg),
             "prompts": eval_prompts,
             **asdict(generation_config(cfg)),
+            # named only when there are some, so runs finished before judges existed stay done
+            **({"judges": [judge.fingerprint for judge in judges]} if judges else {}),
         }
         if eval_prompts
         else None
@@ -95,6 +131,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         reward=reward,
         eval_prompts=eval_prompts,
         generation_config=generation_config(cfg),
+        judges={judge.name: judge.reward for judge in judges},
     )
     cuts = examples.dataset.cut_counts()
     log_data(logger, f"train {objective_name}", splits, cuts)
@@ -108,6 +145,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
     train_or_resume(trainer, out, cfg.resume)
     save_policy(trainer, out / "final", merge=False)
     on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
+    selection = kept_checkpoint(trainer)
     finish_stage(
         out,
         fingerprint,
@@ -116,6 +154,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         steps=max_steps,
         fraction_positive=examples.fraction_positive,
         data=splits.counts(),
+        **({"selection": selection} if selection else {}),
         **cuts,
     )
     logger.info(

@@ -67,6 +67,7 @@ def build_trainer(
     reward: Reward | None = None,
     eval_prompts: list[str] | None = None,
     generation_config: GenerationConfig | None = None,
+    judges: dict[str, Reward] | None = None,
 ) -> AlolTrainer:
     """An `AlolTrainer` writing its checkpoints and metrics.jsonl into `stage_dir`."""
     with_eval = bool(eval_prompts)
@@ -81,6 +82,7 @@ def build_trainer(
         eval_prompts=eval_prompts,
         generation_config=generation_config,
         callbacks=[MetricsFileCallback(stage_dir / "metrics.jsonl")],
+        judges=judges,
     )
 
 

@@ -35,9 +35,12 @@ def normalize_spec(spec: RewardSpec) -> dict[str, Any]:
             return {"type": spec}
         if ":" in spec:
             return {"type": "callable", "path": spec}
+        if Path(spec).is_dir():
+            return {"type": "classifier", "path": spec}
         raise ValueError(
             f"unknown reward {spec!r}: give a built-in scorer ({', '.join(SCORERS)}), "
-            "'package.module:function' or 'path/to/file.py:function'"
+            "'package.module:function', 'path/to/file.py:function' or the folder of a "
+            "sequence classifier"
         )
     if isinstance(spec, list | tuple):
         return {"type": "sum", "components": [_normalize_term(term) for term in spec]}

@@ -123,6 +123,21 @@ class AlolConfig(TrainingArguments):
             "compiled code and tensor-core friendly sizes, at the cost of some padding."
         },
     )
+    select_by: str = field(
+        default="reward",
+        metadata={
+            "help": "What validation selects the kept checkpoint by: 'reward', a judge's name, "
+            "or name=weight pairs separated by commas (logged as eval_selection)."
+        },
+    )
+    collapse_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "A validation pass whose answers are this share (or more) one answer "
+            "(case and spaces ignored) marks its checkpoint collapsed: never kept while "
+            "another is not. None: no checkpoint is refused."
+        },
+    )
     reward_timeout: float | None = field(
         default=None,
         metadata={"help": "Seconds one reward batch may take during validation (None: no limit)."},

@@ -5,7 +5,8 @@ Trainer's; alol adds three things: the sampler (priority sampling over the lefto
 grouped by length), the loss (response log-probs → a pure objective from `alol.objectives`)
 and the metrics (averaged over the logging window, read from the device once per log, not
 once per step). Evaluation decodes the validation prompts and scores them with the reward, so
-`metric_for_best_model="eval_reward"` selects checkpoints on validation reward.
+`metric_for_best_model="eval_reward"` selects checkpoints on validation reward (or `select_by`'s judges), never a collapsed
+one while another is not (`alol.train.selection`).
 
 Two places where alol deliberately departs from a plain `Trainer`:
 
@@ -49,10 +50,8 @@ from transformers.trainer_callback import ProgressCallback
 from alol.batches import ObjectiveOutput, PairBatch, RankedBatch, SequenceBatch
 from alol.collate import Collator, padded_width
 from alol.compilation import compile_decoder_layers
-from alol.distributed import gather_in_order
-from alol.eval_report import eval_metrics, evaluate_responses
 from alol.examples import ExampleDataset, rows_per_example
-from alol.generate import GenerationConfig, generate_responses
+from alol.generate import GenerationConfig
 from alol.logprobs import (
     packed_response_token_logprobs,
     response_token_logprobs,
@@ -60,7 +59,7 @@ from alol.logprobs import (
 )
 from alol.objectives import Objective, get_objective
 from alol.quantization import is_quantized, prepare_for_adapters
-from alol.rewards import Reward, score
+from alol.rewards import Reward
 from alol.sampling import (
     LengthGroupedSampler,
     PrioritySampler,
@@ -72,6 +71,13 @@ from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.config import AlolConfig
 from alol.train.progress import QuietProgressCallback
 from alol.train.record_examples import examples_from_records
+from alol.train.selection import (
+    REWARD,
+    is_better,
+    selection_weights,
+    validation_metrics,
+    validation_report,
+)
 from alol.train.wrapping import apply_lora, call_through_wrapper
 
 logger = logging.getLogger(__name__)
@@ -99,6 +105,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         eval_prompts: list[str] | None = None,
         generation_config: GenerationConfig | None = None,
         callbacks: list | None = None,
+        judges: dict[str, Reward] | None = None,
     ):
         if isinstance(model, str):
             processing_class = processing_class or AutoTokenizer.from_pretrained(model)
@@ -138,6 +145,15 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         self.objective_config = args.objective_config()
         self.sample_weights = sample_weights
         self.reward = reward
+        self.judges = judges or {}
+        missing = [
+            n for n in selection_weights(args.select_by) if n != REWARD and n not in self.judges
+        ]
+        if missing:
+            raise ValueError(
+                f"select_by {args.select_by!r} names {', '.join(map(repr, missing))}, which is not "
+                f"among the judges given ({', '.join(self.judges) or 'none'})"
+            )
         self.eval_prompts = eval_prompts
         self.generation_config = generation_config or GenerationConfig()
         eval_dataset = _PromptList(eval_prompts) if eval_prompts and reward is not None else None
@@ -342,40 +358,62 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict:
-        """Decode the validation prompts (each rank its share), score them, log mean reward."""
+        """Decode the validation prompts (each rank its share), score them with the reward and
+        the judges, and log the scores, the collapse measures and the selection score."""
         if self.reward is None or not self.eval_prompts:
             raise ValueError("Evaluation needs a reward and eval_prompts.")
         model = self.accelerator.unwrap_model(self.model)
-
-        def decode_and_score(indices: list[int]) -> list[tuple[str, dict[str, float]]]:
-            prompts = [self.eval_prompts[i] for i in indices]
-            responses = [
-                r[0]
-                for r in generate_responses(
-                    model, self.processing_class, prompts, self.generation_config, False
-                )
-            ]
-            scores = score(
-                self.reward,
-                prompts,
-                responses,
-                show_progress=False,
-                timeout=self.args.reward_timeout,
-                record_numbers=indices,
-            )
-            return list(zip(responses, scores, strict=True))
-
-        gathered = gather_in_order(len(self.eval_prompts), decode_and_score)
-        report = evaluate_responses(
-            self.eval_prompts, [r for r, _ in gathered], [s for _, s in gathered]
+        report = validation_report(
+            model,
+            self.processing_class,
+            self.eval_prompts,
+            {REWARD: self.reward, **self.judges},
+            self.generation_config,
+            self.args.reward_timeout,
         )
-        metrics = eval_metrics(report, metric_key_prefix)
+        metrics = validation_metrics(
+            report, self.args.select_by, self.args.collapse_share, metric_key_prefix
+        )
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(
             self.args, self.state, self.control, metrics
         )
         model.train()
         return metrics
+
+    # --- checkpoint selection -----------------------------------------------------------
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
+        """Trainer's choice of the best checkpoint, by `alol.train.selection.is_better`: a
+        checkpoint whose validation answers collapsed is never the best while another is not."""
+        value = metrics["eval_selection"]
+        collapsed = bool(metrics["eval_collapsed"])
+        if not is_better(
+            value, collapsed, self.state.best_metric, self.collapsed_at(self.state.best_global_step)
+        ):
+            return False
+        self.state.best_metric = value
+        self.state.best_global_step = self.state.global_step
+        return True
+
+    def collapsed_at(self, step: int | None) -> bool:
+        """Whether the validation at `step` collapsed, read from the logged history (which a
+        resumed run reads back with its checkpoint)."""
+        return any(
+            row.get("step") == step and row.get("eval_collapsed") for row in self.state.log_history
+        )
+
+    def train(self, *args, **kwargs):
+        """Trainer.train; says so when every validated checkpoint collapsed."""
+        output = super().train(*args, **kwargs)
+        if self.state.best_global_step and self.collapsed_at(self.state.best_global_step):
+            logger.warning(
+                "every validation pass found collapsed answers (%.0f%% or more equal to one "
+                "answer); kept the earliest checkpoint, step %d, the closest to π_ref",
+                100 * self.args.collapse_share,
+                self.state.best_global_step,
+            )
+        return output
 
 
 class _PromptList(Dataset):

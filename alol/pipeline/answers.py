@@ -1,0 +1,197 @@
+"""One model's answers to the evaluation prompts, decoded once and kept, and what is computed
+from them: their scores by any reward or judge, and their log-probs under π_ref.
+
+Each piece is kept under a fingerprint of exactly what decides it: the answers under the
+model, the prompts and the decoding; a reward's scores under the answers and that reward; the
+log-probs under the answers and π_ref. So a judge added to a finished evaluation scores the
+kept answers without decoding them again, and a retrained model decodes anew.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from alol.atomic import write_atomic, write_json
+from alol.config import PipelineConfig
+from alol.distributed import gather_in_order, on_main_process
+from alol.fingerprint import fingerprint_model, fingerprint_of
+from alol.generate import generate_answers
+from alol.pipeline.inputs import load_policy_for_eval, render
+from alol.pipeline.settings import configured_reference_dtype, generation_config, tokenization
+from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.reference import sequence_logprobs_of_pairs
+from alol.rewards import Reward, score
+from alol.tokenize import TokenizedPair, encode_prompt
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ANSWERS_FILE = "answers.jsonl"
+
+
+@dataclass
+class Answer:
+    """One decoded answer, as kept in `answers.jsonl`."""
+
+    prompt: str
+    """The prompt as the model saw it (rendered)."""
+    response: str
+    finished: bool
+    """Whether it reached EOS before the token budget."""
+    token_ids: list[int]
+    """The generated tokens, EOS included when finished."""
+    logp: float
+    """log π_θ(y|x) of those tokens under the model that wrote them."""
+
+
+@dataclass
+class Answers:
+    """A model's answers in prompt order, and the fingerprint of what decided them."""
+
+    rows: list[Answer]
+    fingerprint: str
+    folder: Path
+
+    @property
+    def prompts(self) -> list[str]:
+        return [row.prompt for row in self.rows]
+
+    @property
+    def responses(self) -> list[str]:
+        return [row.response for row in self.rows]
+
+    @property
+    def finished(self) -> list[bool]:
+        return [row.finished for row in self.rows]
+
+
+def decoded_answers(
+    cfg: PipelineConfig,
+    name: str,
+    path: Path,
+    prompts: list,
+    on_render: Callable[[list[str], object], None] | None = None,
+) -> Answers:
+    """The answers of the model at `path` to `prompts` (records' prompts), decoded now or read
+    back from `run_dir/eval/<name>/` when the model, prompts and decoding are unchanged.
+    `on_render(texts, tokenizer)` sees the rendered prompts before decoding."""
+    out = cfg.root / "eval" / name
+    dtype = configured_reference_dtype(cfg)
+    generation = generation_config(cfg)
+    fingerprint = fingerprint_of(
+        "answers", fingerprint_model(path), prompts, asdict(generation), tokenization(cfg), dtype
+    )
+    if stage_done(out, fingerprint) and (out / ANSWERS_FILE).is_file():
+        logger.info("eval %s: answers up to date (%s)", name, out)
+        return Answers(_read_answers(out / ANSWERS_FILE), fingerprint, out)
+    begin_stage(out, fingerprint, "eval")
+    model, tokenizer = load_policy_for_eval(path, dtype)
+    texts = [render(cfg, p, tokenizer) for p in prompts]
+    if on_render is not None:
+        on_render(texts, tokenizer)
+
+    def decode(indices: list[int]) -> list[Answer]:
+        shard = [texts[i] for i in indices]
+        decoded = [a[0] for a in generate_answers(model, tokenizer, shard, generation)]
+        pairs = [
+            TokenizedPair(encode_prompt(tokenizer, text, cfg.max_prompt_length), list(a.token_ids))
+            for text, a in zip(shard, decoded, strict=True)
+        ]
+        logps = sequence_logprobs_of_pairs(model, pairs, cfg.generation_batch_size)
+        return [
+            Answer(text, a.text, a.finished, list(a.token_ids), logp)
+            for text, a, logp in zip(shard, decoded, logps, strict=True)
+        ]
+
+    rows = gather_in_order(len(texts), decode)
+    on_main_process(lambda: _write_answers(out / ANSWERS_FILE, rows))
+    finish_stage(out, fingerprint, "eval")
+    return Answers(rows, fingerprint, out)
+
+
+def answer_scores(
+    answers: Answers,
+    reward: Reward,
+    reward_fingerprint: str | None,
+    label: str,
+    cfg: PipelineConfig,
+) -> list[dict[str, float]]:
+    """`reward`'s score dicts (components and "total") of each answer, kept in
+    `<answers' folder>/scores/`."""
+    key = fingerprint_of("scores", reward_fingerprint, answers.fingerprint)
+    return cached_json(
+        answers.folder / "scores" / f"{label}-{key[:16]}.json",
+        lambda: scores_of(reward, answers.prompts, answers.responses, cfg),
+    )
+
+
+def scores_of(
+    reward: Reward, prompts: list[str], responses: list[str], cfg: PipelineConfig
+) -> list[dict[str, float]]:
+    """Score (prompt, response) pairs, each process its share; errors name the pair's number."""
+    return gather_in_order(
+        len(prompts),
+        lambda indices: score(
+            reward,
+            [prompts[i] for i in indices],
+            [responses[i] for i in indices],
+            show_progress=False,
+            timeout=cfg.reward_timeout,
+            record_numbers=indices,
+        ),
+    )
+
+
+def reference_logps_path(answers: Answers, reference_fingerprint: str) -> Path:
+    key = fingerprint_of("reference logps", reference_fingerprint, answers.fingerprint)
+    return answers.folder / f"reference_logps-{key[:16]}.json"
+
+
+def reference_logps(
+    answers: Answers, reference_fingerprint: str, model, tokenizer, cfg: PipelineConfig
+) -> list[float]:
+    """log π_ref(y|x) of each answer's generated tokens, kept beside the answers."""
+
+    def compute() -> list[float]:
+        pairs = [
+            TokenizedPair(
+                encode_prompt(tokenizer, row.prompt, cfg.max_prompt_length), row.token_ids
+            )
+            for row in answers.rows
+        ]
+        return gather_in_order(
+            len(pairs),
+            lambda indices: sequence_logprobs_of_pairs(
+                model, [pairs[i] for i in indices], cfg.generation_batch_size
+            ),
+        )
+
+    return cached_json(reference_logps_path(answers, reference_fingerprint), compute)
+
+
+def cached_json(path: Path, compute: Callable[[], T]) -> T:
+    """The JSON at `path`, or `compute()` written there (by the main process, atomically)."""
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    on_main_process(lambda: write_json(path, value))
+    return value
+
+
+def _write_answers(path: Path, rows: list[Answer]) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(asdict(row), ensure_ascii=False) + "\n")
+
+    write_atomic(path, write)
+
+
+def _read_answers(path: Path) -> list[Answer]:
+    with open(path, encoding="utf-8") as handle:
+        return [Answer(**json.loads(line)) for line in handle if line.strip()]
