@@ -1,22 +1,27 @@
-"""The A-LoL paper's Helpful-Harmless experiment, scaled to a 2-core CPU: SmolLM2-135M-Instruct
-with LoRA, the real HH records, a reward model learned from their stored scores.
+"""The A-LoL paper's Helpful-Harmless experiment at CPU scale, judged by models the policy never
+trained on: SmolLM2-135M-Instruct with LoRA, the real HH records, a learned reward.
 
     python bench/hh_smollm2.py                 # every seed and objective (hours on 2 cores)
+    python bench/hh_smollm2.py --prepare       # reward model, judges, π_ref, V, advantages only
     python bench/hh_smollm2.py --quick         # the plumbing in minutes, not the result
 
-- Data: `../shared/data/hh` helpful_base + harmless_base, without the prompts that
-  sampled_dev.json repeats and the few records with an empty candidate, split by prompt
-  (seed 0, fixed) into train / validation / test.
-- Reward: `alol reward-model` on the train split's stored reward-model logits (MiniLM
-  backbone); R = sigmoid(output), the paper's reward. Its held-out pairwise accuracy and
-  correlations are reported, and its agreement with the stored scores on the test split.
-  Second opinions the policy never trained on: alol's offline safety and relevance scorers.
-- π_ref: SFT of the instruct model on the preferred responses (the paper's recipe); the
-  instruct model itself is a second row. V(x): π_ref's greedy answers to the validation
-  prompts, scored by the reward model.
-- Objectives: nll, wbc, dpo and the A-LoL variants over 3 seeds; r_gold, r_lol and pro on the
-  first seed. Measures on the test prompts: reward, second opinions, distinct-1/2, length,
-  win-rate vs π_ref, empty and cut-off shares, training wall time.
+- Data: `../shared/data/hh` helpful_base + harmless_base + helpful_online, without the prompts
+  that sampled_dev.json repeats and the few records with an empty candidate, split by prompt
+  (seed 0, fixed) into train / validation / test. The policy trains on `train_prompts` of the
+  train split, `online_share` of them helpful-online (the paper's data is about half
+  helpful-online and rejection-sampled, whose preferred answers are long and helpful).
+- Reward (training, V and checkpoint selection): `alol reward-model` on the train split's
+  stored reward-model logits (MiniLM); R = sigmoid(output), the paper's reward.
+- Judges, fitted on the train split only and never trained on: helpfulness (Bradley–Terry on
+  the human choices of the helpful subsets' pairs), harmlessness (the same on harmless-base),
+  relevance of the answer to the user's last question and safety (alol's offline scorers).
+  Each learned judge's held-out and test pairwise accuracy against the human choice is
+  reported.
+- π_ref: SFT of the instruct model on the preferred responses; V(x): π_ref's greedy answers to
+  the validation prompts. Each objective validates every quarter of its steps on the
+  validation prompts and keeps the best checkpoint by the reward, never a collapsed one.
+- Rows: π_ref, nll, wbc, dpo, kto and the four A-LoL variants on 3 seeds; r_gold, r_lol, pro,
+  grpo and rloo on the first. Every evaluation is audited (`eval/audit.md` per seed).
 
 Each stage is an `alol.pipeline` stage, so a stopped run resumes where it was (finished stages
 are skipped by their fingerprints). Writes bench/results/hh_smollm2.{json,md}.
@@ -30,6 +35,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -53,21 +59,22 @@ from alol.pipeline import (
     run_train,
     run_value,
 )
-from alol.records import PromptRecord
+from alol.records import PreferenceRecord, PromptRecord
 from alol.rewards import load_reward, score
+from alol.tokenize import render_prompt
 from alol.train.checkpoints import newest_checkpoint
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 RESULTS = Path(__file__).resolve().parent / "results"
-THREE_SEEDS = ("a_lol", "nll", "wbc", "a_lol_ref_free", "a_lol_seq", "dpo", "a_lol_kl")
+SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
+HELPFUL_SUBSETS = ("helpful_base", "helpful_online")
+THREE_SEEDS = ("a_lol", "nll", "a_lol_seq", "a_lol_ref_free", "a_lol_kl", "wbc", "dpo", "kto")
 """A-LoL and NLL first: the partial results after each objective answer the main question early."""
 ONE_SEED = ("r_gold", "r_lol", "pro")
 ONLINE = ("grpo", "rloo")
 """Online baselines on the first seed, at about the wall time of one A-LoL run."""
-SECOND_OPINIONS = ("safety", "relevance")
-CONSTANT_ANSWER = "I’m sorry, I’m not sure what you mean."
-"""An evasive answer that the HH data rewards often: given to every test prompt, it checks how
-far the learned reward can be raised without answering anything."""
+LEARNED_JUDGES = {"helpfulness": HELPFUL_SUBSETS, "harmlessness": ("harmless_base",)}
+"""Each learned judge and the subsets whose human choices it is fitted on."""
 
 
 @dataclass(frozen=True)
@@ -77,24 +84,29 @@ class Sizes:
     test_prompts: int = 150
     val_prompts: int = 200
     train_prompts: int = 1200
-    """Prompts the policy trains on (the reward model sees the whole train split)."""
+    """Prompts the policy trains on (the reward model and the judges see the whole train split)."""
+    online_share: float = 0.5
+    """Share of the policy's training prompts taken from helpful-online."""
     max_prompt_length: int = 256
     max_response_length: int = 64
     sft_steps: int = 150
     nll_steps: int = 100
     """The NLL budget; A-LoL trains fraction_positive × this."""
+    validations: int = 4
+    """Validation passes per objective (every nll_steps / validations steps)."""
     batch_size: int = 8
     learning_rate: float = 2e-4
     lora_r: int = 16
     reward_model_epochs: int = 1
+    judge_epochs: int = 2
     online_steps: int = 25
     num_generations: int = 4
 
 
 FULL = Sizes()
 QUICK = Sizes(
-    test_prompts=8, val_prompts=12, train_prompts=24, sft_steps=2, nll_steps=2, batch_size=2,
-    reward_model_epochs=1, online_steps=2, num_generations=2,
+    test_prompts=8, val_prompts=12, train_prompts=24, sft_steps=2, nll_steps=4, validations=2,
+    batch_size=2, reward_model_epochs=1, judge_epochs=1, online_steps=2, num_generations=2,
 )  # fmt: skip
 
 
@@ -102,26 +114,42 @@ def prompt_key(record) -> str:
     return json.dumps(record.prompt, sort_keys=True)
 
 
+def subset_of(record) -> str:
+    """Records carry their subset in their id, as `split_data` writes them."""
+    return record.id.rsplit("-", 1)[0]
+
+
 def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
-    """train_all (reward model), train (policy), val and test files, split by prompt, seed 0."""
-    records = load_records(HH / "helpful_base.json").records
-    records += load_records(HH / "harmless_base.json").records
+    """train_all (reward model, judges), train (policy), val and test files, split by prompt
+    (seed 0); each record's id names its subset."""
     dev = {prompt_key(r) for r in load_records(HH / "sampled_dev.json").records}
-    records = [r for r in records if prompt_key(r) not in dev]
-    # A few published candidates are empty; the split files hold answers to learn from.
-    records = [r for r in records if all(response.strip() for response in r.responses)]
+    records = []
+    for subset in SUBSETS:
+        for i, record in enumerate(load_records(HH / f"{subset}.json").records):
+            # A few published candidates are empty; the split files hold answers to learn from.
+            if prompt_key(record) not in dev and all(r.strip() for r in record.responses):
+                records.append(replace(record, id=f"{subset}-{i}"))
     random.Random(0).shuffle(records)
     test = records[: sizes.test_prompts]
     val = records[sizes.test_prompts : sizes.test_prompts + sizes.val_prompts]
     train_all = records[sizes.test_prompts + sizes.val_prompts :]
     if quick:
         train_all = train_all[: 4 * sizes.train_prompts]
+    online = [r for r in train_all if subset_of(r) == "helpful_online"]
+    base = [r for r in train_all if subset_of(r) != "helpful_online"]
+    n_online = min(len(online), round(sizes.online_share * sizes.train_prompts))
+    train = online[:n_online] + base[: sizes.train_prompts - n_online]
+    random.Random(0).shuffle(train)
     files = {
         "train_all": train_all,
-        "train": train_all[: sizes.train_prompts],
+        "train": train,
         "val": val,
         "test": [PromptRecord(r.prompt, r.id) for r in test],
         "test_scored": test,
+        **{
+            f"judge_{name}": human_choices(r for r in train_all if subset_of(r) in subsets)
+            for name, subsets in LEARNED_JUDGES.items()
+        },
     }
     paths = {}
     for name, chunk in files.items():
@@ -131,7 +159,13 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
     return paths
 
 
+def human_choices(records) -> list[PreferenceRecord]:
+    """HH's pairs as the human chose: the first candidate (`sft_index` 0) over the second."""
+    return [PreferenceRecord(r.prompt, r.responses[0], r.responses[1], r.id) for r in records]
+
+
 def base_config(out: Path, model: Path, paths: dict[str, Path], sizes: Sizes) -> PipelineConfig:
+    eval_steps = max(1, sizes.nll_steps // sizes.validations)
     return PipelineConfig(
         model=str(model),
         train_data=str(paths["train"]),
@@ -155,7 +189,8 @@ def base_config(out: Path, model: Path, paths: dict[str, Path], sizes: Sizes) ->
         lora_alpha=2 * sizes.lora_r,
         bf16=True,
         logging_steps=10,
-        save_steps=50,
+        save_steps=eval_steps,
+        eval_steps=eval_steps,
         generation_batch_size=32,
         precompute_batch_size=32,
         value_epochs=10,
@@ -165,42 +200,81 @@ def base_config(out: Path, model: Path, paths: dict[str, Path], sizes: Sizes) ->
 
 def fit_reward(cfg: PipelineConfig, paths: dict[str, Path]) -> dict:
     """The reward model on the whole train split; its metrics, and its agreement with the
-    stored scores on the test split's pairs."""
+    stored scores and with the human choices on the test split's pairs."""
     model = run_reward_model(replace(cfg, train_data=str(paths["train_all"])))
     metrics = json.loads((model.parent / "metrics.json").read_text())
-    reward = load_reward({"type": "classifier", "path": str(model), "activation": "none"})
     test = load_records(paths["test_scored"]).records
-    tokenizer = _policy_tokenizer(cfg)
-    from alol.tokenize import render_prompt
-
-    prompts = [render_prompt(r.prompt, tokenizer) for r in test for _ in r.responses]
-    responses = [response for r in test for response in r.responses]
-    outputs = [s["total"] for s in score(reward, prompts, responses, show_progress=False)]
-    stored = [logit for r in test for logit in r.reward_logits]
+    outputs = pair_scores(
+        cfg, {"type": "classifier", "path": str(model), "activation": "none"}, test
+    )
+    stored = [r.reward_logits for r in test]
     agree = [
-        (outputs[2 * i] > outputs[2 * i + 1]) == (stored[2 * i] > stored[2 * i + 1])
-        for i in range(len(test))
-        if stored[2 * i] != stored[2 * i + 1]
+        (a > b) == (s[0] > s[1]) for (a, b), s in zip(outputs, stored, strict=True) if s[0] != s[1]
     ]
-    human = [outputs[2 * i] > outputs[2 * i + 1] for i in range(len(test))]
     return {
-        "heldout": {k: v for k, v in metrics.items() if not isinstance(v, list | dict)},
-        "test_pairwise_accuracy_vs_stored": sum(agree) / len(agree),
-        "test_prefers_human_choice": sum(human) / len(human),
+        "heldout": _scalars(metrics),
+        "test_pairwise_accuracy_vs_stored": statistics.fmean(agree),
+        "test_prefers_human_choice": statistics.fmean(a > b for a, b in outputs),
         "test_pairs": len(test),
     }
 
 
-def _policy_tokenizer(cfg: PipelineConfig):
+def fit_judges(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Sizes) -> dict:
+    """Each learned judge, Bradley–Terry on the human choices of its subsets' training pairs;
+    its held-out accuracy and its accuracy on the test split's pairs of those subsets."""
+    report = {}
+    test = load_records(paths["test_scored"]).records
+    for name, subsets in LEARNED_JUDGES.items():
+        judge_cfg = replace(
+            cfg,
+            run_dir=str(out / f"judge_{name}"),
+            train_data=str(paths[f"judge_{name}"]),
+            reward_model_targets="preferences",
+            reward_model_epochs=sizes.judge_epochs,
+        )
+        model = run_reward_model(judge_cfg)
+        metrics = json.loads((model.parent / "metrics.json").read_text())
+        pairs = [r for r in test if subset_of(r) in subsets]
+        outputs = pair_scores(cfg, {"type": "classifier", "path": str(model)}, pairs)
+        report[name] = {
+            "path": str(model),
+            "subsets": list(subsets),
+            "heldout": _scalars(metrics),
+            "test_prefers_human_choice": statistics.fmean(a > b for a, b in outputs),
+            "test_pairs": len(pairs),
+        }
+    return report
+
+
+def pair_scores(cfg: PipelineConfig, spec: dict, records: list) -> list[tuple[float, float]]:
+    """A reward's scores of each record's two candidates, prompts rendered as the policy sees them."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+    prompts = [render_prompt(r.prompt, tokenizer) for r in records for _ in r.responses]
+    responses = [response for r in records for response in r.responses]
+    totals = [s["total"] for s in score(load_reward(spec), prompts, responses, show_progress=False)]
+    return [(totals[2 * i], totals[2 * i + 1]) for i in range(len(records))]
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not isinstance(v, list | dict)}
+
+
+def judge_specs(judges: dict) -> list:
+    """The evaluation's judges: the learned ones, relevance to the question, safety."""
+    relevance = f"{Path(__file__).resolve().parent / 'hh_judges.py'}:relevance"
+    return [
+        *({"type": "classifier", "path": j["path"], "name": name} for name, j in judges.items()),
+        {"type": "callable", "path": relevance, "name": "relevance"},
+        "safety",
+    ]
 
 
 def seed_config(
-    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path
+    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, judges: list
 ) -> PipelineConfig:
-    """One seed's stages in `out/seed<seed>`, scored by the fitted reward model."""
+    """One seed's stages in `out/seed<seed>`, scored by the fitted reward model and judged."""
     rm = Path(cfg.run_dir) / "reward_model" / "model"
     return replace(
         cfg,
@@ -209,37 +283,39 @@ def seed_config(
         reward={"type": "classifier", "path": str(rm), "name": "reward"},
         reward_model=None,
         objectives=list(objectives),
+        judges=judges,
     )
 
 
-def run_seed(
-    cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, sizes: Sizes
-) -> dict:
+def prepare_seed(seed_cfg: PipelineConfig) -> None:
+    """π_ref, V(x) and the advantages of one seed, each timed."""
+    run_dir = Path(seed_cfg.run_dir)
+    for name, stage in (("sft", run_sft), ("value", run_value), ("advantage", run_advantage)):
+        timed(run_dir / "bench_times.json", name, run_dir / name, lambda s=stage: s(seed_cfg))
+
+
+def run_seed(seed_cfg: PipelineConfig, sizes: Sizes) -> dict:
     """Every stage of one seed; the evaluation of π_ref and each objective (online methods
     included), with wall times and, for the online methods, their cost."""
-    seed_cfg = seed_config(cfg, seed, objectives, out)
     run_dir = Path(seed_cfg.run_dir)
     times = run_dir / "bench_times.json"
-    for name, stage in (("sft", run_sft), ("value", run_value), ("advantage", run_advantage)):
-        timed(times, name, run_dir / name, lambda stage=stage: stage(seed_cfg))
+    prepare_seed(seed_cfg)
     online_cfg = replace(
         seed_cfg, max_steps=sizes.online_steps, num_generations=sizes.num_generations
     )
+    objectives = seed_cfg.objectives
     for done, objective in enumerate(objectives, start=1):
         folder = run_dir / "train" / objective
         if objective in ONLINE:
             timed(times, objective, folder, lambda o=objective: run_online(online_cfg, o))
         else:
             timed(times, objective, folder, lambda o=objective: run_train(seed_cfg, o))
-        # Each model's evaluation is cached, so evaluating as we go costs nothing at the end
+        # Each model's evaluation is kept, so evaluating as we go costs nothing at the end
         # and shows the first rows while the rest still train.
         trained = replace(seed_cfg, objectives=list(objectives[:done]))
         run_eval(trained)
-        write_json(
-            run_dir / "partial_rows.json",
-            measure_rows(trained, ["reference", *objectives[:done]]),
-        )
-    rows = measure_rows(seed_cfg, ["reference", *objectives])
+        write_json(run_dir / "partial_rows.json", measure_rows(trained))
+    rows = measure_rows(seed_cfg)
     for method in set(objectives) & set(ONLINE):
         cost = json.loads((run_dir / "train" / method / "cost.json").read_text())
         rows[method].update(
@@ -262,81 +338,66 @@ def timed(times_file: Path, name: str, folder: Path, stage) -> None:
         write_json(times_file, times)
 
 
-def measure_rows(cfg: PipelineConfig, names: list[str]) -> dict[str, dict]:
-    """Each named model's test measures: its evaluation report's, and the second opinions,
-    which score the last user turn (the scorers read a question, not a chat)."""
+def measure_rows(cfg: PipelineConfig) -> dict[str, dict]:
+    """π_ref's and each objective's test measures, from their evaluation reports and the
+    seed's audit."""
+    run_dir = Path(cfg.run_dir)
+    audit = json.loads((run_dir / "eval" / "audit.json").read_text())
     rows = {}
-    opinions = {name: load_reward(name) for name in SECOND_OPINIONS}
-    test = load_records(cfg.test_data).records
-    questions = [_last_user_turn(r.prompt) for r in test]
-    for name in names:
-        report = read_report(Path(cfg.run_dir) / "eval" / name)
-        responses = [e.response for e in report.examples]
-        row = {
+    for name in ["reference", *cfg.objectives]:
+        report = read_report(run_dir / "eval" / name)
+        stage = (
+            json.loads((run_dir / "train" / name / "stage.json").read_text())
+            if name != "reference"
+            else {}
+        )
+        rows[name] = {
             "reward": report.reward_mean["total"],
+            **report.judge_mean,
             "distinct_1": report.distinct_1,
             "distinct_2": report.distinct_2,
             "length_words": report.mean_length_words,
             "win_rate": report.win_rate,
+            **{f"{j}_win_rate": v for j, v in report.judge_win_rate.items()},
+            "template_share": report.template_share,
             "empty_share": report.empty_share,
             "cut_off_share": report.cut_off_share,
+            "log_ratio": report.log_ratio,
+            "flag": audit["models"][name]["flag"],
+            "kept_step": stage.get("selection", {}).get("step"),
+            "steps": stage.get("steps"),
         }
-        for opinion, reward in opinions.items():
-            scores = score(reward, questions, responses, show_progress=False)
-            row[opinion] = statistics.fmean(s["total"] for s in scores)
-        rows[name] = row
     return rows
 
 
-def _last_user_turn(prompt) -> str:
-    if isinstance(prompt, str):
-        return prompt
-    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
-
-
-def instruct_row(cfg: PipelineConfig, out: Path) -> dict:
+def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
     """The instruct model as it ships, with no SFT: evaluated like π_ref."""
     base_cfg = replace(
         cfg,
         run_dir=str(out / "instruct"),
         reference=cfg.model,
-        reward={"type": "classifier", "path": str(Path(cfg.run_dir) / "reward_model" / "model")},
+        reward={
+            "type": "classifier",
+            "path": str(Path(cfg.run_dir) / "reward_model" / "model"),
+            "name": "reward",
+        },
         reward_model=None,
         objectives=[],
+        judges=judges,
     )
     run_eval(base_cfg)
-    return measure_rows(base_cfg, ["reference"])["reference"]
-
-
-def constant_answer_row(seed_cfg_dir: Path, cfg: PipelineConfig) -> dict:
-    """The reward and second opinions of `CONSTANT_ANSWER` on the test prompts, as rendered for
-    the first seed's evaluation."""
-    examples = read_report(seed_cfg_dir / "eval" / "reference").examples
-    reward = load_reward(
-        {"type": "classifier", "path": str(Path(cfg.run_dir) / "reward_model" / "model")}
-    )
-    answers = [CONSTANT_ANSWER] * len(examples)
-    row = {"answer": CONSTANT_ANSWER}
-    row["reward"] = statistics.fmean(
-        s["total"]
-        for s in score(reward, [e.prompt for e in examples], answers, show_progress=False)
-    )
-    questions = [_last_user_turn(r.prompt) for r in load_records(cfg.test_data).records]
-    for opinion in SECOND_OPINIONS:
-        scores = score(load_reward(opinion), questions, answers, show_progress=False)
-        row[opinion] = statistics.fmean(s["total"] for s in scores)
-    return row
+    return measure_rows(base_cfg)["reference"]
 
 
 def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
-    """Per model: each measure's mean, sample sd across seeds (0 for one seed), and values."""
+    """Per model: each numeric measure's mean, sample sd across seeds (0 for one seed), values."""
     names = list(dict.fromkeys(name for run in seeds.values() for name in run["rows"]))
     table = {}
     for name in names:
         runs = [run["rows"][name] for run in seeds.values() if name in run["rows"]]
         measures = {}
         for key in runs[0]:
-            values = [run[key] for run in runs if run[key] is not None]
+            values = [run[key] for run in runs if isinstance(run.get(key), int | float)]
             if values:
                 sd = statistics.stdev(values) if len(values) > 1 else 0.0
                 measures[key] = {"mean": statistics.fmean(values), "sd": sd, "values": values}
@@ -348,21 +409,22 @@ def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
     return table
 
 
+COLUMNS = [
+    ("reward", ".3f"), ("helpfulness", ".3f"), ("harmlessness", ".3f"), ("relevance", ".3f"),
+    ("safety", ".3f"), ("distinct_2", ".3f"), ("template_share", ".0%"), ("length_words", ".1f"),
+    ("cut_off_share", ".0%"), ("log_ratio", ".1f"), ("train_seconds", ".0f"),
+]  # fmt: skip
+
+
 def markdown(result: dict) -> str:
-    columns = [
-        ("reward", ".3f"), ("safety", ".3f"), ("relevance", ".3f"), ("distinct_2", ".3f"),
-        ("length_words", ".1f"), ("win_rate", ".2f"), ("empty_share", ".0%"),
-        ("cut_off_share", ".0%"), ("train_seconds", ".0f"), ("reward_calls", ".0f"),
-        ("generated_tokens", ".0f"),
-    ]  # fmt: skip
-    header = ["model", "seeds", *(name for name, _ in columns)]
+    header = ["model", "seeds", *(name for name, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, measures in result["table"].items():
         cells = [
             name if name != "reference" else "π_ref (SFT)",
             str(len(measures["reward"]["values"])),
         ]
-        for key, spec in columns:
+        for key, spec in COLUMNS:
             m = measures.get(key)
             if m is None:
                 cells.append("–")
@@ -372,14 +434,32 @@ def markdown(result: dict) -> str:
                 cells.append(format(m["mean"], spec))
         lines.append("| " + " | ".join(cells) + " |")
     rm = result["reward_model"]
+    judges = [
+        f"{name} (Bradley–Terry on the human choices of {', '.join(j['subsets'])}): held-out "
+        f"pairwise accuracy {j['heldout'].get('pairwise_accuracy', float('nan')):.3f}, prefers the "
+        f"human's answer on {j['test_prefers_human_choice']:.1%} of {j['test_pairs']} test pairs"
+        for name, j in result["judges"].items()
+    ]
+    per_seed = [
+        f"- seed {seed}: reward "
+        + ", ".join(f"{name} {row['reward']:.3f}" for name, row in run["rows"].items())
+        for seed, run in result["per_seed"].items()
+    ]
+    flags = [
+        f"- seed {seed}: {row['flag']}"
+        for seed, run in result["per_seed"].items()
+        for row in run["rows"].values()
+        if row.get("flag")
+    ] or ["- none"]
     return "\n".join(
         [
-            "# HH on SmolLM2-135M-Instruct (CPU scale)",
+            "# HH on SmolLM2-135M-Instruct (CPU scale), judged",
             "",
-            f"`python bench/hh_smollm2.py` — {result['machine']}; torch {result['versions']['torch']}, "
-            f"transformers {result['versions']['transformers']}, alol {result['versions']['alol']}; "
-            f"{result['stage_hours']:.1f} h of stage compute in all (each stage timed by the run that "
-            f"did it; this run {result['hours']:.1f} h). Sizes: {json.dumps(result['sizes'])}.",
+            f"`python bench/hh_smollm2.py` at commit {result['commit']} — {result['machine']}; "
+            f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}, "
+            f"alol {result['versions']['alol']}; {result['stage_hours']:.1f} h of stage compute in "
+            f"all (each stage timed by the run that did it; this run {result['hours']:.1f} h). "
+            f"Sizes: {json.dumps(result['sizes'])}.",
             "",
             "Reward model (MiniLM, regression on the train split's stored logits): held-out "
             f"pairwise accuracy {rm['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
@@ -387,23 +467,27 @@ def markdown(result: dict) -> str:
             f"{rm['test_pairwise_accuracy_vs_stored']:.1%} of the pairs as the stored reward model "
             f"does and prefers the human-chosen answer {rm['test_prefers_human_choice']:.1%} of the time.",
             "",
-            "Test prompts, greedy decoding; mean ± sample sd over seeds. reward: sigmoid of the "
-            "learned reward model (the policy's reward); safety and relevance: alol's offline "
-            "scorers, a second opinion no objective trained on; win-rate against that seed's π_ref."
+            "Judges (never trained on, fitted on the train split only):",
+            "",
+            *(f"- {line}" for line in judges),
+            "- relevance: MiniLM cosine of the answer and the user's last question; safety: 1 − "
+            "profanity probability (alol's offline scorers)",
+            "",
+            "Test prompts, greedy decoding; mean ± sample sd over seeds; each objective's kept "
+            "checkpoint chosen on the validation prompts by the reward, never a collapsed one."
             + _not_timed_note(result["not_timed"]),
             "",
             *lines,
             "",
-            f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
+            "Reward per seed:",
             "",
-            f"The same answer to every test prompt ({result['constant_answer']['answer']!r}): "
-            + json.dumps(
-                {
-                    k: round(v, 3)
-                    for k, v in result["constant_answer"].items()
-                    if isinstance(v, float)
-                }
-            ),
+            *per_seed,
+            "",
+            "Audit flags (each seed's `eval/audit.md`):",
+            "",
+            *flags,
+            "",
+            f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
             "",
         ]
     )
@@ -419,10 +503,21 @@ def _not_timed_note(not_timed: dict) -> str:
     )
 
 
+def commit() -> str:
+    """The commit this script runs from (a worktree of a fixed commit, as long runs should)."""
+    here = Path(__file__).resolve().parent
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--prepare", action="store_true", help="only the reward model, judges, π_ref, V, A"
+    )
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -430,16 +525,24 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     sizes = QUICK if args.quick else FULL
-    out = Path(args.out) / ("quick" if args.quick else "full")
-    model = convert_smollm2(out.parent / "smollm2")
+    out = Path(args.out) / ("quick" if args.quick else "judged")
+    model = convert_smollm2(Path(args.out) / "smollm2")
     paths = split_data(out, sizes, args.quick)
     cfg = base_config(out, model, paths, sizes)
     rm = fit_reward(cfg, paths)
+    judges = fit_judges(cfg, out, paths, sizes)
+    specs = judge_specs(judges)
     seeds = {}
     for number, seed in enumerate(args.seeds):
+        if args.prepare:
+            prepare_seed(seed_config(cfg, seed, (), out, specs))
+            continue
         objectives = THREE_SEEDS + (ONE_SEED + ONLINE if number == 0 else ())
-        seeds[seed] = run_seed(cfg, seed, objectives, out, sizes)
+        seeds[seed] = run_seed(seed_config(cfg, seed, objectives, out, specs), sizes)
+    if args.prepare:
+        return 0
     result = {
+        "commit": commit(),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads",
         "versions": {
             "torch": torch.__version__,
@@ -458,8 +561,8 @@ def main() -> int:
             if None in run["times"].values()
         },
         "reward_model": rm,
-        "instruct": instruct_row(cfg, out),
-        "constant_answer": constant_answer_row(out / f"seed{args.seeds[0]}", cfg),
+        "judges": judges,
+        "instruct": instruct_row(cfg, out, specs),
         "table": aggregate(seeds),
         "per_seed": seeds,
     }
