@@ -8,6 +8,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from alol.logprobs import sequence_logprobs
+
+
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values` where `mask` is set (0 where nothing is): the losses' averages."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
 
 def _check_shape(name: str, tensor: Tensor | None, shape: torch.Size) -> None:
     if tensor is not None and tensor.shape != shape:
@@ -73,9 +80,73 @@ class RankedBatch:
 
 
 @dataclass
+class UnpairedBatch:
+    """Inputs of KTO: one labelled completion per row, and the row's mismatched pair (`alol.kto`)."""
+
+    logps: Tensor
+    """[B] policy log π_θ(y|x), with grad."""
+    kl_logps: Tensor
+    """[B] policy log π_θ(y'|x) of the mismatched pairs (no grad needed)."""
+    labels: Tensor
+    """[B] bool, True for a desirable completion."""
+    ref_logps: Tensor
+    """[B] π_ref's log-probs of the completions, precomputed."""
+    ref_kl_logps: Tensor
+    """[B] π_ref's log-probs of the mismatched pairs, precomputed."""
+    kl: Tensor | None = None
+    """The KL estimate averaged over every process's batch (TRL gathers it); None: this batch's."""
+
+
+@dataclass
 class ObjectiveOutput:
     loss: Tensor
     """Scalar: mean of the per-example losses, so gradient accumulation averages correctly."""
     metrics: dict[str, Tensor]
     """Detached scalars named as TRL names them (docs/method.md lists them). Still tensors: calling .item()
     here would force a device sync every step, so the caller decides when to read them."""
+
+
+def objective_batch(
+    family: str,
+    token_logps: Tensor,
+    inputs: dict[str, Tensor],
+    mismatched_logps: Tensor | None = None,
+    kl: Tensor | None = None,
+) -> SequenceBatch | PairBatch | RankedBatch | UnpairedBatch:
+    """The policy's token log-probs of a collated batch (`alol.collate.Collator`), shaped into
+    the batch its objective `family` reads; KTO's also take the log-probs of the mismatched
+    pairs and, under several processes, their gathered KL estimate."""
+    mask = inputs["response_mask"]
+    if family == "sequence":
+        return SequenceBatch(
+            token_logps=token_logps,
+            response_mask=mask,
+            ref_token_logps=inputs.get("ref_token_logps"),
+            rewards=inputs.get("reward"),
+            advantages=inputs.get("advantage"),
+        )
+    logps = sequence_logprobs(token_logps, mask)
+    if family == "unpaired":
+        return UnpairedBatch(
+            logps=logps,
+            kl_logps=mismatched_logps,
+            labels=inputs["label"],
+            ref_logps=inputs["ref_logp"],
+            ref_kl_logps=inputs["ref_mismatched_logp"],
+            kl=kl,
+        )
+    if family == "pair":
+        chosen, rejected = logps.chunk(2)
+        return PairBatch(
+            chosen_logps=chosen,
+            rejected_logps=rejected,
+            ref_chosen_logps=inputs.get("ref_chosen_logp"),
+            ref_rejected_logps=inputs.get("ref_rejected_logp"),
+        )
+    rewards = inputs["rewards"]
+    return RankedBatch(
+        logps=logps.view(rewards.shape),
+        lengths=mask.sum(-1).view(rewards.shape),
+        rewards=rewards,
+        candidate_mask=inputs["candidate_mask"],
+    )

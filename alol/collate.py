@@ -10,8 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alol.examples import Example, PairExample, RankedExample, SequenceExample
+from alol.examples import Example, PairExample, RankedExample, SequenceExample, UnpairedExample
 from alol.tokenize import TokenizedPair
+
+MISMATCHED = "mismatched_"
+"""Prefix of the keys under which a KTO batch carries its mismatched pairs."""
 
 
 def padded_width(length: int, pad_to_multiple_of: int | None) -> int:
@@ -174,6 +177,8 @@ class Collator:
             return self._sequences(examples)
         if isinstance(first, PairExample):
             return self._pairs(examples)
+        if isinstance(first, UnpairedExample):
+            return self._unpaired(examples)
         return self._ranked(examples)
 
     def _pad(self, pairs: list[TokenizedPair]) -> dict[str, torch.Tensor]:
@@ -203,6 +208,19 @@ class Collator:
         if all(e.ref_chosen_logp is not None for e in examples):
             batch["ref_chosen_logp"] = torch.tensor([e.ref_chosen_logp for e in examples])
             batch["ref_rejected_logp"] = torch.tensor([e.ref_rejected_logp for e in examples])
+        return batch
+
+    def _unpaired(self, examples: list[UnpairedExample]) -> dict[str, torch.Tensor]:
+        """The completions as the batch; the mismatched pairs as a second batch under
+        `MISMATCHED` keys, which the trainer runs without gradients (as TRL's KL forward)."""
+        batch = self._pad([e.completion for e in examples])
+        mismatched = self._pad([e.mismatched for e in examples])
+        batch.update({MISMATCHED + key: value for key, value in mismatched.items()})
+        batch["index"] = torch.tensor([e.index for e in examples])
+        batch["label"] = torch.tensor([e.label for e in examples])
+        if all(e.ref_logp is not None for e in examples):
+            batch["ref_logp"] = torch.tensor([e.ref_logp for e in examples])
+            batch["ref_mismatched_logp"] = torch.tensor([e.ref_mismatched_logp for e in examples])
         return batch
 
     def _ranked(self, examples: list[RankedExample]) -> dict[str, torch.Tensor]:

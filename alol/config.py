@@ -15,6 +15,7 @@ from transformers import SchedulerType
 
 from alol.audit import AuditThresholds
 from alol.compilation import COMPILE_MODES
+from alol.kto import KTOSettings
 from alol.objectives import get_objective
 from alol.online import ONLINE_METHODS
 from alol.sampling import SAMPLING_CHOICES
@@ -35,9 +36,10 @@ _TRAINING = ("sft", "train", "online")
 
 
 @dataclass
-class PipelineConfig(AuditThresholds):
+class PipelineConfig(KTOSettings, AuditThresholds):
     """Every setting of every stage. YAML keys and CLI flags (`--max-steps`) are these names.
-    The audit's thresholds are declared where the audit reads them (`AuditThresholds`)."""
+    The audit's thresholds and KTO's settings are declared where they are read
+    (`AuditThresholds`, `KTOSettings`)."""
 
     # --- inputs and outputs -------------------------------------------------------------
     model: str | None = option(

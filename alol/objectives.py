@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from alol.batches import ObjectiveOutput, PairBatch, RankedBatch, SequenceBatch
+from alol.batches import ObjectiveOutput, PairBatch, SequenceBatch, masked_mean
+from alol.kto import kto_loss
 from alol.logprobs import sequence_logprobs
+from alol.pro import pro_loss
 from alol.sampling import Sampling
 
 # With clip=None the weight exp(log π_θ − log π_ref) is not clipped, but a log-ratio of ±1000
@@ -35,12 +37,16 @@ class ObjectiveConfig:
     """ε of the importance-weight clamp [1−ε, 1+ε] (the A-LoL paper's default 0.9 gives
     [0.1, 1.9]). None means no clipping; 0 is rejected so "off" is never spelled as a number."""
     beta: float = 0.1
-    """DPO temperature β, and the coefficient of a_lol_kl's reference term."""
+    """DPO's and KTO's temperature β, and the coefficient of a_lol_kl's reference term."""
     gold_floor: float = 0.1
     """r_gold's lower bound on the (detached) token probability that weights each token."""
     pro_sft_weight: float = 0.05
     """PRO's SFT weight. PRO's HH training script uses 0.05 and its code multiplies it by
     (n−1)² for n ranked candidates, which `pro_loss` does too."""
+    desirable_weight: float = 1.0
+    """KTO's weight of the desirable examples' losses."""
+    undesirable_weight: float = 1.0
+    """KTO's weight of the undesirable examples' losses."""
 
     def __post_init__(self) -> None:
         if self.clip is not None and not 0.0 < self.clip < 1.0:
@@ -56,14 +62,15 @@ class ObjectiveConfig:
             )
         if self.pro_sft_weight < 0:
             raise ValueError(f"pro_sft_weight must be >= 0, got {self.pro_sft_weight}.")
+        if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
+            raise ValueError(
+                "desirable_weight and undesirable_weight must be > 0, got "
+                f"{self.desirable_weight} and {self.undesirable_weight}."
+            )
 
 
 # ---------------------------------------------------------------------------------------------
 # Building blocks
-
-
-def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def _log_ratio_bounds(clip: float | None) -> tuple[float, float]:
@@ -115,8 +122,8 @@ def _weight_metrics(
     if mask is None:
         mask = torch.ones_like(clipped)
     return {
-        "importance_weight/mean": _masked_mean(weights, mask),
-        "importance_weight/clip_frac": _masked_mean(clipped.float(), mask),
+        "importance_weight/mean": masked_mean(weights, mask),
+        "importance_weight/clip_frac": masked_mean(clipped.float(), mask),
     }
 
 
@@ -260,67 +267,6 @@ def dpo_ref_free_loss(batch: PairBatch, config: ObjectiveConfig) -> ObjectiveOut
     return _dpo(batch, config.beta, zeros, zeros)
 
 
-def _sort_by_reward(batch: RankedBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Candidates in descending reward order, padding slots last; padding rewards set to 0."""
-    sort_key = batch.rewards.float().masked_fill(~batch.candidate_mask, -math.inf)
-    order = sort_key.argsort(dim=-1, descending=True, stable=True)
-    mask = batch.candidate_mask.gather(-1, order)
-    logps = batch.logps.gather(-1, order)
-    lengths = batch.lengths.gather(-1, order)
-    rewards = batch.rewards.float().gather(-1, order).masked_fill(~mask, 0.0)
-    return logps, lengths, rewards, mask
-
-
-def pro_loss(batch: RankedBatch, config: ObjectiveConfig) -> ObjectiveOutput:
-    """PRO, Preference Ranking Optimization (Song et al., 2023, Eq. 5 with reward temperatures).
-
-    Per prompt, with its n candidates sorted so that R_1 ≥ … ≥ R_n and length-normalised
-    scores s_i = log π_θ(y_i|x) / |y_i|:
-
-        L_rank = Σ_{k=1}^{n−1} −log( exp(s_k·τ_k^k) / Σ_{i=k}^{n} exp(s_i·τ_k^i) )
-        τ_k^i  = R_k − R_i  for i > k        (the inverse temperature 1/T_k^i)
-        τ_k^k  = max_{i>k} τ_k^i             (so the best candidate gets the lowest temperature)
-        loss   = L_rank + pro_sft_weight · (n−1)² · (−log π_θ(y_1|x))
-
-    As in PRO's released code, the SFT term is the *summed* NLL of the best candidate and its
-    weight grows with (n−1)²; the ranking terms are summed over k. With n = 2 the loss is
-    −log σ((s_1 − s_2)(R_1 − R_2)) + pro_sft_weight · NLL(y_1). Padding slots
-    (candidate_mask False) take part in no term; a prompt needs at least 2 candidates, which
-    the collator checks on the host (here it would cost a device sync per step).
-    """
-    logps, lengths, rewards, mask = _sort_by_reward(batch)
-    scores = (logps / lengths.clamp(min=1)).masked_fill(~mask, 0.0)
-
-    num_candidates = logps.shape[-1]
-    later = torch.ones(num_candidates, num_candidates, dtype=torch.bool, device=logps.device)
-    later = later.triu(diagonal=1)  # later[k, i]: candidate i is ranked below candidate k
-    diagonal = torch.eye(num_candidates, dtype=torch.bool, device=logps.device)
-    # [B, k, i]: pairs (k, i) with i below k, both real candidates
-    contrasted = later & mask[:, :, None] & mask[:, None, :]
-    gaps = rewards[:, :, None] - rewards[:, None, :]
-    top_gap = gaps.masked_fill(~contrasted, -math.inf).amax(-1)
-    stage_active = contrasted.any(-1)  # [B, k]: candidate k has someone below it
-    top_gap = torch.where(stage_active, top_gap, 0.0)
-    inverse_temperatures = torch.where(contrasted, gaps, 0.0) + diagonal * top_gap[:, :, None]
-
-    logits = (scores[:, None, :] * inverse_temperatures).masked_fill(
-        ~(contrasted | diagonal), -math.inf
-    )
-    stage_losses = logits.logsumexp(-1) - logits.diagonal(dim1=-2, dim2=-1)
-    ranking_loss = torch.where(stage_active, stage_losses, 0.0).sum(-1)
-
-    num_real = mask.sum(-1).to(logps.dtype)
-    sft_loss = config.pro_sft_weight * (num_real - 1) ** 2 * -logps[:, 0]
-
-    metrics = {
-        "logps/mean": _masked_mean(batch.logps.detach(), batch.candidate_mask),
-        "reward/mean": _masked_mean(batch.rewards.detach().float(), batch.candidate_mask),
-        "loss/ranking": ranking_loss.detach().mean(),
-        "loss/sft": sft_loss.detach().mean(),
-    }
-    return ObjectiveOutput((ranking_loss + sft_loss).mean(), metrics)
-
-
 # ---------------------------------------------------------------------------------------------
 # Registry
 
@@ -333,8 +279,8 @@ class Objective:
     loss: Callable[[Any, ObjectiveConfig], ObjectiveOutput]
     summary: str
     """One line for --help."""
-    data: Literal["sequence", "pair", "ranked"] = "sequence"
-    """Which batch the loss takes: SequenceBatch, PairBatch or RankedBatch."""
+    data: Literal["sequence", "pair", "ranked", "unpaired"] = "sequence"
+    """Which batch the loss takes: SequenceBatch, PairBatch, RankedBatch or UnpairedBatch."""
     needs_reference: bool = False
     """Needs precomputed reference log-probs."""
     needs_reward: bool = False
@@ -423,6 +369,14 @@ OBJECTIVES: dict[str, Objective] = {
             "DPO without a reference model",
             data="pair",
             hyperparameters=("beta",),
+        ),
+        Objective(
+            "kto",
+            kto_loss,
+            "Kahneman-Tversky optimization (Ethayarajh et al., 2024), as TRL's KTOTrainer",
+            data="unpaired",
+            needs_reference=True,
+            hyperparameters=("beta", "desirable_weight", "undesirable_weight"),
         ),
         Objective(
             "pro",

@@ -35,6 +35,9 @@ class RewardRecord:
     source: str = field(
         default="", compare=False
     )  # "file:line": where it came from, not what it is
+    label: bool | None = None
+    """TRL's unpaired preference: whether the response is desirable (its reward is then
+    CHOSEN_REWARD or REJECTED_REWARD). KTO trains on it as given."""
 
     @property
     def total_reward(self) -> float | None:

@@ -95,6 +95,39 @@ class PrioritySampler(torch.utils.data.Sampler[int]):
             yield from self.indices[chunk].tolist()
 
 
+class BlockSampler(torch.utils.data.Sampler[int]):
+    """Whole blocks of consecutive dataset rows, in a seeded order: KTO's batches, whose
+    mismatched pairs were formed inside each block (`alol.kto`). Each pass over the data visits
+    every block once, in an order that depends only on (seed, pass, epoch)."""
+
+    def __init__(self, num_rows: int, block_size: int, num_samples: int, seed: int) -> None:
+        if block_size < 1 or num_rows % block_size:
+            raise ValueError(
+                f"a block sampler needs whole blocks: {num_rows} rows in blocks of {block_size}"
+            )
+        self.num_blocks = num_rows // block_size
+        self.block_size = block_size
+        self.num_samples = -(-num_samples // block_size) * block_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        rows = []
+        for visit in itertools.count():
+            if len(rows) >= self.num_samples:
+                break
+            rng = np.random.default_rng([self.seed, self.epoch, visit])
+            for block in rng.permutation(self.num_blocks).tolist():
+                rows += range(block * self.block_size, (block + 1) * self.block_size)
+        return iter(rows[: self.num_samples])
+
+
 def length_grouped_order(
     indices: list[int],
     lengths: list[int],

@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import time
-from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,34 +39,37 @@ OBJECTIVES = (
     "a_lol_seq",
     "a_lol_kl",
     "dpo",
+    "kto",
 )
-METRICS = ("reward", "distinct_2", "length", "good_answers")
 
 
 def seed_metrics(report: EvalReport) -> dict[str, float]:
-    """The numbers the table averages, for one model on one seed's test prompts."""
-    kinds = Counter(demo_task.classify(e.prompt, e.response) for e in report.examples)
+    """The numbers the table averages, for one model on one seed's test prompts; `good_answers`
+    is the demo's judge (`alol.demo.task.good_answer`)."""
     return {
         "reward": report.reward_mean["total"],
         **{f"reward/{c}": report.reward_mean[c] for c in demo_task.COMPONENTS},
+        "good_answers": report.judge_mean["good_answer"],
         "distinct_2": report.distinct_2,
+        "template_share": report.template_share,
         "length": report.mean_length_words,
-        "good_answers": kinds["good"] / report.n,
     }
 
 
-def run_seed(seed: int, run_dir: Path) -> dict[str, dict[str, float]]:
-    """Train and evaluate every objective from one shared reference; metrics per model."""
+def run_seed(seed: int, run_dir: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Train and evaluate every objective from one shared reference; metrics per model and
+    the audit's flags."""
     config = DemoConfig(
         run_dir=str(run_dir / f"seed-{seed}"), seed=seed, objectives=list(OBJECTIVES)
     )
     cfg = prepare_tiny(config, print)
-    reports = run_stages(cfg, print)
+    evaluation = run_stages(cfg, print)
     kept = kept_fractions(cfg)
-    return {
+    metrics = {
         name: {**seed_metrics(report), "data_kept": kept.get(name, 1.0)}
-        for name, report in reports.items()
+        for name, report in evaluation.reports.items()
     }
+    return metrics, evaluation.audit.flags
 
 
 def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
@@ -82,15 +84,21 @@ def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str
     return summary
 
 
-def markdown(summary: dict[str, dict[str, list[float]]], seeds: list[int], minutes: float) -> str:
+def markdown(
+    summary: dict[str, dict[str, list[float]]],
+    seeds: list[int],
+    flags: dict[int, list[str]],
+    minutes: float,
+) -> str:
     header = [
         "objective",
         "test reward",
         "politeness",
         "relevance",
         "informativeness",
-        "good answers",
+        "good answers (judge)",
         "distinct-2",
+        "one answer's share",
         "length (words)",
         "data kept",
     ]
@@ -99,9 +107,10 @@ def markdown(summary: dict[str, dict[str, list[float]]], seeds: list[int], minut
         "",
         f"`python bench/quality.py`: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± "
         f"sample std across seeds; {minutes:.0f} min on {_machine()}. Every model answers the "
-        "same held-out test prompts of its seed with greedy decoding. *good answers*: share of "
-        "test answers that are kind, on topic and informative (`alol.demo.task.classify`); "
-        "*data kept*: share of training answers the objective learns from.",
+        "same held-out test prompts of its seed with greedy decoding. *good answers*: the demo's "
+        "judge, the share of test answers that are kind, on topic, informative and not "
+        "repetitive (`alol.demo.task.good_answer`), which no objective trains on; *data kept*: "
+        "share of training answers the objective learns from.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -114,10 +123,15 @@ def markdown(summary: dict[str, dict[str, list[float]]], seeds: list[int], minut
             *(_pm(metrics[f"reward/{c}"], ".2f") for c in demo_task.COMPONENTS),
             _pm(metrics["good_answers"], ".0%"),
             _pm(metrics["distinct_2"], ".3f"),
+            _pm(metrics["template_share"], ".0%"),
             _pm(metrics["length"], ".1f"),
             "–" if model == "reference" else f"{metrics['data_kept'][0]:.0%}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Audit flags (each seed's `eval/audit.md`):", ""]
+    lines += [f"- seed {seed}: {flag}" for seed, found in flags.items() for flag in found] or [
+        "- none"
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -156,10 +170,12 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     with cpu_threads(TINY_THREADS):
-        per_seed = [run_seed(seed, Path(args.run_dir)) for seed in args.seeds]
+        runs = {seed: run_seed(seed, Path(args.run_dir)) for seed in args.seeds}
     minutes = (time.perf_counter() - start) / 60
+    per_seed = [metrics for metrics, _ in runs.values()]
+    flags = {seed: found for seed, (_, found) in runs.items()}
     summary = aggregate(per_seed)
-    table = markdown(summary, args.seeds, minutes)
+    table = markdown(summary, args.seeds, flags, minutes)
     print(table)
     out = Path(args.out)
     write_text(out / "quality.md", table)
@@ -170,6 +186,7 @@ def main() -> None:
             "objectives": list(OBJECTIVES),
             "summary": summary,
             "per_seed": dict(zip(map(str, args.seeds), per_seed, strict=True)),
+            "flags": flags,
             "settings": asdict(TINY),
             "machine": _machine(),
             "versions": versions(),

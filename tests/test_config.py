@@ -11,7 +11,7 @@ from alol.cli import load_config, main
 from alol.config import PipelineConfig
 from alol.setting_checks import ConfigError
 
-UNCHECKED_NUMBERS = {"seed"}  # any integer seeds the generators
+UNCHECKED_NUMBERS = {"seed", "kto_threshold"}  # any integer seeds; a reward threshold is any number
 
 
 def numeric(annotation) -> bool:

@@ -152,7 +152,7 @@ def test_csv_cells_hold_reward_components_message_prompts_and_lists(tmp_path):
         RewardRecord("[not json", "Yes", None, "x"),
     ]
     assert load_records(tmp_path / "k.csv").records == [RankedRecord("Hi", ["A", "B"], [1.0, 0.0])]
-    assert load_records(tmp_path / "u.csv").records == [RewardRecord("Hi", "Hey", 1.0)]
+    assert load_records(tmp_path / "u.csv").records == [RewardRecord("Hi", "Hey", 1.0, label=True)]
 
 
 def test_a_byte_order_mark_and_blank_lines_are_not_records(tmp_path):
@@ -273,7 +273,7 @@ def test_an_implicit_prompt_needs_message_lists(tmp_path):
         load_one(tmp_path, {"chosen": "The sky is blue.", "rejected": "The sky is green."})
 
 
-def test_trl_unpaired_preference_label_becomes_reward_one_or_zero(tmp_path):
+def test_trl_unpaired_preference_label_becomes_reward_one_or_zero_and_is_kept(tmp_path):
     rows = [
         {"prompt": "p", "completion": "good", "label": True},
         {"prompt": "p", "completion": "bad", "label": False},
@@ -282,7 +282,12 @@ def test_trl_unpaired_preference_label_becomes_reward_one_or_zero(tmp_path):
     loaded = load_records(write_jsonl(tmp_path / "d.jsonl", rows))
 
     assert loaded.kind == "reward"
-    assert loaded.records == [RewardRecord("p", "good", 1.0), RewardRecord("p", "bad", 0.0)]
+    assert loaded.records == [
+        RewardRecord("p", "good", 1.0, label=True),
+        RewardRecord("p", "bad", 0.0, label=False),
+    ]
+    save_records(loaded.records, tmp_path / "again.jsonl")
+    assert load_records(tmp_path / "again.jsonl").records == loaded.records
 
 
 def test_a_label_next_to_a_reward_is_ambiguous(tmp_path):

@@ -55,6 +55,7 @@ def pipeline(tmp_path_factory, tiny_llama_dir) -> PipelineConfig:
         max_prompt_length=16,
         max_response_length=12,
         precompute_batch_size=5,  # the precompute batches differ from the training batches
+        batch_size=4,  # KTO forms its batches (and their mismatched pairs) at this size
     )
 
 

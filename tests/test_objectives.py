@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from alol.batches import PairBatch, RankedBatch, SequenceBatch
+from alol.batches import PairBatch, RankedBatch, SequenceBatch, UnpairedBatch
 from alol.objectives import (
     MAX_ABS_LOG_RATIO,
     OBJECTIVES,
@@ -364,7 +364,7 @@ def test_pro_padding_candidates_take_part_in_no_term():
 
 ALL_NAMES = {
     "nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq", "a_lol_kl",
-    "dpo", "dpo_ref_free", "pro",
+    "dpo", "dpo_ref_free", "pro", "kto",
 }  # fmt: skip
 
 
@@ -380,6 +380,14 @@ def random_batch(data: str, batch_size: int, generator: torch.Generator, *, with
             rejected_logps=-randn(batch_size).abs().requires_grad_(),
             ref_chosen_logps=-randn(batch_size).abs() if with_all else None,
             ref_rejected_logps=-randn(batch_size).abs() if with_all else None,
+        )
+    if data == "unpaired":
+        return UnpairedBatch(
+            logps=-randn(batch_size).abs().requires_grad_(),
+            kl_logps=-randn(batch_size).abs(),
+            labels=torch.tensor([True, False] * (batch_size // 2)),
+            ref_logps=-randn(batch_size).abs(),
+            ref_kl_logps=-randn(batch_size).abs(),
         )
     if data == "ranked":
         return RankedBatch(
@@ -416,7 +424,7 @@ def minimal_batch(name: str, generator: torch.Generator):
     )
 
 
-def test_registry_holds_the_eleven_objectives_under_their_names():
+def test_registry_holds_the_twelve_objectives_under_their_names():
     assert set(OBJECTIVES) == ALL_NAMES
     assert all(objective.name == name for name, objective in OBJECTIVES.items())
     assert {name for name, o in OBJECTIVES.items() if o.positive_advantage_only} == {
@@ -455,7 +463,7 @@ def test_missing_inputs_raise_an_error_naming_the_field_and_the_fix(name, missin
         objective.loss(batch, CONFIG)
 
 
-@pytest.mark.parametrize("name", sorted(ALL_NAMES - {"dpo", "dpo_ref_free", "pro"}))
+@pytest.mark.parametrize("name", sorted(ALL_NAMES - {"dpo", "dpo_ref_free", "pro", "kto"}))
 def test_pointwise_loss_is_the_mean_over_examples_whatever_the_batch_split(name):
     """loss(batch of 8) = (loss(first 4) + loss(last 4)) / 2, so accumulation averages correctly."""
     full = random_batch("sequence", 8, torch.Generator().manual_seed(1))
@@ -471,7 +479,14 @@ def test_pointwise_loss_is_the_mean_over_examples_whatever_the_batch_split(name)
     assert_close(loss(full, CONFIG).loss, halves)
 
 
-CHANGED_SETTINGS = {"clip": 0.2, "beta": 0.5, "gold_floor": 0.9, "pro_sft_weight": 0.5}
+CHANGED_SETTINGS = {
+    "clip": 0.2,
+    "beta": 0.5,
+    "gold_floor": 0.9,
+    "pro_sft_weight": 0.5,
+    "desirable_weight": 2.0,
+    "undesirable_weight": 0.5,
+}
 
 
 @pytest.mark.parametrize("name", sorted(ALL_NAMES))
@@ -497,7 +512,7 @@ def test_batches_reject_tensors_of_mismatched_shapes():
 def test_get_objective_returns_the_entry_or_lists_the_valid_names():
     assert get_objective("a_lol") is OBJECTIVES["a_lol"]
     with pytest.raises(
-        ValueError, match="Unknown objective 'alol'; choose one of: nll, wbc, .*pro"
+        ValueError, match="Unknown objective 'alol'; choose one of: nll, wbc, .*kto, pro"
     ):
         get_objective("alol")
 

@@ -42,7 +42,7 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
         "sft trainer": result_settings(trainer_kwargs(cfg, "nll", OUT, 10)),
         **{
             f"{name} trainer": result_settings(trainer_kwargs(cfg, name, OUT, 10, with_eval=True))
-            for name in ("a_lol", "a_lol_kl", "r_gold", "pro")
+            for name in ("a_lol", "a_lol_kl", "r_gold", "pro", "kto")
         },
         "lora": lora_kwargs(cfg),
         "quantization": quantization(cfg),
@@ -61,7 +61,14 @@ def views(cfg: PipelineConfig) -> dict[str, object]:
     }
 
 
-OFFLINE = {"sft trainer", "a_lol trainer", "a_lol_kl trainer", "r_gold trainer", "pro trainer"}
+OFFLINE = {
+    "sft trainer",
+    "a_lol trainer",
+    "a_lol_kl trainer",
+    "r_gold trainer",
+    "pro trainer",
+    "kto trainer",
+}
 OBJECTIVE_TRAINERS = OFFLINE - {"sft trainer"}
 ONLINE = {"ppo trainer", "grpo trainer"}
 TRAINERS = OFFLINE | ONLINE
@@ -90,6 +97,8 @@ EXPECTED: dict[str, set[str]] = {
             "judges",
             "validation_judges",
             "constant_answers",
+            "kto_label",
+            "kto_threshold",
         ],
         set(),
     ),
@@ -119,7 +128,9 @@ EXPECTED: dict[str, set[str]] = {
     "weight_decay": OFFLINE,
     "max_grad_norm": TRAINERS,
     "clip": {"a_lol trainer"},
-    "beta": {"a_lol_kl trainer"},
+    "beta": {"a_lol_kl trainer", "kto trainer"},
+    "desirable_weight": {"kto trainer"},
+    "undesirable_weight": {"kto trainer"},
     "gold_floor": {"r_gold trainer"},
     "pro_sft_weight": {"pro trainer"},
     "bf16": TRAINERS | {"reward model", "precompute"},  # the reference runs in bf16 too
@@ -185,6 +196,8 @@ CHANGED_VALUES = {
     "judges": ["safety"],
     "select_by": "reward=0.5",
     "collapse_share": 0.5,
+    "kto_label": "reward_above",
+    "kto_threshold": 0.5,
 }
 
 

@@ -139,7 +139,8 @@ def save_records(records: list[Record], path: str | Path) -> None:
     """Write records of one kind as JSON lines, atomically, so `load_records` reads them back equal.
 
     `source` is not written (the reloaded records point to the new file); `id` and `reward` are
-    left out when they are None.
+    left out when they are None, and so is the reward of a record with a `label` (it follows
+    from the label).
     """
     if not records:
         raise ValueError("no records to save; an empty file could not be loaded back")
@@ -156,6 +157,8 @@ def save_records(records: list[Record], path: str | Path) -> None:
             for key, value in asdict(record).items()
             if key != "source" and value is not None
         }
+        if "label" in fields:
+            fields.pop("reward", None)
         try:
             lines.append(json.dumps(fields, ensure_ascii=False, allow_nan=False))
         except ValueError as error:

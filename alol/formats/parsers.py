@@ -91,11 +91,12 @@ def _parse_reward(obj: dict[str, Any], options: ParseOptions) -> RewardRecord:
         name = _response_field_name(obj)
         response = as_response(obj[name], name, options)
     reward = as_reward(obj.get("reward"), "reward")
-    if obj.get("label") is not None:
+    label = obj.get("label")
+    if label is not None:
         if reward is not None:
             raise DataError("both 'reward' and 'label' are set; keep one", field="label")
-        reward = _label_reward(obj["label"])
-    return RewardRecord(prompt, response, reward, as_record_id(obj))
+        reward = _label_reward(label)
+    return RewardRecord(prompt, response, reward, as_record_id(obj), label=label)
 
 
 def _response_field_name(obj: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """The precompute tables a config names, computed once and cached by content hash: the training
 pairs' advantage table (`run_dir/advantage/`) and π_ref's log-probs of preference pairs
-(`run_dir/pairs/`). The advantage and train stages both read them through here."""
+(`run_dir/pairs/`, `run_dir/kto/`). The advantage and train stages both read them through here."""
 
 from __future__ import annotations
 
@@ -71,18 +71,26 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
 def pair_reference_logps(cfg: PipelineConfig, pairs: list[PreferenceRecord]) -> np.ndarray:
     """π_ref's summed log-probs of each pair's chosen and rejected response (`[2 * pairs]`,
     chosen then rejected), precomputed once and cached like the advantage table."""
-    ref = reference_path(cfg)
     flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
+    return reference_logps(cfg, flat, "pairs")
+
+
+def reference_logps(cfg: PipelineConfig, sequences: list[RewardRecord], folder: str) -> np.ndarray:
+    """π_ref's summed log-probs of each (prompt, response), precomputed once and cached by
+    content hash in `run_dir/<folder>/` (DPO's pairs, KTO's completions and mismatched pairs)."""
+    ref = reference_path(cfg)
     config = advantage_config(cfg)
-    key = cache_key(fingerprint_model(ref), fingerprint_records(flat), None, config.key_fields())
+    key = cache_key(
+        fingerprint_model(ref), fingerprint_records(sequences), None, config.key_fields()
+    )
 
     def compute() -> AdvantageTable:
         model, tokenizer = load_model_for_inference(
             ref, config.reference_dtype, config.load_in_4bit
         )
         prepare_reference(model, config)
-        prompts = [render(cfg, record.prompt, tokenizer) for record in flat]
-        responses = [record.response for record in flat]
+        prompts = [render(cfg, record.prompt, tokenizer) for record in sequences]
+        responses = [record.response for record in sequences]
         token_logps = gather_by_prompt_group(
             prompts,
             config.share_prompts,
@@ -97,4 +105,4 @@ def pair_reference_logps(cfg: PipelineConfig, pairs: list[PreferenceRecord]) -> 
         )
         return AdvantageTable.from_examples(None, None, token_logps)
 
-    return load_or_compute(cfg.root / "pairs", key, compute).ref_logp
+    return load_or_compute(cfg.root / folder, key, compute).ref_logp

@@ -2,7 +2,8 @@
 share of the data kept, and a fingerprint of it all (which enters the train stage's).
 
 Pointwise objectives train on reward records (weighted and selected through the advantage
-table), DPO on preference pairs with π_ref's log-probs, PRO on ranked candidates.
+table), DPO on preference pairs with π_ref's log-probs, PRO on ranked candidates, KTO on
+labelled responses and their mismatched pairs with π_ref's log-probs of both.
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ from alol.advantage import select_training_examples
 from alol.config import PipelineConfig
 from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
 from alol.errors import AlolError
-from alol.examples import ExampleDataset, SequenceExample, pair_examples, ranked_examples
+from alol.examples import (
+    ExampleDataset,
+    SequenceExample,
+    kl_blocks,
+    kto_sequences,
+    pair_examples,
+    ranked_examples,
+    unpaired_examples,
+)
 from alol.fingerprint import fingerprint_of, fingerprint_records
+from alol.kto import kto_rows, report_balance
 from alol.objectives import Objective
 from alol.pipeline.inputs import pointwise_records, tokenize_record
-from alol.pipeline.tables import advantage_table, pair_reference_logps
+from alol.pipeline.tables import advantage_table, pair_reference_logps, reference_logps
 from alol.records import RewardRecord
 
 
@@ -49,6 +59,8 @@ def training_set(cfg: PipelineConfig, objective: Objective, train_records: list,
         return _pair_set(cfg, objective, train_records, tokenizer)
     if objective.data == "ranked":
         return _ranked_set(cfg, train_records, tokenizer)
+    if objective.data == "unpaired":
+        return _unpaired_set(cfg, train_records, tokenizer)
     records = pointwise_records(cfg, train_records)
     data_fp = fingerprint_records(records)
     if objective.name == "nll" and cfg.sampling in (None, "uniform"):
@@ -91,6 +103,31 @@ def _pair_set(cfg: PipelineConfig, objective: Objective, train_records: list, to
     examples = pair_examples(pairs, _tokenizer_of(cfg, tokenizer), ref_logps)
     flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
     return TrainingSet(ExampleDataset(examples), None, 1.0, fingerprint_records(flat))
+
+
+def _unpaired_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
+    """KTO's labelled rows (`alol.kto.kto_rows`), cut into blocks of one batch each whose
+    completions make each other's mismatched pairs, with π_ref's log-probs of both."""
+    if cfg.kto_label == "advantage_positive":
+        records = pointwise_records(cfg, train_records)
+        advantages = advantage_table(cfg).advantage
+        rows = kto_rows(records, cfg.kto_label, advantages=advantages)
+    else:
+        rows = kto_rows(train_records, cfg.kto_label, cfg.kto_threshold)
+    report_balance(
+        np.array([label for *_, label in rows]), cfg.desirable_weight, cfg.undesirable_weight
+    )
+    blocks = kl_blocks(len(rows), cfg.batch_size, cfg.seed)
+    sequences = [RewardRecord(prompt, response) for prompt, response in kto_sequences(rows, blocks)]
+    ref_logps = reference_logps(cfg, sequences, "kto")
+    examples = unpaired_examples(rows, blocks, _tokenizer_of(cfg, tokenizer), ref_logps)
+    labels = [example.label for example in examples]
+    return TrainingSet(
+        ExampleDataset(examples, batch_size=cfg.batch_size),
+        None,
+        1.0,
+        fingerprint_of(fingerprint_records(sequences), labels),
+    )
 
 
 def _tokenizer_of(cfg: PipelineConfig, tokenizer):

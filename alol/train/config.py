@@ -34,6 +34,23 @@ class AlolConfig(TrainingArguments):
         default=0.1, metadata={"help": "r_gold: lower bound on the detached token probability."}
     )
     pro_sft_weight: float = field(default=0.05, metadata={"help": "PRO: weight of the SFT term."})
+    desirable_weight: float = field(
+        default=1.0, metadata={"help": "KTO: weight of the desirable examples' losses."}
+    )
+    undesirable_weight: float = field(
+        default=1.0, metadata={"help": "KTO: weight of the undesirable examples' losses."}
+    )
+    kto_label: str = field(
+        default="auto",
+        metadata={
+            "help": "Records given as train_dataset, KTO: which examples are desirable ('auto', "
+            "'reward_above' or 'advantage_positive' from an 'advantage' field; alol.kto.kto_rows)."
+        },
+    )
+    kto_threshold: float | None = field(
+        default=None,
+        metadata={"help": "Records given as train_dataset, KTO 'reward_above': the threshold."},
+    )
     max_prompt_length: int = field(
         default=640,
         metadata={
@@ -201,6 +218,8 @@ class AlolConfig(TrainingArguments):
             beta=self.beta,
             gold_floor=self.gold_floor,
             pro_sft_weight=self.pro_sft_weight,
+            desirable_weight=self.desirable_weight,
+            undesirable_weight=self.undesirable_weight,
         )
 
 

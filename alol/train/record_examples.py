@@ -20,8 +20,17 @@ import torch
 from alol.advantage import select_examples
 from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
 from alol.errors import DataError
-from alol.examples import ExampleDataset, SequenceExample, pair_examples, ranked_examples
+from alol.examples import (
+    ExampleDataset,
+    SequenceExample,
+    kl_blocks,
+    kto_sequences,
+    pair_examples,
+    ranked_examples,
+    unpaired_examples,
+)
 from alol.formats import records_from_rows
+from alol.kto import kto_rows, report_balance
 from alol.objectives import Objective
 from alol.reference import ReferenceConfig, reference_pass
 from alol.tokenize import render_prompt, tokenize_pair
@@ -45,6 +54,8 @@ def examples_from_records(
 
     if objective.data == "ranked":
         return ExampleDataset(ranked_examples(to_ranked_records(records), tokenize)), None
+    if objective.data == "unpaired":
+        return _unpaired_dataset(rows, records, model, tokenizer, tokenize, args), None
     if objective.data == "pair":
         pairs = to_preference_records(records)
         responses = [(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
@@ -76,6 +87,23 @@ def examples_from_records(
         for i in indices
     ]
     return ExampleDataset(examples), None if weights is None else weights.tolist()
+
+
+def _unpaired_dataset(rows, records, model, tokenizer, tokenize, args: AlolConfig):
+    """KTO's examples (`alol.kto.kto_rows`), with π_ref's log-probs of the completions and of
+    their mismatched pairs from `model` as it is now."""
+    if args.kto_label == "advantage_positive":
+        pointwise = to_reward_records(records, preferred_only=args.train_responses == "preferred")
+        labelled = kto_rows(pointwise, args.kto_label, advantages=_advantages(rows, pointwise))
+    else:
+        labelled = kto_rows(records, args.kto_label, args.kto_threshold)
+    labels = np.array([label for *_, label in labelled])
+    report_balance(labels, args.desirable_weight, args.undesirable_weight)
+    blocks = kl_blocks(len(labelled), args.per_device_train_batch_size, args.seed)
+    token_logps = _reference_logps(model, tokenizer, kto_sequences(labelled, blocks), args)
+    summed = np.array([t.sum(dtype=np.float64) for t in token_logps])
+    examples = unpaired_examples(labelled, blocks, tokenize, summed)
+    return ExampleDataset(examples, batch_size=args.per_device_train_batch_size)
 
 
 def _advantages(rows: list[dict[str, Any]], pointwise: list) -> np.ndarray:

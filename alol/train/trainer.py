@@ -47,10 +47,10 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_callback import ProgressCallback
 
-from alol.batches import ObjectiveOutput, PairBatch, RankedBatch, SequenceBatch
-from alol.collate import Collator, padded_width
+from alol.batches import ObjectiveOutput, objective_batch
+from alol.collate import MISMATCHED, Collator, padded_width
 from alol.compilation import compile_decoder_layers
-from alol.examples import ExampleDataset, rows_per_example
+from alol.examples import ExampleDataset, check_blocks, rows_per_example
 from alol.generate import GenerationConfig
 from alol.logprobs import (
     packed_response_token_logprobs,
@@ -61,6 +61,7 @@ from alol.objectives import Objective, get_objective
 from alol.quantization import is_quantized, prepare_for_adapters
 from alol.rewards import Reward
 from alol.sampling import (
+    BlockSampler,
     LengthGroupedSampler,
     PrioritySampler,
     TokenBudgetBatchSampler,
@@ -125,6 +126,11 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
                 "the model has 4-bit (or 8-bit) bitsandbytes weights, which cannot be trained: "
                 "pass peft_config= (a LoraConfig) to train adapters on it (QLoRA)"
             )
+        if self.objective.data == "unpaired" and args.max_tokens_per_batch is not None:
+            raise ValueError(
+                "kto trains on whole batches whose mismatched pairs were formed together; "
+                "max_tokens_per_batch would cut them differently: leave it unset"
+            )
         if train_dataset is not None and not isinstance(train_dataset, ExampleDataset):
             # before any adapter: the model is π_ref now, whose log-probs are precomputed.
             # A quantized model was placed on its device as it was quantized.
@@ -136,6 +142,8 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
                 args,
             )
             sample_weights = sample_weights if sample_weights is not None else weights
+        if self.objective.data == "unpaired":
+            check_blocks(train_dataset, args.per_device_train_batch_size)
         if quantized:
             model = prepare_for_adapters(model, args.gradient_checkpointing)
         if peft_config is not None:
@@ -178,6 +186,9 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         self._metric_sums: dict[str, torch.Tensor] = defaultdict(
             lambda: torch.zeros((), device=args.device)
         )
+        self._metric_seen: dict[str, torch.Tensor] = defaultdict(
+            lambda: torch.zeros((), device=args.device)
+        )
         self._metric_counts = 0
         self._tokens_seen = torch.zeros((), device=args.device, dtype=torch.long)
         self._token_budget: TokenBudgetBatchSampler | None = None  # set with the train loader
@@ -195,6 +206,13 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         4) put the same examples into each optimizer step.
         """
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.objective.data == "unpaired":  # whole KTO batches, as their pairs were formed
+            return BlockSampler(
+                len(dataset),
+                self.args.per_device_train_batch_size,
+                self._num_draws(len(dataset)),
+                self.args.seed,
+            )
         sampler = self._priority_sampler(dataset, self._num_draws(len(dataset)))
         if not self.args.group_by_length:
             return sampler
@@ -261,9 +279,15 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
                 self._response_token_logprobs,
                 inputs,
             )
-        output = self.objective.loss(
-            self._objective_batch(token_logps, inputs), self.objective_config
-        )
+            mismatched = self._mismatched_logps(model, inputs)
+        kl = None
+        if mismatched is not None and self.args.world_size > 1:
+            # TRL's reference point: the KL estimate averaged over every process's batch
+            kl = self.accelerator.reduce(
+                (mismatched - inputs["ref_mismatched_logp"]).mean(), "mean"
+            )
+        batch = objective_batch(self.objective.data, token_logps, inputs, mismatched, kl)
+        output = self.objective.loss(batch, self.objective_config)
         self._record(output, inputs)
         loss = output.loss
         if self._token_budget is not None and model.training:
@@ -295,42 +319,31 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             right_padded=self.data_collator.padding_side == "right",
         )
 
-    def _objective_batch(self, token_logps: torch.Tensor, inputs: dict[str, torch.Tensor]):
-        """Shape the policy log-probs into the batch type the objective's family expects."""
-        mask = inputs["response_mask"]
-        if self.objective.data == "sequence":
-            return SequenceBatch(
-                token_logps=token_logps,
-                response_mask=mask,
-                ref_token_logps=inputs.get("ref_token_logps"),
-                rewards=inputs.get("reward"),
-                advantages=inputs.get("advantage"),
-            )
-        logps = sequence_logprobs(token_logps, mask)
-        if self.objective.data == "pair":
-            chosen, rejected = logps.chunk(2)
-            return PairBatch(
-                chosen_logps=chosen,
-                rejected_logps=rejected,
-                ref_chosen_logps=inputs.get("ref_chosen_logp"),
-                ref_rejected_logps=inputs.get("ref_rejected_logp"),
-            )
-        rewards = inputs["rewards"]
-        return RankedBatch(
-            logps=logps.view(rewards.shape),
-            lengths=mask.sum(-1).view(rewards.shape),
-            rewards=rewards,
-            candidate_mask=inputs["candidate_mask"],
+    @torch.no_grad()
+    def _mismatched_logps(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """KTO: log π_θ of the batch's mismatched pairs, without gradients (as TRL's KL pass)."""
+        if self.objective.data != "unpaired":
+            return None
+        pairs = {
+            k.removeprefix(MISMATCHED): v for k, v in inputs.items() if k.startswith(MISMATCHED)
+        }
+        token_logps = call_through_wrapper(
+            model, self.accelerator.unwrap_model(model), self._response_token_logprobs, pairs
         )
+        return sequence_logprobs(token_logps, pairs["response_mask"])
 
     # --- metrics ------------------------------------------------------------------------
 
     def _record(self, output: ObjectiveOutput, inputs: dict[str, torch.Tensor]) -> None:
-        """Accumulate on the device; no .item() here, which would sync every micro-step."""
+        """Accumulate on the device; no .item() here, which would sync every micro-step. A NaN
+        metric (KTO's class a batch lacks) is left out of its mean, as TRL leaves it out."""
         if not self.model.training:
             return
         for name, value in output.metrics.items():
-            self._metric_sums[name] += value.detach().float()
+            value = value.detach().float()
+            present = ~value.isnan()
+            self._metric_sums[name] += torch.where(present, value, 0.0)
+            self._metric_seen[name] += present
         self._metric_counts += 1
         self._tokens_seen += inputs["attention_mask"].sum()
 
@@ -341,13 +354,19 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
 
     def _drain_metrics(self) -> dict[str, float]:
         names = sorted(self._metric_sums)
-        stacked = torch.stack([self._metric_sums[n] / self._metric_counts for n in names])
-        stacked = self.accelerator.reduce(stacked, reduction="mean")
+        sums = torch.stack([self._metric_sums[n] for n in names])
+        seen = torch.stack([self._metric_seen[n] for n in names])
+        sums, seen = self.accelerator.reduce(torch.stack([sums, seen]), reduction="sum")
         tokens = int(self.accelerator.reduce(self._tokens_seen, reduction="sum").item())
         now = time.perf_counter()
-        metrics = dict(zip(names, stacked.tolist(), strict=True))
+        metrics = {
+            name: total / count
+            for name, total, count in zip(names, sums.tolist(), seen.tolist(), strict=True)
+            if count
+        }
         metrics["throughput/tokens_per_second"] = tokens / max(now - self._last_log_time, 1e-9)
         self._metric_sums.clear()
+        self._metric_seen.clear()
         self._metric_counts = 0
         self._tokens_seen.zero_()
         self._last_log_time = now
