@@ -1,0 +1,298 @@
+"""Why A-LoL turns evasive on HH: the measurements of the judged HH benchmark's first seed,
+taken from its artifacts before any recipe is changed.
+
+    python bench/hh_collapse.py              # after `python bench/hh_smollm2.py --prepare`
+
+- Draws: how A-LoL's sampler spreads its step budget over the positive-advantage examples
+  (draws per unique example, the share of draws on the top 1% and 10%, the effective number
+  of examples), for sampling ∝ A (the paper's), ∝ √A (tempered) and uniform.
+- What the top-advantage answers are: the share of short evasive templates (an apology or
+  "I don't understand", under 15 words) and of short answers (under 8 words) among all
+  training answers, the positive ones and the top 10% by A, with helpful-online and without.
+- The A² weighting: each example counts ∝ (its draws) × A in the gradient; the share of that
+  weight held by the evasive templates, for each sampling.
+- V's error on short and long answers: on the validation prompts V(x) was fitted on,
+  R(π_ref's answer) − V(x), split by the length of π_ref's answer; and the mean A of short and
+  long training answers.
+- The importance weights' clip fraction of the trained A-LoL runs, when they exist.
+
+Writes bench/results/hh_collapse.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+from hh_smollm2 import (
+    FULL,
+    QUICK,
+    RESULTS,
+    base_config,
+    commit,
+    seed_config,
+    split_data,
+    subset_of,
+)
+
+from alol.advantage import budget_steps
+from alol.atomic import write_json, write_text
+from alol.pipeline.inputs import load_splits, pointwise_records
+from alol.sampling import PrioritySampler
+from alol.table import AdvantageTable
+
+EVASIVE = re.compile(
+    r"sorry|not sure what you mean|i don.t understand|what do you mean|i.m not sure|i don.t know",
+    re.I,
+)
+EVASIVE_MAX_WORDS = 15
+SHORT_MAX_WORDS = 8
+SAMPLINGS = {"∝ A (paper)": 1.0, "∝ √A (tempered)": 0.5, "uniform": 0.0}
+"""Sampling weight A^exponent over the positive-advantage examples."""
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def is_evasive(text: str) -> bool:
+    return words(text) <= EVASIVE_MAX_WORDS and bool(EVASIVE.search(text))
+
+
+def draws(advantage: np.ndarray, exponent: float, count: int, seed: int) -> np.ndarray:
+    """How often each positive example is drawn in `count` draws of the sampler."""
+    positive = np.flatnonzero(advantage > 0)
+    weights = advantage[positive] ** exponent
+    sampler = PrioritySampler(np.arange(len(positive)), weights, count, seed)
+    drawn = np.bincount(list(sampler), minlength=len(positive))
+    full = np.zeros(len(advantage), dtype=np.int64)
+    full[positive] = drawn
+    return full
+
+
+def draw_spread(counts: np.ndarray, advantage: np.ndarray) -> dict:
+    positive = advantage > 0
+    drawn = counts[positive]
+    order = np.argsort(-advantage[positive])
+    top1 = order[: max(1, len(order) // 100)]
+    top10 = order[: max(1, len(order) // 10)]
+    shares = drawn / drawn.sum()
+    return {
+        "draws": int(drawn.sum()),
+        "positives": int(positive.sum()),
+        "unique_drawn": int((drawn > 0).sum()),
+        "max_draws_of_one_example": int(drawn.max()),
+        "share_of_draws_on_top_1pct": float(drawn[top1].sum() / drawn.sum()),
+        "share_of_draws_on_top_10pct": float(drawn[top10].sum() / drawn.sum()),
+        "effective_examples": float(1 / np.sum(shares**2)),
+    }
+
+
+def kinds(texts: list[str], mask: np.ndarray) -> dict:
+    chosen = [t for t, m in zip(texts, mask, strict=True) if m]
+    return {
+        "count": len(chosen),
+        "evasive_share": float(np.mean([is_evasive(t) for t in chosen])) if chosen else None,
+        "short_share": float(np.mean([words(t) < SHORT_MAX_WORDS for t in chosen]))
+        if chosen
+        else None,
+        "mean_words": float(np.mean([words(t) for t in chosen])) if chosen else None,
+    }
+
+
+def top_answers(texts, advantage, subsets, online: bool) -> dict:
+    """The kinds of answer among all, the positive and the top 10% by A (with or without
+    helpful-online)."""
+    keep = (
+        np.ones(len(texts), bool) if online else np.array([s != "helpful_online" for s in subsets])
+    )
+    positive = keep & (advantage > 0)
+    threshold = np.quantile(advantage[keep], 0.9)
+    top = keep & (advantage >= threshold)
+    return {
+        "all": kinds(texts, keep),
+        "positive": kinds(texts, positive),
+        "top_10pct": kinds(texts, top),
+        "fraction_positive": float(positive.sum() / keep.sum()),
+    }
+
+
+def weight_shares(texts, advantage, counts_by_sampling) -> dict:
+    """Share of the gradient weight (draws × A) on the evasive templates, per sampling."""
+    evasive = np.array([is_evasive(t) for t in texts])
+    shares = {}
+    for name, counts in counts_by_sampling.items():
+        weight = counts * np.clip(advantage, 0, None)
+        shares[name] = float(weight[evasive].sum() / weight.sum())
+    return shares
+
+
+def value_errors(run_dir: Path) -> dict:
+    """R(π_ref's answer) − V(x) on the held-out validation prompts, by answer length."""
+    metrics = json.loads((run_dir / "value" / "value_metrics.json").read_text())
+    samples = [json.loads(line) for line in (run_dir / "value" / "value_samples.jsonl").open()]
+    rows = [
+        (words(samples[i]["response"]), target - prediction)
+        for i, target, prediction in zip(
+            metrics["heldout_indices"],
+            metrics["heldout_targets"],
+            metrics["heldout_predictions"],
+            strict=True,
+        )
+    ]
+    short = [e for n, e in rows if n < SHORT_MAX_WORDS]
+    long = [e for n, e in rows if n >= SHORT_MAX_WORDS]
+    return {
+        "heldout_prompts": len(rows),
+        "mean_error_short_answers": statistics.fmean(short) if short else None,
+        "mean_error_long_answers": statistics.fmean(long) if long else None,
+        "short_answers": len(short),
+        "explained_variance": metrics.get("explained_variance"),
+    }
+
+
+def clip_fractions(run_dir: Path) -> dict:
+    found = {}
+    for name in ("a_lol", "a_lol_seq"):
+        path = run_dir / "train" / name / "metrics.jsonl"
+        if path.exists():
+            rows = [json.loads(line) for line in path.open()]
+            found[name] = [
+                (row["step"], row["importance_weight/clip_frac"])
+                for row in rows
+                if "importance_weight/clip_frac" in row
+            ]
+    return found
+
+
+def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> dict:
+    table = AdvantageTable.load(next((seed_dir / "advantage").glob("advantages-*.safetensors")))
+    records = pointwise_records(cfg, load_splits(cfg).train)
+    texts = [r.response for r in records]
+    subsets = [subset_of(r) for r in records]
+    advantage = table.advantage
+    steps = budget_steps(nll_steps, float(np.mean(advantage > 0)))
+    count = steps * batch_size
+    counts = {name: draws(advantage, e, count, seed) for name, e in SAMPLINGS.items()}
+    short = np.array([words(t) < SHORT_MAX_WORDS for t in texts])
+    return {
+        "a_lol_steps": steps,
+        "draws": {name: draw_spread(c, advantage) for name, c in counts.items()},
+        "answers_with_online": top_answers(texts, advantage, subsets, online=True),
+        "answers_without_online": top_answers(texts, advantage, subsets, online=False),
+        "gradient_weight_on_evasive": weight_shares(texts, advantage, counts),
+        "mean_advantage": {
+            "short_answers": _mean(advantage[short]),
+            "long_answers": _mean(advantage[~short]),
+            "evasive_answers": _mean(advantage[[is_evasive(t) for t in texts]]),
+        },
+        "value_error": value_errors(seed_dir),
+        "clip_fraction": clip_fractions(seed_dir),
+    }
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(values.mean()) if len(values) else None
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Why A-LoL turns evasive on HH: measurements of seed 0",
+        "",
+        f"`python bench/hh_collapse.py` at commit {result['commit']}, on the judged HH "
+        f"benchmark's seed 0 (π_ref, V and the advantages), before any recipe change. A-LoL "
+        f"trains {result['a_lol_steps']} steps × {result['batch_size']} draws.",
+        "",
+        "## Draws over the positive-advantage examples",
+        "",
+        "| sampling | positives | drawn at least once | most draws of one | draws on top 1% | on top 10% | effective examples |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, d in result["draws"].items():
+        lines.append(
+            f"| {name} | {d['positives']} | {d['unique_drawn']} | {d['max_draws_of_one_example']} "
+            f"| {d['share_of_draws_on_top_1pct']:.0%} | {d['share_of_draws_on_top_10pct']:.0%} "
+            f"| {d['effective_examples']:.0f} |"
+        )
+    lines += [
+        "",
+        "## What the top-advantage answers are",
+        "",
+        "| data | answers | A > 0 | evasive: all / positive / top 10% | short (< 8 words): all / positive / top 10% | words: all / top 10% |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, key in (
+        ("with helpful-online", "answers_with_online"),
+        ("without", "answers_without_online"),
+    ):
+        a = result[key]
+        lines.append(
+            f"| {label} | {a['all']['count']} | {a['fraction_positive']:.0%} | "
+            f"{a['all']['evasive_share']:.1%} / {a['positive']['evasive_share']:.1%} / "
+            f"{a['top_10pct']['evasive_share']:.1%} | {a['all']['short_share']:.0%} / "
+            f"{a['positive']['short_share']:.0%} / {a['top_10pct']['short_share']:.0%} | "
+            f"{a['all']['mean_words']:.0f} / {a['top_10pct']['mean_words']:.0f} |"
+        )
+    weight = result["gradient_weight_on_evasive"]
+    advantage = result["mean_advantage"]
+    value = result["value_error"]
+    lines += [
+        "",
+        "## The A² weighting",
+        "",
+        "Share of the gradient weight (draws × A) on evasive templates: "
+        + ", ".join(f"{name} {share:.1%}" for name, share in weight.items())
+        + ".",
+        "",
+        "## V's error and the advantage by answer length",
+        "",
+        f"Mean A: short answers {_signed(advantage['short_answers'])}, long "
+        f"{_signed(advantage['long_answers'])}, evasive {_signed(advantage['evasive_answers'])}. "
+        f"On {value['heldout_prompts']} held-out "
+        f"validation prompts, R − V(x) for π_ref's short answers "
+        f"{_signed(value['mean_error_short_answers'])} ({value['short_answers']} of them), long "
+        f"{_signed(value['mean_error_long_answers'])}; V's held-out explained variance "
+        f"{value['explained_variance']}.",
+        "",
+    ]
+    if result["clip_fraction"]:
+        lines += ["## Importance-weight clip fraction (trained runs)", ""]
+        for name, points in result["clip_fraction"].items():
+            lines.append(f"- {name}: " + ", ".join(f"step {s}: {f:.0%}" for s, f in points))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/hh_smollm2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="the quick benchmark's artifacts")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    out = Path(args.out) / ("quick" if args.quick else "judged")
+    paths = split_data(out, sizes, quick=args.quick)
+    cfg = base_config(out, Path(args.out) / "smollm2", paths, sizes)
+    seed_cfg = seed_config(cfg, args.seed, (), out, [])
+    result = measure(
+        out / f"seed{args.seed}", seed_cfg, sizes.nll_steps, sizes.batch_size, args.seed
+    )
+    result.update(commit=commit(), batch_size=sizes.batch_size, seed=args.seed)
+    name = "hh_collapse_quick" if args.quick else "hh_collapse"
+    write_json(RESULTS / f"{name}.json", result)
+    write_text(RESULTS / f"{name}.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
