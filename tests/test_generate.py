@@ -84,7 +84,17 @@ def test_left_padded_batches_match_one_by_one_decoding_in_prompt_order(tiny_mode
 
 
 def test_decoding_uses_eval_mode_and_restores_training_mode(tiny_model, tiny_tokenizer):
-    """With dropout left on, greedy outputs would vary; the caller's train mode comes back after."""
+    """With dropout left on, greedy outputs would vary; the caller's train mode comes back after.
+    Every dropout of the model is set to 0.5 first (Llama's default is 0), and a forward in
+    train mode is checked to differ from run to run, so the test sees dropout at work."""
+    for module in tiny_model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = 0.5
+    ids = tiny_tokenizer(PROMPTS[0], return_tensors="pt")["input_ids"]
+    tiny_model.train()
+    assert not torch.equal(tiny_model(ids).logits, tiny_model(ids).logits), "dropout is active"
     tiny_model.eval()
     expected = generate_responses(tiny_model, tiny_tokenizer, PROMPTS, GREEDY, show_progress=False)
     tiny_model.train()
