@@ -1,4 +1,4 @@
-"""The README's worked example is the shipped YAML file, and it runs as written on a CPU with a
+"""The worked example of docs/usage.md is the shipped YAML file, and it runs as written on a CPU with a
 tiny model (only the model, the data file, the run folder and the budget are swapped in)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ EXAMPLE = ROOT / "examples" / "hh_a_lol.yaml"
 
 
 def readme_example() -> dict:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### Worked example") :]
+    text = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    section = text[text.index("## Worked example") :]
     return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
 
 
