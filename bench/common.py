@@ -1,16 +1,26 @@
-"""What the benchmark scripts share: peak memory, device syncs, the device's name.
-
-The scripts run as `python bench/<script>.py`, which puts this folder on `sys.path`, so they
-import it as `common`.
-"""
+"""What the benchmarks share: peak memory, device syncs, the device's name, and how one runs
+another in a fresh process."""
 
 from __future__ import annotations
 
 import platform
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root: where `python -m bench.<name>` runs from."""
+
+
+def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m <module> <args>` in a fresh process from the repository root, its output
+    captured (a worker that must not share memory with the benchmark that starts it)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, **kwargs
+    )
 
 
 class PeakMemory:

@@ -59,7 +59,7 @@ packing_levers() {
     limit=$(cap 150 180)
     echo "== packing levers on the a_lol step ($limit s)"
     has_time "$limit" || return
-    timeout "$limit" python3 bench/throughput.py --device "$DEVICE" --model "$MODEL" \
+    timeout "$limit" python -m bench.throughput --device "$DEVICE" --model "$MODEL" \
         ${STEPS:+--steps "$STEPS"} --cases levers --levers "packing" \
         --lever-budget-s $((limit - 20)) --out "$RESULTS/throughput_packing_$SUFFIX.json"
     echo "packing levers exit status $?"
@@ -70,7 +70,7 @@ response_heads() {
     limit=$(cap 60 120)
     echo "== response heads ($limit s)"
     has_time "$limit" || return
-    timeout "$limit" python3 bench/logprobs.py --device "$DEVICE" \
+    timeout "$limit" python3 -m bench.logprobs --device "$DEVICE" \
         --out "$RESULTS/logprobs_$SUFFIX.json"
     echo "response heads exit status $?"
 }
@@ -82,11 +82,11 @@ qlora() {
     has_time "$limit" || return
     if [[ $DEVICE != cuda* ]]; then
         # bitsandbytes' CPU kernel asserts "N must be divisible by block_n" on the random
-        # shapes; on a CPU, `python bench/qlora.py` (SmolLM2) is the measurement.
-        echo "skipped on $DEVICE: bench/qlora.py without --random-model measures QLoRA on a CPU"
+        # shapes; on a CPU, `python -m bench.qlora` (SmolLM2) is the measurement.
+        echo "skipped on $DEVICE: bench.qlora without --random-model measures QLoRA on a CPU"
         return
     fi
-    timeout "$limit" python3 bench/qlora.py --device "$DEVICE" \
+    timeout "$limit" python3 -m bench.qlora --device "$DEVICE" \
         --random-model "$QLORA_MODEL" --out "$RESULTS"
     echo "qlora exit status $?"
 }
@@ -96,7 +96,7 @@ deepspeed_pipeline() {
     limit=$(cap 90 10)
     echo "== the pipeline under DeepSpeed ZeRO-2 ($limit s)"
     has_time "$limit" || return
-    timeout "$limit" python3 bench/distributed_smoke.py --config deepspeed_zero2 \
+    timeout "$limit" python3 -m bench.distributed_smoke --config deepspeed_zero2 \
         --num-processes 1 --bf16 --out "$RESULTS"
     echo "deepspeed exit status $?"
 }

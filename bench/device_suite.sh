@@ -59,7 +59,7 @@ install_wheels() {
 finish_markdown() {
     if [[ -f $1 && (! -f ${1%.json}.md || $1 -nt ${1%.json}.md) ]]; then
         echo "rebuilding ${1%.json}.md from the saved JSON"
-        timeout 60 python3 bench/throughput.py --from-json "$1" --out "$1" >/dev/null
+        timeout 60 python -m bench.throughput --from-json "$1" --out "$1" >/dev/null
     fi
 }
 
@@ -72,7 +72,7 @@ throughput() {
     echo "== throughput (${limit} s): TRL first, then hf_nll nll a_lol dpo, the eager precompute" \
         "cases, 640/128 rows, and the precompute with compiled layers"
     rm -f "$THROUGHPUT" "${THROUGHPUT%.json}.md"
-    timeout "$limit" python3 bench/throughput.py "${COMMON[@]}" --out "$THROUGHPUT" \
+    timeout "$limit" python -m bench.throughput "${COMMON[@]}" --out "$THROUGHPUT" \
         --methods hf_nll nll a_lol dpo precompute precompute_unshared precompute_full_logits \
         precompute_compiled --compile-after-s $((limit - 130)) \
         --trl-timeout-s 120 "${TRL_BAR[@]}"
@@ -87,7 +87,7 @@ levers() {
     limit=$(cap 600 15)
     echo "== levers on the a_lol step (${limit} s)"
     rm -f "$LEVERS" "${LEVERS%.json}.md"
-    timeout "$limit" python3 bench/throughput.py "${COMMON[@]}" --out "$LEVERS" --cases levers \
+    timeout "$limit" python -m bench.throughput "${COMMON[@]}" --out "$LEVERS" --cases levers \
         --levers "masked decoder" "token budget" "compiled layers" \
         "bf16 weights, micro-batch x2" "bf16 weights, token budget" \
         "bf16 weights, compiled layers" "pad to" \

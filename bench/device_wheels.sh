@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetch into .whl/ (git-ignored) the wheels the device machine lacks for the TRL DPO row of
-# bench/throughput.py; bench/device_suite.sh installs them there. Run it here, where pip can
+# bench/throughput/; bench/device_suite.sh installs them there. Run it here, where pip can
 # download, from anywhere in the repository:
 #
 #     bash bench/device_wheels.sh        # 1.7 MiB: trl, datasets, dill, multiprocess

@@ -5,7 +5,7 @@ Builds a small Llama and a noisy reward dataset locally, then runs
 (value → advantage → train a_lol → eval, from an existing reference) and records whether it
 finished, how long it took and the comparison table, in bench/results/.
 
-    python bench/distributed_smoke.py --config fsdp --num-processes 1 --bf16   # one GPU
+    python -m bench.distributed_smoke --config fsdp --num-processes 1 --bf16   # one GPU
 """
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ import torch
 import transformers
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from alol.atomic import write_json  # noqa: E402
-from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
+from alol.atomic import write_json
+from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer
+from bench.common import ROOT
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "maps", "lamps"]
 REWARD = """

@@ -1,7 +1,7 @@
 """Why A-LoL turns evasive on HH: the measurements of the judged HH benchmark's first seed,
 taken from its artifacts before any recipe is changed.
 
-    python bench/hh_collapse.py              # after `python bench/hh_smollm2.py --prepare`
+    python -m bench.hh_collapse              # after `python -m bench.hh_smollm2 --prepare`
 
 - Draws: how A-LoL's sampler spreads its step budget over the positive-advantage examples
   (draws per unique example, the share of draws on the top 1% and 10%, the effective number
@@ -29,7 +29,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hh_smollm2 import (
+
+from alol.advantage import budget_steps
+from alol.atomic import write_json, write_text
+from alol.pipeline.inputs import load_splits, pointwise_records
+from alol.sampling import PrioritySampler
+from alol.table import AdvantageTable
+from bench.hh_smollm2 import (
     FULL,
     QUICK,
     RESULTS,
@@ -39,12 +45,6 @@ from hh_smollm2 import (
     split_data,
     subset_of,
 )
-
-from alol.advantage import budget_steps
-from alol.atomic import write_json, write_text
-from alol.pipeline.inputs import load_splits, pointwise_records
-from alol.sampling import PrioritySampler
-from alol.table import AdvantageTable
 
 EVASIVE = re.compile(
     r"sorry|not sure what you mean|i don.t understand|what do you mean|i.m not sure|i don.t know",
@@ -204,7 +204,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# Why A-LoL turns evasive on HH: measurements of seed 0",
         "",
-        f"`python bench/hh_collapse.py` at commit {result['commit']}, on the judged HH "
+        f"`python -m bench.hh_collapse` at commit {result['commit']}, on the judged HH "
         f"benchmark's seed 0 (π_ref, V and the advantages), before any recipe change. A-LoL "
         f"trains {result['a_lol_steps']} steps × {result['batch_size']} draws.",
         "",
@@ -281,12 +281,10 @@ def main() -> int:
     sizes = QUICK if args.quick else FULL
     out = Path(args.out) / ("quick" if args.quick else "judged")
     paths = split_data(out, sizes, quick=args.quick)
-    cfg = base_config(out, Path(args.out) / "smollm2", paths, sizes)
+    cfg = base_config(out, Path(args.out) / "smollm2", paths, args.quick)
     seed_cfg = seed_config(cfg, args.seed, (), out, [])
-    result = measure(
-        out / f"seed{args.seed}", seed_cfg, sizes.nll_steps, sizes.batch_size, args.seed
-    )
-    result.update(commit=commit(), batch_size=sizes.batch_size, seed=args.seed)
+    result = measure(out / f"seed{args.seed}", seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
+    result.update(commit=commit(), batch_size=cfg.batch_size, seed=args.seed)
     name = "hh_collapse_quick" if args.quick else "hh_collapse"
     write_json(RESULTS / f"{name}.json", result)
     write_text(RESULTS / f"{name}.md", markdown(result))

@@ -1,9 +1,9 @@
 """The A-LoL paper's Helpful-Harmless experiment at CPU scale, judged by models the policy never
 trained on: SmolLM2-135M-Instruct with LoRA, the real HH records, a learned reward.
 
-    python bench/hh_smollm2.py                 # every seed and objective (hours on 2 cores)
-    python bench/hh_smollm2.py --prepare       # reward model, judges, π_ref, V, advantages only
-    python bench/hh_smollm2.py --quick         # the plumbing in minutes, not the result
+    python -m bench.hh_smollm2                 # every seed and objective (hours on 2 cores)
+    python -m bench.hh_smollm2 --prepare       # reward model, judges, π_ref, V, advantages only
+    python -m bench.hh_smollm2 --quick         # the plumbing in minutes, not the result
 
 - Data: `../shared/data/hh` helpful_base + harmless_base + helpful_online, without the prompts
   that sampled_dev.json repeats and the few records with an empty candidate, split by prompt
@@ -20,6 +20,7 @@ trained on: SmolLM2-135M-Instruct with LoRA, the real HH records, a learned rewa
 - π_ref: SFT of the instruct model on the preferred responses; V(x): π_ref's greedy answers to
   the validation prompts. Each objective validates every quarter of its steps on the
   validation prompts and keeps the best checkpoint by the reward, never a collapsed one.
+  The recipe (lengths, steps, learning rate, LoRA, clip) is `examples/hh_smollm2.yaml`.
 - Rows: π_ref, nll, wbc, dpo, kto and the four A-LoL variants on 3 seeds; r_gold, r_lol, pro,
   grpo and rloo on the first. Every evaluation is audited (`eval/audit.md` per seed).
 
@@ -42,6 +43,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+import yaml
 
 from alol import __version__
 from alol.atomic import write_json, write_text
@@ -77,9 +79,14 @@ LEARNED_JUDGES = {"helpfulness": HELPFUL_SUBSETS, "harmlessness": ("harmless_bas
 """Each learned judge and the subsets whose human choices it is fitted on."""
 
 
+RECIPE = Path(__file__).resolve().parents[1] / "examples" / "hh_smollm2.yaml"
+"""The training recipe (lengths, steps, learning rate, LoRA, validation), a YAML of its own."""
+QUICK_RECIPE = dict(sft_max_steps=2, max_steps=4, batch_size=2, eval_steps=2, save_steps=2)
+
+
 @dataclass(frozen=True)
 class Sizes:
-    """How much of the data and compute one seed uses."""
+    """How much of the data one seed uses, and the judges' and online methods' budgets."""
 
     test_prompts: int = 150
     val_prompts: int = 200
@@ -87,17 +94,6 @@ class Sizes:
     """Prompts the policy trains on (the reward model and the judges see the whole train split)."""
     online_share: float = 0.5
     """Share of the policy's training prompts taken from helpful-online."""
-    max_prompt_length: int = 256
-    max_response_length: int = 64
-    sft_steps: int = 150
-    nll_steps: int = 100
-    """The NLL budget; A-LoL trains fraction_positive × this."""
-    validations: int = 4
-    """Validation passes per objective (every nll_steps / validations steps)."""
-    batch_size: int = 8
-    learning_rate: float = 2e-4
-    lora_r: int = 16
-    reward_model_epochs: int = 1
     judge_epochs: int = 2
     online_steps: int = 25
     num_generations: int = 4
@@ -105,8 +101,8 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
-    test_prompts=8, val_prompts=12, train_prompts=24, sft_steps=2, nll_steps=4, validations=2,
-    batch_size=2, reward_model_epochs=1, judge_epochs=1, online_steps=2, num_generations=2,
+    test_prompts=8, val_prompts=12, train_prompts=24, judge_epochs=1, online_steps=2,
+    num_generations=2,
 )  # fmt: skip
 
 
@@ -164,36 +160,16 @@ def human_choices(records) -> list[PreferenceRecord]:
     return [PreferenceRecord(r.prompt, r.responses[0], r.responses[1], r.id) for r in records]
 
 
-def base_config(out: Path, model: Path, paths: dict[str, Path], sizes: Sizes) -> PipelineConfig:
-    eval_steps = max(1, sizes.nll_steps // sizes.validations)
+def base_config(out: Path, model: Path, paths: dict[str, Path], quick: bool) -> PipelineConfig:
+    """The recipe of `RECIPE` (cut short with `quick`) on this benchmark's data and model."""
+    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
     return PipelineConfig(
+        **{**recipe, **(QUICK_RECIPE if quick else {})},
         model=str(model),
         train_data=str(paths["train"]),
         val_data=str(paths["val"]),
         test_data=str(paths["test"]),
         run_dir=str(out / "rm"),
-        reward_model="minilm",
-        reward_model_epochs=sizes.reward_model_epochs,
-        reward_model_batch_size=32,
-        reward_model_max_length=256,
-        max_prompt_length=sizes.max_prompt_length,
-        max_response_length=sizes.max_response_length,
-        max_steps=sizes.nll_steps,
-        sft_max_steps=sizes.sft_steps,
-        batch_size=sizes.batch_size,
-        learning_rate=sizes.learning_rate,
-        lr_scheduler_type="constant",
-        max_grad_norm=0.3 / 4,  # the authors' 0.3 on gradients summed over 4 micro-batches
-        lora=True,
-        lora_r=sizes.lora_r,
-        lora_alpha=2 * sizes.lora_r,
-        bf16=True,
-        logging_steps=10,
-        save_steps=eval_steps,
-        eval_steps=eval_steps,
-        generation_batch_size=32,
-        precompute_batch_size=32,
-        value_epochs=10,
         objectives=[],
     )
 
@@ -455,7 +431,7 @@ def markdown(result: dict) -> str:
         [
             "# HH on SmolLM2-135M-Instruct (CPU scale), judged",
             "",
-            f"`python bench/hh_smollm2.py` at commit {result['commit']} — {result['machine']}; "
+            f"`python -m bench.hh_smollm2` at commit {result['commit']} — {result['machine']}; "
             f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}, "
             f"alol {result['versions']['alol']}; {result['stage_hours']:.1f} h of stage compute in "
             f"all (each stage timed by the run that did it; this run {result['hours']:.1f} h). "
@@ -528,7 +504,7 @@ def main() -> int:
     out = Path(args.out) / ("quick" if args.quick else "judged")
     model = convert_smollm2(Path(args.out) / "smollm2")
     paths = split_data(out, sizes, args.quick)
-    cfg = base_config(out, model, paths, sizes)
+    cfg = base_config(out, model, paths, args.quick)
     rm = fit_reward(cfg, paths)
     judges = fit_judges(cfg, out, paths, sizes)
     specs = judge_specs(judges)

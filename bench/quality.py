@@ -1,7 +1,7 @@
 """Quality benchmark: every objective on the demo task, several seeds, mean ± std.
 
-    python bench/quality.py                      # 5 seeds, writes bench/results/quality.{md,json}
-    python bench/quality.py --seeds 0 --run-dir /tmp/q
+    python -m bench.quality                      # 5 seeds, writes bench/results/quality.{md,json}
+    python -m bench.quality --seeds 0 --run-dir /tmp/q
 
 Per seed, the demo task, tokenizer, tiny model, reference, value head and advantages are built
 once (exactly as `alol demo` builds them) and every objective trains from that same reference.
@@ -105,7 +105,7 @@ def markdown(
     lines = [
         "# Quality on the demo task",
         "",
-        f"`python bench/quality.py`: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± "
+        f"`python -m bench.quality`: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± "
         f"sample std across seeds; {minutes:.0f} min on {_machine()}. Every model answers the "
         "same held-out test prompts of its seed with greedy decoding. *good answers*: the demo's "
         "judge, the share of test answers that are kind, on topic, informative and not "

@@ -1,6 +1,6 @@
 """alol's value-head defaults against the A-LoL authors', on the same π_ref and value data.
 
-    python bench/value_head.py RUN_DIR        # a run with sft/model and value/value_samples.jsonl
+    python -m bench.value_head RUN_DIR        # a run with sft/model and value/value_samples.jsonl
 
 The authors' head: 8 attention heads, dropout 0.1 (left on when it predicts), lr 1e-5, and
 the epoch with the lowest *training* MSE. alol's: 1 head, no dropout, lr 1e-3, the epoch with
@@ -98,7 +98,7 @@ def main() -> int:
     lines = [
         "# Value head: alol's defaults against the A-LoL authors'",
         "",
-        f"`python bench/value_head.py {args.run_dir}`: {len(samples)} value samples "
+        f"`python -m bench.value_head {args.run_dir}`: {len(samples)} value samples "
         f"(π_ref's greedy answers, scored by the reward); 70% of the prompts fit, 30% judge; "
         f"mean ± sd over {args.splits} splits. Explained variance above 0 means V predicts the "
         "reward better than a constant.",

@@ -114,7 +114,7 @@ def test_attention_that_reads_sequence_boundaries_from_positions_gets_no_dense_m
     implementation, tiny_llama_dir
 ):
     """Their kernels skip the cross-sequence blocks (their equality with the padded pass is
-    checked on a GPU by bench/device_checks.py: flex attention has no backward on a CPU)."""
+    checked on a GPU by bench/device_checks.sh: flex attention has no backward on a CPU)."""
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     model.config._attn_implementation = implementation
     assert packed_attention_mask(model, torch.tensor([[0, 1, 0, 1, 2]])) is None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -15,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from batches import BENCH, EOS_ID, FIRST_WORD_ID, PAD_ID, VOCAB_SIZE  # bench/, on sys.path
-from cases import BenchConfig
-from common import PeakMemory, synchronize
-from steps import build_model
 
-ENTRY_POINT = BENCH / "throughput.py"
-"""The script whose `--trl-worker` runs `trl_dpo`."""
+from bench.common import PeakMemory, run_module, synchronize
+from bench.throughput.cases import BenchConfig
+from bench.throughput.hh_batches import EOS_ID, FIRST_WORD_ID, PAD_ID, VOCAB_SIZE
+from bench.throughput.steps import build_model
+
+ENTRY_POINT = "bench.throughput"
+"""The module whose `--trl-worker` runs `trl_dpo`."""
 
 
 def trl_version() -> str | None:
@@ -134,10 +134,15 @@ def trl_dpo(config: BenchConfig, pairs: list[list[int]]) -> dict:
 
 def trl_in_subprocess(config: BenchConfig, pairs_path: Path, timeout_s: float) -> dict:
     """TRL in a fresh process, so its model and optimizer do not share memory with ours."""
-    command = [sys.executable, str(ENTRY_POINT), "--device", config.device, "--trl-worker"]
-    command += [json.dumps(asdict(config)), str(pairs_path)]
+    arguments = [
+        "--device",
+        config.device,
+        "--trl-worker",
+        json.dumps(asdict(config)),
+        str(pairs_path),
+    ]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        result = run_module(ENTRY_POINT, *arguments, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"error": f"did not finish in {timeout_s:.0f} s"}
     if result.returncode != 0:

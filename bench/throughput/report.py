@@ -5,8 +5,9 @@ HH-sized dataset, the targets, and the Markdown of a throughput or precompute ru
 from __future__ import annotations
 
 import numpy as np
-from batches import VOCAB_SIZE  # bench/, on sys.path as a script
-from cases import PRECOMPUTE_METHODS
+
+from bench.throughput.cases import PRECOMPUTE_METHODS
+from bench.throughput.hh_batches import VOCAB_SIZE
 
 HH_TRAIN_PAIRS = 160_800
 """Pairs in Anthropic HH-RLHF's train split: the dataset size the one-pass projection uses."""

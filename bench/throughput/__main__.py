@@ -3,15 +3,15 @@ and (when installed) TRL's DPO trainer, on HH-shaped batches; then the levers on
 (token budgets, compiled layers, bf16 weights, ...). Figures and notes: bench/NOTES.md.
 
     pip install -e .                                   # once: the script imports alol
-    python bench/throughput.py --make-lengths          # once: HH lengths -> bench/hh_lengths.json
-    python bench/throughput.py --steps 12 --levers random micro gradient eager "token budget" \
+    python -m bench.throughput --make-lengths          # once: HH lengths -> bench/hh_lengths.json
+    python -m bench.throughput --steps 12 --levers random micro gradient eager "token budget" \
         "compiled layers" "pad to"                     # CPU, tiny Llama -> results/throughput_cpu.*
-    python bench/throughput.py --cases levers --model small --steps 12 \
+    python -m bench.throughput --cases levers --model small --steps 12 \
         --levers "token budget 4x" "compiled layers"   # CPU, 56M: eager/compiled x fixed/budget
                                                        #   -> results/throughput_levers_cpu.*
     bash bench/device_suite.sh                         # H100, 1.1B, one device call: everything
                                                        #   -> results/throughput{,_levers}_cuda.*
-    python bench/throughput.py --cases precompute --model tiny small
+    python -m bench.throughput --cases precompute --model tiny small
                                                        # the reference passes only, CPU
                                                        #   -> results/precompute_cpu.*
 
@@ -60,8 +60,10 @@ from typing import Any
 
 import torch
 import transformers
-from batches import BENCH, HH_DIR, LENGTHS_FILE, load_lengths, make_lengths, method_batches
-from cases import (
+
+from alol.atomic import write_json, write_text
+from bench.common import device_name
+from bench.throughput.cases import (
     EAGER_PRECOMPUTE_METHODS,
     MODEL_SHAPES,
     PRECISIONS,
@@ -69,9 +71,23 @@ from cases import (
     TRAIN_METHODS,
     BenchConfig,
 )
-from common import device_name  # bench/, on sys.path as a script
-from report import add_mfu, describe, markdown, one_pass_projection, precompute_markdown, targets
-from steps import (
+from bench.throughput.hh_batches import (
+    BENCH,
+    HH_DIR,
+    LENGTHS_FILE,
+    load_lengths,
+    make_lengths,
+    method_batches,
+)
+from bench.throughput.report import (
+    add_mfu,
+    describe,
+    markdown,
+    one_pass_projection,
+    precompute_markdown,
+    targets,
+)
+from bench.throughput.steps import (
     START,
     build_model,
     compiled_precompute_rows,
@@ -85,9 +101,7 @@ from steps import (
     run_fixed_shape,
     run_levers,
 )
-from trl_baseline import trl_dpo, trl_in_subprocess, trl_version
-
-from alol.atomic import write_json, write_text
+from bench.throughput.trl_baseline import trl_dpo, trl_in_subprocess, trl_version
 
 RESULTS = BENCH / "results"
 
@@ -220,7 +234,9 @@ def finish_report(report: dict, lengths: dict, trl_bar_tokens_per_s: float | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
@@ -356,7 +372,7 @@ def main() -> None:
         # Large frees must go back to the OS for the resident set to follow the live tensors.
         os.execve(
             sys.executable,
-            [sys.executable, *sys.argv],
+            [sys.executable, "-m", "bench.throughput", *sys.argv[1:]],
             {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
         )
     if args.model and len(args.model) > 1 and args.cases != "precompute":

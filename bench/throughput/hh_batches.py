@@ -11,15 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cases import PRECOMPUTE_METHODS, BenchConfig  # bench/, on sys.path as a script
 
 from alol.atomic import write_json
 from alol.collate import collate_pairs, collate_prompt_groups, locate_response_tokens, pack_pairs
 from alol.objectives import OBJECTIVES
 from alol.sampling import length_grouped_order, pack_to_token_budget
 from alol.tokenize import TokenizedPair
+from bench.throughput.cases import PRECOMPUTE_METHODS, BenchConfig
 
-BENCH = Path(__file__).resolve().parent
+BENCH = Path(__file__).resolve().parents[1]
 LENGTHS_FILE = BENCH / "hh_lengths.json"
 HH_DIR = BENCH.parent.parent / "shared" / "data" / "hh"
 VOCAB_SIZE = 32_000
@@ -73,7 +73,7 @@ def make_lengths(hh_dir: Path, out: Path, max_prompt: int = 640, max_response: i
 def load_lengths(path: Path = LENGTHS_FILE) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} not found; run `python bench/throughput.py --make-lengths` once (it needs "
+            f"{path} not found; run `python -m bench.throughput --make-lengths` once (it needs "
             f"the HH data in {HH_DIR})"
         )
     return json.loads(path.read_text())

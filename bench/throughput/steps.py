@@ -16,7 +16,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from batches import (  # bench/, on sys.path as a script
+from torch._dynamo.utils import counters
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from alol.atomic import write_text
+from alol.batches import objective_batch
+from alol.compilation import compile_cache_free_parts, compile_decoder_layers
+from alol.logprobs import (
+    naive_response_token_logprobs,
+    packed_response_token_logprobs,
+    response_token_logprobs,
+)
+from alol.objectives import OBJECTIVES, ObjectiveConfig
+from alol.reference import score_reference_batch, score_shared_prompt_batch
+from alol.sampling import example_weight
+from alol.value import ValueHead
+from bench.common import PeakMemory, synchronize
+from bench.throughput.cases import (
+    MODEL_SHAPES,
+    PRECOMPUTE_METHODS,
+    SHARED_PROMPT_METHODS,
+    BenchConfig,
+)
+from bench.throughput.hh_batches import (
     EOS_ID,
     PAD_ID,
     VOCAB_SIZE,
@@ -29,25 +51,7 @@ from batches import (  # bench/, on sys.path as a script
     precompute_batches,
     shared_tokens,
 )
-from cases import MODEL_SHAPES, PRECOMPUTE_METHODS, SHARED_PROMPT_METHODS, BenchConfig
-from common import PeakMemory, synchronize
-from report import add_mfu, describe
-from torch._dynamo.utils import counters
-from transformers import LlamaConfig, LlamaForCausalLM
-
-from alol.atomic import write_text
-from alol.batches import PairBatch, RankedBatch, SequenceBatch
-from alol.compilation import compile_cache_free_parts, compile_decoder_layers
-from alol.logprobs import (
-    naive_response_token_logprobs,
-    packed_response_token_logprobs,
-    response_token_logprobs,
-    sequence_logprobs,
-)
-from alol.objectives import OBJECTIVES, ObjectiveConfig
-from alol.reference import score_reference_batch, score_shared_prompt_batch
-from alol.sampling import example_weight
-from alol.value import ValueHead
+from bench.throughput.report import add_mfu, describe
 
 INTERLEAVED_ROUNDS = 7
 """Alternating timings of A-LoL's and NLL's step for the step-time target (median of each)."""
@@ -116,30 +120,6 @@ def autocast(config: BenchConfig):
     return torch.autocast(device_type, torch.bfloat16, enabled=config.precision == "autocast")
 
 
-def objective_batch(name: str, token_logps: torch.Tensor, batch: dict):
-    """The objective's input, shaped from the policy log-probs as AlolTrainer shapes it."""
-    objective, mask = OBJECTIVES[name], batch["response_mask"]
-    if objective.data == "sequence":
-        return SequenceBatch(
-            token_logps,
-            mask,
-            batch.get("ref_token_logps"),
-            batch.get("reward"),
-            batch.get("advantage"),
-        )
-    logps = sequence_logprobs(token_logps, mask)
-    if objective.data == "pair":
-        chosen, rejected = logps.chunk(2)
-        return PairBatch(chosen, rejected, batch["ref_chosen_logp"], batch["ref_rejected_logp"])
-    rewards = batch["rewards"]
-    return RankedBatch(
-        logps.view(rewards.shape),
-        mask.sum(-1).view(rewards.shape),
-        rewards,
-        batch["candidate_mask"],
-    )
-
-
 def training_loss(method: str, model, batch: dict, config: BenchConfig) -> torch.Tensor:
     """The batch's loss; under a token budget scaled by `example_weight` as AlolTrainer scales
     it, so a batch of many short examples counts for more of the epoch's gradient."""
@@ -171,7 +151,7 @@ def unweighted_loss(method: str, model, batch: dict, config: BenchConfig) -> tor
                 batch["response_mask"].shape,
             )
             output = OBJECTIVES[method].loss(
-                objective_batch(method, token_logps, batch), ObjectiveConfig()
+                objective_batch(OBJECTIVES[method].data, token_logps, batch), ObjectiveConfig()
             )
             return output.loss
         token_logps = response_token_logprobs(
@@ -181,7 +161,9 @@ def unweighted_loss(method: str, model, batch: dict, config: BenchConfig) -> tor
             batch["response_mask"],
             **(sync_free if config.sync_free else {}),
         )
-    output = OBJECTIVES[method].loss(objective_batch(method, token_logps, batch), ObjectiveConfig())
+    output = OBJECTIVES[method].loss(
+        objective_batch(OBJECTIVES[method].data, token_logps, batch), ObjectiveConfig()
+    )
     return output.loss
 
 
