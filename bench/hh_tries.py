@@ -1,0 +1,129 @@
+"""Recipe tries on the judged HH benchmark's first seed, decided on the validation prompts: each
+try changes the settings it names and reuses seed 0's π_ref, V(x) and advantages, so it differs
+from the recipe by those settings alone. The test prompts are never looked at here.
+
+    python -m bench.hh_tries                      # after `python -m bench.hh_smollm2 --prepare`
+    python -m bench.hh_tries --tries recipe uniform
+
+Each try trains in `<out>/judged/tries/<name>/` on hard links to seed 0's stages (alol writes
+every file by rename, so a stage that reran there would replace the links, never edit seed 0's
+files) and is evaluated, judged and audited on the validation prompts. Writes
+bench/results/hh_tries.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from alol.atomic import write_json, write_text
+from alol.console import configure_console
+from alol.pipeline import run_eval, run_train
+from bench.hh_smollm2 import (
+    FULL,
+    RESULTS,
+    base_config,
+    commit,
+    fit_judges,
+    judge_specs,
+    seed_config,
+    split_data,
+)
+
+TRIES = {
+    "recipe": ("a_lol", {}),
+    "seq_recipe": ("a_lol_seq", {}),
+    "uniform": ("a_lol", {"sampling": "uniform"}),
+    "seq_uniform": ("a_lol_seq", {"sampling": "uniform"}),
+}
+"""Name → (objective, the settings it changes from the benchmark's recipe)."""
+SHARED_STAGES = ("sft", "value", "advantage")
+MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
+
+
+def run_try(cfg, out: Path, name: str, objective: str, overrides: dict) -> dict:
+    """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
+    seed0 = out / "seed0"
+    try_dir = out / "tries" / name
+    for part in SHARED_STAGES:
+        if not (try_dir / part).exists():
+            (try_dir / part).parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(seed0 / part), str(try_dir / part)], check=True)
+    evaluated = next((out / "tries").glob("*/eval/reference/answers.jsonl"), None)
+    if evaluated is not None and not (try_dir / "eval" / "reference").exists():
+        # π_ref's validation answers, decoded once for every try (kept under their fingerprint)
+        (try_dir / "eval").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-al", str(evaluated.parent), str(try_dir / "eval")], check=True)
+    try_cfg = replace(cfg, run_dir=str(try_dir), objectives=[objective], **overrides)
+    run_train(try_cfg, objective)
+    evaluation = run_eval(replace(try_cfg, test_data=try_cfg.val_data))
+    rows = {}
+    for model, report in evaluation.reports.items():
+        audit = evaluation.audit.models[model]
+        rows[model] = {
+            "reward": report.reward_mean["total"],
+            **report.judge_mean,
+            "distinct_2": report.distinct_2,
+            "template_share": report.template_share,
+            "length_words": report.mean_length_words,
+            "flag": audit.flag,
+        }
+    return {"objective": objective, "overrides": overrides, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    header = ["try", "objective", "changed", *MEASURES, "distinct-2", "one answer", "words", "flag"]
+    lines = [
+        "# Recipe tries on the judged HH benchmark, seed 0, validation prompts",
+        "",
+        f"`python -m bench.hh_tries` at commit {result['commit']}: each try reuses seed 0's π_ref, "
+        "V(x) and advantages and changes only the settings named; evaluated, judged and audited "
+        "on the 200 validation prompts (never on the test prompts). π_ref's row comes first.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    reference = next(iter(result["tries"].values()))["rows"]["reference"]
+    lines.append(_row("π_ref", "–", "–", reference))
+    for name, found in result["tries"].items():
+        row = found["rows"][found["objective"]]
+        lines.append(_row(name, found["objective"], json.dumps(found["overrides"]) or "–", row))
+    return "\n".join(lines) + "\n"
+
+
+def _row(name: str, objective: str, changed: str, row: dict) -> str:
+    cells = [name, objective, changed, *(f"{row.get(m, float('nan')):.3f}" for m in MEASURES)]
+    cells += [f"{row['distinct_2']:.3f}", f"{row['template_share']:.0%}"]
+    cells += [f"{row['length_words']:.1f}", row.get("flag") or "–"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/hh_smollm2")
+    parser.add_argument("--tries", nargs="+", default=list(TRIES), choices=TRIES)
+    args = parser.parse_args()
+    configure_console()
+    out = Path(args.out) / "judged"
+    paths = split_data(out, FULL, quick=False)
+    cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
+    judges = judge_specs(fit_judges(cfg, out, paths, FULL))
+    seed_cfg = seed_config(cfg, 0, (), out, judges)
+    results_file = RESULTS / "hh_tries.json"
+    done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
+    for name in args.tries:
+        objective, overrides = TRIES[name]
+        done[name] = run_try(seed_cfg, out, name, objective, overrides)
+        result = {"commit": commit(), "tries": done}
+        write_json(results_file, result)
+        write_text(RESULTS / "hh_tries.md", markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
