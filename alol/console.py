@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 
 class _ConsoleFormat(logging.Formatter):
@@ -35,8 +36,30 @@ def configure_console() -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     if not any(flt[0] == "once" and flt[2] is Warning for flt in warnings.filters):
-        warnings.simplefilter("once")  # a library warning once per run, not once per stage
+        warnings.simplefilter("once")
+    warnings.showwarning = _show_once
     _quiet_libraries()
+
+
+_shown: set[tuple[type, str]] = set()
+
+
+def _show_once(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning once per run, in the console's form. The "once" filter alone is not enough:
+    each `warnings.catch_warnings` block (Trainer enters several per stage) resets the record
+    of what was shown, so a library warning came back once per stage."""
+    key = (category, str(message))
+    if key not in _shown:
+        _shown.add(key)
+        logging.getLogger(_source(filename)).warning("%s: %s", category.__name__, message)
+
+
+def _source(filename: str) -> str:
+    """The package that warned ('transformers'), named as the console names a logger."""
+    parts = Path(filename).parts
+    if "site-packages" in parts[:-1]:
+        return parts[parts.index("site-packages") + 1]
+    return "alol" if "alol" in parts[:-1] else "py.warnings"
 
 
 def _quiet_libraries() -> None:
