@@ -170,9 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(command, args)
     except KeyboardInterrupt as interrupt:
+        _close_progress_bars()
         print(f"alol {command}: interrupted; {_resume_hint(interrupt, args)}", file=sys.stderr)
         return 130
     except Exception as error:
+        _close_progress_bars()
         if not is_user_error(error):
             traceback.print_exception(error)
             print(
@@ -208,6 +210,15 @@ def _configure_console() -> None:
     from alol.console import configure_console
 
     configure_console()
+
+
+def _close_progress_bars() -> None:
+    """A bar left open by the failure would share the message's line, and be drawn again
+    when the interpreter exits."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def is_user_error(error: Exception) -> bool:

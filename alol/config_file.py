@@ -106,6 +106,9 @@ def _yaml_message(path: Path, error: yaml.YAMLError) -> str:
     if isinstance(error, yaml.constructor.ConstructorError) and "tag" in problem:
         return f"{where}: {problem}; config files are plain YAML, without tags such as !!python"
     context = f" {error.context}" if error.context else ""
+    mark = error.context_mark
+    if context and mark is not None and mark.line != error.problem_mark.line:
+        context += f" that starts on line {mark.line + 1}"
     return f"{where}: YAML syntax error: {problem}{context}"
 
 

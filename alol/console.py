@@ -37,6 +37,10 @@ def configure_console() -> None:
     root.setLevel(logging.INFO)
     if not any(flt[0] == "once" and flt[2] is Warning for flt in warnings.filters):
         warnings.simplefilter("once")
+        # Deprecations speak to the developers of the code that calls the API, not to its
+        # users; Python's own default filters hide them outside __main__ too.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     warnings.showwarning = _show_once
     _quiet_libraries()
 
@@ -51,15 +55,20 @@ def _show_once(message, category, filename, lineno, file=None, line=None) -> Non
     key = (category, str(message))
     if key not in _shown:
         _shown.add(key)
-        logging.getLogger(_source(filename)).warning("%s: %s", category.__name__, message)
+        _warnings.warning("%s (%s): %s", category.__name__, _source(filename), message)
+
+
+_warnings = logging.getLogger("alol.warnings")
+"""Warnings go out through an alol logger: the libraries' own loggers are quietened (or, as
+torch's, print in their own format)."""
 
 
 def _source(filename: str) -> str:
-    """The package that warned ('transformers'), named as the console names a logger."""
+    """The package that warned ('transformers'), else the file's name."""
     parts = Path(filename).parts
     if "site-packages" in parts[:-1]:
         return parts[parts.index("site-packages") + 1]
-    return "alol" if "alol" in parts[:-1] else "py.warnings"
+    return Path(filename).stem
 
 
 def _quiet_libraries() -> None:

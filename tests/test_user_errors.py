@@ -402,7 +402,7 @@ def test_a_library_warning_shows_once_per_run_though_trainer_resets_the_filters(
 
     err = capsys.readouterr().err
     assert err.count("is_gradient_checkpointing") == 1
-    assert "FutureWarning: `is_gradient_checkpointing` is deprecated" in err
+    assert "warning: FutureWarning (test_user_errors): `is_gradient_checkpointing` is" in err
 
 
 def test_an_error_that_is_no_users_to_fix_shows_its_traceback_as_a_bug(config, capsys, monkeypatch):
