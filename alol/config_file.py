@@ -59,6 +59,8 @@ def read_config_file(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ConfigError(f"no config file {path}") from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not a text file (byte {error.start} is not UTF-8)") from None
+    except (OSError, ValueError) as error:  # a folder, no permission, a NUL in the name
+        raise ConfigError(f"cannot read the config file {str(path)!r}: {error}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         loaded = yaml.safe_load(text)

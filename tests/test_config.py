@@ -149,10 +149,12 @@ def test_a_flag_spelled_as_its_yaml_key_gets_the_dashed_flag(capsys):
     assert "unrecognized arguments: --max_steps" in error and "did you mean --max-steps?" in error
 
 
-def test_a_missing_config_file_is_one_line(tmp_path, capsys):
+def test_a_config_file_that_cannot_be_read_is_one_line(tmp_path, capsys):
     assert f"no config file {tmp_path / 'nope.yaml'}" in refusal(
         capsys, ["train", str(tmp_path / "nope.yaml")]
     )
+    assert "cannot read the config file" in refusal(capsys, ["train", str(tmp_path)])
+    assert "cannot read the config file" in refusal(capsys, ["train", "--bf16", "a\x00b"])
 
 
 def test_arguments_are_checked_before_torch_and_transformers_load():
