@@ -167,11 +167,19 @@ def main(argv: list[str] | None = None) -> int:
     command = args.pop("command")
     if unknown:
         parser.commands[command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    cfg = None
     try:
-        return _main(command, args)
+        if command == "demo":
+            _demo(args)
+            return 0
+        cfg = load_config(args.pop("config"), args, command)
+        _configure_console()  # and then the pipeline (torch, transformers) loads
+        _run(command, cfg)
+        return 0
     except KeyboardInterrupt as interrupt:
         _close_progress_bars()
-        print(f"alol {command}: interrupted; {_resume_hint(interrupt, args)}", file=sys.stderr)
+        resumes = cfg is None or cfg.resume
+        print(f"alol {command}: interrupted; {_resume_hint(interrupt, resumes)}", file=sys.stderr)
         return 130
     except Exception as error:
         _close_progress_bars()
@@ -187,23 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _main(command: str, args: dict[str, Any]) -> int:
-    """Check the settings, then load the pipeline (torch, transformers) and run the command."""
-    if command == "demo":
-        from alol.demo import DemoConfig, run_demo
+def _demo(args: dict[str, Any]) -> None:
+    from alol.demo import DemoConfig, run_demo
 
-        config = DemoConfig(**args)
-        _configure_console()
-        run_demo(config)
-        return 0
-    cfg = load_config(args.pop("config"), args, command)
+    config = DemoConfig(**args)
     _configure_console()
-    from alol.distributed import is_main_process
-
-    summary = _run(command, cfg)
-    if summary and is_main_process():  # under a launcher every process gets here
-        print(summary)
-    return 0
+    run_demo(config)
 
 
 def _configure_console() -> None:
@@ -238,13 +235,11 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
-def _resume_hint(interrupt: KeyboardInterrupt, args: dict[str, Any]) -> str:
+def _resume_hint(interrupt: KeyboardInterrupt, resumes: bool) -> str:
     """Where rerunning the same command picks up: the stopped stage's newest checkpoint."""
     from alol.pipeline.stage import StageInterrupted
 
-    rerun = "rerun the same command" + (
-        " without --no-resume" if args.get("resume") is False else ""
-    )
+    rerun = "rerun the same command" + ("" if resumes else " with --resume")
     if not isinstance(interrupt, StageInterrupted):
         return f"{rerun} to go on (finished stages are skipped)"
     from alol.train.checkpoints import newest_checkpoint
@@ -258,9 +253,10 @@ def _resume_hint(interrupt: KeyboardInterrupt, args: dict[str, Any]) -> str:
     return f"{rerun} to resume {interrupt.name} from {checkpoint} (finished stages are skipped)"
 
 
-def _run(command: str, cfg: PipelineConfig) -> str:
+def _run(command: str, cfg: PipelineConfig) -> None:
     """Run one stage (or all); each stage logs its figures and where it wrote them, so what
     is left to print is the comparison table of an evaluation."""
+    from alol.distributed import is_main_process
     from alol.pipeline import (
         run_advantage,
         run_all,
@@ -288,8 +284,8 @@ def _run(command: str, cfg: PipelineConfig) -> str:
             run_online(cfg, name)
     else:
         evaluation = run_eval(cfg) if command == "eval" else run_all(cfg)
-        return evaluation.table() if evaluation is not None else ""
-    return ""
+        if evaluation is not None and is_main_process():  # under a launcher every process gets here
+            print(evaluation.table())
 
 
 if __name__ == "__main__":
