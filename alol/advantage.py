@@ -110,11 +110,11 @@ def compute_advantages(
 
 
 def _check_stored_rewards(records: Sequence[RewardRecord]) -> None:
-    for number, record in enumerate(records):
+    for number, record in enumerate(records, start=1):
         if record.total_reward is None:
             raise DataError(
-                f"record {number} has no reward; give every record a reward, or pass a reward "
-                "function to score them",
+                ("no reward" if record.source else f"training record {number} has no reward")
+                + "; give every record a reward, or pass a reward function to score them (--reward)",
                 file=record.source or None,
                 field="reward",
             )

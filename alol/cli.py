@@ -2,38 +2,31 @@
 
 Every option of `PipelineConfig` is both a YAML key (`max_steps: 200`) and a flag
 (`--max-steps 200`); flags given on the command line override the YAML file.
+
+Arguments and settings are parsed and checked before torch and transformers load
+(`alol.config` and `alol.choices` import neither), so a mistyped flag or value is answered at
+once; the pipeline is imported only to run a stage. A failure the user can fix ends the command
+with one line, `alol <command>: error: …` (exit 2); Ctrl-C says where a rerun resumes (exit
+130); anything else is a bug in alol and shows its traceback, saying so (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
+import re
 import sys
+import traceback
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import yaml
-
-from alol.console import configure_console
-from alol.demo import DEFAULT_OBJECTIVES, MODELS, DemoConfig, run_demo
-from alol.distributed import is_main_process
+from alol.choices import DEMO_MODELS, DEMO_OBJECTIVES, OBJECTIVE_SUMMARIES, ONLINE_SUMMARIES
+from alol.config import PipelineConfig
+from alol.config_file import load_config
 from alol.errors import AlolError, DataError
-from alol.objectives import OBJECTIVES
-from alol.online import ONLINE_SUMMARIES
-from alol.pipeline import (
-    PipelineConfig,
-    run_advantage,
-    run_all,
-    run_eval,
-    run_online,
-    run_reward_model,
-    run_sft,
-    run_train,
-    run_value,
-)
-from alol.rewards import RewardError
 from alol.setting_checks import flag
 
 COMMANDS = {
@@ -48,10 +41,37 @@ COMMANDS = {
     "with the same inputs are skipped.",
 }
 
+PACKAGE = Path(__file__).resolve().parent
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with every error in one line, a mistyped flag answered with the flag it was
+    likely meant to be (`--max_steps`: `--max-steps`), and each subcommand's parser at hand."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self.flags: list[str] = []
+        self.commands: dict[str, Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags += action.option_strings
+        return action
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{self.suggestion(message)}\n")
+
+    def suggestion(self, message: str) -> str:
+        """'; did you mean --max-steps?' for the first flag in `message` this parser lacks."""
+        for word in re.findall(r"--[\w-]+", message):
+            if word not in self.flags:
+                close = difflib.get_close_matches(word.replace("_", "-"), self.flags, n=1)
+                return f"; did you mean {close[0]}?" if close else f"; see {self.prog} --help"
+        return ""
+
 
 def _objective_help() -> str:
-    summaries = {name: objective.summary for name, objective in OBJECTIVES.items()}
-    summaries.update(ONLINE_SUMMARIES)
+    summaries = {**OBJECTIVE_SUMMARIES, **ONLINE_SUMMARIES}
     return "\n".join(f"  {name:<15} {summary}" for name, summary in summaries.items())
 
 
@@ -73,8 +93,8 @@ def _add_option(
     parser.add_argument(*flags, dest=config_field.name, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="alol",
         allow_abbrev=False,
         description="Offline RL for language models on existing data: A-LoL and its baselines.",
@@ -97,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
             if command == "run" or command in config_field.metadata["stages"]:
                 _add_option(sub, config_field, hints[config_field.name])
     _add_demo_parser(commands)
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -110,7 +131,7 @@ def _add_demo_parser(commands) -> None:
     )
     demo.add_argument(
         "--model",
-        choices=MODELS,
+        choices=DEMO_MODELS,
         default="tiny",
         help="tiny: a tiny Llama trained from scratch on the embedded noisy task (minutes on a "
         "CPU, no download); smollm2: SmolLM2-135M-Instruct with LoRA on bundled HH prompts "
@@ -129,8 +150,8 @@ def _add_demo_parser(commands) -> None:
         "--objectives",
         "--objective",
         nargs="+",
-        default=list(DEFAULT_OBJECTIVES),
-        help=f"Objectives to train and compare. Default: {' '.join(DEFAULT_OBJECTIVES)}.",
+        default=list(DEMO_OBJECTIVES),
+        help=f"Objectives to train and compare. Default: {' '.join(DEMO_OBJECTIVES)}.",
     )
     demo.add_argument(
         "--quick",
@@ -139,45 +160,114 @@ def _add_demo_parser(commands) -> None:
     )
 
 
-def load_config(path: str | None, overrides: dict[str, Any]) -> PipelineConfig:
-    """YAML values, then command-line flags; an unknown key is an error that names it."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise AlolError(f"{path}: a config file must be a mapping of option: value")
-        values = {key.replace("-", "_"): value for key, value in loaded.items()}
-        for alias, name in (("objective", "objectives"), ("judge", "judges")):
-            if alias in values:
-                values[name] = values.pop(alias)
-    known = {f.name for f in dataclasses.fields(PipelineConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise AlolError(f"{path}: unknown option(s) {', '.join(unknown)}; see `alol run --help`.")
-    values.update(overrides)
-    return PipelineConfig(**values)
-
-
 def main(argv: list[str] | None = None) -> int:
-    configure_console()
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    namespace, unknown = parser.parse_known_args(argv)
+    args = vars(namespace)
     command = args.pop("command")
+    if unknown:
+        parser.commands[command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    cfg = None
     try:
         if command == "demo":
-            run_demo(DemoConfig(**args))
-        else:
-            summary = _run(command, load_config(args.pop("config"), args))
-            if summary and is_main_process():  # under a launcher every process gets here
-                print(summary)
-    except (AlolError, DataError, RewardError, ValueError, OSError) as error:
-        print(f"alol {command}: error: {error}", file=sys.stderr)
+            _demo(args)
+            return 0
+        cfg = load_config(args.pop("config"), args, command)
+        _configure_console()  # and then the pipeline (torch, transformers) loads
+        _run(command, cfg)
+        return 0
+    except KeyboardInterrupt as interrupt:
+        _close_progress_bars()
+        resumes = cfg is None or cfg.resume
+        print(f"alol {command}: interrupted; {_resume_hint(interrupt, resumes)}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        _close_progress_bars()
+        if not is_user_error(error):
+            traceback.print_exception(error)
+            print(
+                f"alol {command}: this is a bug in alol, not a problem with your input; please "
+                "report it with the traceback above",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"alol {command}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    return 0
 
 
-def _run(command: str, cfg: PipelineConfig) -> str:
+def _demo(args: dict[str, Any]) -> None:
+    from alol.demo import DemoConfig, run_demo
+
+    config = DemoConfig(**args)
+    _configure_console()
+    run_demo(config)
+
+
+def _configure_console() -> None:
+    from alol.console import configure_console
+
+    configure_console()
+
+
+def _close_progress_bars() -> None:
+    """A bar left open by the failure would share the message's line, and be drawn again
+    when the interpreter exits."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
+def is_user_error(error: Exception) -> bool:
+    """alol's refusals, the file system's errors, and a `ValueError` raised by alol's own checks
+    of an input are the user's to fix; any other exception is a bug."""
+    if isinstance(error, AlolError | DataError | OSError):
+        return True
+    return isinstance(error, ValueError) and _raised_in_alol(error)
+
+
+def _raised_in_alol(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and Path(frames[-1].filename).resolve().is_relative_to(PACKAGE)
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def _resume_hint(interrupt: KeyboardInterrupt, resumes: bool) -> str:
+    """Where rerunning the same command picks up: the stopped stage's newest checkpoint."""
+    from alol.pipeline.stage import StageInterrupted
+
+    rerun = "rerun the same command" + ("" if resumes else " with --resume")
+    if not isinstance(interrupt, StageInterrupted):
+        return f"{rerun} to go on (finished stages are skipped)"
+    from alol.train.checkpoints import newest_checkpoint
+
+    checkpoint = newest_checkpoint(interrupt.directory / "checkpoints")
+    if checkpoint is None:
+        return (
+            f"{interrupt.name} had saved no checkpoint in {interrupt.directory}, so a rerun of "
+            "the same command starts it again (finished stages are skipped)"
+        )
+    return f"{rerun} to resume {interrupt.name} from {checkpoint} (finished stages are skipped)"
+
+
+def _run(command: str, cfg: PipelineConfig) -> None:
     """Run one stage (or all); each stage logs its figures and where it wrote them, so what
     is left to print is the comparison table of an evaluation."""
+    from alol.distributed import is_main_process
+    from alol.pipeline import (
+        run_advantage,
+        run_all,
+        run_eval,
+        run_online,
+        run_reward_model,
+        run_sft,
+        run_train,
+        run_value,
+    )
+
     if command == "reward-model":
         run_reward_model(cfg)
     elif command == "sft":
@@ -194,8 +284,8 @@ def _run(command: str, cfg: PipelineConfig) -> str:
             run_online(cfg, name)
     else:
         evaluation = run_eval(cfg) if command == "eval" else run_all(cfg)
-        return evaluation.table() if evaluation is not None else ""
-    return ""
+        if evaluation is not None and is_main_process():  # under a launcher every process gets here
+            print(evaluation.table())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import inspect
 
 from torch import nn
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from alol.choices import COMPILE_MODES
+
 CACHE_ARGUMENTS = ("cache", "past_key_values", "past_key_value", "layer_past")
 """What transformers versions and models call the KV cache in a module's forward."""
 

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import SchedulerType
-
 from alol.audit import AuditThresholds
-from alol.compilation import COMPILE_MODES
-from alol.kto import KTOSettings
-from alol.objectives import get_objective
-from alol.online import ONLINE_METHODS
-from alol.sampling import SAMPLING_CHOICES
+from alol.choices import (
+    COMPILE_MODES,
+    OBJECTIVE_SUMMARIES,
+    ONLINE_METHODS,
+    SAMPLING_CHOICES,
+    SCHEDULERS,
+)
+from alol.kto_settings import KTOSettings
 from alol.setting_checks import (
     above,
     at_least,
@@ -28,9 +29,6 @@ from alol.setting_checks import (
     one_of,
     option,
 )
-
-SCHEDULERS = tuple(kind.value for kind in SchedulerType)
-
 
 _TRAINING = ("sft", "train", "online")
 
@@ -123,6 +121,7 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         "ppo, rloo, grpo (`alol online`, through TRL), which `alol run` and `alol eval` take "
         "beside them.",
         ("train", "online", "eval"),
+        check=one_of(*OBJECTIVE_SUMMARIES, *ONLINE_METHODS),
         aliases=("--objective", "--method"),
         default_factory=lambda: ["a_lol"],
     )
@@ -438,9 +437,6 @@ class PipelineConfig(KTOSettings, AuditThresholds):
 
     def __post_init__(self) -> None:
         check_settings(self)
-        for name in self.objectives:
-            if name not in ONLINE_METHODS:
-                get_objective(name)
 
     @property
     def root(self) -> Path:

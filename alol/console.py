@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 
 class _ConsoleFormat(logging.Formatter):
@@ -35,8 +36,39 @@ def configure_console() -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     if not any(flt[0] == "once" and flt[2] is Warning for flt in warnings.filters):
-        warnings.simplefilter("once")  # a library warning once per run, not once per stage
+        warnings.simplefilter("once")
+        # Deprecations speak to the developers of the code that calls the API, not to its
+        # users; Python's own default filters hide them outside __main__ too.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+    warnings.showwarning = _show_once
     _quiet_libraries()
+
+
+_shown: set[tuple[type, str]] = set()
+
+
+def _show_once(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning once per run, in the console's form. The "once" filter alone is not enough:
+    each `warnings.catch_warnings` block (Trainer enters several per stage) resets the record
+    of what was shown, so a library warning came back once per stage."""
+    key = (category, str(message))
+    if key not in _shown:
+        _shown.add(key)
+        _warnings.warning("%s (%s): %s", category.__name__, _source(filename), message)
+
+
+_warnings = logging.getLogger("alol.warnings")
+"""Warnings go out through an alol logger: the libraries' own loggers are quietened (or, as
+torch's, print in their own format)."""
+
+
+def _source(filename: str) -> str:
+    """The package that warned ('transformers'), else the file's name."""
+    parts = Path(filename).parts
+    if "site-packages" in parts[:-1]:
+        return parts[parts.index("site-packages") + 1]
+    return Path(filename).stem
 
 
 def _quiet_libraries() -> None:

@@ -136,6 +136,13 @@ def _update_with_module(digest: Any, module: torch.nn.Module) -> None:
         digest.update(flat.view(torch.uint8).numpy())  # the buffer, not a copy
 
 
+def fingerprint_rendering(tokenizer: Any, string_prompts: str) -> str:
+    """A sha256 of how prompts become text for a model: its tokenizer's chat template (None:
+    the plain template) and how plain-string prompts meet it (`alol.tokenize.render_prompt`)."""
+    template = getattr(tokenizer, "chat_template", None)
+    return json_sha256({"chat_template": template, "string_prompts": string_prompts})
+
+
 def fingerprint_records(records: Sequence[RewardRecord]) -> str:
     """A sha256 of what the precompute reads from each record, in order: prompt, response, reward.
 

@@ -20,7 +20,6 @@ mismatched pairs come from the one precompute pass, so no reference model is kep
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,47 +30,11 @@ from alol.batches import ObjectiveOutput, UnpairedBatch, masked_mean
 from alol.conversions import to_preference_records, to_reward_records
 from alol.errors import AlolError
 from alol.records import PreferenceRecord, Prompt, RankedRecord, RewardRecord
-from alol.setting_checks import above, one_of, option
 
 if TYPE_CHECKING:
     from alol.objectives import ObjectiveConfig
 
 logger = logging.getLogger(__name__)
-
-LABEL_RULES = ("auto", "reward_above", "advantage_positive")
-
-
-@dataclass
-class KTOSettings:
-    """KTO's settings; each a setting of `PipelineConfig` (a YAML key and an `alol train` flag)."""
-
-    desirable_weight: float = option(
-        1.0,
-        "KTO: weight of the desirable examples' losses (TRL's desirable_weight).",
-        ("train",),
-        check=above(0),
-    )
-    undesirable_weight: float = option(
-        1.0,
-        "KTO: weight of the undesirable examples' losses (TRL's undesirable_weight).",
-        ("train",),
-        check=above(0),
-    )
-    kto_label: str = option(
-        "auto",
-        "KTO: which examples are desirable. 'auto': TRL's unpaired `label` as given, preference "
-        "pairs and ranked records (HH) split into their chosen (desirable) and rejected answers, "
-        "scalar rewards by 'reward_above'; 'reward_above': reward above kto_threshold; "
-        "'advantage_positive': A = R − V(x) > 0, by alol's value estimate of π_ref.",
-        ("train",),
-        check=one_of(*LABEL_RULES),
-    )
-    kto_threshold: float | None = option(
-        None,
-        "KTO with 'reward_above': the reward a desirable answer exceeds (default: the median).",
-        ("train",),
-    )
-
 
 # --- the loss ---------------------------------------------------------------------------
 
@@ -175,7 +138,7 @@ def kto_rows(
     threshold: float | None = None,
     advantages: np.ndarray | None = None,
 ) -> list[tuple[Prompt, str, bool]]:
-    """(prompt, response, desirable) rows from training records, by `rule` (KTOSettings):
+    """(prompt, response, desirable) rows from training records, by `rule` (`alol.kto_settings`):
 
     - 'auto': preference pairs and ranked records are split as TRL's
       `unpair_preference_dataset` splits pairs (per chunk of 1,000 pairs, every chosen response

@@ -74,6 +74,11 @@ def formatted(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """A count and its noun in the right number: "1 record", "2 records", "1 record repeats"."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def signed(value: float, spec: str = ".3f") -> str:
     """A change with its sign, minus as the typographic "−" tables use: "+0.036", "−0.119"."""
     return format(value, "+" + spec).replace("-", "−")

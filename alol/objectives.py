@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alol.batches import ObjectiveOutput, PairBatch, SequenceBatch, masked_mean
+from alol.choices import OBJECTIVE_SUMMARIES
 from alol.kto import kto_loss
 from alol.logprobs import sequence_logprobs
 from alol.pro import pro_loss
@@ -277,8 +278,6 @@ class Objective:
 
     name: str
     loss: Callable[[Any, ObjectiveConfig], ObjectiveOutput]
-    summary: str
-    """One line for --help."""
     data: Literal["sequence", "pair", "ranked", "unpaired"] = "sequence"
     """Which batch the loss takes: SequenceBatch, PairBatch, RankedBatch or UnpairedBatch."""
     needs_reference: bool = False
@@ -289,6 +288,11 @@ class Objective:
     hyperparameters: tuple[str, ...] = ()
     """The `ObjectiveConfig` fields the loss reads: only they reach its training run (and
     its fingerprint), so changing another objective's setting never retrains this one."""
+
+    @property
+    def summary(self) -> str:
+        """One line for --help (`alol.choices`, which the command line reads without torch)."""
+        return OBJECTIVE_SUMMARIES[self.name]
 
     @property
     def positive_advantage_only(self) -> bool:
@@ -306,21 +310,17 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {
     objective.name: objective
     for objective in (
-        Objective("nll", nll_loss, "negative log-likelihood (SFT / behaviour cloning)"),
-        Objective(
-            "wbc", wbc_loss, "reward-weighted behaviour cloning (weighted SFT)", needs_reward=True
-        ),
+        Objective("nll", nll_loss),
+        Objective("wbc", wbc_loss, needs_reward=True),
         Objective(
             "r_gold",
             r_gold_loss,
-            "GOLD (Pang & He, 2021) with a sequence reward",
             needs_reward=True,
             hyperparameters=("gold_floor",),
         ),
         Objective(
             "r_lol",
             r_lol_loss,
-            "reward × clipped sequence importance weight × NLL",
             needs_reference=True,
             needs_reward=True,
             hyperparameters=("clip",),
@@ -328,7 +328,6 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "a_lol",
             a_lol_loss,
-            "A-LoL: advantage × clipped sequence importance weight × NLL",
             needs_reference=True,
             needs_advantage=True,
             hyperparameters=("clip",),
@@ -336,13 +335,11 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "a_lol_ref_free",
             a_lol_ref_free_loss,
-            "A-LoL without importance weight: advantage × NLL",
             needs_advantage=True,
         ),
         Objective(
             "a_lol_seq",
             a_lol_seq_loss,
-            "A-LoL with a clipped importance weight per token",
             needs_reference=True,
             needs_advantage=True,
             hyperparameters=("clip",),
@@ -350,7 +347,6 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "a_lol_kl",
             a_lol_kl_loss,
-            "A-LoL with a KL-style reference penalty instead of a weight",
             needs_reference=True,
             needs_advantage=True,
             hyperparameters=("beta",),
@@ -358,7 +354,6 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "dpo",
             dpo_loss,
-            "direct preference optimization (Rafailov et al., 2023)",
             data="pair",
             needs_reference=True,
             hyperparameters=("beta",),
@@ -366,14 +361,12 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "dpo_ref_free",
             dpo_ref_free_loss,
-            "DPO without a reference model",
             data="pair",
             hyperparameters=("beta",),
         ),
         Objective(
             "kto",
             kto_loss,
-            "Kahneman-Tversky optimization (Ethayarajh et al., 2024), as TRL's KTOTrainer",
             data="unpaired",
             needs_reference=True,
             hyperparameters=("beta", "desirable_weight", "undesirable_weight"),
@@ -381,7 +374,6 @@ OBJECTIVES: dict[str, Objective] = {
         Objective(
             "pro",
             pro_loss,
-            "preference ranking optimization (Song et al., 2023)",
             data="ranked",
             needs_reward=True,
             hyperparameters=("pro_sft_weight",),

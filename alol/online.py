@@ -26,13 +26,6 @@ from alol.errors import AlolError
 from alol.rewards import Reward, score
 from alol.rewards.classifier import ClassifierReward
 
-ONLINE_SUMMARIES = {
-    "ppo": "PPO through TRL: a sequence-classifier reward model on the policy's tokenizer "
-    "(e.g. `alol reward-model --reward-model <base model>`); its value model starts from it",
-    "rloo": "RLOO through TRL: any alol reward; num_generations samples per prompt",
-    "grpo": "GRPO through TRL: any alol reward; num_generations samples per prompt",
-}
-ONLINE_METHODS = tuple(ONLINE_SUMMARIES)
 TRL_RANGE = (1, 12)
 """The TRL release the online methods are built and tested against."""
 INSTALL = 'pip install -e ".[online]"  (TRL 1.12: PPO, RLOO and GRPO)'

@@ -18,8 +18,7 @@ import torch
 from torch.utils.data import Sampler
 
 Sampling = Literal["uniform", "advantage", "reward"]
-SAMPLING_CHOICES: tuple[Sampling, ...] = ("uniform", "advantage", "reward")
-"""How training examples are drawn: uniformly, ∝ A (the paper's priority sampling), or ∝ R."""
+"""How training examples are drawn (`alol.choices.SAMPLING_CHOICES`)."""
 
 
 class PrioritySampler(torch.utils.data.Sampler[int]):

@@ -24,7 +24,12 @@ NONE_WORDS = ("none", "null", "off")
 
 
 class ConfigError(AlolError):
-    """A setting's value has the wrong type or lies outside its range; the message names both."""
+    """A setting's value has the wrong type or lies outside its range, or a config file cannot
+    be read; the message names the setting and the value, or the file and line."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class Check:
     choices: tuple[str, ...] = ()
 
     def accepts(self, value: Any) -> bool:
+        if isinstance(value, list):  # one or more values, each accepted
+            return bool(value) and all(self.accepts(item) for item in value)
         if isinstance(value, str):
             return value in self.choices
         if self.low is not None and not (
@@ -48,7 +55,8 @@ class Check:
             value <= self.high if self.high_included else value < self.high
         )
 
-    def describe(self) -> str:
+    def describe(self, many: bool = False) -> str:
+        """What the check accepts, in words; `many`: for a list of such values."""
         parts = []
         if self.high is None and self.low is not None:
             parts.append(f"a number {'≥' if self.low_included else '>'} {self.low:g}")
@@ -57,7 +65,8 @@ class Check:
             right = "]" if self.high_included else ")"
             parts.append(f"a number in {left}{self.low:g}, {self.high:g}{right}")
         if self.choices:
-            parts.append("one of " + ", ".join(repr(choice) for choice in self.choices))
+            choices = ", ".join(repr(choice) for choice in self.choices)
+            parts.append(("one or more of " if many else "one of ") + choices)
         return " or ".join(parts)
 
 
@@ -111,7 +120,8 @@ def check_settings(config: Any) -> None:
         value = _typed(name, hints[name], getattr(config, name))
         check = config_field.metadata.get("check")
         if value is not None and check is not None and not check.accepts(value):
-            raise ConfigError(_refusal(name, value, check.describe()))
+            expected = check.describe(many=isinstance(value, list))
+            raise ConfigError(_refusal(name, value, expected), name)
         setattr(config, name, value)
 
 
@@ -123,7 +133,7 @@ def _typed(name: str, annotation: Any, value: Any) -> Any:
     if value is None or (optional and isinstance(value, str) and value.lower() in NONE_WORDS):
         if optional:
             return None
-        raise ConfigError(_refusal(name, value, "a value (this setting has no 'none')"))
+        raise ConfigError(_refusal(name, value, "a value (this setting has no 'none')"), name)
     for member in members:
         converted = _convert(member, value)
         if converted is not None:
@@ -131,7 +141,7 @@ def _typed(name: str, annotation: Any, value: Any) -> Any:
     expected = " or ".join(
         _TYPE_NAMES.get(m, getattr(m, "__name__", str(m))) for m in members if m is not type(None)
     )
-    raise ConfigError(_refusal(name, value, expected))
+    raise ConfigError(_refusal(name, value, expected), name)
 
 
 def _members(annotation: Any) -> tuple:

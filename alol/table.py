@@ -22,6 +22,7 @@ from safetensors.numpy import save_file
 from alol.atomic import write_atomic, write_json
 from alol.distributed import on_main_process
 from alol.errors import AlolError
+from alol.metrics import counted
 
 logger = logging.getLogger(__name__)
 
@@ -232,5 +233,7 @@ def load_or_compute(
     table = replace(compute(), key=key)
     on_main_process(lambda: table.save(path))
     what = "advantages" if table.has_scores else "reference log-probs"
-    logger.info("computed %s for %d examples and cached them in %s", what, len(table), path)
+    logger.info(
+        "computed %s for %s and cached them in %s", what, counted(len(table), "example"), path
+    )
     return table

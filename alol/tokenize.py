@@ -8,8 +8,10 @@ import functools
 import logging
 from dataclasses import dataclass
 
+from jinja2 import TemplateError
 from transformers import PreTrainedTokenizerBase
 
+from alol.errors import AlolError
 from alol.records import Prompt
 
 logger = logging.getLogger(__name__)
@@ -60,8 +62,22 @@ def render_prompt(prompt: Prompt, tokenizer, string_prompts: str = "chat") -> st
         _announce_chat_rendering(tokenizer.name_or_path)
         prompt = [{"role": "user", "content": prompt}]
     if has_template:
-        return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        return _apply_chat_template(prompt, tokenizer)
     return render_plain_chat(prompt)
+
+
+def _apply_chat_template(messages: list[dict[str, str]], tokenizer) -> str:
+    """Templates refuse what their model was not trained on (a system turn, turns that do not
+    alternate) by raising inside Jinja; say which model's template refused which roles."""
+    try:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except TemplateError as error:
+        roles = [message["role"] for message in messages]
+        raise AlolError(
+            f"the chat template of {tokenizer.name_or_path or 'the tokenizer'} refused a prompt "
+            f"with the roles {roles} ({error}); give prompts whose roles it accepts, or a model "
+            "whose template takes these"
+        ) from None
 
 
 @functools.cache

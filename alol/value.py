@@ -194,8 +194,14 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-def save_value_head(head: ValueHead, directory: str | Path, report: dict | None = None) -> None:
-    """Write the head's weights, its shape, and (when given) the fit report, each atomically."""
+def save_value_head(
+    head: ValueHead,
+    directory: str | Path,
+    report: dict | None = None,
+    model: dict[str, str] | None = None,
+) -> None:
+    """Write the head's weights, its shape, the model whose states it reads
+    (`alol.provenance.model_record`), and (when given) the fit report, each atomically."""
     directory = Path(directory)
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in head.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
@@ -207,6 +213,7 @@ def save_value_head(head: ValueHead, directory: str | Path, report: dict | None 
             "num_heads": head.num_heads,
             "max_value": head.max_value,
             "dropout": head.dropout.p,
+            "model": model,
         },
     )
     if report is not None:
@@ -234,6 +241,18 @@ def load_value_head(directory: str | Path) -> ValueHead:
     except Exception as error:  # safetensors raises its own error type for a torn file
         raise ValueError(_corrupt_message(directory / WEIGHTS_FILE, error)) from error
     return head.eval()
+
+
+def value_head_model(directory: str | Path) -> dict[str, str] | None:
+    """The record of the model the head in `directory` was fitted on; None when not recorded."""
+    config = Path(directory) / CONFIG_FILE
+    if not config.is_file():
+        return None
+    try:
+        shape = json.loads(config.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise ValueError(_corrupt_message(config, error)) from error
+    return shape.get("model") if isinstance(shape, dict) else None
 
 
 def _corrupt_message(path: Path, error: Exception) -> str:

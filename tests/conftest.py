@@ -63,7 +63,10 @@ def tiny_tokenizer(tiny_tokenizer_dir):
 
 def constant_value_head(run_dir: Path, model_dir: Path, value: float = 0.0) -> Path:
     """Save into `run_dir/value/` a value head that predicts `value` for every prompt, for
-    tests that want A = R − value without fitting V (the pipeline never assumes V = 0)."""
+    tests that want A = R − value without fitting V (the pipeline never assumes V = 0). It
+    records `model_dir` as the model it was fitted on, as `alol value` does."""
+    from alol.fingerprint import fingerprint_model
+    from alol.provenance import model_record
     from alol.value import ValueHead, save_value_head
 
     config = AutoModelForCausalLM.from_pretrained(model_dir).config
@@ -71,5 +74,6 @@ def constant_value_head(run_dir: Path, model_dir: Path, value: float = 0.0) -> P
     with torch.no_grad():
         head.output.weight.zero_()
         head.output.bias.fill_(value)
-    save_value_head(head, Path(run_dir) / "value")
+    model = model_record(model_dir, fingerprint_model(model_dir))
+    save_value_head(head, Path(run_dir) / "value", model=model)
     return Path(run_dir) / "value"

@@ -308,7 +308,7 @@ def test_a_bad_record_stops_the_cli_with_its_location_and_skip_invalid_counts_it
 
     caplog.set_level("WARNING")
     assert main(["advantage", config, "--skip-invalid"]) == 0
-    assert "skipped 1 invalid records (first: " in caplog.text
+    assert "skipped 1 invalid record (first: " in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ def test_a_reward_model_learns_stored_scores_and_loads_as_a_classifier_reward(
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["settings"]["targets"] == "scores"
     assert metrics["settings"]["activation"] == "none"  # the rewards themselves, not logits
+    assert metrics["settings"]["policy"]["path"] == str(tiny_llama_dir)  # whose prompts it read
     assert metrics["pairwise_accuracy"] == 1.0 and metrics["pearson"] > 0.9
     assert (folder / "fit.png").stat().st_size > 0
     reward = load_reward({"type": "classifier", "path": str(folder / "model")})

@@ -467,13 +467,13 @@ def test_a_batch_within_the_timeout_scores_normally(reward_file):
 def test_spec_errors_tell_the_user_what_to_write(tmp_path, reward_file):
     with pytest.raises(ValueError, match="unknown reward 'sentimental': give a built-in scorer"):
         load_reward("sentimental")
-    with pytest.raises(ValueError, match="has no 'type'"):
+    with pytest.raises(ValueError, match="needs a 'type'"):
         load_reward({"path": "x:y"})
     with pytest.raises(ValueError, match="unknown reward type 'regression'"):
         load_reward({"type": "regression"})
     with pytest.raises(ValueError, match="has no option \\['target'\\]"):
         load_reward({"type": "length", "target": 3})
-    with pytest.raises(ValueError, match="needs the option \\['path'\\]"):
+    with pytest.raises(ValueError, match="needs a 'path': 'package.module:function'"):
         load_reward({"type": "callable"})
     with pytest.raises(ValueError, match="has no function named 'missing'"):
         load_reward(f"{reward_file}:missing")

@@ -19,6 +19,7 @@ from alol.value import (
     ValueHead,
     load_value_head,
     save_value_head,
+    value_head_model,
     values_from_sequence_states,
 )
 from alol.value_fit import (
@@ -320,7 +321,8 @@ def test_mismatched_prompts_and_targets_are_rejected(llama):
 def test_save_and_load_round_trip_gives_identical_predictions(fitted, llama, tmp_path):
     head, report, prompts, _ = fitted
     model, tokenizer = llama
-    save_value_head(head, tmp_path, report)
+    made_for = {"path": "models/ref", "fingerprint": "f" * 64}
+    save_value_head(head, tmp_path, report, made_for)
 
     loaded = load_value_head(tmp_path)
 
@@ -334,7 +336,9 @@ def test_save_and_load_round_trip_gives_identical_predictions(fitted, llama, tmp
         "num_heads": 1,
         "max_value": 1.0,
         "dropout": 0.0,
+        "model": made_for,
     }
+    assert value_head_model(tmp_path) == made_for
     metrics = json.loads((tmp_path / METRICS_FILE).read_text())
     assert metrics["best_epoch"] == report["best_epoch"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from alol.config import PipelineConfig
-from alol.demo.config import DEFAULT_OBJECTIVES, MODELS, DemoConfig
+from alol.demo.config import DemoConfig
 from alol.demo.report import write_demo_report
 from alol.demo.smollm2 import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, prepare_smollm2
 from alol.demo.tiny import prepare_tiny
@@ -32,8 +32,6 @@ from alol.objectives import get_objective
 from alol.pipeline import Evaluation, stage_plan
 
 __all__ = [
-    "DEFAULT_OBJECTIVES",
-    "MODELS",
     "SMOLLM2_DISTRIBUTION",
     "SMOLLM2_INSTALL",
     "DemoConfig",

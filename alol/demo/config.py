@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from alol.choices import DEMO_MODELS, DEMO_OBJECTIVES, OBJECTIVE_SUMMARIES
 from alol.errors import AlolError
-from alol.objectives import get_objective
-
-MODELS = ("tiny", "smollm2")
-
-
-DEFAULT_OBJECTIVES = ("a_lol", "nll", "wbc")
 
 
 @dataclass
@@ -24,13 +19,19 @@ class DemoConfig:
     """Folder for every stage's artifacts and the report; a rerun skips finished stages."""
     seed: int = 0
     """Seeds the task data, the model's initialisation, sampling and decoding."""
-    objectives: list[str] = field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    objectives: list[str] = field(default_factory=lambda: list(DEMO_OBJECTIVES))
     """Objectives trained from the reference and compared (see `alol train --help`)."""
     quick: bool = False
     """A much shorter run (fewer topics and steps) that checks the plumbing, not the result."""
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise AlolError(f"unknown demo model {self.model!r}; choose one of {', '.join(MODELS)}")
-        for name in self.objectives:
-            get_objective(name)
+        if self.model not in DEMO_MODELS:
+            raise AlolError(
+                f"unknown demo model {self.model!r}; choose one of {', '.join(DEMO_MODELS)}"
+            )
+        unknown = [name for name in self.objectives if name not in OBJECTIVE_SUMMARIES]
+        if unknown or not self.objectives:
+            raise AlolError(
+                f"the demo trains offline objectives, one or more of "
+                f"{', '.join(OBJECTIVE_SUMMARIES)}; got {self.objectives}"
+            )

@@ -16,10 +16,10 @@ from typing import Any
 
 from alol.atomic import write_text
 from alol.errors import DataError
-from alol.formats.fields import ParseOptions
+from alol.formats.fields import ParseOptions, warn_of_implausible_rewards
 from alol.formats.parsers import FILE_KINDS, HH_REWARDS, PARSERS, as_object, detect_kind
 from alol.formats.readers import read_rows
-from alol.records import LoadedData, Record
+from alol.records import LoadedData, RankedRecord, Record
 
 
 def load_records(
@@ -101,7 +101,16 @@ def parse_rows(
     if not records:
         raise DataError(_no_records_message(skipped), file=file)
     kind = "ranked" if resolved_kind == "hh" else resolved_kind
+    stored = [(record.source, value) for record in records for value in _rewards_of(record)]
+    warn_of_implausible_rewards([v for _, v in stored], [s for s, _ in stored], file)
     return LoadedData(records, kind, skipped, _duplicates(records))
+
+
+def _rewards_of(record: Record) -> list[float]:
+    if isinstance(record, RankedRecord):
+        return list(record.rewards)
+    reward = getattr(record, "total_reward", None)
+    return [] if reward is None else [reward]
 
 
 def _duplicates(records: list[Record]) -> int:
@@ -120,6 +129,8 @@ def _no_records_message(skipped: list[tuple[str, str]]) -> str:
     if not skipped:
         return "the file holds no records"
     source, reason = skipped[0]
+    if len(skipped) == 1:
+        return f"no valid records: the only one is invalid ({source}: {reason})"
     return f"no valid records: all {len(skipped)} are invalid (the first, {source}: {reason})"
 
 

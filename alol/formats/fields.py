@@ -3,13 +3,22 @@ in the type a record holds, or raises DataError naming the field and what was fo
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from alol.errors import DataError
+from alol.metrics import counted
 from alol.records import Prompt
+
+logger = logging.getLogger(__name__)
+
+IMPLAUSIBLE_REWARD = 1e6
+"""A reward this large in magnitude is almost surely a slip (units, a parse, a sentinel): every
+loss scales with R or A = R − V, so training diverges or overflows, half precision first."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +82,25 @@ def as_response(value: Any, name: str, options: ParseOptions) -> str:
     text = as_text(value, name)
     if not text.strip() and not options.allow_empty_responses:
         raise DataError(
-            "empty response; remove the record, or pass allow_empty_responses=True if empty "
-            "replies are meant to be trained on",
+            "empty response; remove the record or skip it (alol: --skip-invalid; load_records: "
+            "skip_invalid=True, or allow_empty_responses=True to train on empty replies)",
             field=name,
         )
     return text
+
+
+def warn_of_implausible_rewards(rewards: Sequence[float], sources: Sequence[str], origin: str):
+    """One warning naming how many rewards are implausibly large and the first one's record."""
+    large = [(s, r) for s, r in zip(sources, rewards, strict=True) if abs(r) >= IMPLAUSIBLE_REWARD]
+    if large:
+        logger.warning(
+            "%s: %s of magnitude %g or more (first: %s, %g); every loss scales with the reward, "
+            "so training would diverge or overflow: rescale the rewards (to [0, 1], say)",
+            origin,
+            counted(len(large), "reward"),
+            IMPLAUSIBLE_REWARD,
+            *large[0],
+        )
 
 
 def as_number(value: Any, name: str) -> float:

@@ -29,8 +29,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
-from alol.online import ONLINE_METHODS
 from alol.pipeline.advantage_stage import run_advantage
 from alol.pipeline.eval_stage import Evaluation, run_eval
 from alol.pipeline.online_stage import run_online

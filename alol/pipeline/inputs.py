@@ -22,12 +22,16 @@ from alol.conversions import to_reward_records
 from alol.distributed import process_state
 from alol.dtypes import DTYPES
 from alol.errors import AlolError
-from alol.fingerprint import spec_fingerprint
+from alol.fingerprint import fingerprint_rendering, spec_fingerprint
 from alol.formats import load_records
+from alol.metrics import counted
+from alol.model_checks import check_loaded_weights, check_model
 from alol.pipeline.settings import load_options, training_compute_dtype
+from alol.provenance import check_made_for
 from alol.quantization import load_4bit_causal_lm
 from alol.records import LoadedData, RewardRecord
 from alol.rewards import Reward, load_reward
+from alol.rewards.classifier import trained_settings
 from alol.rewards.specs import normalize_spec
 from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 
@@ -67,16 +71,17 @@ def _load_once(key: tuple, path: str, options: tuple) -> LoadedData:
     loaded = load_records(path, **dict(options))
     if loaded.skipped:
         logger.warning(
-            "%s: skipped %d invalid records (first: %s: %s)",
+            "%s: skipped %s (first: %s: %s)",
             path,
-            len(loaded.skipped),
+            counted(len(loaded.skipped), "invalid record"),
             *loaded.skipped[0],
         )
     if loaded.duplicates:
         logger.warning(
-            "%s: %d records repeat an earlier one exactly; they are kept and weigh double",
+            "%s: %s an earlier record exactly; kept, so each copy weighs as much as a record of "
+            "its own",
             path,
-            loaded.duplicates,
+            counted(loaded.duplicates, "record repeats", "records repeat"),
         )
     return loaded
 
@@ -97,15 +102,14 @@ def log_data(log: logging.Logger, stage: str, splits: Splits, cuts: dict[str, in
     counts = splits.counts()
     origin = "held out from the training file" if splits.held_out else "from val_data"
     log.info(
-        "%s: %d training records; %d validation prompts %s; of %d sequences, %d prompts and "
-        "%d responses cut to the length limits",
+        "%s: %s; %s %s; of %s, %s and %s cut to the length limits",
         stage,
-        counts["train_records"],
-        counts["val_prompts"],
+        counted(counts["train_records"], "training record"),
+        counted(counts["val_prompts"], "validation prompt"),
         origin,
-        cuts["sequences"],
-        cuts["prompts_cut"],
-        cuts["responses_cut"],
+        counted(cuts["sequences"], "sequence"),
+        counted(cuts["prompts_cut"], "prompt"),
+        counted(cuts["responses_cut"], "response"),
     )
 
 
@@ -140,9 +144,12 @@ def unique_prompts(records: list) -> list:
 
 
 def load_model(path: str | Path, dtype: torch.dtype | None = None):
-    check_model_folder(path)
+    check_model(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model, loading_info = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True
+    )
+    check_loaded_weights(path, loading_info)
     ensure_pad_token(tokenizer)
     return model, tokenizer
 
@@ -161,7 +168,7 @@ def load_model_to_train(cfg: PipelineConfig, path: str | Path):
 
 
 def load_4bit_model(path: str | Path, compute_dtype: str):
-    check_model_folder(path)
+    check_model(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     ensure_pad_token(tokenizer)
     return load_4bit_causal_lm(path, compute_dtype), tokenizer
@@ -175,28 +182,6 @@ def load_model_for_inference(path: str | Path, dtype: str = "float32", load_in_4
         return load_4bit_model(path, dtype)  # placed as it is quantized
     model, tokenizer = load_model(path, dtype=DTYPES[dtype])
     return model.to(process_state().device), tokenizer
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-
-
-def check_model_folder(path: str | Path) -> None:
-    """A local folder must hold a model and its tokenizer, as `save_pretrained` writes them:
-    otherwise transformers fails with an error about whatever file it looked for last (an
-    empty folder gives a sentencepiece error). A hub id is left to transformers."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return
-    if not (folder / "config.json").is_file():
-        raise AlolError(
-            f"{folder} is not a model folder: it has no config.json. Point to the folder that "
-            "model.save_pretrained() (and tokenizer.save_pretrained()) wrote."
-        )
-    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise AlolError(
-            f"{folder} has a model but no tokenizer ({', '.join(TOKENIZER_FILES)}): save the "
-            "tokenizer into the same folder with tokenizer.save_pretrained()."
-        )
 
 
 def check_context_length(cfg: PipelineConfig, path: str | Path, *, decoding: bool = False) -> None:
@@ -233,8 +218,12 @@ def reference_path(cfg: PipelineConfig) -> Path:
             f"no reference model at {path}: run `alol sft` first, or pass --reference with an "
             "existing SFT model."
         )
+    check_model(path)
     return path
 
+
+PLAIN_TEMPLATE = "no policy (the plain template)"
+"""What a reward model's record names as its policy when none rendered its prompts."""
 
 REWARD_MODEL_DIR = ("reward_model", "model")
 """Where `alol reward-model` saves the classifier, under the run directory."""
@@ -256,7 +245,49 @@ def reward_spec(cfg: PipelineConfig) -> Any:
 
 def configured_reward(cfg: PipelineConfig) -> Reward | None:
     spec = reward_spec(cfg)
-    return None if spec is None else load_reward(spec)
+    if spec is None:
+        return None
+    check_reward_model_prompts(cfg, spec)
+    return load_reward(spec)
+
+
+def policy_tokenizer(cfg: PipelineConfig) -> tuple[str | None, Any]:
+    """The policy whose chat template renders prompts even before π_ref exists (as the
+    reward-model stage renders them) and its tokenizer; (None, None) when none is named."""
+    policy = cfg.reference or cfg.model
+    if policy is None:
+        return None, None
+    check_model(policy)
+    return policy, AutoTokenizer.from_pretrained(policy)
+
+
+def check_reward_model_prompts(cfg: PipelineConfig, spec: Any) -> None:
+    """A reward model `alol reward-model` fitted has read prompts as one policy's chat
+    template renders them; another template would show it text it never saw."""
+    folders = _classifier_folders(normalize_spec(spec))
+    recorded = [(f, trained_settings(f).get("policy")) for f in folders]
+    if not any(record for _, record in recorded):
+        return
+    policy, tokenizer = policy_tokenizer(cfg)
+    rendering = fingerprint_rendering(tokenizer, cfg.string_prompts)
+    for folder, record in recorded:
+        if record is not None:
+            check_made_for(
+                f"the reward model {folder}, fitted on prompts rendered by a policy's template,",
+                record,
+                policy or PLAIN_TEMPLATE,
+                rendering,
+                "fit it again for this model's prompts with `alol reward-model` and this "
+                "config (or `alol run`)",
+            )
+
+
+def _classifier_folders(spec: dict[str, Any]) -> list[Path]:
+    if spec["type"] == "classifier":
+        return [Path(spec["path"])]
+    if spec["type"] == "sum":
+        return [f for term in spec["components"] for f in _classifier_folders(term["spec"])]
+    return []
 
 
 def reward_fingerprint(cfg: PipelineConfig) -> str | None:
@@ -284,6 +315,7 @@ def configured_judges(cfg: PipelineConfig) -> list[Judge]:
     judges = []
     for spec in cfg.judges or []:
         fingerprint = spec_fingerprint(spec)
+        check_reward_model_prompts(cfg, spec)
         reward = load_reward(spec)
         if fingerprint == reward_fp:
             raise AlolError(

@@ -15,11 +15,13 @@ from pathlib import Path
 from transformers.trainer_callback import ProgressCallback
 
 from alol.atomic import replace_directory, write_json
+from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.online import ONLINE_METHODS, OnlineCost, RewardFunctions, ppo_reward_model, require_trl
+from alol.metrics import counted
+from alol.online import OnlineCost, RewardFunctions, ppo_reward_model, require_trl
 from alol.pipeline.inputs import (
     check_context_length,
     configured_reward,
@@ -38,7 +40,7 @@ from alol.pipeline.settings import (
     result_settings,
     tokenization,
 )
-from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
 from alol.plots import plot_training_curves
 from alol.tokenize import encode_prompt
@@ -80,43 +82,48 @@ def run_online(cfg: PipelineConfig, method: str) -> Path:
     if stage_done(out, fingerprint):
         logger.info("online %s: up to date (%s)", method, out)
         return out / "final"
-    begin_stage(out, fingerprint, "online")
-    probe = (prompts[0], pointwise_records(cfg, load_splits(cfg).train)[0].response)
-    rewards = RewardFunctions(reward, tokenizer, probe, cfg.reward_timeout)
-    trainer = _trainer(cfg, method, ref, tokenizer, prompts, rewards, kwargs, out)
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(QuietProgressCallback)
-    logger.info("online %s: %d prompts, %d steps, through TRL", method, len(prompts), cfg.max_steps)
-    started = time.perf_counter()
-    if method == "ppo":  # TRL's PPO loop has no resume: a stopped run starts over
-        trainer.train()
-    else:
-        train_or_resume(trainer, out, cfg.resume)
-    cost = {
-        "method": method,
-        "reward_calls": rewards.cost.reward_calls,
-        "generated_tokens": rewards.cost.generated_tokens,
-        "seconds": time.perf_counter() - started,
-        "steps": trainer.state.global_step,
-    }
-    if method == "ppo":  # TRL's PPO scores its episodes with the reward model itself
-        episodes = kwargs["total_episodes"]
-        cost.update(
-            reward_calls=episodes,
-            generated_tokens=episodes * kwargs["response_length"],
-            generated_tokens_is_upper_bound=True,
+    with running_stage(out, fingerprint, "online"):
+        probe = (prompts[0], pointwise_records(cfg, load_splits(cfg).train)[0].response)
+        rewards = RewardFunctions(reward, tokenizer, probe, cfg.reward_timeout)
+        trainer = _trainer(cfg, method, ref, tokenizer, prompts, rewards, kwargs, out)
+        if trainer.pop_callback(ProgressCallback) is not None:
+            trainer.add_callback(QuietProgressCallback)
+        logger.info(
+            "online %s: %s, %s, through TRL",
+            method,
+            counted(len(prompts), "prompt"),
+            counted(cfg.max_steps, "step"),
         )
+        started = time.perf_counter()
+        if method == "ppo":  # TRL's PPO loop has no resume: a stopped run starts over
+            trainer.train()
+        else:
+            train_or_resume(trainer, out, cfg.resume)
+        cost = {
+            "method": method,
+            "reward_calls": rewards.cost.reward_calls,
+            "generated_tokens": rewards.cost.generated_tokens,
+            "seconds": time.perf_counter() - started,
+            "steps": trainer.state.global_step,
+        }
+        if method == "ppo":  # TRL's PPO scores its episodes with the reward model itself
+            episodes = kwargs["total_episodes"]
+            cost.update(
+                reward_calls=episodes,
+                generated_tokens=episodes * kwargs["response_length"],
+                generated_tokens_is_upper_bound=True,
+            )
 
-    def save() -> None:
-        tmp = out / "final.tmp"
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(tmp)
-        replace_directory(tmp, out / "final")
-        write_json(out / "cost.json", cost)
-        plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+        def save() -> None:
+            tmp = out / "final.tmp"
+            trainer.save_model(str(tmp))
+            tokenizer.save_pretrained(tmp)
+            replace_directory(tmp, out / "final")
+            write_json(out / "cost.json", cost)
+            plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
 
-    on_main_process(save)
-    finish_stage(out, fingerprint, "online", **cost)
+        on_main_process(save)
+        finish_stage(out, fingerprint, "online", **cost)
     logger.info(
         "online %s: model saved to %s; %d responses scored, %d tokens generated, %.0f s (cost.json)",
         method,

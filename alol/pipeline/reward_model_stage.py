@@ -10,20 +10,33 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import TrainingArguments
 
 from alol.atomic import write_json
 from alol.config import PipelineConfig
 from alol.conversions import to_reward_records
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.fingerprint import (
+    fingerprint_model,
+    fingerprint_of,
+    fingerprint_records,
+    fingerprint_rendering,
+)
 from alol.metrics import formatted
-from alol.pipeline.inputs import REWARD_MODEL_DIR, load_splits, render
+from alol.model_checks import check_model
+from alol.pipeline.inputs import (
+    PLAIN_TEMPLATE,
+    REWARD_MODEL_DIR,
+    load_splits,
+    policy_tokenizer,
+    render,
+)
 from alol.pipeline.settings import reward_model_config, tokenization
-from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
 from alol.plots import plot_reward_model_fit
+from alol.provenance import model_record
 from alol.reward_model import (
     RewardModelTrainer,
     backbone_path,
@@ -49,11 +62,12 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
     out = cfg.root / REWARD_MODEL_DIR[0]
     config = reward_model_config(cfg)
     splits = load_splits(cfg)
-    policy = cfg.reference or cfg.model
-    tokenizer = AutoTokenizer.from_pretrained(policy) if policy else None
+    backbone = backbone_path(config.backbone)
+    check_model(backbone, causal=False)
+    policy, tokenizer = policy_tokenizer(cfg)
     fingerprint = fingerprint_of(
         "reward-model",
-        fingerprint_model(backbone_path(config.backbone)),
+        fingerprint_model(backbone),
         fingerprint_records(to_reward_records(splits.train)),
         asdict(config),
         tokenization(cfg),
@@ -62,41 +76,52 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
     if stage_done(out, fingerprint):
         logger.info("reward model: up to date (%s)", out)
         return out / REWARD_MODEL_DIR[1]
-    begin_stage(out, fingerprint, "reward-model")
-    data = reward_model_data(splits.train, lambda prompt: render(cfg, prompt, tokenizer), config)
-    model, classifier_tokenizer = load_backbone(config)
-    inputs = resolve_inputs(classifier_tokenizer, "auto")
-    trainer = RewardModelTrainer(
-        model=model,
-        args=_training_arguments(cfg, out, bool(data.heldout)),
-        train_dataset=data.train,
-        eval_dataset=data.heldout or None,
-        processing_class=classifier_tokenizer,
-        callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
-        targets=data.targets,
-        inputs=inputs,
-        max_length=config.max_length,
-    )
-    logger.info(
-        "reward model: %s on %d %s (%d held out) from %s",
-        "Bradley–Terry" if data.targets == "preferences" else "regression",
-        len(data.train),
-        "pairs" if data.targets == "preferences" else "scored responses",
-        len(data.heldout),
-        cfg.train_data,
-    )
-    train_or_resume(trainer, out, cfg.resume)
-    report = heldout_metrics(trainer.model, classifier_tokenizer, data, inputs, config.max_length)
-    settings = classifier_settings(classifier_tokenizer, data, config)
+    with running_stage(out, fingerprint, "reward-model"):
+        data = reward_model_data(
+            splits.train, lambda prompt: render(cfg, prompt, tokenizer), config
+        )
+        model, classifier_tokenizer = load_backbone(config)
+        inputs = resolve_inputs(classifier_tokenizer, "auto")
+        trainer = RewardModelTrainer(
+            model=model,
+            args=_training_arguments(cfg, out, bool(data.heldout)),
+            train_dataset=data.train,
+            eval_dataset=data.heldout or None,
+            processing_class=classifier_tokenizer,
+            callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
+            targets=data.targets,
+            inputs=inputs,
+            max_length=config.max_length,
+        )
+        logger.info(
+            "reward model: %s on %d %s (%d held out) from %s",
+            "Bradley–Terry" if data.targets == "preferences" else "regression",
+            len(data.train),
+            "pairs" if data.targets == "preferences" else "scored responses",
+            len(data.heldout),
+            cfg.train_data,
+        )
+        train_or_resume(trainer, out, cfg.resume)
+        report = heldout_metrics(
+            trainer.model, classifier_tokenizer, data, inputs, config.max_length
+        )
+        settings = {
+            **classifier_settings(classifier_tokenizer, data, config),
+            "policy": model_record(
+                policy or PLAIN_TEMPLATE, fingerprint_rendering(tokenizer, cfg.string_prompts)
+            ),
+        }
 
-    def write() -> None:
-        save_reward_model(trainer.model, classifier_tokenizer, out / REWARD_MODEL_DIR[1], settings)
-        write_json(out / "metrics.json", {**report, "settings": settings})
-        plot_reward_model_fit(report, out / "fit.png")
+        def write() -> None:
+            save_reward_model(
+                trainer.model, classifier_tokenizer, out / REWARD_MODEL_DIR[1], settings
+            )
+            write_json(out / "metrics.json", {**report, "settings": settings})
+            plot_reward_model_fit(report, out / "fit.png")
 
-    on_main_process(write)
-    summary = {k: v for k, v in report.items() if not isinstance(v, list)}
-    finish_stage(out, fingerprint, "reward-model", **summary)
+        on_main_process(write)
+        summary = {k: v for k, v in report.items() if not isinstance(v, list)}
+        finish_stage(out, fingerprint, "reward-model", **summary)
     logger.info(
         "reward model: held-out pairwise accuracy %s, Pearson %s, Spearman %s with the stored "
         "scores; saved to %s (metrics in metrics.json, plot in fit.png)",

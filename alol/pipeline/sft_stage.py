@@ -12,15 +12,15 @@ from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.model_checks import check_model
 from alol.pipeline.inputs import (
     check_context_length,
-    check_model_folder,
     load_model_to_train,
     load_splits,
     log_data,
     pointwise_records,
 )
-from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import (
     build_trainer,
     save_policy,
@@ -37,7 +37,7 @@ def run_sft(cfg: PipelineConfig) -> Path:
     """Fine-tune `cfg.model` with NLL on the training responses; the result is π_ref."""
     if cfg.model is None:
         raise AlolError("`alol sft` needs --model (the base model to fine-tune).")
-    check_model_folder(cfg.model)
+    check_model(cfg.model)
     check_context_length(cfg, cfg.model)
     out = cfg.root / "sft"
     splits = load_splits(cfg)
@@ -52,15 +52,17 @@ def run_sft(cfg: PipelineConfig) -> Path:
     if stage_done(out, fingerprint):
         logger.info("sft: up to date (%s)", out)
         return out / "model"
-    begin_stage(out, fingerprint, "sft")
-    model, tokenizer = load_model_to_train(cfg, cfg.model)
-    dataset = nll_dataset(cfg, records, tokenizer)
-    cuts = dataset.cut_counts()
-    log_data(logger, "sft", splits, cuts)
-    trainer = build_trainer(cfg, "nll", model, tokenizer, dataset, out, max_steps)
-    train_or_resume(trainer, out, cfg.resume)
-    save_policy(trainer, out / "model", merge=True)
-    on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
-    finish_stage(out, fingerprint, "sft", examples=len(records), data=splits.counts(), **cuts)
+    with running_stage(out, fingerprint, "sft"):
+        model, tokenizer = load_model_to_train(cfg, cfg.model)
+        dataset = nll_dataset(cfg, records, tokenizer)
+        cuts = dataset.cut_counts()
+        log_data(logger, "sft", splits, cuts)
+        trainer = build_trainer(cfg, "nll", model, tokenizer, dataset, out, max_steps)
+        train_or_resume(trainer, out, cfg.resume)
+        save_policy(trainer, out / "model", merge=True)
+        on_main_process(
+            lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+        )
+        finish_stage(out, fingerprint, "sft", examples=len(records), data=splits.counts(), **cuts)
     logger.info("sft: π_ref saved to %s (metrics in %s)", out / "model", out / "metrics.jsonl")
     return out / "model"

@@ -21,10 +21,11 @@ from alol.pipeline.inputs import (
     reward_fingerprint,
 )
 from alol.pipeline.settings import advantage_config
+from alol.provenance import check_made_for
 from alol.records import PreferenceRecord, RewardRecord
 from alol.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.table import AdvantageTable, load_or_compute
-from alol.value import WEIGHTS_FILE, load_value_head
+from alol.value import WEIGHTS_FILE, load_value_head, value_head_model
 
 
 def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageTable:
@@ -46,10 +47,20 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
             "π_ref's). Fit it first with `alol value` and the same config, or run every stage "
             "with `alol run`."
         )
-    value_fp = file_sha256(head_file) if head_file.exists() else None
+    model_fp = fingerprint_model(ref)
+    head = load_value_head(value_dir) if head_file.exists() else None  # a damaged one says so
+    if head is not None:
+        check_made_for(
+            f"the value head in {value_dir}",
+            value_head_model(value_dir),
+            ref,
+            model_fp,
+            "fit it again on this reference with `alol value` and this config (or `alol run`)",
+        )
+    value_fp = file_sha256(head_file) if head is not None else None
     config = advantage_config(cfg)
     key = cache_key(
-        fingerprint_model(ref),
+        model_fp,
         fingerprint_records(records),
         reward_fingerprint(cfg),
         config.key_fields(),
@@ -60,7 +71,6 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
         model, tokenizer = load_model_for_inference(
             ref, config.reference_dtype, config.load_in_4bit
         )
-        head = load_value_head(value_dir) if value_fp else None
         return compute_advantages(
             model, tokenizer, records, config, value_head=head, reward=configured_reward(cfg)
         )

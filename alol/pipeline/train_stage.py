@@ -11,12 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from alol.advantage import budget_steps
+from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of
+from alol.metrics import counted
 from alol.objectives import get_objective
-from alol.online import ONLINE_METHODS
 from alol.pipeline.inputs import (
     check_context_length,
     configured_judges,
@@ -30,7 +31,7 @@ from alol.pipeline.inputs import (
     unique_prompts,
 )
 from alol.pipeline.settings import generation_config
-from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import (
     build_trainer,
     save_policy,
@@ -118,45 +119,47 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
     if stage_done(out, fingerprint):
         logger.info("train %s: up to date (%s)", objective_name, out)
         return out / "final"
-    begin_stage(out, fingerprint, "train")
-    trainer = build_trainer(
-        cfg,
-        objective_name,
-        model,
-        tokenizer,
-        examples.dataset,
-        out,
-        max_steps,
-        sample_weights=None if examples.weights is None else examples.weights.tolist(),
-        reward=reward,
-        eval_prompts=eval_prompts,
-        generation_config=generation_config(cfg),
-        judges={judge.name: judge.reward for judge in judges},
-    )
-    cuts = examples.dataset.cut_counts()
-    log_data(logger, f"train {objective_name}", splits, cuts)
-    logger.info(
-        "train %s: %d examples (%.0f%% of the data kept), %d steps",
-        objective_name,
-        len(examples.dataset),
-        100 * (examples.fraction_positive if objective.needs_advantage else 1.0),
-        max_steps,
-    )
-    train_or_resume(trainer, out, cfg.resume)
-    save_policy(trainer, out / "final", merge=False)
-    on_main_process(lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png"))
-    selection = kept_checkpoint(trainer)
-    finish_stage(
-        out,
-        fingerprint,
-        "train",
-        examples=len(examples.dataset),
-        steps=max_steps,
-        fraction_positive=examples.fraction_positive,
-        data=splits.counts(),
-        **({"selection": selection} if selection else {}),
-        **cuts,
-    )
+    with running_stage(out, fingerprint, "train"):
+        trainer = build_trainer(
+            cfg,
+            objective_name,
+            model,
+            tokenizer,
+            examples.dataset,
+            out,
+            max_steps,
+            sample_weights=None if examples.weights is None else examples.weights.tolist(),
+            reward=reward,
+            eval_prompts=eval_prompts,
+            generation_config=generation_config(cfg),
+            judges={judge.name: judge.reward for judge in judges},
+        )
+        cuts = examples.dataset.cut_counts()
+        log_data(logger, f"train {objective_name}", splits, cuts)
+        logger.info(
+            "train %s: %s (%.0f%% of the data kept), %s",
+            objective_name,
+            counted(len(examples.dataset), "example"),
+            100 * (examples.fraction_positive if objective.needs_advantage else 1.0),
+            counted(max_steps, "step"),
+        )
+        train_or_resume(trainer, out, cfg.resume)
+        save_policy(trainer, out / "final", merge=False)
+        on_main_process(
+            lambda: plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
+        )
+        selection = kept_checkpoint(trainer)
+        finish_stage(
+            out,
+            fingerprint,
+            "train",
+            examples=len(examples.dataset),
+            steps=max_steps,
+            fraction_positive=examples.fraction_positive,
+            data=splits.counts(),
+            **({"selection": selection} if selection else {}),
+            **cuts,
+        )
     logger.info(
         "train %s: model saved to %s (metrics in %s, curves in train_curves.png)",
         objective_name,

@@ -17,7 +17,7 @@ from alol.conversions import to_reward_records
 from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
-from alol.metrics import formatted
+from alol.metrics import counted, formatted
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     check_context_length,
@@ -35,9 +35,10 @@ from alol.pipeline.settings import (
     value_config,
     value_generation_config,
 )
-from alol.pipeline.stage import begin_stage, finish_stage, stage_done
+from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.plots import plot_value_fit
-from alol.value import save_value_head
+from alol.provenance import model_record
+from alol.value import save_value_head, value_head_model
 from alol.value_fit import fit_value_head
 
 logger = logging.getLogger(__name__)
@@ -56,38 +57,40 @@ def run_value(cfg: PipelineConfig) -> Path:
         if cfg.value_from_data
         else {"reward": reward_fingerprint(cfg), "decoding": asdict(value_generation_config(cfg))}
     )
+    model_fp = fingerprint_model(ref)
     fingerprint = fingerprint_of(
         "value",
-        fingerprint_model(ref),
+        model_fp,
         fingerprint_records(to_reward_records(splits.val)),
         targets_from,
         asdict(config),
         tokenization(cfg),
         dtype,
     )
-    if stage_done(out, fingerprint):
+    # A head saved before heads recorded their model is fitted again: no stage could use it.
+    if stage_done(out, fingerprint) and value_head_model(out) is not None:
         logger.info("value: up to date (%s)", out)
         return out
-    begin_stage(out, fingerprint, "value")
-    model, tokenizer = load_model_for_inference(ref, dtype)
-    prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
-    head, report = fit_value_head(model, tokenizer, prompts, targets, config)
-    report["targets_from"] = (
-        "data rewards (approximation)" if cfg.value_from_data else "reference samples"
-    )
+    with running_stage(out, fingerprint, "value"):
+        model, tokenizer = load_model_for_inference(ref, dtype)
+        prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
+        head, report = fit_value_head(model, tokenizer, prompts, targets, config)
+        report["targets_from"] = (
+            "data rewards (approximation)" if cfg.value_from_data else "reference samples"
+        )
 
-    def write() -> None:
-        save_value_head(head, out, report)
-        plot_value_fit(report, out / "value_fit.png")
-        _write_jsonl(out / "value_samples.jsonl", samples)
+        def write() -> None:
+            save_value_head(head, out, report, model_record(ref, model_fp))
+            plot_value_fit(report, out / "value_fit.png")
+            _write_jsonl(out / "value_samples.jsonl", samples)
 
-    on_main_process(write)
-    finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
+        on_main_process(write)
+        finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
     logger.info(
-        "value: V(x) fitted on %d samples of π_ref, checked on %d held-out prompts: MSE %s, "
+        "value: V(x) fitted on %s of π_ref, checked on %s: MSE %s, "
         "Pearson %s, explained variance %s; metrics in %s, plot in value_fit.png",
-        report["n_train"],
-        report["n_heldout_prompts"],
+        counted(report["n_train"], "sample"),
+        counted(report["n_heldout_prompts"], "held-out prompt"),
         formatted(report["heldout_mse"], ".4f"),
         formatted(report["pearson"], ".2f"),
         formatted(report["explained_variance"], ".2f"),

@@ -51,7 +51,7 @@ class ClassifierReward:
                 f"classifier reward: {path} is not a model directory (no config.json); give the "
                 "directory that save_pretrained wrote"
             )
-        trained = _trained_settings(path)
+        trained = trained_settings(path)
         activation = activation or trained.get("activation", "sigmoid")
         max_length = max_length or trained.get("max_length", 512)
         inputs = inputs or trained.get("inputs", "auto")
@@ -107,7 +107,8 @@ SETTINGS_FILE = "alol_reward_model.json"
 output means, so the classifier reward scores new text exactly as the model was trained."""
 
 
-def _trained_settings(path: Path) -> dict:
+def trained_settings(path: Path) -> dict:
+    """The SETTINGS_FILE of a model `alol reward-model` fitted; {} for any other classifier."""
     settings = path / SETTINGS_FILE
     return json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
 

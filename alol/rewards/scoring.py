@@ -12,6 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from alol.formats.fields import warn_of_implausible_rewards
 from alol.rewards.base import Reward, RewardError, check_count, weights_of
 
 
@@ -70,6 +71,7 @@ def score(
                 for offset, output in enumerate(outputs)
             )
             progress.update(stop - start)
+    warn_of_implausible_rewards([r["total"] for r in results], labels, f"reward {name!r}")
     return results
 
 

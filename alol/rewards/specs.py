@@ -22,6 +22,12 @@ from alol.rewards.weighted import WeightedSum
 
 RewardSpec = str | dict | list
 
+PATH_OF = {
+    "callable": "'package.module:function' or 'path/to/file.py:function'",
+    "classifier": "the folder of a sequence classifier",
+}
+"""What the 'path' of each reward type that needs one names."""
+
 
 def load_reward(spec: RewardSpec) -> CallableReward | ClassifierReward | WeightedSum:
     """Build the reward a spec describes (see the module docstring for the forms)."""
@@ -45,11 +51,14 @@ def normalize_spec(spec: RewardSpec) -> dict[str, Any]:
     if isinstance(spec, list | tuple):
         return {"type": "sum", "components": [_normalize_term(term) for term in spec]}
     if isinstance(spec, Mapping):
-        if "type" not in spec:
+        kind = spec.get("type")
+        if not isinstance(kind, str):
             raise ValueError(
-                f"reward spec {dict(spec)!r} has no 'type'; use 'callable', 'classifier', 'sum' "
+                f"reward spec {dict(spec)!r} needs a 'type': 'callable', 'classifier', 'sum' "
                 f"or a built-in scorer ({', '.join(SCORERS)})"
             )
+        if kind in PATH_OF and not isinstance(spec.get("path"), str):
+            raise ValueError(f"reward spec {dict(spec)!r} needs a 'path': {PATH_OF[kind]}")
         normalized = dict(spec)
         if normalized["type"] == "sum":
             terms = normalized.get("components")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -103,10 +105,19 @@ class AtomicCheckpoints:
                     f"no checkpoint to resume from in {self.args.output_dir}; "
                     "start without resuming"
                 )
-        if resume_from_checkpoint:
-            check_checkpoint(Path(resume_from_checkpoint))
-            resume_from_checkpoint = str(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if not resume_from_checkpoint:
+            return super().train(**kwargs)
+        check_checkpoint(Path(resume_from_checkpoint))
+        try:
+            return super().train(resume_from_checkpoint=str(resume_from_checkpoint), **kwargs)
+        except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a file
+            refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            _refuse_checkpoint(
+                Path(resume_from_checkpoint),
+                "a file holds objects that torch.load does not load safely"
+                + (f" (a {refused[1]})" if refused else "")
+                + "; it was not written by this alol's trainer",
+            )
 
     def _save_checkpoint(self, model, trial) -> None:
         """Let Trainer write `checkpoint-N` under `.partial/`, then rename it into place."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from alol.choices import SAMPLING_CHOICES
 from alol.objectives import ObjectiveConfig, get_objective
-from alol.sampling import SAMPLING_CHOICES
 
 
 @dataclass
