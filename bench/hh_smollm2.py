@@ -4,6 +4,10 @@ trained on: SmolLM2-135M-Instruct with LoRA, the real HH records, a learned rewa
     python -m bench.hh_smollm2                 # every seed and objective (hours on 2 cores)
     python -m bench.hh_smollm2 --prepare       # reward model, judges, π_ref, V, advantages only
     python -m bench.hh_smollm2 --quick         # the plumbing in minutes, not the result
+    python -m bench.hh_smollm2 --seeds 0 --objectives a_lol nll   # some rows now, the rest later
+
+Every run writes the results of every finished model of every seed, so a benchmark can be
+run in parts.
 
 - Data: `../shared/data/hh` helpful_base + harmless_base + helpful_online, without the prompts
   that sampled_dev.json repeats and the few records with an empty candidate, split by prompt
@@ -263,6 +267,11 @@ def seed_config(
     )
 
 
+def rows_of(seed: int) -> tuple[str, ...]:
+    """The objectives of a seed's rows: every one on the first seed, THREE_SEEDS on the others."""
+    return THREE_SEEDS + (ONE_SEED + ONLINE if seed == 0 else ())
+
+
 def prepare_seed(seed_cfg: PipelineConfig) -> None:
     """π_ref, V(x) and the advantages of one seed, each timed."""
     run_dir = Path(seed_cfg.run_dir)
@@ -270,34 +279,45 @@ def prepare_seed(seed_cfg: PipelineConfig) -> None:
         timed(run_dir / "bench_times.json", name, run_dir / name, lambda s=stage: s(seed_cfg))
 
 
-def run_seed(seed_cfg: PipelineConfig, sizes: Sizes) -> dict:
-    """Every stage of one seed; the evaluation of π_ref and each objective (online methods
-    included), with wall times and, for the online methods, their cost."""
+def run_seed(seed_cfg: PipelineConfig, sizes: Sizes, objectives: list[str]) -> None:
+    """Train `objectives` on one seed (its π_ref, V and advantages first), evaluating every
+    finished model of the seed after each, so the rows appear while the rest still train."""
     run_dir = Path(seed_cfg.run_dir)
     times = run_dir / "bench_times.json"
     prepare_seed(seed_cfg)
     online_cfg = replace(
         seed_cfg, max_steps=sizes.online_steps, num_generations=sizes.num_generations
     )
-    objectives = seed_cfg.objectives
-    for done, objective in enumerate(objectives, start=1):
+    for objective in objectives:
         folder = run_dir / "train" / objective
         if objective in ONLINE:
             timed(times, objective, folder, lambda o=objective: run_online(online_cfg, o))
         else:
             timed(times, objective, folder, lambda o=objective: run_train(seed_cfg, o))
-        # Each model's evaluation is kept, so evaluating as we go costs nothing at the end
-        # and shows the first rows while the rest still train.
-        trained = replace(seed_cfg, objectives=list(objectives[:done]))
-        run_eval(trained)
-        write_json(run_dir / "partial_rows.json", measure_rows(trained))
-    rows = measure_rows(seed_cfg)
-    for method in set(objectives) & set(ONLINE):
+        evaluate_finished(seed_cfg)
+
+
+def finished(seed_cfg: PipelineConfig) -> PipelineConfig:
+    """The seed's config restricted to the objectives whose model is trained."""
+    run_dir = Path(seed_cfg.run_dir)
+    done = [o for o in seed_cfg.objectives if (run_dir / "train" / o / "final").exists()]
+    return replace(seed_cfg, objectives=done)
+
+
+def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
+    """Evaluate (each model's evaluation is kept, so only new ones cost anything) and measure
+    every finished model of the seed: its rows, times and online costs."""
+    done = finished(seed_cfg)
+    run_eval(done)
+    run_dir = Path(done.run_dir)
+    rows = measure_rows(done)
+    for method in set(done.objectives) & set(ONLINE):
         cost = json.loads((run_dir / "train" / method / "cost.json").read_text())
         rows[method].update(
             reward_calls=cost["reward_calls"], generated_tokens=cost["generated_tokens"]
         )
-    return {"times": json.loads(times.read_text()), "rows": rows}
+    times = run_dir / "bench_times.json"
+    return {"times": json.loads(times.read_text()) if times.exists() else {}, "rows": rows}
 
 
 def timed(times_file: Path, name: str, folder: Path, stage) -> None:
@@ -490,6 +510,11 @@ def commit() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--objectives",
+        nargs="+",
+        help="train only these (default: the seed's rows); the results hold every finished one",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument(
         "--prepare", action="store_true", help="only the reward model, judges, π_ref, V, A"
@@ -508,15 +533,19 @@ def main() -> int:
     rm = fit_reward(cfg, paths)
     judges = fit_judges(cfg, out, paths, sizes)
     specs = judge_specs(judges)
-    seeds = {}
-    for number, seed in enumerate(args.seeds):
+    for seed in args.seeds:
         if args.prepare:
             prepare_seed(seed_config(cfg, seed, (), out, specs))
             continue
-        objectives = THREE_SEEDS + (ONE_SEED + ONLINE if number == 0 else ())
-        seeds[seed] = run_seed(seed_config(cfg, seed, objectives, out, specs), sizes)
+        seed_cfg = seed_config(cfg, seed, rows_of(seed), out, specs)
+        run_seed(seed_cfg, sizes, args.objectives or list(rows_of(seed)))
     if args.prepare:
         return 0
+    seeds = {
+        seed: evaluate_finished(seed_config(cfg, seed, rows_of(seed), out, specs))
+        for seed in (0, 1, 2)
+        if (out / f"seed{seed}" / "eval").exists()
+    }
     result = {
         "commit": commit(),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads",
@@ -527,7 +556,7 @@ def main() -> int:
             "python": sys.version.split()[0],
         },
         "sizes": asdict(sizes),
-        "seeds": args.seeds,
+        "seeds": sorted(seeds),
         "hours": (time.perf_counter() - started) / 3600,
         "stage_hours": sum(sum(filter(None, run["times"].values())) for run in seeds.values())
         / 3600,
