@@ -22,7 +22,7 @@ OBJECTIVE_SUMMARIES = {
     "kto": "Kahneman-Tversky optimization (Ethayarajh et al., 2024), as TRL's KTOTrainer",
     "pro": "preference ranking optimization (Song et al., 2023)",
 }
-"""The offline objectives of `alol.objectives.OBJECTIVES`, each with its line for --help."""
+"""The offline objectives of `alol.method.objectives.OBJECTIVES`, each with its line for --help."""
 
 ONLINE_SUMMARIES = {
     "ppo": "PPO through TRL: a sequence-classifier reward model on the policy's tokenizer "
@@ -30,7 +30,7 @@ ONLINE_SUMMARIES = {
     "rloo": "RLOO through TRL: any alol reward; num_generations samples per prompt",
     "grpo": "GRPO through TRL: any alol reward; num_generations samples per prompt",
 }
-"""The online methods of `alol.online` (`alol online --method`)."""
+"""The online methods of `alol.train.online` (`alol online --method`)."""
 
 ONLINE_METHODS = tuple(ONLINE_SUMMARIES)
 
@@ -38,7 +38,7 @@ SAMPLING_CHOICES = ("uniform", "advantage", "reward")
 """How training examples are drawn: uniformly, ∝ A (the paper's priority sampling), or ∝ R."""
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-"""`torch.compile` modes (`alol.compilation`)."""
+"""`torch.compile` modes (`alol.models.compilation`)."""
 
 SCHEDULERS = (
     "linear",

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alol.audit import AuditThresholds
 from alol.choices import (
     COMPILE_MODES,
     OBJECTIVE_SUMMARIES,
@@ -20,6 +19,7 @@ from alol.choices import (
     SCHEDULERS,
 )
 from alol.kto_settings import KTOSettings
+from alol.reports.audit import AuditThresholds
 from alol.setting_checks import (
     above,
     at_least,

@@ -50,7 +50,7 @@ def gather_in_order(count: int, compute: Callable[[list[int]], list[T]]) -> list
     """Results for `range(count)`, each computed by exactly one process, in index order on all.
 
     `compute(indices)` returns one picklable result per index it is given. Process `r` of `w`
-    computes indices `r, r + w, r + 2w, ...` (`alol.generate.shard_indices`), so no example is
+    computes indices `r, r + w, r + 2w, ...` (`alol.models.generate.shard_indices`), so no example is
     computed twice or padded in, however `count` divides between the processes.
     """
 

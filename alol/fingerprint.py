@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from alol import __version__
-from alol.records import RewardRecord
+from alol.data.records import RewardRecord
+from alol.data.table import FORMAT_VERSION
 from alol.rewards.scorers import SCORERS
 from alol.rewards.specs import RewardSpec, is_file_target, normalize_spec
-from alol.table import FORMAT_VERSION
 
 
 def json_sha256(obj: Any) -> str:
@@ -138,7 +138,7 @@ def _update_with_module(digest: Any, module: torch.nn.Module) -> None:
 
 def fingerprint_rendering(tokenizer: Any, string_prompts: str) -> str:
     """A sha256 of how prompts become text for a model: its tokenizer's chat template (None:
-    the plain template) and how plain-string prompts meet it (`alol.tokenize.render_prompt`)."""
+    the plain template) and how plain-string prompts meet it (`alol.data.tokenize.render_prompt`)."""
     template = getattr(tokenizer, "chat_template", None)
     return json_sha256({"chat_template": template, "string_prompts": string_prompts})
 

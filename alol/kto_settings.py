@@ -1,6 +1,6 @@
 """KTO's settings: how its two classes weigh and which examples are desirable. Each is a
 setting of `PipelineConfig` (a YAML key and an `alol train` flag); they are declared apart from
-the loss (`alol.kto`), which needs torch, so the command line checks them without it."""
+the loss (`alol.method.kto`), which needs torch, so the command line checks them without it."""
 
 from __future__ import annotations
 

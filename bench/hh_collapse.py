@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from alol.advantage import budget_steps
 from alol.atomic import write_json, write_text
+from alol.data.table import AdvantageTable
+from alol.method.leftover import budget_steps
+from alol.method.sampling import PrioritySampler
 from alol.pipeline.inputs import load_splits, pointwise_records
-from alol.sampling import PrioritySampler
-from alol.table import AdvantageTable
 from bench.hh_smollm2 import (
     FULL,
     QUICK,

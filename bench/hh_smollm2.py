@@ -53,9 +53,10 @@ from alol import __version__
 from alol.atomic import write_json, write_text
 from alol.config import PipelineConfig
 from alol.console import configure_console
+from alol.data.formats import load_records, save_records
+from alol.data.records import PreferenceRecord, PromptRecord
+from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import convert_smollm2
-from alol.eval_report import read_report
-from alol.formats import load_records, save_records
 from alol.pipeline import (
     run_advantage,
     run_eval,
@@ -65,9 +66,8 @@ from alol.pipeline import (
     run_train,
     run_value,
 )
-from alol.records import PreferenceRecord, PromptRecord
+from alol.reports.eval_report import read_report
 from alol.rewards import load_reward, score
-from alol.tokenize import render_prompt
 from alol.train.checkpoints import newest_checkpoint
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"

@@ -33,7 +33,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alol.atomic import write_json, write_text
-from alol.logprobs import (
+from alol.models.logprobs import (
     naive_response_token_logprobs,
     response_token_logprobs,
     sequence_logprobs,

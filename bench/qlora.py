@@ -27,14 +27,14 @@ import transformers
 from peft import LoraConfig, get_peft_model
 
 from alol.atomic import write_json, write_text
-from alol.collate import collate_pairs
+from alol.data.collate import collate_pairs
+from alol.data.formats import load_records
+from alol.data.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 from alol.demo.smollm2 import convert_smollm2
-from alol.dtypes import DTYPES
-from alol.formats import load_records
-from alol.logprobs import response_token_logprobs, sequence_logprobs
+from alol.models.dtypes import DTYPES
+from alol.models.logprobs import response_token_logprobs, sequence_logprobs
+from alol.models.quantization import load_4bit_causal_lm, prepare_for_adapters
 from alol.pipeline.settings import cpu_has_native_bf16
-from alol.quantization import load_4bit_causal_lm, prepare_for_adapters
-from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 from bench.common import device_name, synchronize
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh" / "harmless_base.json"

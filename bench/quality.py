@@ -27,7 +27,7 @@ from alol.atomic import write_json, write_text
 from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, kept_fractions, run_stages
 from alol.demo import task as demo_task
 from alol.demo.tiny import TINY, prepare_tiny
-from alol.eval_report import EvalReport
+from alol.reports.eval_report import EvalReport
 
 OBJECTIVES = (
     "nll",

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from alol.atomic import write_json, write_text
-from alol.metrics import explained_variance, pearson
+from alol.models.value_fit import fit_value_head, prompt_features, split_holdout
+from alol.models.value_io import ValueConfig
 from alol.pipeline.inputs import load_model_for_inference
-from alol.value import ValueConfig
-from alol.value_fit import fit_value_head, prompt_features, split_holdout
+from alol.reports.metrics import explained_variance, pearson
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -66,8 +66,9 @@ def constant_value_head(run_dir: Path, model_dir: Path, value: float = 0.0) -> P
     tests that want A = R − value without fitting V (the pipeline never assumes V = 0). It
     records `model_dir` as the model it was fitted on, as `alol value` does."""
     from alol.fingerprint import fingerprint_model
+    from alol.method.value_head import ValueHead
+    from alol.models.value_io import save_value_head
     from alol.provenance import model_record
-    from alol.value import ValueHead, save_value_head
 
     config = AutoModelForCausalLM.from_pretrained(model_dir).config
     head = ValueHead(config.hidden_size, num_heads=1, max_value=None)

@@ -13,33 +13,27 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from alol.advantage import (
-    AdvantageConfig,
-    NoPositiveAdvantageError,
-    advantage_stats,
-    budget_steps,
-    compute_advantages,
-    select_training_examples,
-    write_advantage_report,
-)
-from alol.collate import collate_pairs, collate_prompt_groups
-from alol.distributed import shard_indices
-from alol.errors import AlolError, DataError
-from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records
-from alol.logprobs import response_token_logprobs
-from alol.records import RewardRecord
-from alol.reference import score_reference_batch
-from alol.sampling import PrioritySampler
-from alol.table import (
+from alol.data.collate import collate_pairs, collate_prompt_groups
+from alol.data.records import RewardRecord
+from alol.data.table import (
     AdvantageCacheError,
     AdvantageTable,
     cache_path,
     load_or_compute,
     sidecar_path,
 )
-from alol.tokenize import encode_prompt, tokenize_pair
-from alol.value import ValueHead
-from alol.value_fit import predict_values
+from alol.data.tokenize import encode_prompt, tokenize_pair
+from alol.distributed import shard_indices
+from alol.errors import AlolError, DataError
+from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records
+from alol.method.leftover import NoPositiveAdvantageError, budget_steps, select_training_examples
+from alol.method.sampling import PrioritySampler
+from alol.method.value_head import ValueHead
+from alol.models.logprobs import response_token_logprobs
+from alol.models.precompute import AdvantageConfig, compute_advantages
+from alol.models.reference import score_reference_batch
+from alol.models.value_fit import predict_values
+from alol.reports.advantage_report import advantage_stats, write_advantage_report
 
 # V(x) from the precompute's prompt positions vs predict_values' own pass over the prompts: the
 # same float32 arithmetic up to summation order and the padding of the attention.
@@ -257,7 +251,7 @@ def counting(table: AdvantageTable):
 def test_load_or_compute_computes_once_then_reuses_the_cache(tmp_path, caplog):
     key = "f" * 64
     compute, calls = counting(make_table([1.0, 0.0], [0.5, 0.5]))
-    caplog.set_level(logging.DEBUG, logger="alol.table")
+    caplog.set_level(logging.DEBUG, logger="alol.data.table")
 
     first = load_or_compute(tmp_path, key, compute)
     second = load_or_compute(tmp_path, key, compute)
@@ -742,7 +736,7 @@ def test_a_cache_that_cannot_be_reindexed_falls_back_to_one_forward_per_pair(
         if "batch_select_indices" in vars(cls):
             monkeypatch.delattr(cls, "batch_select_indices")
 
-    with caplog.at_level(logging.WARNING, logger="alol.reference"):
+    with caplog.at_level(logging.WARNING, logger="alol.models.reference"):
         table = compute_advantages(model, tiny_tokenizer, records, SHARED_CONFIG)
 
     assert "share_prompts=False" in caplog.text
@@ -794,7 +788,7 @@ def test_two_processes_each_take_whole_prompt_groups_and_return_record_order(
             process_prompts.append({p for call in reward.calls[before:] for p in call})
         return results
 
-    monkeypatch.setattr("alol.reference.gather_in_order", two_processes)
+    monkeypatch.setattr("alol.models.reference.gather_in_order", two_processes)
     table = compute_advantages(model, tiny_tokenizer, records, SHARED_CONFIG, reward=reward)
 
     assert process_prompts[0] and process_prompts[1]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from alol.audit import (
+from alol.errors import AlolError
+from alol.reports.audit import (
     REFERENCE,
     AuditThresholds,
     ConstantAnswer,
@@ -16,7 +17,6 @@ from alol.audit import (
     judge_fell,
     most_frequent_answers,
 )
-from alol.errors import AlolError
 from alol.train.selection import is_better, selection_score, selection_weights
 
 THRESHOLDS = AuditThresholds(

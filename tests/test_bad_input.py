@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.advantage import AdvantageConfig, compute_advantages
 from alol.cli import main
+from alol.data.formats import load_records
+from alol.data.records import RewardRecord
+from alol.data.tokenize import encode_prompt, tokenize_pair
 from alol.errors import DataError
-from alol.formats import load_records
-from alol.generate import GenerationConfig, generate_responses
-from alol.records import RewardRecord
-from alol.tokenize import encode_prompt, tokenize_pair
+from alol.models.generate import GenerationConfig, generate_responses
+from alol.models.precompute import AdvantageConfig, compute_advantages
 
 PROPERTY = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

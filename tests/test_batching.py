@@ -7,12 +7,8 @@ from collections import Counter
 import pytest
 import torch
 
-from alol.sampling import (
-    PrioritySampler,
-    TokenBudgetBatchSampler,
-    example_weight,
-    pack_to_token_budget,
-)
+from alol.data.batching import TokenBudgetBatchSampler, example_weight, pack_to_token_budget
+from alol.method.sampling import PrioritySampler
 from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 
 LENGTHS = [10, 40, 25, 5, 60, 12, 33, 8]

@@ -11,10 +11,10 @@ from peft import LoraConfig, get_peft_model
 from torch._dynamo.utils import counters
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.advantage import AdvantageConfig, compute_advantages
-from alol.compilation import compile_decoder_layers, decoder_layers
+from alol.data.records import RewardRecord
 from alol.demo.tiny_models import build_tiny_model, save_tiny
-from alol.records import RewardRecord
+from alol.models.compilation import compile_decoder_layers, decoder_layers
+from alol.models.precompute import AdvantageConfig, compute_advantages
 from alol.train import AlolConfig, AlolTrainer
 from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 

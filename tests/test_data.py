@@ -19,19 +19,19 @@ from datasets import Dataset, DatasetDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alol.collate import collate_pairs
-from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
-from alol.errors import DataError
-from alol.formats import load_records, save_records
-from alol.records import LoadedData, PreferenceRecord, PromptRecord, RankedRecord, RewardRecord
-from alol.sampling import length_grouped_order
-from alol.tokenize import (
+from alol.data.batching import length_grouped_order
+from alol.data.collate import collate_pairs
+from alol.data.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.data.formats import load_records, save_records
+from alol.data.records import LoadedData, PreferenceRecord, PromptRecord, RankedRecord, RewardRecord
+from alol.data.tokenize import (
     PLAIN_GENERATION_PROMPT,
     TokenizedPair,
     encode_prompt,
     render_prompt,
     tokenize_pair,
 )
+from alol.errors import DataError
 
 REWARD_ROWS = [
     {"prompt": "Hi", "response": "Hello!", "reward": 0.5, "id": "a"},
@@ -406,7 +406,7 @@ def test_hh_pairs_drop_exactly_the_tied_candidates(caplog):
     records = load_records(SHARED_HH / "sampled_dev.json").records
     ties = sum(record.rewards[0] == record.rewards[1] for record in records)
 
-    with caplog.at_level(logging.WARNING, logger="alol.conversions"):
+    with caplog.at_level(logging.WARNING, logger="alol.data.conversions"):
         pairs = to_preference_records(records)
 
     assert ties == 3  # the dev file has three pairs whose two logits are equal
@@ -710,7 +710,7 @@ def test_ranked_to_pairs_sets_the_best_against_each_worse_and_drops_ties(caplog)
     """Best is 'b' (0.9, first of the two maxima); 'd' ties it and is dropped; 'a', 'c' are worse."""
     ranked = RankedRecord("p", ["a", "b", "c", "d"], [0.2, 0.9, 0.5, 0.9], "k")
 
-    with caplog.at_level(logging.WARNING, logger="alol.conversions"):
+    with caplog.at_level(logging.WARNING, logger="alol.data.conversions"):
         pairs = to_preference_records([ranked])
 
     assert pairs == [
@@ -729,7 +729,7 @@ def test_reward_records_group_by_identical_prompt_and_singletons_are_dropped(cap
         RewardRecord([USER_HI], "y", 0.5),
     ]
 
-    with caplog.at_level(logging.WARNING, logger="alol.conversions"):
+    with caplog.at_level(logging.WARNING, logger="alol.data.conversions"):
         ranked = to_ranked_records(records)
         pairs = to_preference_records(records)
 
@@ -792,7 +792,7 @@ def test_a_text_prompt_to_a_chat_model_is_one_user_turn_of_its_template(tiny_tok
     tokenizer = copy.deepcopy(tiny_tokenizer)
     tokenizer.chat_template = CHAT_TEMPLATE
 
-    with caplog.at_level("INFO", logger="alol.tokenize"):
+    with caplog.at_level("INFO", logger="alol.data.tokenize"):
         first = render_prompt("What is 84 plus 32?", tokenizer)
         render_prompt("And 2 plus 2?", tokenizer)
 

@@ -26,16 +26,16 @@ import yaml
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.advantage import AdvantageConfig, compute_advantages
 from alol.cli import load_config, main
-from alol.examples import ExampleDataset, SequenceExample
-from alol.formats import load_records
-from alol.generate import GenerationConfig
+from alol.data.examples import ExampleDataset, SequenceExample
+from alol.data.formats import load_records
+from alol.data.table import AdvantageTable
+from alol.data.tokenize import tokenize_pair
+from alol.models.generate import GenerationConfig
+from alol.models.precompute import AdvantageConfig, compute_advantages
+from alol.models.value_io import load_value_head
 from alol.rewards import load_reward
-from alol.table import AdvantageTable
-from alol.tokenize import tokenize_pair
 from alol.train import AlolConfig, AlolTrainer
-from alol.value import load_value_head
 
 BUDGET = 120  # padded tokens per micro-batch: 2 to 5 of the examples below (21 to 48 tokens)
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "maps"]
@@ -180,8 +180,8 @@ def fsdp_worker(reference: Path) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    from alol.collate import collate_pairs
-    from alol.logprobs import response_token_logprobs
+    from alol.data.collate import collate_pairs
+    from alol.models.logprobs import response_token_logprobs
     from alol.train.wrapping import call_through_wrapper
 
     dist.init_process_group("gloo")

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from alol.eval_report import (
+from alol.reports.eval_report import (
     EvalExample,
     EvalReport,
     comparison_table,
@@ -16,7 +16,7 @@ from alol.eval_report import (
     warn_on_prompt_overlap,
     write_report,
 )
-from alol.metrics import distinct_n, mean_length, win_rate
+from alol.reports.metrics import distinct_n, mean_length, win_rate
 
 PROMPTS = ["p1", "p2", "p3", "p4"]
 RESPONSES = ["a b a b", "a b c", "hello", ""]
@@ -197,7 +197,7 @@ def test_judges_get_a_column_with_their_change_and_a_win_rate_against_the_refere
 
 
 def test_prompt_overlap_is_counted_and_warned(caplog):
-    with caplog.at_level(logging.WARNING, logger="alol.eval_report"):
+    with caplog.at_level(logging.WARNING, logger="alol.reports.eval_report"):
         overlap = warn_on_prompt_overlap(
             ["a  b", "c", "d"], ["a b", "d", "x"], "value-head prompts"
         )
@@ -206,7 +206,7 @@ def test_prompt_overlap_is_counted_and_warned(caplog):
 
 
 def test_disjoint_prompts_raise_no_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="alol.eval_report"):
+    with caplog.at_level(logging.WARNING, logger="alol.reports.eval_report"):
         assert warn_on_prompt_overlap(["a"], ["b"], "validation prompts") == 0
     assert caplog.records == []
 

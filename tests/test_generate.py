@@ -7,14 +7,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
+from alol.data.batching import length_sorted_batches
 from alol.distributed import shard_indices
-from alol.generate import (
+from alol.models.generate import (
     GenerationConfig,
     decode_response,
     generate_answers,
     generate_responses,
 )
-from alol.sampling import length_sorted_batches
 
 PROMPTS = [
     "Human: How do I bake bread? Assistant:",

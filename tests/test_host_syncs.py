@@ -25,11 +25,11 @@ import transformers
 from torch.testing import assert_close
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from alol.collate import Collator, collate_pairs
-from alol.examples import RankedExample
-from alol.logprobs import response_token_logprobs, response_token_logprobs_and_hidden_states
-from alol.objectives import OBJECTIVES
-from alol.tokenize import TokenizedPair
+from alol.data.collate import Collator, collate_pairs
+from alol.data.examples import RankedExample
+from alol.data.tokenize import TokenizedPair
+from alol.method.objectives import OBJECTIVES
+from alol.models.logprobs import response_token_logprobs, response_token_logprobs_and_hidden_states
 from tests.test_invariance import make_trainer, pipeline  # noqa: F401  (fixture)
 
 SYNC_OPS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select")
@@ -63,7 +63,9 @@ def calling_file() -> str:
     for frame in reversed(traceback.extract_stack()):
         path = Path(frame.filename)
         if "torch" not in path.parts and path != Path(__file__):
-            return "/".join(path.parts[-2:])
+            package = next((name for name in ("alol", "transformers") if name in path.parts), None)
+            start = path.parts.index(package) if package else len(path.parts) - 2
+            return "/".join(path.parts[start:])
     raise AssertionError("no caller outside torch")
 
 
@@ -219,7 +221,7 @@ def test_the_training_loop_around_the_step_reads_nothing_back_per_step(
 
     growth = sync_origins(4) - sync_origins(2)
 
-    assert growth == Counter({UPSTREAM_MASK_PREPARATION: 2, "alol/collate.py": 2})
+    assert growth == Counter({UPSTREAM_MASK_PREPARATION: 2, "alol/data/collate.py": 2})
 
 
 def test_a_ranked_example_with_one_candidate_is_refused_on_the_host_naming_it():

@@ -18,8 +18,8 @@ from conftest import constant_value_head
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
-from alol.logprobs import response_token_logprobs, sequence_logprobs
-from alol.objectives import get_objective
+from alol.method.objectives import get_objective
+from alol.models.logprobs import response_token_logprobs, sequence_logprobs
 from alol.pipeline.inputs import load_splits
 from alol.pipeline.training_sets import training_set as build_training_set
 from alol.train import AlolConfig, AlolTrainer

@@ -12,15 +12,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.batches import UnpairedBatch
 from alol.cli import main
+from alol.data.examples import ExampleDataset, UnpairedExample, kl_blocks, mismatched
+from alol.data.records import PreferenceRecord, RankedRecord, RewardRecord
+from alol.data.tokenize import TokenizedPair
 from alol.errors import AlolError
-from alol.examples import ExampleDataset, UnpairedExample, kl_blocks, mismatched
-from alol.kto import kto_loss, kto_rows
-from alol.objectives import ObjectiveConfig
-from alol.records import PreferenceRecord, RankedRecord, RewardRecord
-from alol.reference import sequence_logprobs_of_pairs
-from alol.tokenize import TokenizedPair
+from alol.method.batches import UnpairedBatch
+from alol.method.kto import kto_loss, kto_rows
+from alol.method.objectives import ObjectiveConfig
+from alol.models.reference import sequence_logprobs_of_pairs
 from alol.train import AlolConfig, AlolTrainer
 
 

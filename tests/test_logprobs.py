@@ -22,7 +22,7 @@ from transformers import (
     GraniteForCausalLM,
 )
 
-from alol.logprobs import (
+from alol.models.logprobs import (
     LogitTransform,
     chunked_token_logprobs,
     naive_response_token_logprobs,
@@ -45,7 +45,7 @@ PAIRS = [
 
 
 def collate(pairs, padding_side: str, pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """The batch layout alol.collate produces: prompt, then response, padded on one side."""
+    """The batch layout alol.data.collate produces: prompt, then response, padded on one side."""
     length = max(len(p) + len(r) for p, r in pairs)
     input_ids = torch.full((len(pairs), length), pad_id)
     attention_mask = torch.zeros(len(pairs), length, dtype=torch.long)

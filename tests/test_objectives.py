@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from alol.batches import PairBatch, RankedBatch, SequenceBatch, UnpairedBatch
-from alol.objectives import (
+from alol.method.batches import PairBatch, RankedBatch, SequenceBatch, UnpairedBatch
+from alol.method.objectives import (
     MAX_ABS_LOG_RATIO,
     OBJECTIVES,
     ObjectiveConfig,
@@ -518,4 +518,4 @@ def test_get_objective_returns_the_entry_or_lists_the_valid_names():
 
 
 def test_module_imports_on_its_own():
-    subprocess.run([sys.executable, "-c", "import alol.objectives"], check=True)
+    subprocess.run([sys.executable, "-c", "import alol.method.objectives"], check=True)

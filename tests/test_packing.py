@@ -7,14 +7,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
-from alol.collate import collate_pairs, pack_pairs
+from alol.data.collate import collate_pairs, pack_pairs
+from alol.data.tokenize import tokenize_pair
 from alol.demo.tiny_models import build_tiny_model
-from alol.logprobs import (
+from alol.models.logprobs import (
     packed_attention_mask,
     packed_response_token_logprobs,
     response_token_logprobs,
 )
-from alol.tokenize import tokenize_pair
 from tests.test_invariance import logged, make_trainer, pipeline  # noqa: F401, F811
 
 TEXTS = [
@@ -91,7 +91,7 @@ def test_packed_gradients_equal_the_padded_ones(tiny_llama_dir, tiny_tokenizer_d
 
 def test_sequences_in_one_row_never_attend_to_each_other(tiny_llama_dir):
     """Two sequences of 2 and 3 tokens: a 5 × 5 mask, block-diagonal and causal."""
-    from alol.tokenize import TokenizedPair
+    from alol.data.tokenize import TokenizedPair
 
     pairs = [TokenizedPair([1], [2]), TokenizedPair([3, 4], [5])]
     packed = pack_pairs(pairs, torch.tensor([[0, 1], [1, 2]]))

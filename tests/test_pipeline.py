@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 
 from alol.cli import main
 from alol.config import PipelineConfig
-from alol.objectives import OBJECTIVES
+from alol.data.table import AdvantageTable
+from alol.method.objectives import OBJECTIVES
 from alol.pipeline.inputs import load_model_for_inference
 from alol.pipeline.settings import reference_dtype
 from alol.pipeline.trainer_setup import training_args
-from alol.table import AdvantageTable
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -130,7 +130,7 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     table_file = next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
     table = AdvantageTable.load(table_file)
     from alol.config import PipelineConfig
-    from alol.objectives import get_objective
+    from alol.method.objectives import get_objective
     from alol.pipeline.inputs import load_model, load_splits
     from alol.pipeline.training_sets import training_set
 

@@ -13,11 +13,11 @@ from safetensors import safe_open
 
 from alol.cli import main
 from alol.config import PipelineConfig
+from alol.data.tokenize import tokenize_pair
 from alol.errors import AlolError
-from alol.logprobs import response_token_logprobs
+from alol.models.logprobs import response_token_logprobs
+from alol.models.quantization import four_bit_config, is_quantized
 from alol.pipeline.inputs import load_model, load_model_for_inference, load_model_to_train
-from alol.quantization import four_bit_config, is_quantized
-from alol.tokenize import tokenize_pair
 from alol.train import AlolConfig, AlolTrainer
 
 pytest.importorskip("bitsandbytes")
@@ -114,7 +114,7 @@ def test_the_trainer_refuses_to_train_4bit_weights_without_adapters(tiny_llama_d
 def test_without_bitsandbytes_the_error_names_the_install_command(monkeypatch):
     real = __import__("importlib").util.find_spec
     monkeypatch.setattr(
-        "alol.quantization.importlib.util.find_spec",
+        "alol.models.quantization.importlib.util.find_spec",
         lambda name: None if name == "bitsandbytes" else real(name),
     )
     with pytest.raises(AlolError, match=r"pip install 'alol\[qlora\]'"):

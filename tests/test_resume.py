@@ -19,10 +19,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.atomic import replace_directory, write_atomic, write_text
 from alol.cli import main
-from alol.examples import ExampleDataset, SequenceExample
-from alol.generate import GenerationConfig
+from alol.data.examples import ExampleDataset, SequenceExample
+from alol.data.tokenize import tokenize_pair
+from alol.models.generate import GenerationConfig
 from alol.rewards import CallableReward
-from alol.tokenize import tokenize_pair
 from alol.train import AlolConfig, AlolTrainer
 from alol.train.checkpoints import PARTIAL_CHECKPOINTS
 

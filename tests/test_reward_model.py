@@ -149,8 +149,8 @@ def test_later_stages_without_the_fitted_model_say_to_fit_it(tmp_path, tiny_llam
 
 
 def test_the_held_out_prompts_are_not_trained_on(tmp_path):
-    from alol.formats import load_records
-    from alol.reward_model import RewardModelConfig, reward_model_data
+    from alol.data.formats import load_records
+    from alol.rewards.reward_model import RewardModelConfig, reward_model_data
 
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in scored_rows()))

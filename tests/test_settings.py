@@ -13,7 +13,8 @@ import yaml
 
 from alol.cli import build_parser, load_config, main
 from alol.config import PipelineConfig
-from alol.objectives import OBJECTIVES, ObjectiveConfig
+from alol.method.objectives import OBJECTIVES, ObjectiveConfig
+from alol.models.reference import ReferenceConfig
 from alol.pipeline import run_sft
 from alol.pipeline.settings import (
     advantage_config,
@@ -31,7 +32,6 @@ from alol.pipeline.settings import (
     value_generation_config,
 )
 from alol.pipeline.trainer_setup import training_args, training_fingerprint_parts
-from alol.reference import ReferenceConfig
 
 OUT = Path("out")
 

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.errors import DataError
-from alol.logprobs import response_token_logprobs, sequence_logprobs
+from alol.models.logprobs import response_token_logprobs, sequence_logprobs
 from alol.train import AlolConfig, AlolTrainer
 
 TOPICS = ["bread", "tea", "rain", "cats"]

@@ -10,7 +10,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from alol.config import PipelineConfig
-from alol.objectives import get_objective
+from alol.method.objectives import get_objective
 from alol.pipeline.inputs import load_splits, pointwise_records
 from alol.pipeline.training_sets import training_set
 

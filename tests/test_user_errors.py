@@ -23,9 +23,9 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 from alol.atomic import write_json
 from alol.cli import main
 from alol.console import configure_console
+from alol.data.formats import load_records
 from alol.demo.tiny_models import build_tiny_model, save_tiny
 from alol.fingerprint import fingerprint_rendering
-from alol.formats import load_records
 from alol.rewards import CallableReward, score
 from alol.rewards.classifier import SETTINGS_FILE
 from alol.train.trainer import AlolTrainer

@@ -10,25 +10,24 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alol.plots import plot_value_fit
-from alol.value import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    WEIGHTS_FILE,
-    ValueConfig,
-    ValueHead,
-    load_value_head,
-    save_value_head,
-    value_head_model,
-    values_from_sequence_states,
-)
-from alol.value_fit import (
+from alol.method.value_head import ValueHead, values_from_sequence_states
+from alol.models.value_fit import (
     fit_value_head,
     fit_warnings,
     head_bound,
     predict_values,
     split_holdout,
 )
+from alol.models.value_io import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    ValueConfig,
+    load_value_head,
+    save_value_head,
+    value_head_model,
+)
+from alol.reports.plots import plot_value_fit
 
 SUBJECTS = ["the dog", "my bread", "a fox", "the question", "your friend", "the water"]
 VERBS = ["is", "was", "seems", "looks"]
@@ -419,7 +418,7 @@ def test_fitting_rewards_above_one_gives_an_unbounded_head(llama):
 
 def test_a_fit_too_small_or_flat_to_trust_says_so_once(llama, caplog):
     model, tokenizer = llama
-    with caplog.at_level("WARNING", logger="alol.value_fit"):
+    with caplog.at_level("WARNING", logger="alol.models.value_fit"):
         _, report = fit_value_head(
             model, tokenizer, ["Hi", "Please be kind", "Bread?"], [0.5] * 3, ValueConfig(epochs=1)
         )

@@ -28,7 +28,7 @@ from alol.demo.config import DemoConfig
 from alol.demo.report import write_demo_report
 from alol.demo.smollm2 import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, prepare_smollm2
 from alol.demo.tiny import prepare_tiny
-from alol.objectives import get_objective
+from alol.method.objectives import get_objective
 from alol.pipeline import Evaluation, stage_plan
 
 __all__ = [

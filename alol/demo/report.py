@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 
 from alol.atomic import write_atomic, write_text
-from alol.audit import audit_markdown
 from alol.config import PipelineConfig
 from alol.demo import task as demo_task
 from alol.demo.config import DemoConfig
-from alol.eval_report import EvalReport
-from alol.metrics import formatted
 from alol.pipeline import Evaluation
-from alol.plots import plot_reward_by_objective
+from alol.reports.audit import audit_markdown
+from alol.reports.eval_report import EvalReport
+from alol.reports.metrics import formatted
+from alol.reports.plots import plot_reward_by_objective
 
 
 def answer_kinds_table(reports: dict[str, EvalReport]) -> str:

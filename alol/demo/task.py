@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from alol.records import RewardRecord
+from alol.data.records import RewardRecord
 
 # Each topic with two facts, written to follow the topic's name ("Tea is brewed ...").
 # No fact names another topic, so `relevance` can tell on-topic from off-topic answers.

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alol.config import PipelineConfig
+from alol.data.formats import save_records
 from alol.demo import task as demo_task
 from alol.demo.config import DemoConfig
 from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer
-from alol.formats import save_records
 
 
 @dataclass(frozen=True)

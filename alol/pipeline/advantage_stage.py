@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from alol.advantage import write_advantage_report
 from alol.config import PipelineConfig
+from alol.data.table import AdvantageTable
 from alol.distributed import on_main_process
 from alol.pipeline.tables import advantage_table
-from alol.table import AdvantageTable
+from alol.reports.advantage_report import write_advantage_report
 
 logger = logging.getLogger(__name__)
 

@@ -18,15 +18,15 @@ from typing import TypeVar
 
 from alol.atomic import write_atomic, write_json
 from alol.config import PipelineConfig
+from alol.data.tokenize import TokenizedPair, encode_prompt
 from alol.distributed import gather_in_order, on_main_process
 from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.generate import generate_answers
+from alol.models.generate import generate_answers
+from alol.models.reference import sequence_logprobs_of_pairs
 from alol.pipeline.inputs import load_policy_for_eval, render
 from alol.pipeline.settings import configured_reference_dtype, generation_config, tokenization
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
-from alol.reference import sequence_logprobs_of_pairs
 from alol.rewards import Reward, score
-from alol.tokenize import TokenizedPair, encode_prompt
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,7 +4,7 @@ samples) and the eval stage (every model's answers) both do."""
 from __future__ import annotations
 
 from alol.config import PipelineConfig
-from alol.generate import Answer, GenerationConfig, generate_answers
+from alol.models.generate import Answer, GenerationConfig, generate_answers
 from alol.rewards import Reward, score
 
 

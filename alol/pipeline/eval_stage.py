@@ -16,28 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alol.atomic import write_json, write_text
-from alol.audit import (
-    REFERENCE,
-    Audit,
-    ConstantAnswer,
-    ScoredAnswers,
-    audit_markdown,
-    audit_models,
-    audit_summary,
-    collapse_of,
-    most_frequent_answers,
-    normalise_answer,
-)
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.eval_report import (
-    EvalReport,
-    comparison_table,
-    evaluate_responses,
-    warn_on_prompt_overlap,
-    write_report,
-)
 from alol.fingerprint import fingerprint_model, fingerprint_of
 from alol.pipeline.answers import (
     Answers,
@@ -63,6 +44,25 @@ from alol.pipeline.inputs import (
     unique_prompts,
 )
 from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
+from alol.reports.audit import (
+    REFERENCE,
+    Audit,
+    ConstantAnswer,
+    ScoredAnswers,
+    audit_markdown,
+    audit_models,
+    audit_summary,
+    collapse_of,
+    most_frequent_answers,
+    normalise_answer,
+)
+from alol.reports.eval_report import (
+    EvalReport,
+    comparison_table,
+    evaluate_responses,
+    warn_on_prompt_overlap,
+    write_report,
+)
 from alol.rewards import Reward
 
 logger = logging.getLogger(__name__)

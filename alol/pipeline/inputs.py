@@ -18,22 +18,22 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
-from alol.conversions import to_reward_records
+from alol.data.conversions import to_reward_records
+from alol.data.formats import load_records
+from alol.data.records import LoadedData, RewardRecord
+from alol.data.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 from alol.distributed import process_state
-from alol.dtypes import DTYPES
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_rendering, spec_fingerprint
-from alol.formats import load_records
-from alol.metrics import counted
-from alol.model_checks import check_loaded_weights, check_model
+from alol.models.dtypes import DTYPES
+from alol.models.model_checks import check_loaded_weights, check_model
+from alol.models.quantization import load_4bit_causal_lm
 from alol.pipeline.settings import load_options, training_compute_dtype
 from alol.provenance import check_made_for
-from alol.quantization import load_4bit_causal_lm
-from alol.records import LoadedData, RewardRecord
+from alol.reports.metrics import counted
 from alol.rewards import Reward, load_reward
 from alol.rewards.classifier import trained_settings
 from alol.rewards.specs import normalize_spec
-from alol.tokenize import ensure_pad_token, render_prompt, tokenize_pair
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def load_4bit_model(path: str | Path, compute_dtype: str):
 
 
 def load_model_for_inference(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False):
-    """The model in `dtype` (a name of `alol.dtypes.DTYPES`; with `load_in_4bit` its linear
+    """The model in `dtype` (a name of `alol.models.dtypes.DTYPES`; with `load_in_4bit` its linear
     layers in 4 bits, computing in `dtype`) on this process's device, for decoding and the
     precompute (Trainer places the models it trains itself)."""
     if load_in_4bit:
@@ -369,7 +369,7 @@ def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
 
 def load_policy_for_eval(path: Path, dtype: str = "float32"):
     """A final model folder holds full weights or a LoRA adapter over π_ref; either is loaded
-    in `dtype` (a name of `alol.dtypes.DTYPES`) on this process's device. An adapter is merged
+    in `dtype` (a name of `alol.models.dtypes.DTYPES`) on this process's device. An adapter is merged
     into the weights: decoding then runs at the base model's speed."""
     if (path / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM

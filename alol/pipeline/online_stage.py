@@ -1,5 +1,5 @@
 """Stage 4b, online RL (`alol online`): reads π_ref, the training prompts and the reward, trains
-PPO, RLOO or GRPO through TRL (`alol.online`), and writes `run_dir/train/<method>/`:
+PPO, RLOO or GRPO through TRL (`alol.train.online`), and writes `run_dir/train/<method>/`:
 checkpoints, metrics.jsonl, cost.json (reward calls, generated tokens, wall time), stage.json
 and the `final/` model, where `alol eval` finds it beside the offline objectives'.
 """
@@ -17,11 +17,10 @@ from transformers.trainer_callback import ProgressCallback
 from alol.atomic import replace_directory, write_json
 from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
+from alol.data.tokenize import encode_prompt
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.metrics import counted
-from alol.online import OnlineCost, RewardFunctions, ppo_reward_model, require_trl
 from alol.pipeline.inputs import (
     check_context_length,
     configured_reward,
@@ -42,9 +41,10 @@ from alol.pipeline.settings import (
 )
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
-from alol.plots import plot_training_curves
-from alol.tokenize import encode_prompt
+from alol.reports.metrics import counted
+from alol.reports.plots import plot_training_curves
 from alol.train.checkpoints import AtomicCheckpoints
+from alol.train.online import OnlineCost, RewardFunctions, ppo_reward_model, require_trl
 from alol.train.progress import QuietProgressCallback
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from transformers import TrainingArguments
 
 from alol.atomic import write_json
 from alol.config import PipelineConfig
-from alol.conversions import to_reward_records
+from alol.data.conversions import to_reward_records
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import (
@@ -23,8 +23,7 @@ from alol.fingerprint import (
     fingerprint_records,
     fingerprint_rendering,
 )
-from alol.metrics import formatted
-from alol.model_checks import check_model
+from alol.models.model_checks import check_model
 from alol.pipeline.inputs import (
     PLAIN_TEMPLATE,
     REWARD_MODEL_DIR,
@@ -35,9 +34,11 @@ from alol.pipeline.inputs import (
 from alol.pipeline.settings import reward_model_config, tokenization
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
-from alol.plots import plot_reward_model_fit
 from alol.provenance import model_record
-from alol.reward_model import (
+from alol.reports.metrics import formatted
+from alol.reports.plots import plot_reward_model_fit
+from alol.rewards.classifier import resolve_inputs
+from alol.rewards.reward_model import (
     RewardModelTrainer,
     backbone_path,
     classifier_settings,
@@ -46,7 +47,6 @@ from alol.reward_model import (
     reward_model_data,
     save_reward_model,
 )
-from alol.rewards.classifier import resolve_inputs
 from alol.train.config import needs_use_cpu
 
 logger = logging.getLogger(__name__)

@@ -14,17 +14,17 @@ from typing import Any
 
 import torch
 
-from alol.advantage import AdvantageConfig
-from alol.audit import AuditThresholds
 from alol.config import PipelineConfig
 from alol.distributed import process_state
-from alol.generate import GenerationConfig
-from alol.objectives import get_objective
-from alol.quantization import four_bit_settings
-from alol.reward_model import RewardModelConfig
+from alol.method.objectives import get_objective
+from alol.models.generate import GenerationConfig
+from alol.models.precompute import AdvantageConfig
+from alol.models.quantization import four_bit_settings
+from alol.models.value_io import ValueConfig
+from alol.reports.audit import AuditThresholds
+from alol.rewards.reward_model import RewardModelConfig
 from alol.train.config import needs_use_cpu
 from alol.train.wrapping import checkpointing_argument
-from alol.value import ValueConfig
 
 NOT_RESULTS = frozenset(
     {
@@ -251,7 +251,7 @@ def reward_model_config(cfg: PipelineConfig) -> RewardModelConfig:
 
 
 def online_kwargs(cfg: PipelineConfig, method: str, output_dir: Path) -> dict[str, Any]:
-    """Keyword arguments of TRL's config for an online method (`alol.online`)."""
+    """Keyword arguments of TRL's config for an online method (`alol.train.online`)."""
     common = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=cfg.batch_size,
@@ -303,5 +303,5 @@ def audit_thresholds(cfg: PipelineConfig) -> AuditThresholds:
 
 
 def load_options(cfg: PipelineConfig) -> dict[str, Any]:
-    """`alol.formats.load_records` keyword arguments."""
+    """`alol.data.formats.load_records` keyword arguments."""
     return dict(kind=cfg.data_kind, skip_invalid=cfg.skip_invalid, hh_reward=cfg.hh_reward)

@@ -12,7 +12,7 @@ from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
-from alol.model_checks import check_model
+from alol.models.model_checks import check_model
 from alol.pipeline.inputs import (
     check_context_length,
     load_model_to_train,
@@ -28,7 +28,7 @@ from alol.pipeline.trainer_setup import (
     training_fingerprint_parts,
 )
 from alol.pipeline.training_sets import nll_dataset
-from alol.plots import plot_training_curves
+from alol.reports.plots import plot_training_curves
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from alol.advantage import compute_advantages
 from alol.config import PipelineConfig
+from alol.data.records import PreferenceRecord, RewardRecord
+from alol.data.table import AdvantageTable, load_or_compute
 from alol.errors import AlolError
 from alol.fingerprint import cache_key, file_sha256, fingerprint_model, fingerprint_records
+from alol.models.precompute import compute_advantages
+from alol.models.reference import gather_by_prompt_group, prepare_reference, reference_pass
+from alol.models.value_io import WEIGHTS_FILE, load_value_head, value_head_model
 from alol.pipeline.inputs import (
     check_context_length,
     configured_reward,
@@ -22,10 +26,6 @@ from alol.pipeline.inputs import (
 )
 from alol.pipeline.settings import advantage_config
 from alol.provenance import check_made_for
-from alol.records import PreferenceRecord, RewardRecord
-from alol.reference import gather_by_prompt_group, prepare_reference, reference_pass
-from alol.table import AdvantageTable, load_or_compute
-from alol.value import WEIGHTS_FILE, load_value_head, value_head_model
 
 
 def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageTable:

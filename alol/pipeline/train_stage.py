@@ -10,14 +10,13 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from alol.advantage import budget_steps
 from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.metrics import counted
-from alol.objectives import get_objective
+from alol.method.leftover import budget_steps
+from alol.method.objectives import get_objective
 from alol.pipeline.inputs import (
     check_context_length,
     configured_judges,
@@ -39,7 +38,8 @@ from alol.pipeline.trainer_setup import (
     training_fingerprint_parts,
 )
 from alol.pipeline.training_sets import training_set
-from alol.plots import plot_training_curves
+from alol.reports.metrics import counted
+from alol.reports.plots import plot_training_curves
 from alol.train.selection import judges_selected_by
 
 logger = logging.getLogger(__name__)

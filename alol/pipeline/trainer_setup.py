@@ -13,9 +13,10 @@ from transformers import TrainerCallback
 
 from alol.atomic import append_jsonl, replace_directory, write_text
 from alol.config import PipelineConfig
+from alol.data.examples import ExampleDataset
 from alol.distributed import on_main_process
-from alol.examples import ExampleDataset
-from alol.generate import GenerationConfig
+from alol.models.generate import GenerationConfig
+from alol.models.quantization import is_quantized, merged_into_full_precision
 from alol.pipeline.settings import (
     lora_config,
     lora_kwargs,
@@ -24,7 +25,6 @@ from alol.pipeline.settings import (
     tokenization,
     trainer_kwargs,
 )
-from alol.quantization import is_quantized, merged_into_full_precision
 from alol.rewards import Reward
 from alol.train import AlolConfig, AlolTrainer
 from alol.train.checkpoints import newest_checkpoint

@@ -12,11 +12,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from alol.advantage import select_training_examples
 from alol.config import PipelineConfig
-from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
-from alol.errors import AlolError
-from alol.examples import (
+from alol.data.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.data.examples import (
     ExampleDataset,
     SequenceExample,
     kl_blocks,
@@ -25,12 +23,14 @@ from alol.examples import (
     ranked_examples,
     unpaired_examples,
 )
+from alol.data.records import RewardRecord
+from alol.errors import AlolError
 from alol.fingerprint import fingerprint_of, fingerprint_records
-from alol.kto import kto_rows, report_balance
-from alol.objectives import Objective
+from alol.method.kto import kto_rows, report_balance
+from alol.method.leftover import select_training_examples
+from alol.method.objectives import Objective
 from alol.pipeline.inputs import pointwise_records, tokenize_record
 from alol.pipeline.tables import advantage_table, pair_reference_logps, reference_logps
-from alol.records import RewardRecord
 
 
 class TrainingSet(NamedTuple):
@@ -106,7 +106,7 @@ def _pair_set(cfg: PipelineConfig, objective: Objective, train_records: list, to
 
 
 def _unpaired_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
-    """KTO's labelled rows (`alol.kto.kto_rows`), cut into blocks of one batch each whose
+    """KTO's labelled rows (`alol.method.kto.kto_rows`), cut into blocks of one batch each whose
     completions make each other's mismatched pairs, with π_ref's log-probs of both."""
     if cfg.kto_label == "advantage_positive":
         records = pointwise_records(cfg, train_records)

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from alol.atomic import write_text
 from alol.config import PipelineConfig
-from alol.conversions import to_reward_records
+from alol.data.conversions import to_reward_records
 from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
-from alol.metrics import counted, formatted
+from alol.models.value_fit import fit_value_head
+from alol.models.value_io import save_value_head, value_head_model
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     check_context_length,
@@ -36,10 +37,9 @@ from alol.pipeline.settings import (
     value_generation_config,
 )
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
-from alol.plots import plot_value_fit
 from alol.provenance import model_record
-from alol.value import save_value_head, value_head_model
-from alol.value_fit import fit_value_head
+from alol.reports.metrics import counted, formatted
+from alol.reports.plots import plot_value_fit
 
 logger = logging.getLogger(__name__)
 

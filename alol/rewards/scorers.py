@@ -21,9 +21,9 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from alol.conversions import to_reward_records
+from alol.data.conversions import to_reward_records
+from alol.data.formats import load_records
 from alol.errors import AlolError
-from alol.formats import load_records
 
 
 class MissingDependencyError(ImportError, AlolError):

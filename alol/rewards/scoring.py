@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from alol.formats.fields import warn_of_implausible_rewards
+from alol.data.formats.fields import warn_of_implausible_rewards
 from alol.rewards.base import Reward, RewardError, check_count, weights_of
 
 

@@ -1,5 +1,5 @@
 """Training: `AlolConfig` (a `TrainingArguments`) and `AlolTrainer` (a `Trainer`) for every
-objective of `alol.objectives`, with atomic checkpoints and wrapper-safe losses."""
+objective of `alol.method.objectives`, with atomic checkpoints and wrapper-safe losses."""
 
 from alol.train.config import AlolConfig
 from alol.train.trainer import AlolTrainer

@@ -8,7 +8,7 @@ import torch
 from transformers import TrainingArguments
 
 from alol.choices import SAMPLING_CHOICES
-from alol.objectives import ObjectiveConfig, get_objective
+from alol.method.objectives import ObjectiveConfig, get_objective
 
 
 @dataclass
@@ -17,7 +17,7 @@ class AlolConfig(TrainingArguments):
 
     objective: str = field(
         default="a_lol",
-        metadata={"help": "Training objective: a name from alol.objectives.OBJECTIVES."},
+        metadata={"help": "Training objective: a name from alol.method.objectives.OBJECTIVES."},
     )
     clip: float | None = field(
         default=0.9,
@@ -44,7 +44,7 @@ class AlolConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "Records given as train_dataset, KTO: which examples are desirable ('auto', "
-            "'reward_above' or 'advantage_positive' from an 'advantage' field; alol.kto.kto_rows)."
+            "'reward_above' or 'advantage_positive' from an 'advantage' field; alol.method.kto.kto_rows)."
         },
     )
     kto_threshold: float | None = field(
@@ -69,7 +69,7 @@ class AlolConfig(TrainingArguments):
         default="chat",
         metadata={
             "help": "Records given as train_dataset: plain-string prompts as one user turn of "
-            "the chat template ('chat') or as they are ('raw'); see alol.tokenize.render_prompt."
+            "the chat template ('chat') or as they are ('raw'); see alol.data.tokenize.render_prompt."
         },
     )
     train_responses: str = field(
@@ -104,7 +104,7 @@ class AlolConfig(TrainingArguments):
     compile_layers: bool = field(
         default=False,
         metadata={
-            "help": "torch.compile each decoder layer (regional compilation, alol.compilation). "
+            "help": "torch.compile each decoder layer (regional compilation, alol.models.compilation). "
             "TrainingArguments' torch_compile compiles model.forward, which alol never calls."
         },
     )

@@ -6,7 +6,7 @@ pipeline precomputes in its own stages is done here at construction: π_ref's lo
 the model before any adapter is added (it is π_ref then), and the sampling weights the
 objective asks for. A-LoL's advantages cannot be made here, since they need a value head
 fitted on π_ref's own answers: reward rows carry them in an `advantage` field (from
-`alol advantage` or `alol.advantage.compute_advantages`).
+`alol advantage` or `alol.models.precompute.compute_advantages`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from alol.advantage import select_examples
-from alol.conversions import to_preference_records, to_ranked_records, to_reward_records
-from alol.errors import DataError
-from alol.examples import (
+from alol.data.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.data.examples import (
     ExampleDataset,
     SequenceExample,
     kl_blocks,
@@ -29,11 +27,13 @@ from alol.examples import (
     ranked_examples,
     unpaired_examples,
 )
-from alol.formats import records_from_rows
-from alol.kto import kto_rows, report_balance
-from alol.objectives import Objective
-from alol.reference import ReferenceConfig, reference_pass
-from alol.tokenize import render_prompt, tokenize_pair
+from alol.data.formats import records_from_rows
+from alol.data.tokenize import render_prompt, tokenize_pair
+from alol.errors import DataError
+from alol.method.kto import kto_rows, report_balance
+from alol.method.leftover import select_examples
+from alol.method.objectives import Objective
+from alol.models.reference import ReferenceConfig, reference_pass
 from alol.train.config import AlolConfig
 
 ADVANTAGE_FIELD = "advantage"
@@ -90,7 +90,7 @@ def examples_from_records(
 
 
 def _unpaired_dataset(rows, records, model, tokenizer, tokenize, args: AlolConfig):
-    """KTO's examples (`alol.kto.kto_rows`), with π_ref's log-probs of the completions and of
+    """KTO's examples (`alol.method.kto.kto_rows`), with π_ref's log-probs of the completions and of
     their mismatched pairs from `model` as it is now."""
     if args.kto_label == "advantage_positive":
         pointwise = to_reward_records(records, preferred_only=args.train_responses == "preferred")
@@ -112,7 +112,7 @@ def _advantages(rows: list[dict[str, Any]], pointwise: list) -> np.ndarray:
         raise DataError(
             f"A-LoL objectives need A = R − V(x) on every record: give reward rows an "
             f"'{ADVANTAGE_FIELD}' field (as `alol advantage` computes it, or "
-            "alol.advantage.compute_advantages), or run the whole pipeline with `alol run`",
+            "alol.models.precompute.compute_advantages), or run the whole pipeline with `alol run`",
             field=ADVANTAGE_FIELD,
         )
     return np.array([float(row[ADVANTAGE_FIELD]) for row in rows])

@@ -14,8 +14,8 @@ import math
 
 from alol.distributed import gather_in_order
 from alol.errors import AlolError
-from alol.eval_report import EvalReport, eval_metrics, evaluate_responses
-from alol.generate import GenerationConfig, generate_answers
+from alol.models.generate import GenerationConfig, generate_answers
+from alol.reports.eval_report import EvalReport, eval_metrics, evaluate_responses
 from alol.rewards import Reward, score
 
 REWARD = "reward"

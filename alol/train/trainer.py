@@ -2,7 +2,7 @@
 
 The loop, accumulation, mixed precision, distributed wrapping and checkpointing are
 Trainer's; alol adds three things: the sampler (priority sampling over the leftover lunch,
-grouped by length), the loss (response log-probs → a pure objective from `alol.objectives`)
+grouped by length), the loss (response log-probs → a pure objective from `alol.method.objectives`)
 and the metrics (averaged over the logging window, read from the device once per log, not
 once per step). Evaluation decodes the validation prompts and scores them with the reward, so
 `metric_for_best_model="eval_reward"` selects checkpoints on validation reward (or `select_by`'s judges), never a collapsed
@@ -10,7 +10,7 @@ one while another is not (`alol.train.selection`).
 
 Two places where alol deliberately departs from a plain `Trainer`:
 
-- **The loss runs inside the wrapped model's forward.** `alol.logprobs` calls the decoder body
+- **The loss runs inside the wrapped model's forward.** `alol.models.logprobs` calls the decoder body
   and the output embedding directly (so the LM head meets response positions only). Under DDP,
   FSDP or DeepSpeed, `compute_loss` receives the *wrapper*; calling submodules of the inner
   model would bypass the wrapper's forward, where DDP arms its gradient all-reduce (without it,
@@ -47,27 +47,22 @@ from transformers import (
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_callback import ProgressCallback
 
-from alol.batches import ObjectiveOutput, objective_batch
-from alol.collate import MISMATCHED, Collator, padded_width
-from alol.compilation import compile_decoder_layers
-from alol.examples import ExampleDataset, check_blocks, rows_per_example
-from alol.generate import GenerationConfig
-from alol.logprobs import (
+from alol.data.batching import LengthGroupedSampler, TokenBudgetBatchSampler, example_weight
+from alol.data.collate import MISMATCHED, Collator, padded_width
+from alol.data.examples import ExampleDataset, check_blocks, rows_per_example
+from alol.data.tokenize import ensure_pad_token
+from alol.method.batches import ObjectiveOutput, objective_batch
+from alol.method.objectives import Objective, get_objective
+from alol.method.sampling import BlockSampler, PrioritySampler
+from alol.models.compilation import compile_decoder_layers
+from alol.models.generate import GenerationConfig
+from alol.models.logprobs import (
     packed_response_token_logprobs,
     response_token_logprobs,
     sequence_logprobs,
 )
-from alol.objectives import Objective, get_objective
-from alol.quantization import is_quantized, prepare_for_adapters
+from alol.models.quantization import is_quantized, prepare_for_adapters
 from alol.rewards import Reward
-from alol.sampling import (
-    BlockSampler,
-    LengthGroupedSampler,
-    PrioritySampler,
-    TokenBudgetBatchSampler,
-    example_weight,
-)
-from alol.tokenize import ensure_pad_token
 from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.config import AlolConfig
 from alol.train.progress import QuietProgressCallback

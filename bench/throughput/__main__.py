@@ -23,7 +23,7 @@ shapes matter for speed.
 
 Training batches hold `--batch-size` examples of similar lengths, as the trainer's length
 grouping cuts them, or (`--max-tokens`, the "token budget" levers) as many examples as fit a
-padded-token budget, packed by `alol.sampling.pack_to_token_budget` from a prefix of the same
+padded-token budget, packed by `alol.data.batching.pack_to_token_budget` from a prefix of the same
 stream of draws, each batch's loss scaled by `example_weight` as AlolTrainer scales it. Batches
 then hold different numbers of examples, so compare tokens/s and examples/s, not s/step.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alol.objectives import OBJECTIVES
+from alol.method.objectives import OBJECTIVES
 
 MODEL_SHAPES: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
@@ -59,7 +59,7 @@ class BenchConfig:
     longest of a random batch."""
     max_tokens: int | None = None
     """Token-budget batches instead of `batch_size` examples: as many examples as fit this many
-    padded tokens (`alol.sampling.pack_to_token_budget`, as `--max-tokens-per-batch` trains),
+    padded tokens (`alol.data.batching.pack_to_token_budget`, as `--max-tokens-per-batch` trains),
     each batch's loss scaled by `example_weight`. Training cases only."""
     pad_to_multiple_of: int | None = None
     """Pad each training batch's length up to a multiple of this (the collator's option)."""
@@ -73,7 +73,7 @@ class BenchConfig:
     attention: str = "sdpa"
     gradient_checkpointing: bool = False
     compile_layers: bool = False
-    """torch.compile each decoder layer in place (`alol.compilation.compile_decoder_layers`,
+    """torch.compile each decoder layer in place (`alol.models.compilation.compile_decoder_layers`,
     what `--compile-layers` does in training)."""
     fused_adamw: bool = True
     sync_free: bool = True

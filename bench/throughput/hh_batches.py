@@ -13,10 +13,15 @@ import numpy as np
 import torch
 
 from alol.atomic import write_json
-from alol.collate import collate_pairs, collate_prompt_groups, locate_response_tokens, pack_pairs
-from alol.objectives import OBJECTIVES
-from alol.sampling import length_grouped_order, pack_to_token_budget
-from alol.tokenize import TokenizedPair
+from alol.data.batching import length_grouped_order, pack_to_token_budget
+from alol.data.collate import (
+    collate_pairs,
+    collate_prompt_groups,
+    locate_response_tokens,
+    pack_pairs,
+)
+from alol.data.tokenize import TokenizedPair
+from alol.method.objectives import OBJECTIVES
 from bench.throughput.cases import PRECOMPUTE_METHODS, BenchConfig
 
 BENCH = Path(__file__).resolve().parents[1]
@@ -38,9 +43,9 @@ DRAW_STREAM = 200_000
 def make_lengths(hh_dir: Path, out: Path, max_prompt: int = 640, max_response: int = 128) -> dict:
     """Tokenize the HH pairs with a 32k byte-level BPE trained on their own text and record each
     pair's (prompt, chosen, rejected) token counts, response counts including EOS."""
+    from alol.data.formats import load_records
+    from alol.data.tokenize import render_prompt, tokenize_pair
     from alol.demo.tiny_models import train_tokenizer
-    from alol.formats import load_records
-    from alol.tokenize import render_prompt, tokenize_pair
 
     records = [
         record

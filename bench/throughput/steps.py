@@ -20,17 +20,17 @@ from torch._dynamo.utils import counters
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from alol.atomic import write_text
-from alol.batches import objective_batch
-from alol.compilation import compile_cache_free_parts, compile_decoder_layers
-from alol.logprobs import (
+from alol.data.batching import example_weight
+from alol.method.batches import objective_batch
+from alol.method.objectives import OBJECTIVES, ObjectiveConfig
+from alol.method.value_head import ValueHead
+from alol.models.compilation import compile_cache_free_parts, compile_decoder_layers
+from alol.models.logprobs import (
     naive_response_token_logprobs,
     packed_response_token_logprobs,
     response_token_logprobs,
 )
-from alol.objectives import OBJECTIVES, ObjectiveConfig
-from alol.reference import score_reference_batch, score_shared_prompt_batch
-from alol.sampling import example_weight
-from alol.value import ValueHead
+from alol.models.reference import score_reference_batch, score_shared_prompt_batch
 from bench.common import PeakMemory, synchronize
 from bench.throughput.cases import (
     MODEL_SHAPES,
@@ -199,7 +199,7 @@ def train_steps(method: str, model, batches: list[dict], config: BenchConfig) ->
 
 
 def precompute_steps(method: str, model, batches: list[dict], config: BenchConfig):
-    """The reference pass as `alol.advantage` runs it: eval, inference mode, token log-probs and
+    """The reference pass as `alol.models.precompute` runs it: eval, inference mode, token log-probs and
     V(x) (a value head on the prompt states of the same pass), both copied to the host, the
     log-probs cut into per-response arrays. `precompute` and `precompute_compiled` (given the
     compiled copy as `model`) run each prompt once (`score_shared_prompt_batch`),

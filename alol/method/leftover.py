@@ -1,0 +1,102 @@
+"""The leftover lunch: A = R − V(x), the examples A-LoL keeps (A > 0), their sampling weights,
+and A-LoL's step budget. Pure arithmetic on arrays; the reference pass that produces R and V(x)
+is `alol.models.precompute`."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from alol.errors import AlolError
+
+if TYPE_CHECKING:
+    from alol.data.table import AdvantageTable
+    from alol.method.sampling import Sampling
+
+
+def advantages(reward: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """A = R − V(x): how much better each training answer is than what π_ref earns on its
+    prompt. The answers with A > 0 are the leftover lunch."""
+    return np.asarray(reward, dtype=np.float64) - np.asarray(value, dtype=np.float64)
+
+
+class NoPositiveAdvantageError(AlolError):
+    """No training example has A > 0, or every reward is the same (so no response is better
+    than another and the advantages hold nothing but V(x)'s errors): A-LoL has nothing to learn."""
+
+
+def select_training_examples(
+    table: AdvantageTable, positive_only: bool, sampling: Sampling
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The table's indices to train on and their sampling weights (see `select_examples`)."""
+    return select_examples(table.reward, table.advantage, positive_only, sampling, table.value)
+
+
+def select_examples(
+    reward: np.ndarray,
+    advantage: np.ndarray | None,
+    positive_only: bool,
+    sampling: Sampling,
+    value: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The indices to train on and their sampling weights (None: uniform).
+
+    `positive_only` keeps the leftover lunch, A > 0, and refuses rewards that are all equal.
+    "advantage" weights each kept example by A (A-LoL's priority sampling), "reward" by R
+    (rewards must be ≥ 0; they are not shifted, since a shift would change which examples
+    matter). `value` only makes the no-positive-advantage error more telling.
+    """
+    indices = np.arange(len(reward), dtype=np.int64)
+    if positive_only:
+        if len(reward) > 1 and np.all(reward == reward[0]):
+            raise NoPositiveAdvantageError(
+                f"every reward equals {reward[0]:g} across the {len(reward)} training "
+                "examples, so no response is better than another and A = R − V(x) only "
+                "reflects the errors of V(x). Check that the reward function scores these "
+                "responses differently (or that the data's 'reward' field varies)."
+            )
+        indices = indices[advantage > 0]
+        if len(indices) == 0:
+            raise NoPositiveAdvantageError(_no_positive_message(reward, advantage, value))
+    if sampling == "uniform":
+        return indices, None
+    if sampling == "advantage":
+        if not positive_only:
+            raise ValueError(
+                "sampling='advantage' needs positive_only=True: only A > 0 can be a probability"
+            )
+        return indices, advantage[indices]
+    if sampling == "reward":
+        weights = reward[indices]
+        if np.any(weights < 0) or not np.any(weights > 0):
+            raise ValueError(
+                f"sampling='reward' needs rewards ≥ 0 with at least one > 0, but they range over "
+                f"[{weights.min():g}, {weights.max():g}]; use a non-negative reward (e.g. the "
+                "sigmoid of a logit) or sampling='uniform'"
+            )
+        return indices, weights
+    raise ValueError(f"unknown sampling {sampling!r}; choose 'uniform', 'advantage' or 'reward'")
+
+
+def _no_positive_message(
+    reward: np.ndarray, advantage: np.ndarray, value: np.ndarray | None
+) -> str:
+    values = "" if value is None else f", mean V(x) = {value.mean():.4g}"
+    return (
+        f"none of the {len(reward)} training examples has a positive advantage A = R − V(x) "
+        f"(largest A = {advantage.max():.4g}, mean R = {reward.mean():.4g}{values}). Check "
+        "that the value head was fitted with the same reward and on prompts like these, or "
+        "train with an objective that needs no value ('wbc', 'r_lol', 'nll')."
+    )
+
+
+def budget_steps(nll_steps: int, fraction_positive: float) -> int:
+    """A-LoL's step budget: `fraction_positive × nll_steps`, rounded up, at least 1."""
+    if nll_steps < 1 or not 0.0 <= fraction_positive <= 1.0:
+        raise ValueError(
+            f"need nll_steps ≥ 1 and 0 ≤ fraction_positive ≤ 1, got {nll_steps}, {fraction_positive}"
+        )
+    # round() first so float noise (9000 × 0.3 = 2700.0000000000005) does not add a step
+    return max(1, math.ceil(round(nll_steps * fraction_positive, 9)))

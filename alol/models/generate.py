@@ -1,0 +1,186 @@
+"""Batched decoding for value data and evaluation: left-padded, length-sorted, seeded.
+
+Prompts arrive already rendered (see `alol.data.tokenize.render_prompt`), so nothing here adds
+special tokens beyond what rendering wrote. Under `accelerate`, unwrap the model first
+(`accelerator.unwrap_model`) and give each process its share with `shard_indices`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig as HFGenerationConfig
+
+from alol.data.batching import length_sorted_batches
+from alol.data.collate import pad_token_rows
+from alol.data.tokenize import encode_prompt, pad_token_id_of
+
+
+@dataclass
+class GenerationConfig:
+    """How to decode. Fields not listed here follow `model.generation_config`."""
+
+    max_new_tokens: int = 128
+    """Response budget in tokens; the paper used 128."""
+    do_sample: bool = False
+    """Greedy by default, as the paper decodes the reference's responses for the value data."""
+    temperature: float = 1.0
+    """Softmax temperature when sampling."""
+    top_p: float = 1.0
+    """Nucleus-sampling mass when sampling; 1.0 keeps the whole distribution."""
+    top_k: int = 0
+    """Top-k filter when sampling; 0 turns it off (transformers would otherwise apply 50)."""
+    num_return_sequences: int = 1
+    """Responses per prompt (k); more than one needs `do_sample=True`."""
+    batch_size: int = 16
+    """Prompts per `generate` call."""
+    seed: int = 0
+    """Seeds sampling, so a rerun gives the same responses; the global RNG is left as it was."""
+    max_prompt_length: int = 640
+    """Prompts longer than this keep their last tokens (the end of a dialogue matters most)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_new_tokens", "num_return_sequences", "batch_size", "max_prompt_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"GenerationConfig.{name} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.num_return_sequences > 1 and not self.do_sample:
+            raise ValueError(
+                f"num_return_sequences={self.num_return_sequences} needs do_sample=True: "
+                "greedy decoding would return the same response every time"
+            )
+        if self.temperature <= 0:
+            raise ValueError(
+                f"temperature must be positive, got {self.temperature}; use do_sample=False for greedy"
+            )
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be 0 (off) or positive, got {self.top_k}")
+
+
+class Answer(NamedTuple):
+    text: str
+    """The decoded response, up to (not including) its EOS."""
+    finished: bool
+    """Whether it ended with EOS, rather than being cut at `max_new_tokens`."""
+    token_ids: tuple[int, ...] = ()
+    """The tokens generated, EOS included when it finished: what a model's log-prob of its own
+    answer is taken over (decoding the text and encoding it again need not give them back)."""
+
+
+def generate_responses(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    show_progress: bool = True,
+) -> list[list[str]]:
+    """Decode `config.num_return_sequences` responses for each rendered prompt, in prompt order."""
+    answers = generate_answers(model, tokenizer, prompts, config, show_progress)
+    return [[answer.text for answer in per_prompt] for per_prompt in answers]
+
+
+def generate_answers(
+    model,
+    tokenizer,
+    prompts: list[str],
+    config: GenerationConfig,
+    show_progress: bool = True,
+) -> list[list[Answer]]:
+    """`generate_responses`, telling for each response whether it finished (reached EOS).
+
+    Prompts are batched longest-first by token length so each batch carries little padding
+    (and an out-of-memory error shows up in the first batch, not the last).
+    """
+    pad_token_id = pad_token_id_of(tokenizer)
+    prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
+    hf_config = _hf_generation_config(config, tokenizer, pad_token_id)
+    device = next(model.parameters()).device
+    responses: list[list[Answer]] = [[] for _ in prompts]
+
+    was_training = model.training
+    model.eval()  # dropout off: greedy decoding must be deterministic
+    try:
+        with (
+            torch.inference_mode(),
+            _seeded(config.seed, device),
+            tqdm(
+                total=len(prompts), desc="generating", unit="prompt", disable=not show_progress
+            ) as progress,
+        ):
+            for batch in length_sorted_batches([len(ids) for ids in prompt_ids], config.batch_size):
+                input_ids, attention_mask = pad_token_rows(
+                    [prompt_ids[i] for i in batch], pad_token_id, "left"
+                )
+                output = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention_mask.to(device),
+                    generation_config=hf_config,
+                )
+                # generate returns the k samples of a prompt on consecutive rows.
+                new_tokens = output[:, input_ids.shape[1] :].reshape(
+                    len(batch), config.num_return_sequences, -1
+                )
+                for row, index in enumerate(batch):
+                    responses[index] = [
+                        answer_of(tokenizer, ids) for ids in new_tokens[row].tolist()
+                    ]
+                progress.update(len(batch))
+    finally:
+        model.train(was_training)
+    return responses
+
+
+def answer_of(tokenizer, new_token_ids: list[int]) -> Answer:
+    """The answer in the generated tokens: up to the first EOS (the padding after it dropped)."""
+    eos = tokenizer.eos_token_id
+    finished = eos in new_token_ids
+    if finished:
+        new_token_ids = new_token_ids[: new_token_ids.index(eos) + 1]
+    return Answer(decode_response(tokenizer, new_token_ids), finished, tuple(new_token_ids))
+
+
+def decode_response(tokenizer, new_token_ids: list[int]) -> str:
+    """Text of the generated tokens up to (not including) the first EOS."""
+    eos = tokenizer.eos_token_id
+    if eos in new_token_ids:
+        new_token_ids = new_token_ids[: new_token_ids.index(eos)]
+    return tokenizer.decode(new_token_ids, skip_special_tokens=True)
+
+
+def _hf_generation_config(
+    config: GenerationConfig, tokenizer, pad_token_id: int
+) -> HFGenerationConfig:
+    # Sampling knobs are passed only when sampling: transformers warns about them under greedy.
+    sampling = (
+        {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k}
+        if config.do_sample
+        else {}
+    )
+    return HFGenerationConfig(
+        max_new_tokens=config.max_new_tokens,
+        do_sample=config.do_sample,
+        num_return_sequences=config.num_return_sequences,
+        pad_token_id=pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        **sampling,
+    )
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the CPU RNG and the model's accelerator RNG, restoring both afterwards."""
+    accelerators = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(
+        devices=accelerators, device_type=device.type if accelerators else None
+    ):
+        torch.manual_seed(seed)
+        yield

