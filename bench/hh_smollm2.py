@@ -535,7 +535,7 @@ def main() -> int:
     specs = judge_specs(judges)
     for seed in args.seeds:
         if args.prepare:
-            prepare_seed(seed_config(cfg, seed, (), out, specs))
+            prepare_seed(seed_config(cfg, seed, rows_of(seed), out, specs))
             continue
         seed_cfg = seed_config(cfg, seed, rows_of(seed), out, specs)
         run_seed(seed_cfg, sizes, args.objectives or list(rows_of(seed)))
