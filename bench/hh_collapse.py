@@ -41,6 +41,7 @@ from bench.hh_smollm2 import (
     RESULTS,
     base_config,
     commit,
+    rows_of,
     seed_config,
     split_data,
     subset_of,
@@ -282,7 +283,7 @@ def main() -> int:
     out = Path(args.out) / ("quick" if args.quick else "judged")
     paths = split_data(out, sizes, quick=args.quick)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, args.quick)
-    seed_cfg = seed_config(cfg, args.seed, (), out, [])
+    seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, [])
     result = measure(out / f"seed{args.seed}", seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
     result.update(commit=commit(), batch_size=cfg.batch_size, seed=args.seed)
     name = "hh_collapse_quick" if args.quick else "hh_collapse"

@@ -30,6 +30,7 @@ from bench.hh_smollm2 import (
     commit,
     fit_judges,
     judge_specs,
+    rows_of,
     seed_config,
     split_data,
 )
@@ -112,7 +113,7 @@ def main() -> int:
     paths = split_data(out, FULL, quick=False)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
     judges = judge_specs(fit_judges(cfg, out, paths, FULL))
-    seed_cfg = seed_config(cfg, 0, (), out, judges)
+    seed_cfg = seed_config(cfg, 0, rows_of(0), out, judges)
     results_file = RESULTS / "hh_tries.json"
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
