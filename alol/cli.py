@@ -27,7 +27,7 @@ from alol.choices import DEMO_MODELS, DEMO_OBJECTIVES, OBJECTIVE_SUMMARIES, ONLI
 from alol.config import PipelineConfig
 from alol.config_file import load_config
 from alol.errors import AlolError, DataError
-from alol.setting_checks import flag
+from alol.setting_checks import ConfigError, flag
 
 COMMANDS = {
     "reward-model": "Fit a reward model on the training data's stored scores or preferences.",
@@ -276,6 +276,8 @@ def _run(command: str, cfg: PipelineConfig) -> None:
         run_value(cfg)
     elif command == "advantage":
         run_advantage(cfg)
+    elif command in ("train", "online") and not cfg.objectives:
+        raise ConfigError(f"alol {command}: no objective to train; set 'objectives'", "objectives")
     elif command == "train":
         for name in cfg.objectives:
             run_train(cfg, name)

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from alol.choices import (
-    COMPILE_MODES,
     OBJECTIVE_SUMMARIES,
     ONLINE_METHODS,
-    SAMPLING_CHOICES,
     SCHEDULERS,
 )
+from alol.data.settings import RecordSettings
 from alol.kto_settings import KTOSettings
+from alol.method.config import ObjectiveConfig
 from alol.reports.audit import AuditThresholds
 from alol.setting_checks import (
     above,
@@ -29,15 +29,19 @@ from alol.setting_checks import (
     one_of,
     option,
 )
+from alol.training_settings import TrainingSettings
 
 _TRAINING = ("sft", "train", "online")
 
 
 @dataclass
-class PipelineConfig(KTOSettings, AuditThresholds):
+class PipelineConfig(
+    ObjectiveConfig, RecordSettings, TrainingSettings, KTOSettings, AuditThresholds
+):
     """Every setting of every stage. YAML keys and CLI flags (`--max-steps`) are these names.
-    The audit's thresholds and KTO's settings are declared where they are read
-    (`AuditThresholds`, `KTOSettings`)."""
+    The settings that other configs read too are declared once, in the class of the config
+    that reads them (`ObjectiveConfig`, `RecordSettings`, `TrainingSettings`, `KTOSettings`,
+    `AuditThresholds`), which this one extends."""
 
     # --- inputs and outputs -------------------------------------------------------------
     model: str | None = option(
@@ -71,22 +75,6 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         "HH/PRO files: 'sigmoid' of the reward-model logit (paper) or 'raw'.",
         check=one_of("sigmoid", "raw"),
     )
-    string_prompts: str = option(
-        "chat",
-        "Plain-string prompts, when the model's tokenizer has a chat template: 'chat' renders "
-        "each as one user turn of it (instruct models answer raw text badly, often with "
-        "nothing); 'raw' keeps the text as it is. Message-list prompts always use the template.",
-        check=one_of("chat", "raw"),
-    )
-    train_responses: str = option(
-        "preferred",
-        "Pairs and ranked records (HH/PRO files): 'preferred' trains SFT and the pointwise "
-        "objectives (nll, wbc, r_gold, r_lol, A-LoL) on the preferred response only (chosen; "
-        "the first candidate, HH's human-preferred one), as the paper's HH recipe; 'all' on "
-        "every response with its reward. DPO and PRO always use every response.",
-        ("sft", "advantage", "train"),
-        check=one_of("preferred", "all"),
-    )
     val_fraction: float = option(
         0.1,
         "Share of training prompts held out for validation when val_data is unset.",
@@ -98,19 +86,6 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         "for classifiers and weighted sums. Unset: the rewards stored in the data.",
     )
     seed: int = option(0, "Seed of every random choice (splits, sampling, decoding, init).")
-    reward_timeout: float | None = option(
-        None,
-        "Seconds one batch of the reward function may take; a slower batch stops the stage with "
-        "an error naming it ('none': no limit).",
-        ("value", "advantage", "train", "eval"),
-        check=above(0),
-    )
-    max_prompt_length: int = option(
-        640, "Prompt tokens kept, truncated from the left.", check=at_least(1)
-    )
-    max_response_length: int = option(
-        128, "Response tokens kept (EOS included), truncated from the right.", check=at_least(1)
-    )
 
     # --- training (sft and train) -------------------------------------------------------
     objectives: list[str] = option(
@@ -141,17 +116,15 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         ("train",),
     )
     batch_size: int = option(
-        16, "Examples per device per micro-batch.", _TRAINING, check=at_least(1)
+        16,
+        "Examples per device per micro-batch (TrainingArguments' per_device_train_batch_size, "
+        "a name that sets it too).",
+        _TRAINING,
+        check=at_least(1),
+        aliases=("--per-device-train-batch-size",),
     )
     gradient_accumulation_steps: int = option(
         1, "Micro-batches per optimizer step.", _TRAINING, check=at_least(1)
-    )
-    max_tokens_per_batch: int | None = option(
-        None,
-        "Token-budget micro-batches: as many examples as fit this many padded tokens (instead of "
-        "batch_size examples); every example still weighs the same in the gradient.",
-        _TRAINING,
-        check=at_least(1),
     )
     learning_rate: float = option(2e-5, "Peak learning rate.", _TRAINING, check=above(0))
     lr_scheduler_type: str = option(
@@ -160,11 +133,13 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         _TRAINING,
         check=one_of(*SCHEDULERS),
     )
-    warmup_ratio: float = option(
+    warmup_steps: float = option(
         0.0,
-        "Share of steps spent warming the learning rate up.",
+        "Learning-rate warm-up, as TrainingArguments reads it: a share of the steps when below "
+        "1, else a number of steps (warmup_ratio, its older name, sets it too).",
         _TRAINING,
-        check=fraction(below_one=True),
+        check=at_least(0),
+        aliases=("--warmup-ratio",),
     )
     weight_decay: float = option(0.0, "AdamW weight decay.", _TRAINING, check=at_least(0))
     max_grad_norm: float = option(
@@ -175,31 +150,6 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         _TRAINING,
         check=above(0),
     )
-    clip: float | None = option(
-        0.9,
-        "ε of the importance-weight clamp [1-ε, 1+ε]; 'none' disables it.",
-        ("train",),
-        check=between_open(0, 1),
-    )
-    beta: float = option(0.1, "DPO β and a_lol_kl's KL coefficient.", ("train",), check=at_least(0))
-    gold_floor: float = option(
-        0.1,
-        "r_gold: lower bound on the detached token probability that weights each token.",
-        ("train",),
-        check=fraction(),
-    )
-    pro_sft_weight: float = option(
-        0.05,
-        "PRO: weight of the SFT term on the best candidate (× (n−1)², as PRO's code).",
-        ("train",),
-        check=at_least(0),
-    )
-    sampling: str | None = option(
-        None,
-        "uniform | advantage | reward (default: the objective's).",
-        ("train",),
-        check=one_of(*SAMPLING_CHOICES),
-    )
     bf16: bool = option(
         False,
         "bfloat16 mixed precision. On a GPU the reference then also runs in bf16 weights for "
@@ -208,35 +158,10 @@ class PipelineConfig(KTOSettings, AuditThresholds):
     )
     fp16: bool = option(False, "float16 mixed precision.", _TRAINING)
     gradient_checkpointing: bool = option(
-        False, "Recompute activations in backward to save memory.", _TRAINING
-    )
-    compile_layers: bool = option(
         False,
-        "torch.compile each decoder layer, in training and in the reference precompute (fuses "
-        "norms, rotary and MLP elementwise work; a one-off compile wait per stage).",
-        ("sft", "advantage", "train"),
-    )
-    compile_mode: str | None = option(
-        None,
-        "torch.compile mode for compile_layers: default, reduce-overhead (CUDA graphs), "
-        "max-autotune, max-autotune-no-cudagraphs.",
-        ("sft", "advantage", "train"),
-        check=one_of(*COMPILE_MODES),
-    )
-    packing: bool = option(
-        False,
-        "Padding-free training: each micro-batch's sequences run as one row, positions "
-        "restarting per sequence under a block-causal mask (the same log-probs, no padding).",
+        "Recompute activations in backward to save memory.",
         _TRAINING,
-    )
-    pad_to_multiple_of: int | None = option(
-        None,
-        "Pad each training batch's length up to a multiple of this (fewer shapes to compile).",
-        _TRAINING,
-        check=at_least(1),
-    )
-    vocab_chunk_size: int | None = option(
-        None, "Log-softmax over vocabulary chunks of this size (memory).", check=at_least(1)
+        affects_results=False,
     )
     lora: bool = option(False, "Train LoRA adapters (peft) instead of all weights.", _TRAINING)
     lora_r: int = option(16, "LoRA rank.", (*_TRAINING, "reward-model"), check=at_least(1))
@@ -258,11 +183,25 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         ("sft", "advantage", "train"),
     )
     logging_steps: int = option(
-        10, "Log metrics every this many steps.", _TRAINING, check=at_least(1)
+        10,
+        "Log metrics every this many steps.",
+        _TRAINING,
+        check=at_least(1),
+        affects_results=False,
     )
-    save_steps: int = option(100, "Checkpoint every this many steps.", _TRAINING, check=at_least(1))
+    save_steps: int = option(
+        100,
+        "Checkpoint every this many steps.",
+        _TRAINING,
+        check=at_least(1),
+        affects_results=False,
+    )
     save_total_limit: int | None = option(
-        2, "Checkpoints kept (the best one is always kept).", _TRAINING, check=at_least(1)
+        2,
+        "Checkpoints kept (the best one is always kept).",
+        _TRAINING,
+        check=at_least(1),
+        affects_results=False,
     )
     eval_steps: int = option(
         0,
@@ -270,25 +209,11 @@ class PipelineConfig(KTOSettings, AuditThresholds):
         ("train",),
         check=at_least(0),
     )
-    select_by: str = option(
-        "reward",
-        "What the validation pass selects the kept checkpoint by: 'reward', a judge's name, or "
-        "a weighted mix as name=weight pairs separated by commas ('reward=0.5,helpfulness=0.5'). "
-        "A checkpoint whose validation answers collapse (collapse_share) is never selected "
-        "while another is not; when every one does, the earliest is kept.",
-        ("train",),
-    )
     validation_judges: bool = option(
         False,
         "Score the validation answers with the judges too (logged as eval_judge/<name> and "
         "drawn in train_curves.png); always on when select_by names a judge.",
         ("train",),
-    )
-    report_to: str = option(
-        "none",
-        "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).",
-        _TRAINING,
-        check=one_of("none", "tensorboard", "wandb", "all"),
     )
     resume: bool = option(
         True, "Resume a stage from its last checkpoint when one exists.", _TRAINING

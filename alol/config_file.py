@@ -18,8 +18,13 @@ import yaml
 from alol.config import PipelineConfig
 from alol.setting_checks import ConfigError
 
-ALIASES = {"objective": "objectives", "judge": "judges"}
-"""YAML keys that name a setting by another name (as the flags --objective and --judge do)."""
+ALIASES = {
+    alias.removeprefix("--").replace("-", "_"): setting.name
+    for setting in dataclasses.fields(PipelineConfig)
+    for alias in setting.metadata["aliases"]
+}
+"""YAML keys that name a setting by another name, as its other flags do (`objective`,
+`warmup_ratio`, ...)."""
 
 STR_TAG = "tag:yaml.org,2002:str"
 

@@ -1,4 +1,5 @@
-"""KTO's settings: how its two classes weigh and which examples are desirable. Each is a
+"""KTO's settings: which examples are desirable (the two classes' weights are objective
+hyperparameters, `alol.method.config`). Each is a
 setting of `PipelineConfig` (a YAML key and an `alol train` flag); they are declared apart from
 the loss (`alol.method.kto`), which needs torch, so the command line checks them without it."""
 
@@ -6,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alol.setting_checks import above, one_of, option
+from alol.setting_checks import one_of, option
 
 LABEL_RULES = ("auto", "reward_above", "advantage_positive")
 
@@ -15,18 +16,6 @@ LABEL_RULES = ("auto", "reward_above", "advantage_positive")
 class KTOSettings:
     """KTO's settings; each a setting of `PipelineConfig` (a YAML key and an `alol train` flag)."""
 
-    desirable_weight: float = option(
-        1.0,
-        "KTO: weight of the desirable examples' losses (TRL's desirable_weight).",
-        ("train",),
-        check=above(0),
-    )
-    undesirable_weight: float = option(
-        1.0,
-        "KTO: weight of the undesirable examples' losses (TRL's undesirable_weight).",
-        ("train",),
-        check=above(0),
-    )
     kto_label: str = option(
         "auto",
         "KTO: which examples are desirable. 'auto': TRL's unpaired `label` as given, preference "

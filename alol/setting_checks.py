@@ -23,9 +23,10 @@ NONE_WORDS = ("none", "null", "off")
 """How a YAML file or a command line spells "no value" for an optional setting."""
 
 
-class ConfigError(AlolError):
+class ConfigError(AlolError, ValueError):
     """A setting's value has the wrong type or lies outside its range, or a config file cannot
-    be read; the message names the setting and the value, or the file and line."""
+    be read; the message names the setting and the value, or the file and line. A ValueError
+    too, as a bad argument to a config class is in Python."""
 
     def __init__(self, message: str, setting: str | None = None):
         super().__init__(message)
@@ -43,8 +44,8 @@ class Check:
     choices: tuple[str, ...] = ()
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, list):  # one or more values, each accepted
-            return bool(value) and all(self.accepts(item) for item in value)
+        if isinstance(value, list):  # each value accepted; none is a choice too (π_ref only)
+            return all(self.accepts(item) for item in value)
         if isinstance(value, str):
             return value in self.choices
         if self.low is not None and not (
@@ -66,7 +67,7 @@ class Check:
             parts.append(f"a number in {left}{self.low:g}, {self.high:g}{right}")
         if self.choices:
             choices = ", ".join(repr(choice) for choice in self.choices)
-            parts.append(("one or more of " if many else "one of ") + choices)
+            parts.append(("any of " if many else "one of ") + choices)
         return " or ".join(parts)
 
 
@@ -96,32 +97,58 @@ def option(
     stages: tuple[str, ...] = STAGES,
     check: Check | None = None,
     aliases: tuple[str, ...] = (),
+    affects_results: bool = True,
     **kwargs: Any,
 ) -> Any:
     """A config field with its --help text, the subcommands that show it, the values it
-    accepts beyond its type (`alol.setting_checks`) and other flags that set it."""
+    accepts beyond its type (`alol.setting_checks`), other flags that set it, and whether it
+    changes what a stage produces (False: where or how fast it runs, and what it reports),
+    which decides whether it enters the stage's fingerprint."""
     factory = kwargs.pop("default_factory", None)
-    metadata = {"help": help, "stages": stages, "check": check, "aliases": aliases}
+    metadata = {
+        "help": help,
+        "stages": stages,
+        "check": check,
+        "aliases": aliases,
+        "affects_results": affects_results,
+    }
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def same_as(owner: type, name: str) -> Any:
+    """A field of another config class with the default and help text `owner` declares for the
+    setting `name`, and no other metadata: how a `TrainingArguments` subclass (whose metadata
+    argparse reads) takes a setting declared once elsewhere."""
+    declared = next(f for f in dataclasses.fields(owner) if f.name == name)
+    metadata = {"help": declared.metadata["help"]}
+    if declared.default_factory is not dataclasses.MISSING:
+        return field(default_factory=declared.default_factory, metadata=metadata)
+    return field(default=declared.default, metadata=metadata)
 
 
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check_settings(config: Any) -> None:
-    """Give every field of the dataclass `config` its annotated type, then check its range;
-    the first value that fits neither is refused with a `ConfigError` naming it."""
+def check_settings(config: Any, owner: type | None = None, skip: tuple[str, ...] = ()) -> None:
+    """Give every field of the dataclass `config` (or only those `owner` declares, but `skip`)
+    its annotated type, then check its range; the first value that fits neither is refused
+    with a `ConfigError` naming it."""
     hints = typing.get_type_hints(type(config))
-    for config_field in dataclasses.fields(config):
+    for config_field in dataclasses.fields(owner or config):
         name = config_field.name
+        if name in skip:
+            continue
         value = _typed(name, hints[name], getattr(config, name))
         check = config_field.metadata.get("check")
         if value is not None and check is not None and not check.accepts(value):
             expected = check.describe(many=isinstance(value, list))
-            raise ConfigError(_refusal(name, value, expected), name)
+            refusal = _refusal(name, value, expected)
+            if type(None) in _members(hints[name]):
+                refusal += f"; '{NONE_WORDS[0]}' ({name}=None in Python) turns it off"
+            raise ConfigError(refusal, name)
         setattr(config, name, value)
 
 

@@ -115,7 +115,7 @@ def write(tmp_path, text: str):
             ": a config file is a mapping of option: value (one per line); this one holds a list",
         ),
         ("max_steps: 3\nlearning_rate: fast\n", ":2: setting 'learning_rate' (--learning-rate)"),
-        ("objectives: []\n", ":1: setting 'objectives' (--objectives): expected one or more of"),
+        ("objectives: [nll, best]\n", ":1: setting 'objectives' (--objectives): expected any of"),
     ],
 )
 def test_a_config_file_mistake_is_one_line_naming_the_file_and_line(
@@ -124,6 +124,15 @@ def test_a_config_file_mistake_is_one_line_naming_the_file_and_line(
     path = write(tmp_path, text)
 
     assert f"{path}{expected}" in refusal(capsys, ["train", str(path)])
+
+
+def test_training_no_objective_is_refused_while_evaluating_pi_ref_alone_is_a_config(
+    tmp_path, capsys
+):
+    path = write(tmp_path, "objectives: []\n")
+
+    assert "no objective to train; set 'objectives'" in refusal(capsys, ["train", str(path)])
+    assert load_config(str(path), {}).objectives == []
 
 
 def test_a_python_tag_is_refused_as_not_plain_yaml(tmp_path, capsys):

@@ -4,6 +4,9 @@ fingerprints, and every objective setting reachable from the CLI and YAML."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
+import pkgutil
 import typing
 from dataclasses import asdict
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import alol
 from alol.cli import build_parser, load_config, main
 from alol.config import PipelineConfig
 from alol.method.objectives import OBJECTIVES, ObjectiveConfig
@@ -124,7 +128,7 @@ EXPECTED: dict[str, set[str]] = {
     "max_tokens_per_batch": OFFLINE,
     "learning_rate": TRAINERS,
     "lr_scheduler_type": TRAINERS,
-    "warmup_ratio": TRAINERS,
+    "warmup_steps": TRAINERS,
     "weight_decay": OFFLINE,
     "max_grad_norm": TRAINERS,
     "clip": {"a_lol trainer"},
@@ -309,6 +313,46 @@ def test_every_objective_setting_is_a_cli_flag_and_a_yaml_key(name, tmp_path):
 
 
 def test_warmup_ratio_is_a_share_of_the_training_steps(tmp_path):
-    cfg = PipelineConfig(warmup_ratio=0.25)
+    cfg = PipelineConfig(warmup_steps=0.25)
     args = training_args(cfg, "nll", tmp_path, max_steps=40)
     assert args.get_warmup_steps(40) == 10
+
+
+def config_classes() -> list[type]:
+    """Every config dataclass of the package: its settings groups and its stages' configs."""
+    found = []
+    for module in pkgutil.walk_packages(alol.__path__, "alol."):
+        if module.name.startswith("alol.demo"):
+            continue  # `alol demo`'s own options (its model, folder, seed), not the pipeline's
+        for obj in vars(importlib.import_module(module.name)).values():
+            if (
+                inspect.isclass(obj)
+                and dataclasses.is_dataclass(obj)
+                and obj.__module__ == module.name
+                and obj.__name__.endswith(("Config", "Settings", "Thresholds"))
+            ):
+                found.append(obj)
+    return found
+
+
+def test_every_setting_has_its_default_and_help_written_once():
+    """A setting is declared (default, help, range) in one config class; any other config that
+    holds it takes the default and help from there (`alol.setting_checks.same_as`), so they
+    cannot drift apart. PipelineConfig extends the declaring classes."""
+    declared = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    derived = {id(f.metadata["help"]) for f in declared.values()}
+    owners = set(PipelineConfig.__mro__)
+    written = {}
+    for cls in config_classes():
+        own = cls.__dict__.get("__annotations__", {})
+        for config_field in dataclasses.fields(cls):
+            name = config_field.name
+            has_default = config_field.default is not dataclasses.MISSING or (
+                config_field.default_factory is not dataclasses.MISSING
+            )
+            taken = cls not in owners and id(config_field.metadata.get("help")) in derived
+            if name in declared and name in own and has_default and not taken:
+                written.setdefault(name, []).append(cls.__qualname__)
+    twice = {name: classes for name, classes in written.items() if len(classes) > 1}
+    assert not twice, f"settings written in more than one class: {twice}"
+    assert set(written) == set(declared), "every setting is written once, in some class"

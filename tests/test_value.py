@@ -56,7 +56,7 @@ def fitted(llama):
     """One fit on the learnable word task, shared by the tests that only read it."""
     model, tokenizer = llama
     prompts, targets = word_prompts()
-    config = ValueConfig(epochs=8, learning_rate=1e-2, batch_size=8, holdout_fraction=0.25)
+    config = ValueConfig(epochs=8, learning_rate=1e-2, prompt_batch_size=8, holdout_fraction=0.25)
     head, report = fit_value_head(model, tokenizer, prompts, targets, config)
     return head, report, prompts, targets
 
@@ -254,7 +254,7 @@ def test_hidden_states_at_a_pretrained_models_scale_do_not_saturate_the_head(tin
     with torch.no_grad():
         model.model.norm.weight.mul_(100.0)
     prompts, targets = word_prompts()
-    config = ValueConfig(epochs=8, batch_size=8, holdout_fraction=0.25)
+    config = ValueConfig(epochs=8, prompt_batch_size=8, holdout_fraction=0.25)
 
     head, report = fit_value_head(model, tokenizer, prompts, targets, config)
 
@@ -288,7 +288,7 @@ def test_the_kept_epoch_has_the_lowest_heldout_mse_and_its_weights_are_returned(
 def test_the_same_seed_gives_the_same_fit(llama):
     model, tokenizer = llama
     prompts, targets = word_prompts()
-    config = ValueConfig(epochs=2, batch_size=16, seed=3)
+    config = ValueConfig(epochs=2, prompt_batch_size=16, seed=3)
     _, first = fit_value_head(model, tokenizer, prompts[:16], targets[:16], config)
     _, second = fit_value_head(model, tokenizer, prompts[:16], targets[:16], config)
     assert first["heldout_mse_per_epoch"] == second["heldout_mse_per_epoch"]

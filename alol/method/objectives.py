@@ -19,6 +19,7 @@ from torch import Tensor
 
 from alol.choices import OBJECTIVE_SUMMARIES
 from alol.method.batches import ObjectiveOutput, PairBatch, SequenceBatch, masked_mean
+from alol.method.config import ObjectiveConfig
 from alol.method.kto import kto_loss
 from alol.method.pro import pro_loss
 from alol.method.sampling import Sampling
@@ -28,46 +29,6 @@ from alol.models.logprobs import sequence_logprobs
 # would overflow exp() to inf (and inf · 0 = NaN). Clamping the log-ratio to ±20 keeps the weight
 # in [2e-9, 5e8]: finite in float32 and bfloat16, and far beyond any weight that still trains.
 MAX_ABS_LOG_RATIO = 20.0
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """Hyperparameters shared by the objectives; each objective reads only the ones it uses."""
-
-    clip: float | None = 0.9
-    """ε of the importance-weight clamp [1−ε, 1+ε] (the A-LoL paper's default 0.9 gives
-    [0.1, 1.9]). None means no clipping; 0 is rejected so "off" is never spelled as a number."""
-    beta: float = 0.1
-    """DPO's and KTO's temperature β, and the coefficient of a_lol_kl's reference term."""
-    gold_floor: float = 0.1
-    """r_gold's lower bound on the (detached) token probability that weights each token."""
-    pro_sft_weight: float = 0.05
-    """PRO's SFT weight. PRO's HH training script uses 0.05 and its code multiplies it by
-    (n−1)² for n ranked candidates, which `pro_loss` does too."""
-    desirable_weight: float = 1.0
-    """KTO's weight of the desirable examples' losses."""
-    undesirable_weight: float = 1.0
-    """KTO's weight of the undesirable examples' losses."""
-
-    def __post_init__(self) -> None:
-        if self.clip is not None and not 0.0 < self.clip < 1.0:
-            raise ValueError(
-                f"clip must be in (0, 1) (the weight is clamped to [1-clip, 1+clip]), got "
-                f"{self.clip}; use clip=None to turn clipping off."
-            )
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}.")
-        if not 0.0 <= self.gold_floor <= 1.0:
-            raise ValueError(
-                f"gold_floor is a probability and must be in [0, 1], got {self.gold_floor}."
-            )
-        if self.pro_sft_weight < 0:
-            raise ValueError(f"pro_sft_weight must be >= 0, got {self.pro_sft_weight}.")
-        if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
-            raise ValueError(
-                "desirable_weight and undesirable_weight must be > 0, got "
-                f"{self.desirable_weight} and {self.undesirable_weight}."
-            )
 
 
 # ---------------------------------------------------------------------------------------------

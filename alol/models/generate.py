@@ -16,33 +16,29 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 
+from alol.config import PipelineConfig
 from alol.data.batching import length_sorted_batches
 from alol.data.collate import pad_token_rows
+from alol.data.settings import RecordSettings
 from alol.data.tokenize import encode_prompt, pad_token_id_of
+from alol.setting_checks import same_as
 
 
 @dataclass
 class GenerationConfig:
     """How to decode. Fields not listed here follow `model.generation_config`."""
 
-    max_new_tokens: int = 128
-    """Response budget in tokens; the paper used 128."""
-    do_sample: bool = False
-    """Greedy by default, as the paper decodes the reference's responses for the value data."""
-    temperature: float = 1.0
-    """Softmax temperature when sampling."""
-    top_p: float = 1.0
-    """Nucleus-sampling mass when sampling; 1.0 keeps the whole distribution."""
+    max_new_tokens: int = same_as(RecordSettings, "max_response_length")
+    do_sample: bool = same_as(PipelineConfig, "do_sample")
+    temperature: float = same_as(PipelineConfig, "temperature")
+    top_p: float = same_as(PipelineConfig, "top_p")
     top_k: int = 0
     """Top-k filter when sampling; 0 turns it off (transformers would otherwise apply 50)."""
     num_return_sequences: int = 1
     """Responses per prompt (k); more than one needs `do_sample=True`."""
-    batch_size: int = 16
-    """Prompts per `generate` call."""
-    seed: int = 0
-    """Seeds sampling, so a rerun gives the same responses; the global RNG is left as it was."""
-    max_prompt_length: int = 640
-    """Prompts longer than this keep their last tokens (the end of a dialogue matters most)."""
+    batch_size: int = same_as(PipelineConfig, "generation_batch_size")
+    seed: int = same_as(PipelineConfig, "seed")
+    max_prompt_length: int = same_as(RecordSettings, "max_prompt_length")
 
     def __post_init__(self) -> None:
         for name in ("max_new_tokens", "num_return_sequences", "batch_size", "max_prompt_length"):

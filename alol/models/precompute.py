@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alol.data.records import RewardRecord
+from alol.data.settings import RecordSettings
 from alol.data.table import AdvantageTable
 from alol.data.tokenize import render_prompt
 from alol.errors import DataError
@@ -22,6 +23,8 @@ from alol.models.reference import (
     reference_pass,
 )
 from alol.rewards import score
+from alol.setting_checks import same_as
+from alol.training_settings import TrainingSettings
 
 if TYPE_CHECKING:
     import torch
@@ -37,10 +40,8 @@ logger = logging.getLogger(__name__)
 class AdvantageConfig(ReferenceConfig):
     """The reference pass's settings plus how rewards are computed."""
 
-    reward_timeout: float | None = None
-    """Seconds one reward batch may take before the pass stops with an error (None: no limit)."""
-    string_prompts: str = "chat"
-    """How plain-string prompts are rendered (`alol.data.tokenize.render_prompt`); in the cache key."""
+    reward_timeout: float | None = same_as(TrainingSettings, "reward_timeout")
+    string_prompts: str = same_as(RecordSettings, "string_prompts")
 
     def key_fields(self) -> dict[str, Any]:
         return {**super().key_fields(), "string_prompts": self.string_prompts}

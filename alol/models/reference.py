@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from alol.config import PipelineConfig
 from alol.data.collate import collate_pairs, collate_prompt_groups
+from alol.data.settings import RecordSettings
 from alol.data.tokenize import TokenizedPair, pad_token_id_of, tokenize_pair
 from alol.distributed import gather_in_order
 from alol.errors import AlolError
@@ -32,6 +34,8 @@ from alol.models.logprobs import (
     response_token_logprobs_and_hidden_states,
     token_logprobs_from_hidden_states,
 )
+from alol.setting_checks import same_as
+from alol.training_settings import TrainingSettings
 
 if TYPE_CHECKING:
     from alol.method.value_head import ValueHead
@@ -47,42 +51,30 @@ class PromptCacheError(AlolError):
 
 @dataclass
 class ReferenceConfig:
-    """How the reference pass runs; only the length limits and the dtype change its numbers."""
+    """How the reference pass runs; only the length limits, the dtype and 4-bit weights change
+    its numbers (and enter the cache key).
 
-    batch_size: int = 16
-    """Pairs per reference forward pass (batches are grouped by length, so padding is small)."""
-    max_prompt_length: int = 640
-    """Prompt tokens kept (the paper's HHA setting); must match training's tokenization."""
-    max_response_length: int = 128
-    """Response tokens kept, EOS included; must match training's tokenization."""
-    vocab_chunk_size: int | None = None
-    """Vocabulary slice per LM-head matmul (None: whole vocabulary); lowers peak memory."""
+    `compile_layers` compiles the decoder layers before the pass: with `share_prompts`, their
+    cache-free parts only (norms, MLP; `compile_cache_free_parts`), else whole layers.
+    `share_prompts` copies a prompt's KV cache to each of its responses, which holds every
+    layer's keys and values of each response's prompt + response (~0.5 MB per token for a 7B
+    multi-head model in bf16); a model whose cache has no `batch_select_indices` falls back to
+    one forward per pair with a warning, since the setting changes speed only."""
+
+    batch_size: int = same_as(PipelineConfig, "precompute_batch_size")
+    max_prompt_length: int = same_as(RecordSettings, "max_prompt_length")
+    max_response_length: int = same_as(RecordSettings, "max_response_length")
+    vocab_chunk_size: int | None = same_as(TrainingSettings, "vocab_chunk_size")
     reference_dtype: str = "float32"
     """The dtype of the reference's weights ("float32", "bfloat16" or "float16"). It changes
     the log-probs and V(x), so it enters the cache key; `prepare_reference` checks that the
     model it is given is in it. A policy trained in bf16 is compared with a bf16 reference."""
     show_progress: bool = True
     """Show progress bars."""
-    compile_layers: bool = False
-    """torch.compile the reference's decoder layers in place before the pass
-    (`alol.models.compilation`): with `share_prompts`, their cache-free parts (norms, MLP; see
-    `compile_cache_free_parts`), else whole layers. A one-off compile wait; the numbers change
-    by float rounding only, so it is not in the cache key either."""
-    compile_mode: str | None = None
-    """torch.compile mode for `compile_layers` (None: "default")."""
-    load_in_4bit: bool = False
-    """The reference's linear layers are 4-bit NF4 (`alol.models.quantization`), as the QLoRA policy's
-    frozen base is: other numbers than full precision, hence in the cache key."""
-    share_prompts: bool = True
-    """Score all responses of a prompt from ONE forward over it: the prompt's KV cache is copied
-    to each response, which then runs alone (HH's two responses per prompt cost p + 2r tokens
-    instead of 2(p + r)). Same numbers up to float rounding, hence not in the cache key. Memory:
-    the copied cache holds every layer's keys and values of each response's prompt + response
-    (the per-pair pass keeps none), e.g. ~0.5 MB per token for a 7B multi-head model in bf16.
-    A model whose cache has no `batch_select_indices` (legacy tuple caches, some remote-code
-    models) falls back to one forward per pair with a logged warning rather than an error: the
-    setting changes speed only, and a run that the slower path completes correctly should not
-    stop."""
+    compile_layers: bool = same_as(TrainingSettings, "compile_layers")
+    compile_mode: str | None = same_as(TrainingSettings, "compile_mode")
+    load_in_4bit: bool = same_as(PipelineConfig, "load_in_4bit")
+    share_prompts: bool = same_as(PipelineConfig, "share_prompts")
 
     def __post_init__(self) -> None:
         dtype_named(self.reference_dtype, "reference_dtype")

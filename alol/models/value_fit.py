@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from alol.data.collate import pad_token_rows
+from alol.data.settings import RecordSettings
 from alol.data.tokenize import encode_prompt, pad_token_id_of
 from alol.distributed import gather_in_order
 from alol.method.value_head import ValueHead, device_of, eval_mode
@@ -78,7 +79,7 @@ def prompt_features(
     tokenizer,
     prompts: list[str],
     batch_size: int = 16,
-    max_prompt_length: int = 640,
+    max_prompt_length: int = RecordSettings.max_prompt_length,
     dtype: torch.dtype = torch.float32,
 ) -> list[Tensor]:
     """Each prompt's last-layer hidden states, [prompt_tokens, H] on the CPU, in prompt order.
@@ -252,7 +253,7 @@ def fit_value_head(
             model,
             tokenizer,
             [prompts[i] for i in indices],
-            config.batch_size,
+            config.prompt_batch_size,
             config.max_prompt_length,
             DTYPES[config.feature_dtype],
         ),
@@ -279,11 +280,19 @@ def fit_value_head(
     best_epoch, best_score, best_state = 0, math.inf, copy.deepcopy(head.state_dict())
     for epoch in range(1, config.epochs + 1):
         _train_one_epoch(
-            head, optimizer, features, target_tensor, train_indices, config.batch_size, generator
+            head,
+            optimizer,
+            features,
+            target_tensor,
+            train_indices,
+            config.prompt_batch_size,
+            generator,
         )
-        train_curve.append(_mse(head, features, target_tensor, train_indices, config.batch_size))
+        train_curve.append(
+            _mse(head, features, target_tensor, train_indices, config.prompt_batch_size)
+        )
         heldout_curve.append(
-            _mse(head, features, target_tensor, heldout_indices, config.batch_size)
+            _mse(head, features, target_tensor, heldout_indices, config.prompt_batch_size)
         )
         logger.debug(
             "value epoch %d/%d: train MSE %.5f, held-out MSE %.5f",
@@ -303,7 +312,7 @@ def fit_value_head(
     head.load_state_dict(best_state)
     head.eval()
     heldout_predictions = _predict_features(
-        head, features, heldout_indices, config.batch_size
+        head, features, heldout_indices, config.prompt_batch_size
     ).numpy()
     heldout_targets = target_tensor[heldout_indices].numpy()
     report = {
@@ -337,7 +346,7 @@ def predict_values(
     head: ValueHead,
     prompts: list[str],
     batch_size: int = 16,
-    max_prompt_length: int = 640,
+    max_prompt_length: int = RecordSettings.max_prompt_length,
     show_progress: bool = False,
 ) -> list[float]:
     """V(x) for each rendered prompt, in order; deterministic (both modules in eval mode)."""

@@ -12,8 +12,11 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from alol.atomic import atomic_path, write_json
+from alol.config import PipelineConfig
+from alol.data.settings import RecordSettings
 from alol.method.value_head import ValueHead
 from alol.models.dtypes import dtype_named
+from alol.setting_checks import same_as
 
 WEIGHTS_FILE = "value_head.safetensors"
 
@@ -28,34 +31,30 @@ METRICS_FILE = "value_metrics.json"
 class ValueConfig:
     """How the value head is fitted; the defaults follow the A-LoL paper's setup."""
 
-    epochs: int = 10
-    """Passes over the training prompts; the epoch with the lowest held-out MSE is kept."""
-    learning_rate: float = 1e-3
-    """Adam learning rate of the head (the reference is frozen)."""
-    batch_size: int = 16
+    epochs: int = same_as(PipelineConfig, "value_epochs")
+    learning_rate: float = same_as(PipelineConfig, "value_learning_rate")
+    prompt_batch_size: int = 16
     """Prompts per batch, both for the reference's forward pass and for the head's steps."""
     num_heads: int = 1
     """Attention heads of the pooling query; must divide the reference's hidden size."""
     dropout: float = 0.0
     """Dropout on the prompt states and the pooled state while fitting (the authors use 0.1);
     V is always read in eval mode, without it."""
-    max_value: float | str | None = "auto"
-    """Upper bound of V (output `sigmoid · max_value`); None: an unbounded linear output;
-    "auto": bounded to (0, 1) when every target lies in [0, 1], else unbounded."""
+    max_value: float | str | None = same_as(PipelineConfig, "value_max")
     holdout_fraction: float = 0.1
     """Share of the prompts held out to pick the best epoch (at least one when n >= 2)."""
-    seed: int = 0
-    """Seeds the held-out split, the head's initialisation and the batch order."""
-    max_prompt_length: int = 640
-    """Prompts longer than this many tokens keep their last tokens (as training data does)."""
+    seed: int = same_as(PipelineConfig, "seed")
+    max_prompt_length: int = same_as(RecordSettings, "max_prompt_length")
     feature_dtype: str = "float16"
     """CPU storage of the cached hidden states: float16 halves memory, float32 is exact."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"ValueConfig.epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"ValueConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.prompt_batch_size < 1:
+            raise ValueError(
+                f"ValueConfig.prompt_batch_size must be >= 1, got {self.prompt_batch_size}"
+            )
         if self.max_prompt_length < 1:
             raise ValueError(
                 f"ValueConfig.max_prompt_length must be >= 1, got {self.max_prompt_length}"

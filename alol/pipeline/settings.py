@@ -9,6 +9,7 @@ setting that only another stage reads (`--clip` for the reference SFT) never inv
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +28,11 @@ from alol.train.config import needs_use_cpu
 from alol.train.wrapping import checkpointing_argument
 
 NOT_RESULTS = frozenset(
-    {
-        # where and how often a run reports and saves
-        "output_dir",
-        "logging_steps",
-        "save_steps",
-        "save_total_limit",
-        "report_to",
-        "disable_tqdm",
-        # how fast and in how much memory it runs: the same numbers up to float rounding
-        "vocab_chunk_size",
-        "compile_layers",
-        "compile_mode",
-        "pad_to_multiple_of",
-        "packing",
-        "activation_checkpointing",
-        "gradient_checkpointing",
-    }
+    {"output_dir", "disable_tqdm", "activation_checkpointing"}
+    | {f.name for f in fields(PipelineConfig) if not f.metadata["affects_results"]}
 )
-"""Trainer settings that do not change what a stage trains: left out of stage fingerprints."""
+"""Trainer settings that do not change what a stage trains (the settings declared with
+`affects_results=False`, and where the builders put the run): left out of stage fingerprints."""
 
 
 def result_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +62,7 @@ def trainer_kwargs(
         max_tokens_per_batch=cfg.max_tokens_per_batch,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # transformers >= 5 reads a float in [0, 1) as a ratio
+        warmup_steps=cfg.warmup_steps,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         bf16=cfg.bf16,
@@ -246,7 +233,7 @@ def reward_model_config(cfg: PipelineConfig) -> RewardModelConfig:
         max_length=cfg.reward_model_max_length,
         seed=cfg.seed,
         bf16=cfg.bf16,
-        lora=_adapter_shape(cfg) if cfg.reward_model_lora else None,
+        adapter=_adapter_shape(cfg) if cfg.reward_model_lora else None,
     )
 
 
@@ -258,7 +245,7 @@ def online_kwargs(cfg: PipelineConfig, method: str, output_dir: Path) -> dict[st
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=cfg.warmup_steps,
         max_grad_norm=cfg.max_grad_norm,
         bf16=cfg.bf16,
         fp16=cfg.fp16,

@@ -33,12 +33,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from transformers.trainer_callback import ProgressCallback
 
 from alol.atomic import replace_directory, write_json
+from alol.config import PipelineConfig
 from alol.data.conversions import to_preference_records
 from alol.data.records import PreferenceRecord, RankedRecord, RewardRecord
 from alol.errors import AlolError
 from alol.models.reference import prompt_groups
 from alol.reports.metrics import pearson, spearman
 from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
+from alol.setting_checks import same_as
 from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.progress import QuietProgressCallback
 
@@ -55,20 +57,17 @@ class RewardModelConfig:
 
     backbone: str
     """A model folder or hub id for `AutoModelForSequenceClassification`, or "minilm"."""
-    targets: str = "auto"
-    """"scores" (regression), "preferences" (Bradley–Terry), or "auto": scores when every
-    record carries one, else preferences."""
-    epochs: int = 2
-    learning_rate: float = 5e-5
-    batch_size: int = 32
-    max_length: int = 256
-    """Tokens per (prompt, response) input; the prompt's start is cut first."""
+    targets: str = same_as(PipelineConfig, "reward_model_targets")
+    epochs: int = same_as(PipelineConfig, "reward_model_epochs")
+    learning_rate: float = same_as(PipelineConfig, "reward_model_learning_rate")
+    batch_size: int = same_as(PipelineConfig, "reward_model_batch_size")
+    max_length: int = same_as(PipelineConfig, "reward_model_max_length")
     holdout_fraction: float = 0.1
     """Share of the prompts held out to pick the epoch and measure the fit."""
-    seed: int = 0
-    bf16: bool = False
-    lora: dict[str, Any] | None = None
-    """peft LoraConfig keyword arguments, or None to train every weight."""
+    seed: int = same_as(PipelineConfig, "seed")
+    bf16: bool = same_as(PipelineConfig, "bf16")
+    adapter: dict[str, Any] | None = None
+    """peft LoraConfig keyword arguments of a LoRA adapter, or None to train every weight."""
 
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
@@ -207,10 +206,10 @@ def load_backbone(config: RewardModelConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    if config.lora:
+    if config.adapter:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **config.lora))
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **config.adapter))
     return model, tokenizer
 
 
