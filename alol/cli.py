@@ -276,8 +276,8 @@ def _run(command: str, cfg: PipelineConfig) -> None:
         run_value(cfg)
     elif command == "advantage":
         run_advantage(cfg)
-    elif command in ("train", "online") and not cfg.objectives:
-        raise ConfigError(f"alol {command}: no objective to train; set 'objectives'", "objectives")
+    elif command in ("train", "online", "run") and not cfg.objectives:
+        raise ConfigError("no objective to train; set 'objectives'", "objectives")
     elif command == "train":
         for name in cfg.objectives:
             run_train(cfg, name)

@@ -131,7 +131,9 @@ def test_training_no_objective_is_refused_while_evaluating_pi_ref_alone_is_a_con
 ):
     path = write(tmp_path, "objectives: []\n")
 
-    assert "no objective to train; set 'objectives'" in refusal(capsys, ["train", str(path)])
+    for command in ("train", "run"):
+        error = refusal(capsys, [command, str(path)], command)
+        assert error.endswith("no objective to train; set 'objectives'"), error
     assert load_config(str(path), {}).objectives == []
 
 
