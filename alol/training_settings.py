@@ -23,6 +23,13 @@ class TrainingSettings:
         ("train",),
         check=one_of(*SAMPLING_CHOICES),
     )
+    sample_in_passes: bool = option(
+        False,
+        "Draw in passes over the training examples (each example once per pass, the order "
+        "drawn ∝ its weight) instead of with replacement: the same priority where the budget "
+        "is far below one pass, and no example drawn dozens of times on a small dataset.",
+        ("train",),
+    )
     max_tokens_per_batch: int | None = option(
         None,
         "Token-budget micro-batches: as many examples as fit this many padded tokens (examples "

@@ -433,6 +433,41 @@ def test_a_longer_draw_extends_a_shorter_one_across_chunk_boundaries():
     assert len(long) == 70_000
 
 
+def test_in_passes_every_drawable_example_comes_once_per_pass_and_zero_weights_never():
+    weights = [0.0, 1.0, 5.0, 2.0, 0.0, 8.0]
+    draw = list(PrioritySampler(range(6), weights, num_samples=12, seed=2, in_passes=True))
+
+    first, second, third = draw[:4], draw[4:8], draw[8:]
+    assert sorted(first) == sorted(second) == sorted(third) == [1, 2, 3, 5]
+    assert first != second or second != third, "each pass draws its own order"
+
+
+def test_in_passes_the_first_places_of_a_pass_go_to_the_heavier_examples():
+    """Sequential draws without replacement ∝ weight: over 4000 seeds, example 3 (weight 8 of
+    16) opens the pass about half the time, example 0 (weight 1) about 1/16 of it."""
+    weights = [1.0, 3.0, 4.0, 8.0]
+    openers = Counter(
+        next(iter(PrioritySampler(range(4), weights, num_samples=1, seed=s, in_passes=True)))
+        for s in range(4000)
+    )
+
+    assert abs(openers[3] / 4000 - 0.5) < 0.03
+    assert abs(openers[0] / 4000 - 1 / 16) < 0.02
+
+
+def test_in_passes_spreads_a_budget_over_more_examples_than_replacement_does():
+    """600 draws from 1000 examples whose weights span 100×: with replacement the heaviest
+    examples repeat; in passes none is drawn twice."""
+    weights = np.geomspace(0.01, 1.0, 1000)
+    with_replacement = Counter(PrioritySampler(range(1000), weights, num_samples=600, seed=0))
+    in_passes = Counter(
+        PrioritySampler(range(1000), weights, num_samples=600, seed=0, in_passes=True)
+    )
+
+    assert max(in_passes.values()) == 1 and len(in_passes) == 600
+    assert max(with_replacement.values()) >= 3 and len(with_replacement) < 500
+
+
 def test_ranks_take_disjoint_strided_shares_of_the_single_process_draw():
     """10 draws over 3 ranks → 4 per rank; the global draw is padded to 12 by drawing on,
     so rank r takes positions r, r+3, r+6, r+9 of the 12-draw single-process sequence."""

@@ -126,6 +126,7 @@ EXPECTED: dict[str, set[str]] = {
     "batch_size": TRAINERS,
     "gradient_accumulation_steps": TRAINERS,
     "max_tokens_per_batch": OFFLINE,
+    "sample_in_passes": OFFLINE,
     "learning_rate": TRAINERS,
     "lr_scheduler_type": TRAINERS,
     "warmup_steps": TRAINERS,

@@ -18,7 +18,11 @@ Sampling = Literal["uniform", "advantage", "reward"]
 
 
 class PrioritySampler(torch.utils.data.Sampler[int]):
-    """Draw dataset indices with replacement, with probability ∝ weight, reproducibly.
+    """Draw dataset indices with probability ∝ weight, reproducibly: with replacement (the
+    paper's priority sampling), or `in_passes`: pass after pass over the examples of weight > 0,
+    each drawn once per pass, in an order drawn ∝ weight. When the budget is far below one pass
+    (the paper's scale) the two draw nearly the same examples; on a small dataset `in_passes`
+    keeps a few top-weighted examples from being drawn dozens of times.
 
     The draw depends only on (seed, epoch): iterating twice gives the same order, so a resumed
     run that skips its first k batches sees exactly the batches it would have seen. With
@@ -37,6 +41,7 @@ class PrioritySampler(torch.utils.data.Sampler[int]):
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        in_passes: bool = False,
     ) -> None:
         self.indices = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         if len(self.indices) == 0:
@@ -60,6 +65,7 @@ class PrioritySampler(torch.utils.data.Sampler[int]):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.in_passes = in_passes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,11 +89,21 @@ class PrioritySampler(torch.utils.data.Sampler[int]):
             0
         ]
         generator = torch.Generator().manual_seed(int(state))
+        if self.in_passes:
+            yield from self._passes(generator)
         while True:
             chunk = torch.multinomial(
                 self.weights, self._CHUNK, replacement=True, generator=generator
             )
             yield from self.indices[chunk].tolist()
+
+    def _passes(self, generator: torch.Generator) -> Iterator[int]:
+        drawable = torch.nonzero(self.weights > 0).flatten()
+        while True:
+            order = torch.multinomial(
+                self.weights[drawable], len(drawable), replacement=False, generator=generator
+            )
+            yield from self.indices[drawable[order]].tolist()
 
 
 class BlockSampler(torch.utils.data.Sampler[int]):

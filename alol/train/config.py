@@ -40,6 +40,7 @@ class AlolConfig(TrainingArguments):
     kto_label: str = same_as(KTOSettings, "kto_label")
     kto_threshold: float | None = same_as(KTOSettings, "kto_threshold")
     sampling: str | None = same_as(TrainingSettings, "sampling")
+    sample_in_passes: bool = same_as(TrainingSettings, "sample_in_passes")
     max_tokens_per_batch: int | None = same_as(TrainingSettings, "max_tokens_per_batch")
     packing: bool = same_as(TrainingSettings, "packing")
     pad_to_multiple_of: int | None = same_as(TrainingSettings, "pad_to_multiple_of")

@@ -246,6 +246,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             weights=self.sample_weights,
             num_samples=num_samples,
             seed=self.args.seed,
+            in_passes=self.args.sample_in_passes,
         )
 
     def _global_batch_size(self) -> int:
