@@ -5,7 +5,7 @@ taken from its artifacts before any recipe is changed.
 
 - Draws: how A-LoL's sampler spreads its step budget over the positive-advantage examples
   (draws per unique example, the share of draws on the top 1% and 10%, the effective number
-  of examples), for sampling ∝ A (the paper's), ∝ √A (tempered) and uniform.
+  of examples), for sampling ∝ A (the paper's), ∝ A in passes (`sample_in_passes`), ∝ √A (tempered) and uniform.
 - What the top-advantage answers are: the share of short evasive templates (an apology or
   "I don't understand", under 15 words) and of short answers (under 8 words) among all
   training answers, the positive ones and the top 10% by A, with helpful-online and without.
@@ -53,8 +53,14 @@ EVASIVE = re.compile(
 )
 EVASIVE_MAX_WORDS = 15
 SHORT_MAX_WORDS = 8
-SAMPLINGS = {"∝ A (paper)": 1.0, "∝ √A (tempered)": 0.5, "uniform": 0.0}
-"""Sampling weight A^exponent over the positive-advantage examples."""
+SAMPLINGS = {
+    "∝ A (paper)": (1.0, False),
+    "∝ A in passes": (1.0, True),
+    "∝ √A (tempered)": (0.5, False),
+    "uniform": (0.0, False),
+}
+"""Sampling weight A^exponent over the positive-advantage examples, and whether the draw goes
+in passes (`sample_in_passes`) instead of with replacement."""
 
 
 def words(text: str) -> int:
@@ -65,11 +71,12 @@ def is_evasive(text: str) -> bool:
     return words(text) <= EVASIVE_MAX_WORDS and bool(EVASIVE.search(text))
 
 
-def draws(advantage: np.ndarray, exponent: float, count: int, seed: int) -> np.ndarray:
+def draws(advantage: np.ndarray, sampling: tuple[float, bool], count: int, seed: int) -> np.ndarray:
     """How often each positive example is drawn in `count` draws of the sampler."""
+    exponent, in_passes = sampling
     positive = np.flatnonzero(advantage > 0)
     weights = advantage[positive] ** exponent
-    sampler = PrioritySampler(np.arange(len(positive)), weights, count, seed)
+    sampler = PrioritySampler(np.arange(len(positive)), weights, count, seed, in_passes=in_passes)
     drawn = np.bincount(list(sampler), minlength=len(positive))
     full = np.zeros(len(advantage), dtype=np.int64)
     full[positive] = drawn
@@ -179,7 +186,7 @@ def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> 
     advantage = table.advantage
     steps = budget_steps(nll_steps, float(np.mean(advantage > 0)))
     count = steps * batch_size
-    counts = {name: draws(advantage, e, count, seed) for name, e in SAMPLINGS.items()}
+    counts = {name: draws(advantage, sampling, count, seed) for name, sampling in SAMPLINGS.items()}
     short = np.array([words(t) < SHORT_MAX_WORDS for t in texts])
     return {
         "a_lol_steps": steps,

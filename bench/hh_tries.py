@@ -40,6 +40,8 @@ TRIES = {
     "seq_recipe": ("a_lol_seq", {}),
     "uniform": ("a_lol", {"sampling": "uniform"}),
     "seq_uniform": ("a_lol_seq", {"sampling": "uniform"}),
+    "passes": ("a_lol", {"sample_in_passes": True}),
+    "seq_passes": ("a_lol_seq", {"sample_in_passes": True}),
 }
 """Name → (objective, the settings it changes from the benchmark's recipe)."""
 SHARED_STAGES = ("sft", "value", "advantage")

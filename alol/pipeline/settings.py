@@ -60,7 +60,8 @@ def trainer_kwargs(
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         max_tokens_per_batch=cfg.max_tokens_per_batch,
-        sample_in_passes=cfg.sample_in_passes,
+        # named only when on, so runs finished before the setting existed stay up to date
+        **({"sample_in_passes": True} if cfg.sample_in_passes else {}),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_steps,
