@@ -70,6 +70,19 @@ def test_a_lol_keeps_the_rows_with_positive_advantage_and_draws_them_by_it(
     trainer.train()
 
 
+def test_sample_in_passes_draws_each_kept_row_once_in_a_pass(tmp_path, tiny_llama_dir):
+    trainer = AlolTrainer(
+        str(tiny_llama_dir),
+        args(tmp_path, "a_lol", sample_in_passes=True, group_by_length=False),
+        train_dataset=datasets.Dataset.from_list(reward_rows(with_advantage=True)),
+    )
+
+    draws = list(trainer._get_train_sampler())
+
+    assert len(draws) == 4  # 2 steps of 2 over the 4 kept rows: one whole pass
+    assert sorted(draws) == [0, 1, 2, 3]
+
+
 def test_a_lol_without_advantages_names_the_field_and_where_they_come_from(
     tmp_path, tiny_llama_dir
 ):
