@@ -4,19 +4,23 @@ share of the data kept, and a fingerprint of it all (which enters the train stag
 Pointwise objectives train on reward records (weighted and selected through the advantage
 table), DPO on preference pairs with π_ref's log-probs, PRO on ranked candidates, KTO on
 labelled responses and their mismatched pairs with π_ref's log-probs of both.
+
+All of it is decided from the stage's inputs before any weights load; only the examples
+themselves wait for the tokenizer (`TrainingSet.build`), so a finished stage loads no model.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
-from alol.config import PipelineConfig
 from alol.data.conversions import to_preference_records, to_ranked_records, to_reward_records
 from alol.data.examples import (
     ExampleDataset,
     SequenceExample,
+    Tokenize,
     kl_blocks,
     kto_sequences,
     pair_examples,
@@ -29,12 +33,17 @@ from alol.fingerprint import fingerprint_of, fingerprint_records
 from alol.method.kto import kto_rows, report_balance
 from alol.method.leftover import select_training_examples
 from alol.method.objectives import Objective
-from alol.pipeline.inputs import pointwise_records, tokenize_record
-from alol.pipeline.tables import advantage_table, pair_reference_logps, reference_logps
+from alol.pipeline.inputs import StageInputs
+from alol.pipeline.tables import advantage_table, reference_logps
 
 
-class TrainingSet(NamedTuple):
-    dataset: ExampleDataset
+@dataclass(frozen=True)
+class TrainingSet:
+    """An objective's training data as far as it is known before a tokenizer is at hand."""
+
+    build: Callable[[Tokenize], ExampleDataset]
+    """The examples, tokenized by the function given; π_ref's log-probs of DPO's and KTO's
+    sequences are read (or computed) here, once the stage knows it has work to do."""
     weights: np.ndarray | None
     """Sampling weight of each example (None: uniform)."""
     fraction_positive: float
@@ -43,92 +52,92 @@ class TrainingSet(NamedTuple):
     """Of the examples, their weights and how they were chosen."""
 
 
-def nll_dataset(cfg: PipelineConfig, records: list[RewardRecord], tokenizer) -> ExampleDataset:
+def nll_dataset(records: list[RewardRecord], tokenize: Tokenize) -> ExampleDataset:
     """Every response as an NLL example: what π_ref is fine-tuned on."""
     return ExampleDataset(
-        [
-            SequenceExample(tokenize_record(tokenizer, r, cfg), index=i)
-            for i, r in enumerate(records)
-        ]
+        [SequenceExample(tokenize(r.prompt, r.response), index=i) for i, r in enumerate(records)]
     )
 
 
-def training_set(cfg: PipelineConfig, objective: Objective, train_records: list, tokenizer):
-    """The `TrainingSet` of `objective` from the training records."""
+def training_set(inputs: StageInputs, objective: Objective) -> TrainingSet:
+    """The `TrainingSet` of `objective` from the stage's training records."""
     if objective.data == "pair":
-        return _pair_set(cfg, objective, train_records, tokenizer)
+        return _pair_set(inputs, objective)
     if objective.data == "ranked":
-        return _ranked_set(cfg, train_records, tokenizer)
+        return _ranked_set(inputs)
     if objective.data == "unpaired":
-        return _unpaired_set(cfg, train_records, tokenizer)
-    records = pointwise_records(cfg, train_records)
+        return _unpaired_set(inputs)
+    records = inputs.train_pairs
     data_fp = fingerprint_records(records)
-    if objective.name == "nll" and cfg.sampling in (None, "uniform"):
-        return TrainingSet(nll_dataset(cfg, records, tokenizer), None, 1.0, data_fp)
-    table = advantage_table(cfg, needs_value=objective.needs_advantage)
-    sampling = cfg.sampling or objective.default_sampling
+    if objective.name == "nll" and inputs.cfg.sampling in (None, "uniform"):
+        return TrainingSet(lambda tokenize: nll_dataset(records, tokenize), None, 1.0, data_fp)
+    table = advantage_table(inputs, records, needs_value=objective.needs_advantage)
+    sampling = inputs.cfg.sampling or objective.default_sampling
     indices, weights = select_training_examples(table, objective.positive_advantage_only, sampling)
-    examples = [
-        SequenceExample(
-            tokenize_record(tokenizer, records[i], cfg),
-            index=int(i),
-            reward=float(table.reward[i]),
-            advantage=float(table.advantage[i]),
-            ref_token_logps=table.token_logps(int(i)),
+
+    def build(tokenize: Tokenize) -> ExampleDataset:
+        return ExampleDataset(
+            [
+                SequenceExample(
+                    tokenize(records[i].prompt, records[i].response),
+                    index=int(i),
+                    reward=float(table.reward[i]),
+                    advantage=float(table.advantage[i]),
+                    ref_token_logps=table.token_logps(int(i)),
+                )
+                for i in indices
+            ]
         )
-        for i in indices
-    ]
+
     fraction = float(np.mean(table.advantage > 0))
+    return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, table.key, sampling))
+
+
+def _ranked_set(inputs: StageInputs) -> TrainingSet:
+    ranked = to_ranked_records(inputs.splits.train)
     return TrainingSet(
-        ExampleDataset(examples), weights, fraction, fingerprint_of(data_fp, table.key, sampling)
+        lambda tokenize: ExampleDataset(ranked_examples(ranked, tokenize)),
+        None,
+        1.0,
+        fingerprint_records(to_reward_records(ranked)),
     )
 
 
-def _ranked_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
-    ranked = to_ranked_records(train_records)
-    examples = ranked_examples(ranked, _tokenizer_of(cfg, tokenizer))
-    return TrainingSet(
-        ExampleDataset(examples), None, 1.0, fingerprint_records(to_reward_records(ranked))
-    )
-
-
-def _pair_set(cfg: PipelineConfig, objective: Objective, train_records: list, tokenizer):
-    pairs = to_preference_records(train_records)
+def _pair_set(inputs: StageInputs, objective: Objective) -> TrainingSet:
+    pairs = to_preference_records(inputs.splits.train)
     if not pairs:
         raise AlolError(
             f"{objective.name} needs preference pairs, but the training data yields none: give "
             "{prompt, chosen, rejected} records, ranked records, or several scored responses per prompt."
         )
-    ref_logps = pair_reference_logps(cfg, pairs) if objective.needs_reference else None
-    examples = pair_examples(pairs, _tokenizer_of(cfg, tokenizer), ref_logps)
     flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
-    return TrainingSet(ExampleDataset(examples), None, 1.0, fingerprint_records(flat))
+
+    def build(tokenize: Tokenize) -> ExampleDataset:
+        ref_logps = reference_logps(inputs, flat, "pairs") if objective.needs_reference else None
+        return ExampleDataset(pair_examples(pairs, tokenize, ref_logps))
+
+    return TrainingSet(build, None, 1.0, fingerprint_records(flat))
 
 
-def _unpaired_set(cfg: PipelineConfig, train_records: list, tokenizer) -> TrainingSet:
+def _unpaired_set(inputs: StageInputs) -> TrainingSet:
     """KTO's labelled rows (`alol.method.kto.kto_rows`), cut into blocks of one batch each whose
     completions make each other's mismatched pairs, with π_ref's log-probs of both."""
+    cfg = inputs.cfg
     if cfg.kto_label == "advantage_positive":
-        records = pointwise_records(cfg, train_records)
-        advantages = advantage_table(cfg).advantage
-        rows = kto_rows(records, cfg.kto_label, advantages=advantages)
+        advantages = advantage_table(inputs, inputs.train_pairs).advantage
+        rows = kto_rows(inputs.train_pairs, cfg.kto_label, advantages=advantages)
     else:
-        rows = kto_rows(train_records, cfg.kto_label, cfg.kto_threshold)
+        rows = kto_rows(inputs.splits.train, cfg.kto_label, cfg.kto_threshold)
     report_balance(
         np.array([label for *_, label in rows]), cfg.desirable_weight, cfg.undesirable_weight
     )
     blocks = kl_blocks(len(rows), cfg.batch_size, cfg.seed)
     sequences = [RewardRecord(prompt, response) for prompt, response in kto_sequences(rows, blocks)]
-    ref_logps = reference_logps(cfg, sequences, "kto")
-    examples = unpaired_examples(rows, blocks, _tokenizer_of(cfg, tokenizer), ref_logps)
-    labels = [example.label for example in examples]
-    return TrainingSet(
-        ExampleDataset(examples, batch_size=cfg.batch_size),
-        None,
-        1.0,
-        fingerprint_of(fingerprint_records(sequences), labels),
-    )
+    labels = [rows[i][2] for block in blocks for i in block]
 
+    def build(tokenize: Tokenize) -> ExampleDataset:
+        ref_logps = reference_logps(inputs, sequences, "kto")
+        examples = unpaired_examples(rows, blocks, tokenize, ref_logps)
+        return ExampleDataset(examples, batch_size=cfg.batch_size)
 
-def _tokenizer_of(cfg: PipelineConfig, tokenizer):
-    return lambda prompt, response: tokenize_record(tokenizer, RewardRecord(prompt, response), cfg)
+    return TrainingSet(build, None, 1.0, fingerprint_of(fingerprint_records(sequences), labels))
