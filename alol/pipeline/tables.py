@@ -9,7 +9,7 @@ import numpy as np
 from alol.data.records import RewardRecord
 from alol.data.table import AdvantageTable, load_or_compute
 from alol.errors import AlolError
-from alol.fingerprint import cache_key, file_sha256, fingerprint_records
+from alol.fingerprint import cache_key, file_sha256, fingerprint_records, record_hashes
 from alol.models.precompute import compute_advantages
 from alol.models.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.models.value_io import WEIGHTS_FILE, load_value_head, value_head_model
@@ -94,6 +94,14 @@ def reference_logps(inputs: StageInputs, sequences: list[RewardRecord], folder: 
                 config,
             )[0],
         )
-        return AdvantageTable.from_examples(None, None, token_logps)
+        hashes = record_hashes(sequences)
+        return AdvantageTable.from_examples(None, None, token_logps, record_hashes=hashes)
 
-    return load_or_compute(inputs.cfg.root / folder, key, compute).ref_logp
+    return joined(sequences, load_or_compute(inputs.cfg.root / folder, key, compute)).ref_logp
+
+
+def joined(records: list[RewardRecord], table: AdvantageTable) -> AdvantageTable:
+    """`table`, checked to hold one row per record of `records`, in order, each computed from
+    that record: what makes indexing both by the same number safe."""
+    table.check_rows(record_hashes(records), [record.source for record in records])
+    return table

@@ -34,7 +34,7 @@ from alol.method.kto import kto_rows, report_balance
 from alol.method.leftover import select_training_examples
 from alol.method.objectives import Objective
 from alol.pipeline.inputs import StageInputs
-from alol.pipeline.tables import advantage_table, reference_logps
+from alol.pipeline.tables import advantage_table, joined, reference_logps
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def training_set(inputs: StageInputs, objective: Objective) -> TrainingSet:
     data_fp = fingerprint_records(records)
     if objective.name == "nll" and inputs.cfg.sampling in (None, "uniform"):
         return TrainingSet(lambda tokenize: nll_dataset(records, tokenize), None, 1.0, data_fp)
-    table = advantage_table(inputs, records, needs_value=objective.needs_advantage)
+    table = joined(records, advantage_table(inputs, records, objective.needs_advantage))
     sampling = inputs.cfg.sampling or objective.default_sampling
     indices, weights = select_training_examples(table, objective.positive_advantage_only, sampling)
 
@@ -124,8 +124,9 @@ def _unpaired_set(inputs: StageInputs) -> TrainingSet:
     completions make each other's mismatched pairs, with π_ref's log-probs of both."""
     cfg = inputs.cfg
     if cfg.kto_label == "advantage_positive":
-        advantages = advantage_table(inputs, inputs.train_pairs).advantage
-        rows = kto_rows(inputs.train_pairs, cfg.kto_label, advantages=advantages)
+        records = inputs.train_pairs
+        advantages = joined(records, advantage_table(inputs, records)).advantage
+        rows = kto_rows(records, cfg.kto_label, advantages=advantages)
     else:
         rows = kto_rows(inputs.splits.train, cfg.kto_label, cfg.kto_threshold)
     report_balance(
