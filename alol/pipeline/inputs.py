@@ -6,13 +6,11 @@ into `StageInputs`, and hands that down. Nothing here writes to the run director
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -21,6 +19,7 @@ from alol.data.conversions import to_reward_records
 from alol.data.examples import Tokenize
 from alol.data.formats import load_records
 from alol.data.records import Prompt, RewardRecord
+from alol.data.splits import prompt_key, split_by_prompt
 from alol.data.tokenize import TokenizedPair, ensure_pad_token, render_prompt, tokenize_pair
 from alol.distributed import process_state
 from alol.errors import AlolError
@@ -119,28 +118,21 @@ def pointwise_records(cfg: PipelineConfig, records: list) -> list[RewardRecord]:
     return to_reward_records(records, preferred_only=cfg.train_responses == "preferred")
 
 
-def _prompt_key(record: Any) -> str:
-    return json.dumps(record.prompt, sort_keys=True)
-
-
 def hold_out_prompts(records: list, fraction: float, seed: int) -> Splits:
-    """Split by prompt, so no validation prompt is also a training prompt."""
-    keys = sorted({_prompt_key(r) for r in records})
-    rng = np.random.default_rng(seed)
-    n_val = max(1, round(fraction * len(keys))) if len(keys) > 1 else 0
-    held = set(rng.permutation(len(keys))[:n_val].tolist())
-    val_keys = {keys[i] for i in held}
-    return Splits(
-        train=[r for r in records if _prompt_key(r) not in val_keys],
-        val=[r for r in records if _prompt_key(r) in val_keys],
-        held_out=True,
+    """Split by prompt, so no validation prompt is also a training prompt; at least one prompt
+    is held out when there are two or more."""
+    keys = [prompt_key(r) for r in records]
+    prompts = len(set(keys))
+    train, val = split_by_prompt(
+        keys, max(1, round(fraction * prompts)) if prompts > 1 else 0, seed
     )
+    return Splits(train=[records[i] for i in train], val=[records[i] for i in val], held_out=True)
 
 
 def unique_prompts(records: list) -> list:
     seen: dict[str, Any] = {}
     for record in records:
-        seen.setdefault(_prompt_key(record), record.prompt)
+        seen.setdefault(prompt_key(record), record.prompt)
     return list(seen.values())
 
 
