@@ -87,3 +87,14 @@ def test_dpo_pairs_the_preferred_response_against_the_rejected_one(hh_config):
 
     chosen = [tokenizer.decode(e.chosen.response_ids, skip_special_tokens=True) for e in pairs]
     assert chosen == [f" A kind answer {i}." for i in range(3)]
+
+
+def test_dpos_reference_log_probs_are_cached_as_reference_log_probs_not_advantages(hh_config):
+    """Cached under a name of their own: the advantage stage's tables are `advantages-*`."""
+    tokenizer = AutoTokenizer.from_pretrained(hh_config.reference)
+
+    pairs = examples_of(hh_config, "dpo", tokenizer)
+
+    assert all(e.ref_chosen_logp is not None for e in pairs)
+    cached = sorted(p.name.split("-")[0] for p in (hh_config.root / "pairs").glob("*.safetensors"))
+    assert cached == ["reference_logps"]

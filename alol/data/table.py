@@ -238,19 +238,27 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def cache_path(cache_dir: str | Path, key: str) -> Path:
-    return Path(cache_dir) / f"advantages-{key[:16]}.safetensors"
+ADVANTAGES = "advantages"
+"""The file name of a table with R, V(x) and A (the advantage stage's)."""
+
+REFERENCE_LOGPS = "reference_logps"
+"""The file name of a table of π_ref's log-probs alone (DPO's pairs, KTO's sequences)."""
+
+
+def cache_path(cache_dir: str | Path, key: str, name: str = ADVANTAGES) -> Path:
+    return Path(cache_dir) / f"{name}-{key[:16]}.safetensors"
 
 
 def load_or_compute(
-    cache_dir: str | Path, key: str, compute: Callable[[], AdvantageTable]
+    cache_dir: str | Path, key: str, compute: Callable[[], AdvantageTable], name: str = ADVANTAGES
 ) -> AdvantageTable:
-    """Reuse the cached table for `key` when there is one, else compute it and cache it.
+    """Reuse the cached table for `key` when there is one, else compute it and cache it in
+    `<cache_dir>/<name>-<key>.safetensors`.
 
     Under several processes all of them compute (each its share, see `compute_advantages`),
     the main process writes the cache, and the others wait until it is in place.
     """
-    path = cache_path(cache_dir, key)
+    path = cache_path(cache_dir, key, name)
     if path.exists():
         try:
             table = AdvantageTable.load(path)

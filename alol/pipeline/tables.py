@@ -1,13 +1,14 @@
 """The precompute tables a config names, computed once and cached by content hash: the training
-pairs' advantage table (`run_dir/advantage/`) and π_ref's log-probs of preference pairs
-(`run_dir/pairs/`, `run_dir/kto/`). The advantage and train stages both read them through here."""
+pairs' advantage table (`run_dir/advantage/advantages-*`) and π_ref's log-probs of DPO's
+pairs and KTO's sequences (`run_dir/pairs/`, `run_dir/kto/`, `reference_logps-*`). The
+advantage and train stages both read them through here."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from alol.data.records import RewardRecord
-from alol.data.table import AdvantageTable, load_or_compute
+from alol.data.table import REFERENCE_LOGPS, AdvantageTable, load_or_compute
 from alol.errors import AlolError
 from alol.fingerprint import cache_key, file_sha256, fingerprint_records, record_hashes
 from alol.models.precompute import compute_advantages
@@ -97,7 +98,8 @@ def reference_logps(inputs: StageInputs, sequences: list[RewardRecord], folder: 
         hashes = record_hashes(sequences)
         return AdvantageTable.from_examples(None, None, token_logps, record_hashes=hashes)
 
-    return joined(sequences, load_or_compute(inputs.cfg.root / folder, key, compute)).ref_logp
+    table = load_or_compute(inputs.cfg.root / folder, key, compute, REFERENCE_LOGPS)
+    return joined(sequences, table).ref_logp
 
 
 def joined(records: list[RewardRecord], table: AdvantageTable) -> AdvantageTable:
