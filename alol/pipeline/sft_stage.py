@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from alol.config import PipelineConfig
+from alol.data.objective_data import nll_dataset
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
@@ -29,7 +30,6 @@ from alol.pipeline.trainer_setup import (
     train_or_resume,
     training_fingerprint_parts,
 )
-from alol.pipeline.training_sets import nll_dataset
 from alol.reports.plots import plot_training_curves
 
 logger = logging.getLogger(__name__)
