@@ -302,7 +302,7 @@ class StageInputs:
     """None only where the config names no training data (`alol eval` runs without)."""
     train_pairs: list[RewardRecord]
     """The training records as reward records (`pointwise_records`): the rows of the advantage
-    table and what SFT and the pointwise objectives train on."""
+    table and what the pointwise objectives train on."""
     reward_spec: Any
     """`reward_spec(cfg)`: None when the data's stored rewards are the reward."""
     reward_fingerprint: str | None
