@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from alol import __version__
@@ -150,12 +151,27 @@ def fingerprint_records(records: Sequence[RewardRecord]) -> str:
     """
     digest = hashlib.sha256()
     for record in records:
-        line = json.dumps(
-            [record.prompt, record.response, record.reward], sort_keys=True, ensure_ascii=False
-        )
         # JSON escapes newlines inside strings, so a newline separates records unambiguously.
-        digest.update(line.encode() + b"\n")
+        digest.update(_record_line(record) + b"\n")
     return digest.hexdigest()
+
+
+def record_hashes(records: Sequence[RewardRecord]) -> np.ndarray:
+    """Per record, the first 8 bytes of a sha256 of what the precompute reads from it (as
+    `fingerprint_records`), as int64: what an `AdvantageTable` keeps of the record behind each
+    row, so that joining it with other records is refused."""
+    return np.array(
+        [
+            int.from_bytes(hashlib.sha256(_record_line(r)).digest()[:8], "little", signed=True)
+            for r in records
+        ],
+        dtype=np.int64,
+    )
+
+
+def _record_line(record: RewardRecord) -> bytes:
+    line = [record.prompt, record.response, record.reward]
+    return json.dumps(line, sort_keys=True, ensure_ascii=False).encode()
 
 
 def cache_key(

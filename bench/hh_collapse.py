@@ -35,6 +35,7 @@ from alol.data.table import AdvantageTable
 from alol.method.leftover import budget_steps
 from alol.method.sampling import PrioritySampler
 from alol.pipeline.inputs import load_splits, pointwise_records
+from alol.pipeline.tables import joined
 from bench.hh_smollm2 import (
     FULL,
     QUICK,
@@ -179,8 +180,9 @@ def clip_fractions(run_dir: Path) -> dict:
 
 
 def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> dict:
-    table = AdvantageTable.load(next((seed_dir / "advantage").glob("advantages-*.safetensors")))
     records = pointwise_records(cfg, load_splits(cfg).train)
+    table_file = next((seed_dir / "advantage").glob("advantages-*.safetensors"))
+    table = joined(records, AdvantageTable.load(table_file))
     texts = [r.response for r in records]
     subsets = [subset_of(r) for r in records]
     advantage = table.advantage

@@ -55,6 +55,7 @@ from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
 from alol.data.records import PreferenceRecord, PromptRecord
+from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import convert_smollm2
 from alol.pipeline import (
@@ -110,10 +111,6 @@ QUICK = Sizes(
 )  # fmt: skip
 
 
-def prompt_key(record) -> str:
-    return json.dumps(record.prompt, sort_keys=True)
-
-
 def subset_of(record) -> str:
     """Records carry their subset in their id, as `split_data` writes them."""
     return record.id.rsplit("-", 1)[0]
@@ -121,7 +118,7 @@ def subset_of(record) -> str:
 
 def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
     """train_all (reward model, judges), train (policy), val and test files, split by prompt
-    (seed 0); each record's id names its subset."""
+    (seed 0, `alol.data.splits`); each record's id names its subset."""
     dev = {prompt_key(r) for r in load_records(HH / "sampled_dev.json").records}
     records = []
     for subset in SUBSETS:
@@ -129,10 +126,13 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
             # A few published candidates are empty; the split files hold answers to learn from.
             if prompt_key(record) not in dev and all(r.strip() for r in record.responses):
                 records.append(replace(record, id=f"{subset}-{i}"))
-    random.Random(0).shuffle(records)
-    test = records[: sizes.test_prompts]
-    val = records[sizes.test_prompts : sizes.test_prompts + sizes.val_prompts]
-    train_all = records[sizes.test_prompts + sizes.val_prompts :]
+    groups = shuffled_prompt_groups([prompt_key(r) for r in records], seed=0)
+    test_end = sizes.test_prompts
+    val_end = test_end + sizes.val_prompts
+    test, val, train_all = (
+        [records[i] for group in part for i in group]
+        for part in (groups[:test_end], groups[test_end:val_end], groups[val_end:])
+    )
     if quick:
         train_all = train_all[: 4 * sizes.train_prompts]
     online = [r for r in train_all if subset_of(r) == "helpful_online"]

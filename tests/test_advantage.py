@@ -11,6 +11,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.numpy import save_file
 from transformers import AutoModelForCausalLM
 
 from alol.data.collate import collate_pairs, collate_prompt_groups
@@ -18,6 +20,7 @@ from alol.data.records import RewardRecord
 from alol.data.table import (
     AdvantageCacheError,
     AdvantageTable,
+    TableMismatchError,
     cache_path,
     load_or_compute,
     sidecar_path,
@@ -25,7 +28,7 @@ from alol.data.table import (
 from alol.data.tokenize import encode_prompt, tokenize_pair
 from alol.distributed import shard_indices
 from alol.errors import AlolError, DataError
-from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records
+from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records, record_hashes
 from alol.method.leftover import NoPositiveAdvantageError, budget_steps, select_training_examples
 from alol.method.sampling import PrioritySampler
 from alol.method.value_head import ValueHead
@@ -33,6 +36,7 @@ from alol.models.logprobs import response_token_logprobs
 from alol.models.precompute import AdvantageConfig, compute_advantages
 from alol.models.reference import score_reference_batch
 from alol.models.value_fit import predict_values
+from alol.pipeline.tables import joined
 from alol.reports.advantage_report import advantage_stats, write_advantage_report
 
 # V(x) from the precompute's prompt positions vs predict_values' own pass over the prompts: the
@@ -40,11 +44,22 @@ from alol.reports.advantage_report import advantage_stats, write_advantage_repor
 FP32_VALUE = {"rtol": 0.0, "atol": 1e-5}
 
 
-def make_table(reward, value, token_logps=None, components=None) -> AdvantageTable:
-    """A synthetic table; by default each example has one response token with log-prob −1."""
+def make_table(reward, value, token_logps=None, components=None, records=None) -> AdvantageTable:
+    """A synthetic table; by default each example has one response token with log-prob −1, and
+    its record is `synthetic_records(reward)`'s."""
     if token_logps is None:
         token_logps = [np.array([-1.0])] * len(reward)
-    return AdvantageTable.from_examples(reward, value, token_logps, components)
+    hashes = record_hashes(records or synthetic_records(reward))
+    return AdvantageTable.from_examples(
+        reward, value, token_logps, components, record_hashes=hashes
+    )
+
+
+def synthetic_records(rewards) -> list[RewardRecord]:
+    return [
+        RewardRecord(f"prompt {i}", f"response {i}", r, source=f"train.jsonl:{i + 1}")
+        for i, r in enumerate(rewards)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,6 +92,7 @@ def test_table_rejects_offsets_that_do_not_match_the_token_logps():
             ref_token_logps=table.ref_token_logps,
             offsets=np.array([0, 1, 3]),
             response_length=table.response_length,
+            record_hashes=table.record_hashes,
         )
 
 
@@ -95,12 +111,57 @@ def test_table_save_then_load_round_trips_every_array_component_and_key(tmp_path
     for name in ("reward", "value", "advantage", "ref_logp", "ref_token_logps", "offsets"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(table, name))
     np.testing.assert_array_equal(loaded.response_length, table.response_length)
+    np.testing.assert_array_equal(loaded.record_hashes, table.record_hashes)
     assert sorted(loaded.components) == ["harmless", "helpful"]
     np.testing.assert_array_equal(loaded.components["helpful"], [0.5, 0.25, 0.0])
     assert loaded.key == "abc123"
     sidecar = json.loads(sidecar_path(path).read_text())
     assert sidecar["key"] == "abc123" and sidecar["count"] == 3
     assert sidecar["fraction_positive"] == pytest.approx(1 / 3)
+
+
+def test_a_table_joined_with_the_records_it_was_computed_from_is_the_table():
+    records = synthetic_records([1.0, 0.5, 0.0])
+    table = make_table([1.0, 0.5, 0.0], [0.0] * 3, records=records)
+
+    assert joined(records, table) is table
+
+
+def test_a_table_joined_with_a_filtered_record_list_is_refused():
+    """Joined by index, record 1 of the shorter list would take row 1's reward: record 2's."""
+    records = synthetic_records([1.0, 0.5, 0.0])
+    table = make_table([1.0, 0.5, 0.0], [0.0] * 3, records=records)
+
+    with pytest.raises(TableMismatchError, match=r"2 records joined with a table of 3 rows"):
+        joined([records[0], records[2]], table)
+
+
+def test_a_table_joined_with_other_records_names_the_first_that_differs():
+    records = synthetic_records([1.0, 0.5, 0.0])
+    table = make_table([1.0, 0.5, 0.0], [0.0] * 3, records=records)
+    edited = [records[0], replace(records[1], reward=0.9), records[2]]
+
+    with pytest.raises(TableMismatchError) as refused:
+        joined(edited, table)
+
+    assert isinstance(refused.value, AlolError)
+    assert "record 1 (train.jsonl:2) is not the record row 1 of the table was computed from" in (
+        str(refused.value)
+    )
+    assert "(1 of 3 rows differ)" in str(refused.value)
+
+
+def test_a_table_saved_without_its_records_hashes_is_unreadable_and_recomputed(tmp_path):
+    """Tables written before tables named their records cannot be checked against them."""
+    path = make_table([1.0, 0.0], [0.5, 0.5]).save(tmp_path / "advantages.safetensors")
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata()
+        arrays = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    del arrays["record_hashes"]
+    save_file(arrays, str(path), metadata=metadata)
+
+    with pytest.raises(AdvantageCacheError, match=r"\['record_hashes'\] are missing"):
+        AdvantageTable.load(path)
 
 
 def test_loading_a_missing_cache_names_the_file_and_says_how_to_compute_it(tmp_path):
@@ -547,6 +608,7 @@ def test_reference_logprobs_equal_the_models_on_each_pair_alone(tiny_model, tiny
     np.testing.assert_allclose(table.reward, [x for _, _, x in PAIRS])
     np.testing.assert_array_equal(table.value, 0.0)
     np.testing.assert_allclose(table.advantage, table.reward)
+    assert joined(records, table) is table, "each row names the record it was computed from"
 
 
 class LengthReward:

@@ -25,12 +25,14 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.cli import main
+from alol.config import PipelineConfig
 from alol.data.formats import load_records
 from alol.data.records import RewardRecord
 from alol.data.tokenize import encode_prompt, tokenize_pair
 from alol.errors import DataError
 from alol.models.generate import GenerationConfig, generate_responses
 from alol.models.precompute import AdvantageConfig, compute_advantages
+from alol.pipeline.inputs import load_data
 
 PROPERTY = settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -311,6 +313,25 @@ def test_a_bad_record_stops_the_cli_with_its_location_and_skip_invalid_counts_it
     assert "skipped 1 invalid record (first: " in caplog.text
 
 
+def test_each_stage_reads_the_data_anew_but_a_skip_is_told_once(tmp_path, caplog, monkeypatch):
+    """`alol run` chains stages that each read the training file; the warning is not repeated."""
+    rows = reward_rows([0.1, 0.2, 0.3])
+    rows[1]["reward"] = "high"
+    data = write_rows(tmp_path / "train.jsonl", rows)
+    reads = []
+    monkeypatch.setattr(
+        "alol.pipeline.inputs.load_records",
+        lambda path, **options: reads.append(path) or load_records(path, **options),
+    )
+    caplog.set_level("WARNING")
+
+    for _stage in range(2):
+        assert len(load_data(str(data), PipelineConfig(skip_invalid=True))) == 2
+
+    assert len(reads) == 2
+    assert caplog.text.count("skipped 1 invalid record") == 1
+
+
 @pytest.mark.parametrize(
     ("rewards", "message"),
     [
@@ -456,6 +477,18 @@ def test_lengths_beyond_the_models_context_are_refused_up_front(cli_config, caps
     error = capsys.readouterr().err
     assert "max_prompt_length (1000) + max_response_length (128) = 1128 tokens" in error
     assert "at most 1024 positions" in error
+
+
+def test_a_training_run_that_decodes_checks_the_lengths_it_trains_on_too(cli_config, capsys):
+    """Validation decodes 8 new tokens (1000 + 8 fit), but the examples hold 128-token responses."""
+    config = cli_config(
+        max_prompt_length=1000, max_response_length=128, max_new_tokens=8, eval_steps=1
+    )
+
+    assert main(["train", config, "--objective", "nll"]) == 2
+
+    error = capsys.readouterr().err
+    assert "max_prompt_length (1000) + max_response_length (128) = 1128 tokens" in error
 
 
 def test_a_reward_file_with_a_syntax_error_names_the_file_and_line(tmp_path, cli_config, capsys):

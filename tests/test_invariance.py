@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alol.config import PipelineConfig
 from alol.method.objectives import get_objective
 from alol.models.logprobs import response_token_logprobs, sequence_logprobs
-from alol.pipeline.inputs import load_splits
+from alol.pipeline.inputs import stage_inputs, tokenize_with
 from alol.pipeline.training_sets import training_set as build_training_set
 from alol.train import AlolConfig, AlolTrainer
 
@@ -61,9 +61,8 @@ def pipeline(tmp_path_factory, tiny_llama_dir) -> PipelineConfig:
 
 def training_set(pipeline: PipelineConfig, objective: str):
     tokenizer = AutoTokenizer.from_pretrained(pipeline.reference)
-    dataset, weights, _, _ = build_training_set(
-        pipeline, get_objective(objective), load_splits(pipeline).train, tokenizer
-    )
+    training = build_training_set(stage_inputs(pipeline), get_objective(objective))
+    dataset, weights = training.build(tokenize_with(pipeline, tokenizer)), training.weights
     return dataset, weights, tokenizer
 
 

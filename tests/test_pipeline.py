@@ -11,15 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from conftest import constant_value_head
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from alol.cli import main
 from alol.config import PipelineConfig
+from alol.data.formats import load_records
 from alol.data.table import AdvantageTable
-from alol.method.objectives import OBJECTIVES
-from alol.pipeline.inputs import load_model_for_inference
+from alol.method.objectives import OBJECTIVES, get_objective
+from alol.pipeline.inputs import (
+    load_model_for_inference,
+    load_tokenizer,
+    stage_inputs,
+    tokenize_with,
+)
 from alol.pipeline.settings import reference_dtype
 from alol.pipeline.trainer_setup import training_args
+from alol.pipeline.training_sets import training_set
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -83,8 +93,6 @@ def workspace(tmp_path, tiny_llama_dir) -> dict[str, Path]:
         "generation_batch_size": 8,
     }
     path = tmp_path / "config.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(config))
     return {"config": path, "run": tmp_path / "run", "data": data}
 
@@ -122,6 +130,34 @@ def test_a_finished_run_is_skipped_when_nothing_changed(workspace, caplog):
     assert "up to date" in caplog.text
 
 
+@pytest.mark.parametrize("objective", ["nll", "dpo", "a_lol"])
+def test_a_finished_training_stage_reads_its_data_once_and_loads_no_weights(
+    workspace, tiny_llama_dir, monkeypatch, caplog, objective
+):
+    """Whether a stage is up to date is decided from files: the data, π_ref's files, the
+    cached tables. A rerun reads the training file once and never loads a model."""
+    config = str(workspace["config"])
+    constant_value_head(workspace["run"], tiny_llama_dir, value=0.5)
+    args = ["train", config, "--reference", str(tiny_llama_dir), "--objective", objective]
+    assert main([*args, "--max-steps", "2"]) == 0
+    reads = []
+    monkeypatch.setattr(
+        "alol.pipeline.inputs.load_records",
+        lambda path, **options: reads.append(path) or load_records(path, **options),
+    )
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse_to_load)
+    caplog.set_level("INFO")
+
+    assert main([*args, "--max-steps", "2"]) == 0
+
+    assert f"train {objective}: up to date" in caplog.text
+    assert reads == [str(workspace["data"])]
+
+
+def refuse_to_load(*args, **kwargs):
+    raise AssertionError("a model was loaded")
+
+
 def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     config = str(workspace["config"])
     assert main(["sft", config]) == 0
@@ -129,16 +165,11 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     assert main(["advantage", config]) == 0
     table_file = next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
     table = AdvantageTable.load(table_file)
-    from alol.config import PipelineConfig
-    from alol.method.objectives import get_objective
-    from alol.pipeline.inputs import load_model, load_splits
-    from alol.pipeline.training_sets import training_set
-
-    cfg = PipelineConfig(**{**__import__("yaml").safe_load(workspace["config"].read_text())})
-    _, tokenizer = load_model(cfg.root / "sft" / "model")
-    dataset, weights, fraction, _ = training_set(
-        cfg, get_objective("a_lol"), load_splits(cfg).train, tokenizer
-    )
+    cfg = PipelineConfig(**yaml.safe_load(workspace["config"].read_text()))
+    inputs = stage_inputs(cfg)
+    training = training_set(inputs, get_objective("a_lol"))
+    dataset = training.build(tokenize_with(cfg, load_tokenizer(inputs.reference)))
+    weights, fraction = training.weights, training.fraction_positive
     trained = sorted(example.index for example in dataset.examples)
     assert trained == sorted(np.flatnonzero(table.advantage > 0).tolist())
     np.testing.assert_allclose(weights, table.advantage[trained])

@@ -17,7 +17,12 @@ from alol.data.tokenize import tokenize_pair
 from alol.errors import AlolError
 from alol.models.logprobs import response_token_logprobs
 from alol.models.quantization import four_bit_config, is_quantized
-from alol.pipeline.inputs import load_model, load_model_for_inference, load_model_to_train
+from alol.pipeline.inputs import (
+    load_model,
+    load_model_for_inference,
+    load_tokenizer,
+    load_weights_to_train,
+)
 from alol.train import AlolConfig, AlolTrainer
 
 pytest.importorskip("bitsandbytes")
@@ -88,7 +93,7 @@ def _logprobs(model, tokenizer) -> torch.Tensor:
 
 def test_the_precompute_and_the_policy_read_the_same_4bit_weights(tiny_llama_dir):
     cfg = PipelineConfig(lora=True, load_in_4bit=True)
-    policy, tokenizer = load_model_to_train(cfg, tiny_llama_dir)
+    policy, tokenizer = load_weights_to_train(cfg, tiny_llama_dir), load_tokenizer(tiny_llama_dir)
     reference, _ = load_model_for_inference(tiny_llama_dir, "float32", load_in_4bit=True)
     full, _ = load_model(tiny_llama_dir)
     assert is_quantized(policy) and is_quantized(reference) and not is_quantized(full)
@@ -100,15 +105,14 @@ def test_the_precompute_and_the_policy_read_the_same_4bit_weights(tiny_llama_dir
 
 def test_a_4bit_base_without_lora_is_refused_naming_the_setting(tiny_llama_dir):
     with pytest.raises(AlolError, match="needs lora: true"):
-        load_model_to_train(PipelineConfig(load_in_4bit=True), tiny_llama_dir)
+        load_weights_to_train(PipelineConfig(load_in_4bit=True), tiny_llama_dir)
 
 
 def test_the_trainer_refuses_to_train_4bit_weights_without_adapters(tiny_llama_dir, tmp_path):
-    model, tokenizer = load_model_to_train(
-        PipelineConfig(lora=True, load_in_4bit=True), tiny_llama_dir
-    )
+    model = load_weights_to_train(PipelineConfig(lora=True, load_in_4bit=True), tiny_llama_dir)
+    args = AlolConfig(output_dir=str(tmp_path), objective="nll")
     with pytest.raises(ValueError, match="pass peft_config"):
-        AlolTrainer(model, AlolConfig(output_dir=str(tmp_path), objective="nll"), [], tokenizer)
+        AlolTrainer(model, args, [], load_tokenizer(tiny_llama_dir))
 
 
 def test_without_bitsandbytes_the_error_names_the_install_command(monkeypatch):

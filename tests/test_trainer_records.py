@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import datasets
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from alol.config import PipelineConfig
+from alol.data.examples import sequences_of
 from alol.errors import DataError
+from alol.method.objectives import get_objective
 from alol.models.logprobs import response_token_logprobs, sequence_logprobs
+from alol.pipeline.inputs import load_tokenizer, stage_inputs, tokenize_with
+from alol.pipeline.training_sets import training_set
 from alol.train import AlolConfig, AlolTrainer
+from alol.train.record_examples import examples_from_records
 
 TOPICS = ["bread", "tea", "rain", "cats"]
 
@@ -127,3 +135,33 @@ def test_a_bad_row_of_a_list_is_named_by_its_index(tmp_path, tiny_llama_dir):
             train_dataset=rows,
             processing_class=AutoTokenizer.from_pretrained(tiny_llama_dir),
         )
+
+
+@pytest.mark.parametrize("objective", ["wbc", "dpo_ref_free", "pro"])
+def test_records_given_to_the_trainer_make_the_examples_the_pipeline_makes(
+    tmp_path, tiny_llama_dir, objective
+):
+    """One builder (`alol.data.objective_data`): the rows' stored rewards and the pipeline's
+    advantage table (R from the data, V = 0 for wbc) give the same examples and weights."""
+    rows = reward_rows()
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    cfg = PipelineConfig(
+        reference=str(tiny_llama_dir),
+        train_data=str(data),
+        val_data=str(data),
+        run_dir=str(tmp_path / "run"),
+        max_prompt_length=16,
+        max_response_length=12,
+        batch_size=2,
+    )
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    training = training_set(stage_inputs(cfg), get_objective(objective))
+
+    pipeline = training.build(tokenize_with(cfg, tokenizer))
+    trainer, weights = examples_from_records(
+        rows, get_objective(objective), None, tokenizer, args(tmp_path, objective)
+    )
+
+    assert [sequences_of(e) for e in trainer] == [sequences_of(e) for e in pipeline]
+    assert weights == (None if training.weights is None else training.weights.tolist())

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from alol.config import PipelineConfig
 from alol.method.objectives import get_objective
-from alol.pipeline.inputs import load_splits, pointwise_records
+from alol.pipeline.inputs import stage_inputs, tokenize_with
 from alol.pipeline.training_sets import training_set
 
 PROMPTS = ["How do I bake bread?", "Is tea good?", "Why is it raining?"]
@@ -41,16 +41,20 @@ def hh_config(tmp_path, tiny_llama_dir) -> PipelineConfig:
     )
 
 
+def examples_of(cfg: PipelineConfig, objective: str, tokenizer):
+    training = training_set(stage_inputs(cfg), get_objective(objective))
+    return training.build(tokenize_with(cfg, tokenizer))
+
+
 def responses_of(dataset, tokenizer) -> list[str]:
     return sorted(tokenizer.decode(e.pair.response_ids, skip_special_tokens=True) for e in dataset)
 
 
 def test_sft_and_pointwise_objectives_train_on_the_preferred_response_only(hh_config):
     tokenizer = AutoTokenizer.from_pretrained(hh_config.reference)
-    train = load_splits(hh_config).train
 
-    preferred = pointwise_records(hh_config, train)
-    nll = training_set(hh_config, get_objective("nll"), train, tokenizer).dataset
+    preferred = stage_inputs(hh_config).train_pairs
+    nll = examples_of(hh_config, "nll", tokenizer)
 
     assert [r.response for r in preferred] == [f" A kind answer {i}." for i in range(3)]
     assert responses_of(nll, tokenizer) == sorted(r.response for r in preferred)
@@ -60,7 +64,7 @@ def test_every_response_is_trained_when_asked_for(hh_config):
     cfg = PipelineConfig(**{**hh_config.__dict__, "train_responses": "all"})
     tokenizer = AutoTokenizer.from_pretrained(cfg.reference)
 
-    nll = training_set(cfg, get_objective("nll"), load_splits(cfg).train, tokenizer).dataset
+    nll = examples_of(cfg, "nll", tokenizer)
 
     assert len(nll) == 6
 
@@ -68,9 +72,9 @@ def test_every_response_is_trained_when_asked_for(hh_config):
 def test_pro_ranks_both_responses_with_the_reward_models_logits(hh_config):
     """The loaded rewards are sigmoid(logit); PRO's temperatures are the logit gaps."""
     tokenizer = AutoTokenizer.from_pretrained(hh_config.reference)
-    train = load_splits(hh_config).train
+    train = stage_inputs(hh_config).splits.train
 
-    pro = training_set(hh_config, get_objective("pro"), train, tokenizer).dataset
+    pro = examples_of(hh_config, "pro", tokenizer)
 
     assert [len(e.candidates) for e in pro] == [2, 2, 2]
     assert [e.rewards for e in pro] == [[1.0 + i, -1.0] for i in range(3)]
@@ -79,10 +83,18 @@ def test_pro_ranks_both_responses_with_the_reward_models_logits(hh_config):
 
 def test_dpo_pairs_the_preferred_response_against_the_rejected_one(hh_config):
     tokenizer = AutoTokenizer.from_pretrained(hh_config.reference)
-    cfg = hh_config
-    pairs = training_set(cfg, get_objective("dpo_ref_free"), load_splits(cfg).train, tokenizer)
+    pairs = examples_of(hh_config, "dpo_ref_free", tokenizer)
 
-    chosen = [
-        tokenizer.decode(e.chosen.response_ids, skip_special_tokens=True) for e in pairs.dataset
-    ]
+    chosen = [tokenizer.decode(e.chosen.response_ids, skip_special_tokens=True) for e in pairs]
     assert chosen == [f" A kind answer {i}." for i in range(3)]
+
+
+def test_dpos_reference_log_probs_are_cached_as_reference_log_probs_not_advantages(hh_config):
+    """Cached under a name of their own: the advantage stage's tables are `advantages-*`."""
+    tokenizer = AutoTokenizer.from_pretrained(hh_config.reference)
+
+    pairs = examples_of(hh_config, "dpo", tokenizer)
+
+    assert all(e.ref_chosen_logp is not None for e in pairs)
+    cached = sorted(p.name.split("-")[0] for p in (hh_config.root / "pairs").glob("*.safetensors"))
+    assert cached == ["reference_logps"]

@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 """Bump when the table's layout or meaning changes: it is part of every cache key."""
 
 
-_REFERENCE_ARRAYS = ("ref_logp", "ref_token_logps", "offsets", "response_length")
+_REFERENCE_ARRAYS = ("ref_logp", "ref_token_logps", "offsets", "response_length", "record_hashes")
 _SCORE_ARRAYS = ("reward", "value", "advantage")
 
 
@@ -43,6 +43,10 @@ class AdvantageCacheError(AlolError):
     """An advantage cache file is missing or unreadable."""
 
 
+class TableMismatchError(AlolError):
+    """A table joined with other records than those its rows were computed from."""
+
+
 @dataclass
 class AdvantageTable:
     """Per-example results of the precompute pass, aligned with the training records.
@@ -51,13 +55,16 @@ class AdvantageTable:
     (EOS included, in response order) is stored flat in float32: example `i` owns
     `ref_token_logps[offsets[i]:offsets[i + 1]]`, so ragged responses need no padding.
     R, V(x) and A are absent (None) in a table of reference log-probs alone, such as the
-    one DPO's pairs are trained against.
+    one DPO's pairs are trained against. `record_hashes` (int64 `[N]`,
+    `alol.fingerprint.record_hashes`) names the record behind each row: a join with other
+    records is refused (`check_rows`).
     """
 
     ref_logp: np.ndarray
     ref_token_logps: np.ndarray
     offsets: np.ndarray
     response_length: np.ndarray
+    record_hashes: np.ndarray
     reward: np.ndarray | None = None
     value: np.ndarray | None = None
     advantage: np.ndarray | None = None
@@ -70,7 +77,7 @@ class AdvantageTable:
         scores = [getattr(self, name) is not None for name in _SCORE_ARRAYS]
         if any(scores) and not all(scores):
             raise ValueError("give reward, value and advantage together, or none of them")
-        for name in ("ref_logp", "response_length", *_SCORE_ARRAYS):
+        for name in ("ref_logp", "response_length", "record_hashes", *_SCORE_ARRAYS):
             if getattr(self, name) is not None and getattr(self, name).shape != (count,):
                 raise ValueError(
                     f"'{name}' has shape {getattr(self, name).shape}, expected ({count},)"
@@ -94,10 +101,12 @@ class AdvantageTable:
         value: Sequence[float] | np.ndarray | None,
         token_logps: Sequence[np.ndarray],
         components: dict[str, Sequence[float]] | None = None,
+        *,
+        record_hashes: np.ndarray,
     ) -> AdvantageTable:
         """Assemble the table from per-example results, A = R − V(x) among them
-        (`alol.method.leftover.advantages`). Without `reward` (and `value`) the table holds
-        reference log-probs only."""
+        (`alol.method.leftover.advantages`), and the hashes of the records they were computed
+        from. Without `reward` (and `value`) the table holds reference log-probs only."""
         if reward is not None:
             reward = np.asarray(reward, dtype=np.float64)
             value = np.asarray(value, dtype=np.float64)
@@ -112,6 +121,7 @@ class AdvantageTable:
             ref_token_logps=np.concatenate(flat) if flat else np.zeros(0, np.float32),
             offsets=offsets,
             response_length=response_length,
+            record_hashes=np.asarray(record_hashes, dtype=np.int64),
             components={k: np.asarray(v, dtype=np.float64) for k, v in (components or {}).items()},
         )
 
@@ -125,6 +135,25 @@ class AdvantageTable:
 
     def _array_names(self) -> tuple[str, ...]:
         return _REFERENCE_ARRAYS + (_SCORE_ARRAYS if self.has_scores else ())
+
+    def check_rows(self, record_hashes: np.ndarray, sources: Sequence[str]) -> None:
+        """Refuse records other than those the rows were computed from, or in another order:
+        joined by index, an example would take another's R, A and log-probs. `sources` names
+        each record (file:line) for the error."""
+        advice = "recompute the table from the records it is joined with (`alol advantage`)"
+        if len(record_hashes) != len(self):
+            raise TableMismatchError(
+                f"{counted(len(record_hashes), 'record')} joined with a table of "
+                f"{counted(len(self), 'row')}: it was computed from other records; {advice}"
+            )
+        differ = np.flatnonzero(np.asarray(record_hashes) != self.record_hashes)
+        if len(differ):
+            first = int(differ[0])
+            source = f" ({sources[first]})" if sources[first] else ""
+            raise TableMismatchError(
+                f"record {first}{source} is not the record row {first} of the table was "
+                f"computed from ({len(differ)} of {counted(len(self), 'row')} differ); {advice}"
+            )
 
     def token_logps(self, index: int) -> np.ndarray:
         """Reference log-probs of example `index`'s response tokens, in order, EOS last."""
@@ -209,19 +238,27 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def cache_path(cache_dir: str | Path, key: str) -> Path:
-    return Path(cache_dir) / f"advantages-{key[:16]}.safetensors"
+ADVANTAGES = "advantages"
+"""The file name of a table with R, V(x) and A (the advantage stage's)."""
+
+REFERENCE_LOGPS = "reference_logps"
+"""The file name of a table of π_ref's log-probs alone (DPO's pairs, KTO's sequences)."""
+
+
+def cache_path(cache_dir: str | Path, key: str, name: str = ADVANTAGES) -> Path:
+    return Path(cache_dir) / f"{name}-{key[:16]}.safetensors"
 
 
 def load_or_compute(
-    cache_dir: str | Path, key: str, compute: Callable[[], AdvantageTable]
+    cache_dir: str | Path, key: str, compute: Callable[[], AdvantageTable], name: str = ADVANTAGES
 ) -> AdvantageTable:
-    """Reuse the cached table for `key` when there is one, else compute it and cache it.
+    """Reuse the cached table for `key` when there is one, else compute it and cache it in
+    `<cache_dir>/<name>-<key>.safetensors`.
 
     Under several processes all of them compute (each its share, see `compute_advantages`),
     the main process writes the cache, and the others wait until it is in place.
     """
-    path = cache_path(cache_dir, key)
+    path = cache_path(cache_dir, key, name)
     if path.exists():
         try:
             table = AdvantageTable.load(path)

@@ -16,6 +16,7 @@ from alol.data.settings import RecordSettings
 from alol.data.table import AdvantageTable
 from alol.data.tokenize import render_prompt
 from alol.errors import DataError
+from alol.fingerprint import record_hashes
 from alol.models.reference import (
     ReferenceConfig,
     gather_by_prompt_group,
@@ -93,6 +94,7 @@ def compute_advantages(
         value=[v for _, v, _ in results],
         token_logps=[t for _, _, t in results],
         components=_shared_components(scores),
+        record_hashes=record_hashes(records),
     )
 
 

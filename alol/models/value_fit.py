@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 
 from alol.data.collate import pad_token_rows
 from alol.data.settings import RecordSettings
+from alol.data.splits import held_out_count, split_by_prompt
 from alol.data.tokenize import encode_prompt, pad_token_id_of
 from alol.distributed import gather_in_order
 from alol.method.value_head import ValueHead, device_of, eval_mode
 from alol.models.dtypes import DTYPES
-from alol.models.reference import prompt_groups
 from alol.models.value_io import ValueConfig
 from alol.reports.metrics import explained_variance, pearson, spearman
 
@@ -112,18 +112,12 @@ def _pad_features(features: list[Tensor]) -> tuple[Tensor, Tensor]:
 def split_holdout(
     prompts: list[str], holdout_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
-    """Seeded (train, held-out) indices, split by prompt: all samples of a prompt (k sampled
-    responses, or several stored ones) fall on the same side, so the held-out MSE is measured
-    on prompts the head never saw. At least one prompt is held out when there are 2 or more
-    and the fraction is positive."""
-    groups = prompt_groups(prompts)
-    order = torch.randperm(len(groups), generator=torch.Generator().manual_seed(seed)).tolist()
-    n_heldout = 0
-    if len(groups) >= 2 and holdout_fraction > 0:
-        n_heldout = min(max(1, round(len(groups) * holdout_fraction)), len(groups) - 1)
-    train = sorted(i for group in order[n_heldout:] for i in groups[group])
-    heldout = sorted(i for group in order[:n_heldout] for i in groups[group])
-    return train, heldout
+    """Seeded (train, held-out) indices, split by prompt (`alol.data.splits`): all samples of a
+    prompt (k sampled responses, or several stored ones) fall on the same side, so the held-out
+    MSE is measured on prompts the head never saw. At least one prompt is held out when there
+    are 2 or more and the fraction is positive, and at least one is kept."""
+    held_out = held_out_count(len(set(prompts)), holdout_fraction)
+    return split_by_prompt(prompts, held_out, seed)
 
 
 def _batches(indices: list[int], batch_size: int) -> Iterator[list[int]]:

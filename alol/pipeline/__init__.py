@@ -12,7 +12,8 @@ Run directory layout::
     run_dir/sft/model/                 the reference policy π_ref (when alol trains it)
     run_dir/value/                     value head (safetensors), fit metrics, decoded samples, plot
     run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png
-    run_dir/pairs/                     π_ref's log-probs of preference pairs (DPO)
+    run_dir/pairs/                     π_ref's log-probs of preference pairs (DPO), reference_logps-*
+    run_dir/kto/                       π_ref's log-probs of KTO's completions, reference_logps-*
     run_dir/train/<objective>/         checkpoints, final/ model, metrics.jsonl, train_curves.png
     run_dir/eval/<name>/               answers.jsonl, scores/, eval.json, report.md, samples.jsonl
     run_dir/eval/                      comparison.md, audit.md, audit.json, constants/

@@ -11,6 +11,7 @@ import logging
 from alol.config import PipelineConfig
 from alol.data.table import AdvantageTable
 from alol.distributed import on_main_process
+from alol.pipeline.inputs import stage_inputs
 from alol.pipeline.tables import advantage_table
 from alol.reports.advantage_report import write_advantage_report
 
@@ -20,7 +21,8 @@ logger = logging.getLogger(__name__)
 def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
     """Reference log-probs, V(x), R and A for every training pair, cached by content hash."""
     out = cfg.root / "advantage"
-    table = advantage_table(cfg)
+    inputs = stage_inputs(cfg)
+    table = advantage_table(inputs, inputs.train_pairs)
     stats = on_main_process(lambda: write_advantage_report(table, out))
     if stats is not None:
         logger.info(

@@ -19,7 +19,7 @@ from alol.atomic import write_json, write_text
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_model, fingerprint_of
+from alol.fingerprint import fingerprint_of
 from alol.pipeline.answers import (
     Answers,
     answer_scores,
@@ -31,16 +31,12 @@ from alol.pipeline.answers import (
 )
 from alol.pipeline.inputs import (
     Judge,
-    check_context_length,
+    StageInputs,
     configured_judges,
-    configured_reward,
     load_data,
     load_policy_for_eval,
-    load_splits,
-    pointwise_records,
-    reference_path,
     render,
-    reward_fingerprint,
+    stage_inputs,
     unique_prompts,
 )
 from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
@@ -84,32 +80,31 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     """Decode test prompts with π_ref and each trained model, score, audit and compare."""
     if cfg.test_data is None:
         raise AlolError("`alol eval` needs --test-data (records whose prompts are decoded).")
-    reward = configured_reward(cfg)
-    if reward is None:
+    inputs = stage_inputs(cfg, training=False, decoding=True, records=cfg.train_data is not None)
+    if inputs.reward_spec is None:
         raise AlolError(
             "`alol eval` needs a reward function (--reward) to score the decoded responses."
         )
-    judges = configured_judges(cfg)
+    reward = inputs.load_reward()
+    judges = configured_judges(inputs)
     test_prompts = unique_prompts(load_data(cfg.test_data, cfg))
-    ref = reference_path(cfg)
-    check_context_length(cfg, ref, decoding=True)
-    models = {REFERENCE: ref, **_trained_models(cfg)}
+    models = {REFERENCE: inputs.reference, **_trained_models(cfg)}
     answers = {
         name: decoded_answers(
             cfg,
             name,
             path,
             test_prompts,
-            on_render=(lambda texts, tok: _warn_on_overlap(cfg, texts, tok))
+            on_render=(lambda texts, tok: _warn_on_overlap(inputs, texts, tok))
             if name == REFERENCE
             else None,
         )
         for name, path in models.items()
     }
-    scored = {name: _scored(cfg, a, reward, judges) for name, a in answers.items()}
-    ratios = _log_ratios(cfg, ref, answers)
+    scored = {name: _scored(inputs, a, reward, judges) for name, a in answers.items()}
+    ratios = _log_ratios(inputs, answers)
     reports = _reports(cfg, answers, scored, ratios)
-    constants = _constant_answers(cfg, answers, reward, judges)
+    constants = _constant_answers(inputs, answers, reward, judges)
     audit = audit_models(
         {
             name: ScoredAnswers(
@@ -155,22 +150,22 @@ def _trained_models(cfg: PipelineConfig) -> dict[str, Path]:
     return models
 
 
-def _warn_on_overlap(cfg: PipelineConfig, texts: list[str], tokenizer) -> None:
-    if cfg.train_data is None:
+def _warn_on_overlap(inputs: StageInputs, texts: list[str], tokenizer) -> None:
+    if inputs.splits is None:
         return
-    val = load_splits(cfg).val
     warn_on_prompt_overlap(
         texts,
-        [render(cfg, p, tokenizer) for p in unique_prompts(val)],
+        [render(inputs.cfg, p, tokenizer) for p in unique_prompts(inputs.splits.val)],
         "fit V and select checkpoints",
     )
 
 
 def _scored(
-    cfg: PipelineConfig, answers: Answers, reward: Reward, judges: list[Judge]
+    inputs: StageInputs, answers: Answers, reward: Reward, judges: list[Judge]
 ) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
     """The reward's score dicts and each judge's total, per answer."""
-    scores = answer_scores(answers, reward, reward_fingerprint(cfg), "reward", cfg)
+    cfg = inputs.cfg
+    scores = answer_scores(answers, reward, inputs.reward_fingerprint, "reward", cfg)
     judged = {
         judge.name: [
             s["total"]
@@ -183,19 +178,17 @@ def _scored(
     return scores, judged
 
 
-def _log_ratios(
-    cfg: PipelineConfig, ref: Path, answers: dict[str, Answers]
-) -> dict[str, list[float]]:
+def _log_ratios(inputs: StageInputs, answers: dict[str, Answers]) -> dict[str, list[float]]:
     """log π_θ(y|x) − log π_ref(y|x) of each trained model's answers; π_ref is loaded only
     when some model's are not kept yet."""
-    reference_fp = fingerprint_model(ref)
+    cfg, reference_fp = inputs.cfg, inputs.reference_fingerprint
     trained = {name: a for name, a in answers.items() if name != REFERENCE}
     missing = [
         name for name, a in trained.items() if not reference_logps_path(a, reference_fp).is_file()
     ]
     model = tokenizer = None
     if missing:
-        model, tokenizer = load_policy_for_eval(ref, configured_reference_dtype(cfg))
+        model, tokenizer = load_policy_for_eval(inputs.reference, configured_reference_dtype(cfg))
     ratios = {}
     for name, a in trained.items():
         ref_logps = reference_logps(a, reference_fp, model, tokenizer, cfg)
@@ -233,14 +226,15 @@ def _reports(
 
 
 def _constant_answers(
-    cfg: PipelineConfig, answers: dict[str, Answers], reward: Reward, judges: list[Judge]
+    inputs: StageInputs, answers: dict[str, Answers], reward: Reward, judges: list[Judge]
 ) -> list[ConstantAnswer]:
     """The training data's most frequent answers and each model's own most frequent one, each
     given to every test prompt and scored by the reward and every judge (kept in
     `run_dir/eval/constants/`)."""
+    cfg = inputs.cfg
     candidates: dict[str, ConstantAnswer] = {}
-    if cfg.train_data is not None and cfg.constant_answers:
-        responses = [r.response for r in pointwise_records(cfg, load_splits(cfg).train)]
+    if inputs.splits is not None and cfg.constant_answers:
+        responses = [r.response for r in inputs.train_pairs]
         for text, count in most_frequent_answers(responses, cfg.constant_answers):
             candidates[normalise_answer(text)] = ConstantAnswer(
                 text, f"training data ({count} times)", 0.0, {}
@@ -255,7 +249,7 @@ def _constant_answers(
         own = f"most frequent answer of {models}" if models else ""
         constant.origin = "; ".join(part for part in (constant.origin, own) if part)
         constant.reward = _constant_score(
-            cfg, constant.text, prompts, reward, reward_fingerprint(cfg)
+            cfg, constant.text, prompts, reward, inputs.reward_fingerprint
         )
         constant.judges = {
             judge.name: _constant_score(

@@ -1,30 +1,29 @@
 """What every stage reads: the training, validation and test records (a validation split held
 out by prompt when none is given), the base, reference and inference models, the configured
-reward and its fingerprint, and one record tokenized for training. Nothing here writes to the
-run directory.
+reward and its fingerprint, and one record tokenized for training. A stage resolves them once,
+into `StageInputs`, and hands that down. Nothing here writes to the run directory.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
 from alol.data.conversions import to_reward_records
+from alol.data.examples import Tokenize
 from alol.data.formats import load_records
-from alol.data.records import LoadedData, RewardRecord
-from alol.data.tokenize import ensure_pad_token, render_prompt, tokenize_pair
+from alol.data.records import Prompt, RewardRecord
+from alol.data.splits import prompt_key, split_by_prompt
+from alol.data.tokenize import TokenizedPair, ensure_pad_token, render_prompt, tokenize_pair
 from alol.distributed import process_state
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_rendering, spec_fingerprint
+from alol.fingerprint import fingerprint_model, fingerprint_rendering, spec_fingerprint
 from alol.models.dtypes import DTYPES
 from alol.models.model_checks import check_loaded_weights, check_model
 from alol.models.quantization import load_4bit_causal_lm
@@ -58,32 +57,33 @@ class Splits:
 
 
 def load_data(path: str, cfg: PipelineConfig) -> list:
-    """The records of `path`, read once per process: every stage of `alol run` (and the
-    advantage table inside the train stage) asks again, but a skip or a duplicate is told once."""
-    resolved = Path(path).resolve()
-    stat = resolved.stat() if resolved.exists() else None
-    key = (str(resolved), stat and stat.st_mtime_ns, stat and stat.st_size)
-    return list(_load_once(key, path, tuple(sorted(load_options(cfg).items()))).records)
-
-
-@functools.lru_cache(maxsize=16)
-def _load_once(key: tuple, path: str, options: tuple) -> LoadedData:
-    loaded = load_records(path, **dict(options))
+    """The records of `path`. Each stage of `alol run` reads the file again, but a skip or a
+    duplicate is told once per process."""
+    loaded = load_records(path, **load_options(cfg))
     if loaded.skipped:
-        logger.warning(
+        _tell_once(
             "%s: skipped %s (first: %s: %s)",
             path,
             counted(len(loaded.skipped), "invalid record"),
             *loaded.skipped[0],
         )
     if loaded.duplicates:
-        logger.warning(
+        _tell_once(
             "%s: %s an earlier record exactly; kept, so each copy weighs as much as a record of "
             "its own",
             path,
             counted(loaded.duplicates, "record repeats", "records repeat"),
         )
-    return loaded
+    return list(loaded.records)
+
+
+_told: set[tuple] = set()
+
+
+def _tell_once(message: str, *args: Any) -> None:
+    if (message, *args) not in _told:
+        _told.add((message, *args))
+        logger.warning(message, *args)
 
 
 def load_splits(cfg: PipelineConfig) -> Splits:
@@ -118,60 +118,62 @@ def pointwise_records(cfg: PipelineConfig, records: list) -> list[RewardRecord]:
     return to_reward_records(records, preferred_only=cfg.train_responses == "preferred")
 
 
-def _prompt_key(record: Any) -> str:
-    return json.dumps(record.prompt, sort_keys=True)
-
-
 def hold_out_prompts(records: list, fraction: float, seed: int) -> Splits:
-    """Split by prompt, so no validation prompt is also a training prompt."""
-    keys = sorted({_prompt_key(r) for r in records})
-    rng = np.random.default_rng(seed)
-    n_val = max(1, round(fraction * len(keys))) if len(keys) > 1 else 0
-    held = set(rng.permutation(len(keys))[:n_val].tolist())
-    val_keys = {keys[i] for i in held}
-    return Splits(
-        train=[r for r in records if _prompt_key(r) not in val_keys],
-        val=[r for r in records if _prompt_key(r) in val_keys],
-        held_out=True,
+    """Split by prompt, so no validation prompt is also a training prompt; at least one prompt
+    is held out when there are two or more."""
+    keys = [prompt_key(r) for r in records]
+    prompts = len(set(keys))
+    train, val = split_by_prompt(
+        keys, max(1, round(fraction * prompts)) if prompts > 1 else 0, seed
     )
+    return Splits(train=[records[i] for i in train], val=[records[i] for i in val], held_out=True)
 
 
 def unique_prompts(records: list) -> list:
     seen: dict[str, Any] = {}
     for record in records:
-        seen.setdefault(_prompt_key(record), record.prompt)
+        seen.setdefault(prompt_key(record), record.prompt)
     return list(seen.values())
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer saved with the model at `path`, with a pad token (batches are padded)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ensure_pad_token(tokenizer)
+    return tokenizer
 
 
 def load_model(path: str | Path, dtype: torch.dtype | None = None):
     check_model(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    return load_weights(path, dtype), load_tokenizer(path)
+
+
+def load_weights(path: str | Path, dtype: torch.dtype | None = None):
+    """The causal LM at `path` (a model `check_model` passed), every weight checked to have
+    loaded."""
     model, loading_info = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True
     )
     check_loaded_weights(path, loading_info)
-    ensure_pad_token(tokenizer)
-    return model, tokenizer
+    return model
 
 
-def load_model_to_train(cfg: PipelineConfig, path: str | Path):
-    """The model a training stage starts from: full precision, or with `load_in_4bit` a 4-bit
-    base (QLoRA), which trains adapters only."""
+def load_weights_to_train(cfg: PipelineConfig, path: str | Path):
+    """The weights a training stage starts from (a model `check_model` passed): full precision,
+    or with `load_in_4bit` a 4-bit base (QLoRA), which trains adapters only."""
     if not cfg.load_in_4bit:
-        return load_model(path)
+        return load_weights(path)
     if not cfg.lora:
         raise AlolError(
             "load_in_4bit: true trains LoRA adapters on a frozen 4-bit base (QLoRA), so it "
             "needs lora: true (--lora); 4-bit weights themselves cannot be trained."
         )
-    return load_4bit_model(path, training_compute_dtype(cfg))
+    return load_4bit_causal_lm(path, training_compute_dtype(cfg))
 
 
 def load_4bit_model(path: str | Path, compute_dtype: str):
     check_model(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    ensure_pad_token(tokenizer)
-    return load_4bit_causal_lm(path, compute_dtype), tokenizer
+    return load_4bit_causal_lm(path, compute_dtype), load_tokenizer(path)
 
 
 def load_model_for_inference(path: str | Path, dtype: str = "float32", load_in_4bit: bool = False):
@@ -184,31 +186,36 @@ def load_model_for_inference(path: str | Path, dtype: str = "float32", load_in_4
     return model.to(process_state().device), tokenizer
 
 
-def check_context_length(cfg: PipelineConfig, path: str | Path, *, decoding: bool = False) -> None:
+def check_context_length(
+    cfg: PipelineConfig, path: str | Path, *, training: bool = True, decoding: bool = False
+) -> None:
     """Prompt plus response must fit the model's positions, or the forward pass ends in an
-    `IndexError` deep inside the embedding. Checked up front, naming the settings to lower."""
-    config = AutoConfig.from_pretrained(path)
+    `IndexError` deep inside the embedding. Checked up front for the responses a stage reads
+    (`training`: `max_response_length`) and those it decodes (`decoding`: `max_new_tokens`,
+    else `max_response_length`), naming the settings to lower."""
+    config = AutoConfig.from_pretrained(path).get_text_config()
     limit = next(
         (
-            getattr(config.get_text_config(), name)
+            getattr(config, name)
             for name in ("max_position_embeddings", "n_positions", "max_sequence_length")
-            if getattr(config.get_text_config(), name, None)
+            if getattr(config, name, None)
         ),
         None,
     )
-    response = (
-        (cfg.max_new_tokens or cfg.max_response_length) if decoding else cfg.max_response_length
-    )
-    response_setting = (
-        "max_new_tokens" if decoding and cfg.max_new_tokens else "max_response_length"
-    )
-    if limit is not None and cfg.max_prompt_length + response > limit:
-        raise AlolError(
-            f"max_prompt_length ({cfg.max_prompt_length}) + {response_setting} ({response}) = "
-            f"{cfg.max_prompt_length + response} tokens, but {path} reads at most {limit} "
-            f"positions; lower --max-prompt-length or --{response_setting.replace('_', '-')} "
-            f"so that they add up to {limit} or less."
-        )
+    budgets = {"max_response_length": cfg.max_response_length} if training else {}
+    if decoding:
+        if cfg.max_new_tokens:
+            budgets["max_new_tokens"] = cfg.max_new_tokens
+        else:
+            budgets["max_response_length"] = cfg.max_response_length
+    for setting, response in budgets.items():
+        if limit is not None and cfg.max_prompt_length + response > limit:
+            raise AlolError(
+                f"max_prompt_length ({cfg.max_prompt_length}) + {setting} ({response}) = "
+                f"{cfg.max_prompt_length + response} tokens, but {path} reads at most {limit} "
+                f"positions; lower --max-prompt-length or --{setting.replace('_', '-')} "
+                f"so that they add up to {limit} or less."
+            )
 
 
 def reference_path(cfg: PipelineConfig) -> Path:
@@ -241,14 +248,6 @@ def reward_spec(cfg: PipelineConfig) -> Any:
             "config, or run every stage with `alol run`"
         )
     return {"type": "classifier", "path": str(model), "name": "reward_model"}
-
-
-def configured_reward(cfg: PipelineConfig) -> Reward | None:
-    spec = reward_spec(cfg)
-    if spec is None:
-        return None
-    check_reward_model_prompts(cfg, spec)
-    return load_reward(spec)
 
 
 def policy_tokenizer(cfg: PipelineConfig) -> tuple[str | None, Any]:
@@ -290,9 +289,51 @@ def _classifier_folders(spec: dict[str, Any]) -> list[Path]:
     return []
 
 
-def reward_fingerprint(cfg: PipelineConfig) -> str | None:
+@dataclass(frozen=True)
+class StageInputs:
+    """What a stage reads, resolved once when it starts and handed to everything it calls: π_ref
+    (checked) and its fingerprint, the records, the reward's spec and fingerprint. It holds no
+    weights: a stage loads those (the reward's too) once it knows it has work to do."""
+
+    cfg: PipelineConfig
+    reference: Path
+    reference_fingerprint: str
+    splits: Splits | None
+    """None only where the config names no training data (`alol eval` runs without)."""
+    train_pairs: list[RewardRecord]
+    """The training records as reward records (`pointwise_records`): the rows of the advantage
+    table and what the pointwise objectives train on."""
+    reward_spec: Any
+    """`reward_spec(cfg)`: None when the data's stored rewards are the reward."""
+    reward_fingerprint: str | None
+
+    def load_reward(self) -> Reward | None:
+        """The reward itself (a classifier's weights load here): once, when a stage needs it."""
+        if self.reward_spec is None:
+            return None
+        check_reward_model_prompts(self.cfg, self.reward_spec)
+        return load_reward(self.reward_spec)
+
+
+def stage_inputs(
+    cfg: PipelineConfig, *, training: bool = True, decoding: bool = False, records: bool = True
+) -> StageInputs:
+    """A stage's `StageInputs`: π_ref's context checked for the responses the stage reads
+    (`training`) and decodes (`decoding`); the training and validation records unless `records`
+    is False."""
+    reference = reference_path(cfg)
+    check_context_length(cfg, reference, training=training, decoding=decoding)
+    splits = load_splits(cfg) if records else None
     spec = reward_spec(cfg)
-    return None if spec is None else spec_fingerprint(spec)
+    return StageInputs(
+        cfg=cfg,
+        reference=reference,
+        reference_fingerprint=fingerprint_model(reference),
+        splits=splits,
+        train_pairs=[] if splits is None else pointwise_records(cfg, splits.train),
+        reward_spec=spec,
+        reward_fingerprint=None if spec is None else spec_fingerprint(spec),
+    )
 
 
 @dataclass
@@ -307,17 +348,15 @@ class Judge:
     """False when it is a component of the training reward, so it cannot tell on it."""
 
 
-def configured_judges(cfg: PipelineConfig) -> list[Judge]:
+def configured_judges(inputs: StageInputs) -> list[Judge]:
     """`cfg.judges` as rewards, each refused when it is the training reward itself."""
-    reward_spec_ = reward_spec(cfg)
-    reward_fp = None if reward_spec_ is None else spec_fingerprint(reward_spec_)
-    component_fps = _component_fingerprints(reward_spec_)
+    component_fps = _component_fingerprints(inputs.reward_spec)
     judges = []
-    for spec in cfg.judges or []:
+    for spec in inputs.cfg.judges or []:
         fingerprint = spec_fingerprint(spec)
-        check_reward_model_prompts(cfg, spec)
+        check_reward_model_prompts(inputs.cfg, spec)
         reward = load_reward(spec)
-        if fingerprint == reward_fp:
+        if fingerprint == inputs.reward_fingerprint:
             raise AlolError(
                 f"judge {reward.name!r} ({spec!r}) is the training reward itself, so it cannot "
                 "tell whether a reward gain is real; give a judge the models were not trained "
@@ -357,14 +396,17 @@ def render(cfg: PipelineConfig, prompt, tokenizer) -> str:
     return render_prompt(prompt, tokenizer, cfg.string_prompts)
 
 
-def tokenize_record(tokenizer, record: RewardRecord, cfg: PipelineConfig):
-    return tokenize_pair(
-        tokenizer,
-        render(cfg, record.prompt, tokenizer),
-        record.response,
-        cfg.max_prompt_length,
-        cfg.max_response_length,
-    )
+def tokenize_with(cfg: PipelineConfig, tokenizer) -> Tokenize:
+    """(prompt, response) → token ids, rendered and cut as `cfg` says: how every training
+    example is tokenized."""
+
+    def tokenize(prompt: Prompt, response: str) -> TokenizedPair:
+        text = render(cfg, prompt, tokenizer)
+        return tokenize_pair(
+            tokenizer, text, response, cfg.max_prompt_length, cfg.max_response_length
+        )
+
+    return tokenize
 
 
 def load_policy_for_eval(path: Path, dtype: str = "float32"):
@@ -376,7 +418,5 @@ def load_policy_for_eval(path: Path, dtype: str = "float32"):
 
         model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
         model = model.merge_and_unload()
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        ensure_pad_token(tokenizer)
-        return model.to(process_state().device), tokenizer
+        return model.to(process_state().device), load_tokenizer(path)
     return load_model_for_inference(path, dtype)

@@ -20,18 +20,8 @@ from alol.config import PipelineConfig
 from alol.data.tokenize import encode_prompt
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.pipeline.inputs import (
-    check_context_length,
-    configured_reward,
-    load_model,
-    load_splits,
-    pointwise_records,
-    reference_path,
-    render,
-    reward_fingerprint,
-    unique_prompts,
-)
+from alol.fingerprint import fingerprint_of
+from alol.pipeline.inputs import load_tokenizer, render, stage_inputs, unique_prompts
 from alol.pipeline.settings import (
     lora_config,
     lora_kwargs,
@@ -57,24 +47,23 @@ def run_online(cfg: PipelineConfig, method: str) -> Path:
             f"unknown online method {method!r}; choose one of {', '.join(ONLINE_METHODS)}"
         )
     require_trl()
-    reward = configured_reward(cfg)
-    if reward is None:
+    out = cfg.root / "train" / method
+    inputs = stage_inputs(cfg, training=False, decoding=True)
+    if inputs.reward_spec is None:
         raise AlolError(
             f"{method} scores its own samples, so it needs a reward (--reward, or --reward-model "
             "to fit one on the data's scores)"
         )
-    out = cfg.root / "train" / method
-    ref = reference_path(cfg)
-    check_context_length(cfg, ref, decoding=True)
-    _, tokenizer = load_model(ref)
-    prompts = _training_prompts(cfg, tokenizer)
+    ref = inputs.reference
+    tokenizer = load_tokenizer(ref)
+    prompts = _training_prompts(cfg, tokenizer, inputs.splits.train)
     kwargs = online_kwargs(cfg, method, out / "checkpoints")
     fingerprint = fingerprint_of(
         "online",
         method,
-        fingerprint_model(ref),
+        inputs.reference_fingerprint,
         prompts,
-        reward_fingerprint(cfg),
+        inputs.reward_fingerprint,
         result_settings(kwargs),
         lora_kwargs(cfg),
         tokenization(cfg),
@@ -83,8 +72,8 @@ def run_online(cfg: PipelineConfig, method: str) -> Path:
         logger.info("online %s: up to date (%s)", method, out)
         return out / "final"
     with running_stage(out, fingerprint, "online"):
-        probe = (prompts[0], pointwise_records(cfg, load_splits(cfg).train)[0].response)
-        rewards = RewardFunctions(reward, tokenizer, probe, cfg.reward_timeout)
+        probe = (prompts[0], inputs.train_pairs[0].response)
+        rewards = RewardFunctions(inputs.load_reward(), tokenizer, probe, cfg.reward_timeout)
         trainer = _trainer(cfg, method, ref, tokenizer, prompts, rewards, kwargs, out)
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(QuietProgressCallback)
@@ -159,10 +148,10 @@ class CostedCheckpoints(AtomicCheckpoints):
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
 
-def _training_prompts(cfg: PipelineConfig, tokenizer) -> list[str]:
-    """The distinct training prompts, rendered and cut to max_prompt_length tokens from the
+def _training_prompts(cfg: PipelineConfig, tokenizer, records: list) -> list[str]:
+    """The distinct prompts of `records`, rendered and cut to max_prompt_length tokens from the
     left, as the offline objectives see them."""
-    texts = [render(cfg, prompt, tokenizer) for prompt in unique_prompts(load_splits(cfg).train)]
+    texts = [render(cfg, prompt, tokenizer) for prompt in unique_prompts(records)]
     return [
         tokenizer.decode(encode_prompt(tokenizer, text, cfg.max_prompt_length)) for text in texts
     ]

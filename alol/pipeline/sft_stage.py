@@ -9,16 +9,19 @@ import logging
 from pathlib import Path
 
 from alol.config import PipelineConfig
+from alol.data.objective_data import nll_dataset
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
 from alol.models.model_checks import check_model
 from alol.pipeline.inputs import (
     check_context_length,
-    load_model_to_train,
     load_splits,
+    load_tokenizer,
+    load_weights_to_train,
     log_data,
     pointwise_records,
+    tokenize_with,
 )
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import (
@@ -27,7 +30,6 @@ from alol.pipeline.trainer_setup import (
     train_or_resume,
     training_fingerprint_parts,
 )
-from alol.pipeline.training_sets import nll_dataset
 from alol.reports.plots import plot_training_curves
 
 logger = logging.getLogger(__name__)
@@ -53,10 +55,11 @@ def run_sft(cfg: PipelineConfig) -> Path:
         logger.info("sft: up to date (%s)", out)
         return out / "model"
     with running_stage(out, fingerprint, "sft"):
-        model, tokenizer = load_model_to_train(cfg, cfg.model)
-        dataset = nll_dataset(cfg, records, tokenizer)
+        tokenizer = load_tokenizer(cfg.model)
+        dataset = nll_dataset(records, tokenize_with(cfg, tokenizer))
         cuts = dataset.cut_counts()
         log_data(logger, "sft", splits, cuts)
+        model = load_weights_to_train(cfg, cfg.model)
         trainer = build_trainer(cfg, "nll", model, tokenizer, dataset, out, max_steps)
         train_or_resume(trainer, out, cfg.resume)
         save_policy(trainer, out / "model", merge=True)

@@ -1,44 +1,35 @@
 """The precompute tables a config names, computed once and cached by content hash: the training
-pairs' advantage table (`run_dir/advantage/`) and π_ref's log-probs of preference pairs
-(`run_dir/pairs/`, `run_dir/kto/`). The advantage and train stages both read them through here."""
+pairs' advantage table (`run_dir/advantage/advantages-*`) and π_ref's log-probs of DPO's
+pairs and KTO's sequences (`run_dir/pairs/`, `run_dir/kto/`, `reference_logps-*`). The
+advantage and train stages both read them through here."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from alol.config import PipelineConfig
-from alol.data.records import PreferenceRecord, RewardRecord
-from alol.data.table import AdvantageTable, load_or_compute
+from alol.data.records import RewardRecord
+from alol.data.table import REFERENCE_LOGPS, AdvantageTable, load_or_compute
 from alol.errors import AlolError
-from alol.fingerprint import cache_key, file_sha256, fingerprint_model, fingerprint_records
+from alol.fingerprint import cache_key, file_sha256, fingerprint_records, record_hashes
 from alol.models.precompute import compute_advantages
 from alol.models.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.models.value_io import WEIGHTS_FILE, load_value_head, value_head_model
-from alol.pipeline.inputs import (
-    check_context_length,
-    configured_reward,
-    load_model_for_inference,
-    load_splits,
-    pointwise_records,
-    reference_path,
-    render,
-    reward_fingerprint,
-)
+from alol.pipeline.inputs import StageInputs, load_model_for_inference, render
 from alol.pipeline.settings import advantage_config
 from alol.provenance import check_made_for
 
 
-def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageTable:
-    """Reference log-probs, V(x), R and A for every training pair, cached by content hash.
+def advantage_table(
+    inputs: StageInputs, records: list[RewardRecord], needs_value: bool = True
+) -> AdvantageTable:
+    """Reference log-probs, V(x), R and A for each of `records`, cached by content hash.
 
     V(x) comes from the value head in `run_dir/value/`. Only the reward-weighted objectives
     (`needs_value=False`) may go without one, with V(x) = 0: for the advantage audit and the
     A-LoL objectives, V = 0 would call every rewarded response better than π_ref's own.
     """
-    ref = reference_path(cfg)
-    check_context_length(cfg, ref)
-    records = pointwise_records(cfg, load_splits(cfg).train)
-    value_dir = cfg.root / "value"
+    ref = inputs.reference
+    value_dir = inputs.cfg.root / "value"
     head_file = value_dir / WEIGHTS_FILE
     if needs_value and not head_file.exists():
         raise AlolError(
@@ -47,7 +38,7 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
             "π_ref's). Fit it first with `alol value` and the same config, or run every stage "
             "with `alol run`."
         )
-    model_fp = fingerprint_model(ref)
+    model_fp = inputs.reference_fingerprint
     head = load_value_head(value_dir) if head_file.exists() else None  # a damaged one says so
     if head is not None:
         check_made_for(
@@ -58,11 +49,11 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
             "fit it again on this reference with `alol value` and this config (or `alol run`)",
         )
     value_fp = file_sha256(head_file) if head is not None else None
-    config = advantage_config(cfg)
+    config = advantage_config(inputs.cfg)
     key = cache_key(
         model_fp,
         fingerprint_records(records),
-        reward_fingerprint(cfg),
+        inputs.reward_fingerprint,
         config.key_fields(),
         value_fp,
     )
@@ -71,35 +62,26 @@ def advantage_table(cfg: PipelineConfig, needs_value: bool = True) -> AdvantageT
         model, tokenizer = load_model_for_inference(
             ref, config.reference_dtype, config.load_in_4bit
         )
-        return compute_advantages(
-            model, tokenizer, records, config, value_head=head, reward=configured_reward(cfg)
-        )
+        reward = inputs.load_reward()
+        return compute_advantages(model, tokenizer, records, config, head, reward)
 
-    return load_or_compute(cfg.root / "advantage", key, compute)
-
-
-def pair_reference_logps(cfg: PipelineConfig, pairs: list[PreferenceRecord]) -> np.ndarray:
-    """π_ref's summed log-probs of each pair's chosen and rejected response (`[2 * pairs]`,
-    chosen then rejected), precomputed once and cached like the advantage table."""
-    flat = [RewardRecord(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
-    return reference_logps(cfg, flat, "pairs")
+    return load_or_compute(inputs.cfg.root / "advantage", key, compute)
 
 
-def reference_logps(cfg: PipelineConfig, sequences: list[RewardRecord], folder: str) -> np.ndarray:
+def reference_logps(inputs: StageInputs, sequences: list[RewardRecord], folder: str) -> np.ndarray:
     """π_ref's summed log-probs of each (prompt, response), precomputed once and cached by
     content hash in `run_dir/<folder>/` (DPO's pairs, KTO's completions and mismatched pairs)."""
-    ref = reference_path(cfg)
-    config = advantage_config(cfg)
+    config = advantage_config(inputs.cfg)
     key = cache_key(
-        fingerprint_model(ref), fingerprint_records(sequences), None, config.key_fields()
+        inputs.reference_fingerprint, fingerprint_records(sequences), None, config.key_fields()
     )
 
     def compute() -> AdvantageTable:
         model, tokenizer = load_model_for_inference(
-            ref, config.reference_dtype, config.load_in_4bit
+            inputs.reference, config.reference_dtype, config.load_in_4bit
         )
         prepare_reference(model, config)
-        prompts = [render(cfg, record.prompt, tokenizer) for record in sequences]
+        prompts = [render(inputs.cfg, record.prompt, tokenizer) for record in sequences]
         responses = [record.response for record in sequences]
         token_logps = gather_by_prompt_group(
             prompts,
@@ -113,6 +95,15 @@ def reference_logps(cfg: PipelineConfig, sequences: list[RewardRecord], folder: 
                 config,
             )[0],
         )
-        return AdvantageTable.from_examples(None, None, token_logps)
+        hashes = record_hashes(sequences)
+        return AdvantageTable.from_examples(None, None, token_logps, record_hashes=hashes)
 
-    return load_or_compute(cfg.root / folder, key, compute).ref_logp
+    table = load_or_compute(inputs.cfg.root / folder, key, compute, REFERENCE_LOGPS)
+    return joined(sequences, table).ref_logp
+
+
+def joined(records: list[RewardRecord], table: AdvantageTable) -> AdvantageTable:
+    """`table`, checked to hold one row per record of `records`, in order, each computed from
+    that record: what makes indexing both by the same number safe."""
+    table.check_rows(record_hashes(records), [record.source for record in records])
+    return table

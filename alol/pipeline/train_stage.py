@@ -9,24 +9,24 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_model, fingerprint_of
+from alol.fingerprint import fingerprint_of
 from alol.method.leftover import budget_steps
 from alol.method.objectives import get_objective
 from alol.pipeline.inputs import (
-    check_context_length,
+    StageInputs,
     configured_judges,
-    configured_reward,
-    load_model_to_train,
-    load_splits,
+    load_tokenizer,
+    load_weights_to_train,
     log_data,
-    reference_path,
     render,
-    reward_fingerprint,
+    stage_inputs,
+    tokenize_with,
     unique_prompts,
 )
 from alol.pipeline.settings import generation_config
@@ -45,13 +45,14 @@ from alol.train.selection import judges_selected_by
 logger = logging.getLogger(__name__)
 
 
-def validation_judges(cfg: PipelineConfig) -> list:
+def validation_judges(inputs: StageInputs) -> list:
     """The judges validation scores: every one with `validation_judges`, else those
     `select_by` names (each must be a judge)."""
+    cfg = inputs.cfg
     named = judges_selected_by(cfg.select_by)
     if not named and not cfg.validation_judges:
         return []  # none is loaded: a judge can be a model
-    judges = configured_judges(cfg)
+    judges = configured_judges(inputs)
     unknown = [name for name in named if name not in {judge.name for judge in judges}]
     if unknown:
         raise AlolError(
@@ -61,6 +62,16 @@ def validation_judges(cfg: PipelineConfig) -> list:
     if cfg.validation_judges:
         return judges
     return [judge for judge in judges if judge.name in named]
+
+
+def validation_prompts(inputs: StageInputs) -> tuple[Any, list[str]]:
+    """The validation prompts as π_ref renders them (the fingerprint holds them) and the
+    tokenizer that rendered them; none without `eval_steps` and a reward to score them."""
+    if not inputs.cfg.eval_steps or inputs.reward_spec is None:
+        return None, []
+    tokenizer = load_tokenizer(inputs.reference)
+    prompts = unique_prompts(inputs.splits.val)
+    return tokenizer, [render(inputs.cfg, prompt, tokenizer) for prompt in prompts]
 
 
 def kept_checkpoint(trainer) -> dict | None:
@@ -84,62 +95,59 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         )
     objective = get_objective(objective_name)
     out = cfg.root / "train" / objective_name
-    ref = reference_path(cfg)
-    check_context_length(cfg, ref, decoding=bool(cfg.eval_steps))
-    splits = load_splits(cfg)
-    model, tokenizer = load_model_to_train(cfg, ref)
-    examples = training_set(cfg, objective, splits.train, tokenizer)
+    inputs = stage_inputs(cfg, decoding=bool(cfg.eval_steps))
+    examples = training_set(inputs, objective)
     max_steps = cfg.max_steps
     if objective.positive_advantage_only and cfg.scale_steps_by_positive_fraction:
         max_steps = budget_steps(cfg.max_steps, examples.fraction_positive)
-    reward = configured_reward(cfg) if cfg.eval_steps else None
-    eval_prompts = (
-        [render(cfg, p, tokenizer) for p in unique_prompts(splits.val)] if reward else None
-    )
-    judges = validation_judges(cfg) if eval_prompts else []
+    tokenizer, eval_prompts = validation_prompts(inputs)
+    validates = bool(eval_prompts)
+    judges = validation_judges(inputs) if validates else []
     validation = (
         {
-            "reward": reward_fingerprint(cfg),
+            "reward": inputs.reward_fingerprint,
             "prompts": eval_prompts,
             **asdict(generation_config(cfg)),
             # named only when there are some, so runs finished before judges existed stay done
             **({"judges": [judge.fingerprint for judge in judges]} if judges else {}),
         }
-        if eval_prompts
+        if validates
         else None
     )
     fingerprint = fingerprint_of(
         "train",
         objective_name,
-        fingerprint_model(ref),
+        inputs.reference_fingerprint,
         examples.fingerprint,
-        training_fingerprint_parts(cfg, objective_name, out, max_steps, bool(eval_prompts)),
+        training_fingerprint_parts(cfg, objective_name, out, max_steps, validates),
         validation,
     )
     if stage_done(out, fingerprint):
         logger.info("train %s: up to date (%s)", objective_name, out)
         return out / "final"
     with running_stage(out, fingerprint, "train"):
+        tokenizer = tokenizer or load_tokenizer(inputs.reference)
+        dataset = examples.build(tokenize_with(cfg, tokenizer))
         trainer = build_trainer(
             cfg,
             objective_name,
-            model,
+            load_weights_to_train(cfg, inputs.reference),
             tokenizer,
-            examples.dataset,
+            dataset,
             out,
             max_steps,
             sample_weights=None if examples.weights is None else examples.weights.tolist(),
-            reward=reward,
-            eval_prompts=eval_prompts,
+            reward=inputs.load_reward() if validates else None,
+            eval_prompts=eval_prompts or None,
             generation_config=generation_config(cfg),
             judges={judge.name: judge.reward for judge in judges},
         )
-        cuts = examples.dataset.cut_counts()
-        log_data(logger, f"train {objective_name}", splits, cuts)
+        cuts = dataset.cut_counts()
+        log_data(logger, f"train {objective_name}", inputs.splits, cuts)
         logger.info(
             "train %s: %s (%.0f%% of the data kept), %s",
             objective_name,
-            counted(len(examples.dataset), "example"),
+            counted(len(dataset), "example"),
             100 * (examples.fraction_positive if objective.needs_advantage else 1.0),
             counted(max_steps, "step"),
         )
@@ -153,10 +161,10 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
             out,
             fingerprint,
             "train",
-            examples=len(examples.dataset),
+            examples=len(dataset),
             steps=max_steps,
             fraction_positive=examples.fraction_positive,
-            data=splits.counts(),
+            data=inputs.splits.counts(),
             **({"selection": selection} if selection else {}),
             **cuts,
         )

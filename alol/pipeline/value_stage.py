@@ -16,18 +16,15 @@ from alol.config import PipelineConfig
 from alol.data.conversions import to_reward_records
 from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_model, fingerprint_of, fingerprint_records
+from alol.fingerprint import fingerprint_of, fingerprint_records
 from alol.models.value_fit import fit_value_head
 from alol.models.value_io import save_value_head, value_head_model
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
-    check_context_length,
-    configured_reward,
+    StageInputs,
     load_model_for_inference,
-    load_splits,
-    reference_path,
     render,
-    reward_fingerprint,
+    stage_inputs,
     unique_prompts,
 )
 from alol.pipeline.settings import (
@@ -47,21 +44,18 @@ logger = logging.getLogger(__name__)
 def run_value(cfg: PipelineConfig) -> Path:
     """Decode π_ref on validation prompts, score, and fit the value head on its prompt states."""
     out = cfg.root / "value"
-    ref = reference_path(cfg)
-    check_context_length(cfg, ref, decoding=not cfg.value_from_data)
-    splits = load_splits(cfg)
+    inputs = stage_inputs(cfg, training=cfg.value_from_data, decoding=not cfg.value_from_data)
     config = value_config(cfg)
     dtype = configured_reference_dtype(cfg)
     targets_from = (
         {"stored rewards": True}
         if cfg.value_from_data
-        else {"reward": reward_fingerprint(cfg), "decoding": asdict(value_generation_config(cfg))}
+        else {"reward": inputs.reward_fingerprint, "decoding": asdict(value_generation_config(cfg))}
     )
-    model_fp = fingerprint_model(ref)
     fingerprint = fingerprint_of(
         "value",
-        model_fp,
-        fingerprint_records(to_reward_records(splits.val)),
+        inputs.reference_fingerprint,
+        fingerprint_records(to_reward_records(inputs.splits.val)),
         targets_from,
         asdict(config),
         tokenization(cfg),
@@ -72,15 +66,16 @@ def run_value(cfg: PipelineConfig) -> Path:
         logger.info("value: up to date (%s)", out)
         return out
     with running_stage(out, fingerprint, "value"):
-        model, tokenizer = load_model_for_inference(ref, dtype)
-        prompts, targets, samples = _value_targets(cfg, model, tokenizer, splits.val)
+        model, tokenizer = load_model_for_inference(inputs.reference, dtype)
+        prompts, targets, samples = _value_targets(inputs, model, tokenizer)
         head, report = fit_value_head(model, tokenizer, prompts, targets, config)
         report["targets_from"] = (
             "data rewards (approximation)" if cfg.value_from_data else "reference samples"
         )
 
         def write() -> None:
-            save_value_head(head, out, report, model_record(ref, model_fp))
+            made_for = model_record(inputs.reference, inputs.reference_fingerprint)
+            save_value_head(head, out, report, made_for)
             plot_value_fit(report, out / "value_fit.png")
             _write_jsonl(out / "value_samples.jsonl", samples)
 
@@ -99,8 +94,9 @@ def run_value(cfg: PipelineConfig) -> Path:
     return out
 
 
-def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
+def _value_targets(inputs: StageInputs, model, tokenizer):
     """(prompts, targets, samples): what V regresses on, and the decoded samples to inspect."""
+    cfg, val_records = inputs.cfg, inputs.splits.val
     if cfg.value_from_data:
         logger.warning(
             "value: fitting V on the data's stored rewards, an approximation of E[R] under π_ref "
@@ -114,7 +110,7 @@ def _value_targets(cfg: PipelineConfig, model, tokenizer, val_records: list):
             for p, r, t in zip(prompts, records, targets, strict=True)
         ]
         return prompts, targets, samples
-    reward = configured_reward(cfg)
+    reward = inputs.load_reward()
     if reward is None:
         raise AlolError(
             "`alol value` needs a reward function (--reward) to score the reference's samples, "

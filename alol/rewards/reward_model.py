@@ -36,6 +36,7 @@ from alol.atomic import replace_directory, write_json
 from alol.config import PipelineConfig
 from alol.data.conversions import to_preference_records
 from alol.data.records import PreferenceRecord, RankedRecord, RewardRecord
+from alol.data.splits import held_out_count, split_by_prompt
 from alol.errors import AlolError
 from alol.models.reference import prompt_groups
 from alol.reports.metrics import pearson, spearman
@@ -149,13 +150,10 @@ def _scores_of(record) -> list[tuple[str, float]] | None:
 
 
 def _split_by_prompt(items: list, fraction: float, seed: int) -> tuple[list, list]:
-    groups = prompt_groups([item.prompt for item in items])
-    order = np.random.default_rng(seed).permutation(len(groups))
-    count = min(max(1, round(fraction * len(groups))), len(groups) - 1) if len(groups) > 1 else 0
-    held = {int(group) for group in order[:count]}
-    heldout = [items[i] for g, group in enumerate(groups) if g in held for i in group]
-    train = [items[i] for g, group in enumerate(groups) if g not in held for i in group]
-    return train, heldout
+    prompts = [item.prompt for item in items]
+    held_out = held_out_count(len(set(prompts)), fraction)
+    train, heldout = split_by_prompt(prompts, held_out, seed)
+    return [items[i] for i in train], [items[i] for i in heldout]
 
 
 class RewardModelTrainer(AtomicCheckpoints, Trainer):

@@ -1,8 +1,9 @@
 """`AlolTrainer(train_dataset=...)` given records, as TRL's trainers take a `datasets.Dataset`.
 
 Rows in any of alol's record formats (reward, preference, ranked, HH; TRL's forms too) become
-the examples of the objective's family, tokenized with the config's length limits. What the
-pipeline precomputes in its own stages is done here at construction: π_ref's log-probs, from
+the examples of the objective's family, tokenized with the config's length limits, by the
+builder the pipeline uses (`alol.data.objective_data`). What the pipeline precomputes in its
+own stages is done here at construction: π_ref's log-probs, from
 the model before any adapter is added (it is π_ref then), and the sampling weights the
 objective asks for. A-LoL's advantages cannot be made here, since they need a value head
 fitted on π_ref's own answers: reward rows carry them in an `advantage` field (from
@@ -17,21 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from alol.data.conversions import to_preference_records, to_ranked_records, to_reward_records
-from alol.data.examples import (
-    ExampleDataset,
-    SequenceExample,
-    kl_blocks,
-    kto_sequences,
-    pair_examples,
-    ranked_examples,
-    unpaired_examples,
-)
+from alol.data.conversions import to_reward_records
+from alol.data.examples import ExampleDataset
 from alol.data.formats import records_from_rows
+from alol.data.objective_data import PointwiseScores, Sources, training_set
+from alol.data.records import RewardRecord
 from alol.data.tokenize import render_prompt, tokenize_pair
 from alol.errors import DataError
-from alol.method.kto import kto_rows, report_balance
-from alol.method.leftover import select_examples
 from alol.method.objectives import Objective
 from alol.models.reference import ReferenceConfig, reference_pass
 from alol.train.config import AlolConfig
@@ -45,6 +38,10 @@ def examples_from_records(
     """The objective's examples from `rows`, and their sampling weights (None: uniform)."""
     rows = list(rows)
     records = records_from_rows(rows).records
+    pointwise = to_reward_records(records, preferred_only=args.train_responses == "preferred")
+    batch_size = args.per_device_train_batch_size
+    sources = row_sources(rows, model, tokenizer, args)
+    training = training_set(objective, records, pointwise, args, batch_size, sources)
 
     def tokenize(prompt, response: str):
         text = render_prompt(prompt, tokenizer, args.string_prompts)
@@ -52,58 +49,29 @@ def examples_from_records(
             tokenizer, text, response, args.max_prompt_length, args.max_response_length
         )
 
-    if objective.data == "ranked":
-        return ExampleDataset(ranked_examples(to_ranked_records(records), tokenize)), None
-    if objective.data == "unpaired":
-        return _unpaired_dataset(rows, records, model, tokenizer, tokenize, args), None
-    if objective.data == "pair":
-        pairs = to_preference_records(records)
-        responses = [(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
-        ref = (
-            _reference_logps(model, tokenizer, responses, args)
-            if objective.needs_reference
-            else None
-        )
-        summed = None if ref is None else np.array([t.sum(dtype=np.float64) for t in ref])
-        return ExampleDataset(pair_examples(pairs, tokenize, summed)), None
-    pointwise = to_reward_records(records, preferred_only=args.train_responses == "preferred")
-    rewards = np.array([np.nan if r.total_reward is None else r.total_reward for r in pointwise])
-    if objective.needs_reward and np.isnan(rewards).any():
-        raise DataError(f"{objective.name} needs a 'reward' on every record", field="reward")
-    advantages = _advantages(rows, pointwise) if objective.needs_advantage else None
-    ref = None
-    if objective.needs_reference:
-        ref = _reference_logps(model, tokenizer, [(r.prompt, r.response) for r in pointwise], args)
-    sampling = args.sampling or objective.default_sampling
-    indices, weights = select_examples(rewards, advantages, objective.needs_advantage, sampling)
-    examples = [
-        SequenceExample(
-            tokenize(pointwise[i].prompt, pointwise[i].response),
-            index=int(i),
-            reward=None if np.isnan(rewards[i]) else float(rewards[i]),
-            advantage=None if advantages is None else float(advantages[i]),
-            ref_token_logps=None if ref is None else ref[i],
-        )
-        for i in indices
-    ]
-    return ExampleDataset(examples), None if weights is None else weights.tolist()
+    weights = None if training.weights is None else training.weights.tolist()
+    return training.build(tokenize), weights
 
 
-def _unpaired_dataset(rows, records, model, tokenizer, tokenize, args: AlolConfig):
-    """KTO's examples (`alol.method.kto.kto_rows`), with π_ref's log-probs of the completions and of
-    their mismatched pairs from `model` as it is now."""
-    if args.kto_label == "advantage_positive":
-        pointwise = to_reward_records(records, preferred_only=args.train_responses == "preferred")
-        labelled = kto_rows(pointwise, args.kto_label, advantages=_advantages(rows, pointwise))
-    else:
-        labelled = kto_rows(records, args.kto_label, args.kto_threshold)
-    labels = np.array([label for *_, label in labelled])
-    report_balance(labels, args.desirable_weight, args.undesirable_weight)
-    blocks = kl_blocks(len(labelled), args.per_device_train_batch_size, args.seed)
-    token_logps = _reference_logps(model, tokenizer, kto_sequences(labelled, blocks), args)
-    summed = np.array([t.sum(dtype=np.float64) for t in token_logps])
-    examples = unpaired_examples(labelled, blocks, tokenize, summed)
-    return ExampleDataset(examples, batch_size=args.per_device_train_batch_size)
+def row_sources(rows: list[dict[str, Any]], model, tokenizer, args: AlolConfig) -> Sources:
+    """R from the records, A from the rows' `advantage` field, π_ref's log-probs from `model`
+    as it is now (before any adapter is added, it is π_ref)."""
+
+    def reference(sequences: list[RewardRecord]) -> list[np.ndarray]:
+        return _reference_logps(model, tokenizer, [(r.prompt, r.response) for r in sequences], args)
+
+    def scores(records: list[RewardRecord], objective: Objective) -> PointwiseScores:
+        reward = np.array([np.nan if r.total_reward is None else r.total_reward for r in records])
+        advantage = _advantages(rows, records) if objective.needs_advantage else None
+        token_logps = reference(records) if objective.needs_reference else None
+        return PointwiseScores(
+            reward, advantage, None, None if token_logps is None else token_logps.__getitem__
+        )
+
+    def summed(sequences: list[RewardRecord], _: str) -> np.ndarray:
+        return np.array([t.sum(dtype=np.float64) for t in reference(sequences)])
+
+    return Sources(scores, lambda records: _advantages(rows, records), summed)
 
 
 def _advantages(rows: list[dict[str, Any]], pointwise: list) -> np.ndarray:
