@@ -267,7 +267,7 @@ def markdown(result: dict) -> str:
         f"validation prompts, R − V(x) for π_ref's short answers "
         f"{_signed(value['mean_error_short_answers'])} ({value['short_answers']} of them), long "
         f"{_signed(value['mean_error_long_answers'])}; V's held-out explained variance "
-        f"{value['explained_variance']}.",
+        f"{value['explained_variance']:.3f}.",
         "",
     ]
     if result["clip_fraction"]:
