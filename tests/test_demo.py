@@ -12,7 +12,7 @@ import pytest
 from alol.cli import main
 from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL
 
-QUICK_OBJECTIVES = ("a_lol", "nll", "wbc")
+QUICK_OBJECTIVES = ("a_lol_seq", "nll", "wbc")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_exits_cleanly_and_announces_each_stage(quick_demo):
     code, out, _ = quick_demo
     assert code == 0
-    for stage in ("sft", "value", "advantage", "train a_lol", "train nll", "train wbc", "eval"):
+    for stage in ("sft", "value", "advantage", "train a_lol_seq", "train nll", "train wbc", "eval"):
         assert stage in out
     assert "[7/7]" in out
 
@@ -109,13 +109,15 @@ def _smollm2_installed() -> bool:
     not _smollm2_installed(),
     reason=f"SmolLM2 is optional and not installed here ({SMOLLM2_INSTALL})",
 )
-def test_smollm2_quick_demo_fine_tunes_pi_ref_then_trains_lora_on_the_bundled_hh(tmp_path):
+def test_smollm2_quick_demo_trains_lora_from_the_instruct_model_and_judges_it(tmp_path):
     run_dir = tmp_path / "smol"
     code = main(
         ["demo", "--model", "smollm2", "--quick", "--objective", "a_lol", "--run-dir", str(run_dir)]
     )
     assert code == 0
-    assert (run_dir / "sft" / "model" / "config.json").exists()  # π_ref: SFT of the base
+    assert not (run_dir / "sft").exists(), "the instruct model is π_ref as it ships"
     assert (run_dir / "train" / "a_lol" / "final" / "adapter_config.json").exists()
     readme = (run_dir / "report" / "README.md").read_text()
     assert "| a_lol |" in readme and "relevance" in readme and "sentiment" in readme
+    assert "informativeness" in readme and "safety" in readme  # the judges
+    assert (run_dir / "eval" / "audit.md").exists()

