@@ -416,3 +416,16 @@ def test_an_error_that_is_no_users_to_fix_shows_its_traceback_as_a_bug(config, c
     err = capsys.readouterr().err
     assert "Traceback" in err and "ValueError: invalid literal for int()" in err
     assert err.rstrip().endswith("please report it with the traceback above")
+
+
+@pytest.mark.parametrize(("cut", "warned"), [(30, True), (10, False)])
+def test_many_responses_cut_before_their_eos_are_warned_about(caplog, cut, warned):
+    """A response cut at max_response_length loses its EOS: trained on many, a policy learns to
+    run on to the token budget (the HH benchmark's rambling)."""
+    from alol.pipeline.inputs import Splits, log_data
+
+    cuts = {"sequences": 100, "prompts_cut": 0, "responses_cut": cut}
+    log_data(logging.getLogger("alol.test"), "train a_lol", Splits([], []), cuts, 64)
+
+    assert ("are longer than max_response_length (64 tokens)" in caplog.text) is warned
+    assert (f"train a_lol: {cut}% of the responses it trains on" in caplog.text) is warned

@@ -97,8 +97,20 @@ def load_splits(cfg: PipelineConfig) -> Splits:
     return hold_out_prompts(records, cfg.val_fraction, cfg.seed)
 
 
-def log_data(log: logging.Logger, stage: str, splits: Splits, cuts: dict[str, int]) -> None:
-    """One line on what a stage trains on: records, the validation hold-out, length cuts."""
+CUT_RESPONSES_WARNING = 0.25
+"""Share of cut training responses above which a stage warns: a cut response loses its EOS."""
+
+
+def log_data(
+    log: logging.Logger,
+    stage: str,
+    splits: Splits,
+    cuts: dict[str, int],
+    max_response_length: int,
+) -> None:
+    """One line on what a stage trains on: records, the validation hold-out, length cuts; and a
+    warning when many responses are cut, since a response cut before its EOS teaches the
+    policy to run on to the token budget instead of ending its answer."""
     counts = splits.counts()
     origin = "held out from the training file" if splits.held_out else "from val_data"
     log.info(
@@ -111,6 +123,16 @@ def log_data(log: logging.Logger, stage: str, splits: Splits, cuts: dict[str, in
         counted(cuts["prompts_cut"], "prompt"),
         counted(cuts["responses_cut"], "response"),
     )
+    share = cuts["responses_cut"] / max(1, cuts["sequences"])
+    if share >= CUT_RESPONSES_WARNING:
+        log.warning(
+            "%s: %.0f%% of the responses it trains on are longer than max_response_length "
+            "(%d tokens) and are cut before their EOS, which teaches the policy not to end its "
+            "answers; raise max_response_length",
+            stage,
+            100 * share,
+            max_response_length,
+        )
 
 
 def pointwise_records(cfg: PipelineConfig, records: list) -> list[RewardRecord]:

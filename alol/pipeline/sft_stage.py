@@ -58,7 +58,7 @@ def run_sft(cfg: PipelineConfig) -> Path:
         tokenizer = load_tokenizer(cfg.model)
         dataset = nll_dataset(records, tokenize_with(cfg, tokenizer))
         cuts = dataset.cut_counts()
-        log_data(logger, "sft", splits, cuts)
+        log_data(logger, "sft", splits, cuts, cfg.max_response_length)
         model = load_weights_to_train(cfg, cfg.model)
         trainer = build_trainer(cfg, "nll", model, tokenizer, dataset, out, max_steps)
         train_or_resume(trainer, out, cfg.resume)

@@ -143,7 +143,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
             judges={judge.name: judge.reward for judge in judges},
         )
         cuts = dataset.cut_counts()
-        log_data(logger, f"train {objective_name}", inputs.splits, cuts)
+        log_data(logger, f"train {objective_name}", inputs.splits, cuts, cfg.max_response_length)
         logger.info(
             "train %s: %s (%.0f%% of the data kept), %s",
             objective_name,
