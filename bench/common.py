@@ -11,8 +11,21 @@ from pathlib import Path
 
 import torch
 
+from alol.atomic import write_json, write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root: where `python -m bench.<name>` runs from."""
+
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, result: dict, table: str) -> None:
+    """bench/results/<name>.json and .md, each written whole or not at all, and the table on
+    stdout: what every benchmark leaves behind."""
+    write_json(RESULTS / f"{name}.json", result)
+    write_text(RESULTS / f"{name}.md", table)
+    print(table)
 
 
 def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -30,16 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from alol.atomic import write_json, write_text
 from alol.data.table import AdvantageTable
 from alol.method.leftover import budget_steps
 from alol.method.sampling import PrioritySampler
 from alol.pipeline.inputs import load_splits, pointwise_records
 from alol.pipeline.tables import joined
+from bench.common import write_results
 from bench.hh_smollm2 import (
     FULL,
     QUICK,
-    RESULTS,
     base_config,
     commit,
     rows_of,
@@ -296,9 +295,7 @@ def main() -> int:
     result = measure(out / f"seed{args.seed}", seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
     result.update(commit=commit(), batch_size=cfg.batch_size, seed=args.seed)
     name = "hh_collapse_quick" if args.quick else "hh_collapse"
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", markdown(result))
-    print(markdown(result))
+    write_results(name, result, markdown(result))
     return 0
 
 

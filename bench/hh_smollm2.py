@@ -50,7 +50,7 @@ import torch
 import yaml
 
 from alol import __version__
-from alol.atomic import write_json, write_text
+from alol.atomic import write_json
 from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
@@ -70,9 +70,9 @@ from alol.pipeline import (
 from alol.reports.eval_report import read_report
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
+from bench.common import write_results
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
-RESULTS = Path(__file__).resolve().parent / "results"
 SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
 HELPFUL_SUBSETS = ("helpful_base", "helpful_online")
 THREE_SEEDS = ("a_lol", "nll", "a_lol_seq", "a_lol_ref_free", "a_lol_kl", "wbc", "dpo", "kto")
@@ -572,9 +572,7 @@ def main() -> int:
         "per_seed": seeds,
     }
     name = "hh_smollm2_quick" if args.quick else "hh_smollm2"
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", markdown(result))
-    print(markdown(result))
+    write_results(name, result, markdown(result))
     return 0
 
 

@@ -20,12 +20,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from alol.atomic import write_json, write_text
 from alol.console import configure_console
 from alol.pipeline import run_eval, run_train
+from bench.common import RESULTS, write_results
 from bench.hh_smollm2 import (
     FULL,
-    RESULTS,
     base_config,
     commit,
     fit_judges,
@@ -122,9 +121,7 @@ def main() -> int:
         objective, overrides = TRIES[name]
         done[name] = run_try(seed_cfg, out, name, objective, overrides)
         result = {"commit": commit(), "tries": done}
-        write_json(results_file, result)
-        write_text(RESULTS / "hh_tries.md", markdown(result))
-    print(markdown(result))
+        write_results("hh_tries", result, markdown(result))
     return 0
 
 

@@ -28,12 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alol.atomic import write_json, write_text
-from bench.common import PeakMemory, device_name, run_module, synchronize
+from bench.common import PeakMemory, device_name, run_module, synchronize, write_results
 from bench.throughput.trl_baseline import word_tokenizer
 
 BENCH = Path(__file__).resolve().parent
-RESULTS = BENCH / "results"
 VOCAB_SIZE = 32_000
 FIRST_WORD_ID = 4
 SHAPES = {
@@ -247,9 +245,7 @@ def main() -> int:
         },
     }  # fmt: skip
     name = f"kto_{'cuda' if setting.device.startswith('cuda') else 'cpu'}"
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", markdown(result))
-    print(markdown(result))
+    write_results(name, result, markdown(result))
     return 0
 
 

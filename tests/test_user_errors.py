@@ -26,6 +26,7 @@ from alol.console import configure_console
 from alol.data.formats import load_records
 from alol.demo.tiny_models import build_tiny_model, save_tiny
 from alol.fingerprint import fingerprint_rendering
+from alol.pipeline.inputs import Splits, log_data
 from alol.rewards import CallableReward, score
 from alol.rewards.classifier import SETTINGS_FILE
 from alol.train.trainer import AlolTrainer
@@ -422,8 +423,6 @@ def test_an_error_that_is_no_users_to_fix_shows_its_traceback_as_a_bug(config, c
 def test_many_responses_cut_before_their_eos_are_warned_about(caplog, cut, warned):
     """A response cut at max_response_length loses its EOS: trained on many, a policy learns to
     run on to the token budget (the HH benchmark's rambling)."""
-    from alol.pipeline.inputs import Splits, log_data
-
     cuts = {"sequences": 100, "prompts_cut": 0, "responses_cut": cut}
     log_data(logging.getLogger("alol.test"), "train a_lol", Splits([], []), cuts, 64)
 
