@@ -10,7 +10,10 @@ import io
 import pytest
 
 from alol.cli import main
+from alol.data.formats import load_records
+from alol.data.splits import prompt_key
 from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL
+from alol.demo.smollm2 import SMOL, SMOL_ANSWERS_ASSET, write_hh_splits
 
 QUICK_OBJECTIVES = ("a_lol_seq", "nll", "wbc")
 
@@ -121,3 +124,23 @@ def test_smollm2_quick_demo_trains_lora_from_the_instruct_model_and_judges_it(tm
     assert "| a_lol |" in readme and "relevance" in readme and "sentiment" in readme
     assert "informativeness" in readme and "safety" in readme  # the judges
     assert (run_dir / "eval" / "audit.md").exists()
+
+
+def test_smollm2_demo_learns_from_human_answers_and_the_instruct_models_own(tmp_path):
+    """The training file holds, per training prompt, HH's human answers and SmolLM2's sampled
+    ones; validation and test prompts are never among them."""
+    paths = write_hh_splits(SMOL, seed=0, directory=tmp_path)
+    train = load_records(paths["train"]).records
+    held_out = {
+        prompt_key(record)
+        for split in ("val", "test")
+        for record in load_records(paths[split]).records
+    }
+    samples = {(prompt_key(r), r.response) for r in load_records(SMOL_ANSWERS_ASSET).records}
+
+    prompts = {prompt_key(record) for record in train}
+    assert len(prompts) == SMOL.train_prompts and not prompts & held_out
+    assert len(held_out) == SMOL.val_prompts + SMOL.test_prompts
+    sampled = [r for r in train if (prompt_key(r), r.response) in samples]
+    assert 0 < len(sampled) < len(train), "both kinds of answer are there"
+    assert all(record.response.strip() for record in train)

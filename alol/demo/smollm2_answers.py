@@ -1,0 +1,61 @@
+"""SmolLM2-135M-Instruct's own sampled answers to the demo's HH prompts: the logged answers of a
+deployed assistant, which `alol demo --model smollm2` learns from beside HH's human answers.
+
+    python -m alol.demo.smollm2_answers    # rewrites assets/smollm2_answers.jsonl (minutes, CPU)
+
+Why they are there: under the demo's reward the instruct model already answers about as well
+as HH's human answers on average, so those alone hold little to learn that π_ref does not
+already do. Its own samples vary widely (some on topic and kind, some off), and the ones that
+beat its expected reward (A > 0) are answers it can learn without leaving its own style.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alol.atomic import write_text
+from alol.data.formats import load_records
+from alol.data.tokenize import render_prompt
+from alol.demo.smollm2 import HH_ASSET, SMOL_ANSWERS_ASSET, convert_smollm2
+from alol.models.generate import GenerationConfig, generate_answers
+
+SAMPLES_PER_PROMPT = 2
+DECODING = GenerationConfig(
+    max_new_tokens=96, do_sample=True, temperature=1.0, top_p=0.95,
+    num_return_sequences=SAMPLES_PER_PROMPT, batch_size=16, seed=0, max_prompt_length=128,
+)  # fmt: skip
+
+
+def sample_answers(model_dir: Path) -> list[dict]:
+    """alol reward records (prompt, response; `finished`: it ended with EOS) of every non-empty
+    sampled answer, the prompt as the HH file's records hold it."""
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    prompts = [record.prompt for record in load_records(HH_ASSET).records]
+    rendered = [render_prompt(prompt, tokenizer) for prompt in prompts]
+    answers = generate_answers(model, tokenizer, rendered, DECODING)
+    return [
+        {"prompt": prompt, "response": answer.text, "finished": answer.finished}
+        for prompt, samples in zip(prompts, answers, strict=True)
+        for answer in samples
+        if answer.text.strip()  # an empty answer is no training record
+    ]
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        lines = sample_answers(convert_smollm2(Path(scratch) / "base"))
+    write_text(SMOL_ANSWERS_ASSET, "".join(json.dumps(line) + "\n" for line in lines))
+    finished = sum(line["finished"] for line in lines)
+    print(f"{len(lines)} answers ({finished} ended with EOS) in {SMOL_ANSWERS_ASSET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
