@@ -150,8 +150,9 @@ def _add_demo_parser(commands) -> None:
         "--objectives",
         "--objective",
         nargs="+",
-        default=list(DEMO_OBJECTIVES),
-        help=f"Objectives to train and compare. Default: {' '.join(DEMO_OBJECTIVES)}.",
+        help="Objectives to train and compare. Default: "
+        + "; ".join(f"{' '.join(names)} ({model})" for model, names in DEMO_OBJECTIVES.items())
+        + ".",
     )
     demo.add_argument(
         "--quick",

@@ -12,7 +12,7 @@ import pytest
 from alol.cli import main
 from alol.data.formats import load_records
 from alol.data.splits import prompt_key
-from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL
+from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig
 from alol.demo.smollm2 import SMOL, SMOL_ANSWERS_ASSET, write_hh_splits
 
 QUICK_OBJECTIVES = ("a_lol_seq", "nll", "wbc")
@@ -144,3 +144,10 @@ def test_smollm2_demo_learns_from_human_answers_and_the_instruct_models_own(tmp_
     sampled = [r for r in train if (prompt_key(r), r.response) in samples]
     assert 0 < len(sampled) < len(train), "both kinds of answer are there"
     assert all(record.response.strip() for record in train)
+
+
+def test_each_demo_model_has_its_default_objectives():
+    assert DemoConfig().objectives == ["a_lol_seq", "nll", "wbc"]
+    smollm2 = DemoConfig(model="smollm2").objectives
+    assert smollm2 == ["a_lol_seq", "nll"], "wbc is left out so the run fits in 10 minutes"
+    assert DemoConfig(model="smollm2", objectives=["wbc"]).objectives == ["wbc"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from alol.choices import DEMO_MODELS, DEMO_OBJECTIVES, OBJECTIVE_SUMMARIES
 from alol.errors import AlolError
@@ -19,8 +19,9 @@ class DemoConfig:
     """Folder for every stage's artifacts and the report; a rerun skips finished stages."""
     seed: int = 0
     """Seeds the task data, the model's initialisation, sampling and decoding."""
-    objectives: list[str] = field(default_factory=lambda: list(DEMO_OBJECTIVES))
-    """Objectives trained from the reference and compared (see `alol train --help`)."""
+    objectives: list[str] | None = None
+    """Objectives trained from the reference and compared (see `alol train --help`); None:
+    the model's DEMO_OBJECTIVES."""
     quick: bool = False
     """A much shorter run (fewer topics and steps) that checks the plumbing, not the result."""
 
@@ -29,6 +30,8 @@ class DemoConfig:
             raise AlolError(
                 f"unknown demo model {self.model!r}; choose one of {', '.join(DEMO_MODELS)}"
             )
+        if self.objectives is None:
+            self.objectives = list(DEMO_OBJECTIVES[self.model])
         unknown = [name for name in self.objectives if name not in OBJECTIVE_SUMMARIES]
         if unknown or not self.objectives:
             raise AlolError(
