@@ -16,6 +16,7 @@ from alol.reports.audit import (
     collapse_of,
     judge_fell,
     most_frequent_answers,
+    reward_rose,
 )
 from alol.train.selection import is_better, selection_score, selection_weights
 
@@ -87,6 +88,20 @@ def test_a_policy_answering_every_prompt_with_one_sentence_is_flagged_as_reward_
         "(most frequent answer of a_lol) given to every test prompt scores 0.493, above "
         "π_ref's 0.470; a model can raise the reward by giving it"
     ]
+
+
+def test_a_reward_rise_within_noise_is_not_called_reward_hacking():
+    """Rambling with a reward that moved by noise only (one prompt up, one down) is flagged for
+    the rambling, without the verdict that the reward was gamed."""
+    answers = {
+        REFERENCE: scored(HELPFUL, [0.4, 0.6] * 4, [0.4] * 8, finished=[True] * 8),
+        "nll": scored(HELPFUL, [0.6, 0.41] * 4, [0.4] * 8, finished=[False] * 8),
+    }
+
+    flag = audit_models(answers, [], THRESHOLDS, budget=64).models["nll"].flag
+
+    assert flag == "nll: reward +0.005 and 100% of answers run to the 64-token budget"
+    assert reward_rose([0.5] * 8, [0.4] * 8) and not reward_rose([0.6, 0.41] * 4, [0.4, 0.6] * 4)
 
 
 def test_a_healthy_policy_is_not_flagged():
