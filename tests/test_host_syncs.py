@@ -64,7 +64,9 @@ def calling_file() -> str:
         path = Path(frame.filename)
         if "torch" not in path.parts and path != Path(__file__):
             package = next((name for name in ("alol", "transformers") if name in path.parts), None)
-            start = path.parts.index(package) if package else len(path.parts) - 2
+            # The package's own folder is its last occurrence: a checkout may be named alol too.
+            last = [i for i, part in enumerate(path.parts) if part == package]
+            start = last[-1] if package else len(path.parts) - 2
             return "/".join(path.parts[start:])
     raise AssertionError("no caller outside torch")
 
