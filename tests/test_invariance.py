@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import constant_value_head
+from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
@@ -151,3 +152,23 @@ def test_precomputed_reference_pair_logprobs_equal_a_live_reference_on_training_
         chosen, rejected = live.chunk(2)
         torch.testing.assert_close(batch["ref_chosen_logp"], chosen)
         torch.testing.assert_close(batch["ref_rejected_logp"], rejected)
+
+
+def test_lora_adapters_start_from_the_seed_whatever_ran_before(tmp_path, tiny_llama_dir):
+    """Objectives trained one after another in one process (the pipeline, the demo) start from
+    the same adapters, so listing another objective first cannot change a result."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    rows = [{"prompt": "Say hi.", "response": " hi!", "reward": 1.0}] * 2
+
+    def initial_adapters() -> dict[str, torch.Tensor]:
+        args = AlolConfig(output_dir=str(tmp_path), objective="nll", report_to="none")
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+        trainer = AlolTrainer(model, args, rows, tokenizer, peft_config=lora)
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_A" in n}
+
+    first = initial_adapters()
+    torch.rand(1000)  # whatever ran in between drew random numbers
+    second = initial_adapters()
+
+    assert first and all(torch.equal(first[name], second[name]) for name in first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -339,12 +340,13 @@ def test_the_console_shows_a_few_formatted_lines_per_stage_not_dicts(workspace, 
     assert main(argv) == 0
 
     out, err = capsys.readouterr()
-    lines = [line for line in err.splitlines() if line.strip()]
+    # a progress bar's refreshes are separate lines here, as many as the machine's speed makes
+    lines = [line for line in err.splitlines() if line.strip() and not re.search(r"\d%\|", line)]
     assert "value: V(x) fitted on" in err and "value_metrics.json" in err
     assert "advantage: A > 0 for" in err and "advantage_stats.json" in err
     assert "{'loss'" not in err and '"heldout_mse"' not in err + out
     assert "Loading weights" not in err and "Writing model shards" not in err
-    assert len(lines) < 40, "\n".join(lines)
+    assert len(lines) < 30, "\n".join(lines)
     assert out.startswith("| model |")
 
 

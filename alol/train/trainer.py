@@ -142,7 +142,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         if quantized:
             model = prepare_for_adapters(model, args.gradient_checkpointing)
         if peft_config is not None:
-            model = apply_lora(model, peft_config, args.gradient_checkpointing)
+            model = apply_lora(model, peft_config, args.gradient_checkpointing, args.seed)
         if args.compile_layers:
             compile_decoder_layers(model, args.compile_mode)
         self.objective_config = args.objective_config()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel, TrainingArguments
 
@@ -55,11 +56,17 @@ def checkpointing_argument(enabled: bool) -> dict[str, bool]:
 
 
 def apply_lora(
-    model: PreTrainedModel, peft_config: Any, gradient_checkpointing: bool
+    model: PreTrainedModel, peft_config: Any, gradient_checkpointing: bool, seed: int
 ) -> PreTrainedModel:
-    """Wrap with peft; checkpointed LoRA needs inputs that require grad to reach the adapters."""
+    """Wrap with peft; checkpointed LoRA needs inputs that require grad to reach the adapters.
+
+    The adapters' random initial weights come from `seed` alone, not from whatever drew random
+    numbers earlier in the process: objectives trained one after another start from the same
+    adapters, and a rerun with other objectives listed gives each the same result."""
     from peft import get_peft_model
 
     if gradient_checkpointing:
         model.enable_input_require_grads()
-    return get_peft_model(model, peft_config)
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        return get_peft_model(model, peft_config)
