@@ -18,8 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.atomic import write_text
 from alol.config import PipelineConfig
-from alol.data.formats import load_records, records_from_rows
-from alol.data.records import RankedRecord
+from alol.data.formats import load_records, records_from_rows, save_records
+from alol.data.records import RankedRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.demo.config import DemoConfig
 from alol.errors import AlolError
@@ -184,13 +184,13 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
     train, val, test = np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:2])
     paths = {split: directory / f"{split}.jsonl" for split in ("train", "val", "test")}
     trained = [records[i] for g in train for i in groups[g]]
-    write_text(paths["train"], "".join(map(_jsonl, training_answers(trained))))
+    save_records(training_answers(trained), paths["train"])
     for split, chosen in (("val", val), ("test", test)):
         write_text(paths[split], "".join(lines[groups[g][0]] + "\n" for g in chosen))
     return paths
 
 
-def training_answers(records: list[RankedRecord]) -> list[dict]:
+def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
     """Every answer the demo learns from, for the prompts of `records`: HH's human ones, then
     the instruct model's own samples (no reward: the demo's reward scores them all)."""
     samples: dict[str, list[str]] = {}
@@ -200,12 +200,8 @@ def training_answers(records: list[RankedRecord]) -> list[dict]:
     for record in records:
         own = samples.pop(prompt_key(record), [])  # a prompt's samples come once
         answers += [
-            {"prompt": record.prompt, "response": response}
+            RewardRecord(record.prompt, response)
             for response in [*record.responses, *own]
             if response.strip()  # HH holds one empty answer: no record to learn from
         ]
     return answers
-
-
-def _jsonl(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False) + "\n"

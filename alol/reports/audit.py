@@ -257,7 +257,7 @@ def audit_models(
             name=name,
             reward=float(np.mean(scored.reward)),
             reward_change=float(np.mean(scored.reward)) - reference_reward,
-            reward_rose=name != REFERENCE and reward_rose(scored.reward, reference.reward),
+            reward_rose=reward_rose(scored.reward, reference.reward),
             judges={j: float(np.mean(v)) for j, v in scored.judges.items()},
             judge_changes={},
             collapse=collapse,
