@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def write_results(name: str, result: dict, table: str) -> None:
-    """bench/results/<name>.json and .md, each written whole or not at all, and the table on
-    stdout: what every benchmark leaves behind."""
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", table)
+def write_results(name: str, result: dict, table: str, folder: Path = RESULTS) -> None:
+    """<folder>/<name>.json and .md (bench/results by default), each written whole or not at
+    all, and the table on stdout: what every benchmark leaves behind."""
+    write_json(folder / f"{name}.json", result)
+    write_text(folder / f"{name}.md", table)
     print(table)
 
 

@@ -32,13 +32,12 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from alol.atomic import write_json, write_text
 from alol.models.logprobs import (
     naive_response_token_logprobs,
     response_token_logprobs,
     sequence_logprobs,
 )
-from bench.common import PeakMemory, device_name, run_module, synchronize
+from bench.common import RESULTS, PeakMemory, device_name, run_module, synchronize, write_results
 
 METHODS = ("full_logits", "response_only", "response_only_chunked")
 LIGER_METHOD = "liger_fused"
@@ -53,7 +52,6 @@ def methods(device: str) -> tuple[str, ...]:
 
 
 MODES = ("no_grad", "forward_backward")
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
@@ -267,10 +265,7 @@ def main() -> None:
         "max_abs_diff_vs_full_logits": agreement(config),
         "results": results,
     }
-    table = markdown_table(report)
-    write_json(out, report)
-    write_text(out.with_suffix(".md"), table)
-    print(table)
+    write_results(out.stem, report, markdown_table(report), out.parent)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import torch
 import transformers
 from peft import LoraConfig, get_peft_model
 
-from alol.atomic import write_json, write_text
 from alol.data.collate import collate_pairs
 from alol.data.formats import load_records
 from alol.data.tokenize import ensure_pad_token, render_prompt, tokenize_pair
@@ -35,10 +34,9 @@ from alol.models.dtypes import DTYPES
 from alol.models.logprobs import response_token_logprobs, sequence_logprobs
 from alol.models.quantization import load_4bit_causal_lm, prepare_for_adapters
 from alol.pipeline.settings import cpu_has_native_bf16
-from bench.common import device_name, synchronize
+from bench.common import RESULTS, device_name, synchronize, write_results
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh" / "harmless_base.json"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def random_model(shape: str, folder: Path) -> Path:
@@ -188,9 +186,7 @@ def main() -> int:
         / full_training["step_seconds_median"],
     }
     name = f"qlora_{'cuda' if cuda else 'cpu'}"
-    write_json(Path(args.out) / f"{name}.json", result)
-    write_text(Path(args.out) / f"{name}.md", markdown(result))
-    print(markdown(result))
+    write_results(name, result, markdown(result), Path(args.out))
     return 0
 
 

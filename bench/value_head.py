@@ -20,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alol.atomic import write_json, write_text
 from alol.models.value_fit import fit_value_head, prompt_features, split_holdout
 from alol.models.value_io import ValueConfig
 from alol.pipeline.inputs import load_model_for_inference
 from alol.reports.metrics import explained_variance, pearson
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import write_results
 
 SETTINGS = {
     "alol: 1 head, lr 1e-3, held-out epoch": dict(num_heads=1, learning_rate=1e-3),
@@ -91,10 +89,6 @@ def main() -> int:
         }
         for name, runs in results.items()
     }
-    write_json(
-        RESULTS / "value_head.json",
-        {"run_dir": str(args.run_dir), "n": len(samples), "splits": results, "summary": summary},
-    )
     lines = [
         "# Value head: alol's defaults against the A-LoL authors'",
         "",
@@ -112,8 +106,11 @@ def main() -> int:
             for k in ("mse", "explained_variance", "pearson")
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    write_text(RESULTS / "value_head.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(
+        "value_head",
+        {"run_dir": str(args.run_dir), "n": len(samples), "splits": results, "summary": summary},
+        "\n".join(lines) + "\n",
+    )
     return 0
 
 
