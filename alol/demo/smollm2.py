@@ -150,7 +150,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         train_responses="all",
         seed=config.seed,
         max_prompt_length=128,
-        max_response_length=64,
+        max_response_length=settings.max_new_tokens,  # trained on answers as long as it writes
         max_new_tokens=settings.max_new_tokens,
         objectives=list(config.objectives),
         max_steps=settings.train_steps,

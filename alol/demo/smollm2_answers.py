@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,21 +26,23 @@ from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import HH_ASSET, SMOL_ANSWERS_ASSET, convert_smollm2
 from alol.models.generate import GenerationConfig, generate_answers
 
-SAMPLES_PER_PROMPT = 2
+SAMPLING_SEEDS = (0, 1)
+"""Each seed draws two answers per prompt; a seed added later adds answers and leaves the
+earlier seeds' answers as they were."""
 DECODING = GenerationConfig(
     max_new_tokens=96, do_sample=True, temperature=1.0, top_p=0.95,
-    num_return_sequences=SAMPLES_PER_PROMPT, batch_size=16, seed=0, max_prompt_length=128,
+    num_return_sequences=2, batch_size=16, max_prompt_length=128,
 )  # fmt: skip
 
 
-def sample_answers(model_dir: Path) -> list[dict]:
+def sample_answers(model_dir: Path, seed: int) -> list[dict]:
     """alol reward records (prompt, response; `finished`: it ended with EOS) of every non-empty
-    sampled answer, the prompt as the HH file's records hold it."""
+    answer sampled with `seed`, the prompt as the HH file's records hold it."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     prompts = [record.prompt for record in load_records(HH_ASSET).records]
     rendered = [render_prompt(prompt, tokenizer) for prompt in prompts]
-    answers = generate_answers(model, tokenizer, rendered, DECODING)
+    answers = generate_answers(model, tokenizer, rendered, replace(DECODING, seed=seed))
     return [
         {"prompt": prompt, "response": answer.text, "finished": answer.finished}
         for prompt, samples in zip(prompts, answers, strict=True)
@@ -50,7 +53,8 @@ def sample_answers(model_dir: Path) -> list[dict]:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
-        lines = sample_answers(convert_smollm2(Path(scratch) / "base"))
+        model_dir = convert_smollm2(Path(scratch) / "base")
+        lines = [line for seed in SAMPLING_SEEDS for line in sample_answers(model_dir, seed)]
     write_text(SMOL_ANSWERS_ASSET, "".join(json.dumps(line) + "\n" for line in lines))
     finished = sum(line["finished"] for line in lines)
     print(f"{len(lines)} answers ({finished} ended with EOS) in {SMOL_ANSWERS_ASSET}")
