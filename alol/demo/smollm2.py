@@ -98,8 +98,10 @@ class SmolSettings:
 
 
 SMOL = SmolSettings(
-    train_prompts=200, val_prompts=40, test_prompts=40, train_steps=60, max_new_tokens=96,
+    train_prompts=200, val_prompts=40, test_prompts=79, train_steps=60, max_new_tokens=96,
 )  # fmt: skip
+"""The test split takes every prompt the others leave (319 in all): on 40, which of two close
+models scored higher changed with the prompts drawn."""
 
 
 SMOL_QUICK = SmolSettings(
@@ -150,7 +152,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         train_responses="all",
         seed=config.seed,
         max_prompt_length=128,
-        max_response_length=settings.max_new_tokens,  # trained on answers as long as it writes
+        max_response_length=64,
         max_new_tokens=settings.max_new_tokens,
         objectives=list(config.objectives),
         max_steps=settings.train_steps,
