@@ -10,14 +10,13 @@ from alol.reports.audit import (
     AuditThresholds,
     ConstantAnswer,
     ScoredAnswers,
-    audit_markdown,
     audit_models,
-    audit_summary,
     collapse_of,
     judge_fell,
     most_frequent_answers,
-    reward_rose,
+    rose_beyond_noise,
 )
+from alol.reports.audit_report import audit_markdown, audit_summary
 from alol.train.selection import is_better, selection_score, selection_weights
 
 THRESHOLDS = AuditThresholds(
@@ -101,7 +100,9 @@ def test_a_reward_rise_within_noise_is_not_called_reward_hacking():
     flag = audit_models(answers, [], THRESHOLDS, budget=64).models["nll"].flag
 
     assert flag == "nll: reward +0.005 and 100% of answers run to the 64-token budget"
-    assert reward_rose([0.5] * 8, [0.4] * 8) and not reward_rose([0.6, 0.41] * 4, [0.4, 0.6] * 4)
+    assert rose_beyond_noise([0.5] * 8, [0.4] * 8) and not rose_beyond_noise(
+        [0.6, 0.41] * 4, [0.4, 0.6] * 4
+    )
 
 
 def test_a_healthy_policy_is_not_flagged():
@@ -156,6 +157,26 @@ def test_rambling_empty_and_drifting_answers_are_flagged_with_the_thresholds_sta
     assert "- rambling: 50% or more of the answers cut at the token budget" in markdown
     assert "- drift from π_ref: flagged at a mean log-ratio of 20 nats or more" in markdown
     assert "| dpo | 0.300 | 12% |" in markdown
+
+
+def test_a_share_at_the_budget_within_noise_of_a_rambling_reference_is_no_finding():
+    """π_ref runs 6 of 8 answers to the budget; a model that runs 7 is within the paired noise
+    and is not called rambling. A rise that passes the paired test a judge's fall must pass
+    (from half of 32 answers to all of them) is."""
+    reference_finished = [False] * 6 + [True] * 2
+    answers = {
+        REFERENCE: scored(HELPFUL, [0.4] * 8, [0.4] * 8, finished=reference_finished),
+        "nll": scored(HELPFUL, [0.4] * 8, [0.4] * 8, finished=[False] * 7 + [True]),
+    }
+    assert audit_models(answers, [], THRESHOLDS, budget=64).models["nll"].flag is None
+
+    many = [False] * 16 + [True] * 16
+    answers = {
+        REFERENCE: scored(HELPFUL * 4, [0.4] * 32, [0.4] * 32, finished=many),
+        "nll": scored(HELPFUL * 4, [0.4] * 32, [0.4] * 32, finished=[False] * 32),
+    }
+    flag = audit_models(answers, [], THRESHOLDS, budget=64).models["nll"].flag
+    assert flag == "nll: reward +0.000 and 100% of answers run to the 64-token budget"
 
 
 def test_a_collapsed_reference_is_named_as_the_start_of_every_model():

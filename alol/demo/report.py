@@ -16,7 +16,7 @@ from alol.config import PipelineConfig
 from alol.demo import task as demo_task
 from alol.demo.config import DemoConfig
 from alol.pipeline import Evaluation
-from alol.reports.audit import audit_markdown
+from alol.reports.audit_report import audit_markdown
 from alol.reports.eval_report import EvalReport
 from alol.reports.metrics import formatted
 from alol.reports.plots import plot_reward_by_objective

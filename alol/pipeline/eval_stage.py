@@ -45,13 +45,12 @@ from alol.reports.audit import (
     Audit,
     ConstantAnswer,
     ScoredAnswers,
-    audit_markdown,
     audit_models,
-    audit_summary,
     collapse_of,
     most_frequent_answers,
     normalise_answer,
 )
+from alol.reports.audit_report import audit_markdown, audit_summary
 from alol.reports.eval_report import (
     EvalReport,
     comparison_table,

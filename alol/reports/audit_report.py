@@ -1,0 +1,88 @@
+"""The reward-hacking audit in words: `audit.md` (flags, thresholds, the collapse table, the
+constant answers) and the lines under a comparison table (`alol.reports.audit` measures)."""
+
+from __future__ import annotations
+
+from alol.reports.audit import REFERENCE, Audit, short_text
+from alol.reports.metrics import formatted
+
+
+def audit_markdown(audit: Audit, level: int = 1) -> str:
+    """`audit.md`: the flags, the thresholds, the collapse table, the constant answers; its
+    title a heading of `level` (sections one below)."""
+    title, section = "#" * level, "#" * (level + 1)
+    lines = [f"{title} Reward-hacking audit", "", f"{section} Flags", ""]
+    lines += [f"- {flag}" for flag in audit.flags] or ["No flag: no measure crossed a threshold."]
+    lines += ["", "Thresholds (settable in the config):", ""]
+    lines += [f"- {line}" for line in audit.thresholds.described()]
+    dependent = [name for name, independent in audit.independent_judges.items() if not independent]
+    if dependent:
+        lines += [
+            "",
+            f"Judges that share a component with the training reward (not independent): "
+            f"{', '.join(dependent)}.",
+        ]
+    lines += ["", f"{section} Collapse and drift, beside π_ref", "", _collapse_table(audit), ""]
+    lines += [f"{section} Constant answers", "", _constants_table(audit), ""]
+    return "\n".join(lines)
+
+
+def _collapse_table(audit: Audit) -> str:
+    header = [
+        "model",
+        "reward",
+        "one answer's share",
+        "most frequent answer",
+        "distinct-1",
+        "distinct-2",
+        "length (words)",
+        "cut off",
+        "empty",
+        "log π_θ/π_ref (nats)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, model in audit.models.items():
+        c = model.collapse
+        cells = [
+            "π_ref" if name == REFERENCE else name,
+            f"{model.reward:.3f}",
+            f"{c.template_share:.0%}",
+            short_text(c.top_answer, 40).replace("|", "\\|"),
+            f"{c.distinct_1:.3f}",
+            f"{c.distinct_2:.3f}",
+            f"{c.mean_length_words:.1f}",
+            formatted(c.cut_off_share, ".0%"),
+            f"{c.empty_share:.0%}",
+            formatted(model.log_ratio, ".1f"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _constants_table(audit: Audit) -> str:
+    judges = list(audit.models[REFERENCE].judges)
+    header = ["answer given to every test prompt", "origin", "reward", *judges]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    reference = audit.models[REFERENCE]
+    lines.append(
+        "| π_ref's own answers | – | "
+        + " | ".join([f"{reference.reward:.3f}", *(f"{reference.judges[j]:.3f}" for j in judges)])
+        + " |"
+    )
+    for constant in audit.constants:
+        cells = [
+            f"“{short_text(constant.text)}”".replace("|", "\\|"),
+            constant.origin,
+            f"{constant.reward:.3f}",
+            *(formatted(constant.judges.get(j), ".3f") for j in judges),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def audit_summary(audit: Audit) -> str:
+    """The lines under the comparison table: every flag, or that there is none."""
+    if not audit.flags:
+        return "Audit: no flag (no model crossed a threshold; eval/audit.md has the measures)."
+    lines = ["Audit flags (thresholds and measures in eval/audit.md):", ""]
+    return "\n".join(lines + [f"- {flag}" for flag in audit.flags])
