@@ -190,10 +190,26 @@ def test_judges_get_a_column_with_their_change_and_a_win_rate_against_the_refere
         "| π_ref (reference) | 0.500 | 0.250 | **0.750** | 0.500 | – | – | 0.600 | 25% | 2.0 |"
     )
     assert lines[3] == (
-        "| a_lol | 0.500 | 0.250 | **0.750** (+0.000) | 0.250 (−0.250) | 0.50 | 0.25 "
+        "| a_lol | 0.500 | 0.250 | **0.750** (+0.000 ± 0.000) | 0.250 (−0.250) | 0.50 | 0.25 "
         "| 0.600 | 25% | 2.0 |"
     )
     assert model.examples[0].judges == {"relevance": 1.0}
+
+
+def test_the_reward_change_carries_the_standard_error_of_its_per_prompt_differences():
+    """Differences 0.1, 0.2, 0.0, 0.1: mean 0.1, sample sd 0.0816, standard error 0.041, so a
+    reader sees that +0.100 is more than two standard errors from no change."""
+    reference = evaluate_responses(PROMPTS, RESPONSES, [{"r": 0.5}] * 4)
+    model = evaluate_responses(
+        PROMPTS,
+        RESPONSES,
+        [{"r": 0.6}, {"r": 0.7}, {"r": 0.5}, {"r": 0.6}],
+        reference_scores=[{"r": 0.5}] * 4,
+    )
+
+    assert model.reward_change_se == pytest.approx(0.0408, abs=1e-4)
+    row = comparison_table({"reference": reference, "a_lol": model}).splitlines()[3]
+    assert row.startswith("| a_lol | **0.600** (+0.100 ± 0.041) | 0.88 |")
 
 
 def test_prompt_overlap_is_counted_and_warned(caplog):

@@ -13,13 +13,12 @@ eval stage decodes and scores (`alol.pipeline.eval_stage`).
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from alol.reports.metrics import distinct_n, mean_length, signed
+from alol.reports.metrics import distinct_n, mean_length, paired_change, signed
 from alol.setting_checks import above, at_least, between_open, fraction, option
 
 REFERENCE = "reference"
@@ -238,14 +237,6 @@ def cut_more_often(model: ScoredAnswers, reference: ScoredAnswers) -> bool:
         [float(not done) for done in model.finished],
         [float(not done) for done in reference.finished],
     )
-
-
-def paired_change(model: list[float], reference: list[float]) -> tuple[float, float]:
-    """The mean per-prompt difference model − π_ref and its standard error."""
-    difference = np.asarray(model, dtype=float) - np.asarray(reference, dtype=float)
-    if len(difference) < 2:
-        return float(difference.mean()), 0.0
-    return float(difference.mean()), float(np.std(difference, ddof=1) / math.sqrt(len(difference)))
 
 
 def audit_models(

@@ -18,7 +18,14 @@ import numpy as np
 
 from alol.atomic import write_atomic, write_json, write_text
 from alol.reports.audit import REFERENCE, collapse_of
-from alol.reports.metrics import distinct_n, formatted, mean_length, signed, win_rate
+from alol.reports.metrics import (
+    distinct_n,
+    formatted,
+    mean_length,
+    paired_change,
+    signed,
+    win_rate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,9 @@ class EvalReport:
     """Only when a tokenizer was given."""
     win_rate: float | None = None
     """Share of prompts whose total reward beats the reference's response (ties count half)."""
+    reward_change_se: float | None = None
+    """Standard error of the per-prompt difference of the total reward from the reference's:
+    a change within about two of it is noise."""
     empty_share: float | None = None
     """Share of responses that are empty (or only whitespace)."""
     cut_off_share: float | None = None
@@ -113,12 +123,13 @@ def evaluate_responses(
             )
     scores = _with_totals(scores, "scores")
     rewards = {key: [row[key] for row in scores] for key in scores[0]}
-    reference_win_rate = None
+    reference_win_rate = change_se = None
     if reference_scores is not None:
         reference_totals = [
             row["total"] for row in _with_totals(reference_scores, "reference_scores")
         ]
         reference_win_rate = win_rate(rewards["total"], reference_totals)
+        change_se = paired_change(rewards["total"], reference_totals)[1]
     return EvalReport(
         n=len(prompts),
         reward_mean={key: float(np.mean(values)) for key, values in rewards.items()},
@@ -129,6 +140,7 @@ def evaluate_responses(
         mean_length_words=mean_length(responses),
         mean_length_tokens=mean_length(responses, tokenizer) if tokenizer is not None else None,
         win_rate=reference_win_rate,
+        reward_change_se=change_se,
         empty_share=float(np.mean([not response.strip() for response in responses])),
         cut_off_share=None if finished is None else float(np.mean([not f for f in finished])),
         template_share=collapse_of(responses, finished).template_share,
@@ -275,7 +287,8 @@ def comparison_table(
     win-rates against π_ref (by the reward and by each judge), distinct-2, the share of the
     most frequent answer and length; with `kept`, also the share of the training data each
     run kept. With a "reference" report, the reward and judges of the other rows show their
-    change against it. A reward of one component gets no column of its own: it would repeat
+    change against it, the reward's with the standard error of its per-prompt differences
+    (a change within about two of them is noise). A reward of one component gets no column of its own: it would repeat
     the total."""
     components = list(
         dict.fromkeys(key for r in reports.values() for key in r.reward_mean if key != "total")
@@ -306,6 +319,7 @@ def comparison_table(
                 report.reward_mean["total"],
                 None if against is None else against.reward_mean["total"],
                 bold=True,
+                standard_error=report.reward_change_se,
             ),
             *(
                 _with_change(
@@ -325,14 +339,21 @@ def comparison_table(
     return "\n".join(lines)
 
 
-def _with_change(value: float | None, reference: float | None, bold: bool = False) -> str:
-    """ "0.506 (+0.036)": a figure and its change against π_ref's, when both are known."""
+def _with_change(
+    value: float | None,
+    reference: float | None,
+    bold: bool = False,
+    standard_error: float | None = None,
+) -> str:
+    """ "0.506 (+0.036)": a figure and its change against π_ref's, when both are known;
+    "0.506 (+0.036 ± 0.012)" with the change's standard error."""
     if value is None:
         return "–"
     text = f"**{value:.3f}**" if bold else f"{value:.3f}"
     if reference is None:
         return text
-    return f"{text} ({signed(value - reference)})"
+    spread = "" if standard_error is None else f" ± {standard_error:.3f}"
+    return f"{text} ({signed(value - reference)}{spread})"
 
 
 def warn_on_prompt_overlap(eval_prompts: list[str], other_prompts: list[str], what: str) -> int:

@@ -82,3 +82,11 @@ def counted(count: int, noun: str, plural: str | None = None) -> str:
 def signed(value: float, spec: str = ".3f") -> str:
     """A change with its sign, minus as the typographic "−" tables use: "+0.036", "−0.119"."""
     return format(value, "+" + spec).replace("-", "−")
+
+
+def paired_change(model: list[float], reference: list[float]) -> tuple[float, float]:
+    """The mean per-prompt difference model − π_ref and its standard error."""
+    difference = np.asarray(model, dtype=float) - np.asarray(reference, dtype=float)
+    if len(difference) < 2:
+        return float(difference.mean()), 0.0
+    return float(difference.mean()), float(np.std(difference, ddof=1) / math.sqrt(len(difference)))
