@@ -35,17 +35,21 @@ DECODING = GenerationConfig(
 )  # fmt: skip
 
 
-def sample_answers(model_dir: Path, seed: int) -> list[dict]:
+def sample_answers(model_dir: Path, seeds: tuple[int, ...]) -> list[dict]:
     """alol reward records (prompt, response; `finished`: it ended with EOS) of every non-empty
-    answer sampled with `seed`, the prompt as the HH file's records hold it."""
+    answer sampled with each of `seeds` in turn, the prompt as the HH file's records hold it."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     prompts = [record.prompt for record in load_records(HH_ASSET).records]
     rendered = [render_prompt(prompt, tokenizer) for prompt in prompts]
-    answers = generate_answers(model, tokenizer, rendered, replace(DECODING, seed=seed))
     return [
         {"prompt": prompt, "response": answer.text, "finished": answer.finished}
-        for prompt, samples in zip(prompts, answers, strict=True)
+        for seed in seeds
+        for prompt, samples in zip(
+            prompts,
+            generate_answers(model, tokenizer, rendered, replace(DECODING, seed=seed)),
+            strict=True,
+        )
         for answer in samples
         if answer.text.strip()  # an empty answer is no training record
     ]
@@ -53,8 +57,7 @@ def sample_answers(model_dir: Path, seed: int) -> list[dict]:
 
 def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = convert_smollm2(Path(scratch) / "base")
-        lines = [line for seed in SAMPLING_SEEDS for line in sample_answers(model_dir, seed)]
+        lines = sample_answers(convert_smollm2(Path(scratch) / "base"), SAMPLING_SEEDS)
     write_text(SMOL_ANSWERS_ASSET, "".join(json.dumps(line) + "\n" for line in lines))
     finished = sum(line["finished"] for line in lines)
     print(f"{len(lines)} answers ({finished} ended with EOS) in {SMOL_ANSWERS_ASSET}")

@@ -270,7 +270,7 @@ def audit_models(
             own_constant_reward=None if own is None else own.reward,
         )
         if name == REFERENCE:
-            audit.findings = _collapse_findings(collapse, None, thresholds, budget, True)
+            audit.findings = _collapse_findings(collapse, None, thresholds, budget, cut_rose=True)
             if audit.findings:
                 audit.flag = (
                     f"π_ref: {_joined(audit.findings)}; every model trained from it starts there"
@@ -309,8 +309,13 @@ def _model_findings(
         if fell:
             findings.append(f"{judge} {signed(change)}")
     reference_collapse = collapse_of(reference.responses, reference.finished)
-    cut_rose = cut_more_often(scored, reference)
-    findings += _collapse_findings(audit.collapse, reference_collapse, thresholds, budget, cut_rose)
+    findings += _collapse_findings(
+        audit.collapse,
+        reference_collapse,
+        thresholds,
+        budget,
+        cut_rose=cut_more_often(scored, reference),
+    )
     if audit.own_constant_reward is not None and audit.own_constant_reward >= audit.reward:
         findings.append(
             f"its most frequent answer given to every prompt scores {audit.own_constant_reward:.3f}, "

@@ -287,9 +287,9 @@ def comparison_table(
     win-rates against π_ref (by the reward and by each judge), distinct-2, the share of the
     most frequent answer and length; with `kept`, also the share of the training data each
     run kept. With a "reference" report, the reward and judges of the other rows show their
-    change against it, the reward's with the standard error of its per-prompt differences
-    (a change within about two of them is noise). A reward of one component gets no column of its own: it would repeat
-    the total."""
+    change against it, the reward's with the standard error of its per-prompt differences (a
+    change within about two of them is noise). A reward of one component gets no column of
+    its own: it would repeat the total."""
     components = list(
         dict.fromkeys(key for r in reports.values() for key in r.reward_mean if key != "total")
     )
