@@ -170,3 +170,19 @@ def test_a_checkpoint_whose_answers_collapsed_is_not_kept(setting):
         for row in validations
     ), "a collapsed checkpoint scored a higher reward and was passed over"
     assert all("eval_judge/on_topic" in row and "eval_template_share" in row for row in validations)
+
+
+def test_a_train_stage_found_up_to_date_loads_no_judge(setting, caplog, monkeypatch):
+    flags = [*setting["common"], "--run-dir", str(setting["root"] / "judged_once"),
+             "--objectives", "nll", "--train-data", setting["files"]["good"],
+             "--val-data", setting["files"]["test"], "--max-steps", "2", "--eval-steps", "2",
+             *judge_flag(setting), "--validation-judges"]  # fmt: skip
+    assert main(["train", *flags]) == 0
+
+    def no_loading(spec):
+        raise AssertionError(f"loaded {spec!r}")
+
+    monkeypatch.setattr("alol.pipeline.inputs.load_reward", no_loading)
+    caplog.set_level("INFO")
+    assert main(["train", *flags]) == 0
+    assert "train nll: up to date" in caplog.text

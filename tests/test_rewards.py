@@ -20,6 +20,7 @@ from transformers import (
 
 from alol.fingerprint import spec_fingerprint
 from alol.rewards import RewardError, load_reward, score
+from alol.rewards.specs import reward_name
 
 PROMPTS = ["How do I bake bread?", "Say something kind.", "Count to three.", "Hi"]
 RESPONSES = ["Mix flour and water.", "You are great!", "1 2 3", "Hello there, friend"]
@@ -139,6 +140,20 @@ def test_builtin_scorer_by_name_and_as_dict_with_options():
     )
     assert configured.components == ("short",)
     assert [s["short"] for s in scores] == [1.0, 0.5, 1.0]
+
+
+def test_a_specs_name_is_known_without_loading_and_is_the_built_rewards_name(reward_file, tmp_path):
+    missing_weights = tmp_path / "my_classifier"
+    specs = {
+        "length": "length",
+        "short": {"type": "length", "name": "short"},
+        "chars": f"{reward_file}:chars",
+        "scaled": {"type": "callable", "path": f"{reward_file}:scaled_chars", "name": "scaled"},
+        "sum": [f"{reward_file}:chars", "length"],
+    }
+    for name, spec in specs.items():
+        assert reward_name(spec) == name == load_reward(spec).name
+    assert reward_name({"type": "classifier", "path": str(missing_weights)}) == "my_classifier"
 
 
 # --- weighted sums -------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         )
     reward = inputs.load_reward()
     judges = configured_judges(inputs)
+    for judge in judges:
+        judge.load()
     test_prompts = unique_prompts(load_data(cfg.test_data, cfg))
     models = {REFERENCE: inputs.reference, **_trained_models(cfg)}
     answers = {

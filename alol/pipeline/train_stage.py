@@ -19,6 +19,7 @@ from alol.fingerprint import fingerprint_of
 from alol.method.leftover import budget_steps
 from alol.method.objectives import get_objective
 from alol.pipeline.inputs import (
+    Judge,
     StageInputs,
     configured_judges,
     load_tokenizer,
@@ -45,13 +46,13 @@ from alol.train.selection import judges_selected_by
 logger = logging.getLogger(__name__)
 
 
-def validation_judges(inputs: StageInputs) -> list:
+def validation_judges(inputs: StageInputs) -> list[Judge]:
     """The judges validation scores: every one with `validation_judges`, else those
-    `select_by` names (each must be a judge)."""
+    `select_by` names (each must be a judge). They load only when training starts."""
     cfg = inputs.cfg
     named = judges_selected_by(cfg.select_by)
     if not named and not cfg.validation_judges:
-        return []  # none is loaded: a judge can be a model
+        return []
     judges = configured_judges(inputs)
     unknown = [name for name in named if name not in {judge.name for judge in judges}]
     if unknown:

@@ -97,11 +97,26 @@ def _normalize_term(term: RewardSpec) -> dict[str, Any]:
     return {"spec": spec, "weight": float(weight)}
 
 
+def reward_name(spec: RewardSpec) -> str:
+    """The name the reward a spec builds carries, known without loading any weights: its
+    'name', else the scorer, the classifier's folder or the function's own name."""
+    normalized = normalize_spec(spec)
+    if normalized.get("name"):
+        return normalized["name"]
+    kind = normalized["type"]
+    if kind == "classifier":
+        return Path(normalized["path"]).name
+    if kind == "callable":
+        return getattr(load_callable(normalized["path"]), "__name__", "reward")
+    return kind
+
+
 def _build(spec: dict[str, Any]) -> CallableReward | ClassifierReward | WeightedSum:
     options = dict(spec)
     kind = options.pop("type")
+    options["name"] = reward_name(spec)
     if kind in SCORERS:
-        name = options.pop("name", None) or kind
+        name = options.pop("name")
         scorer = _construct(SCORERS[kind], options, f"the {kind!r} scorer")
         return CallableReward(scorer, name, components=(name,))
     builders = {"callable": _callable_reward, "classifier": ClassifierReward, "sum": _sum_reward}
@@ -129,17 +144,14 @@ def _construct(factory: Callable, options: dict[str, Any], what: str):
     return factory(**options)
 
 
-def _callable_reward(
-    path: str, name: str | None = None, kwargs: dict[str, Any] | None = None
-) -> CallableReward:
+def _callable_reward(path: str, name: str, kwargs: dict[str, Any] | None = None) -> CallableReward:
     function = load_callable(path)
-    default_name = getattr(function, "__name__", "reward")
     if kwargs:
         function = partial(function, **kwargs)
-    return CallableReward(function, name or default_name)
+    return CallableReward(function, name)
 
 
-def _sum_reward(components: list[dict[str, Any]], name: str = "sum") -> WeightedSum:
+def _sum_reward(components: list[dict[str, Any]], name: str) -> WeightedSum:
     return WeightedSum([(_build(term["spec"]), term["weight"]) for term in components], name)
 
 
