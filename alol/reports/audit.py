@@ -254,6 +254,7 @@ def audit_models(
     """
     reference = answers[REFERENCE]
     reference_reward = float(np.mean(reference.reward))
+    reference_collapse = collapse_of(reference.responses, reference.finished)
     models = {}
     for name, scored in answers.items():
         collapse = collapse_of(scored.responses, scored.finished)
@@ -276,7 +277,9 @@ def audit_models(
                     f"π_ref: {_joined(audit.findings)}; every model trained from it starts there"
                 )
         else:
-            audit.findings = _model_findings(audit, scored, reference, thresholds, budget)
+            audit.findings = _model_findings(
+                audit, scored, reference, reference_collapse, thresholds, budget
+            )
             audit.flag = _flag(audit)
         models[name] = audit
     reward_flags = [
@@ -299,6 +302,7 @@ def _model_findings(
     audit: ModelAudit,
     scored: ScoredAnswers,
     reference: ScoredAnswers,
+    reference_collapse: Collapse,
     thresholds: AuditThresholds,
     budget: int,
 ) -> list[str]:
@@ -308,7 +312,6 @@ def _model_findings(
         audit.judge_changes[judge] = change
         if fell:
             findings.append(f"{judge} {signed(change)}")
-    reference_collapse = collapse_of(reference.responses, reference.finished)
     findings += _collapse_findings(
         audit.collapse,
         reference_collapse,
