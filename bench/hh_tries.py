@@ -5,9 +5,11 @@ from the recipe by those settings alone. The test prompts are never looked at he
     python -m bench.hh_tries                      # after `python -m bench.hh_smollm2 --prepare`
     python -m bench.hh_tries --tries recipe uniform
 
-Each try trains in `<out>/judged/tries/<name>/` on hard links to seed 0's stages (alol writes
-every file by rename, so a stage that reran there would replace the links, never edit seed 0's
-files) and is evaluated, judged and audited on the validation prompts. Writes
+Each try trains its objectives in `<out>/judged/tries/<name>/` on hard links to seed 0's stages
+(alol writes every file by rename, so a stage that reran there would replace the links, never
+edit seed 0's files) and is evaluated, judged and audited on the validation prompts. A try that
+changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V and advantages
+there and is compared with that π_ref, whose row it shows. Writes
 bench/results/hh_tries.{json,md}.
 """
 
@@ -29,25 +31,29 @@ from bench.hh_smollm2 import (
     commit,
     fit_judges,
     judge_specs,
+    prepare_seed,
     rows_of,
     seed_config,
     split_data,
 )
 
 TRIES = {
-    "recipe": ("a_lol", {}),
-    "seq_recipe": ("a_lol_seq", {}),
-    "uniform": ("a_lol", {"sampling": "uniform"}),
-    "seq_uniform": ("a_lol_seq", {"sampling": "uniform"}),
-    "passes": ("a_lol", {"sample_in_passes": True}),
-    "seq_passes": ("a_lol_seq", {"sample_in_passes": True}),
+    "recipe": (("a_lol",), {}),
+    "seq_recipe": (("a_lol_seq",), {}),
+    "uniform": (("a_lol",), {"sampling": "uniform"}),
+    "seq_uniform": (("a_lol_seq",), {"sampling": "uniform"}),
+    "passes": (("a_lol",), {"sample_in_passes": True}),
+    "seq_passes": (("a_lol_seq",), {"sample_in_passes": True}),
+    "long": (("a_lol_seq", "nll"), {"max_response_length": 128}),
 }
-"""Name → (objective, the settings it changes from the benchmark's recipe)."""
+"""Name → (its objectives, the settings it changes from the benchmark's recipe). "long" trains
+on responses of up to 128 tokens, the paper's length, where the recipe's 64 cut 45% of the
+training responses before their EOS."""
 SHARED_STAGES = ("sft", "value", "advantage")
 MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
 
-def run_try(cfg, out: Path, name: str, objective: str, overrides: dict) -> dict:
+def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: dict) -> dict:
     """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
@@ -60,8 +66,10 @@ def run_try(cfg, out: Path, name: str, objective: str, overrides: dict) -> dict:
         # π_ref's validation answers, decoded once for every try (kept under their fingerprint)
         (try_dir / "eval").mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-al", str(evaluated.parent), str(try_dir / "eval")], check=True)
-    try_cfg = replace(cfg, run_dir=str(try_dir), objectives=[objective], **overrides)
-    run_train(try_cfg, objective)
+    try_cfg = replace(cfg, run_dir=str(try_dir), objectives=list(objectives), **overrides)
+    prepare_seed(try_cfg)  # up to date on the links, unless the try changes π_ref's training
+    for objective in objectives:
+        run_train(try_cfg, objective)
     evaluation = run_eval(replace(try_cfg, test_data=try_cfg.val_data))
     rows = {}
     for model, report in evaluation.reports.items():
@@ -74,7 +82,7 @@ def run_try(cfg, out: Path, name: str, objective: str, overrides: dict) -> dict:
             "length_words": report.mean_length_words,
             "flag": audit.flag,
         }
-    return {"objective": objective, "overrides": overrides, "rows": rows}
+    return {"objectives": list(objectives), "overrides": overrides, "rows": rows}
 
 
 def markdown(result: dict) -> str:
@@ -89,11 +97,14 @@ def markdown(result: dict) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    reference = next(iter(result["tries"].values()))["rows"]["reference"]
-    lines.append(_row("π_ref", "–", "–", reference))
+    shared = next(iter(result["tries"].values()))["rows"]["reference"]
+    lines.append(_row("π_ref", "–", "–", shared))
     for name, found in result["tries"].items():
-        row = found["rows"][found["objective"]]
-        lines.append(_row(name, found["objective"], json.dumps(found["overrides"]) or "–", row))
+        changed = json.dumps(found["overrides"]) if found["overrides"] else "–"
+        if found["rows"]["reference"] != shared:
+            lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"]))
+        for objective in found["objectives"]:
+            lines.append(_row(name, objective, changed, found["rows"][objective]))
     return "\n".join(lines) + "\n"
 
 
@@ -118,8 +129,8 @@ def main() -> int:
     results_file = RESULTS / "hh_tries.json"
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
-        objective, overrides = TRIES[name]
-        done[name] = run_try(seed_cfg, out, name, objective, overrides)
+        objectives, overrides = TRIES[name]
+        done[name] = run_try(seed_cfg, out, name, objectives, overrides)
         result = {"commit": commit(), "tries": done}
         write_results("hh_tries", result, markdown(result))
     return 0
