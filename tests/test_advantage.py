@@ -37,7 +37,11 @@ from alol.models.precompute import AdvantageConfig, compute_advantages
 from alol.models.reference import score_reference_batch
 from alol.models.value_fit import predict_values
 from alol.pipeline.tables import joined
-from alol.reports.advantage_report import advantage_stats, write_advantage_report
+from alol.reports.advantage_report import (
+    advantage_stats,
+    top_draw_share,
+    write_advantage_report,
+)
 
 # V(x) from the precompute's prompt positions vs predict_values' own pass over the prompts: the
 # same float32 arithmetic up to summation order and the padding of the attention.
@@ -369,14 +373,56 @@ def test_advantage_stats_hand_checked():
     assert stats["reward"]["mean"] == pytest.approx(2.0)
 
 
+def test_the_top_tenth_of_positive_answers_draw_share_says_how_concentrated_a_lol_trains():
+    """Positive A = [3, 2, 1]: the top tenth rounds to one answer, which holds 3 / 6 of the
+    draws; twenty equal advantages give their top two 2 / 20; no positive answer, no share."""
+    assert top_draw_share(np.array([-1.0, 0.0, 1.0, 2.0, 3.0]), 0.1) == pytest.approx(0.5)
+    assert top_draw_share(np.full(20, 0.3), 0.1) == pytest.approx(0.1)
+    assert top_draw_share(np.array([-0.2, 0.0]), 0.1) is None
+
+
 def test_advantage_report_writes_the_stats_json_and_a_png_histogram(tmp_path):
     table = make_table([0.0, 1.0, 2.0, 3.0], [1.0] * 4, components={"len": [0.0, 1.0, 2.0, 3.0]})
+    records = [RewardRecord(f"Question {i}?", f"Answer {i}") for i in range(4)]
 
-    stats = write_advantage_report(table, tmp_path / "report")
+    stats = write_advantage_report(table, records, tmp_path / "report")
 
     assert json.loads((tmp_path / "report" / "advantage_stats.json").read_text()) == stats
     assert stats["components"]["len"]["mean"] == pytest.approx(1.5)
     assert (tmp_path / "report" / "advantage_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_shows_the_answers_a_lol_learns_most_from_highest_advantage_first(tmp_path):
+    """R = [0, 3, 1, 2], V = 1: A = [−1, 2, 0, 1], so the answers come as 1, 3, 2, 0; a chat
+    prompt shows its last user turn, and a | in an answer is escaped."""
+    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4, components={"len": [0.0, 3.0, 1.0, 2.0]})
+    records = [
+        RewardRecord("Why is the sky blue?", "Rayleigh scattering."),
+        RewardRecord(
+            [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello!"},
+                {"role": "user", "content": "Tell me a joke?"},
+            ],
+            "Hey there! I'm your friendly helper | always!",
+        ),
+        RewardRecord("How do I boil an egg?", "Sorry, I can't help with that."),
+        RewardRecord("What is 2 + 2?", "4"),
+    ]
+
+    write_advantage_report(table, records, tmp_path)
+
+    rows = [
+        line
+        for line in (tmp_path / "top_advantages.md").read_text().splitlines()
+        if line.startswith("| +") or line.startswith("| -")
+    ]
+    assert [row.split(" | ")[0] for row in rows] == ["| +2.000", "| +1.000", "| +0.000", "| -1.000"]
+    assert rows[0].endswith("| Tell me a joke? | Hey there! I'm your friendly helper \\| always! |")
+    assert (
+        "The top 10% of the positive answers hold 67% of the draws."
+        in (tmp_path / "top_advantages.md").read_text()
+    )
 
 
 # ---------------------------------------------------------------------------------------------

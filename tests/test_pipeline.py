@@ -107,6 +107,7 @@ def test_run_chains_every_stage_and_writes_the_artifacts(workspace):
         "value/value_metrics.json",
         "advantage/advantage_stats.json",
         "advantage/advantage_hist.png",
+        "advantage/top_advantages.md",
         "train/a_lol/final/config.json",
         "train/a_lol/metrics.jsonl",
         "train/nll/final/config.json",

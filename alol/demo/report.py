@@ -78,7 +78,9 @@ def write_demo_report(
         f"A > 0. Mean reward {advantage['reward']['mean']:.3f}, mean V(x) "
         f"{advantage['value']['mean']:.3f}. Value head on held-out validation prompts: MSE "
         f"{formatted(value['heldout_mse'], '.4f')}, explained variance "
-        f"{formatted(value['explained_variance'], '.3f')}.",
+        f"{formatted(value['explained_variance'], '.3f')}. The answers with the highest A, "
+        "which A-LoL learns most from, are in "
+        "[advantage/top_advantages.md](../advantage/top_advantages.md).",
         "",
     ]
     lines += [f"![{title}]({name})\n" for title, name in figures]

@@ -11,7 +11,8 @@ Run directory layout::
     run_dir/reward_model/model/        the reward model, when alol fits one (a classifier folder)
     run_dir/sft/model/                 the reference policy π_ref (when alol trains it)
     run_dir/value/                     value head (safetensors), fit metrics, decoded samples, plot
-    run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png
+    run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png,
+                                       top_advantages.md
     run_dir/pairs/                     π_ref's log-probs of preference pairs (DPO), reference_logps-*
     run_dir/kto/                       π_ref's log-probs of KTO's completions, reference_logps-*
     run_dir/train/<objective>/         checkpoints, final/ model, metrics.jsonl, train_curves.png

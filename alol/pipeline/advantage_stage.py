@@ -1,7 +1,7 @@
 """Stage 3, the advantage precompute: reads π_ref, the training records, the value head in
 `run_dir/value/` (V(x) = 0 without one) and the reward, and writes the content-hashed table of
-reference log-probs, V(x), R and A = R − V with advantage_stats.json and advantage_hist.png to
-`run_dir/advantage/`.
+reference log-probs, V(x), R and A = R − V with advantage_stats.json, advantage_hist.png and
+top_advantages.md (the answers A-LoL will learn most from) to `run_dir/advantage/`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
     out = cfg.root / "advantage"
     inputs = stage_inputs(cfg)
     table = advantage_table(inputs, inputs.train_pairs)
-    stats = on_main_process(lambda: write_advantage_report(table, out))
+    stats = on_main_process(lambda: write_advantage_report(table, inputs.train_pairs, out))
     if stats is not None:
         logger.info(
             "advantage: A > 0 for %.1f%% of %d training answers (mean R %.3f, mean V(x) %.3f, "
-            "A from %.3f to %.3f); stats in %s, histogram in advantage_hist.png",
+            "A from %.3f to %.3f); stats in %s, histogram in advantage_hist.png, the answers "
+            "with the highest A in top_advantages.md",
             100 * stats["fraction_positive"],
             len(table),
             stats["reward"]["mean"],

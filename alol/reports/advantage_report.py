@@ -1,23 +1,28 @@
 """The advantage audit: the share of training answers with A > 0 and the distributions of R,
-V(x) and A, as JSON and a histogram. On its own a data-quality report: it says how much of the
-data is better than what π_ref already does."""
+V(x) and A, as JSON and a histogram, and the answers with the highest A. On its own a
+data-quality report: it says how much of the data is better than what π_ref already does, and
+what A-LoL will learn most from, before any training."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from alol.atomic import write_json
+from alol.atomic import write_json, write_text
+from alol.data.records import Prompt, RewardRecord
 from alol.data.table import AdvantageTable
+from alol.reports.audit import short_text
 from alol.reports.plots import plot_advantage_histogram
 
-if TYPE_CHECKING:
-    pass
-
-
 _PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
+
+TOP_ANSWERS = 20
+"""How many of the highest-advantage answers top_advantages.md shows."""
+
+TOP_SHARE = 0.1
+"""The top share of the positive answers whose hold on A-LoL's draws the report gives."""
 
 
 def advantage_stats(table: AdvantageTable) -> dict[str, Any]:
@@ -34,7 +39,85 @@ def advantage_stats(table: AdvantageTable) -> dict[str, Any]:
         "value": _summary(table.value),
         "advantage": _summary(table.advantage),
         "components": {name: _summary(values) for name, values in sorted(table.components.items())},
+        "top_positive_draw_share": top_draw_share(table.advantage, TOP_SHARE),
     }
+
+
+def top_draw_share(advantage: np.ndarray, share: float) -> float | None:
+    """The share of A-LoL's draws (∝ A over the positive answers) that the top `share` of the
+    positive answers hold: 0.1 when A is spread evenly, near 1 when a few answers take the
+    training; None without positive answers."""
+    positive = np.sort(advantage[advantage > 0])[::-1]
+    if not len(positive):
+        return None
+    top = max(1, round(share * len(positive)))
+    return float(positive[:top].sum() / positive.sum())
+
+
+def top_advantage_answers(
+    table: AdvantageTable, records: list[RewardRecord], count: int = TOP_ANSWERS
+) -> list[dict[str, Any]]:
+    """The `count` training answers with the highest A, the ones A-LoL draws and weights
+    most: where a reward that pays for filler, templates or evasions shows first."""
+    if len(records) != len(table):
+        raise ValueError(f"{len(records)} records for an advantage table of {len(table)} rows")
+    order = np.argsort(-table.advantage, kind="stable")[:count]
+    return [
+        {
+            "advantage": float(table.advantage[i]),
+            "reward": float(table.reward[i]),
+            "value": float(table.value[i]),
+            "components": {name: float(v[i]) for name, v in sorted(table.components.items())},
+            "tokens": int(table.response_length[i]),
+            "question": question_of(records[i].prompt),
+            "answer": records[i].response,
+            "source": records[i].source,
+        }
+        for i in order
+    ]
+
+
+def question_of(prompt: Prompt) -> str:
+    """The prompt as text, or a conversation's last user turn."""
+    if isinstance(prompt, str):
+        return prompt
+    turns = [m["content"] for m in prompt if m.get("role") == "user"]
+    return turns[-1] if turns else prompt[-1]["content"]
+
+
+def top_answers_markdown(answers: list[dict[str, Any]], stats: dict[str, Any]) -> str:
+    """top_advantages.md: the highest-advantage answers, with how much of the draws they hold."""
+    components = list(answers[0]["components"]) if answers else []
+    share = stats["top_positive_draw_share"]
+    lines = [
+        "# The training answers with the highest advantage",
+        "",
+        f"A-LoL draws the answers with A > 0 ({stats['fraction_positive']:.0%} of "
+        f"{stats['count']}) with probability ∝ A and weights each by A again, so these are "
+        "what it learns most from. Read them before training: if they are filler, a template "
+        "or an evasion, the reward pays for it, and A-LoL will too.",
+        "",
+        "The top 10% of the positive answers hold "
+        + ("no draws (no answer has A > 0)." if share is None else f"{share:.0%} of the draws."),
+        "",
+        "| A | R | V(x) | "
+        + "".join(f"{c} | " for c in components)
+        + "tokens | question | answer |",
+        "|" + "---|" * (6 + len(components)),
+    ]
+    for row in answers:
+        cells = [
+            f"{row[k]:+.3f}" if k == "advantage" else f"{row[k]:.3f}"
+            for k in ("advantage", "reward", "value")
+        ]
+        cells += [f"{row['components'][c]:.3f}" for c in components]
+        cells += [str(row["tokens"]), _cell(row["question"], 60), _cell(row["answer"], 160)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str, limit: int) -> str:
+    return short_text(text, limit).replace("|", "\\|")
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -44,14 +127,19 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     return summary
 
 
-def write_advantage_report(table: AdvantageTable, directory: str | Path) -> dict[str, Any]:
-    """Write `advantage_stats.json` and `advantage_hist.png` (R, V(x), A) into `directory`.
+def write_advantage_report(
+    table: AdvantageTable, records: list[RewardRecord], directory: str | Path
+) -> dict[str, Any]:
+    """Write `advantage_stats.json`, `advantage_hist.png` (R, V(x), A) and `top_advantages.md`
+    (the answers of `records`, aligned with the table, that hold the highest A) into `directory`.
 
     This is a data-quality audit on its own: the fraction of pairs with A > 0 is the share
-    of the data A-LoL will learn from.
+    of the data A-LoL will learn from, and the top answers are what it learns most from.
     """
     directory = Path(directory)
     stats = advantage_stats(table)
     write_json(directory / "advantage_stats.json", stats)
     plot_advantage_histogram(table, stats["fraction_positive"], directory / "advantage_hist.png")
+    answers = top_advantage_answers(table, records)
+    write_text(directory / "top_advantages.md", top_answers_markdown(answers, stats))
     return stats
