@@ -405,6 +405,7 @@ def test_the_report_shows_the_answers_a_lol_learns_most_from_highest_advantage_f
                 {"role": "user", "content": "Tell me a joke?"},
             ],
             "Hey there! I'm your friendly helper | always!",
+            source="chat.jsonl:2",
         ),
         RewardRecord("How do I boil an egg?", "Sorry, I can't help with that."),
         RewardRecord("What is 2 + 2?", "4"),
@@ -418,7 +419,9 @@ def test_the_report_shows_the_answers_a_lol_learns_most_from_highest_advantage_f
         if line.startswith("| +") or line.startswith("| -")
     ]
     assert [row.split(" | ")[0] for row in rows] == ["| +2.000", "| +1.000", "| +0.000", "| -1.000"]
-    assert rows[0].endswith("| Tell me a joke? | Hey there! I'm your friendly helper \\| always! |")
+    assert rows[0].endswith(
+        "| Tell me a joke? | Hey there! I'm your friendly helper \\| always! | chat.jsonl:2 |"
+    )
     assert (
         "The top 10% of the positive answers hold 67% of the draws."
         in (tmp_path / "top_advantages.md").read_text()

@@ -92,18 +92,19 @@ def top_answers_markdown(answers: list[dict[str, Any]], stats: dict[str, Any]) -
     lines = [
         "# The training answers with the highest advantage",
         "",
-        f"A-LoL draws the answers with A > 0 ({stats['fraction_positive']:.0%} of "
-        f"{stats['count']}) with probability ∝ A and weights each by A again, so these are "
-        "what it learns most from. Read them before training: if they are filler, a template "
-        "or an evasion, the reward pays for it, and A-LoL will too.",
+        f"A-LoL trains on the answers with A > 0 ({stats['fraction_positive']:.0%} of "
+        f"{stats['count']}), draws them with probability ∝ A (`sampling: advantage`, the "
+        "default) and weights each by A again, so these are what it learns most from. Read "
+        "them before training: if they are filler, a template or an evasion, the reward pays "
+        "for it, and A-LoL will too.",
         "",
-        "The top 10% of the positive answers hold "
+        f"The top {TOP_SHARE:.0%} of the positive answers hold "
         + ("no draws (no answer has A > 0)." if share is None else f"{share:.0%} of the draws."),
         "",
         "| A | R | V(x) | "
         + "".join(f"{c} | " for c in components)
-        + "tokens | question | answer |",
-        "|" + "---|" * (6 + len(components)),
+        + "tokens | question | answer | record |",
+        "|" + "---|" * (7 + len(components)),
     ]
     for row in answers:
         cells = [
@@ -112,6 +113,7 @@ def top_answers_markdown(answers: list[dict[str, Any]], stats: dict[str, Any]) -
         ]
         cells += [f"{row['components'][c]:.3f}" for c in components]
         cells += [str(row["tokens"]), _cell(row["question"], 60), _cell(row["answer"], 160)]
+        cells.append(_cell(row["source"], 60) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
