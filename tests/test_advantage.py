@@ -385,7 +385,7 @@ def test_advantage_report_writes_the_stats_json_and_a_png_histogram(tmp_path):
     table = make_table([0.0, 1.0, 2.0, 3.0], [1.0] * 4, components={"len": [0.0, 1.0, 2.0, 3.0]})
     records = [RewardRecord(f"Question {i}?", f"Answer {i}") for i in range(4)]
 
-    stats = write_advantage_report(table, records, tmp_path / "report")
+    stats = write_advantage_report(table, records, tmp_path / "report", max_response_length=8)
 
     assert json.loads((tmp_path / "report" / "advantage_stats.json").read_text()) == stats
     assert stats["components"]["len"]["mean"] == pytest.approx(1.5)
@@ -394,8 +394,11 @@ def test_advantage_report_writes_the_stats_json_and_a_png_histogram(tmp_path):
 
 def test_the_report_shows_the_answers_a_lol_learns_most_from_highest_advantage_first(tmp_path):
     """R = [0, 3, 1, 2], V = 1: A = [−1, 2, 0, 1], so the answers come as 1, 3, 2, 0; a chat
-    prompt shows its last user turn, and a | in an answer is escaped."""
-    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4, components={"len": [0.0, 3.0, 1.0, 2.0]})
+    prompt shows its last user turn, and a | in an answer is escaped. The top tenth of the
+    positive answers (A = 2, 1) is answer 1 alone: 2 / 3 of the draws, and its 3 tokens reach
+    a max_response_length of 3."""
+    lengths = [np.array([-1.0] * n) for n in (1, 3, 1, 2)]
+    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4, lengths, {"len": [0.0, 3.0, 1.0, 2.0]})
     records = [
         RewardRecord("Why is the sky blue?", "Rayleigh scattering."),
         RewardRecord(
@@ -411,21 +414,31 @@ def test_the_report_shows_the_answers_a_lol_learns_most_from_highest_advantage_f
         RewardRecord("What is 2 + 2?", "4"),
     ]
 
-    write_advantage_report(table, records, tmp_path)
+    stats = write_advantage_report(table, records, tmp_path, max_response_length=3)
 
-    rows = [
-        line
-        for line in (tmp_path / "top_advantages.md").read_text().splitlines()
-        if line.startswith("| +") or line.startswith("| -")
-    ]
+    report = (tmp_path / "top_advantages.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith(("| +", "| -"))]
     assert [row.split(" | ")[0] for row in rows] == ["| +2.000", "| +1.000", "| +0.000", "| -1.000"]
     assert rows[0].endswith(
         "| Tell me a joke? | Hey there! I'm your friendly helper \\| always! | chat.jsonl:2 |"
     )
+    assert stats["top_positive_draw_share"] == pytest.approx(2 / 3)
+    assert stats["top_positive_at_length_limit"] == 1.0
     assert (
-        "The top 10% of the positive answers hold 67% of the draws."
-        in (tmp_path / "top_advantages.md").read_text()
+        "The top 10% of the positive answers hold 67% of the draws. 100% of them reach " in report
     )
+    assert "max_response_length (3 tokens), so are cut before their end" in report
+
+
+def test_the_report_says_nothing_of_cuts_when_the_top_answers_end_before_the_limit(tmp_path):
+    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4)
+
+    stats = write_advantage_report(
+        table, synthetic_records([0.0, 3.0, 1.0, 2.0]), tmp_path, max_response_length=8
+    )
+
+    assert stats["top_positive_at_length_limit"] == 0.0
+    assert "max_response_length" not in (tmp_path / "top_advantages.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ def run_advantage(cfg: PipelineConfig) -> AdvantageTable:
     out = cfg.root / "advantage"
     inputs = stage_inputs(cfg)
     table = advantage_table(inputs, inputs.train_pairs)
-    stats = on_main_process(lambda: write_advantage_report(table, inputs.train_pairs, out))
+    stats = on_main_process(
+        lambda: write_advantage_report(table, inputs.train_pairs, out, cfg.max_response_length)
+    )
     if stats is not None:
         logger.info(
             "advantage: A > 0 for %.1f%% of %d training answers (mean R %.3f, mean V(x) %.3f, "

@@ -43,15 +43,30 @@ def advantage_stats(table: AdvantageTable) -> dict[str, Any]:
     }
 
 
+def top_positive(advantage: np.ndarray, share: float) -> np.ndarray:
+    """The indices of the top `share` of the positive answers by A (at least one, when any)."""
+    positive = np.flatnonzero(advantage > 0)
+    order = positive[np.argsort(-advantage[positive], kind="stable")]
+    return order[: max(1, round(share * len(positive)))] if len(positive) else order
+
+
 def top_draw_share(advantage: np.ndarray, share: float) -> float | None:
     """The share of A-LoL's draws (∝ A over the positive answers) that the top `share` of the
     positive answers hold: 0.1 when A is spread evenly, near 1 when a few answers take the
     training; None without positive answers."""
-    positive = np.sort(advantage[advantage > 0])[::-1]
-    if not len(positive):
+    top = top_positive(advantage, share)
+    if not len(top):
         return None
-    top = max(1, round(share * len(positive)))
-    return float(positive[:top].sum() / positive.sum())
+    return float(advantage[top].sum() / advantage[advantage > 0].sum())
+
+
+def top_share_at_length_limit(table: AdvantageTable, limit: int, share: float) -> float | None:
+    """The share of the top `share` of the positive answers that reach `limit` response
+    tokens, so are cut before their end (or end exactly there); None without positive answers."""
+    top = top_positive(table.advantage, share)
+    if not len(top):
+        return None
+    return float(np.mean(table.response_length[top] >= limit))
 
 
 def top_advantage_answers(
@@ -85,10 +100,16 @@ def question_of(prompt: Prompt) -> str:
     return turns[-1] if turns else prompt[-1]["content"]
 
 
-def top_answers_markdown(answers: list[dict[str, Any]], stats: dict[str, Any]) -> str:
-    """top_advantages.md: the highest-advantage answers, with how much of the draws they hold."""
+def top_answers_markdown(
+    answers: list[dict[str, Any]], stats: dict[str, Any], max_response_length: int
+) -> str:
+    """top_advantages.md: the highest-advantage answers, with how much of the draws they hold
+    and how many of them the length limit cuts."""
+    # a reward of one component: its column would repeat R
     components = list(answers[0]["components"]) if answers else []
+    components = components if len(components) > 1 else []
     share = stats["top_positive_draw_share"]
+    at_limit = stats["top_positive_at_length_limit"]
     lines = [
         "# The training answers with the highest advantage",
         "",
@@ -99,7 +120,14 @@ def top_answers_markdown(answers: list[dict[str, Any]], stats: dict[str, Any]) -
         "for it, and A-LoL will too.",
         "",
         f"The top {TOP_SHARE:.0%} of the positive answers hold "
-        + ("no draws (no answer has A > 0)." if share is None else f"{share:.0%} of the draws."),
+        + ("no draws (no answer has A > 0)." if share is None else f"{share:.0%} of the draws.")
+        + (
+            f" {at_limit:.0%} of them reach max_response_length ({max_response_length} tokens), "
+            "so are cut before their end: trained on, answers cut short teach the policy not to "
+            "end its own; raise max_response_length."
+            if at_limit
+            else ""
+        ),
         "",
         "| A | R | V(x) | "
         + "".join(f"{c} | " for c in components)
@@ -130,7 +158,10 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 
 def write_advantage_report(
-    table: AdvantageTable, records: list[RewardRecord], directory: str | Path
+    table: AdvantageTable,
+    records: list[RewardRecord],
+    directory: str | Path,
+    max_response_length: int,
 ) -> dict[str, Any]:
     """Write `advantage_stats.json`, `advantage_hist.png` (R, V(x), A) and `top_advantages.md`
     (the answers of `records`, aligned with the table, that hold the highest A) into `directory`.
@@ -140,8 +171,12 @@ def write_advantage_report(
     """
     directory = Path(directory)
     stats = advantage_stats(table)
+    stats["top_positive_at_length_limit"] = top_share_at_length_limit(
+        table, max_response_length, TOP_SHARE
+    )
     write_json(directory / "advantage_stats.json", stats)
     plot_advantage_histogram(table, stats["fraction_positive"], directory / "advantage_hist.png")
     answers = top_advantage_answers(table, records)
-    write_text(directory / "top_advantages.md", top_answers_markdown(answers, stats))
+    markdown = top_answers_markdown(answers, stats, max_response_length)
+    write_text(directory / "top_advantages.md", markdown)
     return stats
