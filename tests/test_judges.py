@@ -182,7 +182,8 @@ def test_a_train_stage_found_up_to_date_loads_no_judge(setting, caplog, monkeypa
     def no_loading(spec):
         raise AssertionError(f"loaded {spec!r}")
 
-    monkeypatch.setattr("alol.pipeline.inputs.load_reward", no_loading)
+    for module in ("alol.pipeline.judges", "alol.pipeline.inputs"):  # judges', the reward's
+        monkeypatch.setattr(f"{module}.load_reward", no_loading)
     caplog.set_level("INFO")
     assert main(["train", *flags]) == 0
     assert "train nll: up to date" in caplog.text

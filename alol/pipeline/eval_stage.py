@@ -30,15 +30,14 @@ from alol.pipeline.answers import (
     scores_of,
 )
 from alol.pipeline.inputs import (
-    Judge,
     StageInputs,
-    configured_judges,
     load_data,
     load_policy_for_eval,
     render,
     stage_inputs,
     unique_prompts,
 )
+from alol.pipeline.judges import Judge, configured_judges
 from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
 from alol.reports.audit import (
     REFERENCE,

@@ -19,9 +19,7 @@ from alol.fingerprint import fingerprint_of
 from alol.method.leftover import budget_steps
 from alol.method.objectives import get_objective
 from alol.pipeline.inputs import (
-    Judge,
     StageInputs,
-    configured_judges,
     load_tokenizer,
     load_weights_to_train,
     log_data,
@@ -30,6 +28,7 @@ from alol.pipeline.inputs import (
     tokenize_with,
     unique_prompts,
 )
+from alol.pipeline.judges import Judge, configured_judges
 from alol.pipeline.settings import generation_config
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import (
