@@ -107,14 +107,19 @@ def reward_name(spec: RewardSpec) -> str:
     if kind == "classifier":
         return Path(normalized["path"]).name
     if kind == "callable":
-        return getattr(load_callable(normalized["path"]), "__name__", "reward")
+        return _function_name(load_callable(normalized["path"]))
     return kind
+
+
+def _function_name(function: Callable) -> str:
+    return getattr(function, "__name__", "reward")
 
 
 def _build(spec: dict[str, Any]) -> CallableReward | ClassifierReward | WeightedSum:
     options = dict(spec)
     kind = options.pop("type")
-    options["name"] = reward_name(spec)
+    if kind != "callable":  # a function's own name is known once imported, and it is imported once
+        options["name"] = reward_name(spec)
     if kind in SCORERS:
         name = options.pop("name")
         scorer = _construct(SCORERS[kind], options, f"the {kind!r} scorer")
@@ -144,8 +149,11 @@ def _construct(factory: Callable, options: dict[str, Any], what: str):
     return factory(**options)
 
 
-def _callable_reward(path: str, name: str, kwargs: dict[str, Any] | None = None) -> CallableReward:
+def _callable_reward(
+    path: str, name: str | None = None, kwargs: dict[str, Any] | None = None
+) -> CallableReward:
     function = load_callable(path)
+    name = name or _function_name(function)
     if kwargs:
         function = partial(function, **kwargs)
     return CallableReward(function, name)
