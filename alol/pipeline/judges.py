@@ -13,7 +13,7 @@ from alol.errors import AlolError
 from alol.fingerprint import spec_fingerprint
 from alol.pipeline.inputs import StageInputs, check_reward_model_prompts
 from alol.rewards import Reward, load_reward
-from alol.rewards.specs import normalize_spec, reward_name
+from alol.rewards.specs import RewardSpec, normalize_spec, reward_name
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Judge:
     selects a checkpoint."""
 
     name: str
-    spec: Any
+    spec: RewardSpec
     fingerprint: str
     independent: bool
     """False when it is a component of the training reward, so it cannot tell on it."""
