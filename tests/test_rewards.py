@@ -156,6 +156,25 @@ def test_a_specs_name_is_known_without_loading_and_is_the_built_rewards_name(rew
     assert reward_name({"type": "classifier", "path": str(missing_weights)}) == "my_classifier"
 
 
+def test_a_callables_name_is_read_from_its_reference_so_its_file_is_imported_once(tmp_path):
+    """A judge's name is needed before it is loaded; reading it must not run the file's code."""
+    imports = tmp_path / "imports.txt"
+    source = f"""
+        from pathlib import Path
+        with Path({str(imports)!r}).open("a") as log:
+            log.write("imported\\n")
+        def helpful(prompts, responses):
+            return [1.0 for _ in responses]
+        """
+    path = tmp_path / "counted.py"
+    path.write_text(textwrap.dedent(source))
+    spec = f"{path}:helpful"
+    assert reward_name(spec) == "helpful"
+    assert not imports.exists()
+    assert load_reward(spec).name == "helpful"
+    assert imports.read_text().splitlines() == ["imported"]
+
+
 # --- weighted sums -------------------------------------------------------------------------------
 
 

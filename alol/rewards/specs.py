@@ -99,7 +99,8 @@ def _normalize_term(term: RewardSpec) -> dict[str, Any]:
 
 def reward_name(spec: RewardSpec) -> str:
     """The name the reward a spec builds carries, known without loading any weights: its
-    'name', else the scorer, the classifier's folder or the function's own name."""
+    'name', else the scorer, the classifier's folder or the name the function is imported by
+    (read from the reference, so a reward's file is imported once, when the reward is built)."""
     normalized = normalize_spec(spec)
     if normalized.get("name"):
         return normalized["name"]
@@ -107,19 +108,14 @@ def reward_name(spec: RewardSpec) -> str:
     if kind == "classifier":
         return Path(normalized["path"]).name
     if kind == "callable":
-        return _function_name(load_callable(normalized["path"]))
+        return normalized["path"].rpartition(":")[2]
     return kind
-
-
-def _function_name(function: Callable) -> str:
-    return getattr(function, "__name__", "reward")
 
 
 def _build(spec: dict[str, Any]) -> CallableReward | ClassifierReward | WeightedSum:
     options = dict(spec)
     kind = options.pop("type")
-    if kind != "callable":  # a function's own name is known once imported, and it is imported once
-        options["name"] = reward_name(spec)
+    options["name"] = reward_name(spec)
     if kind in SCORERS:
         name = options.pop("name")
         scorer = _construct(SCORERS[kind], options, f"the {kind!r} scorer")
@@ -149,11 +145,8 @@ def _construct(factory: Callable, options: dict[str, Any], what: str):
     return factory(**options)
 
 
-def _callable_reward(
-    path: str, name: str | None = None, kwargs: dict[str, Any] | None = None
-) -> CallableReward:
+def _callable_reward(path: str, name: str, kwargs: dict[str, Any] | None = None) -> CallableReward:
     function = load_callable(path)
-    name = name or _function_name(function)
     if kwargs:
         function = partial(function, **kwargs)
     return CallableReward(function, name)
