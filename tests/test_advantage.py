@@ -362,7 +362,7 @@ def test_advantage_stats_hand_checked():
     mean A = 1; population variance = (4 + 1 + 0 + 1 + 4) / 5 = 2.
     Linear percentiles over 5 sorted values sit at rank q/100 × 4:
     p5 → rank 0.2 → −1 + 0.2 = −0.8; p25 → rank 1 → 0; p95 → rank 3.8 → 2 + 0.8 = 2.8."""
-    stats = advantage_stats(make_table([0.0, 1.0, 2.0, 3.0, 4.0], [1.0] * 5))
+    stats = advantage_stats(make_table([0.0, 1.0, 2.0, 3.0, 4.0], [1.0] * 5), 64)
 
     assert stats["count"] == 5
     assert stats["fraction_positive"] == pytest.approx(0.6)

@@ -25,8 +25,9 @@ TOP_SHARE = 0.1
 """The top share of the positive answers whose hold on A-LoL's draws the report gives."""
 
 
-def advantage_stats(table: AdvantageTable) -> dict[str, Any]:
-    """Count, fraction with A > 0, and mean/std (population)/percentiles of R, V(x) and A.
+def advantage_stats(table: AdvantageTable, max_response_length: int) -> dict[str, Any]:
+    """Count, fraction with A > 0, mean/std (population)/percentiles of R, V(x) and A, and how
+    the top tenth of the positive answers hold A-LoL's draws and reach `max_response_length`.
 
     Percentiles interpolate linearly between order statistics (numpy's default).
     """
@@ -40,6 +41,9 @@ def advantage_stats(table: AdvantageTable) -> dict[str, Any]:
         "advantage": _summary(table.advantage),
         "components": {name: _summary(values) for name, values in sorted(table.components.items())},
         "top_positive_draw_share": top_draw_share(table.advantage, TOP_SHARE),
+        "top_positive_at_length_limit": top_share_at_length_limit(
+            table, max_response_length, TOP_SHARE
+        ),
     }
 
 
@@ -170,10 +174,7 @@ def write_advantage_report(
     of the data A-LoL will learn from, and the top answers are what it learns most from.
     """
     directory = Path(directory)
-    stats = advantage_stats(table)
-    stats["top_positive_at_length_limit"] = top_share_at_length_limit(
-        table, max_response_length, TOP_SHARE
-    )
+    stats = advantage_stats(table, max_response_length)
     write_json(directory / "advantage_stats.json", stats)
     plot_advantage_histogram(table, stats["fraction_positive"], directory / "advantage_hist.png")
     answers = top_advantage_answers(table, records)
