@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from alol.errors import AlolError
@@ -17,6 +19,7 @@ from alol.reports.audit import (
     rose_beyond_noise,
 )
 from alol.reports.audit_report import audit_markdown, audit_summary
+from alol.reports.metrics import length_controlled_change
 from alol.train.selection import is_better, selection_score, selection_weights
 
 THRESHOLDS = AuditThresholds(
@@ -120,6 +123,67 @@ def test_a_healthy_policy_is_not_flagged():
     assert audit.models["nll"].judge_changes == {"relevance": pytest.approx(0.01)}
     assert audit_summary(audit).startswith("Audit: no flag")
     assert "No flag: no measure crossed a threshold." in audit_markdown(audit)
+
+
+def test_the_change_at_equal_length_is_the_intercept_of_the_change_on_the_log_length_ratio():
+    """Answers 1, 3, 7, 15 words against π_ref's 1 word: log2 ratios 0, 1, 2, 3. A change of
+    0.1 + 0.05 per doubling is 0.1 at equal length, exactly (standard error 0)."""
+    words = [1, 3, 7, 15]
+    change = [0.1 + 0.05 * doublings for doublings in range(4)]
+    found = length_controlled_change(change, [0.0] * 4, words, [1] * 4)
+    assert found.change == pytest.approx(0.1)
+    assert found.per_doubling == pytest.approx(0.05)
+    assert found.standard_error == pytest.approx(0.0, abs=1e-9)
+    assert length_controlled_change(change, [0.0] * 4, [3] * 4, [3] * 4) is None  # no spread
+    assert length_controlled_change(change[:2], [0.0] * 2, words[:2], [1] * 2) is None
+
+
+def test_a_reward_gain_that_only_longer_answers_earn_is_flagged_as_length():
+    """The model says what π_ref says, two or four times over; the reward pays 0.05 per doubling
+    of length and the judge loses 0.1 per doubling, with noise of ±0.01: both changes are
+    length, and the audit says so."""
+    repeats = [2, 4] * 4
+    longer = [" ".join([text] * k) for text, k in zip(HELPFUL, repeats, strict=True)]
+    doublings = [
+        math.log2((1 + len(long.split())) / (1 + len(short.split())))
+        for long, short in zip(longer, HELPFUL, strict=True)
+    ]
+    noise = [0.01, 0.01, -0.01, -0.01] * 2
+    answers = {
+        REFERENCE: scored(HELPFUL, [0.4] * 8, [0.5, 0.6] * 4, finished=[True] * 8),
+        "a_lol": scored(
+            longer,
+            [0.4 + 0.05 * d + e for d, e in zip(doublings, noise, strict=True)],
+            [r - 0.1 * d + e for r, d, e in zip([0.5, 0.6] * 4, doublings, noise, strict=True)],
+            finished=[True] * 8,
+        ),
+    }
+
+    audit = audit_models(answers, [], THRESHOLDS, budget=64).models["a_lol"]
+
+    assert audit.at_equal_length["reward"].per_doubling == pytest.approx(0.05, abs=0.01)
+    assert abs(audit.at_equal_length["reward"].change) < 0.02
+    assert "its reward gain is within noise at equal answer length" in audit.flag
+    assert "relevance −0.1" in audit.flag and "at equal length)" in audit.flag
+    markdown = audit_markdown(audit_models(answers, [], THRESHOLDS, budget=64))
+    assert "## At equal answer length" in markdown
+    assert "| a_lol | reward | +0.0" in markdown
+
+
+def test_a_gain_that_holds_at_equal_length_is_not_blamed_on_length():
+    """Longer answers (repeated, which the diversity finding notes), and a reward 0.1 higher
+    whatever their length: no length finding."""
+    longer = [" ".join([text] * k) for text, k in zip(HELPFUL, [2, 4] * 4, strict=True)]
+    noise = [0.01, 0.01, -0.01, -0.01] * 2
+    answers = {
+        REFERENCE: scored(HELPFUL, [0.4] * 8, [0.5] * 8, finished=[True] * 8),
+        "a_lol": scored(longer, [0.5 + e for e in noise], [0.5] * 8, finished=[True] * 8),
+    }
+
+    audit = audit_models(answers, [], THRESHOLDS, budget=64).models["a_lol"]
+
+    assert audit.at_equal_length["reward"].change == pytest.approx(0.1, abs=0.02)
+    assert not any("equal answer length" in finding for finding in audit.findings)
 
 
 def test_a_model_that_does_not_beat_its_own_constant_answer_is_flagged():

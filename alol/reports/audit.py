@@ -18,7 +18,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from alol.reports.metrics import distinct_n, mean_length, paired_change, signed
+from alol.reports.metrics import (
+    LengthControlledChange,
+    distinct_n,
+    length_controlled_change,
+    mean_length,
+    paired_change,
+    signed,
+)
 from alol.setting_checks import above, at_least, between_open, fraction, option
 
 REFERENCE = "reference"
@@ -144,6 +151,9 @@ class AuditThresholds:
             "paired difference or more)",
             f"empty: {self.empty_share:.0%} or more of the answers empty",
             f"drift from π_ref: {drift}",
+            "reward from length: a reward rise beyond noise that is within "
+            f"{SIGNIFICANT_STANDARD_ERRORS:g} standard errors of zero at equal answer length "
+            "(the paired change regressed on log2 of the length ratio)",
         ]
 
 
@@ -186,6 +196,8 @@ class ModelAudit:
     log_ratio: float | None
     own_constant_reward: float | None
     """The reward of this model's most frequent answer given to every prompt."""
+    at_equal_length: dict[str, LengthControlledChange | None] = field(default_factory=dict)
+    """The reward's ("reward") and each judge's change from π_ref at equal answer length."""
     findings: list[str] = field(default_factory=list)
     flag: str | None = None
     """The findings as one sentence, or None when nothing crossed a threshold."""
@@ -239,6 +251,22 @@ def cut_more_often(model: ScoredAnswers, reference: ScoredAnswers) -> bool:
     )
 
 
+def changes_at_equal_length(
+    scored: ScoredAnswers, reference: ScoredAnswers
+) -> dict[str, LengthControlledChange | None]:
+    """The reward's and each judge's change from π_ref's answers at equal answer length."""
+    words = [len(text.split()) for text in scored.responses]
+    reference_words = [len(text.split()) for text in reference.responses]
+    measures = {"reward": (scored.reward, reference.reward)}
+    measures |= {
+        judge: (values, reference.judges[judge]) for judge, values in scored.judges.items()
+    }
+    return {
+        name: length_controlled_change(model, before, words, reference_words)
+        for name, (model, before) in measures.items()
+    }
+
+
 def audit_models(
     answers: dict[str, ScoredAnswers],
     constants: list[ConstantAnswer],
@@ -277,6 +305,7 @@ def audit_models(
                     f"π_ref: {_joined(audit.findings)}; every model trained from it starts there"
                 )
         else:
+            audit.at_equal_length = changes_at_equal_length(scored, reference)
             audit.findings = _model_findings(
                 audit, scored, reference, reference_collapse, thresholds, budget
             )
@@ -311,7 +340,19 @@ def _model_findings(
         fell, change = judge_fell(values, reference.judges[judge], thresholds.judge_drop)
         audit.judge_changes[judge] = change
         if fell:
-            findings.append(f"{judge} {signed(change)}")
+            findings.append(f"{judge} {signed(change)}{_at_equal_length(audit, judge)}")
+    reward_at_equal_length = audit.at_equal_length.get("reward")
+    if (
+        audit.reward_rose
+        and reward_at_equal_length is not None
+        and reward_at_equal_length.change
+        < SIGNIFICANT_STANDARD_ERRORS * reward_at_equal_length.standard_error
+    ):
+        findings.append(
+            f"its reward gain is within noise at equal answer length "
+            f"({signed(reward_at_equal_length.change)} ± "
+            f"{reward_at_equal_length.standard_error:.3f}): the length of its answers earns it"
+        )
     findings += _collapse_findings(
         audit.collapse,
         reference_collapse,
@@ -333,6 +374,11 @@ def _model_findings(
             f"its answers are {audit.log_ratio:.1f} nats more likely under it than under π_ref"
         )
     return findings
+
+
+def _at_equal_length(audit: ModelAudit, measure: str) -> str:
+    found = audit.at_equal_length.get(measure)
+    return "" if found is None else f" ({signed(found.change)} at equal length)"
 
 
 def _collapse_findings(

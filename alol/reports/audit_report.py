@@ -4,7 +4,7 @@ constant answers) and the lines under a comparison table (`alol.reports.audit` m
 from __future__ import annotations
 
 from alol.reports.audit import REFERENCE, Audit, short_text
-from alol.reports.metrics import formatted
+from alol.reports.metrics import formatted, signed
 
 
 def audit_markdown(audit: Audit, level: int = 1) -> str:
@@ -23,8 +23,35 @@ def audit_markdown(audit: Audit, level: int = 1) -> str:
             f"{', '.join(dependent)}.",
         ]
     lines += ["", f"{section} Collapse and drift, beside π_ref", "", _collapse_table(audit), ""]
+    lines += [f"{section} At equal answer length", "", *_equal_length_lines(audit), ""]
     lines += [f"{section} Constant answers", "", _constants_table(audit), ""]
     return "\n".join(lines)
+
+
+def _equal_length_lines(audit: Audit) -> list[str]:
+    """Each model's change from π_ref as measured, then at equal answer length (± its
+    standard error), with what doubling an answer's length is worth."""
+    measures = ["reward", *audit.models[REFERENCE].judges]
+    if len(audit.models) == 1:
+        return ["No model besides π_ref to compare."]
+    lines = [
+        "Per prompt, a model's change from π_ref is fitted as a constant plus a term in log2 of "
+        "the answers' length ratio: the constant is the change at equal length, the slope what "
+        "doubling an answer's length is worth. A gain that fades here comes from length.",
+        "",
+        "| model | measure | change | at equal length | per doubling of length |",
+        "|---|---|---|---|---|",
+    ]
+    for name, model in audit.models.items():
+        if name == REFERENCE:
+            continue
+        for measure in measures:
+            raw = model.reward_change if measure == "reward" else model.judge_changes[measure]
+            found = model.at_equal_length.get(measure)
+            equal = "–" if found is None else f"{signed(found.change)} ± {found.standard_error:.3f}"
+            slope = "–" if found is None else signed(found.per_doubling)
+            lines.append(f"| {name} | {measure} | {signed(raw)} | {equal} | {slope} |")
+    return lines
 
 
 def _collapse_table(audit: Audit) -> str:

@@ -4,6 +4,7 @@ explained variance): pure arithmetic on texts and scores."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -90,3 +91,41 @@ def paired_change(model: list[float], reference: list[float]) -> tuple[float, fl
     if len(difference) < 2:
         return float(difference.mean()), 0.0
     return float(difference.mean()), float(np.std(difference, ddof=1) / math.sqrt(len(difference)))
+
+
+@dataclass(frozen=True)
+class LengthControlledChange:
+    """A per-prompt measure's change from π_ref's answers to a model's at equal answer length.
+
+    Longer answers move many rewards and judges whatever they say, so a gain can be length
+    alone. Per prompt, the change Δ is fitted as `change + per_doubling · log2(ratio)`, where
+    ratio = (1 + model's words) / (1 + π_ref's words): `change` is what is left when both
+    answers have the same length, `per_doubling` what doubling an answer's length is worth.
+    """
+
+    change: float
+    standard_error: float
+    per_doubling: float
+
+
+def length_controlled_change(
+    model: list[float],
+    reference: list[float],
+    model_words: list[int],
+    reference_words: list[int],
+) -> LengthControlledChange | None:
+    """The paired regression of `LengthControlledChange`; None when the length ratios do not
+    vary (nothing to tell length from the rest) or there are under three prompts."""
+    difference = np.asarray(model, dtype=float) - np.asarray(reference, dtype=float)
+    log_ratio = np.log2((1.0 + np.asarray(model_words)) / (1.0 + np.asarray(reference_words)))
+    if len(difference) < 3 or np.ptp(log_ratio) == 0:
+        return None
+    design = np.column_stack([np.ones_like(log_ratio), log_ratio])
+    coefficients, *_ = np.linalg.lstsq(design, difference, rcond=None)
+    residual = difference - design @ coefficients
+    covariance = (residual @ residual / (len(difference) - 2)) * np.linalg.inv(design.T @ design)
+    return LengthControlledChange(
+        change=float(coefficients[0]),
+        standard_error=float(math.sqrt(covariance[0, 0])),
+        per_doubling=float(coefficients[1]),
+    )
