@@ -34,5 +34,5 @@ class DataError(ValueError):
         """Field and message without the location: what `LoadedData.skipped` lists."""
         return f"field '{self.field}': {self.message}" if self.field else self.message
 
-    def at(self, file: str, line: int) -> DataError:
+    def at(self, file: str, line: int | None) -> DataError:
         return DataError(self.message, file=file, line=line, field=self.field)

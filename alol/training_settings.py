@@ -30,6 +30,13 @@ class TrainingSettings:
         "is far below one pass, and no example drawn dozens of times on a small dataset.",
         ("train",),
     )
+    balance_groups: bool = option(
+        False,
+        "Keep each group of the training data (the records' 'group' field: a source in a mix) "
+        "at its share of the data in the draws of the weighted objectives (A-LoL ∝ A within a "
+        "group), so the group whose answers beat π_ref most does not take the training over.",
+        ("train",),
+    )
     max_tokens_per_batch: int | None = option(
         None,
         "Token-budget micro-batches: as many examples as fit this many padded tokens (examples "

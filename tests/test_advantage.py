@@ -29,7 +29,12 @@ from alol.data.tokenize import encode_prompt, tokenize_pair
 from alol.distributed import shard_indices
 from alol.errors import AlolError, DataError
 from alol.fingerprint import cache_key, fingerprint_model, fingerprint_records, record_hashes
-from alol.method.leftover import NoPositiveAdvantageError, budget_steps, select_training_examples
+from alol.method.leftover import (
+    NoPositiveAdvantageError,
+    balanced_by_group,
+    budget_steps,
+    select_training_examples,
+)
 from alol.method.sampling import PrioritySampler
 from alol.method.value_head import ValueHead
 from alol.models.logprobs import response_token_logprobs
@@ -430,6 +435,28 @@ def test_the_report_shows_the_answers_a_lol_learns_most_from_highest_advantage_f
     assert "max_response_length (3 tokens), so are cut before their end" in report
 
 
+def test_the_report_says_how_much_of_a_lol_each_group_of_the_data_would_take(tmp_path):
+    """R = [0, 3, 1, 2], V = 1: A = [−1, 2, 0, 1]. Group "online" (answers 1 and 3, half the
+    data) holds all the positive A: every draw (3 / 3) and all the gradient weight (5 / 5)."""
+    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4)
+    groups = ["base", "online", "base", "online"]
+    records = [
+        RewardRecord(f"Question {i}?", f"Answer {i}.", group=g) for i, g in enumerate(groups)
+    ]
+
+    stats = write_advantage_report(table, records, tmp_path, max_response_length=64)
+
+    assert stats["groups"] == {
+        "base": {"answers": 0.5, "fraction_positive": 0.0, "draws": 0.0, "gradient_weight": 0.0},
+        "online": {"answers": 0.5, "fraction_positive": 1.0, "draws": 1.0, "gradient_weight": 1.0},
+    }
+    report = (tmp_path / "top_advantages.md").read_text()
+    assert "| online | 50% | 100% | 100% | 100% |" in report
+    assert "`balance_groups: true` keeps each at its share" in report
+    ungrouped = [RewardRecord(f"Question {i}?", f"Answer {i}.") for i in range(4)]
+    assert write_advantage_report(table, ungrouped, tmp_path, 64)["groups"] is None
+
+
 def test_the_report_says_nothing_of_cuts_when_the_top_answers_end_before_the_limit(tmp_path):
     table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4)
 
@@ -477,6 +504,23 @@ def test_advantage_sampling_needs_the_positive_subset():
         select_training_examples(
             make_table([1.0], [0.0]), positive_only=False, sampling="advantage"
         )
+
+
+def test_balanced_draws_rescale_each_group_to_its_share_of_all_examples():
+    """Six examples, groups a a a b b c; kept (A > 0): 0, 1, 3 with A = 1, 3, 2. Group a is
+    half of the data: its kept weights 1 and 3 become 1/8 and 3/8; b, a third, keeps 1/3;
+    c has nothing kept and cannot be drawn (the sampler shares out its sixth)."""
+    groups = np.array(["a", "a", "a", "b", "b", "c"])
+    kept = np.array([0, 1, 3])
+
+    weights = balanced_by_group(np.array([1.0, 3.0, 2.0]), kept, groups)
+
+    assert weights.tolist() == pytest.approx([1 / 8, 3 / 8, 1 / 3])
+    assert balanced_by_group(None, kept, groups).tolist() == pytest.approx([1 / 4, 1 / 4, 1 / 3])
+    one_group = np.array(["a"] * 6)
+    assert balanced_by_group(np.array([1.0, 3.0, 2.0]), kept, one_group) == pytest.approx(
+        np.array([1.0, 3.0, 2.0]) / 6
+    )
 
 
 def test_unknown_sampling_lists_the_choices():

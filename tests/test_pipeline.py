@@ -363,3 +363,28 @@ def test_an_evaluation_already_made_for_the_same_inputs_is_read_back(workspace, 
 
     assert main(["eval", config, "--objectives", "nll", "--max-new-tokens", "3"]) == 0
     assert answers.stat().st_mtime_ns != written
+
+
+def test_balanced_draws_by_group_train_through_the_cli_and_the_report_breaks_a_lol_down(
+    workspace, tiny_llama_dir
+):
+    """The records of the first two topics form group "first", the rest "rest": the advantage
+    report gives each group's part, and A-LoL trains with each drawn at its share."""
+    rows = noisy_records()
+    for row in rows:
+        row["group"] = (
+            "first" if row["prompt"].endswith((f"{TOPICS[0]}?", f"{TOPICS[1]}?")) else "rest"
+        )
+    write_jsonl(workspace["data"], rows)
+    config = str(workspace["config"])
+    assert main(["value", config, "--reference", str(tiny_llama_dir)]) == 0
+    assert main(["advantage", config, "--reference", str(tiny_llama_dir)]) == 0
+    args = ["train", config, "--reference", str(tiny_llama_dir), "--objective", "a_lol"]
+    args += ["--max-steps", "6", "--no-scale-steps-by-positive-fraction", "--balance-groups"]
+
+    assert main(args) == 0
+
+    assert_trained(workspace["run"] / "train" / "a_lol", tiny_llama_dir)
+    stats = json.loads((workspace["run"] / "advantage/advantage_stats.json").read_text())
+    assert set(stats["groups"]) == {"first", "rest"}
+    assert "| first |" in (workspace["run"] / "advantage/top_advantages.md").read_text()

@@ -95,6 +95,7 @@ EXPECTED: dict[str, set[str]] = {
             "sft_max_steps",
             "scale_steps_by_positive_fraction",
             "sampling",
+            "balance_groups",
             "resume",
             "value_from_data",
             "eval_model",

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
 from alol.config import PipelineConfig
+from alol.data.formats import load_records
+from alol.errors import DataError
 from alol.method.objectives import get_objective
 from alol.pipeline.inputs import stage_inputs, tokenize_with
 from alol.pipeline.training_sets import training_set
@@ -98,3 +101,64 @@ def test_dpos_reference_log_probs_are_cached_as_reference_log_probs_not_advantag
     assert all(e.ref_chosen_logp is not None for e in pairs)
     cached = sorted(p.name.split("-")[0] for p in (hh_config.root / "pairs").glob("*.safetensors"))
     assert cached == ["reference_logps"]
+
+
+def grouped_config(hh_config, groups: list[str | None], **settings) -> PipelineConfig:
+    """The HH records again, each with the group given (None: no 'group' field)."""
+    path = hh_config.train_data
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    for row, group in zip(rows, groups, strict=True):
+        if group is not None:
+            row["group"] = group
+    grouped = path.replace(".json", "_grouped.json")
+    Path(grouped).write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return PipelineConfig(**{**hh_config.__dict__, "train_data": grouped, **settings})
+
+
+def test_balanced_draws_give_each_group_its_share_of_the_data_and_keep_the_ratios_within(
+    hh_config,
+):
+    """Rewards σ(1), σ(2), σ(3); the first two answers are 'helpful' (2/3 of the data), the
+    third 'harmless' (1/3). Drawn ∝ R, balanced: helpful's two weights keep their ratio and
+    sum to 2/3, harmless's is 1/3 — where ∝ R alone would give it σ(3) / Σσ ≈ 0.39."""
+    cfg = grouped_config(
+        hh_config, ["helpful", "helpful", "harmless"], sampling="reward", balance_groups=True
+    )
+    sigmoid = [1 / (1 + math.exp(-logit)) for logit in (1.0, 2.0, 3.0)]
+
+    balanced = training_set(stage_inputs(cfg), get_objective("wbc"))
+    plain = training_set(
+        stage_inputs(PipelineConfig(**{**cfg.__dict__, "balance_groups": False})),
+        get_objective("wbc"),
+    )
+
+    helpful = sigmoid[0] + sigmoid[1]
+    expected = [sigmoid[0] / helpful * 2 / 3, sigmoid[1] / helpful * 2 / 3, 1 / 3]
+    assert balanced.weights.tolist() == pytest.approx(expected)
+    assert plain.weights.tolist() == pytest.approx(sigmoid)
+    assert balanced.fingerprint != plain.fingerprint
+
+
+def test_groups_travel_with_the_records_through_loading_and_conversion(hh_config):
+    cfg = grouped_config(hh_config, ["helpful", "helpful", "harmless"], train_responses="all")
+
+    pointwise = stage_inputs(cfg).train_pairs
+
+    assert [r.group for r in pointwise] == ["helpful"] * 4 + ["harmless"] * 2
+
+
+def test_balancing_a_record_without_a_group_is_refused_naming_its_line(hh_config):
+    cfg = grouped_config(hh_config, ["helpful", None, "harmless"], balance_groups=True)
+
+    with pytest.raises(DataError, match=r"_grouped\.json:2: field 'group': .*balance_groups"):
+        training_set(stage_inputs(cfg), get_objective("wbc"))
+
+
+def test_a_group_must_name_its_source_with_a_string_or_a_number(hh_config):
+    cfg = grouped_config(hh_config, ["helpful", "helpful", "harmless"])
+    Path(cfg.train_data).write_text(
+        Path(cfg.train_data).read_text().replace('"harmless"', "true"), encoding="utf-8"
+    )
+
+    with pytest.raises(DataError, match=r"_grouped\.json:3: field 'group': expected a non-empty"):
+        load_records(cfg.train_data)

@@ -46,13 +46,23 @@ def to_reward_records(
             for response, reward, name in sides:
                 converted.append(
                     RewardRecord(
-                        record.prompt, response, reward, _sub_id(record.id, name), record.source
+                        record.prompt,
+                        response,
+                        reward,
+                        _sub_id(record.id, name),
+                        record.source,
+                        group=record.group,
                     )
                 )
         elif isinstance(record, RankedRecord):
             converted.extend(
                 RewardRecord(
-                    record.prompt, response, reward, _sub_id(record.id, str(i)), record.source
+                    record.prompt,
+                    response,
+                    reward,
+                    _sub_id(record.id, str(i)),
+                    record.source,
+                    group=record.group,
                 )
                 for i, (response, reward) in enumerate(
                     zip(record.responses, record.rewards, strict=True)
@@ -107,6 +117,7 @@ def _best_against_worse(record: RankedRecord) -> tuple[list[PreferenceRecord], i
                 response,
                 _sub_id(record.id, f"{best}>{i}"),
                 record.source,
+                group=record.group,
             )
         )
     return pairs, ties
@@ -129,6 +140,7 @@ def to_ranked_records(records: Iterable[Record]) -> list[RankedRecord]:
                 [CHOSEN_REWARD, REJECTED_REWARD],
                 record.id,
                 record.source,
+                group=record.group,
             )
         ranked.append(record)
     return ranked
@@ -171,7 +183,7 @@ def _ranked_from_group(group: list[RewardRecord]) -> RankedRecord:
         if record.total_reward is None:
             raise DataError(
                 "no reward; score the records with a reward function first", field="reward"
-            ).at(*_split_source(record.source))
+            ).at(*split_source(record.source))
     first = group[0]
     return RankedRecord(
         first.prompt,
@@ -179,10 +191,12 @@ def _ranked_from_group(group: list[RewardRecord]) -> RankedRecord:
         [record.total_reward for record in group],
         first.id,
         first.source,
+        group=first.group,
     )
 
 
-def _split_source(source: str) -> tuple[str, int | None]:
+def split_source(source: str) -> tuple[str, int | None]:
+    """A record's "file:line" source as the file and the line, for `DataError.at`."""
     file, _, line = source.rpartition(":")
     return (file, int(line)) if line.isdigit() else (source, None)
 

@@ -18,7 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
-from alol.data.conversions import to_preference_records, to_ranked_records, to_reward_records
+from alol.data.conversions import (
+    split_source,
+    to_preference_records,
+    to_ranked_records,
+    to_reward_records,
+)
 from alol.data.examples import (
     ExampleDataset,
     SequenceExample,
@@ -33,7 +38,7 @@ from alol.data.records import RewardRecord
 from alol.errors import AlolError, DataError
 from alol.fingerprint import fingerprint_of, fingerprint_records
 from alol.method.kto import kto_rows, report_balance
-from alol.method.leftover import select_examples
+from alol.method.leftover import balanced_by_group, select_examples
 from alol.method.objectives import Objective
 
 
@@ -68,6 +73,7 @@ class Settings(Protocol):
     """The settings the builder reads, which `PipelineConfig` and `AlolConfig` share."""
 
     sampling: str | None
+    balance_groups: bool
     kto_label: str
     kto_threshold: float | None
     desirable_weight: float
@@ -113,15 +119,16 @@ def training_set(
         return _ranked_set(records)
     if objective.data == "unpaired":
         return _unpaired_set(records, pointwise, settings, batch_size, sources)
-    return _pointwise_set(objective, pointwise, settings.sampling, sources)
+    return _pointwise_set(objective, pointwise, settings, sources)
 
 
 def _pointwise_set(
-    objective: Objective, records: list[RewardRecord], sampling: str | None, sources: Sources
+    objective: Objective, records: list[RewardRecord], settings: Settings, sources: Sources
 ) -> TrainingSet:
     data_fp = fingerprint_records(records)
-    sampling = sampling or objective.default_sampling
+    sampling = settings.sampling or objective.default_sampling
     if objective.name == "nll" and sampling == "uniform":
+        # every answer once per pass: each group already at its share, balanced or not
         return TrainingSet(lambda tokenize: nll_dataset(records, tokenize), None, 1.0, data_fp)
     scores = sources.scores(records, objective)
     if objective.needs_reward and np.isnan(scores.reward).any():
@@ -129,6 +136,8 @@ def _pointwise_set(
     indices, weights = select_examples(
         scores.reward, scores.advantage, objective.positive_advantage_only, sampling, scores.value
     )
+    if settings.balance_groups:
+        weights = balanced_by_group(weights, indices, record_groups(records))
 
     def build(tokenize: Tokenize) -> ExampleDataset:
         return ExampleDataset(
@@ -145,7 +154,20 @@ def _pointwise_set(
         )
 
     fraction = 1.0 if scores.advantage is None else float(np.mean(scores.advantage > 0))
-    return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, scores.key, sampling))
+    how = (sampling, "balanced by group") if settings.balance_groups else (sampling,)
+    return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, scores.key, *how))
+
+
+def record_groups(records: list[RewardRecord]) -> np.ndarray:
+    """Each record's `group`, for `balance_groups`, which needs one on every record."""
+    missing = next((record for record in records if record.group is None), None)
+    if missing is not None:
+        raise DataError(
+            "no 'group': balance_groups needs the group (the source in a mix) of every "
+            "training record; add a 'group' field to each, or set balance_groups: false",
+            field="group",
+        ).at(*split_source(missing.source))
+    return np.array([record.group for record in records])
 
 
 def _ranked_set(records: list) -> TrainingSet:

@@ -38,6 +38,9 @@ class RewardRecord:
     label: bool | None = None
     """TRL's unpaired preference: whether the response is desirable (its reward is then
     CHOSEN_REWARD or REJECTED_REWARD). KTO trains on it as given."""
+    group: str | None = field(default=None, compare=False)
+    """The source it belongs to in a mix (an HH subset, one of several datasets); with
+    `balance_groups` each group keeps its share of the data in A-LoL's draws."""
 
     @property
     def total_reward(self) -> float | None:
@@ -54,6 +57,9 @@ class PreferenceRecord:
     rejected: str
     id: str | None = None
     source: str = field(default="", compare=False)
+    group: str | None = field(default=None, compare=False)
+    """The source it belongs to in a mix (an HH subset, one of several datasets); with
+    `balance_groups` each group keeps its share of the data in A-LoL's draws."""
 
 
 @dataclass
@@ -68,6 +74,9 @@ class RankedRecord:
     reward_logits: list[float] | None = None
     """The reward model's raw logits, when the rewards are their sigmoid (HH/PRO files).
     PRO's reward-gap temperatures read them, as PRO's and the A-LoL authors' code do."""
+    group: str | None = field(default=None, compare=False)
+    """The source it belongs to in a mix (an HH subset, one of several datasets); with
+    `balance_groups` each group keeps its share of the data in A-LoL's draws."""
 
 
 @dataclass

@@ -80,6 +80,29 @@ def select_examples(
     raise ValueError(f"unknown sampling {sampling!r}; choose 'uniform', 'advantage' or 'reward'")
 
 
+def balanced_by_group(
+    weights: np.ndarray | None, kept: np.ndarray, groups: np.ndarray
+) -> np.ndarray:
+    """Sampling weights of the `kept` examples rescaled so that each group's draws make up its
+    share of all the training examples (`groups`: one label per example), as in the data that
+    π_ref was fine-tuned on; within a group the weights keep their ratios (∝ A for A-LoL).
+
+    Without it a group whose answers beat π_ref by most takes most of the draws: on HH,
+    helpful-online holds half of the answers and 83% of A-LoL's gradient weight. A group with
+    no kept example cannot be drawn; the others share its part. With one group nothing changes.
+    """
+    kept_weights = np.ones(len(kept)) if weights is None else np.asarray(weights, dtype=np.float64)
+    kept_groups = groups[kept]
+    balanced = np.zeros(len(kept), dtype=np.float64)
+    for group in np.unique(kept_groups):
+        members = kept_groups == group
+        total = kept_weights[members].sum()
+        if total > 0:
+            share = np.mean(groups == group)
+            balanced[members] = kept_weights[members] / total * share
+    return balanced
+
+
 def _no_positive_message(
     reward: np.ndarray, advantage: np.ndarray, value: np.ndarray | None
 ) -> str:

@@ -14,6 +14,7 @@ from alol.atomic import write_json, write_text
 from alol.data.records import Prompt, RewardRecord
 from alol.data.table import AdvantageTable
 from alol.reports.audit import short_text
+from alol.reports.metrics import formatted
 from alol.reports.plots import plot_advantage_histogram
 
 _PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
@@ -25,9 +26,12 @@ TOP_SHARE = 0.1
 """The top share of the positive answers whose hold on A-LoL's draws the report gives."""
 
 
-def advantage_stats(table: AdvantageTable, max_response_length: int) -> dict[str, Any]:
-    """Count, fraction with A > 0, mean/std (population)/percentiles of R, V(x) and A, and how
-    the top tenth of the positive answers hold A-LoL's draws and reach `max_response_length`.
+def advantage_stats(
+    table: AdvantageTable, max_response_length: int, groups: list[str | None] | None = None
+) -> dict[str, Any]:
+    """Count, fraction with A > 0, mean/std (population)/percentiles of R, V(x) and A, how
+    the top tenth of the positive answers hold A-LoL's draws and reach `max_response_length`,
+    and, when every answer has a group (`groups`, aligned with the table), each group's part.
 
     Percentiles interpolate linearly between order statistics (numpy's default).
     """
@@ -44,7 +48,36 @@ def advantage_stats(table: AdvantageTable, max_response_length: int) -> dict[str
         "top_positive_at_length_limit": top_share_at_length_limit(
             table, max_response_length, TOP_SHARE
         ),
+        "groups": group_shares(table.advantage, groups),
     }
+
+
+def group_shares(advantage: np.ndarray, groups: list[str | None] | None) -> dict | None:
+    """Per group: its share of the answers, the share of them with A > 0, and its share of
+    A-LoL's draws (∝ A) and of its gradient weight (draws × A, so ∝ A²) without
+    `balance_groups`. A group far above its share of the answers is what A-LoL learns from
+    most; None unless every answer has a group."""
+    if not groups or any(group is None for group in groups):
+        return None
+    if len(groups) != len(advantage):
+        raise ValueError(f"{len(groups)} groups for {len(advantage)} answers")
+    labels = np.array(groups)
+    positive = np.clip(advantage, 0, None)
+    shares = {}
+    for group in sorted(set(groups)):
+        members = labels == group
+        shares[group] = {
+            "answers": float(members.mean()),
+            "fraction_positive": float(np.mean(advantage[members] > 0)),
+            "draws": _share(positive, members),
+            "gradient_weight": _share(positive**2, members),
+        }
+    return shares
+
+
+def _share(weights: np.ndarray, members: np.ndarray) -> float | None:
+    total = weights.sum()
+    return float(weights[members].sum() / total) if total > 0 else None
 
 
 def top_positive(advantage: np.ndarray, share: float) -> np.ndarray:
@@ -138,6 +171,7 @@ def top_answers_markdown(
         + "tokens | question | answer | record |",
         "|" + "---|" * (7 + len(components)),
     ]
+    lines[-2:-2] = _group_lines(stats["groups"])
     for row in answers:
         cells = [
             f"{row[k]:+.3f}" if k == "advantage" else f"{row[k]:.3f}"
@@ -148,6 +182,31 @@ def top_answers_markdown(
         cells.append(_cell(row["source"], 60) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _group_lines(groups: dict | None) -> list[str]:
+    """The by-group table, when the records carry groups."""
+    if not groups:
+        return []
+    lines = [
+        "By group (the records' `group`): what A-LoL's draws ∝ A would take from each, and its "
+        "gradient weight (draws × A). A group far above its share of the answers takes the "
+        "training over; `balance_groups: true` keeps each at its share of the answers.",
+        "",
+        "| group | answers | A > 0 | draws | gradient weight |",
+        "|---|---|---|---|---|",
+    ]
+    for name, found in groups.items():
+        cells = [
+            found["answers"],
+            found["fraction_positive"],
+            found["draws"],
+            found["gradient_weight"],
+        ]
+        lines.append(
+            f"| {_cell(name, 40)} | " + " | ".join(formatted(c, ".0%") for c in cells) + " |"
+        )
+    return [*lines, ""]
 
 
 def _cell(text: str, limit: int) -> str:
@@ -174,7 +233,7 @@ def write_advantage_report(
     of the data A-LoL will learn from, and the top answers are what it learns most from.
     """
     directory = Path(directory)
-    stats = advantage_stats(table, max_response_length)
+    stats = advantage_stats(table, max_response_length, [record.group for record in records])
     write_json(directory / "advantage_stats.json", stats)
     plot_advantage_histogram(table, stats["fraction_positive"], directory / "advantage_hist.png")
     answers = top_advantage_answers(table, records)

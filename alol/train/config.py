@@ -41,6 +41,7 @@ class AlolConfig(TrainingArguments):
     kto_threshold: float | None = same_as(KTOSettings, "kto_threshold")
     sampling: str | None = same_as(TrainingSettings, "sampling")
     sample_in_passes: bool = same_as(TrainingSettings, "sample_in_passes")
+    balance_groups: bool = same_as(TrainingSettings, "balance_groups")
     max_tokens_per_batch: int | None = same_as(TrainingSettings, "max_tokens_per_batch")
     packing: bool = same_as(TrainingSettings, "packing")
     pad_to_multiple_of: int | None = same_as(TrainingSettings, "pad_to_multiple_of")

@@ -114,11 +114,11 @@ def _rewards_of(record: Record) -> list[float]:
 
 
 def _duplicates(records: list[Record]) -> int:
-    """How many records repeat an earlier one's content (ids and sources aside)."""
+    """How many records repeat an earlier one's content (ids, sources and groups aside)."""
     seen: set[str] = set()
     repeats = 0
     for record in records:
-        content = {k: v for k, v in asdict(record).items() if k not in ("id", "source")}
+        content = {k: v for k, v in asdict(record).items() if k not in ("id", "source", "group")}
         key = json.dumps(content, sort_keys=True, ensure_ascii=False)
         repeats += key in seen
         seen.add(key)

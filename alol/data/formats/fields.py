@@ -125,6 +125,15 @@ def as_reward(value: Any, name: str) -> float | dict[str, float] | None:
     return as_number(value, name)
 
 
+def as_record_group(obj: dict[str, Any]) -> str | None:
+    value = obj.get("group")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+        raise DataError(f"expected a non-empty string or an integer, got {value!r}", field="group")
+    return str(value)
+
+
 def as_record_id(obj: dict[str, Any]) -> str | None:
     value = obj.get("id")
     if value is None:

@@ -13,6 +13,7 @@ from alol.data.formats.fields import (
     as_messages,
     as_number,
     as_prompt,
+    as_record_group,
     as_record_id,
     as_response,
     as_reward,
@@ -96,7 +97,9 @@ def _parse_reward(obj: dict[str, Any], options: ParseOptions) -> RewardRecord:
         if reward is not None:
             raise DataError("both 'reward' and 'label' are set; keep one", field="label")
         reward = _label_reward(label)
-    return RewardRecord(prompt, response, reward, as_record_id(obj), label=label)
+    return RewardRecord(
+        prompt, response, reward, as_record_id(obj), label=label, group=as_record_group(obj)
+    )
 
 
 def _response_field_name(obj: dict[str, Any]) -> str:
@@ -138,6 +141,7 @@ def _parse_preference(obj: dict[str, Any], options: ParseOptions) -> PreferenceR
         as_response(chosen, "chosen", options),
         as_response(rejected, "rejected", options),
         as_record_id(obj),
+        group=as_record_group(obj),
     )
 
 
@@ -173,6 +177,7 @@ def _parse_ranked(obj: dict[str, Any], options: ParseOptions) -> RankedRecord:
         [as_number(value, f"rewards[{i}]") for i, value in enumerate(rewards)],
         as_record_id(obj),
         reward_logits=logits,
+        group=as_record_group(obj),
     )
 
 
@@ -196,6 +201,7 @@ def _parse_hh(obj: dict[str, Any], options: ParseOptions) -> RankedRecord:
         logits if options.hh_reward == "raw" else [_sigmoid(logit) for logit in logits],
         as_record_id(obj),
         reward_logits=logits,
+        group=as_record_group(obj),
     )
 
 
