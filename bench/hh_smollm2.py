@@ -118,14 +118,14 @@ def subset_of(record) -> str:
 
 def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
     """train_all (reward model, judges), train (policy), val and test files, split by prompt
-    (seed 0, `alol.data.splits`); each record's id names its subset."""
+    (seed 0, `alol.data.splits`); each record's id names its subset, and so does its group."""
     dev = {prompt_key(r) for r in load_records(HH / "sampled_dev.json").records}
     records = []
     for subset in SUBSETS:
         for i, record in enumerate(load_records(HH / f"{subset}.json").records):
             # A few published candidates are empty; the split files hold answers to learn from.
             if prompt_key(record) not in dev and all(r.strip() for r in record.responses):
-                records.append(replace(record, id=f"{subset}-{i}"))
+                records.append(replace(record, id=f"{subset}-{i}", group=subset))
     groups = shuffled_prompt_groups([prompt_key(r) for r in records], seed=0)
     test_end = sizes.test_prompts
     val_end = test_end + sizes.val_prompts

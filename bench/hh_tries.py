@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from alol.console import configure_console
+from alol.data.formats import load_records, save_records
 from alol.pipeline import run_eval, run_train
 from bench.common import RESULTS, write_results
 from bench.hh_smollm2 import (
@@ -35,6 +36,7 @@ from bench.hh_smollm2 import (
     rows_of,
     seed_config,
     split_data,
+    subset_of,
 )
 
 TRIES = {
@@ -45,10 +47,13 @@ TRIES = {
     "passes": (("a_lol",), {"sample_in_passes": True}),
     "seq_passes": (("a_lol_seq",), {"sample_in_passes": True}),
     "long": (("a_lol_seq", "nll"), {"max_response_length": 128}),
+    "seq_balanced": (("a_lol_seq",), {"balance_groups": True}),
 }
 """Name → (its objectives, the settings it changes from the benchmark's recipe). "long" trains
 on responses of up to 128 tokens, the paper's length, where the recipe's 64 cut 45% of the
-training responses before their EOS."""
+training responses before their EOS. "seq_balanced" draws each HH subset at its share of the
+training answers (∝ A within it), where ∝ A alone gives helpful-online 83% of the gradient
+weight for half of the answers (`bench.hh_breakdown`)."""
 SHARED_STAGES = ("sft", "value", "advantage")
 MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
@@ -66,7 +71,13 @@ def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: d
         # π_ref's validation answers, decoded once for every try (kept under their fingerprint)
         (try_dir / "eval").mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-al", str(evaluated.parent), str(try_dir / "eval")], check=True)
-    try_cfg = replace(cfg, run_dir=str(try_dir), objectives=list(objectives), **overrides)
+    try_cfg = replace(
+        cfg,
+        run_dir=str(try_dir),
+        train_data=str(grouped(Path(cfg.train_data), try_dir / "data")),
+        objectives=list(objectives),
+        **overrides,
+    )
     prepare_seed(try_cfg)  # up to date on the links, unless the try changes π_ref's training
     for objective in objectives:
         run_train(try_cfg, objective)
@@ -83,6 +94,19 @@ def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: d
             "flag": audit.flag,
         }
     return {"objectives": list(objectives), "overrides": overrides, "rows": rows}
+
+
+def grouped(train_file: Path, directory: Path) -> Path:
+    """The training records, each with its subset as its group: files that `split_data` wrote
+    before it wrote groups hold the subset in the id alone. Groups change no fingerprint, so
+    the shared stages stay up to date on the copy."""
+    records = load_records(train_file).records
+    if all(record.group is not None for record in records):
+        return train_file
+    copy = directory / train_file.name
+    if not copy.exists():
+        save_records([replace(r, group=subset_of(r)) for r in records], copy)
+    return copy
 
 
 def markdown(result: dict) -> str:
