@@ -110,11 +110,13 @@ def grouped(train_file: Path, directory: Path) -> Path:
 
 
 def markdown(result: dict) -> str:
-    header = ["try", "objective", "changed", *MEASURES, "distinct-2", "one answer", "words", "flag"]
+    header = ["try", "objective", "changed", *MEASURES, "distinct-2", "one answer", "words"]
+    header += ["flag", "commit"]
     lines = [
         "# Recipe tries on the judged HH benchmark, seed 0, validation prompts",
         "",
-        f"`python -m bench.hh_tries` at commit {result['commit']}: each try reuses seed 0's π_ref, "
+        "`python -m bench.hh_tries` (each row's commit in its last column): each try reuses "
+        "seed 0's π_ref, "
         "V(x) and advantages and changes only the settings named; evaluated, judged and audited "
         "on the 200 validation prompts (never on the test prompts). π_ref's row comes first.",
         "",
@@ -122,20 +124,21 @@ def markdown(result: dict) -> str:
         "|" + "---|" * len(header),
     ]
     shared = next(iter(result["tries"].values()))["rows"]["reference"]
-    lines.append(_row("π_ref", "–", "–", shared))
+    lines.append(_row("π_ref", "–", "–", shared, "–"))
     for name, found in result["tries"].items():
         changed = json.dumps(found["overrides"]) if found["overrides"] else "–"
+        ran_at = found["commit"]
         if found["rows"]["reference"] != shared:
-            lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"]))
+            lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"], ran_at))
         for objective in found["objectives"]:
-            lines.append(_row(name, objective, changed, found["rows"][objective]))
+            lines.append(_row(name, objective, changed, found["rows"][objective], ran_at))
     return "\n".join(lines) + "\n"
 
 
-def _row(name: str, objective: str, changed: str, row: dict) -> str:
+def _row(name: str, objective: str, changed: str, row: dict, ran_at: str) -> str:
     cells = [name, objective, changed, *(f"{row.get(m, float('nan')):.3f}" for m in MEASURES)]
     cells += [f"{row['distinct_2']:.3f}", f"{row['template_share']:.0%}"]
-    cells += [f"{row['length_words']:.1f}", row.get("flag") or "–"]
+    cells += [f"{row['length_words']:.1f}", row.get("flag") or "–", ran_at]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -154,7 +157,7 @@ def main() -> int:
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
         objectives, overrides = TRIES[name]
-        done[name] = run_try(seed_cfg, out, name, objectives, overrides)
+        done[name] = {**run_try(seed_cfg, out, name, objectives, overrides), "commit": commit()}
         result = {"commit": commit(), "tries": done}
         write_results("hh_tries", result, markdown(result))
     return 0
