@@ -346,7 +346,7 @@ def test_load_or_compute_recomputes_when_the_stored_key_differs(tmp_path):
     np.testing.assert_array_equal(table.reward, [2.0])
 
 
-def test_load_or_compute_recomputes_over_a_corrupt_cache(tmp_path):
+def test_load_or_compute_recomputes_over_a_corrupt_cache(tmp_path, caplog):
     key = "c" * 64
     cache_path(tmp_path, key).write_bytes(b"not a safetensors file")
     sidecar_path(cache_path(tmp_path, key)).write_text("{}")
@@ -355,6 +355,7 @@ def test_load_or_compute_recomputes_over_a_corrupt_cache(tmp_path):
     load_or_compute(tmp_path, key, compute)
 
     assert len(calls) == 1
+    assert "which cannot be reused" in caplog.text and "delete it" not in caplog.text
     assert AdvantageTable.load(cache_path(tmp_path, key)).key == key
 
 

@@ -263,7 +263,10 @@ def load_or_compute(
         try:
             table = AdvantageTable.load(path)
         except AdvantageCacheError as error:
-            logger.warning("recomputing advantages: %s", error)
+            # alol rebuilds it here, so the cause alone, not the advice to delete and rerun
+            logger.warning(
+                "recomputing %s, which cannot be reused: %s", path, error.__cause__ or error
+            )
         else:
             if table.key == key:
                 logger.debug("reusing advantage cache %s", path)
