@@ -32,13 +32,20 @@ from safetensors.numpy import load_file
 from alol.data.formats import load_records
 from alol.fingerprint import record_hashes
 from alol.pipeline.inputs import load_splits, pointwise_records
+from alol.reports.advantage_report import group_shares
 from alol.reports.metrics import length_controlled_change
 from bench.common import write_results
 from bench.hh_smollm2 import FULL, base_config, commit, split_data, subset_of
 
 MEASURES = ("reward", "judge-helpfulness", "judge-harmlessness", "judge-relevance")
 MODELS = ("reference", "nll", "wbc", "kto", "dpo", "a_lol", "a_lol_seq", "a_lol_ref_free")
-SAMPLINGS = {"∝ A draws (the paper's): ∝ A²": 2, "uniform draws: ∝ A": 1}
+SHARES = {
+    "training answers": "answers",
+    "∝ A draws (the paper's): ∝ A²": "gradient_weight",
+    "uniform draws: ∝ A": "draws",
+}
+"""Row of the table → `alol.reports.advantage_report.group_shares`' figure: the gradient weight
+is draws × A, so ∝ A² under the paper's draws and ∝ A under uniform ones (the draw share ∝ A)."""
 
 
 def positive_advantages(seed_dir: Path, records: list) -> np.ndarray:
@@ -57,12 +64,8 @@ def positive_advantages(seed_dir: Path, records: list) -> np.ndarray:
 
 def weight_by_subset(positive: np.ndarray, subsets: np.ndarray) -> dict:
     """Each sampling's share of the gradient weight per subset, and the share of answers."""
-    names = sorted(set(subsets))
-    shares = {"training answers": {s: float(np.mean(subsets == s)) for s in names}}
-    for sampling, power in SAMPLINGS.items():
-        weight = positive**power
-        shares[sampling] = {s: float(weight[subsets == s].sum() / weight.sum()) for s in names}
-    return shares
+    shares = group_shares(positive, subsets.tolist())
+    return {row: {s: found[key] for s, found in shares.items()} for row, key in SHARES.items()}
 
 
 def scores_of(eval_dir: Path, measure: str) -> np.ndarray | None:

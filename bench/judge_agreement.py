@@ -25,7 +25,7 @@ import numpy as np
 
 from alol.data.formats import load_records
 from alol.rewards import load_reward, score
-from alol.rewards.scorers import InverseDocumentFrequency, words
+from alol.rewards.scorers import DiversityScorer
 from bench.common import write_results
 from bench.hh_smollm2 import FULL, HH, SUBSETS, base_config, commit, pair_scores, split_data
 from bench.hh_smollm2 import subset_of as subset_of_id
@@ -76,11 +76,7 @@ def hh_file_pairs() -> dict:
     subsets = np.array(subsets)
     first = [record.responses[0] for record in records]
     second = [record.responses[1] for record in records]
-    idf = InverseDocumentFrequency(first + second)
-
-    def informativeness(text: str) -> float:
-        tokens = words(text)
-        return float(np.mean([idf(token) for token in tokens])) if tokens else 0.0
+    informativeness = DiversityScorer(corpus=first + second)  # the demo judge's IDF, on HH
 
     found = {}
     for scorer in NO_MODEL_SCORERS:
@@ -91,9 +87,7 @@ def hh_file_pairs() -> dict:
         ]
         found[scorer] = per_subset(*scores, subsets)
     found["informativeness"] = per_subset(
-        np.array([informativeness(t) for t in first]),
-        np.array([informativeness(t) for t in second]),
-        subsets,
+        np.array(informativeness(first, first)), np.array(informativeness(second, second)), subsets
     )
     found["length (words)"] = per_subset(
         np.array([len(t.split()) for t in first]),
