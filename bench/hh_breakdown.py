@@ -112,13 +112,14 @@ def changes_at_equal_length(out: Path, seeds: list[int]) -> dict:
     for seed in seeds:
         evals = out / f"seed{seed}" / "eval"
         reference_words = answer_words(evals / "reference")
+        reference = {measure: scores_of(evals / "reference", measure) for measure in MEASURES}
         for model in MODELS[1:]:
             if not (evals / model / "answers.jsonl").exists():
                 continue
             words = answer_words(evals / model)
             for measure in MEASURES:
                 model_scores = scores_of(evals / model, measure)
-                reference_scores = scores_of(evals / "reference", measure)
+                reference_scores = reference[measure]
                 if model_scores is None or reference_scores is None:
                     continue
                 fit = length_controlled_change(

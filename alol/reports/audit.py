@@ -351,7 +351,7 @@ def _model_findings(
         findings.append(
             f"its reward gain is within noise at equal answer length "
             f"({signed(reward_at_equal_length.change)} ± "
-            f"{reward_at_equal_length.standard_error:.3f}): the length of its answers earns it"
+            f"{reward_at_equal_length.standard_error:.3f}), so the length of its answers earns it"
         )
     findings += _collapse_findings(
         audit.collapse,
