@@ -11,9 +11,11 @@ import pytest
 
 from alol.cli import main
 from alol.data.formats import load_records
-from alol.data.splits import prompt_key
+from alol.data.splits import held_out_count, prompt_key
 from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig
 from alol.demo.smollm2 import SMOL, SMOL_ANSWERS_ASSET, write_hh_splits
+from alol.models.value_fit import MIN_HELDOUT_PROMPTS
+from alol.models.value_io import ValueConfig
 
 QUICK_OBJECTIVES = ("a_lol_seq", "nll", "wbc")
 
@@ -144,6 +146,14 @@ def test_smollm2_demo_learns_from_human_answers_and_the_instruct_models_own(tmp_
     sampled = [r for r in train if (prompt_key(r), r.response) in samples]
     assert 0 < len(sampled) < len(train), "both kinds of answer are there"
     assert all(record.response.strip() for record in train)
+
+
+def test_smollm2_demo_holds_out_enough_validation_prompts_to_judge_its_value_fit():
+    """V(x) is fitted on π_ref's answers to the validation prompts; with fewer than
+    MIN_HELDOUT_PROMPTS held out, its fit cannot be judged and the demo would warn about itself."""
+    held_out = held_out_count(SMOL.val_prompts, ValueConfig().holdout_fraction)
+
+    assert held_out >= MIN_HELDOUT_PROMPTS
 
 
 def test_each_demo_model_has_its_default_objectives():
