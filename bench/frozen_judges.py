@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 
 from alol.data.formats import load_records
@@ -61,9 +60,7 @@ def last_user_turn(prompt) -> str:
 
 
 def embed(encoder: RelevanceScorer, texts: list[str]) -> np.ndarray:
-    with torch.inference_mode():
-        batches = [encoder._embed(texts[i : i + 64]) for i in range(0, len(texts), 64)]
-    return torch.cat(batches).numpy()
+    return encoder.embed(texts).numpy()
 
 
 def load_pairs(encoder: RelevanceScorer, path: Path) -> Pairs:

@@ -89,6 +89,20 @@ def test_a_text_is_fully_relevant_to_itself_whatever_the_batching(relevance):
     torch.testing.assert_close(relevance(texts, texts), [1.0, 1.0, 1.0], atol=1e-5, rtol=0)
 
 
+def test_the_embeddings_are_unit_rows_whose_products_are_the_relevance(relevance):
+    prompts = ["How do I bake bread at home?", "What is the capital of France?", "Hi."]
+    answers = ["Knead the dough and bake it.", "Paris is the capital.", "The stock market fell."]
+    prompt_vectors, answer_vectors = relevance.embed(prompts), relevance.embed(answers)
+
+    torch.testing.assert_close(prompt_vectors.norm(dim=-1), torch.ones(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        (prompt_vectors * answer_vectors).sum(-1).tolist(),
+        relevance(prompts, answers),
+        atol=1e-5,
+        rtol=0,
+    )
+
+
 # --- diversity ------------------------------------------------------------------------------------
 
 

@@ -107,6 +107,16 @@ class RelevanceScorer:
             similarities.extend((prompt_vectors * response_vectors).sum(-1).tolist())
         return similarities
 
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """The texts' normalised sentence embeddings, one row each, in batches of batch_size:
+        what the score compares, for callers that reuse them (fitting a head on them)."""
+        batches = [
+            self._embed(texts[start : start + self.batch_size])
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        return torch.cat(batches)
+
     def _embed(self, texts: list[str]) -> torch.Tensor:
         encoded = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
