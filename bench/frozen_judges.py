@@ -59,19 +59,15 @@ def last_user_turn(prompt) -> str:
     return [turn["content"] for turn in prompt if turn["role"] == "user"][-1]
 
 
-def embed(encoder: RelevanceScorer, texts: list[str]) -> np.ndarray:
-    return encoder.embed(texts).numpy()
-
-
 def load_pairs(encoder: RelevanceScorer, path: Path) -> Pairs:
     """The file's pairs with two non-empty answers (the human's choice comes first)."""
     records = [r for r in load_records(path).records if all(a.strip() for a in r.responses)]
     print(f"embedding {len(records)} pairs of {path.name}", flush=True)
     return Pairs(
         keys=[prompt_key(r) for r in records],
-        question=embed(encoder, [last_user_turn(r.prompt) for r in records]),
-        chosen=embed(encoder, [r.responses[0] for r in records]),
-        other=embed(encoder, [r.responses[1] for r in records]),
+        question=encoder.embed([last_user_turn(r.prompt) for r in records]).numpy(),
+        chosen=encoder.embed([r.responses[0] for r in records]).numpy(),
+        other=encoder.embed([r.responses[1] for r in records]).numpy(),
         chosen_words=np.array([len(r.responses[0].split()) for r in records]),
         other_words=np.array([len(r.responses[1].split()) for r in records]),
     )
@@ -129,7 +125,7 @@ def study() -> dict:
     encoder = RelevanceScorer(batch_size=64)
     files = {name: load_pairs(encoder, HH / f"{name}.json") for name in CHECKED_ON}
     demo = load_pairs(encoder, HH_ASSET)
-    constants = embed(encoder, list(CONSTANT_ANSWERS))
+    constants = encoder.embed(list(CONSTANT_ANSWERS)).numpy()
     demo_keys = set(demo.keys)
     heads = []
     for kind in FEATURE_SETS:

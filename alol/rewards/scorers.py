@@ -97,15 +97,10 @@ class RelevanceScorer:
         self.model = AutoModel.from_pretrained(model_dir, local_files_only=True)
         self.model.to(self.device).eval()
 
-    @torch.inference_mode()
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
-        similarities: list[float] = []
-        for start in range(0, len(responses), self.batch_size):
-            stop = start + self.batch_size
-            prompt_vectors = self._embed(prompts[start:stop])
-            response_vectors = self._embed(responses[start:stop])
-            similarities.extend((prompt_vectors * response_vectors).sum(-1).tolist())
-        return similarities
+        if not responses:  # nothing to embed: torch.cat refuses an empty list of batches
+            return []
+        return (self.embed(prompts) * self.embed(responses)).sum(-1).tolist()
 
     @torch.inference_mode()
     def embed(self, texts: list[str]) -> torch.Tensor:
