@@ -183,7 +183,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         train_responses="all",
         seed=config.seed,
         max_prompt_length=128,
-        max_response_length=64,
+        max_response_length=96,  # the logged answers were sampled, and π_ref decodes, up to 96
         max_new_tokens=settings.max_new_tokens,
         objectives=list(config.objectives),
         max_steps=settings.train_steps,
