@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from transformers import AutoTokenizer, TrainingArguments
+from transformers import AutoTokenizer
 
 from alol.atomic import replace_directory, write_json
 from alol.data.formats import load_records
@@ -37,6 +37,7 @@ from alol.rewards.reward_model import (
     heldout_metrics,
     load_backbone,
     reward_model_data,
+    training_arguments,
 )
 
 HH_SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
@@ -89,21 +90,8 @@ def fit_reward(hh_dir: Path, policy_tokenizer, out: Path) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         trainer = RewardModelTrainer(
             model=model,
-            args=TrainingArguments(
-                output_dir=scratch,
-                num_train_epochs=config.epochs,
-                per_device_train_batch_size=config.batch_size,
-                learning_rate=config.learning_rate,
-                lr_scheduler_type="linear",
-                warmup_steps=0.05,
-                weight_decay=0.01,
-                use_cpu=True,
-                seed=config.seed,
-                data_seed=config.seed,
-                logging_steps=10,
-                save_strategy="no",
-                remove_unused_columns=False,
-                report_to=[],
+            args=training_arguments(
+                config, Path(scratch), with_eval=False, logging_steps=10, report_to=[]
             ),
             train_dataset=data.train,
             processing_class=tokenizer,

@@ -10,8 +10,6 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import TrainingArguments
-
 from alol.atomic import write_json
 from alol.config import PipelineConfig
 from alol.data.conversions import to_reward_records
@@ -46,8 +44,8 @@ from alol.rewards.reward_model import (
     load_backbone,
     reward_model_data,
     save_reward_model,
+    training_arguments,
 )
-from alol.train.config import needs_use_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +82,9 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         inputs = resolve_inputs(classifier_tokenizer, "auto")
         trainer = RewardModelTrainer(
             model=model,
-            args=_training_arguments(cfg, out, bool(data.heldout)),
+            args=training_arguments(
+                config, out / "checkpoints", bool(data.heldout), cfg.logging_steps, cfg.report_to
+            ),
             train_dataset=data.train,
             eval_dataset=data.heldout or None,
             processing_class=classifier_tokenizer,
@@ -131,38 +131,3 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         out / REWARD_MODEL_DIR[1],
     )
     return out / REWARD_MODEL_DIR[1]
-
-
-def _training_arguments(cfg: PipelineConfig, out: Path, with_eval: bool) -> TrainingArguments:
-    config = reward_model_config(cfg)
-    selection = (
-        dict(
-            eval_strategy="epoch",
-            save_strategy="epoch",
-            load_best_model_at_end=True,
-            metric_for_best_model="eval_loss",
-            greater_is_better=False,
-        )
-        if with_eval
-        else dict(save_strategy="epoch")
-    )
-    return TrainingArguments(
-        output_dir=str(out / "checkpoints"),
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0.05,
-        weight_decay=0.01,
-        bf16=config.bf16,
-        use_cpu=needs_use_cpu(config.bf16),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps,
-        save_total_limit=1,
-        remove_unused_columns=False,
-        report_to=cfg.report_to,
-        disable_tqdm=False,  # a progress bar, never Trainer's printed dicts (off a terminal too)
-        **selection,
-    )

@@ -29,7 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainingArguments,
+)
 from transformers.trainer_callback import ProgressCallback
 
 from alol.atomic import replace_directory, write_json
@@ -43,6 +48,7 @@ from alol.reports.metrics import pearson, spearman
 from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
 from alol.setting_checks import same_as
 from alol.train.checkpoints import AtomicCheckpoints
+from alol.train.config import needs_use_cpu
 from alol.train.progress import QuietProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -194,6 +200,48 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
         with torch.no_grad():
             loss = self.compute_loss(model, dict(self._prepare_inputs(inputs)))
         return loss.detach(), None, None
+
+
+def training_arguments(
+    config: RewardModelConfig,
+    output_dir: Path,
+    with_eval: bool,
+    logging_steps: int,
+    report_to: list[str] | str,
+) -> TrainingArguments:
+    """Trainer's arguments for a reward model fit: with held-out data, each epoch is judged
+    and the best one kept."""
+    selection = (
+        dict(
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            greater_is_better=False,
+        )
+        if with_eval
+        else dict(save_strategy="epoch")
+    )
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,
+        weight_decay=0.01,
+        bf16=config.bf16,
+        use_cpu=needs_use_cpu(config.bf16),
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=logging_steps,
+        save_total_limit=1,
+        remove_unused_columns=False,
+        report_to=report_to,
+        disable_tqdm=False,  # a progress bar, never Trainer's printed dicts (off a terminal too)
+        **selection,
+    )
 
 
 def load_backbone(config: RewardModelConfig):
