@@ -385,6 +385,54 @@ def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
     return measure_rows(base_cfg)["reference"]
 
 
+def summary(seeds: dict[int, dict]) -> dict:
+    """The results' fields that follow from each seed's finished models and their times."""
+    return {
+        "seeds": sorted(seeds),
+        "stage_hours": sum(sum(filter(None, run["times"].values())) for run in seeds.values())
+        / 3600,
+        "not_timed": {
+            seed: sorted(name for name, took in run["times"].items() if took is None)
+            for seed, run in seeds.items()
+            if None in run["times"].values()
+        },
+        "table": aggregate(seeds),
+        "per_seed": seeds,
+    }
+
+
+def shared_setup(result: dict) -> dict:
+    """What two parts of one benchmark must share, as JSON reads it back: rows trained from
+    another split, reward model or judge are not rows of the same table (where a part's run
+    folder lay is not part of it)."""
+    judges = {
+        name: {k: v for k, v in j.items() if k != "path"} for name, j in result["judges"].items()
+    }
+    setup = {key: result[key] for key in ("commit", "sizes", "reward_model")}
+    return json.loads(json.dumps({**setup, "judges": judges}))
+
+
+def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
+    """`current` with the models of `previous` (an earlier part of the same benchmark, say run on
+    another machine whose run folder is gone) that `current`'s run folder lacks; where both hold
+    a model, the current run's row wins, and a stage's wall time is kept from whichever run
+    timed it whole."""
+    theirs, ours = shared_setup(previous), shared_setup(current)
+    for key, value in ours.items():
+        if theirs[key] != value:
+            raise SystemExit(
+                f"{previous_path}: its {key!r} is {json.dumps(theirs[key])[:300]}, this run's is "
+                f"{json.dumps(value)[:300]}; only parts of one benchmark merge"
+            )
+    seeds = {int(seed): run for seed, run in previous["per_seed"].items()}
+    for seed, run in current["per_seed"].items():
+        earlier = seeds.get(int(seed), {"rows": {}, "times": {}})
+        times = {**earlier["times"], **{k: v for k, v in run["times"].items() if v is not None}}
+        times.update({k: None for k, v in run["times"].items() if v is None and k not in times})
+        seeds[int(seed)] = {"rows": {**earlier["rows"], **run["rows"]}, "times": times}
+    return {**current, **summary(dict(sorted(seeds.items())))}
+
+
 def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
     """Per model: each numeric measure's mean, sample sd across seeds (0 for one seed), values."""
     names = list(dict.fromkeys(name for run in seeds.values() for name in run["rows"]))
@@ -521,6 +569,12 @@ def main() -> int:
     )
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--merge-with",
+        metavar="JSON",
+        help="keep this earlier results file's models that this run's folder lacks (a part run "
+        "elsewhere); refused unless it ran the same commit, sizes, reward model and judges",
+    )
     args = parser.parse_args()
     configure_console()
     torch.set_num_threads(args.threads)
@@ -556,21 +610,15 @@ def main() -> int:
             "python": sys.version.split()[0],
         },
         "sizes": asdict(sizes),
-        "seeds": sorted(seeds),
         "hours": (time.perf_counter() - started) / 3600,
-        "stage_hours": sum(sum(filter(None, run["times"].values())) for run in seeds.values())
-        / 3600,
-        "not_timed": {
-            seed: sorted(name for name, took in run["times"].items() if took is None)
-            for seed, run in seeds.items()
-            if None in run["times"].values()
-        },
         "reward_model": rm,
         "judges": judges,
         "instruct": instruct_row(cfg, out, specs),
-        "table": aggregate(seeds),
-        "per_seed": seeds,
+        **summary(seeds),
     }
+    if args.merge_with:
+        previous = Path(args.merge_with)
+        result = merge_results(json.loads(previous.read_text(encoding="utf-8")), result, previous)
     name = "hh_smollm2_quick" if args.quick else "hh_smollm2"
     write_results(name, result, markdown(result))
     return 0

@@ -1,0 +1,93 @@
+"""The HH benchmark runs in parts, each for some seeds and objectives; a part run where an
+earlier part's run folder is gone adds its models to the earlier results, never mixing rows
+from another setup."""
+
+from pathlib import Path
+
+import pytest
+
+from bench.hh_smollm2 import merge_results, summary
+
+SETUP = {
+    "commit": "abc1234",
+    "sizes": {"train_prompts": 1200},
+    "reward_model": {"heldout": {"pairwise_accuracy": 0.636}},
+    "judges": {"helpfulness": {"heldout": {"pairwise_accuracy": 0.575}, "path": "/a/judge"}},
+}
+
+
+def part(seeds: dict) -> dict:
+    return {**SETUP, "hours": 1.0, **summary(seeds)}
+
+
+def row(reward: float) -> dict:
+    return {"reward": reward, "flag": None}
+
+
+def as_read_back(result: dict) -> dict:
+    """An earlier part as its JSON file reads back: the seeds are strings."""
+    return {**result, "per_seed": {str(s): run for s, run in result["per_seed"].items()}}
+
+
+EARLIER = as_read_back(
+    part(
+        {
+            0: {
+                "rows": {"reference": row(0.46), "nll": row(0.47)},
+                "times": {"sft": None, "nll": 60.0},
+            },
+            1: {
+                "rows": {"reference": row(0.45), "nll": row(0.48)},
+                "times": {"sft": 50.0, "nll": 70.0},
+            },
+        }
+    )
+)
+
+
+def test_a_part_adds_its_models_to_the_earlier_ones_and_the_table_follows():
+    later = part(
+        {
+            0: {
+                "rows": {"reference": row(0.46), "a_lol": row(0.50)},
+                "times": {"sft": 40.0, "a_lol": 30.0},
+            }
+        }
+    )
+    merged = merge_results(EARLIER, later, Path("earlier.json"))
+    assert list(merged["per_seed"][0]["rows"]) == ["reference", "nll", "a_lol"]
+    assert merged["table"]["nll"]["reward"]["values"] == [0.47, 0.48]
+    assert merged["table"]["a_lol"]["reward"]["values"] == [0.50]
+    assert merged["seeds"] == [0, 1]
+    assert merged["per_seed"][0]["times"]["sft"] == 40.0  # timed whole now, in part before
+    assert merged["not_timed"] == {}
+    assert merged["stage_hours"] == pytest.approx((40 + 60 + 30 + 50 + 70) / 3600)
+
+
+def test_the_later_row_wins_and_a_whole_timing_is_not_lost_to_a_resumed_one():
+    later = part({1: {"rows": {"nll": row(0.49)}, "times": {"nll": None}}})
+    merged = merge_results(EARLIER, later, Path("earlier.json"))
+    assert merged["per_seed"][1]["rows"]["nll"]["reward"] == 0.49
+    assert merged["per_seed"][1]["times"]["nll"] == 70.0
+    assert merged["not_timed"] == {0: ["sft"]}
+
+
+def test_a_judge_folder_elsewhere_still_merges():
+    judges = {"helpfulness": {**SETUP["judges"]["helpfulness"], "path": "/b/judge"}}
+    later = {**part({}), "judges": judges}
+    assert merge_results(EARLIER, later, Path("earlier.json"))["seeds"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("commit", "def5678"),
+        ("sizes", {"train_prompts": 600}),
+        ("reward_model", {"heldout": {"pairwise_accuracy": 0.61}}),
+        ("judges", {"helpfulness": {"heldout": {"pairwise_accuracy": 0.6}, "path": "/a/judge"}}),
+    ],
+)
+def test_parts_of_another_setup_are_refused_naming_the_file_and_field(field, value):
+    later = {**part({}), field: value}
+    with pytest.raises(SystemExit, match=f"earlier.json: its '{field}' is"):
+        merge_results(EARLIER, later, Path("earlier.json"))
