@@ -20,6 +20,7 @@ from alol.demo.smollm2 import (
     REWARD_ASSET,
     SMOL,
     SMOL_ANSWERS_ASSET,
+    SYSTEM_PROMPT,
     install_reward_model,
     write_hh_splits,
 )
@@ -157,6 +158,18 @@ def test_smollm2_demo_learns_from_human_answers_and_the_instruct_models_own(tmp_
     sampled = [r for r in train if (prompt_key(r), r.response) in samples]
     assert 0 < len(sampled) < len(train), "both kinds of answer are there"
     assert all(record.response.strip() for record in train)
+
+
+def test_smollm2_demo_puts_its_system_turn_before_every_prompt_it_learns_and_is_judged_on(
+    tmp_path,
+):
+    """Every split's prompts, and the logged answers' prompts, start with the system turn that
+    asks for short answers: the model is trained and judged as it is deployed."""
+    paths = write_hh_splits(SMOL, seed=0, directory=tmp_path)
+    system = {"role": "system", "content": SYSTEM_PROMPT}
+    for path in [*paths.values(), SMOL_ANSWERS_ASSET]:
+        prompts = [record.prompt for record in load_records(path).records]
+        assert all(prompt[0] == system and prompt[1]["role"] == "user" for prompt in prompts)
 
 
 SMOL_CHAT = (

@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alol.atomic import write_text
 from alol.data.formats import load_records
 from alol.data.tokenize import render_prompt
-from alol.demo.smollm2 import HH_ASSET, SMOL_ANSWERS_ASSET, convert_smollm2
+from alol.demo.smollm2 import HH_ASSET, SMOL_ANSWERS_ASSET, convert_smollm2, with_system_turn
 from alol.models.generate import GenerationConfig, generate_answers
 
 SAMPLING_SEEDS = (0, 1)
@@ -37,10 +37,11 @@ DECODING = GenerationConfig(
 
 def sample_answers(model_dir: Path, seeds: tuple[int, ...]) -> list[dict]:
     """alol reward records (prompt, response; `finished`: it ended with EOS) of every non-empty
-    answer sampled with each of `seeds` in turn, the prompt as the HH file's records hold it."""
+    answer sampled with each of `seeds` in turn, the prompt as the model saw it: the HH file's
+    messages after the demo's system turn."""
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    prompts = [record.prompt for record in load_records(HH_ASSET).records]
+    prompts = [with_system_turn(record.prompt) for record in load_records(HH_ASSET).records]
     rendered = [render_prompt(prompt, tokenizer) for prompt in prompts]
     return [
         {"prompt": prompt, "response": answer.text, "finished": answer.finished}
