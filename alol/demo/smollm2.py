@@ -238,8 +238,21 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
     trained = [records[i] for g in train for i in groups[g]]
     save_records(training_answers(trained), paths["train"])
     for split, chosen in (("val", val), ("test", test)):
-        save_records([records[groups[g][0]] for g in chosen], paths[split])
+        save_records([without_empty_answers(records[groups[g][0]]) for g in chosen], paths[split])
     return paths
+
+
+def without_empty_answers(record: RankedRecord) -> RankedRecord:
+    """Held-out prompts are all that is read, but an empty answer would make the file
+    invalid (HH holds one)."""
+    kept = [i for i, response in enumerate(record.responses) if response.strip()]
+    logits = record.reward_logits
+    return replace(
+        record,
+        responses=[record.responses[i] for i in kept],
+        rewards=[record.rewards[i] for i in kept],
+        reward_logits=None if logits is None else [logits[i] for i in kept],
+    )
 
 
 def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
