@@ -161,3 +161,24 @@ def test_the_held_out_prompts_are_not_trained_on(tmp_path):
 
     assert not {i.prompt for i in data.train} & {i.prompt for i in data.heldout}
     assert len({i.prompt for i in data.heldout}) == 2  # 10% of 20 prompts
+
+
+def test_a_refit_of_the_same_data_gives_the_same_model(tmp_path, tiny_llama_dir):
+    """The classifier's new output head starts from the seed, not from the process's random
+    state: the second fit here runs after the first has drawn random numbers."""
+    import torch
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_config(tmp_path / "a", scored_rows(), tiny_llama_dir, reward_model_epochs=1)
+    second = write_config(tmp_path / "b", scored_rows(), tiny_llama_dir, reward_model_epochs=1)
+
+    assert main(["reward-model", str(first)]) == 0
+    torch.rand(100)
+    assert main(["reward-model", str(second)]) == 0
+
+    metrics = [
+        json.loads((tmp_path / side / "run" / "reward_model" / "metrics.json").read_text())
+        for side in ("a", "b")
+    ]
+    assert metrics[0]["heldout_predictions"] == metrics[1]["heldout_predictions"]

@@ -245,17 +245,23 @@ def training_arguments(
 
 
 def load_backbone(config: RewardModelConfig):
-    """A one-output sequence classifier on the backbone, and its tokenizer (with a pad token)."""
+    """A one-output sequence classifier on the backbone, and its tokenizer (with a pad token).
+
+    The new output head (and any adapter) starts from `config.seed` alone, not from whatever
+    state the process's random generator is in: a refit of the same data gives the same model,
+    and the reward model and judges fitted one after another do not depend on the order."""
     path = backbone_path(config.backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if config.adapter:
-        from peft import LoraConfig, get_peft_model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if config.adapter:
+            from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **config.adapter))
+            model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **config.adapter))
     return model, tokenizer
 
 
