@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import yaml
 
 from alol.cli import main
@@ -166,8 +167,6 @@ def test_the_held_out_prompts_are_not_trained_on(tmp_path):
 def test_a_refit_of_the_same_data_gives_the_same_model(tmp_path, tiny_llama_dir):
     """The classifier's new output head starts from the seed, not from the process's random
     state: the second fit here runs after the first has drawn random numbers."""
-    import torch
-
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = write_config(tmp_path / "a", scored_rows(), tiny_llama_dir, reward_model_epochs=1)
