@@ -50,7 +50,8 @@ answers alike, as a deployed assistant would have one. Without it SmolLM2-Instru
 past any budget: on 60 demo prompts its greedy answers ended within 96 tokens 25% of the time
 (66 words on average), against 67% with it (44 words), and their relevance to the question
 rose from 0.55 to 0.60. Answers cut at the budget are the ones A-LoL learned to favour, since
-the reward pays length; shorter answers also decode faster."""
+the reward pays length; shorter answers also decode faster. It makes π_ref better than its
+logs, and A-LoL still falls below it (`bench/results/demo_smollm2.md`)."""
 
 
 def with_system_turn(prompt: list[dict[str, str]]) -> list[dict[str, str]]:
