@@ -317,6 +317,24 @@ def test_training_with_token_budget_batches_through_the_cli(workspace, tiny_llam
     assert [row["step"] for row in logged if "loss" in row] == [1, 2, 3]
 
 
+def test_a_prompt_only_validation_file_fits_v_and_validates_training(
+    workspace, tiny_llama_dir, tmp_path
+):
+    """V and checkpoint selection decode π_ref on the validation prompts: answers are not read,
+    so a file of prompts alone is enough (it used to be refused as "not a reward record")."""
+    val = write_jsonl(tmp_path / "val.jsonl", [{"prompt": f"Tell me about {t}?"} for t in TOPICS])
+    config = str(workspace["config"])
+    reference = ["--reference", str(tiny_llama_dir), "--val-data", str(val)]
+
+    assert main(["value", config, *reference]) == 0
+    samples = (workspace["run"] / "value" / "value_samples.jsonl").read_text().splitlines()
+    assert len(samples) == len(TOPICS)
+    args = ["train", config, *reference, "--objective", "a_lol", "--max-steps", "2"]
+    assert main([*args, "--eval-steps", "2", "--no-scale-steps-by-positive-fraction"]) == 0
+    logged = (workspace["run"] / "train/a_lol/metrics.jsonl").read_text()
+    assert "eval_reward" in logged
+
+
 def test_a_stage_counts_its_data_hold_outs_and_cuts_in_its_log_and_stats(workspace, caplog):
     """12 prompt tokens cut nothing here but responses of up to 12 tokens lose their EOS."""
     caplog.set_level("INFO")

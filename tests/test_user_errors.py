@@ -259,6 +259,16 @@ def test_a_record_without_a_reward_is_named_by_its_line(tmp_path, config, capsys
     assert "train.jsonl:2: field 'reward': no reward;" in error and "(--reward)" in error
 
 
+def test_stored_rewards_cannot_fit_v_on_a_prompt_only_validation_file(tmp_path, config, capsys):
+    """Before: TypeError: expected RewardRecord, PreferenceRecord or RankedRecord."""
+    val = write_rows(tmp_path / "val.jsonl", [{"prompt": "Tell me about tea?"}])
+    path = config(val_data=str(val), value_from_data=True, value_epochs=1)
+
+    error = refused(capsys, ["value", path])
+    assert f"{val}:1: field 'response': a prompt without an answer" in error
+    assert "drop value_from_data" in error
+
+
 def test_the_empty_response_error_suggests_a_flag_that_exists(tmp_path, config, capsys):
     """Before: "pass allow_empty_responses=True", which the CLI has no flag for."""
     data = rows()

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from alol.config import PipelineConfig
 from alol.data.formats import load_records, save_records
-from alol.data.records import RankedRecord, RewardRecord
+from alol.data.records import PromptRecord, RankedRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.demo.config import DemoConfig
 from alol.errors import AlolError
@@ -223,7 +223,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
 def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[str, Path]:
     """Split the bundled HH prompts, each with the demo's system turn, into train/val/test
     files, by prompt (a prompt that two HH records share falls on one side). Validation and
-    test hold one ranked record per prompt (only the prompts are read); the training file
+    test hold the prompts alone (π_ref and the policies answer them); the training file
     holds, per prompt, HH's human answers and the instruct model's sampled answers, one reward
     record each."""
     records = [
@@ -239,21 +239,8 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
     trained = [records[i] for g in train for i in groups[g]]
     save_records(training_answers(trained), paths["train"])
     for split, chosen in (("val", val), ("test", test)):
-        save_records([without_empty_answers(records[groups[g][0]]) for g in chosen], paths[split])
+        save_records([PromptRecord(records[groups[g][0]].prompt) for g in chosen], paths[split])
     return paths
-
-
-def without_empty_answers(record: RankedRecord) -> RankedRecord:
-    """Held-out prompts are all that is read, but an empty answer would make the file
-    invalid (HH holds one)."""
-    kept = [i for i, response in enumerate(record.responses) if response.strip()]
-    logits = record.reward_logits
-    return replace(
-        record,
-        responses=[record.responses[i] for i in kept],
-        rewards=[record.rewards[i] for i in kept],
-        reward_logits=None if logits is None else [logits[i] for i in kept],
-    )
 
 
 def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from alol.atomic import write_text
 from alol.config import PipelineConfig
-from alol.data.conversions import to_reward_records
+from alol.data.conversions import split_source, to_reward_records
+from alol.data.records import PromptRecord, RewardRecord
 from alol.distributed import gather_in_order, on_main_process
-from alol.errors import AlolError
-from alol.fingerprint import fingerprint_of, fingerprint_records
+from alol.errors import AlolError, DataError
+from alol.fingerprint import fingerprint_of, fingerprint_records, json_sha256
 from alol.models.value_fit import fit_value_head
 from alol.models.value_io import save_value_head, value_head_model
 from alol.pipeline.decoding import decode_and_score
@@ -55,7 +56,7 @@ def run_value(cfg: PipelineConfig) -> Path:
     fingerprint = fingerprint_of(
         "value",
         inputs.reference_fingerprint,
-        fingerprint_records(to_reward_records(inputs.splits.val)),
+        _validation_fingerprint(inputs),
         targets_from,
         asdict(config),
         tokenization(cfg),
@@ -94,6 +95,28 @@ def run_value(cfg: PipelineConfig) -> Path:
     return out
 
 
+def _validation_fingerprint(inputs: StageInputs) -> str:
+    """What V is fitted from: the stored answers and rewards with `value_from_data`, otherwise
+    the validation prompts alone (π_ref answers them), so a prompt-only file is enough."""
+    if inputs.cfg.value_from_data:
+        return fingerprint_records(_stored_reward_records(inputs))
+    return json_sha256(unique_prompts(inputs.splits.val))
+
+
+def _stored_reward_records(inputs: StageInputs) -> list[RewardRecord]:
+    """The validation records that carry a reward: `value_from_data` fits V on them."""
+    val_records = inputs.splits.val
+    answerless = next((r for r in val_records if isinstance(r, PromptRecord)), None)
+    if answerless is not None:
+        raise DataError(
+            "a prompt without an answer: value_from_data fits V on the validation answers' "
+            "stored rewards; give each a response and a reward, or drop value_from_data to fit "
+            "V on π_ref's own scored answers",
+            field="response",
+        ).at(*split_source(answerless.source))
+    return [r for r in to_reward_records(val_records) if r.total_reward is not None]
+
+
 def _value_targets(inputs: StageInputs, model, tokenizer):
     """(prompts, targets, samples): what V regresses on, and the decoded samples to inspect."""
     cfg, val_records = inputs.cfg, inputs.splits.val
@@ -102,7 +125,7 @@ def _value_targets(inputs: StageInputs, model, tokenizer):
             "value: fitting V on the data's stored rewards, an approximation of E[R] under π_ref "
             "(the paper decodes from π_ref and scores with the reward)."
         )
-        records = [r for r in to_reward_records(val_records) if r.total_reward is not None]
+        records = _stored_reward_records(inputs)
         prompts = [render(cfg, r.prompt, tokenizer) for r in records]
         targets = [float(r.total_reward) for r in records]
         samples = [
