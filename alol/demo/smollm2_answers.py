@@ -1,12 +1,12 @@
 """SmolLM2-135M-Instruct's own sampled answers to the demo's HH prompts: the logged answers of a
-deployed assistant, which `alol demo --model smollm2` learns from beside HH's human answers.
+deployed assistant, which are what `alol demo --model smollm2` learns from.
 
     python -m alol.demo.smollm2_answers    # rewrites assets/smollm2_answers.jsonl (minutes, CPU)
 
-Why they are there: under the demo's reward the instruct model already answers about as well
-as HH's human answers on average, so those alone hold little to learn that π_ref does not
-already do. Its own samples vary widely (some on topic and kind, some off), and the ones that
-beat its expected reward (A > 0) are answers it can learn without leaving its own style.
+Why these: its samples vary widely (some on topic and kind, some off), and the ones that beat
+its expected reward (A > 0) are answers it can learn without leaving its own style. HH's human
+answers, written by another assistant, are no better under the demo's reward, and learned
+beside these they made A-LoL's answers short and evasive (`alol.demo.smollm2.training_answers`).
 """
 
 from __future__ import annotations
