@@ -7,7 +7,6 @@ import importlib.metadata
 import importlib.util
 import io
 import json
-from collections import Counter
 
 import pytest
 from conftest import SHARED_HH
@@ -141,9 +140,10 @@ def test_smollm2_quick_demo_trains_lora_from_the_instruct_model_and_judges_it(tm
     assert (run_dir / "eval" / "audit.md").exists()
 
 
-def test_smollm2_demo_learns_from_the_instruct_models_own_answers_alone(tmp_path):
-    """The training file holds, per training prompt, SmolLM2's sampled answers and no human
-    one; validation and test prompts are never among them."""
+def test_smollm2_demo_learns_from_the_instruct_models_own_answers_that_ended(tmp_path):
+    """The training file holds SmolLM2's sampled answers to the training prompts that ended with
+    EOS: no human one, none cut at the token budget; validation and test prompts are never
+    among them."""
     paths = write_hh_splits(SMOL, seed=0, directory=tmp_path)
     train = load_records(paths["train"]).records
     held_out = {
@@ -151,14 +151,20 @@ def test_smollm2_demo_learns_from_the_instruct_models_own_answers_alone(tmp_path
         for split in ("val", "test")
         for record in load_records(paths[split]).records
     }
-    samples = {(prompt_key(r), r.response) for r in load_records(SMOL_ANSWERS_ASSET).records}
+    lines = [json.loads(line) for line in SMOL_ANSWERS_ASSET.read_text().splitlines()]
+    samples = load_records(SMOL_ANSWERS_ASSET).records
+    ended = {
+        (prompt_key(r), r.response)
+        for r, line in zip(samples, lines, strict=True)
+        if line["finished"]
+    }
 
     prompts = {prompt_key(record) for record in train}
-    assert len(prompts) == SMOL.train_prompts and not prompts & held_out
+    assert 0.9 * SMOL.train_prompts < len(prompts) <= SMOL.train_prompts, "a few have none"
+    assert not prompts & held_out
     assert len(held_out) == SMOL.val_prompts + SMOL.test_prompts
-    assert all((prompt_key(r), r.response) in samples for r in train)
-    per_prompt = Counter(prompt_key(r) for r in train)
-    assert min(per_prompt.values()) >= 3, "several logged answers per prompt: better and worse"
+    assert all((prompt_key(r), r.response) in ended for r in train)
+    assert len(train) > 2 * len(prompts), "several logged answers per prompt: better and worse"
     assert all(record.response.strip() for record in train)
 
 

