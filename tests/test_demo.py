@@ -13,6 +13,7 @@ from conftest import SHARED_HH
 
 from alol.cli import main
 from alol.data.formats import load_records
+from alol.data.records import PromptRecord, RewardRecord
 from alol.data.splits import held_out_count, prompt_key
 from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig
 from alol.demo.smollm2 import (
@@ -146,23 +147,21 @@ def test_smollm2_demo_learns_from_the_instruct_models_own_answers_that_ended(tmp
     among them."""
     paths = write_hh_splits(SMOL, seed=0, directory=tmp_path)
     train = load_records(paths["train"]).records
-    held_out = {
-        prompt_key(record)
-        for split in ("val", "test")
-        for record in load_records(paths[split]).records
-    }
-    lines = [json.loads(line) for line in SMOL_ANSWERS_ASSET.read_text().splitlines()]
-    samples = load_records(SMOL_ANSWERS_ASSET).records
+    held_out_records = [r for split in ("val", "test") for r in load_records(paths[split]).records]
+    held_out = {prompt_key(record) for record in held_out_records}
+    text = SMOL_ANSWERS_ASSET.read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines()]
     ended = {
-        (prompt_key(r), r.response)
-        for r, line in zip(samples, lines, strict=True)
-        if line["finished"]
+        (prompt_key(RewardRecord(row["prompt"], row["response"])), row["response"])
+        for row in rows
+        if row["finished"]
     }
 
     prompts = {prompt_key(record) for record in train}
     assert 0.9 * SMOL.train_prompts < len(prompts) <= SMOL.train_prompts, "a few have none"
     assert not prompts & held_out
     assert len(held_out) == SMOL.val_prompts + SMOL.test_prompts
+    assert all(isinstance(r, PromptRecord) for r in held_out_records), "only prompts are read"
     assert all((prompt_key(r), r.response) in ended for r in train)
     assert len(train) > 2 * len(prompts), "several logged answers per prompt: better and worse"
     assert all(record.response.strip() for record in train)

@@ -335,6 +335,29 @@ def test_a_prompt_only_validation_file_fits_v_and_validates_training(
     assert "eval_reward" in logged
 
 
+def test_v_is_fitted_again_when_the_validation_prompts_change_not_their_answers(
+    workspace, tiny_llama_dir, tmp_path, caplog
+):
+    """π_ref answers the validation prompts itself: answers stored beside them change nothing."""
+    prompts = [{"prompt": f"Tell me about {t}?"} for t in TOPICS]
+    answered = [{**row, "response": "Yes.", "reward": 0.5} for row in prompts]
+    changed = [*prompts[:-1], {"prompt": "Tell me about clouds?"}]
+    config = str(workspace["config"])
+    caplog.set_level("INFO")
+
+    def value(rows: list[dict], name: str) -> bool:
+        """Runs `alol value` on `rows`; whether it found V up to date."""
+        caplog.clear()
+        val = write_jsonl(tmp_path / name, rows)
+        args = ["value", config, "--reference", str(tiny_llama_dir), "--val-data", str(val)]
+        assert main(args) == 0
+        return "value: up to date" in caplog.text
+
+    assert not value(prompts, "prompts.jsonl")
+    assert value(answered, "answered.jsonl")
+    assert not value(changed, "changed.jsonl")
+
+
 def test_a_stage_counts_its_data_hold_outs_and_cuts_in_its_log_and_stats(workspace, caplog):
     """12 prompt tokens cut nothing here but responses of up to 12 tokens lose their EOS."""
     caplog.set_level("INFO")

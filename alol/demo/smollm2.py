@@ -19,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from alol.config import PipelineConfig
+from alol.data.conversions import split_source
 from alol.data.formats import load_records, save_records
 from alol.data.records import PromptRecord, RankedRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
@@ -51,8 +52,8 @@ answers alike, as a deployed assistant would have one. Without it SmolLM2-Instru
 past any budget: on 60 demo prompts its greedy answers ended within 96 tokens 25% of the time
 (66 words on average), against 67% with it (44 words), and their relevance to the question
 rose from 0.55 to 0.60. Answers cut at the budget are the ones A-LoL learned to favour, since
-the reward pays length; shorter answers also decode faster. It makes π_ref better than its
-logs, and A-LoL still falls below it (`bench/results/demo_smollm2.md`)."""
+the reward pays length; shorter answers also decode faster. It makes π_ref better than most
+of its logs (`bench/results/demo_smollm2.md`)."""
 
 
 def with_system_turn(prompt: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -247,12 +248,11 @@ def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
     """What the demo learns from, for the prompts of `records`: the instruct model's own logged
     answers that ended (no reward: the demo's reward scores them all).
 
-    Not HH's human answers: written by another assistant, half as long (23 words against 47)
-    and often a refusal, they held 38% of A-LoL's weight (drawn ∝ A, weighted by A: ∝ A²), and
-    A-LoL learned their brevity (16-word answers, relevance −0.12 against π_ref). Not the
-    answers cut at the 96-token budget either: a cut answer has no end to learn, and the reward
-    pays length, so on one seed they held 62% of the weight and A-LoL learned to run on to the
-    budget (76% of its answers; `bench/results/demo_smollm2.md`)."""
+    Not HH's human answers: written by another assistant, half as long and often a refusal,
+    they held much of A-LoL's weight (drawn ∝ A, weighted by A), and A-LoL learned their
+    brevity. Not the answers cut at the token budget either: a cut answer has no end to learn
+    and the reward pays length, so A-LoL learned to run on to the budget. The measurements are
+    in `bench/results/demo_smollm2.md`."""
     samples: dict[str, list[str]] = {}
     for sample in ended_logged_answers():
         samples.setdefault(prompt_key(sample), []).append(sample.response)
@@ -265,9 +265,11 @@ def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
 
 def ended_logged_answers() -> list[RewardRecord]:
     """The logged answers that ended with EOS: the asset's `finished` flag, which alol's
-    record format does not keep, read beside the records from the same lines."""
-    lines = SMOL_ANSWERS_ASSET.read_text(encoding="utf-8").splitlines()
+    record format does not keep, read from each record's own line (its `source`)."""
+    lines = SMOL_ANSWERS_ASSET.read_text(encoding="utf-8").split("\n")
     records = load_records(SMOL_ANSWERS_ASSET).records
     return [
-        record for record, line in zip(records, lines, strict=True) if json.loads(line)["finished"]
+        record
+        for record in records
+        if json.loads(lines[split_source(record.source)[1] - 1])["finished"]
     ]

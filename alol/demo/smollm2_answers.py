@@ -1,5 +1,5 @@
 """SmolLM2-135M-Instruct's own sampled answers to the demo's HH prompts: the logged answers of a
-deployed assistant, which are what `alol demo --model smollm2` learns from.
+deployed assistant; `alol demo --model smollm2` learns from those that ended with EOS.
 
     python -m alol.demo.smollm2_answers    # rewrites assets/smollm2_answers.jsonl (minutes, CPU)
 
