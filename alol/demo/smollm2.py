@@ -19,7 +19,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from alol.config import PipelineConfig
-from alol.data.conversions import split_source
 from alol.data.formats import load_records, save_records
 from alol.data.records import PromptRecord, RankedRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
@@ -264,12 +263,8 @@ def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
 
 
 def ended_logged_answers() -> list[RewardRecord]:
-    """The logged answers that ended with EOS: the asset's `finished` flag, which alol's
-    record format does not keep, read from each record's own line (its `source`)."""
-    lines = SMOL_ANSWERS_ASSET.read_text(encoding="utf-8").split("\n")
-    records = load_records(SMOL_ANSWERS_ASSET).records
-    return [
-        record
-        for record in records
-        if json.loads(lines[split_source(record.source)[1] - 1])["finished"]
-    ]
+    """The logged answers that ended with EOS, read as plain JSON lines: alol's record format
+    does not keep the asset's `finished` flag."""
+    lines = SMOL_ANSWERS_ASSET.read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [RewardRecord(row["prompt"], row["response"]) for row in rows if row["finished"]]
