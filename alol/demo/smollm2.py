@@ -52,7 +52,7 @@ past any budget: on 60 demo prompts its greedy answers ended within 96 tokens 25
 (66 words on average), against 67% with it (44 words), and their relevance to the question
 rose from 0.55 to 0.60. Answers cut at the budget are the ones A-LoL learned to favour, since
 the reward pays length; shorter answers also decode faster. It makes π_ref better than most
-of its logs (`bench/results/demo_smollm2.md`)."""
+of its logs (`bench/results/demo_smollm2_history.md`)."""
 
 
 def with_system_turn(prompt: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -251,7 +251,7 @@ def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:
     they held much of A-LoL's weight (drawn ∝ A, weighted by A), and A-LoL learned their
     brevity. Not the answers cut at the token budget either: a cut answer has no end to learn
     and the reward pays length, so A-LoL learned to run on to the budget. The measurements are
-    in `bench/results/demo_smollm2.md`."""
+    in `bench/results/demo_smollm2_history.md`."""
     samples: dict[str, list[str]] = {}
     for sample in ended_logged_answers():
         samples.setdefault(prompt_key(sample), []).append(sample.response)
