@@ -269,6 +269,18 @@ def test_stored_rewards_cannot_fit_v_on_a_prompt_only_validation_file(tmp_path, 
     assert "drop value_from_data" in error
 
 
+def test_stored_rewards_cannot_fit_v_on_a_validation_answer_without_one(tmp_path, config, capsys):
+    """Before: the answer was left out of V's targets without a word."""
+    val_rows = rows()[:3]
+    val_rows[2]["reward"] = None
+    val = write_rows(tmp_path / "val.jsonl", val_rows)
+    path = config(val_data=str(val), value_from_data=True, value_epochs=1)
+
+    error = refused(capsys, ["value", path])
+    assert f"{val}:3: field 'reward': an answer without a stored reward" in error
+    assert "drop value_from_data" in error
+
+
 def test_the_empty_response_error_suggests_a_flag_that_exists(tmp_path, config, capsys):
     """Before: "pass allow_empty_responses=True", which the CLI has no flag for."""
     data = rows()

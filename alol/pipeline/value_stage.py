@@ -46,17 +46,23 @@ def run_value(cfg: PipelineConfig) -> Path:
     """Decode π_ref on validation prompts, score, and fit the value head on its prompt states."""
     out = cfg.root / "value"
     inputs = stage_inputs(cfg, training=cfg.value_from_data, decoding=not cfg.value_from_data)
+    stored = _stored_reward_records(inputs) if cfg.value_from_data else None
     config = value_config(cfg)
     dtype = configured_reference_dtype(cfg)
     targets_from = (
         {"stored rewards": True}
         if cfg.value_from_data
-        else {"reward": inputs.reward_fingerprint, "decoding": asdict(value_generation_config(cfg))}
+        else {
+            "reward": inputs.reward_fingerprint,
+            "decoding": asdict(value_generation_config(cfg)),
+            # named only when on, so heads fitted before the setting existed stay up to date
+            **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
+        }
     )
     fingerprint = fingerprint_of(
         "value",
         inputs.reference_fingerprint,
-        _validation_fingerprint(inputs),
+        _validation_fingerprint(inputs, stored),
         targets_from,
         asdict(config),
         tokenization(cfg),
@@ -68,7 +74,11 @@ def run_value(cfg: PipelineConfig) -> Path:
         return out
     with running_stage(out, fingerprint, "value"):
         model, tokenizer = load_model_for_inference(inputs.reference, dtype)
-        prompts, targets, samples = _value_targets(inputs, model, tokenizer)
+        prompts, targets, samples = (
+            _stored_targets(cfg, stored, tokenizer)
+            if stored is not None
+            else _sampled_targets(inputs, model, tokenizer)
+        )
         head, report = fit_value_head(model, tokenizer, prompts, targets, config)
         report["targets_from"] = (
             "data rewards (approximation)" if cfg.value_from_data else "reference samples"
@@ -95,44 +105,54 @@ def run_value(cfg: PipelineConfig) -> Path:
     return out
 
 
-def _validation_fingerprint(inputs: StageInputs) -> str:
+def _validation_fingerprint(inputs: StageInputs, stored: list[RewardRecord] | None) -> str:
     """What V is fitted from: the stored answers and rewards with `value_from_data`, otherwise
     the validation prompts alone (π_ref answers them), so a prompt-only file is enough."""
-    if inputs.cfg.value_from_data:
-        return fingerprint_records(_stored_reward_records(inputs))
+    if stored is not None:
+        return fingerprint_records(stored)
     return json_sha256(unique_prompts(inputs.splits.val))
 
 
 def _stored_reward_records(inputs: StageInputs) -> list[RewardRecord]:
-    """The validation records that carry a reward: `value_from_data` fits V on them."""
-    val_records = inputs.splits.val
-    answerless = next((r for r in val_records if isinstance(r, PromptRecord)), None)
+    """The validation answers with their stored rewards, which `value_from_data` fits V on;
+    a record that lacks either is refused where it stands, not left out."""
+    how = (
+        "value_from_data fits V on the validation answers' stored rewards; give each a response "
+        "and a reward, or drop value_from_data to fit V on π_ref's own scored answers"
+    )
+    answerless = next((r for r in inputs.splits.val if isinstance(r, PromptRecord)), None)
     if answerless is not None:
-        raise DataError(
-            "a prompt without an answer: value_from_data fits V on the validation answers' "
-            "stored rewards; give each a response and a reward, or drop value_from_data to fit "
-            "V on π_ref's own scored answers",
-            field="response",
-        ).at(*split_source(answerless.source))
-    return [r for r in to_reward_records(val_records) if r.total_reward is not None]
-
-
-def _value_targets(inputs: StageInputs, model, tokenizer):
-    """(prompts, targets, samples): what V regresses on, and the decoded samples to inspect."""
-    cfg, val_records = inputs.cfg, inputs.splits.val
-    if cfg.value_from_data:
-        logger.warning(
-            "value: fitting V on the data's stored rewards, an approximation of E[R] under π_ref "
-            "(the paper decodes from π_ref and scores with the reward)."
+        raise DataError(f"a prompt without an answer: {how}", field="response").at(
+            *split_source(answerless.source)
         )
-        records = _stored_reward_records(inputs)
-        prompts = [render(cfg, r.prompt, tokenizer) for r in records]
-        targets = [float(r.total_reward) for r in records]
-        samples = [
-            {"prompt": p, "response": r.response, "reward": t}
-            for p, r, t in zip(prompts, records, targets, strict=True)
-        ]
-        return prompts, targets, samples
+    records = to_reward_records(inputs.splits.val)
+    unscored = next((r for r in records if r.total_reward is None), None)
+    if unscored is not None:
+        raise DataError(f"an answer without a stored reward: {how}", field="reward").at(
+            *split_source(unscored.source)
+        )
+    return records
+
+
+def _stored_targets(cfg: PipelineConfig, records: list[RewardRecord], tokenizer):
+    """(prompts, targets, samples) from the data's stored rewards."""
+    logger.warning(
+        "value: fitting V on the data's stored rewards, an approximation of E[R] under π_ref "
+        "(the paper decodes from π_ref and scores with the reward)."
+    )
+    prompts = [render(cfg, r.prompt, tokenizer) for r in records]
+    targets = [float(r.total_reward) for r in records]
+    samples = [
+        {"prompt": p, "response": r.response, "reward": t}
+        for p, r, t in zip(prompts, records, targets, strict=True)
+    ]
+    return prompts, targets, samples
+
+
+def _sampled_targets(inputs: StageInputs, model, tokenizer):
+    """(prompts, targets, samples): π_ref's answers to the validation prompts, scored by the
+    reward, and the decoded samples to inspect."""
+    cfg, val_records = inputs.cfg, inputs.splits.val
     reward = inputs.load_reward()
     if reward is None:
         raise AlolError(
