@@ -96,6 +96,15 @@ class TrainingSettings:
         ("value", "advantage", "train", "eval"),
         check=above(0),
     )
+    missing_eos_penalty: float | None = option(
+        None,
+        "Subtracted from the reward of an answer alol decodes that runs to the token budget "
+        "without ending (TRL's missing_eos_penalty): in V's samples, checkpoint selection and "
+        "eval, where it is the reward component 'missing_eos'. For a reward that pays length, "
+        "so that answers cut mid-sentence do not score best. The data's answers count as ended.",
+        ("value", "train", "eval"),
+        check=above(0),
+    )
     report_to: str = option(
         "none",
         "Metric sinks: none, tensorboard, wandb (no telemetry otherwise).",

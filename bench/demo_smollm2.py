@@ -1,5 +1,5 @@
-"""`alol demo --model smollm2` over several seeds: the reward, the judges, the audit, a refusal
-count and the wall time per stage, mean ± sd.
+"""`alol demo --model smollm2` over several seeds: the reward (and the HH reward model's part of
+it), the judges, the audit, a refusal count and the wall time per stage, mean ± sd.
 
     python -m bench.demo_smollm2                          # seeds 0-2, ~9 min each on 2 cores
     python -m bench.demo_smollm2 --seeds 0 --run-dir /tmp/d
@@ -94,6 +94,7 @@ def read_run(run_dir: Path) -> dict:
         report = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
         models[model] = {
             "reward": report["reward_mean"]["total"],
+            "hh_reward": report["reward_mean"]["hh_reward"],
             **{judge: report["judge_mean"][judge] for judge in JUDGES},
             "distinct_2": report["distinct_2"],
             "words": report["mean_length_words"],
@@ -123,11 +124,14 @@ def markdown(result: dict) -> str:
         f"(run at {', '.join(sorted({seed['commit'] for seed in seeds.values()}))})",
         "",
         f"{result['machine']}. 79 test prompts, greedy, 96 new tokens; mean ± sd over the seeds. "
+        "*reward*: the HH reward less the missing-EOS penalty of an answer cut at 96 tokens "
+        "(what V, selection and the demo's table use); *HH reward*: the HH reward model alone. "
         "Refusals: a keyword count on the harmful (harmless-base) and helpful test prompts.",
         "",
-        "| model | reward | relevance (judge) | informativeness (judge) | safety (judge) "
-        "| distinct-2 | length (words) | cut at 96 tokens | refusals, harmful / helpful |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | reward | HH reward | relevance (judge) | informativeness (judge) "
+        "| safety (judge) | distinct-2 | length (words) | cut at 96 tokens "
+        "| refusals, harmful / helpful |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model in MODELS:
         rows = [seed["models"][model] for seed in seeds.values()]
@@ -137,7 +141,7 @@ def markdown(result: dict) -> str:
 
         refusals = [statistics.mean(r["refusals"][k] for r in rows) for k in ("harmful", "helpful")]
         lines.append(
-            f"| {names[model]} | {mean_sd(values('reward'))} | "
+            f"| {names[model]} | {mean_sd(values('reward'))} | {mean_sd(values('hh_reward'))} | "
             + " | ".join(mean_sd(values(judge)) for judge in JUDGES)
             + f" | {mean_sd(values('distinct_2'))} | {statistics.mean(values('words')):.1f} | "
             f"{statistics.mean(values('cut_off_share')):.0%} | "
@@ -146,10 +150,12 @@ def markdown(result: dict) -> str:
     lines += ["", "Per seed (π_ref / a_lol_seq / nll):", ""]
     for seed, row in seeds.items():
         reward = " / ".join(f"{row['models'][m]['reward']:.3f}" for m in MODELS)
+        hh_reward = " / ".join(f"{row['models'][m]['hh_reward']:.3f}" for m in MODELS)
         relevance = " / ".join(f"{row['models'][m]['relevance']:.3f}" for m in MODELS)
         flags = "; ".join(row["audit_flags"]) or "no flag"
         lines.append(
-            f"- seed {seed}: reward {reward}; relevance {relevance}; A > 0 for "
+            f"- seed {seed}: reward {reward}; HH reward {hh_reward}; relevance {relevance}; "
+            f"A > 0 for "
             f"{row['positive_share']:.0%}; {row['seconds']} s (stages "
             f"{', '.join(map(str, row['stage_seconds']))} s). Audit: {flags}"
         )

@@ -284,6 +284,28 @@ def test_validation_decodes_and_scores_during_training_and_keeps_the_best(
     assert state["best_metric"] == max(row["eval_reward"] for row in evals)
 
 
+def test_the_missing_eos_penalty_costs_cut_answers_in_v_in_selection_and_in_eval(workspace):
+    """The tiny model never ends within 12 tokens: every decoded answer pays the penalty, in
+    V's targets, in the validation passes that select the checkpoint and in the evaluation."""
+    config = str(workspace["config"])
+    args = ["run", config, "--objectives", "a_lol", "--max-steps", "2", "--eval-steps", "2"]
+    assert main([*args, "--missing-eos-penalty", "0.5"]) == 0
+
+    run = workspace["run"]
+    samples = [json.loads(line) for line in (run / "value/value_samples.jsonl").open()]
+    assert all(s["reward"]["missing_eos"] == -0.5 for s in samples)
+    assert all(
+        s["reward"]["total"] == pytest.approx(s["reward"]["kind"] + s["reward"]["on_topic"] - 0.5)
+        for s in samples
+    )
+    logged = [json.loads(line) for line in (run / "train/a_lol/metrics.jsonl").open()]
+    assert [row["eval_reward/missing_eos"] for row in logged if "eval_reward" in row] == [-0.5]
+    for model in ("reference", "a_lol"):
+        report = json.loads((run / "eval" / model / "eval.json").read_text())
+        assert report["cut_off_share"] == 1.0
+        assert report["reward_mean"]["missing_eos"] == -0.5
+
+
 def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warning(tmp_path):
     cfg = PipelineConfig(run_dir=str(tmp_path), gradient_checkpointing=True)
 

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from alol.fingerprint import spec_fingerprint
-from alol.rewards import RewardError, load_reward, score
+from alol.rewards import RewardError, load_reward, score, with_missing_eos_penalty
 from alol.rewards.specs import reward_name
 
 PROMPTS = ["How do I bake bread?", "Say something kind.", "Count to three.", "Hi"]
@@ -294,6 +294,16 @@ def classifier_scores(spec) -> torch.Tensor:
     reward = load_reward(spec)
     scores = score(reward, PROMPTS, RESPONSES, show_progress=False)
     return torch.tensor([s["total"] for s in scores])
+
+
+def test_an_answer_cut_at_the_budget_pays_the_missing_eos_penalty_as_a_component():
+    scores = [{"kind": 0.6, "total": 0.6}, {"kind": 0.9, "total": 0.9}]
+
+    penalized = with_missing_eos_penalty(scores, finished=[True, False], penalty=0.5)
+
+    assert penalized[0] == {"kind": 0.6, "missing_eos": 0.0, "total": 0.6}
+    assert penalized[1] == {"kind": 0.9, "missing_eos": -0.5, "total": pytest.approx(0.4)}
+    assert with_missing_eos_penalty(scores, [True, False], None) == scores
 
 
 def test_classifier_default_is_sigmoid_of_the_last_logit(classifier_dir):

@@ -142,6 +142,15 @@ whatever the answer says: A-LoL, trained on relevance plus sentiment, learned ch
 disclaimers and kindly told how-tos for harmful requests."""
 
 
+MISSING_EOS_PENALTY = 0.1
+"""Taken off the reward of an answer that runs to the 96-token budget without ending, in V's
+samples and the evaluation (`missing_eos_penalty`). The HH reward pays length: it scores an
+answer cut mid-sentence about 0.04 above an ended one, so without the penalty π_ref, which
+ignores the system turn's "one or two short sentences" on more than a third of the prompts,
+scored as well as a model that learned to answer and stop. 0.1 is about one standard deviation
+of the reward over the logged answers: a cut answer scores below the same answer ended."""
+
+
 def install_reward_model(directory: Path) -> Path:
     """The shipped adapter merged into the wheel's MiniLM as a plain classifier folder, which
     `{type: classifier, path: DIR}` loads; built once per run directory, then reused."""
@@ -197,6 +206,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         test_data=str(data["test"]),
         run_dir=str(root),
         reward=reward,
+        missing_eos_penalty=MISSING_EOS_PENALTY,
         judges=smol_judges(data["train"]),
         train_responses="all",
         seed=config.seed,

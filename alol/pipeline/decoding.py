@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alol.config import PipelineConfig
 from alol.models.generate import Answer, GenerationConfig, generate_answers
-from alol.rewards import Reward, score
+from alol.rewards import Reward, score, with_missing_eos_penalty
 
 
 def decode_and_score(
@@ -35,5 +35,7 @@ def decode_and_score(
         timeout=cfg.reward_timeout,
         record_numbers=numbers,
     )
+    finished = [answer.finished for answer in flat_answers]
+    scores = with_missing_eos_penalty(scores, finished, cfg.missing_eos_penalty)
     scored = iter(zip(flat_answers, scores, strict=True))
     return [[next(scored) for _ in rs] for rs in responses]

@@ -57,7 +57,7 @@ from alol.reports.eval_report import (
     warn_on_prompt_overlap,
     write_report,
 )
-from alol.rewards import Reward
+from alol.rewards import Reward, with_missing_eos_penalty
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,11 @@ def _scored(
 ) -> tuple[list[dict[str, float]], dict[str, list[float]]]:
     """The reward's score dicts and each judge's total, per answer."""
     cfg = inputs.cfg
-    scores = answer_scores(answers, reward, inputs.reward_fingerprint, "reward", cfg)
+    scores = with_missing_eos_penalty(
+        answer_scores(answers, reward, inputs.reward_fingerprint, "reward", cfg),
+        answers.finished,
+        cfg.missing_eos_penalty,
+    )
     judged = {
         judge.name: [
             s["total"]

@@ -93,6 +93,8 @@ def trainer_kwargs(
             greater_is_better=True,
             load_best_model_at_end=True,
             reward_timeout=cfg.reward_timeout,
+            # named only when on, so runs finished before the setting existed stay up to date
+            **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
             select_by=cfg.select_by,
             collapse_share=cfg.collapse_share,
         )

@@ -18,11 +18,12 @@ batch, the record and the component.
 
 from alol.rewards.base import CallableReward, Reward, RewardError
 from alol.rewards.classifier import ClassifierReward
-from alol.rewards.scoring import score
+from alol.rewards.scoring import MISSING_EOS, score, with_missing_eos_penalty
 from alol.rewards.specs import RewardSpec, load_callable, load_reward
 from alol.rewards.weighted import WeightedSum
 
 __all__ = [
+    "MISSING_EOS",
     "CallableReward",
     "ClassifierReward",
     "Reward",
@@ -32,4 +33,5 @@ __all__ = [
     "load_callable",
     "load_reward",
     "score",
+    "with_missing_eos_penalty",
 ]

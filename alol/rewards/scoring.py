@@ -155,3 +155,22 @@ def _finite(output: Mapping, component: str, label: str, name: str) -> float:
         f"reward {name!r} gave {value!r} ({type(value).__name__}) for component {component!r} of "
         f"record {label}; rewards must be finite numbers"
     )
+
+
+MISSING_EOS = "missing_eos"
+"""The reward component `missing_eos_penalty` adds to the scores of decoded answers."""
+
+
+def with_missing_eos_penalty(
+    scores: Sequence[dict[str, float]], finished: Sequence[bool], penalty: float | None
+) -> list[dict[str, float]]:
+    """Each decoded answer's scores with −`penalty` for running to the token budget without
+    ending, as a component of its own (0 for an answer that ended) and in the total: a reward
+    that pays length would otherwise rank an answer cut mid-sentence above a complete one."""
+    if penalty is None:
+        return list(scores)
+    penalized = []
+    for row, ended in zip(scores, finished, strict=True):
+        cost = 0.0 if ended else -penalty
+        penalized.append({**row, MISSING_EOS: cost, "total": row["total"] + cost})
+    return penalized

@@ -50,6 +50,7 @@ class AlolConfig(TrainingArguments):
     compile_mode: str | None = same_as(TrainingSettings, "compile_mode")
     select_by: str = same_as(TrainingSettings, "select_by")
     reward_timeout: float | None = same_as(TrainingSettings, "reward_timeout")
+    missing_eos_penalty: float | None = same_as(TrainingSettings, "missing_eos_penalty")
     collapse_share: float | None = same_as(AuditThresholds, "collapse_share")
     # Trainer behaviour alol sets apart from TrainingArguments' defaults:
     group_by_length: bool = field(

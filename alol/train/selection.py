@@ -16,7 +16,7 @@ from alol.distributed import gather_in_order
 from alol.errors import AlolError
 from alol.models.generate import GenerationConfig, generate_answers
 from alol.reports.eval_report import EvalReport, eval_metrics, evaluate_responses
-from alol.rewards import Reward, score
+from alol.rewards import Reward, score, with_missing_eos_penalty
 
 REWARD = "reward"
 """The name `select_by` gives the training reward."""
@@ -80,6 +80,7 @@ def validation_report(
     rewards: dict[str, Reward],
     generation: GenerationConfig,
     timeout: float | None,
+    missing_eos_penalty: float | None = None,
 ) -> EvalReport:
     """Decode the rendered validation `prompts` (each process its share) and score the answers
     with every reward of `rewards`: the training reward under `REWARD`, the judges under their
@@ -100,11 +101,12 @@ def validation_report(
         ]
 
     gathered = gather_in_order(len(prompts), decode_and_score)
+    finished = [a.finished for a, _ in gathered]
     return evaluate_responses(
         prompts,
         [a.text for a, _ in gathered],
-        [s[REWARD] for _, s in gathered],
-        finished=[a.finished for a, _ in gathered],
+        with_missing_eos_penalty([s[REWARD] for _, s in gathered], finished, missing_eos_penalty),
+        finished=finished,
         judges={
             name: [s[name]["total"] for _, s in gathered] for name in rewards if name != REWARD
         },

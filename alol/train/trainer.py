@@ -385,6 +385,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             {REWARD: self.reward, **self.judges},
             self.generation_config,
             self.args.reward_timeout,
+            self.args.missing_eos_penalty,
         )
         metrics = validation_metrics(
             report, self.args.select_by, self.args.collapse_share, metric_key_prefix
