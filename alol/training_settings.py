@@ -99,10 +99,11 @@ class TrainingSettings:
     missing_eos_penalty: float | None = option(
         None,
         "Subtracted from the reward of an answer alol decodes that runs to the token budget "
-        "without ending (TRL's missing_eos_penalty): in V's samples, checkpoint selection and "
-        "eval, where it is the reward component 'missing_eos'. For a reward that pays length, "
-        "so that answers cut mid-sentence do not score best. The data's answers count as ended.",
-        ("value", "train", "eval"),
+        "without ending (TRL's missing_eos_penalty): in V's samples, checkpoint selection, the "
+        "online methods' rewards and eval, where it is the reward component 'missing_eos'. For "
+        "a reward that pays length, so that answers cut mid-sentence do not score best. The "
+        "data's answers count as ended.",
+        ("value", "train", "online", "eval"),
         check=above(0),
     )
     report_to: str = option(

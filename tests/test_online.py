@@ -69,6 +69,19 @@ def test_an_online_method_logs_each_reward_component_and_its_cost(online_config,
     assert (run / "final" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_a_completion_cut_at_the_budget_pays_the_missing_eos_penalty_online(online_config, method):
+    """The tiny model never ends within 6 tokens: every completion pays it."""
+    assert (
+        main(["online", str(online_config), "--method", method, "--missing-eos-penalty", "2"]) == 0
+    )
+
+    run = online_config.parent / "run" / "train" / method
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    penalties = [row["rewards/missing_eos/mean"] for row in logged if "rewards/kind/mean" in row]
+    assert penalties and all(value == -2.0 for value in penalties)
+
+
 def test_ppo_trains_on_a_reward_model_that_shares_the_policys_tokenizer(
     online_config, tiny_llama_dir
 ):

@@ -120,7 +120,8 @@ EXPECTED: dict[str, set[str]] = {
     "hh_reward": {"data loading"},
     "seed": TRAINERS | {"value head", "reward model"} | DECODING,
     "reward_timeout": OBJECTIVE_TRAINERS | {"precompute"},
-    "missing_eos_penalty": OBJECTIVE_TRAINERS,  # and the value stage's and eval's rewards
+    # and the rewards of the value stage, eval and RLOO/GRPO (`alol.train.online`)
+    "missing_eos_penalty": OBJECTIVE_TRAINERS | {"ppo trainer"},
     "max_prompt_length": {"precompute", "value head", "tokenization"} | DECODING,
     "max_response_length": {"precompute", "tokenization"} | DECODING | ONLINE,
     "string_prompts": {"precompute", "tokenization"},

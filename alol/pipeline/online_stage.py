@@ -67,13 +67,22 @@ def run_online(cfg: PipelineConfig, method: str) -> Path:
         result_settings(kwargs),
         lora_kwargs(cfg),
         tokenization(cfg),
+        # named only when on, so runs finished before the setting existed stay up to date
+        *([{"missing_eos_penalty": cfg.missing_eos_penalty}] if cfg.missing_eos_penalty else []),
     )
     if stage_done(out, fingerprint):
         logger.info("online %s: up to date (%s)", method, out)
         return out / "final"
     with running_stage(out, fingerprint, "online"):
         probe = (prompts[0], inputs.train_pairs[0].response)
-        rewards = RewardFunctions(inputs.load_reward(), tokenizer, probe, cfg.reward_timeout)
+        rewards = RewardFunctions(
+            inputs.load_reward(),
+            tokenizer,
+            probe,
+            cfg.reward_timeout,
+            # TRL's PPO charges the penalty itself (its config's missing_eos_penalty)
+            None if method == "ppo" else cfg.missing_eos_penalty,
+        )
         trainer = _trainer(cfg, method, ref, tokenizer, prompts, rewards, kwargs, out)
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(QuietProgressCallback)

@@ -277,6 +277,7 @@ def online_kwargs(cfg: PipelineConfig, method: str, output_dir: Path) -> dict[st
             local_rollout_forward_batch_size=cfg.batch_size,
             num_sample_generations=0,
             stop_token="eos",
+            **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
         )
     return dict(
         common,

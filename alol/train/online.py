@@ -64,13 +64,21 @@ class RewardFunctions:
     """
 
     def __init__(
-        self, reward: Reward, tokenizer, probe: tuple[str, str], timeout: float | None = None
+        self,
+        reward: Reward,
+        tokenizer,
+        probe: tuple[str, str],
+        timeout: float | None = None,
+        missing_eos_penalty: float | None = None,
     ):
         """`probe`, a (prompt, response) to score once: a Python function's components are
-        known only from its output, and TRL needs one function per component up front."""
+        known only from its output, and TRL needs one function per component up front.
+        `missing_eos_penalty` adds the function `missing_eos`: −penalty for a completion whose
+        token ids hold no EOS, which TRL's RLOO and GRPO cannot charge themselves."""
         self.reward = reward
         self.tokenizer = tokenizer
         self.timeout = timeout
+        self.missing_eos_penalty = missing_eos_penalty
         self.cost = OnlineCost(reward_calls=1)
         score(reward, [probe[0]], [probe[1]], show_progress=False, timeout=timeout)
         self._key: str | None = None
@@ -79,10 +87,16 @@ class RewardFunctions:
     @property
     def weights(self) -> list[float]:
         weights = getattr(self.reward, "weights", {})
-        return [float(weights.get(name, 1.0)) for name in self.reward.components]
+        own = [float(weights.get(name, 1.0)) for name in self.reward.components]
+        return own + ([1.0] if self.missing_eos_penalty else [])
 
     def functions(self) -> list:
-        return [self._component(name) for name in self.reward.components]
+        own = [self._component(name) for name in self.reward.components]
+        return own + ([self.missing_eos] if self.missing_eos_penalty else [])
+
+    def missing_eos(self, prompts: list[str], completion_ids: list, **_: Any) -> list[float]:
+        eos = self.tokenizer.eos_token_id
+        return [0.0 if eos in ids else -self.missing_eos_penalty for ids in completion_ids]
 
     def _component(self, name: str):
         def component(prompts: list[str], completions: list, **_: Any) -> list[float]:
