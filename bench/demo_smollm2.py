@@ -105,7 +105,10 @@ def read_run(run_dir: Path) -> dict:
     stats = json.loads((run_dir / "advantage" / "advantage_stats.json").read_text("utf-8"))
     return {
         "models": models,
-        "audit_flags": [m["flag"] for m in audit["models"].values() if m.get("flag")],
+        "audit_flags": [
+            *audit["reward_flags"],
+            *(m["flag"] for m in audit["models"].values() if m.get("flag")),
+        ],
         "positive_share": stats["fraction_positive"],
     }
 
