@@ -164,6 +164,7 @@ def test_a_reward_gain_that_only_longer_answers_earn_is_flagged_as_length():
     assert audit.at_equal_length["reward"].per_doubling == pytest.approx(0.05, abs=0.01)
     assert abs(audit.at_equal_length["reward"].change) < 0.02
     assert "its reward gain is within noise at equal answer length" in audit.flag
+    assert "(they are longer than π_ref's)" in audit.flag
     assert "relevance −0.1" in audit.flag and "at equal length)" in audit.flag
     markdown = audit_markdown(audit_models(answers, [], THRESHOLDS, budget=64))
     assert "## At equal answer length" in markdown

@@ -348,10 +348,16 @@ def _model_findings(
         and reward_at_equal_length.change
         < SIGNIFICANT_STANDARD_ERRORS * reward_at_equal_length.standard_error
     ):
+        direction = (
+            "longer"
+            if audit.collapse.mean_length_words > reference_collapse.mean_length_words
+            else "shorter"
+        )
         findings.append(
             f"its reward gain is within noise at equal answer length "
             f"({signed(reward_at_equal_length.change)} ± "
-            f"{reward_at_equal_length.standard_error:.3f}), so the length of its answers earns it"
+            f"{reward_at_equal_length.standard_error:.3f}), so the length of its answers earns it "
+            f"(they are {direction} than π_ref's)"
         )
     findings += _collapse_findings(
         audit.collapse,
