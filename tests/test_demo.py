@@ -137,6 +137,7 @@ def test_smollm2_quick_demo_trains_lora_from_the_instruct_model_and_judges_it(tm
     assert (run_dir / "train" / "a_lol" / "final" / "adapter_config.json").exists()
     readme = (run_dir / "report" / "README.md").read_text()
     assert "| a_lol |" in readme and "hh_reward" in readme
+    assert "*missing_eos*: −0.1 for an answer cut at the 32-token budget" in readme
     assert all(judge in readme for judge in ("relevance", "informativeness", "safety"))
     assert (run_dir / "eval" / "audit.md").exists()
 

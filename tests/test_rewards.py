@@ -304,6 +304,8 @@ def test_an_answer_cut_at_the_budget_pays_the_missing_eos_penalty_as_a_component
     assert penalized[0] == {"kind": 0.6, "missing_eos": 0.0, "total": 0.6}
     assert penalized[1] == {"kind": 0.9, "missing_eos": -0.5, "total": pytest.approx(0.4)}
     assert with_missing_eos_penalty(scores, [True, False], None) == scores
+    with pytest.raises(RewardError, match="a component named 'missing_eos'"):
+        with_missing_eos_penalty([{"missing_eos": 1.0, "total": 1.0}], [True], 0.5)
 
 
 def test_classifier_default_is_sigmoid_of_the_last_logit(classifier_dir):

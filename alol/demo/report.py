@@ -65,6 +65,7 @@ def write_demo_report(
         "of training answers an objective learns from (A-LoL: those with A = R − V(x) > 0, the "
         "leftover lunch).",
         "",
+        *_penalty_note(cfg),
         table,
         "",
     ]
@@ -89,6 +90,19 @@ def write_demo_report(
     lines += ["## Settings", "", "```json", json.dumps(asdict(cfg), indent=2, default=str), "```"]
     write_text(out / "README.md", "\n".join(lines) + "\n")
     return out
+
+
+def _penalty_note(cfg: PipelineConfig) -> list[str]:
+    """What the reward's `missing_eos` column is, when the run charges it."""
+    if not cfg.missing_eos_penalty:
+        return []
+    budget = cfg.max_new_tokens or cfg.max_response_length
+    return [
+        f"*missing_eos*: −{cfg.missing_eos_penalty:g} for an answer cut at the {budget}-token "
+        "budget without ending (`missing_eos_penalty`), part of the reward; the other reward "
+        "column is the reward model's own score.",
+        "",
+    ]
 
 
 def _collect_figures(

@@ -169,6 +169,11 @@ def with_missing_eos_penalty(
     that pays length would otherwise rank an answer cut mid-sentence above a complete one."""
     if penalty is None:
         return list(scores)
+    if any(MISSING_EOS in row for row in scores):
+        raise RewardError(
+            f"the reward has a component named {MISSING_EOS!r}, the name missing_eos_penalty "
+            "gives its own: rename the reward's component"
+        )
     penalized = []
     for row, ended in zip(scores, finished, strict=True):
         cost = 0.0 if ended else -penalty
