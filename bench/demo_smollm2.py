@@ -1,7 +1,7 @@
 """`alol demo --model smollm2` over several seeds: the reward (and the HH reward model's part of
 it), the judges, the audit, a refusal count and the wall time per stage, mean ± sd.
 
-    python -m bench.demo_smollm2                          # seeds 0-2, ~9 min each on 2 cores
+    python -m bench.demo_smollm2                          # seeds 0-2, ~8 min each on 2 cores
     python -m bench.demo_smollm2 --seeds 0 --run-dir /tmp/d
 
 Each seed runs the demo as a user would, in its own folder; a seed whose run finished is read
@@ -128,7 +128,7 @@ def markdown(result: dict) -> str:
         "",
         f"{result['machine']}. 79 test prompts, greedy, 96 new tokens; mean ± sd over the seeds. "
         "*reward*: the HH reward less the missing-EOS penalty of an answer cut at 96 tokens "
-        "(what V, selection and the demo's table use); *HH reward*: the HH reward model alone. "
+        "(what V and the demo's table use); *HH reward*: the HH reward model alone. "
         "Refusals: a keyword count on the harmful (harmless-base) and helpful test prompts.",
         "",
         "| model | reward | HH reward | relevance (judge) | informativeness (judge) "

@@ -138,6 +138,36 @@ def test_the_change_at_equal_length_is_the_intercept_of_the_change_on_the_log_le
     assert length_controlled_change(change[:2], [0.0] * 2, words[:2], [1] * 2) is None
 
 
+def test_a_gain_from_ending_answers_names_the_share_the_missing_eos_penalty_gives():
+    """π_ref rambles past the budget on every prompt and pays a 0.05 penalty per cut answer;
+    the model says the same thing once and ends: its gain is length, and the penalty part of
+    it is named."""
+    repeats = [2, 4] * 4
+    rambling = [" ".join([text] * k) for text, k in zip(HELPFUL, repeats, strict=True)]
+    doublings = [
+        math.log2((1 + len(short.split())) / (1 + len(long.split())))
+        for short, long in zip(HELPFUL, rambling, strict=True)
+    ]
+    noise = [0.01, 0.01, -0.01, -0.01] * 2
+    answers = {
+        REFERENCE: scored(rambling, [0.4] * 8, [0.5] * 8, finished=[False] * 8),
+        "a_lol": scored(
+            HELPFUL,
+            [0.4 - 0.05 * d + e for d, e in zip(doublings, noise, strict=True)],
+            [0.5] * 8,
+            finished=[True] * 8,
+        ),
+    }
+
+    audit = audit_models(answers, [], THRESHOLDS, budget=64, missing_eos_penalty=0.05)
+
+    assert "its reward gain is within noise at equal answer length" in audit.models["a_lol"].flag
+    assert (
+        "(they are shorter than π_ref's; +0.050 of its change is the missing-EOS penalty, its "
+        "answers cut at the budget 0% of the time against π_ref's 100%)"
+    ) in audit.models["a_lol"].flag
+
+
 def test_a_reward_gain_that_only_longer_answers_earn_is_flagged_as_length():
     """The model says what π_ref says, two or four times over; the reward pays 0.05 per doubling
     of length and the judge loses 0.1 per doubling, with noise of ±0.01: both changes are

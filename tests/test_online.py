@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from alol.cli import main
+from alol.rewards import RewardError, load_reward
+from alol.train.online import RewardFunctions
 
 pytest.importorskip("trl", reason="the online methods need the [online] extra (TRL)")
 
@@ -80,6 +82,26 @@ def test_a_completion_cut_at_the_budget_pays_the_missing_eos_penalty_online(onli
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     penalties = [row["rewards/missing_eos/mean"] for row in logged if "rewards/kind/mean" in row]
     assert penalties and all(value == -2.0 for value in penalties)
+
+
+def test_the_online_missing_eos_reward_charges_only_completions_without_eos(
+    tmp_path, tiny_tokenizer
+):
+    (tmp_path / "reward.py").write_text(REWARD_FILE)
+    reward = load_reward(f"{tmp_path / 'reward.py'}:politeness")
+    rewards = RewardFunctions(reward, tiny_tokenizer, ("Hi?", "Hello."), missing_eos_penalty=0.5)
+    eos = tiny_tokenizer.eos_token_id
+
+    charged = rewards.missing_eos(["Hi?", "Hi?"], completion_ids=[[7, 8, eos], [7, 8, 9]])
+
+    assert charged == [0.0, -0.5]
+    assert [f.__name__ for f in rewards.functions()] == ["kind", "short", "missing_eos"]
+    assert rewards.weights == [1.0, 1.0, 1.0]
+    clashing = load_reward(
+        {"type": "sum", "components": [{"spec": "safety", "name": "missing_eos"}]}
+    )
+    with pytest.raises(RewardError, match="a component named 'missing_eos'"):
+        RewardFunctions(clashing, tiny_tokenizer, ("Hi?", "Hello."), missing_eos_penalty=0.5)
 
 
 def test_ppo_trains_on_a_reward_model_that_shares_the_policys_tokenizer(

@@ -304,6 +304,16 @@ def test_the_missing_eos_penalty_costs_cut_answers_in_v_in_selection_and_in_eval
         report = json.loads((run / "eval" / model / "eval.json").read_text())
         assert report["cut_off_share"] == 1.0
         assert report["reward_mean"]["missing_eos"] == -0.5
+    audit = json.loads((run / "eval" / "audit.json").read_text())
+    for constant in audit["constants"]:  # each model's most frequent answer, cut where it came
+        text, topics = constant["text"], TOPICS[:4]
+        paid = sum(0.6 * ("happy" in text) + 0.4 * (t in text) for t in topics) / len(topics)
+        cut = "most frequent answer" in constant["origin"]
+        assert constant["reward"] == pytest.approx(paid - 0.5 * cut)
+
+    assert main(["value", config, "--missing-eos-penalty", "0.25"]) == 0
+    samples = [json.loads(line) for line in (run / "value/value_samples.jsonl").open()]
+    assert all(s["reward"]["missing_eos"] == -0.25 for s in samples), "V is fitted again"
 
 
 def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warning(tmp_path):

@@ -99,8 +99,8 @@ def _penalty_note(cfg: PipelineConfig) -> list[str]:
     budget = cfg.max_new_tokens or cfg.max_response_length
     return [
         f"*missing_eos*: −{cfg.missing_eos_penalty:g} for an answer cut at the {budget}-token "
-        "budget without ending (`missing_eos_penalty`), part of the reward; the other reward "
-        "column is the reward model's own score.",
+        "budget without ending (`missing_eos_penalty`), part of the reward; the columns before "
+        "it are the reward's own.",
         "",
     ]
 

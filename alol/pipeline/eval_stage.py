@@ -120,6 +120,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         audit_thresholds(cfg),
         budget=cfg.max_new_tokens or cfg.max_response_length,
         independent_judges={judge.name: judge.independent for judge in judges},
+        missing_eos_penalty=cfg.missing_eos_penalty,
     )
     evaluation = Evaluation(reports, audit)
     out = cfg.root / "eval"
@@ -243,18 +244,23 @@ def _constant_answers(
             candidates[normalise_answer(text)] = ConstantAnswer(
                 text, f"training data ({count} times)", 0.0, {}
             )
+    cut: set[str] = set()
     for name, a in answers.items():
         top = collapse_of(a.responses, a.finished).top_answer
         constant = candidates.setdefault(normalise_answer(top), ConstantAnswer(top, "", 0.0, {}))
         constant.models.append(name)
+        if _always_cut(top, a):
+            cut.add(normalise_answer(top))
     prompts = answers[REFERENCE].prompts
-    for constant in candidates.values():
+    for key, constant in candidates.items():
         models = ", ".join("π_ref" if m == REFERENCE else m for m in constant.models)
         own = f"most frequent answer of {models}" if models else ""
         constant.origin = "; ".join(part for part in (constant.origin, own) if part)
         constant.reward = _constant_score(
             cfg, constant.text, prompts, reward, inputs.reward_fingerprint
         )
+        if key in cut and cfg.missing_eos_penalty:
+            constant.reward -= cfg.missing_eos_penalty
         constant.judges = {
             judge.name: _constant_score(
                 cfg, constant.text, prompts, judge.reward, judge.fingerprint
@@ -262,6 +268,18 @@ def _constant_answers(
             for judge in judges
         }
     return list(candidates.values())
+
+
+def _always_cut(text: str, answers: Answers) -> bool:
+    """Whether a model gave `text` only as an answer cut at the token budget: given to every
+    prompt it pays `missing_eos_penalty` as the model's own copies of it did."""
+    key = normalise_answer(text)
+    copies = [
+        f
+        for r, f in zip(answers.responses, answers.finished, strict=True)
+        if normalise_answer(r) == key
+    ]
+    return not any(copies)
 
 
 def _constant_score(

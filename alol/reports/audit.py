@@ -273,12 +273,13 @@ def audit_models(
     thresholds: AuditThresholds,
     budget: int,
     independent_judges: dict[str, bool] | None = None,
+    missing_eos_penalty: float | None = None,
 ) -> Audit:
     """Audit every model of `answers` (π_ref under `REFERENCE`) against π_ref.
 
     `constants` are the training data's most frequent answers and each model's own most
     frequent one, each scored on every test prompt; `budget` is the generation budget in
-    tokens, named in the rambling flag.
+    tokens, named in the rambling flag; `missing_eos_penalty`, the one in the rewards, if any.
     """
     reference = answers[REFERENCE]
     reference_reward = float(np.mean(reference.reward))
@@ -307,7 +308,13 @@ def audit_models(
         else:
             audit.at_equal_length = changes_at_equal_length(scored, reference)
             audit.findings = _model_findings(
-                audit, scored, reference, reference_collapse, thresholds, budget
+                audit,
+                scored,
+                reference,
+                reference_collapse,
+                thresholds,
+                budget,
+                missing_eos_penalty,
             )
             audit.flag = _flag(audit)
         models[name] = audit
@@ -327,6 +334,27 @@ def audit_models(
     )
 
 
+def _length_and_ends(
+    collapse: Collapse, reference: Collapse, missing_eos_penalty: float | None
+) -> str:
+    """How a model's answers differ from π_ref's in length, and, with the missing-EOS penalty,
+    how much of its reward change is that penalty paid less (or more) often: a model that
+    learned to end its answers gains that share by ending them, which the penalty asks for."""
+    if collapse.mean_length_words == reference.mean_length_words:
+        words = "they are as long as π_ref's"
+    else:
+        longer = collapse.mean_length_words > reference.mean_length_words
+        words = f"they are {'longer' if longer else 'shorter'} than π_ref's"
+    if not missing_eos_penalty or collapse.cut_off_share is None or reference.cut_off_share is None:
+        return words
+    penalty_part = missing_eos_penalty * (reference.cut_off_share - collapse.cut_off_share)
+    return (
+        f"{words}; {signed(penalty_part)} of its change is the missing-EOS penalty, its answers "
+        f"cut at the budget {collapse.cut_off_share:.0%} of the time against π_ref's "
+        f"{reference.cut_off_share:.0%}"
+    )
+
+
 def _model_findings(
     audit: ModelAudit,
     scored: ScoredAnswers,
@@ -334,6 +362,7 @@ def _model_findings(
     reference_collapse: Collapse,
     thresholds: AuditThresholds,
     budget: int,
+    missing_eos_penalty: float | None,
 ) -> list[str]:
     findings = []
     for judge, values in scored.judges.items():
@@ -348,16 +377,11 @@ def _model_findings(
         and reward_at_equal_length.change
         < SIGNIFICANT_STANDARD_ERRORS * reward_at_equal_length.standard_error
     ):
-        direction = (
-            "longer"
-            if audit.collapse.mean_length_words > reference_collapse.mean_length_words
-            else "shorter"
-        )
         findings.append(
             f"its reward gain is within noise at equal answer length "
             f"({signed(reward_at_equal_length.change)} ± "
             f"{reward_at_equal_length.standard_error:.3f}), so the length of its answers earns it "
-            f"(they are {direction} than π_ref's)"
+            f"({_length_and_ends(audit.collapse, reference_collapse, missing_eos_penalty)})"
         )
     findings += _collapse_findings(
         audit.collapse,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -161,6 +161,15 @@ MISSING_EOS = "missing_eos"
 """The reward component `missing_eos_penalty` adds to the scores of decoded answers."""
 
 
+def refuse_a_missing_eos_component(components: Collection[str]) -> None:
+    """The penalty's component would overwrite a reward's own of the same name."""
+    if MISSING_EOS in components:
+        raise RewardError(
+            f"the reward has a component named {MISSING_EOS!r}, the name missing_eos_penalty "
+            "gives its own: rename the reward's component"
+        )
+
+
 def with_missing_eos_penalty(
     scores: Sequence[dict[str, float]], finished: Sequence[bool], penalty: float | None
 ) -> list[dict[str, float]]:
@@ -169,11 +178,7 @@ def with_missing_eos_penalty(
     that pays length would otherwise rank an answer cut mid-sentence above a complete one."""
     if penalty is None:
         return list(scores)
-    if any(MISSING_EOS in row for row in scores):
-        raise RewardError(
-            f"the reward has a component named {MISSING_EOS!r}, the name missing_eos_penalty "
-            "gives its own: rename the reward's component"
-        )
+    refuse_a_missing_eos_component({name for row in scores for name in row})
     penalized = []
     for row, ended in zip(scores, finished, strict=True):
         cost = 0.0 if ended else -penalty

@@ -25,6 +25,7 @@ from typing import Any
 from alol.errors import AlolError
 from alol.rewards import Reward, score
 from alol.rewards.classifier import ClassifierReward
+from alol.rewards.scoring import refuse_a_missing_eos_component
 
 TRL_RANGE = (1, 12)
 """The TRL release the online methods are built and tested against."""
@@ -81,6 +82,8 @@ class RewardFunctions:
         self.missing_eos_penalty = missing_eos_penalty
         self.cost = OnlineCost(reward_calls=1)
         score(reward, [probe[0]], [probe[1]], show_progress=False, timeout=timeout)
+        if missing_eos_penalty:
+            refuse_a_missing_eos_component(reward.components)
         self._key: str | None = None
         self._scores: list[dict[str, float]] = []
 
