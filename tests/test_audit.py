@@ -13,12 +13,11 @@ from alol.reports.audit import (
     ConstantAnswer,
     ScoredAnswers,
     audit_models,
-    collapse_of,
     judge_fell,
-    most_frequent_answers,
     rose_beyond_noise,
 )
 from alol.reports.audit_report import audit_markdown, audit_summary
+from alol.reports.collapse import collapse_of, most_frequent_answers
 from alol.reports.metrics import length_controlled_change
 from alol.train.selection import is_better, selection_score, selection_weights
 

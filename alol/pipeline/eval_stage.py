@@ -45,11 +45,9 @@ from alol.reports.audit import (
     ConstantAnswer,
     ScoredAnswers,
     audit_models,
-    collapse_of,
-    most_frequent_answers,
-    normalise_answer,
 )
 from alol.reports.audit_report import audit_markdown, audit_summary
+from alol.reports.collapse import collapse_of, most_frequent_answers, normalise_answer
 from alol.reports.eval_report import (
     EvalReport,
     comparison_table,

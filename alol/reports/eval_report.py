@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from alol.atomic import write_atomic, write_json, write_text
-from alol.reports.audit import REFERENCE, collapse_of
+from alol.reports.audit import REFERENCE
+from alol.reports.collapse import collapse_of
 from alol.reports.metrics import (
     distinct_n,
     formatted,
