@@ -86,6 +86,15 @@ class PipelineConfig(
         "for classifiers and weighted sums. Unset: the rewards stored in the data.",
     )
     seed: int = option(0, "Seed of every random choice (splits, sampling, decoding, init).")
+    cut_responses: str = option(
+        "train",
+        "Training responses longer than max_response_length: 'train' learns them cut, without "
+        "EOS (as the A-LoL authors); 'drop' leaves their records out of SFT and training, so "
+        "the policy never learns an answer that does not end (a pair or ranked record goes when "
+        "any of its responses is too long).",
+        ("sft", "advantage", "train"),
+        check=one_of("train", "drop"),
+    )
 
     # --- training (sft and train) -------------------------------------------------------
     objectives: list[str] = option(

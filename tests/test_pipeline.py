@@ -178,6 +178,43 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     assert fraction == pytest.approx(len(trained) / len(table)), "the share actually trained on"
 
 
+def test_cut_responses_drop_leaves_records_with_a_too_long_response_out_of_sft_and_training(
+    workspace, tiny_llama_dir, caplog
+):
+    """With max_response_length at 24 tokens the rambling answer to every topic (48) is cut by
+    default and learned without its EOS; with `drop` neither SFT nor A-LoL's table holds it."""
+    rambling = "I am happy to help, and here is more and more and more and more about it all."
+    rows = [*noisy_records()]
+    rows += [{"prompt": f"Tell me about {t}?", "response": rambling, "reward": 1.0} for t in TOPICS]
+    write_jsonl(workspace["data"], rows)
+    settings = {
+        **yaml.safe_load(workspace["config"].read_text()),
+        "reference": str(tiny_llama_dir),
+        "max_response_length": 24,
+    }
+    caplog.set_level("WARNING")
+
+    kept = stage_inputs(PipelineConfig(**settings)).train_pairs
+    dropped = stage_inputs(PipelineConfig(**settings, cut_responses="drop")).train_pairs
+
+    assert sum(r.response == rambling for r in kept) == len(kept) // 5
+    assert [r for r in kept if r.response != rambling] == dropped
+    assert f"left out {len(kept) // 5} of {len(kept)} training records" in caplog.text
+    config = str(workspace["config"])
+    args = ["--cut-responses", "drop", "--max-response-length", "24", "--max-steps", "1"]
+    assert main(["sft", config, *args]) == 0
+    sft = json.loads((workspace["run"] / "sft" / "stage.json").read_text())
+    assert sft["examples"] == len(dropped) and sft["responses_cut"] == 0
+
+
+def test_cut_responses_drop_refuses_to_leave_no_training_record(workspace, tiny_llama_dir, capsys):
+    config = str(workspace["config"])
+    args = ["sft", config, "--cut-responses", "drop", "--max-response-length", "2"]
+
+    assert main(args) != 0
+    assert "cut_responses: drop leaves no training record" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_every_objective_trains_through_the_cli(workspace, tiny_llama_dir, objective):
     """With an existing reference (no sft); the advantage objectives fit V first."""

@@ -104,6 +104,7 @@ EXPECTED: dict[str, set[str]] = {
             "constant_answers",
             "kto_label",
             "kto_threshold",
+            "cut_responses",
         ],
         set(),
     ),
@@ -205,6 +206,7 @@ CHANGED_VALUES = {
     "select_by": "reward=0.5",
     "collapse_share": 0.5,
     "kto_label": "reward_above",
+    "cut_responses": "drop",
     "kto_threshold": 0.5,
 }
 

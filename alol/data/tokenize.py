@@ -151,6 +151,12 @@ def tokenize_pair(
     )
 
 
+def response_is_cut(tokenizer, response_text: str, max_response_length: int) -> bool:
+    """Whether `tokenize_pair` cuts this response before its EOS (its ids do not depend on the
+    prompt)."""
+    return len(_encode(tokenizer, response_text)) + 1 > max_response_length
+
+
 def encode_prompt(tokenizer, prompt_text: str, max_prompt_length: int) -> list[int]:
     """Prompt ids exactly as training, value fitting and decoding see them.
 

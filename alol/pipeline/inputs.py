@@ -7,7 +7,7 @@ into `StageInputs`, and hands that down. Nothing here writes to the run director
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,15 @@ from alol.config import PipelineConfig
 from alol.data.conversions import to_reward_records
 from alol.data.examples import Tokenize
 from alol.data.formats import load_records
-from alol.data.records import Prompt, RewardRecord
+from alol.data.records import PreferenceRecord, Prompt, RankedRecord, RewardRecord
 from alol.data.splits import prompt_key, split_by_prompt
-from alol.data.tokenize import TokenizedPair, ensure_pad_token, render_prompt, tokenize_pair
+from alol.data.tokenize import (
+    TokenizedPair,
+    ensure_pad_token,
+    render_prompt,
+    response_is_cut,
+    tokenize_pair,
+)
 from alol.distributed import process_state
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_model, fingerprint_rendering, spec_fingerprint
@@ -97,6 +103,50 @@ def load_splits(cfg: PipelineConfig) -> Splits:
     return hold_out_prompts(records, cfg.val_fraction, cfg.seed)
 
 
+def without_cut_responses(cfg: PipelineConfig, splits: Splits, policy: str | Path) -> Splits:
+    """With `cut_responses: drop`, the training records none of whose responses is longer than
+    max_response_length under `policy`'s tokenizer: a response cut before its EOS teaches the
+    policy not to end its answers. A pair or ranked record goes whole, so every objective
+    sees the same records."""
+    if cfg.cut_responses == "train":
+        return splits
+    tokenizer = load_tokenizer(policy)
+    kept = [
+        record
+        for record in splits.train
+        if not any(
+            response_is_cut(tokenizer, response, cfg.max_response_length)
+            for response in _responses_of(record)
+        )
+    ]
+    if not kept:
+        raise AlolError(
+            f"cut_responses: drop leaves no training record: every one has a response longer "
+            f"than max_response_length ({cfg.max_response_length} tokens); raise it, or set "
+            "cut_responses: train"
+        )
+    dropped = len(splits.train) - len(kept)
+    if dropped:
+        _tell_once(
+            "left out %d of %d training records, with a response longer than "
+            "max_response_length (%d tokens; cut_responses: drop)",
+            dropped,
+            len(splits.train),
+            cfg.max_response_length,
+        )
+    return replace(splits, train=kept)
+
+
+def _responses_of(record) -> list[str]:
+    if isinstance(record, RewardRecord):
+        return [record.response]
+    if isinstance(record, PreferenceRecord):
+        return [record.chosen, record.rejected]
+    if isinstance(record, RankedRecord):
+        return list(record.responses)
+    return []
+
+
 CUT_RESPONSES_WARNING = 0.25
 """Share of cut training responses above which a stage warns: a cut response loses its EOS."""
 
@@ -128,7 +178,7 @@ def log_data(
         log.warning(
             "%s: %.0f%% of the responses it trains on are longer than max_response_length "
             "(%d tokens) and are cut before their EOS, which teaches the policy not to end its "
-            "answers; raise max_response_length",
+            "answers; raise max_response_length, or leave them out with cut_responses: drop",
             stage,
             100 * share,
             max_response_length,
@@ -345,7 +395,7 @@ def stage_inputs(
     is False."""
     reference = reference_path(cfg)
     check_context_length(cfg, reference, training=training, decoding=decoding)
-    splits = load_splits(cfg) if records else None
+    splits = without_cut_responses(cfg, load_splits(cfg), reference) if records else None
     spec = reward_spec(cfg)
     return StageInputs(
         cfg=cfg,

@@ -22,6 +22,7 @@ from alol.pipeline.inputs import (
     log_data,
     pointwise_records,
     tokenize_with,
+    without_cut_responses,
 )
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import (
@@ -42,7 +43,7 @@ def run_sft(cfg: PipelineConfig) -> Path:
     check_model(cfg.model)
     check_context_length(cfg, cfg.model)
     out = cfg.root / "sft"
-    splits = load_splits(cfg)
+    splits = without_cut_responses(cfg, load_splits(cfg), cfg.model)
     records = pointwise_records(cfg, splits.train)
     max_steps = cfg.sft_max_steps or cfg.max_steps
     fingerprint = fingerprint_of(

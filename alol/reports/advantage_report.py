@@ -161,7 +161,8 @@ def top_answers_markdown(
         + (
             f" {at_limit:.0%} of them reach max_response_length ({max_response_length} tokens), "
             "so are cut before their end: trained on, answers cut short teach the policy not to "
-            "end its own; raise max_response_length."
+            "end its own; raise max_response_length, or leave them out with "
+            "cut_responses: drop."
             if at_limit
             else ""
         ),
