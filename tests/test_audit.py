@@ -137,22 +137,32 @@ def test_the_change_at_equal_length_is_the_intercept_of_the_change_on_the_log_le
     assert length_controlled_change(change[:2], [0.0] * 2, words[:2], [1] * 2) is None
 
 
+NOISE = [0.01, 0.01, -0.01, -0.01] * 2
+"""Per-prompt noise of ±0.01 on the length-driven scores below."""
+
+
+def said_over_again(texts: list[str]) -> tuple[list[str], list[float]]:
+    """Each text said two or four times over, and log2 of how much longer each became (in
+    words, as the audit's length control counts them)."""
+    repeated = [" ".join([text] * k) for text, k in zip(texts, [2, 4] * 4, strict=True)]
+    doublings = [
+        math.log2((1 + len(long.split())) / (1 + len(short.split())))
+        for long, short in zip(repeated, texts, strict=True)
+    ]
+    return repeated, doublings
+
+
 def test_a_gain_from_ending_answers_names_the_share_the_missing_eos_penalty_gives():
     """π_ref rambles past the budget on every prompt and pays a 0.05 penalty per cut answer;
     the model says the same thing once and ends: its gain is length, and the penalty part of
     it is named."""
-    repeats = [2, 4] * 4
-    rambling = [" ".join([text] * k) for text, k in zip(HELPFUL, repeats, strict=True)]
-    doublings = [
-        math.log2((1 + len(short.split())) / (1 + len(long.split())))
-        for short, long in zip(HELPFUL, rambling, strict=True)
-    ]
-    noise = [0.01, 0.01, -0.01, -0.01] * 2
+    rambling, longer_by = said_over_again(HELPFUL)
+    doublings = [-d for d in longer_by]
     answers = {
         REFERENCE: scored(rambling, [0.4] * 8, [0.5] * 8, finished=[False] * 8),
         "a_lol": scored(
             HELPFUL,
-            [0.4 - 0.05 * d + e for d, e in zip(doublings, noise, strict=True)],
+            [0.4 - 0.05 * d + e for d, e in zip(doublings, NOISE, strict=True)],
             [0.5] * 8,
             finished=[True] * 8,
         ),
@@ -171,19 +181,13 @@ def test_a_reward_gain_that_only_longer_answers_earn_is_flagged_as_length():
     """The model says what π_ref says, two or four times over; the reward pays 0.05 per doubling
     of length and the judge loses 0.1 per doubling, with noise of ±0.01: both changes are
     length, and the audit says so."""
-    repeats = [2, 4] * 4
-    longer = [" ".join([text] * k) for text, k in zip(HELPFUL, repeats, strict=True)]
-    doublings = [
-        math.log2((1 + len(long.split())) / (1 + len(short.split())))
-        for long, short in zip(longer, HELPFUL, strict=True)
-    ]
-    noise = [0.01, 0.01, -0.01, -0.01] * 2
+    longer, doublings = said_over_again(HELPFUL)
     answers = {
         REFERENCE: scored(HELPFUL, [0.4] * 8, [0.5, 0.6] * 4, finished=[True] * 8),
         "a_lol": scored(
             longer,
-            [0.4 + 0.05 * d + e for d, e in zip(doublings, noise, strict=True)],
-            [r - 0.1 * d + e for r, d, e in zip([0.5, 0.6] * 4, doublings, noise, strict=True)],
+            [0.4 + 0.05 * d + e for d, e in zip(doublings, NOISE, strict=True)],
+            [r - 0.1 * d + e for r, d, e in zip([0.5, 0.6] * 4, doublings, NOISE, strict=True)],
             finished=[True] * 8,
         ),
     }

@@ -272,12 +272,8 @@ def _always_cut(text: str, answers: Answers) -> bool:
     """Whether a model gave `text` only as an answer cut at the token budget: given to every
     prompt it pays `missing_eos_penalty` as the model's own copies of it did."""
     key = normalise_answer(text)
-    copies = [
-        f
-        for r, f in zip(answers.responses, answers.finished, strict=True)
-        if normalise_answer(r) == key
-    ]
-    return not any(copies)
+    pairs = zip(answers.responses, answers.finished, strict=True)
+    return not any(ended for response, ended in pairs if normalise_answer(response) == key)
 
 
 def _constant_score(
