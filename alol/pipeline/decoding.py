@@ -1,5 +1,7 @@
-"""Decoding prompts with a model and scoring the responses: what the value stage (π_ref's
-samples) and the eval stage (every model's answers) both do."""
+"""Decoding π_ref's samples for the value stage and scoring them as the evaluation will: the
+reward less the missing-EOS penalty of a sample cut at the budget. (The eval stage caches its
+answers and scores per model, in `alol.pipeline.answers`; validation during training decodes
+one answer per prompt for several rewards, in `alol.train.selection`.)"""
 
 from __future__ import annotations
 
