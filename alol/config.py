@@ -245,6 +245,19 @@ class PipelineConfig(
         ("eval",),
         check=at_least(0),
     )
+    probe_answers: list[str] = option(
+        None,
+        "Audit: stock answers given to every test prompt and scored beside the data's and the "
+        "models' most frequent ones, so a reward that pays an evasion is caught before any "
+        "model learns it (HH's reward model pays a short apology over most answers). "
+        "'probe_answers: []' in YAML turns them off.",
+        ("eval",),
+        default_factory=lambda: [
+            "I'm sorry, but I can't help with that.",
+            "I don't know.",
+            "I'm not sure what you mean.",
+        ],
+    )
 
     # --- online RL (alol online: ppo, rloo, grpo through TRL) -------------------------
     num_generations: int = option(

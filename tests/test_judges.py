@@ -132,6 +132,24 @@ def test_a_healthy_policy_is_not_flagged(setting):
     assert audit["models"]["nll"]["log_ratio"] is not None
 
 
+def test_a_stock_answer_the_reward_pays_is_flagged_before_any_model_learns_it(setting):
+    run = train_and_eval(setting, "probed", setting["files"]["good"], "4", "1e-3")
+    assert not json.loads((run / "eval" / "audit.json").read_text())["reward_flags"]
+
+    flags = [*setting["common"], "--run-dir", str(run), "--train-data", setting["files"]["good"],
+             "--objectives", "nll", "--probe-answers", "No.", "I am happy to help."]  # fmt: skip
+    assert main(["eval", *flags]) == 0
+
+    audit = json.loads((run / "eval" / "audit.json").read_text())
+    assert audit["reward_flags"] == [
+        "the reward pays for a constant answer: “No.” (probe) given to every test prompt scores "
+        f"1.000, above π_ref's {audit['models']['reference']['reward']:.3f}; a model can raise "
+        "the reward by giving it"
+    ]
+    markdown = (run / "eval" / "audit.md").read_text()
+    assert "| “I am happy to help.” | probe | 0.400 |" in markdown, "scored, not flagged"
+
+
 def test_a_judge_added_later_changes_the_table_but_not_training_or_decoding(setting, caplog):
     run = train_and_eval(setting, "later", setting["files"]["good"], "4", "1e-3")
     answers = run / "eval" / "nll" / "answers.jsonl"

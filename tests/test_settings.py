@@ -102,6 +102,7 @@ EXPECTED: dict[str, set[str]] = {
             "judges",
             "validation_judges",
             "constant_answers",
+            "probe_answers",
             "kto_label",
             "kto_threshold",
             "cut_responses",

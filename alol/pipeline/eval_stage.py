@@ -231,9 +231,9 @@ def _reports(
 def _constant_answers(
     inputs: StageInputs, answers: dict[str, Answers], reward: Reward, judges: list[Judge]
 ) -> list[ConstantAnswer]:
-    """The training data's most frequent answers and each model's own most frequent one, each
-    given to every test prompt and scored by the reward and every judge (kept in
-    `run_dir/eval/constants/`)."""
+    """The training data's most frequent answers, the stock `probe_answers` and each model's
+    own most frequent answer, each given to every test prompt and scored by the reward and
+    every judge (kept in `run_dir/eval/constants/`)."""
     cfg = inputs.cfg
     candidates: dict[str, ConstantAnswer] = {}
     if inputs.splits is not None and cfg.constant_answers:
@@ -242,6 +242,8 @@ def _constant_answers(
             candidates[normalise_answer(text)] = ConstantAnswer(
                 text, f"training data ({count} times)", 0.0, {}
             )
+    for text in cfg.probe_answers:
+        candidates.setdefault(normalise_answer(text), ConstantAnswer(text, "probe", 0.0, {}))
     cut: set[str] = set()
     for name, a in answers.items():
         top = collapse_of(a.responses, a.finished).top_answer

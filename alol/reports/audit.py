@@ -125,7 +125,8 @@ class ConstantAnswer:
 
     text: str
     origin: str
-    """Where it comes from, e.g. "training data (12 times)", "a_lol's most frequent answer"."""
+    """Where it comes from, e.g. "training data (12 times)", "probe" (one of `probe_answers`),
+    "most frequent answer of a_lol"."""
     reward: float
     judges: dict[str, float]
     models: list[str] = field(default_factory=list)
@@ -227,8 +228,8 @@ def audit_models(
 ) -> Audit:
     """Audit every model of `answers` (π_ref under `REFERENCE`) against π_ref.
 
-    `constants` are the training data's most frequent answers and each model's own most
-    frequent one, each scored on every test prompt; `budget` is the generation budget in
+    `constants` are the training data's most frequent answers, the stock probes and each
+    model's own most frequent one, each scored on every test prompt; `budget` is the generation budget in
     tokens, named in the rambling flag; `missing_eos_penalty`, the one in the rewards, if any.
     """
     reference = answers[REFERENCE]
