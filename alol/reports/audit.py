@@ -229,8 +229,9 @@ def audit_models(
     """Audit every model of `answers` (π_ref under `REFERENCE`) against π_ref.
 
     `constants` are the training data's most frequent answers, the stock probes and each
-    model's own most frequent one, each scored on every test prompt; `budget` is the generation budget in
-    tokens, named in the rambling flag; `missing_eos_penalty`, the one in the rewards, if any.
+    model's own most frequent one, each scored on every test prompt; `budget` is the
+    generation budget in tokens, named in the rambling flag; `missing_eos_penalty`, the one in
+    the rewards, if any.
     """
     reference = answers[REFERENCE]
     reference_reward = float(np.mean(reference.reward))
