@@ -6,9 +6,10 @@ the demo file's own 319 HH pairs, whose prompts the shipped reward never saw.
 For each reward (the shipped MiniLM model of HH's OpenAssistant reward, the relevance plus
 sentiment that the demo used before it, relevance to the question alone, and the stored
 OpenAssistant logits): the share of pairs where it prefers the human's choice, the share where
-it orders the pair as the stored OpenAssistant reward does, and how often a constant answer
-outscores the human's choice on the same prompt (a reward that pays "I'm not sure." over
-real answers invites a policy to say it everywhere).
+it orders the pair as the stored OpenAssistant reward does, how often it prefers the human's
+choice to another prompt's given to the same prompt (off-prompt accuracy: does it read the
+question?), and how often a constant answer outscores the human's choice on the same prompt
+(a reward that pays "I'm not sure." over real answers invites a policy to say it everywhere).
 
 Prompts are rendered by SmolLM2's chat template, as the demo hands them to its reward.
 Writes bench/results/demo_reward.{json,md}.
@@ -28,6 +29,7 @@ from alol.data.formats import load_records
 from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import HH_ASSET, REWARD_ASSET, convert_smollm2, smol_reward
 from alol.rewards import load_reward, score
+from alol.rewards.reward_model import ScoredResponse, off_prompt_accuracy
 from bench.common import write_results
 from bench.frozen_judges import CONSTANT_ANSWERS
 from bench.hh_smollm2 import commit
@@ -65,6 +67,13 @@ def main() -> int:
                     np.where(stored_chosen > stored_other, first, second),
                     np.where(stored_chosen > stored_other, second, first),
                 ),
+                "off_prompt": off_prompt_accuracy(
+                    [ScoredResponse(p, c, 0.0) for p, c in zip(prompts, chosen, strict=True)],
+                    first,
+                    lambda items, reward=reward: totals(
+                        reward, [i.prompt for i in items], [i.response for i in items]
+                    ),
+                ),
                 "constant_beats_human": {
                     answer: float(np.mean(totals(reward, prompts, [answer] * len(prompts)) > first))
                     for answer in CONSTANT_ANSWERS
@@ -91,12 +100,14 @@ def markdown(result: dict) -> str:
         "",
         "Columns: the share of pairs where the reward prefers the human's choice, and where it "
         "orders the pair as the stored OpenAssistant reward does (ties left out, pairs decided "
-        "in brackets); then how often each constant answer outscores the human's choice.",
+        "in brackets); how often it prefers the human's choice to another prompt's human "
+        "choice given to the same prompt; then how often each constant answer outscores the "
+        "human's choice.",
         "",
-        "| reward | agrees with the human | agrees with OpenAssistant | "
+        "| reward | agrees with the human | agrees with OpenAssistant | off-prompt accuracy | "
         + " | ".join(f"“{a[:28]}”" for a in CONSTANT_ANSWERS)
         + " |",
-        "|---|---|---|" + "---|" * len(CONSTANT_ANSWERS),
+        "|---|---|---|---|" + "---|" * len(CONSTANT_ANSWERS),
     ]
     for name, cells in result["rewards"].items():
         human, oa = cells["human"], cells.get("openassistant")
@@ -104,7 +115,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {name} | {human['agrees']:.0%} ({human['pairs']}) | "
             + (f"{oa['agrees']:.0%} ({oa['pairs']})" if oa else "–")
-            + " | "
+            + (f" | {cells['off_prompt']:.0%} | " if "off_prompt" in cells else " | – | ")
             + " | ".join(f"{constant[a]:.0%}" if a in constant else "–" for a in CONSTANT_ANSWERS)
             + " |"
         )

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
 from alol.cli import main
 from alol.rewards import load_reward, score
+from alol.rewards.reward_model import ScoredResponse, off_prompt_accuracy
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "snow", "sand"]
 TOPICS += ["wind", "fish", "maps", "rice", "milk", "ships", "clocks", "birds", "lamps", "roads"]
@@ -59,6 +61,7 @@ def test_a_reward_model_learns_stored_scores_and_loads_as_a_classifier_reward(
     assert metrics["settings"]["activation"] == "none"  # the rewards themselves, not logits
     assert metrics["settings"]["policy"]["path"] == str(tiny_llama_dir)  # whose prompts it read
     assert metrics["pairwise_accuracy"] == 1.0 and metrics["pearson"] > 0.9
+    assert 0.0 <= metrics["off_prompt_accuracy"] <= 1.0
     assert (folder / "fit.png").stat().st_size > 0
     reward = load_reward({"type": "classifier", "path": str(folder / "model")})
     kind = score(reward, ["Tell me about snow?"] * 2, [" I am happy to help with snow.", " No."])
@@ -181,3 +184,40 @@ def test_a_refit_of_the_same_data_gives_the_same_model(tmp_path, tiny_llama_dir)
         for side in ("a", "b")
     ]
     assert metrics[0]["heldout_predictions"] == metrics[1]["heldout_predictions"]
+
+
+def topic_of(prompt: str) -> str:
+    return prompt.split()[-1].rstrip("?")
+
+
+def test_off_prompt_accuracy_tells_a_reward_that_reads_the_question_from_one_that_does_not():
+    answers = [
+        ScoredResponse(f"Tell me about {t}?", f"{kind} {t}.", 0.0)
+        for t in TOPICS
+        for kind in ("I like", "Here is a fact about")
+    ]
+
+    def reads_the_question(items: list) -> np.ndarray:
+        return np.array([float(topic_of(i.prompt) in i.response) for i in items])
+
+    def pays_a_fact_whatever_was_asked(items: list) -> np.ndarray:
+        return np.array([float(i.response.startswith("Here is a fact")) for i in items])
+
+    def accuracy(scorer) -> float:
+        return off_prompt_accuracy(answers, scorer(answers), scorer)
+
+    assert accuracy(reads_the_question) == 1.0
+    assert accuracy(pays_a_fact_whatever_was_asked) == 0.0, "a tie is not a preference"
+
+
+def test_off_prompt_accuracy_never_pairs_an_answer_with_its_own_prompt():
+    two_answers_to_one_prompt = [ScoredResponse("Why?", "Because.", 0.0)] * 2
+
+    seen = []
+
+    def scorer(items: list) -> np.ndarray:
+        seen.extend(items)
+        return np.zeros(len(items))
+
+    assert np.isnan(off_prompt_accuracy(two_answers_to_one_prompt, np.zeros(2), scorer))
+    assert not seen

@@ -124,10 +124,12 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         finish_stage(out, fingerprint, "reward-model", **summary)
     logger.info(
         "reward model: held-out pairwise accuracy %s, Pearson %s, Spearman %s with the stored "
-        "scores; saved to %s (metrics in metrics.json, plot in fit.png)",
+        "scores; prefers an answer to another prompt's given to its prompt %s of the time; "
+        "saved to %s (metrics in metrics.json, plot in fit.png)",
         formatted(report.get("pairwise_accuracy"), ".3f"),
         formatted(report.get("pearson"), ".3f"),
         formatted(report.get("spearman"), ".3f"),
+        formatted(report.get("off_prompt_accuracy"), ".0%"),
         out / REWARD_MODEL_DIR[1],
     )
     return out / REWARD_MODEL_DIR[1]

@@ -13,8 +13,10 @@ classifier learns them:
 The prompt is rendered exactly as the policy sees it (its chat template), and the classifier
 reads (prompt, response) as `ClassifierReward` will at scoring time (`encode_for_classifier`,
 the same settings saved beside the model). Held-out prompts (split by prompt) pick the epoch
-and give the metrics: MSE, Pearson and Spearman against the stored scores, and pairwise
-accuracy on the pairs among them.
+and give the metrics: MSE, Pearson and Spearman against the stored scores, pairwise
+accuracy on the pairs among them, and off-prompt accuracy: how often an answer outscores
+another prompt's answer given to its prompt, which tells a reward that reads the question
+from one that pays fluent text whatever was asked.
 """
 
 from __future__ import annotations
@@ -280,31 +282,41 @@ def predict(model, tokenizer, items: list, inputs: str, max_length: int, batch_s
     return np.array(outputs)
 
 
+def off_prompt_accuracy(
+    items: list[ScoredResponse], own: np.ndarray, scorer: Callable[[list], np.ndarray]
+) -> float:
+    """The share of `items` whose answer (scored `own`) `scorer` puts above another prompt's
+    answer given to the same prompt; a tie is not a preference. Near 1, the reward reads the
+    question; near 0.5, it pays text whatever was asked, and a policy can answer off topic."""
+    half = len(items) // 2
+    pairs = [(i, (i + half) % len(items)) for i in range(len(items))]
+    pairs = [(i, j) for i, j in pairs if items[i].prompt != items[j].prompt]
+    if not pairs:
+        return math.nan
+    foreign = scorer([ScoredResponse(items[i].prompt, items[j].response, 0.0) for i, j in pairs])
+    return float(np.mean([own[i] > f for (i, _), f in zip(pairs, foreign, strict=True)]))
+
+
 def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_length: int) -> dict:
-    """MSE, Pearson and Spearman against stored scores (scores), and pairwise accuracy: the
-    share of held-out pairs the model orders as the data does (ties in the data left out)."""
+    """MSE, Pearson and Spearman against stored scores (scores); pairwise accuracy: the share
+    of held-out pairs the model orders as the data does (ties in the data left out); and
+    `off_prompt_accuracy` over the held-out answers (the chosen ones of pairs)."""
     if not data.heldout:
         return {"n_heldout": 0}
+
+    def scorer(items: list) -> np.ndarray:
+        return predict(model, tokenizer, items, inputs, max_length)
+
     if data.targets == "preferences":
-        chosen = predict(
-            model,
-            tokenizer,
-            [ScoredResponse(p.prompt, p.chosen, 0) for p in data.heldout],
-            inputs,
-            max_length,
-        )
-        rejected = predict(
-            model,
-            tokenizer,
-            [ScoredResponse(p.prompt, p.rejected, 0) for p in data.heldout],
-            inputs,
-            max_length,
-        )
+        chosen_items = [ScoredResponse(p.prompt, p.chosen, 0) for p in data.heldout]
+        chosen = scorer(chosen_items)
+        rejected = scorer([ScoredResponse(p.prompt, p.rejected, 0) for p in data.heldout])
         return {
             "n_heldout": len(data.heldout),
             "pairwise_accuracy": float(np.mean(chosen > rejected)),
+            "off_prompt_accuracy": off_prompt_accuracy(chosen_items, chosen, scorer),
         }
-    predicted = predict(model, tokenizer, data.heldout, inputs, max_length)
+    predicted = scorer(data.heldout)
     stored = np.array([item.score for item in data.heldout])
     right, pairs = 0, 0
     for group in prompt_groups([item.prompt for item in data.heldout]):
@@ -321,6 +333,7 @@ def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_le
         "spearman": spearman(predicted, stored),
         "pairwise_accuracy": right / pairs if pairs else math.nan,
         "pairs": pairs,
+        "off_prompt_accuracy": off_prompt_accuracy(data.heldout, predicted, scorer),
         "heldout_predictions": predicted.tolist(),
         "heldout_scores": stored.tolist(),
     }
