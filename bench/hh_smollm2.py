@@ -68,6 +68,7 @@ from alol.pipeline import (
     run_value,
 )
 from alol.reports.eval_report import read_report
+from alol.reports.metrics import formatted
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
 from bench.common import write_results
@@ -480,8 +481,9 @@ def markdown(result: dict) -> str:
     rm = result["reward_model"]
     judges = [
         f"{name} (Bradley–Terry on the human choices of {', '.join(j['subsets'])}): held-out "
-        f"pairwise accuracy {j['heldout'].get('pairwise_accuracy', float('nan')):.3f}, prefers the "
-        f"human's answer on {j['test_prefers_human_choice']:.1%} of {j['test_pairs']} test pairs"
+        f"pairwise accuracy {j['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
+        f"off-prompt accuracy {formatted(j['heldout'].get('off_prompt_accuracy'), '.3f')}, "
+        f"prefers the human's answer on {j['test_prefers_human_choice']:.1%} of {j['test_pairs']} test pairs"
         for name, j in result["judges"].items()
     ]
     per_seed = [
@@ -507,7 +509,8 @@ def markdown(result: dict) -> str:
             "",
             "Reward model (MiniLM, regression on the train split's stored logits): held-out "
             f"pairwise accuracy {rm['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
-            f"Pearson {rm['heldout'].get('pearson', float('nan')):.3f}; on the test split it orders "
+            f"Pearson {rm['heldout'].get('pearson', float('nan')):.3f}, off-prompt accuracy "
+            f"{formatted(rm['heldout'].get('off_prompt_accuracy'), '.3f')}; on the test split it orders "
             f"{rm['test_pairwise_accuracy_vs_stored']:.1%} of the pairs as the stored reward model "
             f"does and prefers the human-chosen answer {rm['test_prefers_human_choice']:.1%} of the time.",
             "",
