@@ -388,3 +388,9 @@ class PipelineConfig(
     @property
     def root(self) -> Path:
         return Path(self.run_dir)
+
+    @property
+    def new_token_budget(self) -> int:
+        """How many tokens a decoded answer may run to: max_new_tokens, else the training
+        length max_response_length."""
+        return self.max_new_tokens or self.max_response_length

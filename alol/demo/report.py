@@ -96,7 +96,7 @@ def _penalty_note(cfg: PipelineConfig) -> list[str]:
     """What the reward's `missing_eos` column is, when the run charges it."""
     if not cfg.missing_eos_penalty:
         return []
-    budget = cfg.max_new_tokens or cfg.max_response_length
+    budget = cfg.new_token_budget
     return [
         f"*missing_eos*: −{cfg.missing_eos_penalty:g} for an answer cut at the {budget}-token "
         "budget without ending (`missing_eos_penalty`), part of the reward; the columns before "

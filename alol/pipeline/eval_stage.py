@@ -116,7 +116,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         },
         constants,
         audit_thresholds(cfg),
-        budget=cfg.max_new_tokens or cfg.max_response_length,
+        budget=cfg.new_token_budget,
         independent_judges={judge.name: judge.independent for judge in judges},
         missing_eos_penalty=cfg.missing_eos_penalty,
     )

@@ -200,7 +200,7 @@ def generation_config(
 ) -> GenerationConfig:
     """Decoding for evaluation and validation (`cfg.do_sample`), or for the value samples."""
     return GenerationConfig(
-        max_new_tokens=cfg.max_new_tokens or cfg.max_response_length,
+        max_new_tokens=cfg.new_token_budget,
         do_sample=cfg.do_sample if do_sample is None else do_sample,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
@@ -264,7 +264,7 @@ def online_kwargs(cfg: PipelineConfig, method: str, output_dir: Path) -> dict[st
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
     )
-    new_tokens = cfg.max_new_tokens or cfg.max_response_length
+    new_tokens = cfg.new_token_budget
     if method == "ppo":
         return dict(
             common,
