@@ -330,6 +330,15 @@ class PipelineConfig(
         "Train LoRA adapters on the reward model (lora_r, lora_alpha, lora_dropout).",
         ("reward-model",),
     )
+    reward_model_off_prompt_weight: float = option(
+        0.0,
+        "Weight of a second reward-model loss that ranks each answer above another prompt's "
+        "answer given to its prompt (Bradley–Terry, the other answers drawn from the same "
+        "batch), so that the reward reads the question: a fit on stored scores alone can pay "
+        "fluent or stock answers whatever was asked (see off_prompt_accuracy). 0: off.",
+        ("reward-model",),
+        check=at_least(0),
+    )
 
     # --- value --------------------------------------------------------------------------
     value_samples: int = option(

@@ -4,9 +4,11 @@ as a folder the classifier reward loads, chained by `alol run` when no reward is
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -221,3 +223,86 @@ def test_off_prompt_accuracy_never_pairs_an_answer_with_its_own_prompt():
 
     assert np.isnan(off_prompt_accuracy(two_answers_to_one_prompt, np.zeros(2), scorer))
     assert not seen
+
+
+def test_off_prompt_negatives_are_other_prompts_answers_from_the_same_batch():
+    from alol.rewards.reward_model import off_prompt_pairs
+
+    pairs = off_prompt_pairs(["bread", "bread", "tea", "rain"])
+
+    assert pairs == [(0, 2), (1, 2), (2, 3), (3, 0)]
+    assert off_prompt_pairs(["bread", "bread"]) == [], "a batch of one prompt has no negative"
+
+
+def test_bradley_terry_loss_falls_as_the_better_score_pulls_ahead():
+    from alol.rewards.reward_model import bradley_terry_loss
+
+    tied = bradley_terry_loss(torch.zeros(3), torch.zeros(3))
+    ahead = bradley_terry_loss(torch.full((3,), 2.0), torch.zeros(3))
+    behind = bradley_terry_loss(torch.zeros(3), torch.full((3,), 2.0))
+
+    assert tied.item() == pytest.approx(math.log(2))
+    assert ahead < tied < behind
+
+
+def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(tiny_llama_dir):
+    """loss = MSE on the stored scores + weight · BT(r(p_i, own_i), r(p_i, answer of j))."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
+
+    from alol.rewards.reward_model import RewardModelTrainer, bradley_terry_loss, predict
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    items = [ScoredResponse(f"Tell me about {t}?", f" A fact about {t}.", 1.0) for t in TOPICS[:4]]
+
+    def loss_with(weight: float) -> float:
+        trainer = RewardModelTrainer(
+            model=model,
+            args=TrainingArguments(output_dir="unused", use_cpu=True, report_to=[]),
+            processing_class=tokenizer,
+            targets="scores",
+            inputs="concat",
+            max_length=32,
+            off_prompt_weight=weight,
+        )
+        with torch.no_grad():
+            return trainer.compute_loss(model, trainer._collate(items)).item()
+
+    own = torch.tensor(predict(model, tokenizer, items, "concat", 32))
+    foreign_items = [
+        ScoredResponse(i.prompt, items[(k + 1) % 4].response, 0) for k, i in enumerate(items)
+    ]
+    foreign = torch.tensor(predict(model, tokenizer, foreign_items, "concat", 32))
+    ranking = bradley_terry_loss(own, foreign).item()
+
+    assert loss_with(0.5) - loss_with(0.0) == pytest.approx(0.5 * ranking, abs=1e-4)
+
+
+def test_with_an_off_prompt_weight_a_reward_learns_to_read_the_question(tmp_path, tiny_llama_dir):
+    """Every stored score is the same, so a regression alone learns nothing of what was asked;
+    the off-prompt loss teaches the reward to pay the asked-for answer above the other one."""
+    rows = [
+        {"prompt": f"Say {word} about {t}?", "response": f" {word}.", "reward": 0.5}
+        for t in TOPICS
+        for word in ("yes", "no")
+    ]
+    prompts = [row["prompt"] for row in rows]
+    other = [" no." if "yes" in prompt else " yes." for prompt in prompts]
+
+    def share_reading_the_question(weight: float) -> float:
+        folder = tmp_path / f"weight{weight}"
+        folder.mkdir()
+        config = write_config(
+            folder, rows, tiny_llama_dir,
+            reward_model_off_prompt_weight=weight, reward_model_epochs=20,
+        )  # fmt: skip
+        assert main(["reward-model", str(config)]) == 0
+        reward = load_reward({"type": "classifier", "path": str(folder / "run/reward_model/model")})
+        asked = score(reward, prompts, [row["response"] for row in rows], show_progress=False)
+        not_asked = score(reward, prompts, other, show_progress=False)
+        return np.mean([a["total"] > b["total"] for a, b in zip(asked, not_asked, strict=True)])
+
+    assert share_reading_the_question(1.0) >= 0.9
+    assert share_reading_the_question(0.0) <= 0.6

@@ -165,6 +165,7 @@ EXPECTED: dict[str, set[str]] = {
     "reward_model_batch_size": {"reward model"},
     "reward_model_max_length": {"reward model"},
     "reward_model_lora": {"reward model"},
+    "reward_model_off_prompt_weight": {"reward model"},
     "logging_steps": set(),
     "save_steps": set(),
     "save_total_limit": set(),

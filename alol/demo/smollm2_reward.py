@@ -98,6 +98,7 @@ def fit_reward(hh_dir: Path, policy_tokenizer, out: Path) -> dict:
             targets=data.targets,
             inputs=inputs,
             max_length=config.max_length,
+            off_prompt_weight=config.off_prompt_weight,
         )
         trainer.train()
     metrics = heldout_metrics(model, tokenizer, data, inputs, config.max_length)

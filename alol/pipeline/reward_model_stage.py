@@ -92,6 +92,7 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
             targets=data.targets,
             inputs=inputs,
             max_length=config.max_length,
+            off_prompt_weight=config.off_prompt_weight,
         )
         logger.info(
             "reward model: %s on %d %s (%d held out) from %s",

@@ -238,6 +238,7 @@ def reward_model_config(cfg: PipelineConfig) -> RewardModelConfig:
         seed=cfg.seed,
         bf16=cfg.bf16,
         adapter=_adapter_shape(cfg) if cfg.reward_model_lora else None,
+        off_prompt_weight=cfg.reward_model_off_prompt_weight,
     )
 
 

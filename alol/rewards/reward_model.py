@@ -71,6 +71,7 @@ class RewardModelConfig:
     learning_rate: float = same_as(PipelineConfig, "reward_model_learning_rate")
     batch_size: int = same_as(PipelineConfig, "reward_model_batch_size")
     max_length: int = same_as(PipelineConfig, "reward_model_max_length")
+    off_prompt_weight: float = same_as(PipelineConfig, "reward_model_off_prompt_weight")
     holdout_fraction: float = 0.1
     """Share of the prompts held out to pick the epoch and measure the fit."""
     seed: int = same_as(PipelineConfig, "seed")
@@ -167,41 +168,82 @@ def _split_by_prompt(items: list, fraction: float, seed: int) -> tuple[list, lis
 class RewardModelTrainer(AtomicCheckpoints, Trainer):
     """transformers' Trainer with the reward model's two losses over alol's batches."""
 
-    def __init__(self, *args, targets: str, inputs: str, max_length: int, **kwargs):
+    def __init__(
+        self,
+        *args,
+        targets: str,
+        inputs: str,
+        max_length: int,
+        off_prompt_weight: float,
+        **kwargs,
+    ):
         self.targets, self.inputs, self.max_length = targets, inputs, max_length
+        self.off_prompt_weight = off_prompt_weight
         super().__init__(*args, data_collator=self._collate, **kwargs)
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(QuietProgressCallback)
 
     def _collate(self, items: list) -> dict[str, Any]:
-        tokenizer = self.processing_class
+        """One encoded block of rows: the batch's answers (for pairs, the chosen then the
+        rejected), then, with an off-prompt weight, each prompt given another item's answer;
+        `off_prompt_own` holds the row of each such prompt's own answer."""
+        prompts = [i.prompt for i in items]
         if self.targets == "scores":
-            batch = encode_for_classifier(
-                tokenizer, [i.prompt for i in items], [i.response for i in items],
-                self.inputs, self.max_length,
-            )  # fmt: skip
-            return {**batch, "labels": torch.tensor([i.score for i in items], dtype=torch.float32)}
-        prompts = [i.prompt for i in items] * 2
-        responses = [i.chosen for i in items] + [i.rejected for i in items]
-        return dict(
-            encode_for_classifier(tokenizer, prompts, responses, self.inputs, self.max_length)
+            own = [i.response for i in items]
+            row_prompts, row_responses = prompts, own
+            extra = {"labels": torch.tensor([i.score for i in items], dtype=torch.float32)}
+        else:
+            own = [i.chosen for i in items]
+            row_prompts, row_responses = prompts * 2, own + [i.rejected for i in items]
+            extra = {}
+        if self.off_prompt_weight:
+            pairs = off_prompt_pairs(prompts)
+            row_prompts = row_prompts + [prompts[i] for i, _ in pairs]
+            row_responses = row_responses + [own[j] for _, j in pairs]
+            extra["off_prompt_own"] = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+        batch = encode_for_classifier(
+            self.processing_class, row_prompts, row_responses, self.inputs, self.max_length
         )
+        return {**batch, **extra}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels", None)
+        own_rows = inputs.pop("off_prompt_own", None)
         scores = model(**inputs).logits[:, 0].float()
+        foreign = scores[len(scores) - (0 if own_rows is None else len(own_rows)) :]
+        answers = scores[: len(scores) - len(foreign)]
         if self.targets == "scores":
-            loss = F.mse_loss(scores, labels)
+            loss = F.mse_loss(answers, labels)
         else:
-            chosen, rejected = scores.chunk(2)
-            loss = -F.logsigmoid(chosen - rejected).mean()
-        return (loss, scores) if return_outputs else loss
+            loss = bradley_terry_loss(*answers.chunk(2))
+        if own_rows is not None and len(own_rows):
+            loss = loss + self.off_prompt_weight * bradley_terry_loss(answers[own_rows], foreign)
+        return (loss, answers) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Held-out loss for both kinds of batch (pairs carry no `labels` for Trainer to see)."""
         with torch.no_grad():
             loss = self.compute_loss(model, dict(self._prepare_inputs(inputs)))
         return loss.detach(), None, None
+
+
+def bradley_terry_loss(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
+    """−log σ(r_better − r_worse), averaged: the loss of a reward that should rank each
+    `better` score above its `worse` one (TRL's reward trainer's, without a margin)."""
+    return -F.logsigmoid(better - worse).mean()
+
+
+def off_prompt_pairs(prompts: list[str]) -> list[tuple[int, int]]:
+    """(i, j) for each item i of a batch: j is the next item, cyclically, asked another
+    prompt, whose answer is i's off-prompt negative. An item whose batch holds only its own
+    prompt gets none."""
+    n = len(prompts)
+    pairs = []
+    for i in range(n):
+        j = next((k % n for k in range(i + 1, i + n) if prompts[k % n] != prompts[i]), None)
+        if j is not None:
+            pairs.append((i, j))
+    return pairs
 
 
 def training_arguments(
