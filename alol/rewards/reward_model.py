@@ -210,8 +210,8 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
         labels = inputs.pop("labels", None)
         own_rows = inputs.pop("off_prompt_own", None)
         scores = model(**inputs).logits[:, 0].float()
-        foreign = scores[len(scores) - (0 if own_rows is None else len(own_rows)) :]
-        answers = scores[: len(scores) - len(foreign)]
+        split = len(scores) - (0 if own_rows is None else len(own_rows))
+        answers, foreign = scores[:split], scores[split:]
         if self.targets == "scores":
             loss = F.mse_loss(answers, labels)
         else:
