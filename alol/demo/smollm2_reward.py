@@ -56,6 +56,7 @@ REWARD_CONFIG = RewardModelConfig(
     learning_rate=5e-4,
     batch_size=32,
     max_length=192,
+    off_prompt_weight=1.0,
     holdout_fraction=0.1,
     seed=0,
     bf16=False,
