@@ -208,6 +208,7 @@ def test_the_bundled_hh_reward_prefers_an_answer_to_a_stock_evasion(tmp_path):
 def test_the_bundled_hh_reward_records_a_held_out_fit_better_than_a_coin():
     fit = json.loads((REWARD_ASSET / "fit.json").read_text(encoding="utf-8"))
     assert fit["n_heldout"] >= 400 and fit["pairwise_accuracy"] > 0.55 and fit["pearson"] > 0.5
+    assert fit["off_prompt_accuracy"] > 0.65, "it reads the question, not only the answer"
 
 
 @pytest.mark.skipif(not SHARED_HH.is_dir(), reason=f"the HH data folder {SHARED_HH} is absent")

