@@ -245,7 +245,9 @@ def test_bradley_terry_loss_falls_as_the_better_score_pulls_ahead():
     assert ahead < tied < behind
 
 
-def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(tiny_llama_dir):
+def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(
+    tmp_path, tiny_llama_dir
+):
     """loss = MSE on the stored scores + weight · BT(r(p_i, own_i), r(p_i, answer of j))."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
@@ -260,7 +262,7 @@ def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(
     def loss_with(weight: float) -> float:
         trainer = RewardModelTrainer(
             model=model,
-            args=TrainingArguments(output_dir="unused", use_cpu=True, report_to=[]),
+            args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]),
             processing_class=tokenizer,
             targets="scores",
             inputs="concat",
