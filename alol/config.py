@@ -332,10 +332,11 @@ class PipelineConfig(
     )
     reward_model_off_prompt_weight: float = option(
         0.0,
-        "Weight of a second reward-model loss that ranks each answer above another prompt's "
-        "answer given to its prompt (Bradley–Terry, the other answers drawn from the same "
-        "batch), so that the reward reads the question: a fit on stored scores alone can pay "
-        "fluent or stock answers whatever was asked (see off_prompt_accuracy). 0: off.",
+        "Weight of a second reward-model loss that ranks each answer (each chosen one, for "
+        "pairs) above another prompt's answer given to its prompt (Bradley–Terry, the other "
+        "answers drawn from the same batch), so that the reward reads the question: a fit on "
+        "stored scores alone can pay fluent or stock answers whatever was asked (see "
+        "off_prompt_accuracy). Each step then scores 2× the rows (1.5× for pairs). 0: off.",
         ("reward-model",),
         check=at_least(0),
     )

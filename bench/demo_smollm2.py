@@ -62,12 +62,22 @@ def refusal_shares(samples: Path, harmful: set[str]) -> dict[str, float]:
     return shares
 
 
+def opening_share(samples: Path, opening: str) -> float:
+    """Share of answers that start with `opening` (a model's most frequent answer), its end
+    punctuation left off: a stock opener spreads further than the exact answer the collapse
+    measure counts ("I'm sorry for your loss, ...")."""
+    rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
+    start = opening.strip().rstrip(".!?").lower()
+    return sum(r["response"].strip().lower().startswith(start) for r in rows) / len(rows)
+
+
 def run_seed(seed: int, run_dir: Path) -> dict:
-    """One seed's demo, timed per stage, with the commit it ran at; read back from
-    `run_dir/bench.json` once finished."""
+    """One seed's demo, timed per stage, with the commit it ran at. Once finished, its
+    timing comes back from `run_dir/bench.json` and its figures are read again from the
+    run's files, so a figure added to `read_run` reaches finished runs."""
     done = run_dir / "bench.json"
     if done.is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
+        return {**json.loads(done.read_text(encoding="utf-8")), **read_run(run_dir)}
     stage_seconds = []
 
     def echo(line: str) -> None:
@@ -100,8 +110,16 @@ def read_run(run_dir: Path) -> dict:
             "words": report["mean_length_words"],
             "cut_off_share": report["cut_off_share"],
             "refusals": refusal_shares(folder / "samples.jsonl", harmful),
+            "reward_change_se": report.get("reward_change_se"),
         }
     audit = json.loads((run_dir / "eval" / "audit.json").read_text(encoding="utf-8"))
+    for model, measures in audit["models"].items():
+        models[model]["reward_at_equal_length"] = measures.get("at_equal_length", {}).get("reward")
+        models[model]["top_answer"] = measures["collapse"]["top_answer"]
+        models[model]["top_answer_share"] = measures["collapse"]["template_share"]
+        models[model]["top_answer_openings"] = opening_share(
+            run_dir / "eval" / model / "samples.jsonl", measures["collapse"]["top_answer"]
+        )
     stats = json.loads((run_dir / "advantage" / "advantage_stats.json").read_text("utf-8"))
     return {
         "models": models,
@@ -109,8 +127,16 @@ def read_run(run_dir: Path) -> dict:
             *audit["reward_flags"],
             *(m["flag"] for m in audit["models"].values() if m.get("flag")),
         ],
+        "constants": [
+            {"text": c["text"], "origin": c["origin"], "reward": c["reward"]}
+            for c in audit["constants"]
+        ],
         "positive_share": stats["fraction_positive"],
     }
+
+
+def shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 
 def mean_sd(values: list[float], spec: str = ".3f") -> str:
@@ -160,9 +186,30 @@ def markdown(result: dict) -> str:
             f"- seed {seed}: reward {reward}; HH reward {hh_reward}; relevance {relevance}; "
             f"A > 0 for "
             f"{row['positive_share']:.0%}; {row['seconds']} s (stages "
-            f"{', '.join(map(str, row['stage_seconds']))} s). Audit: {flags}"
+            f"{', '.join(map(str, row['stage_seconds']))} s). {a_lol_against_reference(row)}"
+            f"Audit: {flags}"
         )
     return "\n".join(lines) + "\n"
+
+
+def a_lol_against_reference(row: dict) -> str:
+    """A-LoL's reward change from π_ref (± its standard error), at equal length, its most
+    frequent answer, and what each constant answer the audit gives to every prompt scores:
+    the figures behind the audit's verdict. Empty for runs read before they were recorded."""
+    a_lol = row["models"]["a_lol_seq"]
+    if "constants" not in row or a_lol.get("reward_at_equal_length") is None:
+        return ""
+    change = a_lol["reward"] - row["models"]["reference"]["reward"]
+    equal = a_lol["reward_at_equal_length"]
+    constants = ", ".join(f"“{shortened(c['text'])}” {c['reward']:.3f}" for c in row["constants"])
+    return (
+        f"A-LoL's reward change {change:+.3f} ± {a_lol['reward_change_se']:.3f}, at equal "
+        f"length {equal['change']:+.3f} ± {equal['standard_error']:.3f}; its most frequent "
+        f"answer “{shortened(a_lol['top_answer'])}” ({a_lol['top_answer_share']:.0%} of its "
+        f"answers; {a_lol['top_answer_openings']:.0%} open with it). Constant answers "
+        f"given to every prompt (π_ref's own: {row['models']['reference']['reward']:.3f}): "
+        f"{constants}. "
+    )
 
 
 def main() -> int:

@@ -245,26 +245,34 @@ def test_bradley_terry_loss_falls_as_the_better_score_pulls_ahead():
     assert ahead < tied < behind
 
 
+@pytest.mark.parametrize("targets", ["scores", "preferences"])
 def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(
-    tmp_path, tiny_llama_dir
+    targets, tmp_path, tiny_llama_dir
 ):
-    """loss = MSE on the stored scores + weight · BT(r(p_i, own_i), r(p_i, answer of j))."""
+    """loss = the targets' loss + weight · BT(r(p_i, own_i), r(p_i, answer of j)); for pairs,
+    own_i and the foreign answer are chosen answers."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
+    from alol.data.records import PreferenceRecord
     from alol.rewards.reward_model import RewardModelTrainer, bradley_terry_loss, predict
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_llama_dir, num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
-    items = [ScoredResponse(f"Tell me about {t}?", f" A fact about {t}.", 1.0) for t in TOPICS[:4]]
+    prompts = [f"Tell me about {t}?" for t in TOPICS[:4]]
+    answers = [f" A fact about {t}." for t in TOPICS[:4]]
+    if targets == "scores":
+        items = [ScoredResponse(p, a, 1.0) for p, a in zip(prompts, answers, strict=True)]
+    else:
+        items = [PreferenceRecord(p, a, " No.") for p, a in zip(prompts, answers, strict=True)]
 
     def loss_with(weight: float) -> float:
         trainer = RewardModelTrainer(
             model=model,
             args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]),
             processing_class=tokenizer,
-            targets="scores",
+            targets=targets,
             inputs="concat",
             max_length=32,
             off_prompt_weight=weight,
@@ -272,14 +280,25 @@ def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(
         with torch.no_grad():
             return trainer.compute_loss(model, trainer._collate(items)).item()
 
-    own = torch.tensor(predict(model, tokenizer, items, "concat", 32))
-    foreign_items = [
-        ScoredResponse(i.prompt, items[(k + 1) % 4].response, 0) for k, i in enumerate(items)
-    ]
-    foreign = torch.tensor(predict(model, tokenizer, foreign_items, "concat", 32))
-    ranking = bradley_terry_loss(own, foreign).item()
+    def scores(responses: list[str]) -> torch.Tensor:
+        rows = [ScoredResponse(p, r, 0.0) for p, r in zip(prompts, responses, strict=True)]
+        return torch.tensor(predict(model, tokenizer, rows, "concat", 32))
+
+    ranking = bradley_terry_loss(scores(answers), scores(answers[1:] + answers[:1])).item()
 
     assert loss_with(0.5) - loss_with(0.0) == pytest.approx(0.5 * ranking, abs=1e-4)
+
+
+def test_an_off_prompt_weight_with_batches_of_one_is_refused(tmp_path, tiny_llama_dir, capsys):
+    """A batch of one answer holds no other prompt's answer: the weight would do nothing."""
+    config = write_config(
+        tmp_path, scored_rows(), tiny_llama_dir,
+        reward_model_off_prompt_weight=1.0, reward_model_batch_size=1,
+    )  # fmt: skip
+
+    assert main(["reward-model", str(config)]) == 2
+
+    assert "reward_model_batch_size=1" in capsys.readouterr().err
 
 
 def test_with_an_off_prompt_weight_a_reward_learns_to_read_the_question(tmp_path, tiny_llama_dir):

@@ -137,9 +137,10 @@ REWARD_ASSET = Path(__file__).parent / "assets" / "smollm2_reward"
 """The demo's reward: a LoRA adapter on the MiniLM encoder that predicts the A-LoL paper's HH
 reward (an OpenAssistant reward model's logit) from the prompt and answer, fitted on HH answers
 to prompts the demo does not hold, with a loss that ranks each answer above another prompt's
-(`alol.demo.smollm2_reward`; its held-out fit is in `fit.json`). A learned reward because the built-in scorers pay a kind tone about the question
-whatever the answer says: A-LoL, trained on relevance plus sentiment, learned chatbot
-disclaimers and kindly told how-tos for harmful requests."""
+(`alol.demo.smollm2_reward`; its held-out fit is in `fit.json`). A learned reward because the
+built-in scorers pay a kind tone about the question whatever the answer says: A-LoL, trained
+on relevance plus sentiment, learned chatbot disclaimers and kindly told how-tos for harmful
+requests."""
 
 
 MISSING_EOS_PENALTY = 0.1

@@ -68,7 +68,7 @@ the logits alone, the reward preferred an answer to another prompt's answer give
 prompt only 58% of the time on the demo's pairs and paid stock evasions ("I don't know.")
 above the instruct model's answers, so the demo's audit flagged its reward on every seed; with
 the off-prompt loss, 74%, and every probe scores below π_ref (bench/results/demo_reward.md,
-demo_smollm2_history.md)."""
+demo_smollm2.md; the run before, demo_smollm2_history.md)."""
 
 
 def fit_records(hh_dir: Path) -> list[RankedRecord]:

@@ -48,7 +48,7 @@ from alol.errors import AlolError
 from alol.models.reference import prompt_groups
 from alol.reports.metrics import pearson, spearman
 from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
-from alol.setting_checks import same_as
+from alol.setting_checks import ConfigError, same_as
 from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.config import needs_use_cpu
 from alol.train.progress import QuietProgressCallback
@@ -82,6 +82,13 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
             raise ValueError(f"reward model targets must be one of {TARGETS}, got {self.targets!r}")
+        if self.off_prompt_weight and self.batch_size < 2:
+            raise ConfigError(
+                f"reward_model_off_prompt_weight={self.off_prompt_weight:g} ranks each answer "
+                "above another answer from its batch, which reward_model_batch_size=1 never "
+                "holds: use a batch of 2 or more, or weight 0",
+                "reward_model_off_prompt_weight",
+            )
 
 
 @dataclass
