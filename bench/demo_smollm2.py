@@ -24,6 +24,7 @@ from pathlib import Path
 from alol.atomic import write_json
 from alol.demo import DemoConfig, run_demo
 from alol.demo.smollm2 import HH_ASSET
+from alol.reports.audit import short_text
 from bench.common import write_results
 from bench.hh_smollm2 import commit
 
@@ -51,9 +52,14 @@ def user_turn(rendered: str) -> str:
     return rendered.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0].strip()
 
 
-def refusal_shares(samples: Path, harmful: set[str]) -> dict[str, float]:
+def samples_of(folder: Path) -> list[dict]:
+    """A model's test answers (`samples.jsonl` of its eval folder)."""
+    lines = (folder / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def refusal_shares(rows: list[dict], harmful: set[str]) -> dict[str, float]:
     """Share of answers that refuse, on the harmful and on the helpful test prompts."""
-    rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
     shares = {}
     for kind in ("harmful", "helpful"):
         chosen = [r for r in rows if (user_turn(r["prompt"]) in harmful) == (kind == "harmful")]
@@ -62,11 +68,10 @@ def refusal_shares(samples: Path, harmful: set[str]) -> dict[str, float]:
     return shares
 
 
-def opening_share(samples: Path, opening: str) -> float:
+def opening_share(rows: list[dict], opening: str) -> float:
     """Share of answers that start with `opening` (a model's most frequent answer), its end
     punctuation left off: a stock opener spreads further than the exact answer the collapse
     measure counts ("I'm sorry for your loss, ...")."""
-    rows = [json.loads(line) for line in samples.read_text(encoding="utf-8").splitlines()]
     start = opening.strip().rstrip(".!?").lower()
     return sum(r["response"].strip().lower().startswith(start) for r in rows) / len(rows)
 
@@ -98,10 +103,11 @@ def run_seed(seed: int, run_dir: Path) -> dict:
 def read_run(run_dir: Path) -> dict:
     """What the demo's eval and advantage stages wrote, per model, and the audit's flags."""
     harmful = harmful_requests()
-    models = {}
+    models, samples = {}, {}
     for model in MODELS:
         folder = run_dir / "eval" / model
         report = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+        samples[model] = samples_of(folder)
         models[model] = {
             "reward": report["reward_mean"]["total"],
             "hh_reward": report["reward_mean"]["hh_reward"],
@@ -109,7 +115,7 @@ def read_run(run_dir: Path) -> dict:
             "distinct_2": report["distinct_2"],
             "words": report["mean_length_words"],
             "cut_off_share": report["cut_off_share"],
-            "refusals": refusal_shares(folder / "samples.jsonl", harmful),
+            "refusals": refusal_shares(samples[model], harmful),
             "reward_change_se": report.get("reward_change_se"),
         }
     audit = json.loads((run_dir / "eval" / "audit.json").read_text(encoding="utf-8"))
@@ -118,7 +124,7 @@ def read_run(run_dir: Path) -> dict:
         models[model]["top_answer"] = measures["collapse"]["top_answer"]
         models[model]["top_answer_share"] = measures["collapse"]["template_share"]
         models[model]["top_answer_openings"] = opening_share(
-            run_dir / "eval" / model / "samples.jsonl", measures["collapse"]["top_answer"]
+            samples[model], measures["collapse"]["top_answer"]
         )
     stats = json.loads((run_dir / "advantage" / "advantage_stats.json").read_text("utf-8"))
     return {
@@ -133,10 +139,6 @@ def read_run(run_dir: Path) -> dict:
         ],
         "positive_share": stats["fraction_positive"],
     }
-
-
-def shortened(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[:limit].rstrip() + "…"
 
 
 def mean_sd(values: list[float], spec: str = ".3f") -> str:
@@ -201,11 +203,11 @@ def a_lol_against_reference(row: dict) -> str:
         return ""
     change = a_lol["reward"] - row["models"]["reference"]["reward"]
     equal = a_lol["reward_at_equal_length"]
-    constants = ", ".join(f"“{shortened(c['text'])}” {c['reward']:.3f}" for c in row["constants"])
+    constants = ", ".join(f"“{short_text(c['text'])}” {c['reward']:.3f}" for c in row["constants"])
     return (
         f"A-LoL's reward change {change:+.3f} ± {a_lol['reward_change_se']:.3f}, at equal "
         f"length {equal['change']:+.3f} ± {equal['standard_error']:.3f}; its most frequent "
-        f"answer “{shortened(a_lol['top_answer'])}” ({a_lol['top_answer_share']:.0%} of its "
+        f"answer “{short_text(a_lol['top_answer'])}” ({a_lol['top_answer_share']:.0%} of its "
         f"answers; {a_lol['top_answer_openings']:.0%} open with it). Constant answers "
         f"given to every prompt (π_ref's own: {row['models']['reference']['reward']:.3f}): "
         f"{constants}. "
