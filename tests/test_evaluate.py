@@ -12,6 +12,7 @@ from alol.reports.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
+    group_table,
     read_report,
     warn_on_prompt_overlap,
     write_report,
@@ -235,3 +236,91 @@ def test_the_report_counts_empty_and_cut_off_answers():
         finished=[True, True, True, False],
     )
     assert report.empty_share == 0.5 and report.cut_off_share == 0.25
+
+
+GROUPS = ["harmful", "helpful", "harmful", "helpful"]
+
+
+def grouped_reports() -> dict[str, EvalReport]:
+    """π_ref and a model on two groups of prompts: the model gains reward on both, but its
+    judge falls on the harmful prompts and rises on the helpful ones."""
+    reference = evaluate_responses(
+        PROMPTS,
+        ["no", "a b", "no", "a b"],
+        [{"total": 0.5}] * 4,
+        judges={"harmlessness": [0.8, 0.5, 0.6, 0.5]},
+        finished=[True, True, True, True],
+        groups=GROUPS,
+    )
+    model = evaluate_responses(
+        PROMPTS,
+        ["a b c d", "a b c", "a b", "a b c d e f"],
+        [{"total": 0.6}, {"total": 0.7}, {"total": 0.8}, {"total": 0.5}],
+        reference_scores=[{"total": 0.5}] * 4,
+        judges={"harmlessness": [0.2, 0.6, 0.4, 0.6]},
+        reference_judges={"harmlessness": [0.8, 0.5, 0.6, 0.5]},
+        finished=[False, True, True, True],
+        groups=GROUPS,
+    )
+    return {"reference": reference, "a_lol": model}
+
+
+def test_each_group_gets_its_means_and_their_change_from_the_reference_on_its_prompts():
+    """Harmful prompts 1 and 3: reward 0.6 and 0.8 against 0.5 and 0.5, mean 0.7, change +0.2
+    with differences 0.1 and 0.3 (sd 0.1414, se 0.1); harmlessness 0.3 against 0.7 (−0.4);
+    one answer of two cut; 4 and 2 words, mean 3."""
+    model = grouped_reports()["a_lol"]
+
+    harmful = model.by_group["harmful"]
+    assert list(model.by_group) == ["harmful", "helpful"]
+    assert harmful.n == 2 and harmful.reward == pytest.approx(0.7)
+    assert harmful.reward_change == pytest.approx(0.2)
+    assert harmful.reward_change_se == pytest.approx(0.1)
+    assert harmful.judges["harmlessness"] == pytest.approx(0.3)
+    assert harmful.judge_change["harmlessness"] == pytest.approx(-0.4)
+    assert harmful.cut_off_share == 0.5 and harmful.length_words == 3.0
+    helpful = model.by_group["helpful"]
+    assert helpful.reward_change == pytest.approx(0.1)
+    assert helpful.judge_change["harmlessness"] == pytest.approx(0.1)
+    assert [e.group for e in model.examples] == GROUPS
+
+
+def test_the_group_table_shows_where_a_change_comes_from():
+    lines = group_table(grouped_reports()).splitlines()
+
+    assert lines[2] == (
+        "| group | prompts | model | reward | harmlessness | cut at the budget | words |"
+    )
+    assert lines[4] == "| harmful | 2 | π_ref (reference) | **0.500** | 0.700 | 0% | 1.0 |"
+    assert (
+        lines[5]
+        == "| harmful | 2 | a_lol | **0.700** (+0.200 ± 0.100) | 0.300 (−0.400) | 50% | 3.0 |"
+    )
+    assert (
+        lines[7]
+        == "| helpful | 2 | a_lol | **0.600** (+0.100 ± 0.100) | 0.600 (+0.100) | 0% | 4.5 |"
+    )
+
+
+def test_without_two_groups_there_is_no_group_table():
+    ungrouped = evaluate_responses(PROMPTS, RESPONSES, SCORES)
+    one_group = evaluate_responses(PROMPTS, RESPONSES, SCORES, groups=["all"] * 4)
+
+    assert ungrouped.by_group == {}
+    assert group_table({"reference": ungrouped}) == ""
+    assert group_table({"reference": one_group}) == ""
+
+
+def test_a_written_report_reads_back_with_its_groups(tmp_path):
+    model = grouped_reports()["a_lol"]
+    write_report(model, tmp_path, "a_lol")
+
+    again = read_report(tmp_path)
+
+    assert again.by_group == model.by_group
+    assert [e.group for e in again.examples] == GROUPS
+
+
+def test_groups_must_match_the_prompts():
+    with pytest.raises(ValueError, match="3 groups for 4 prompts"):
+        evaluate_responses(PROMPTS, RESPONSES, SCORES, groups=GROUPS[:3])

@@ -122,6 +122,27 @@ def test_the_audit_flags_a_policy_that_answers_every_prompt_with_one_sentence(se
     )
 
 
+def test_test_records_with_groups_get_each_groups_part_of_the_change(setting):
+    grouped = write_jsonl(
+        setting["root"] / "grouped_test.jsonl",
+        [{"prompt": f"Tell me about {t}?", "group": "outdoors" if t in ("rain", "trees", "boats")
+          else "indoors"} for t in TOPICS],
+    )  # fmt: skip
+
+    run = train_and_eval(setting, "grouped", setting["files"]["canned"], "20", "3e-3",
+                         *judge_flag(setting), "--test-data", grouped)  # fmt: skip
+
+    report = json.loads((run / "eval" / "nll" / "eval.json").read_text())
+    assert {g: part["n"] for g, part in report["by_group"].items()} == {"indoors": 5, "outdoors": 3}
+    outdoors = report["by_group"]["outdoors"]
+    assert outdoors["reward_change"] > 0 and outdoors["judge_change"]["on_topic"] < 0
+    comparison = (run / "eval" / "comparison.md").read_text()
+    assert "By group (the test records' `group`)" in comparison
+    assert "| outdoors | 3 | π_ref (reference) |" in comparison
+    assert "| outdoors | 3 | nll | **1.000** (+" in comparison
+    assert comparison.index("By group") < comparison.index("- nll: reward +")
+
+
 def test_a_healthy_policy_is_not_flagged(setting):
     run = train_and_eval(
         setting, "good", setting["files"]["good"], "10", "1e-3", *judge_flag(setting)

@@ -86,6 +86,8 @@ class PromptRecord:
     prompt: Prompt
     id: str | None = None
     source: str = field(default="", compare=False)
+    group: str | None = field(default=None, compare=False)
+    """The source it belongs to in a mix; `alol eval` reports each group's part of a change."""
 
 
 Record = RewardRecord | PreferenceRecord | RankedRecord | PromptRecord

@@ -33,6 +33,7 @@ from alol.pipeline.inputs import (
     StageInputs,
     load_data,
     load_policy_for_eval,
+    prompt_groups,
     render,
     stage_inputs,
     unique_prompts,
@@ -52,6 +53,7 @@ from alol.reports.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
+    group_table,
     warn_on_prompt_overlap,
     write_report,
 )
@@ -69,7 +71,9 @@ class Evaluation:
 
     def table(self, kept: dict[str, float] | None = None) -> str:
         """The comparison table with the audit's flags under it."""
-        return comparison_table(self.reports, kept) + "\n\n" + audit_summary(self.audit)
+        by_group = group_table(self.reports)
+        parts = [comparison_table(self.reports, kept), by_group, audit_summary(self.audit)]
+        return "\n\n".join(part for part in parts if part)
 
 
 def run_eval(cfg: PipelineConfig) -> Evaluation:
@@ -85,7 +89,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     judges = configured_judges(inputs)
     for judge in judges:
         judge.load()
-    test_prompts = unique_prompts(load_data(cfg.test_data, cfg))
+    test_records = load_data(cfg.test_data, cfg)
+    test_prompts = unique_prompts(test_records)
     models = {REFERENCE: inputs.reference, **_trained_models(cfg)}
     answers = {
         name: decoded_answers(
@@ -101,7 +106,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     }
     scored = {name: _scored(inputs, a, reward, judges) for name, a in answers.items()}
     ratios = _log_ratios(inputs, answers)
-    reports = _reports(cfg, answers, scored, ratios)
+    reports = _reports(cfg, answers, scored, ratios, prompt_groups(test_records))
     constants = _constant_answers(inputs, answers, reward, judges)
     audit = audit_models(
         {
@@ -204,6 +209,7 @@ def _reports(
     answers: dict[str, Answers],
     scored: dict[str, tuple[list[dict[str, float]], dict[str, list[float]]]],
     ratios: dict[str, list[float]],
+    groups: list[str] | None,
 ) -> dict[str, EvalReport]:
     reference_scores, reference_judges = scored[REFERENCE]
     reports = {}
@@ -219,6 +225,7 @@ def _reports(
             judges=judged,
             reference_judges=None if is_reference else reference_judges,
             log_ratios=ratios.get(name),
+            groups=groups,
         )
         on_main_process(
             lambda report=reports[name], folder=a.folder, title=f"{name} on {cfg.test_data}": (

@@ -45,6 +45,26 @@ class EvalExample:
     judges: dict[str, float] = field(default_factory=dict)
     finished: bool | None = None
     log_ratio: float | None = None
+    group: str | None = None
+
+
+@dataclass
+class GroupSummary:
+    """One group's part of a report (the test records' `group`, e.g. an HH subset): a gain on
+    the reward can come from one kind of prompt while a judge falls on another."""
+
+    n: int
+    reward: float
+    """Mean total reward."""
+    judges: dict[str, float]
+    """Mean score of each judge."""
+    length_words: float
+    cut_off_share: float | None = None
+    reward_change: float | None = None
+    """Mean per-prompt change of the total reward from π_ref's answers to the same prompts."""
+    reward_change_se: float | None = None
+    judge_change: dict[str, float] = field(default_factory=dict)
+    """Each judge's mean change from π_ref's answers to the same prompts."""
 
 
 @dataclass
@@ -81,6 +101,8 @@ class EvalReport:
     """Per judge: share of prompts where it prefers this response to the reference's."""
     log_ratio: float | None = None
     """Mean log π_θ(y|x) − log π_ref(y|x) over the model's own responses (when known)."""
+    by_group: dict[str, GroupSummary] = field(default_factory=dict)
+    """Each group's part, when every test prompt has a group."""
     examples: list[EvalExample] = field(default_factory=list)
     """The rows behind the summary, in prompt order."""
 
@@ -99,6 +121,7 @@ def evaluate_responses(
     judges: Mapping[str, list[float]] | None = None,
     reference_judges: Mapping[str, list[float]] | None = None,
     log_ratios: list[float] | None = None,
+    groups: list[str] | None = None,
 ) -> EvalReport:
     """Summarise one response per prompt and its reward dict (components, optionally "total").
 
@@ -106,7 +129,7 @@ def evaluate_responses(
     `finished` tells, per response, whether decoding reached EOS (see `generate_answers`);
     `judges` holds each judge's score per response, `reference_judges` the same for the
     reference's responses (for the judges' win-rates), `log_ratios` each response's
-    log π_θ(y|x) − log π_ref(y|x).
+    log π_θ(y|x) − log π_ref(y|x), `groups` each prompt's group (for `by_group`).
     """
     if not prompts:
         raise ValueError("nothing to evaluate: no prompts were given")
@@ -122,9 +145,11 @@ def evaluate_responses(
                 f"judge {name!r} has {len(values)} scores for {len(prompts)} prompts; score "
                 "every response"
             )
+    if groups is not None and len(groups) != len(prompts):
+        raise ValueError(f"{len(groups)} groups for {len(prompts)} prompts; give one per prompt")
     scores = _with_totals(scores, "scores")
     rewards = {key: [row[key] for row in scores] for key in scores[0]}
-    reference_win_rate = change_se = None
+    reference_win_rate = change_se = reference_totals = None
     if reference_scores is not None:
         reference_totals = [
             row["total"] for row in _with_totals(reference_scores, "reference_scores")
@@ -153,6 +178,14 @@ def evaluate_responses(
             if reference_judges is not None and name in reference_judges
         },
         log_ratio=None if log_ratios is None else float(np.mean(log_ratios)),
+        by_group={}
+        if groups is None
+        else group_summaries(
+            groups,
+            Measures(rewards["total"], judges, responses, finished),
+            reference_totals,
+            reference_judges,
+        ),
         examples=[
             EvalExample(
                 prompt,
@@ -161,12 +194,58 @@ def evaluate_responses(
                 judges={name: float(values[i]) for name, values in judges.items()},
                 finished=None if finished is None else bool(finished[i]),
                 log_ratio=None if log_ratios is None else float(log_ratios[i]),
+                group=None if groups is None else groups[i],
             )
             for i, (prompt, response, row) in enumerate(
                 zip(prompts, responses, scores, strict=True)
             )
         ],
     )
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Per-answer figures of one model, in prompt order: what a group's summary averages."""
+
+    totals: list[float]
+    judges: Mapping[str, list[float]]
+    responses: list[str]
+    finished: list[bool] | None
+
+
+def group_summaries(
+    groups: list[str],
+    model: Measures,
+    reference_totals: list[float] | None = None,
+    reference_judges: Mapping[str, list[float]] | None = None,
+) -> dict[str, GroupSummary]:
+    """Each group's means and, against π_ref's answers to the same prompts (its reward totals
+    and judges' scores), their changes, in the order the groups first appear."""
+    summaries = {}
+    for group in dict.fromkeys(groups):
+        rows = [i for i, g in enumerate(groups) if g == group]
+        totals = [model.totals[i] for i in rows]
+        judges = {name: float(np.mean([v[i] for i in rows])) for name, v in model.judges.items()}
+        summary = GroupSummary(
+            n=len(rows),
+            reward=float(np.mean(totals)),
+            judges=judges,
+            length_words=mean_length([model.responses[i] for i in rows]),
+            cut_off_share=None
+            if model.finished is None
+            else float(np.mean([not model.finished[i] for i in rows])),
+        )
+        if reference_totals is not None:
+            summary.reward_change, summary.reward_change_se = paired_change(
+                totals, [reference_totals[i] for i in rows]
+            )
+            summary.judge_change = {
+                name: mean - float(np.mean([reference_judges[name][i] for i in rows]))
+                for name, mean in judges.items()
+                if reference_judges is not None and name in reference_judges
+            }
+        summaries[group] = summary
+    return summaries
 
 
 def _with_totals(scores: list[dict[str, float]], name: str) -> list[dict[str, float]]:
@@ -218,6 +297,9 @@ def read_report(directory: str | Path) -> EvalReport:
     """Load a report written by `write_report`, e.g. to compare runs with `comparison_table`."""
     directory = Path(directory)
     summary = json.loads((directory / "eval.json").read_text(encoding="utf-8"))
+    summary["by_group"] = {
+        group: GroupSummary(**part) for group, part in summary.get("by_group", {}).items()
+    }
     with open(directory / "samples.jsonl", encoding="utf-8") as handle:
         examples = [EvalExample(**json.loads(line)) for line in handle if line.strip()]
     return EvalReport(**summary, examples=examples)
@@ -338,6 +420,53 @@ def comparison_table(
             cells.append(formatted(kept.get(name), ".0%"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def group_table(reports: dict[str, EvalReport]) -> str:
+    """Markdown table of each group's part of every report, when the test prompts come in two
+    groups or more ("" otherwise): one row per group and model, each figure with its change
+    from π_ref's answers to the same prompts. It shows where a change comes from, such as a
+    reward gained on helpful prompts and a harmlessness judge lost on harmful ones."""
+    groups = list(dict.fromkeys(g for r in reports.values() for g in r.by_group))
+    if len(groups) < 2:
+        return ""
+    judges = list(dict.fromkeys(name for r in reports.values() for name in r.judge_mean))
+    header = ["group", "prompts", "model", "reward", *judges, "cut at the budget", "words"]
+    lines = [
+        "By group (the test records' `group`): each model on that group's prompts, its change "
+        "from π_ref's answers to the same prompts in brackets.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for group in groups:
+        for name, report in reports.items():
+            part = report.by_group.get(group)
+            if part is None:
+                continue
+            reward = f"**{part.reward:.3f}**"
+            if part.reward_change is not None:
+                reward += f" ({signed(part.reward_change)} ± {part.reward_change_se:.3f})"
+            cells = [
+                group,
+                str(part.n),
+                "π_ref (reference)" if name == REFERENCE else name,
+                reward,
+                *(_group_judge(part, j) for j in judges),
+                formatted(part.cut_off_share, ".0%"),
+                formatted(part.length_words, ".1f"),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _group_judge(part: GroupSummary, judge: str) -> str:
+    """A judge's mean on a group, with its change from π_ref's when known."""
+    if judge not in part.judges:
+        return "–"
+    change = part.judge_change.get(judge)
+    text = f"{part.judges[judge]:.3f}"
+    return text if change is None else f"{text} ({signed(change)})"
 
 
 def _with_change(

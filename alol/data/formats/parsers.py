@@ -228,6 +228,7 @@ def _parse_prompt(obj: dict[str, Any], options: ParseOptions) -> PromptRecord:
     return PromptRecord(
         as_prompt(required(obj, "prompt", "a prompt record needs 'prompt'"), "prompt"),
         as_record_id(obj),
+        group=as_record_group(obj),
     )
 
 
