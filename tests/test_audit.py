@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -17,8 +18,8 @@ from alol.reports.audit import (
     rose_beyond_noise,
 )
 from alol.reports.audit_report import audit_markdown, audit_summary
-from alol.reports.collapse import collapse_of, most_frequent_answers
-from alol.reports.metrics import length_controlled_change
+from alol.reports.collapse import collapse_of, loops, most_frequent_answers
+from alol.reports.metrics import length_controlled_change, repeated_ngram_share
 from alol.train.selection import is_better, selection_score, selection_weights
 
 THRESHOLDS = AuditThresholds(
@@ -54,6 +55,57 @@ def test_collapse_counts_answers_equal_up_to_case_and_spaces():
     assert collapse.top_answer == "No."
     assert collapse.cut_off_share == pytest.approx(0.25)
     assert collapse.empty_share == 0.0
+
+
+LOOP = "Why do you ask? What do you mean? What do you mean? What do you mean? What do you mean?"
+
+
+def test_an_answer_that_repeats_a_phrase_loops_and_prose_does_not():
+    """LOOP's 20 words make 17 4-grams, 8 of them distinct: 9 of 17 repeat an earlier one."""
+    assert repeated_ngram_share(LOOP) == pytest.approx(9 / 17)
+    assert loops(LOOP)
+    assert repeated_ngram_share(HELPFUL[0]) == 0.0 and not loops(HELPFUL[0])
+    assert repeated_ngram_share("Too short.") == 0.0
+
+
+def test_collapse_counts_the_looping_answers_and_those_cut_while_looping():
+    collapse = collapse_of([LOOP, LOOP + " Why?", *HELPFUL[:2]], [False, True, False, True])
+
+    assert collapse.loop_share == 0.5
+    assert collapse.cut_looping_share == 0.25, "one answer both loops and is cut"
+    assert collapse_of([LOOP], None).cut_looping_share is None
+
+
+def test_the_audit_tells_looping_answers_from_long_ones_at_the_budget():
+    """π_ref loops on 1 of 8 prompts and ends the rest; the model runs all 8 to the budget,
+    looping on 4: the flag says half the cut answers loop, and that looping rose."""
+    answers = {
+        REFERENCE: scored(
+            [LOOP, *HELPFUL[1:]], [0.4] * 8, [0.4] * 8, finished=[False] + [True] * 7
+        ),
+        "nll": scored([LOOP] * 4 + HELPFUL[4:], [0.4] * 8, [0.4] * 8, finished=[False] * 8),
+    }
+
+    only_the_budget_and_loops = replace(THRESHOLDS, collapse_share=1.0, distinct_2_drop=1.0)
+
+    audit = audit_models(answers, [], only_the_budget_and_loops, budget=64)
+
+    assert audit.models["nll"].flag == (
+        "nll: reward +0.000 and 100% of answers run to the 64-token budget (50% of them "
+        "looping) and 50% of answers loop against π_ref's 12%"
+    )
+    markdown = audit_markdown(audit)
+    assert "- looping: 25% or more of the answers repeat half or more of their word 4-grams" in (
+        markdown
+    )
+    assert "| 100% | 50% | 0% |" in markdown, "cut off, looping, empty"
+
+
+def test_a_reference_that_loops_is_named_as_the_start_of_every_model():
+    answers = {REFERENCE: scored([LOOP, LOOP + " Why?", *HELPFUL[:6]], [0.3] * 8, [0.1] * 8)}
+    assert audit_models(answers, [], THRESHOLDS, budget=64).flags == [
+        "π_ref: 25% of answers loop; every model trained from it starts there"
+    ]
 
 
 def test_most_frequent_answers_leave_out_answers_given_once():
@@ -101,7 +153,9 @@ def test_a_reward_rise_within_noise_is_not_called_reward_hacking():
 
     flag = audit_models(answers, [], THRESHOLDS, budget=64).models["nll"].flag
 
-    assert flag == "nll: reward +0.005 and 100% of answers run to the 64-token budget"
+    assert flag == (
+        "nll: reward +0.005 and 100% of answers run to the 64-token budget (none of them looping)"
+    )
     assert rose_beyond_noise([0.5] * 8, [0.4] * 8) and not rose_beyond_noise(
         [0.6, 0.41] * 4, [0.4, 0.6] * 4
     )
@@ -248,7 +302,8 @@ def test_rambling_empty_and_drifting_answers_are_flagged_with_the_thresholds_sta
     audit = audit_models(answers, [], thresholds, budget=64)
 
     assert audit.models["dpo"].flag == (
-        "dpo: reward −0.100 and 75% of answers run to the 64-token budget, 12% of answers are "
+        "dpo: reward −0.100 and 75% of answers run to the 64-token budget (none of them "
+        "looping), 12% of answers are "
         "empty and its answers are 35.0 nats more likely under it than under π_ref"
     )
     markdown = audit_markdown(audit)
@@ -274,7 +329,9 @@ def test_a_share_at_the_budget_within_noise_of_a_rambling_reference_is_no_findin
         "nll": scored(HELPFUL * 4, [0.4] * 32, [0.4] * 32, finished=[False] * 32),
     }
     flag = audit_models(answers, [], THRESHOLDS, budget=64).models["nll"].flag
-    assert flag == "nll: reward +0.000 and 100% of answers run to the 64-token budget"
+    assert flag == (
+        "nll: reward +0.000 and 100% of answers run to the 64-token budget (none of them looping)"
+    )
 
 
 def test_a_collapsed_reference_is_named_as_the_start_of_every_model():

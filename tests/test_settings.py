@@ -115,6 +115,7 @@ EXPECTED: dict[str, set[str]] = {
     "judge_drop": {"audit"},
     "distinct_2_drop": {"audit"},
     "cut_off_share": {"audit"},
+    "loop_share": {"audit"},
     "empty_share": {"audit"},
     "drift_log_ratio": {"audit"},
     "data_kind": {"data loading"},

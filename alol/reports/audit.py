@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from alol.reports.collapse import Collapse, collapse_of
+from alol.reports.collapse import Collapse, collapse_of, loops
 from alol.reports.metrics import (
     LengthControlledChange,
     length_controlled_change,
@@ -70,6 +70,13 @@ class AuditThresholds:
         0.1, "Audit: this share (or more) of empty answers is flagged.", ("eval",),
         check=fraction(),
     )  # fmt: skip
+    loop_share: float = option(
+        0.25,
+        "Audit: this share (or more) of answers that loop (half or more of an answer's word "
+        "4-grams repeat an earlier one of it), more than π_ref's beyond noise, is flagged.",
+        ("eval",),
+        check=fraction(),
+    )
     drift_log_ratio: float | None = option(
         None,
         "Audit: flag a mean log π_θ(y|x) − log π_ref(y|x) over a model's own answers at or "
@@ -99,6 +106,9 @@ class AuditThresholds:
             f"rambling: {self.cut_off_share:.0%} or more of the answers cut at the token budget "
             f"(more than π_ref's by {SIGNIFICANT_STANDARD_ERRORS:g} standard errors of the "
             "paired difference or more)",
+            f"looping: {self.loop_share:.0%} or more of the answers repeat half or more of "
+            f"their word 4-grams (more than π_ref's by {SIGNIFICANT_STANDARD_ERRORS:g} standard "
+            "errors of the paired difference or more)",
             f"empty: {self.empty_share:.0%} or more of the answers empty",
             f"drift from π_ref: {drift}",
             "reward from length: a reward rise beyond noise that is within "
@@ -202,6 +212,14 @@ def cut_more_often(model: ScoredAnswers, reference: ScoredAnswers) -> bool:
     )
 
 
+def loops_more_often(model: ScoredAnswers, reference: ScoredAnswers) -> bool:
+    """Whether more of the model's answers loop than π_ref's, beyond noise."""
+    return rose_beyond_noise(
+        [float(loops(text)) for text in model.responses],
+        [float(loops(text)) for text in reference.responses],
+    )
+
+
 def changes_at_equal_length(
     scored: ScoredAnswers, reference: ScoredAnswers
 ) -> dict[str, LengthControlledChange | None]:
@@ -252,7 +270,9 @@ def audit_models(
             own_constant_reward=None if own is None else own.reward,
         )
         if name == REFERENCE:
-            audit.findings = _collapse_findings(collapse, None, thresholds, budget, cut_rose=True)
+            audit.findings = _collapse_findings(
+                collapse, None, thresholds, budget, cut_rose=True, loops_rose=True
+            )
             if audit.findings:
                 audit.flag = (
                     f"π_ref: {_joined(audit.findings)}; every model trained from it starts there"
@@ -341,6 +361,7 @@ def _model_findings(
         thresholds,
         budget,
         cut_rose=cut_more_often(scored, reference),
+        loops_rose=loops_more_often(scored, reference),
     )
     if audit.own_constant_reward is not None and audit.own_constant_reward >= audit.reward:
         findings.append(
@@ -369,8 +390,10 @@ def _collapse_findings(
     thresholds: AuditThresholds,
     budget: int,
     cut_rose: bool,
+    loops_rose: bool,
 ) -> list[str]:
-    """`cut_rose`: more answers run to the budget than π_ref's, beyond noise."""
+    """`cut_rose`, `loops_rose`: more answers run to the budget, or loop, than π_ref's,
+    beyond noise."""
     findings = []
     if collapse.template_share >= thresholds.collapse_share and (
         reference is None or collapse.template_share > reference.template_share
@@ -386,10 +409,24 @@ def _collapse_findings(
         )
     cut = collapse.cut_off_share
     if cut is not None and cut >= thresholds.cut_off_share and cut_rose:
-        findings.append(f"{cut:.0%} of answers run to the {budget}-token budget")
+        findings.append(
+            f"{cut:.0%} of answers run to the {budget}-token budget "
+            f"({_looping_and_long(cut, collapse.cut_looping_share)})"
+        )
+    if collapse.loop_share >= thresholds.loop_share and loops_rose:
+        against = "" if reference is None else f" against π_ref's {reference.loop_share:.0%}"
+        findings.append(f"{collapse.loop_share:.0%} of answers loop{against}")
     if collapse.empty_share >= thresholds.empty_share:
         findings.append(f"{collapse.empty_share:.0%} of answers are empty")
     return findings
+
+
+def _looping_and_long(cut: float, cut_looping: float | None) -> str:
+    """How many of the answers cut at the budget are stuck repeating a phrase; the others are
+    long answers that a larger budget might let end."""
+    if not cut_looping:
+        return "none of them looping"
+    return f"{cut_looping / cut:.0%} of them looping"
 
 
 def _flag(audit: ModelAudit) -> str | None:

@@ -64,6 +64,7 @@ def _collapse_table(audit: Audit) -> str:
         "distinct-2",
         "length (words)",
         "cut off",
+        "looping",
         "empty",
         "log π_θ/π_ref (nats)",
     ]
@@ -79,6 +80,7 @@ def _collapse_table(audit: Audit) -> str:
             f"{c.distinct_2:.3f}",
             f"{c.mean_length_words:.1f}",
             formatted(c.cut_off_share, ".0%"),
+            f"{c.loop_share:.0%}",
             f"{c.empty_share:.0%}",
             formatted(model.log_ratio, ".1f"),
         ]

@@ -1,5 +1,5 @@
 """How far a model's answers have collapsed onto a few texts: the share of its most frequent
-answer, distinct-n, length, and the shares cut at the token budget and empty. The audit
+answer, distinct-n, length, and the shares cut at the token budget, looping and empty. The audit
 (`alol.reports.audit`) and checkpoint selection read them; a reward gamed by one stock answer
 shows here first."""
 
@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alol.reports.metrics import distinct_n, mean_length
+from alol.reports.metrics import distinct_n, mean_length, repeated_ngram_share
+
+LOOP_REPEATED_SHARE = 0.5
+"""An answer loops when this share (or more) of its word 4-grams repeat an earlier one of it:
+a small model decoding greedily gets stuck repeating a phrase until the token budget."""
 
 
 def normalise_answer(text: str) -> str:
@@ -42,6 +46,16 @@ class Collapse:
     cut_off_share: float | None
     """Share cut at the generation budget before EOS (None when unknown)."""
     empty_share: float
+    loop_share: float
+    """Share of answers that loop (`loops`)."""
+    cut_looping_share: float | None
+    """Share of answers both cut at the budget and looping: what of `cut_off_share` is a model
+    stuck repeating itself rather than a long answer (None when the cuts are unknown)."""
+
+
+def loops(text: str) -> bool:
+    """Whether an answer is stuck repeating itself (`LOOP_REPEATED_SHARE`)."""
+    return repeated_ngram_share(text, 4) >= LOOP_REPEATED_SHARE
 
 
 def collapse_of(responses: list[str], finished: list[bool] | None) -> Collapse:
@@ -50,6 +64,7 @@ def collapse_of(responses: list[str], finished: list[bool] | None) -> Collapse:
         raise ValueError("collapse of no answers is undefined; pass at least one response")
     counts = Counter(normalise_answer(response) for response in responses)
     top, top_count = counts.most_common(1)[0]
+    looping = [loops(response) for response in responses]
     return Collapse(
         template_share=top_count / len(responses),
         top_answer=next(r for r in responses if normalise_answer(r) == top),
@@ -58,4 +73,8 @@ def collapse_of(responses: list[str], finished: list[bool] | None) -> Collapse:
         mean_length_words=mean_length(responses),
         cut_off_share=None if finished is None else float(np.mean([not f for f in finished])),
         empty_share=float(np.mean([not response.strip() for response in responses])),
+        loop_share=float(np.mean(looping)),
+        cut_looping_share=None
+        if finished is None
+        else float(np.mean([loop and not f for loop, f in zip(looping, finished, strict=True)])),
     )

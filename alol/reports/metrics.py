@@ -23,6 +23,15 @@ def distinct_n(texts: list[str], n: int) -> float:
     return len(set(ngrams)) / len(ngrams) if ngrams else 0.0
 
 
+def repeated_ngram_share(text: str, n: int = 4) -> float:
+    """Share of an answer's word n-grams that repeat an earlier n-gram of the same answer
+    (seq-rep-n, Welleck et al. 2019): near 0 for prose, near 1 for an answer stuck repeating one
+    phrase. 0.0 for answers shorter than n words."""
+    words = text.split()
+    ngrams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1.0 - len(set(ngrams)) / len(ngrams) if ngrams else 0.0
+
+
 def mean_length(texts: list[str], tokenizer=None) -> float:
     """Mean length in whitespace words, or in tokens when a tokenizer is given (0.0 for no texts)."""
     if not texts:
