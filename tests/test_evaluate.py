@@ -12,11 +12,11 @@ from alol.reports.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
-    group_table,
     read_report,
     warn_on_prompt_overlap,
     write_report,
 )
+from alol.reports.group_report import group_table
 from alol.reports.metrics import distinct_n, mean_length, win_rate
 
 PROMPTS = ["p1", "p2", "p3", "p4"]

@@ -53,10 +53,10 @@ from alol.reports.eval_report import (
     EvalReport,
     comparison_table,
     evaluate_responses,
-    group_table,
     warn_on_prompt_overlap,
     write_report,
 )
+from alol.reports.group_report import group_table
 from alol.rewards import Reward, with_missing_eos_penalty
 
 logger = logging.getLogger(__name__)
