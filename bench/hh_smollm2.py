@@ -363,10 +363,6 @@ def measure_rows(cfg: PipelineConfig) -> dict[str, dict]:
             "flag": audit["models"][name]["flag"],
             "kept_step": stage.get("selection", {}).get("step"),
             "steps": stage.get("steps"),
-            "by_subset": {
-                subset: {"reward": part.reward, **part.judges, "cut_off_share": part.cut_off_share}
-                for subset, part in report.by_group.items()
-            },
         }
     return rows
 
@@ -458,44 +454,6 @@ def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
     return table
 
 
-SUBSET_COLUMNS = ("reward", "helpfulness", "harmlessness", "relevance", "cut_off_share")
-
-
-def subset_lines(table: dict[str, dict], per_seed: dict) -> list[str]:
-    """Each model's mean over seeds on each subset's test prompts: where a gain in the reward
-    and a loss on a judge come from. Empty for runs whose test prompts carry no subset."""
-    parts: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for run in per_seed.values():
-        for name, row in run["rows"].items():
-            for subset, part in row.get("by_subset", {}).items():
-                cell = parts.setdefault((subset, name), {})
-                for key in SUBSET_COLUMNS:
-                    if part.get(key) is not None:
-                        cell.setdefault(key, []).append(part[key])
-    if not parts:
-        return []
-    header = ["subset", "model", *SUBSET_COLUMNS]
-    lines = [
-        "By subset of the test prompts (mean over seeds):",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for subset in dict.fromkeys(subset for subset, _ in parts):
-        for name in table:
-            cell = parts.get((subset, name))
-            if cell is None:
-                continue
-            values = [
-                formatted(statistics.fmean(cell[k]) if k in cell else None,
-                          ".0%" if k == "cut_off_share" else ".3f")
-                for k in SUBSET_COLUMNS
-            ]  # fmt: skip
-            label = "π_ref (SFT)" if name == "reference" else name
-            lines.append("| " + " | ".join([subset, label, *values]) + " |")
-    return [*lines, ""]
-
-
 COLUMNS = [
     ("reward", ".3f"), ("helpfulness", ".3f"), ("harmlessness", ".3f"), ("relevance", ".3f"),
     ("safety", ".3f"), ("distinct_2", ".3f"), ("template_share", ".0%"), ("length_words", ".1f"),
@@ -568,7 +526,6 @@ def markdown(result: dict) -> str:
             "",
             *lines,
             "",
-            *subset_lines(result["table"], result["per_seed"]),
             "Reward per seed:",
             "",
             *per_seed,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.hh_smollm2 import merge_results, subset_lines, summary
+from bench.hh_smollm2 import merge_results, summary
 
 SETUP = {
     "commit": "abc1234",
@@ -91,26 +91,3 @@ def test_parts_of_another_setup_are_refused_naming_the_file_and_field(field, val
     later = {**part({}), field: value}
     with pytest.raises(SystemExit, match=f"earlier.json: its '{field}' is"):
         merge_results(EARLIER, later, Path("earlier.json"))
-
-
-def test_each_subset_of_the_test_prompts_gets_each_models_mean_over_seeds():
-    def grouped(reward: float, harmless: float) -> dict:
-        return {**row(reward), "by_subset": {"harmless_base": {"reward": reward,
-                "harmlessness": harmless, "cut_off_share": 0.5}}}  # fmt: skip
-
-    result = part(
-        {
-            0: {"rows": {"reference": grouped(0.4, 0.6), "a_lol": grouped(0.5, 0.4)}, "times": {}},
-            1: {"rows": {"reference": grouped(0.4, 0.6), "a_lol": grouped(0.6, 0.5)}, "times": {}},
-        }
-    )
-
-    lines = subset_lines(result["table"], result["per_seed"])
-
-    assert (
-        lines[2]
-        == "| subset | model | reward | helpfulness | harmlessness | relevance | cut_off_share |"
-    )
-    assert lines[4] == "| harmless_base | π_ref (SFT) | 0.400 | – | 0.600 | – | 50% |"
-    assert lines[5] == "| harmless_base | a_lol | 0.550 | – | 0.450 | – | 50% |"
-    assert subset_lines(EARLIER["table"], EARLIER["per_seed"]) == []
