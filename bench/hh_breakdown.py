@@ -31,7 +31,7 @@ from safetensors.numpy import load_file
 
 from alol.data.formats import load_records
 from alol.fingerprint import record_hashes
-from alol.pipeline.inputs import load_splits, pointwise_records
+from alol.pipeline.inputs import load_splits, pointwise_records, without_cut_responses
 from alol.reports.advantage_report import group_shares
 from alol.reports.metrics import length_controlled_change
 from bench.common import write_results
@@ -196,7 +196,7 @@ def main() -> int:
     out = Path(args.out) / "judged"
     paths = split_data(out, FULL, quick=False)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
-    records = pointwise_records(cfg, load_splits(cfg).train)
+    records = pointwise_records(cfg, without_cut_responses(cfg, load_splits(cfg), cfg.model).train)
     subsets = np.array([subset_of(record) for record in records])
     seeds = sorted(int(d.name.removeprefix("seed")) for d in out.glob("seed[0-9]*"))
     per_seed = [
