@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,14 @@ import torch
 import yaml
 
 from alol.cli import main
+from alol.pipeline.reward_model_stage import fingerprinted_settings
 from alol.rewards import load_reward, score
-from alol.rewards.reward_model import ScoredResponse, off_prompt_accuracy
+from alol.rewards.reward_model import (
+    RewardModelConfig,
+    ScoredResponse,
+    off_prompt_accuracy,
+    reward_model_data,
+)
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "snow", "sand"]
 TOPICS += ["wind", "fish", "maps", "rice", "milk", "ships", "clocks", "birds", "lamps", "roads"]
@@ -158,7 +165,6 @@ def test_later_stages_without_the_fitted_model_say_to_fit_it(tmp_path, tiny_llam
 
 def test_the_held_out_prompts_are_not_trained_on(tmp_path):
     from alol.data.formats import load_records
-    from alol.rewards.reward_model import RewardModelConfig, reward_model_data
 
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in scored_rows()))
@@ -223,6 +229,16 @@ def test_off_prompt_accuracy_never_pairs_an_answer_with_its_own_prompt():
 
     assert np.isnan(off_prompt_accuracy(two_answers_to_one_prompt, np.zeros(2), scorer))
     assert not seen
+
+
+def test_a_reward_model_fitted_before_the_off_prompt_loss_existed_is_kept_while_it_is_off():
+    """Its fingerprint holds the settings it had then; the loss's weight joins them once set."""
+    off = RewardModelConfig(backbone="minilm")
+    on = RewardModelConfig(backbone="minilm", off_prompt_weight=1.0)
+
+    before_the_setting = {k: v for k, v in asdict(off).items() if k != "off_prompt_weight"}
+    assert fingerprinted_settings(off) == before_the_setting
+    assert fingerprinted_settings(on) == asdict(on)
 
 
 def test_off_prompt_negatives_are_other_prompts_answers_from_the_same_batch():

@@ -37,6 +37,7 @@ from alol.reports.metrics import formatted
 from alol.reports.plots import plot_reward_model_fit
 from alol.rewards.classifier import resolve_inputs
 from alol.rewards.reward_model import (
+    RewardModelConfig,
     RewardModelTrainer,
     backbone_path,
     classifier_settings,
@@ -48,6 +49,16 @@ from alol.rewards.reward_model import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def fingerprinted_settings(config: RewardModelConfig) -> dict:
+    """The settings a fitted reward model is keyed on. The off-prompt loss is left out while
+    it is off, as it was before the setting existed, so a reward model fitted then is not
+    fitted again for a loss it never had."""
+    settings = asdict(config)
+    if not config.off_prompt_weight:
+        del settings["off_prompt_weight"]
+    return settings
 
 
 def run_reward_model(cfg: PipelineConfig) -> Path:
@@ -67,7 +78,7 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         "reward-model",
         fingerprint_model(backbone),
         fingerprint_records(to_reward_records(splits.train)),
-        asdict(config),
+        fingerprinted_settings(config),
         tokenization(cfg),
         None if tokenizer is None else tokenizer.chat_template,
     )
