@@ -26,6 +26,7 @@ from alol.demo.smollm2 import (
     write_hh_splits,
 )
 from alol.demo.smollm2_reward import FIT_PROMPTS, fit_records
+from alol.demo.tiny import prepare_tiny
 from alol.models.value_fit import MIN_HELDOUT_PROMPTS
 from alol.models.value_io import ValueConfig
 from alol.rewards import load_reward, score
@@ -234,3 +235,10 @@ def test_each_demo_model_has_its_default_objectives():
     smollm2 = DemoConfig(model="smollm2").objectives
     assert smollm2 == ["a_lol_seq", "nll"], "wbc is left out so the run fits in 10 minutes"
     assert DemoConfig(model="smollm2", objectives=["wbc"]).objectives == ["wbc"]
+
+
+def test_the_tiny_demo_draws_each_positive_answer_once_per_pass(tmp_path):
+    """Its step budget covers about ten passes over A-LoL's positive answers; drawn with
+    replacement, a few top ones were drawn dozens of times and learnt for every prompt."""
+    cfg = prepare_tiny(DemoConfig(quick=True, run_dir=str(tmp_path)), echo=lambda line: None)
+    assert cfg.sample_in_passes
