@@ -31,11 +31,10 @@ from safetensors.numpy import load_file
 
 from alol.data.formats import load_records
 from alol.fingerprint import record_hashes
-from alol.pipeline.inputs import load_splits, pointwise_records, without_cut_responses
 from alol.reports.advantage_report import group_shares
 from alol.reports.metrics import length_controlled_change
 from bench.common import write_results
-from bench.hh_smollm2 import FULL, base_config, commit, split_data, subset_of
+from bench.hh_smollm2 import FULL, base_config, commit, split_data, subset_of, trained_records
 
 MEASURES = ("reward", "judge-helpfulness", "judge-harmlessness", "judge-relevance")
 MODELS = ("reference", "nll", "wbc", "kto", "dpo", "a_lol", "a_lol_seq", "a_lol_ref_free")
@@ -196,7 +195,7 @@ def main() -> int:
     out = Path(args.out) / "judged"
     paths = split_data(out, FULL, quick=False)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
-    records = pointwise_records(cfg, without_cut_responses(cfg, load_splits(cfg), cfg.model).train)
+    records = trained_records(cfg)
     subsets = np.array([subset_of(record) for record in records])
     seeds = sorted(int(d.name.removeprefix("seed")) for d in out.glob("seed[0-9]*"))
     per_seed = [

@@ -33,7 +33,6 @@ import numpy as np
 from alol.data.table import AdvantageTable
 from alol.method.leftover import budget_steps
 from alol.method.sampling import PrioritySampler
-from alol.pipeline.inputs import load_splits, pointwise_records, without_cut_responses
 from alol.pipeline.tables import joined
 from bench.common import write_results
 from bench.hh_smollm2 import (
@@ -45,6 +44,7 @@ from bench.hh_smollm2 import (
     seed_config,
     split_data,
     subset_of,
+    trained_records,
 )
 
 EVASIVE = re.compile(
@@ -179,7 +179,7 @@ def clip_fractions(run_dir: Path) -> dict:
 
 
 def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> dict:
-    records = pointwise_records(cfg, without_cut_responses(cfg, load_splits(cfg), cfg.model).train)
+    records = trained_records(cfg)
     table_file = next((seed_dir / "advantage").glob("advantages-*.safetensors"))
     table = joined(records, AdvantageTable.load(table_file))
     texts = [r.response for r in records]

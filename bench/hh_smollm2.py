@@ -67,6 +67,7 @@ from alol.pipeline import (
     run_train,
     run_value,
 )
+from alol.pipeline.inputs import load_splits, pointwise_records, without_cut_responses
 from alol.reports.eval_report import read_report
 from alol.reports.metrics import formatted
 from alol.rewards import load_reward, score
@@ -158,6 +159,14 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
         if not paths[name].exists():
             save_records(chunk, paths[name])
     return paths
+
+
+def trained_records(cfg: PipelineConfig) -> list:
+    """The records the stages trained on and computed advantages for, in their order: with
+    `cut_responses: drop`, those without an answer cut at max_response_length (counted with the
+    base model's tokenizer, which π_ref's SFT keeps)."""
+    splits = without_cut_responses(cfg, load_splits(cfg), cfg.model)
+    return pointwise_records(cfg, splits.train)
 
 
 def human_choices(records) -> list[PreferenceRecord]:

@@ -28,6 +28,7 @@ from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, kept_fractions, run
 from alol.demo import task as demo_task
 from alol.demo.tiny import TINY, prepare_tiny
 from alol.reports.eval_report import EvalReport
+from bench.hh_smollm2 import commit
 
 OBJECTIVES = (
     "nll",
@@ -187,6 +188,7 @@ def main() -> None:
             "summary": summary,
             "per_seed": dict(zip(map(str, args.seeds), per_seed, strict=True)),
             "flags": flags,
+            "commit": commit(),
             "settings": asdict(TINY),
             "machine": _machine(),
             "versions": versions(),

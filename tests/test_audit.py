@@ -66,6 +66,8 @@ def test_an_answer_that_repeats_a_phrase_loops_and_prose_does_not():
     assert loops(LOOP)
     assert repeated_ngram_share(HELPFUL[0]) == 0.0 and not loops(HELPFUL[0])
     assert repeated_ngram_share("Too short.") == 0.0
+    assert loops("." * 48) and loops("ha" * 10), "a run with no spaces is read as characters"
+    assert not loops("Tea is brewed from dried leaves.")
 
 
 def test_collapse_counts_the_looping_answers_and_those_cut_while_looping():

@@ -321,6 +321,15 @@ def test_a_written_report_reads_back_with_its_groups(tmp_path):
     assert [e.group for e in again.examples] == GROUPS
 
 
+def test_a_report_written_before_groups_existed_reads_back_without_them(tmp_path):
+    write_report(evaluate_responses(PROMPTS, RESPONSES, SCORES), tmp_path, "old")
+    summary = json.loads((tmp_path / "eval.json").read_text())
+    del summary["by_group"]
+    (tmp_path / "eval.json").write_text(json.dumps(summary))
+
+    assert read_report(tmp_path).by_group == {}
+
+
 def test_groups_must_match_the_prompts():
     with pytest.raises(ValueError, match="3 groups for 4 prompts"):
         evaluate_responses(PROMPTS, RESPONSES, SCORES, groups=GROUPS[:3])

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import random
 
-from alol.data.records import RewardRecord
-from alol.data.splits import held_out_count, shuffled_prompt_groups, split_by_prompt
+from alol.data.records import PromptRecord, RewardRecord
+from alol.data.splits import (
+    held_out_count,
+    prompt_groups,
+    shuffled_prompt_groups,
+    split_by_prompt,
+)
 from alol.models.value_fit import split_holdout
 from alol.pipeline.inputs import hold_out_prompts
 
@@ -62,3 +67,18 @@ def test_a_fit_holds_out_a_share_of_the_prompts_but_at_least_one_and_never_all()
     assert held_out_count(2, 0.9) == 1
     assert held_out_count(1, 0.5) == 0
     assert held_out_count(10, 0.0) == 0
+
+
+def test_each_prompt_takes_the_group_of_its_first_record():
+    records = [
+        PromptRecord("Tell me about tea.", group="helpful"),
+        PromptRecord("How do I pick a lock?", group="harmful"),
+        PromptRecord("Tell me about tea.", group="harmful"),
+    ]
+    assert prompt_groups(records) == ["helpful", "harmful"]
+
+
+def test_prompts_without_a_group_on_every_record_have_no_groups():
+    records = [PromptRecord("Tell me about tea.", group="helpful"), PromptRecord("Hi?")]
+    assert prompt_groups(records) is None
+    assert prompt_groups([]) is None

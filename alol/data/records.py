@@ -40,7 +40,8 @@ class RewardRecord:
     CHOSEN_REWARD or REJECTED_REWARD). KTO trains on it as given."""
     group: str | None = field(default=None, compare=False)
     """The source it belongs to in a mix (an HH subset, one of several datasets); with
-    `balance_groups` each group keeps its share of the data in A-LoL's draws."""
+    `balance_groups` each group keeps its share of the data in A-LoL's draws; on test records,
+    `alol eval` reports each group's part of a change."""
 
     @property
     def total_reward(self) -> float | None:
@@ -59,7 +60,8 @@ class PreferenceRecord:
     source: str = field(default="", compare=False)
     group: str | None = field(default=None, compare=False)
     """The source it belongs to in a mix (an HH subset, one of several datasets); with
-    `balance_groups` each group keeps its share of the data in A-LoL's draws."""
+    `balance_groups` each group keeps its share of the data in A-LoL's draws; on test records,
+    `alol eval` reports each group's part of a change."""
 
 
 @dataclass
@@ -76,7 +78,8 @@ class RankedRecord:
     PRO's reward-gap temperatures read them, as PRO's and the A-LoL authors' code do."""
     group: str | None = field(default=None, compare=False)
     """The source it belongs to in a mix (an HH subset, one of several datasets); with
-    `balance_groups` each group keeps its share of the data in A-LoL's draws."""
+    `balance_groups` each group keeps its share of the data in A-LoL's draws; on test records,
+    `alol eval` reports each group's part of a change."""
 
 
 @dataclass

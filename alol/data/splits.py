@@ -17,6 +17,18 @@ def prompt_key(record: Any) -> str:
     return json.dumps(record.prompt, sort_keys=True)
 
 
+def prompt_groups(records: Sequence[Any]) -> list[str] | None:
+    """The group of each distinct prompt, in first-seen order (`alol.pipeline.inputs.
+    unique_prompts`'s), taken from its first record, so a report can say which part of the data
+    a change comes from; None unless every record has one."""
+    if not records or any(record.group is None for record in records):
+        return None
+    seen: dict[str, str] = {}
+    for record in records:
+        seen.setdefault(prompt_key(record), record.group)
+    return list(seen.values())
+
+
 def shuffled_prompt_groups(keys: Sequence[str], seed: int) -> list[list[int]]:
     """The indices of each distinct key, one group per key, in a seeded order: a permutation of
     the sorted keys, so the draw depends on which prompts there are, not on their order."""

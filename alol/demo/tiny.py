@@ -94,10 +94,11 @@ def prepare_tiny(config: DemoConfig, echo: Callable[[str], None]) -> PipelineCon
         save_steps=10 * settings.sft_steps,
         value_epochs=settings.value_epochs,
         value_learning_rate=3e-3,
-        # Each of A-LoL's ~80 steps of 32 draws covers ~10 passes over its ~260 positive
-        # answers: drawn with replacement, the top few are drawn dozens of times and the tiny
-        # model learns one of them for every prompt (2 of 5 seeds). In passes each is drawn
-        # once per pass, still in an order ∝ A.
+        # Every trainer here (π_ref's SFT and each objective) draws in passes. A-LoL's ~80
+        # steps of 32 draws make ~10 passes over its ~260 positive answers: drawn with
+        # replacement, the top few were drawn dozens of times and the tiny model learnt one of
+        # them for every prompt (2 of 5 seeds). In passes each is drawn once per pass, still
+        # in an order ∝ A.
         sample_in_passes=True,
         generation_batch_size=64,
     )

@@ -5,7 +5,7 @@ answers to every prompt, and audits the lot for reward hacking.
 
 Writes `run_dir/eval/<name>/` (answers.jsonl, eval.json, report.md, samples.jsonl and the
 kept scores), `run_dir/eval/audit.md` and `audit.json`, and `run_dir/eval/comparison.md`: the
-comparison table with the audit's flags under it. Only what changed is computed again
+comparison table, each group's part (when the test records have groups) and the audit's flags. Only what changed is computed again
 (`alol.pipeline.answers`).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from alol.atomic import write_json, write_text
 from alol.config import PipelineConfig
+from alol.data.splits import prompt_groups
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import fingerprint_of
@@ -33,7 +34,6 @@ from alol.pipeline.inputs import (
     StageInputs,
     load_data,
     load_policy_for_eval,
-    prompt_groups,
     render,
     stage_inputs,
     unique_prompts,
@@ -70,7 +70,8 @@ class Evaluation:
     audit: Audit
 
     def table(self, kept: dict[str, float] | None = None) -> str:
-        """The comparison table with the audit's flags under it."""
+        """The comparison table, each group's part when the test prompts have groups, and
+        the audit's flags."""
         by_group = group_table(self.reports)
         parts = [comparison_table(self.reports, kept), by_group, audit_summary(self.audit)]
         return "\n\n".join(part for part in parts if part)

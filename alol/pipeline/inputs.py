@@ -208,17 +208,6 @@ def unique_prompts(records: list) -> list:
     return list(seen.values())
 
 
-def prompt_groups(records: list) -> list[str] | None:
-    """The group of each of `unique_prompts(records)` (its first record's), so a report can
-    say which part of the data a change comes from; None unless every record has one."""
-    if not records or any(getattr(record, "group", None) is None for record in records):
-        return None
-    seen: dict[str, str] = {}
-    for record in records:
-        seen.setdefault(prompt_key(record), record.group)
-    return list(seen.values())
-
-
 def load_tokenizer(path: str | Path):
     """The tokenizer saved with the model at `path`, with a pad token (batches are padded)."""
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -83,8 +83,8 @@ def group_summaries(
 
 def group_table(reports: dict[str, EvalReport]) -> str:
     """Markdown table of each group's part of every report, when the test prompts come in two
-    groups or more ("" otherwise): one row per group and model, each figure with its change
-    from π_ref's answers to the same prompts. It shows where a change comes from, such as a
+    groups or more ("" otherwise): one row per group and model, the reward and each judge with
+    their change from π_ref's answers to the same prompts. It shows where a change comes from, such as a
     reward gained on helpful prompts and a harmlessness judge lost on harmful ones."""
     groups = list(dict.fromkeys(g for r in reports.values() for g in r.by_group))
     if len(groups) < 2:

@@ -26,9 +26,12 @@ def distinct_n(texts: list[str], n: int) -> float:
 def repeated_ngram_share(text: str, n: int = 4) -> float:
     """Share of an answer's word n-grams that repeat an earlier n-gram of the same answer
     (seq-rep-n, Welleck et al. 2019): near 0 for prose, near 1 for an answer stuck repeating one
-    phrase. 0.0 for answers shorter than n words."""
+    phrase. An answer of under 2n words is read as characters (2n-grams), so a run with no
+    spaces ("........", "hahahaha") counts too; 0.0 when it is shorter than that as well."""
     words = text.split()
-    ngrams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    units: list = words if len(words) >= 2 * n else list(text)
+    size = n if units is words else 2 * n
+    ngrams = [tuple(units[i : i + size]) for i in range(len(units) - size + 1)]
     return 1.0 - len(set(ngrams)) / len(ngrams) if ngrams else 0.0
 
 
