@@ -25,8 +25,8 @@ from alol.reports.metrics import (
     formatted,
     mean_length,
     paired_change,
-    signed,
     win_rate,
+    with_change,
 )
 
 logger = logging.getLogger(__name__)
@@ -335,15 +335,22 @@ def comparison_table(
         cells = [
             "π_ref (reference)" if name == REFERENCE else name,
             *(formatted(report.reward_mean.get(c), ".3f") for c in components),
-            _with_change(
+            with_change(
                 report.reward_mean["total"],
-                None if against is None else against.reward_mean["total"],
+                _change(
+                    report.reward_mean["total"],
+                    None if against is None else against.reward_mean["total"],
+                ),
                 bold=True,
                 standard_error=report.reward_change_se,
             ),
             *(
-                _with_change(
-                    report.judge_mean.get(j), None if against is None else against.judge_mean.get(j)
+                with_change(
+                    report.judge_mean.get(j),
+                    _change(
+                        report.judge_mean.get(j),
+                        None if against is None else against.judge_mean.get(j),
+                    ),
                 )
                 for j in judges
             ),
@@ -359,21 +366,9 @@ def comparison_table(
     return "\n".join(lines)
 
 
-def _with_change(
-    value: float | None,
-    reference: float | None,
-    bold: bool = False,
-    standard_error: float | None = None,
-) -> str:
-    """ "0.506 (+0.036)": a figure and its change against π_ref's, when both are known;
-    "0.506 (+0.036 ± 0.012)" with the change's standard error."""
-    if value is None:
-        return "–"
-    text = f"**{value:.3f}**" if bold else f"{value:.3f}"
-    if reference is None:
-        return text
-    spread = "" if standard_error is None else f" ± {standard_error:.3f}"
-    return f"{text} ({signed(value - reference)}{spread})"
+def _change(value: float | None, reference: float | None) -> float | None:
+    """value − reference, when both are known."""
+    return None if value is None or reference is None else value - reference
 
 
 def warn_on_prompt_overlap(eval_prompts: list[str], other_prompts: list[str], what: str) -> int:

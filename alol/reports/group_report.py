@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from alol.reports.audit import REFERENCE
-from alol.reports.metrics import formatted, mean_length, paired_change, signed
+from alol.reports.metrics import formatted, mean_length, paired_change, with_change
 
 if TYPE_CHECKING:
     from alol.reports.eval_report import EvalReport
@@ -84,8 +84,8 @@ def group_summaries(
 def group_table(reports: dict[str, EvalReport]) -> str:
     """Markdown table of each group's part of every report, when the test prompts come in two
     groups or more ("" otherwise): one row per group and model, the reward and each judge with
-    their change from π_ref's answers to the same prompts. It shows where a change comes from, such as a
-    reward gained on helpful prompts and a harmlessness judge lost on harmful ones."""
+    their change from π_ref's answers to the same prompts. It shows where a change comes from,
+    such as a reward gained on helpful prompts and a harmlessness judge lost on harmful ones."""
     groups = list(dict.fromkeys(g for r in reports.values() for g in r.by_group))
     if len(groups) < 2:
         return ""
@@ -103,26 +103,16 @@ def group_table(reports: dict[str, EvalReport]) -> str:
             part = report.by_group.get(group)
             if part is None:
                 continue
-            reward = f"**{part.reward:.3f}**"
-            if part.reward_change is not None:
-                reward += f" ({signed(part.reward_change)} ± {part.reward_change_se:.3f})"
             cells = [
                 group,
                 str(part.n),
                 "π_ref (reference)" if name == REFERENCE else name,
-                reward,
-                *(_group_judge(part, j) for j in judges),
+                with_change(
+                    part.reward, part.reward_change, bold=True, standard_error=part.reward_change_se
+                ),
+                *(with_change(part.judges.get(j), part.judge_change.get(j)) for j in judges),
                 formatted(part.cut_off_share, ".0%"),
                 formatted(part.length_words, ".1f"),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _group_judge(part: GroupSummary, judge: str) -> str:
-    """A judge's mean on a group, with its change from π_ref's when known."""
-    if judge not in part.judges:
-        return "–"
-    change = part.judge_change.get(judge)
-    text = f"{part.judges[judge]:.3f}"
-    return text if change is None else f"{text} ({signed(change)})"

@@ -87,6 +87,23 @@ def formatted(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
+def with_change(
+    value: float | None,
+    change: float | None,
+    bold: bool = False,
+    standard_error: float | None = None,
+) -> str:
+    """ "0.506 (+0.036)": a figure and its change against π_ref's, when known;
+    "0.506 (+0.036 ± 0.012)" with the change's standard error."""
+    if value is None:
+        return "–"
+    text = f"**{value:.3f}**" if bold else f"{value:.3f}"
+    if change is None:
+        return text
+    spread = "" if standard_error is None else f" ± {standard_error:.3f}"
+    return f"{text} ({signed(change)}{spread})"
+
+
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """A count and its noun in the right number: "1 record", "2 records", "1 record repeats"."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
