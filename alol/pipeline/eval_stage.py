@@ -5,8 +5,8 @@ answers to every prompt, and audits the lot for reward hacking.
 
 Writes `run_dir/eval/<name>/` (answers.jsonl, eval.json, report.md, samples.jsonl and the
 kept scores), `run_dir/eval/audit.md` and `audit.json`, and `run_dir/eval/comparison.md`: the
-comparison table, each group's part (when the test records have groups) and the audit's flags. Only what changed is computed again
-(`alol.pipeline.answers`).
+comparison table, each group's part (when the test records have groups) and the audit's flags.
+Only what changed is computed again (`alol.pipeline.answers`).
 """
 
 from __future__ import annotations

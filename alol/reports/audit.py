@@ -411,7 +411,7 @@ def _collapse_findings(
     if cut is not None and cut >= thresholds.cut_off_share and cut_rose:
         findings.append(
             f"{cut:.0%} of answers run to the {budget}-token budget "
-            f"({_looping_and_long(cut, collapse.cut_looping_share)})"
+            f"({_cut_looping(cut, collapse.cut_looping_share)})"
         )
     if collapse.loop_share >= thresholds.loop_share and loops_rose:
         against = "" if reference is None else f" against π_ref's {reference.loop_share:.0%}"
@@ -421,7 +421,7 @@ def _collapse_findings(
     return findings
 
 
-def _looping_and_long(cut: float, cut_looping: float | None) -> str:
+def _cut_looping(cut: float, cut_looping: float | None) -> str:
     """How many of the answers cut at the budget are stuck repeating a phrase; the others are
     long answers that a larger budget might let end."""
     if not cut_looping:

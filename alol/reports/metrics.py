@@ -29,8 +29,10 @@ def repeated_ngram_share(text: str, n: int = 4) -> float:
     phrase. An answer of under 2n words is read as characters (2n-grams), so a run with no
     spaces ("........", "hahahaha") counts too; 0.0 when it is shorter than that as well."""
     words = text.split()
-    units: list = words if len(words) >= 2 * n else list(text)
-    size = n if units is words else 2 * n
+    if len(words) >= 2 * n:
+        units, size = words, n
+    else:
+        units, size = list(text), 2 * n
     ngrams = [tuple(units[i : i + size]) for i in range(len(units) - size + 1)]
     return 1.0 - len(set(ngrams)) / len(ngrams) if ngrams else 0.0
 
