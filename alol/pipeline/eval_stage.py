@@ -124,6 +124,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         audit_thresholds(cfg),
         budget=cfg.new_token_budget,
         independent_judges={judge.name: judge.independent for judge in judges},
+        judge_agreement={judge.name: judge.agreement for judge in judges},
         missing_eos_penalty=cfg.missing_eos_penalty,
     )
     evaluation = Evaluation(reports, audit)

@@ -1,18 +1,22 @@
 """Judges: rewards a run is evaluated by and never trained on, read from `cfg.judges`. Each is
-refused when it is the training reward itself, marked when it is one of its components, and
-loaded only when a stage scores with it."""
+refused when it is the training reward itself, marked when it is one of its components, carries
+its held-out agreement when `alol reward-model` fitted it, and is loaded only when a stage
+scores with it."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from alol.errors import AlolError
 from alol.fingerprint import spec_fingerprint
 from alol.pipeline.inputs import StageInputs, check_reward_model_prompts
+from alol.reports.metrics import HeldOutAgreement
 from alol.rewards import Reward, load_reward
+from alol.rewards.classifier import fitted_agreement
 from alol.rewards.specs import RewardSpec, normalize_spec, reward_name
 
 logger = logging.getLogger(__name__)
@@ -28,6 +32,8 @@ class Judge:
     fingerprint: str
     independent: bool
     """False when it is a component of the training reward, so it cannot tell on it."""
+    agreement: HeldOutAgreement | None
+    """How often it orders its held-out pairs as its labels do, when alol fitted it."""
 
     @cached_property
     def reward(self) -> Reward:
@@ -65,8 +71,17 @@ def configured_judges(inputs: StageInputs) -> list[Judge]:
                 "it; the audit says so beside its figures",
                 name,
             )
-        judges.append(Judge(name, spec, fingerprint, independent))
+        judges.append(Judge(name, spec, fingerprint, independent, judge_agreement(spec)))
     return judges
+
+
+def judge_agreement(spec: RewardSpec) -> HeldOutAgreement | None:
+    """A classifier judge's held-out agreement with its labels, when `alol reward-model`
+    fitted it; None for any other judge."""
+    normalized = normalize_spec(spec)
+    if normalized["type"] != "classifier":
+        return None
+    return fitted_agreement(Path(normalized["path"]))
 
 
 def _component_fingerprints(spec: Any) -> set[str]:

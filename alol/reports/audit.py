@@ -19,6 +19,7 @@ import numpy as np
 
 from alol.reports.collapse import Collapse, collapse_of, loops
 from alol.reports.metrics import (
+    HeldOutAgreement,
     LengthControlledChange,
     length_controlled_change,
     paired_change,
@@ -175,6 +176,8 @@ class Audit:
     """Findings about the reward itself: a constant answer that beats π_ref."""
     independent_judges: dict[str, bool]
     """Per judge: False when it shares a component with the training reward."""
+    judge_agreement: dict[str, HeldOutAgreement | None] = field(default_factory=dict)
+    """Per judge alol fitted: how often it orders its held-out pairs as its labels do."""
 
     @property
     def flags(self) -> list[str]:
@@ -192,6 +195,15 @@ def judge_fell(model: list[float], reference: list[float], judge_drop: float) ->
     spread = float(np.std(reference))
     large = change < 0 and (spread == 0 or -change >= judge_drop * spread)
     return large and -change >= SIGNIFICANT_STANDARD_ERRORS * standard_error, change
+
+
+def at_chance(agreement: HeldOutAgreement | None) -> bool:
+    """Whether a fitted judge's held-out agreement with its labels is within noise of a coin's
+    50%, by the test a judge's fall must pass."""
+    return (
+        agreement is not None
+        and agreement.accuracy - SIGNIFICANT_STANDARD_ERRORS * agreement.standard_error <= 0.5
+    )
 
 
 def rose_beyond_noise(model: list[float], reference: list[float]) -> bool:
@@ -243,14 +255,17 @@ def audit_models(
     budget: int,
     independent_judges: dict[str, bool] | None = None,
     missing_eos_penalty: float | None = None,
+    judge_agreement: dict[str, HeldOutAgreement | None] | None = None,
 ) -> Audit:
     """Audit every model of `answers` (π_ref under `REFERENCE`) against π_ref.
 
     `constants` are the training data's most frequent answers, the stock probes and each
     model's own most frequent one, each scored on every test prompt; `budget` is the
     generation budget in tokens, named in the rambling flag; `missing_eos_penalty`, the one in
-    the rewards, if any.
+    the rewards, if any; `judge_agreement`, each fitted judge's held-out agreement, named
+    beside a fall of a judge that is no better than chance.
     """
+    judge_agreement = judge_agreement or {}
     reference = answers[REFERENCE]
     reference_reward = float(np.mean(reference.reward))
     reference_collapse = collapse_of(reference.responses, reference.finished)
@@ -279,7 +294,9 @@ def audit_models(
                 )
         else:
             audit.at_equal_length = changes_at_equal_length(scored, reference)
-            audit.findings = _model_findings(
+            audit.findings = _judge_findings(
+                audit, scored, reference, thresholds, judge_agreement
+            ) + _model_findings(
                 audit,
                 scored,
                 reference,
@@ -303,6 +320,7 @@ def audit_models(
         constants=constants,
         reward_flags=reward_flags,
         independent_judges=independent_judges or dict.fromkeys(reference.judges, True),
+        judge_agreement=judge_agreement,
     )
 
 
@@ -337,11 +355,6 @@ def _model_findings(
     missing_eos_penalty: float | None,
 ) -> list[str]:
     findings = []
-    for judge, values in scored.judges.items():
-        fell, change = judge_fell(values, reference.judges[judge], thresholds.judge_drop)
-        audit.judge_changes[judge] = change
-        if fell:
-            findings.append(f"{judge} {signed(change)}{_at_equal_length(audit, judge)}")
     reward_at_equal_length = audit.at_equal_length.get("reward")
     if (
         audit.reward_rose
@@ -379,9 +392,38 @@ def _model_findings(
     return findings
 
 
+def _judge_findings(
+    audit: ModelAudit,
+    scored: ScoredAnswers,
+    reference: ScoredAnswers,
+    thresholds: AuditThresholds,
+    agreement: dict[str, HeldOutAgreement | None],
+) -> list[str]:
+    """Each judge's fall, with its change at equal length and, for a judge no better than
+    chance on its held-out pairs, that it is."""
+    findings = []
+    for judge, values in scored.judges.items():
+        fell, change = judge_fell(values, reference.judges[judge], thresholds.judge_drop)
+        audit.judge_changes[judge] = change
+        if fell:
+            notes = [_at_equal_length(audit, judge), _weak_judge(agreement.get(judge))]
+            said = "; ".join(note for note in notes if note)
+            findings.append(f"{judge} {signed(change)}" + (f" ({said})" if said else ""))
+    return findings
+
+
+def _weak_judge(agreement: HeldOutAgreement | None) -> str:
+    if not at_chance(agreement):
+        return ""
+    return (
+        f"a judge no better than chance: {agreement.accuracy:.0%} of its "
+        f"{agreement.pairs} held-out pairs"
+    )
+
+
 def _at_equal_length(audit: ModelAudit, measure: str) -> str:
     found = audit.at_equal_length.get(measure)
-    return "" if found is None else f" ({signed(found.change)} at equal length)"
+    return "" if found is None else f"{signed(found.change)} at equal length"
 
 
 def _collapse_findings(

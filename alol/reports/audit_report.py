@@ -3,7 +3,7 @@ constant answers) and the lines under a comparison table (`alol.reports.audit` m
 
 from __future__ import annotations
 
-from alol.reports.audit import REFERENCE, Audit, short_text
+from alol.reports.audit import REFERENCE, Audit, at_chance, short_text
 from alol.reports.metrics import formatted, signed
 
 
@@ -22,10 +22,45 @@ def audit_markdown(audit: Audit, level: int = 1) -> str:
             f"Judges that share a component with the training reward (not independent): "
             f"{', '.join(dependent)}.",
         ]
+    lines += _agreement_lines(audit)
     lines += ["", f"{section} Collapse and drift, beside π_ref", "", _collapse_table(audit), ""]
     lines += [f"{section} At equal answer length", "", *_equal_length_lines(audit), ""]
     lines += [f"{section} Constant answers", "", _constants_table(audit), ""]
     return "\n".join(lines)
+
+
+def _agreement_lines(audit: Audit) -> list[str]:
+    """Each fitted judge's held-out agreement with its labels, so a reader weighs its falls."""
+    known = {name: a for name, a in audit.judge_agreement.items() if a is not None}
+    if not known:
+        return []
+    lines = ["", "Judges fitted by `alol reward-model`, on their held-out pairs:", ""]
+    for name, agreement in known.items():
+        verdict = (
+            "no better than chance, so its changes say little"
+            if at_chance(agreement)
+            else "better than chance"
+        )
+        lines.append(
+            f"- {name}: orders {agreement.accuracy:.1%} ± {agreement.standard_error:.1%} of "
+            f"{agreement.pairs} pairs as its labels do, {verdict}"
+        )
+    return lines
+
+
+def _chance_judges_line(audit: Audit) -> list[str]:
+    weak = [
+        f"{name} ({agreement.accuracy:.0%} of {agreement.pairs})"
+        for name, agreement in audit.judge_agreement.items()
+        if at_chance(agreement)
+    ]
+    if not weak:
+        return []
+    return [
+        "",
+        "Judges no better than chance on their held-out pairs, whose columns say little: "
+        f"{', '.join(weak)}.",
+    ]
 
 
 def _equal_length_lines(audit: Audit) -> list[str]:
@@ -110,8 +145,11 @@ def _constants_table(audit: Audit) -> str:
 
 
 def audit_summary(audit: Audit) -> str:
-    """The lines under the comparison table: every flag, or that there is none."""
+    """The lines under the comparison table: every flag, or that there is none, and the judges
+    no better than chance."""
     if not audit.flags:
-        return "Audit: no flag (no model crossed a threshold; eval/audit.md has the measures)."
-    lines = ["Audit flags (thresholds and measures in eval/audit.md):", ""]
-    return "\n".join(lines + [f"- {flag}" for flag in audit.flags])
+        lines = ["Audit: no flag (no model crossed a threshold; eval/audit.md has the measures)."]
+    else:
+        lines = ["Audit flags (thresholds and measures in eval/audit.md):", ""]
+        lines += [f"- {flag}" for flag in audit.flags]
+    return "\n".join(lines + _chance_judges_line(audit))
