@@ -73,6 +73,7 @@ from alol.reports.metrics import formatted
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
 from bench.common import write_results
+from bench.hh_targets import targets, targets_markdown
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
@@ -371,9 +372,15 @@ def measure_rows(cfg: PipelineConfig) -> dict[str, dict]:
             "log_ratio": report.log_ratio,
             "flag": audit["models"][name]["flag"],
             "kept_step": stage.get("selection", {}).get("step"),
+            "validation_reward": _validation_reward(stage.get("selection", {})),
             "steps": stage.get("steps"),
         }
     return rows
+
+
+def _validation_reward(selection: dict) -> float | None:
+    """The kept checkpoint's reward on the validation prompts, when the reward selected it."""
+    return selection.get("score") if selection.get("select_by") == "reward" else None
 
 
 def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
@@ -407,6 +414,7 @@ def summary(seeds: dict[int, dict]) -> dict:
             if None in run["times"].values()
         },
         "table": aggregate(seeds),
+        "targets": targets(seeds),
         "per_seed": seeds,
     }
 
@@ -538,6 +546,8 @@ def markdown(result: dict) -> str:
             "Reward per seed:",
             "",
             *per_seed,
+            "",
+            *targets_markdown(result),
             "",
             "Audit flags (each seed's `eval/audit.md`):",
             "",
