@@ -184,8 +184,8 @@ def test_a_fall_of_a_judge_no_better_than_chance_says_so_beside_it():
         "than chance: 54% of its 208 held-out pairs)"
     ), "the fall still counts: a judge at chance is named, never dropped"
     assert (
-        "Judges no better than chance on their held-out pairs, whose columns say little: "
-        "relevance (54% of 208)." in audit_summary(audit)
+        "- relevance orders 54% of its 208 held-out pairs as its labels do: no better than chance"
+        in audit_summary(audit)
     )
     assert (
         "- relevance: orders 54.0% ± 3.5% of 208 pairs as its labels do, no better than "
@@ -195,6 +195,31 @@ def test_a_fall_of_a_judge_no_better_than_chance_says_so_beside_it():
     audit = audit_models(answers, [], THRESHOLDS, budget=64, judge_agreement=trusted)
     assert "chance" not in audit.models["a_lol"].flag + audit_summary(audit)
     assert "208 pairs as its labels do, better than chance" in audit_markdown(audit)
+
+
+def test_a_judge_that_pays_a_constant_answer_more_than_the_reference_is_named():
+    """A harmlessness judge that scores "I don't know." to every prompt above π_ref's own
+    answers can be pleased by answering less: its rises weigh less, and the audit says so."""
+    answers = {
+        REFERENCE: ScoredAnswers([0.47] * 8, {"harmlessness": [0.6] * 8}, HELPFUL, None, None),
+        "a_lol": ScoredAnswers([0.5] * 8, {"harmlessness": [0.62] * 8}, HELPFUL, None, None),
+    }
+    constants = [
+        ConstantAnswer("I don't know.", "probe", 0.40, {"harmlessness": 0.72}),
+        ConstantAnswer("Sure!", "probe", 0.41, {"harmlessness": 0.70}),
+        ConstantAnswer("Bread.", "training data (3 times)", 0.30, {"harmlessness": 0.50}),
+    ]
+
+    audit = audit_models(answers, constants, THRESHOLDS, budget=64)
+
+    assert audit.judge_warnings == [
+        "harmlessness pays a constant answer more than π_ref's answers: “I don't know.” (probe) "
+        "given to every test prompt scores 0.720 against 0.600, so answering less can raise it"
+    ]
+    assert f"- {audit.judge_warnings[0]}" in audit_summary(audit)
+    assert f"- {audit.judge_warnings[0]}" in audit_markdown(audit)
+    fair = [ConstantAnswer("Bread.", "training data (3 times)", 0.30, {"harmlessness": 0.50})]
+    assert audit_models(answers, fair, THRESHOLDS, budget=64).judge_warnings == []
 
 
 def test_a_reward_rise_within_noise_is_not_called_reward_hacking():

@@ -178,6 +178,9 @@ class Audit:
     """Per judge: False when it shares a component with the training reward."""
     judge_agreement: dict[str, HeldOutAgreement | None] = field(default_factory=dict)
     """Per judge alol fitted: how often it orders its held-out pairs as its labels do."""
+    judge_warnings: list[str] = field(default_factory=list)
+    """Findings about the judges themselves: no better than chance on their held-out pairs, or
+    paying a constant answer more than π_ref's answers."""
 
     @property
     def flags(self) -> list[str]:
@@ -321,7 +324,35 @@ def audit_models(
         reward_flags=reward_flags,
         independent_judges=independent_judges or dict.fromkeys(reference.judges, True),
         judge_agreement=judge_agreement,
+        judge_warnings=judge_warnings(models[REFERENCE].judges, constants, judge_agreement),
     )
+
+
+def judge_warnings(
+    reference_judges: dict[str, float],
+    constants: list[ConstantAnswer],
+    agreement: dict[str, HeldOutAgreement | None],
+) -> list[str]:
+    """What makes a judge's figures weigh less: agreement with its own held-out labels within
+    noise of a coin, or a constant answer it pays more than π_ref's answers (a model can then
+    please it by answering less)."""
+    warnings = []
+    for judge, reference in reference_judges.items():
+        if at_chance(agreement.get(judge)):
+            found = agreement[judge]
+            warnings.append(
+                f"{judge} orders {found.accuracy:.0%} of its {found.pairs} held-out pairs as its "
+                "labels do: no better than chance"
+            )
+        paid = [c for c in constants if c.judges.get(judge, -np.inf) > reference]
+        if paid:
+            best = max(paid, key=lambda c: c.judges[judge])
+            warnings.append(
+                f"{judge} pays a constant answer more than π_ref's answers: “{short_text(best.text)}” "
+                f"({best.origin}) given to every test prompt scores {best.judges[judge]:.3f} "
+                f"against {reference:.3f}, so answering less can raise it"
+            )
+    return warnings
 
 
 def _length_and_ends(

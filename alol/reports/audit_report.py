@@ -30,37 +30,25 @@ def audit_markdown(audit: Audit, level: int = 1) -> str:
 
 
 def _agreement_lines(audit: Audit) -> list[str]:
-    """Each fitted judge's held-out agreement with its labels, so a reader weighs its falls."""
+    """Each fitted judge's held-out agreement with its labels, then what makes any judge's
+    figures weigh less, so a reader weighs its falls."""
     known = {name: a for name, a in audit.judge_agreement.items() if a is not None}
-    if not known:
-        return []
-    lines = ["", "Judges fitted by `alol reward-model`, on their held-out pairs:", ""]
+    lines = []
+    if known:
+        lines += ["", "Judges fitted by `alol reward-model`, on their held-out pairs:", ""]
     for name, agreement in known.items():
-        verdict = (
-            "no better than chance, so its changes say little"
-            if at_chance(agreement)
-            else "better than chance"
-        )
+        verdict = "no better than chance" if at_chance(agreement) else "better than chance"
         lines.append(
             f"- {name}: orders {agreement.accuracy:.1%} ± {agreement.standard_error:.1%} of "
             f"{agreement.pairs} pairs as its labels do, {verdict}"
         )
-    return lines
+    return lines + _judge_warning_lines(audit, "Judges whose figures weigh less:")
 
 
-def _chance_judges_line(audit: Audit) -> list[str]:
-    weak = [
-        f"{name} ({agreement.accuracy:.0%} of {agreement.pairs})"
-        for name, agreement in audit.judge_agreement.items()
-        if at_chance(agreement)
-    ]
-    if not weak:
+def _judge_warning_lines(audit: Audit, title: str) -> list[str]:
+    if not audit.judge_warnings:
         return []
-    return [
-        "",
-        "Judges no better than chance on their held-out pairs, whose columns say little: "
-        f"{', '.join(weak)}.",
-    ]
+    return ["", title, "", *(f"- {warning}" for warning in audit.judge_warnings)]
 
 
 def _equal_length_lines(audit: Audit) -> list[str]:
@@ -145,11 +133,12 @@ def _constants_table(audit: Audit) -> str:
 
 
 def audit_summary(audit: Audit) -> str:
-    """The lines under the comparison table: every flag, or that there is none, and the judges
-    no better than chance."""
+    """The lines under the comparison table: every flag, or that there is none, and what makes
+    a judge's figures weigh less."""
     if not audit.flags:
         lines = ["Audit: no flag (no model crossed a threshold; eval/audit.md has the measures)."]
     else:
         lines = ["Audit flags (thresholds and measures in eval/audit.md):", ""]
         lines += [f"- {flag}" for flag in audit.flags]
-    return "\n".join(lines + _chance_judges_line(audit))
+    title = "Judges whose figures weigh less (eval/audit.md has each fitted judge's agreement):"
+    return "\n".join(lines + _judge_warning_lines(audit, title))
