@@ -10,7 +10,6 @@ import pytest
 from alol.errors import AlolError
 from alol.reports.audit import (
     REFERENCE,
-    AuditThresholds,
     ConstantAnswer,
     ScoredAnswers,
     at_chance,
@@ -19,6 +18,7 @@ from alol.reports.audit import (
     rose_beyond_noise,
 )
 from alol.reports.audit_report import audit_markdown, audit_summary
+from alol.reports.audit_thresholds import AuditThresholds
 from alol.reports.collapse import collapse_of, loops, most_frequent_answers
 from alol.reports.metrics import (
     HeldOutAgreement,
