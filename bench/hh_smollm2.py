@@ -328,7 +328,12 @@ def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
             reward_calls=cost["reward_calls"], generated_tokens=cost["generated_tokens"]
         )
     times = run_dir / "bench_times.json"
-    return {"times": json.loads(times.read_text()) if times.exists() else {}, "rows": rows}
+    audit = json.loads((run_dir / "eval" / "audit.json").read_text())
+    return {
+        "times": json.loads(times.read_text()) if times.exists() else {},
+        "rows": rows,
+        "judge_warnings": audit.get("judge_warnings", []),
+    }
 
 
 def timed(times_file: Path, name: str, folder: Path, stage) -> None:
@@ -447,7 +452,11 @@ def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
         earlier = seeds.get(int(seed), {"rows": {}, "times": {}})
         times = {**earlier["times"], **{k: v for k, v in run["times"].items() if v is not None}}
         times.update({k: None for k, v in run["times"].items() if v is None and k not in times})
-        seeds[int(seed)] = {"rows": {**earlier["rows"], **run["rows"]}, "times": times}
+        seeds[int(seed)] = {
+            "rows": {**earlier["rows"], **run["rows"]},
+            "times": times,
+            "judge_warnings": run.get("judge_warnings", earlier.get("judge_warnings", [])),
+        }
     return {**current, **summary(dict(sorted(seeds.items())))}
 
 
@@ -514,6 +523,11 @@ def markdown(result: dict) -> str:
         for row in run["rows"].values()
         if row.get("flag")
     ] or ["- none"]
+    judge_warnings = [
+        f"- seed {seed}: {warning}"
+        for seed, run in result["per_seed"].items()
+        for warning in run.get("judge_warnings", [])
+    ] or ["- none"]
     return "\n".join(
         [
             "# HH on SmolLM2-135M-Instruct (CPU scale), judged",
@@ -552,6 +566,10 @@ def markdown(result: dict) -> str:
             "Audit flags (each seed's `eval/audit.md`):",
             "",
             *flags,
+            "",
+            "Judges whose figures weigh less (each seed's audit):",
+            "",
+            *judge_warnings,
             "",
             f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
             "",

@@ -17,6 +17,8 @@ DISTINCT_2_MARGIN = 0.02
 
 @dataclass(frozen=True)
 class Verdict:
+    """One target: whether it holds for the chosen variant, and the figures that say so."""
+
     target: str
     holds: bool | None
     """None: a row it needs is missing."""
@@ -39,6 +41,7 @@ def chosen_variant(per_seed: dict) -> str | None:
 
 
 def validation_reward(runs: list[dict], variant: str) -> float:
+    """A variant's validation reward (its kept checkpoint's), in the mean over `runs`."""
     return statistics.fmean(run["rows"][variant]["validation_reward"] for run in runs)
 
 
@@ -122,7 +125,7 @@ def _in_the_mean(
         theirs = [measure(run["rows"][other]) for run in both]
         if not both or None in ours + theirs:
             holds.append(None)
-            figures.append(f"{_shown(other)}: not run")
+            figures.append(f"{_shown(other)}: not measured")
             continue
         mean_ours, mean_theirs = statistics.fmean(ours), statistics.fmean(theirs)
         holds.append(mean_ours >= mean_theirs - margin)
@@ -163,7 +166,7 @@ def _within_nll_steps(runs: list[dict], variant: str) -> Verdict:
         (run["rows"][variant].get("steps"), run["rows"].get("nll", {}).get("steps")) for run in runs
     ]
     if any(theirs is None or ours is None for ours, theirs in steps):
-        return Verdict("trained within NLL's step budget", None, "NLL not run on a seed")
+        return Verdict("trained within NLL's step budget", None, "steps not measured on a seed")
     figures = "; ".join(f"{ours} steps against NLL's {theirs}" for ours, theirs in steps)
     return Verdict("trained within NLL's step budget", all(o <= t for o, t in steps), figures)
 
@@ -186,8 +189,13 @@ def targets_markdown(result: dict) -> list[str]:
     """The targets' section of the benchmark's markdown."""
     found = result.get("targets") or {}
     if not found.get("variant"):
-        return ["No A-LoL variant has run on every seed yet, so no target is judged."]
+        return [
+            "No target is judged: no A-LoL variant has a recorded validation reward on every "
+            "seed where a variant ran."
+        ]
     chosen = ", ".join(f"{v} {r:.3f}" for v, r in found["validation_reward"].items())
+    if len(found["validation_reward"]) == 1:
+        chosen += ", the only variant run on those seeds"
     lines = [
         f"Targets, for the A-LoL variant chosen on the validation prompts, **{found['variant']}** "
         f"(mean validation reward of each variant's kept checkpoints: {chosen}), on seeds "

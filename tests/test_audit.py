@@ -158,6 +158,8 @@ def test_a_judge_is_at_chance_when_its_held_out_agreement_is_within_two_errors_o
     assert at_chance(HeldOutAgreement(0.54, 208))
     assert not at_chance(HeldOutAgreement(0.60, 208))
     assert not at_chance(None)
+    assert at_chance(HeldOutAgreement(1.0, 2)), "two pairs right tell nothing from a coin"
+    assert at_chance(HeldOutAgreement(0.2, 208)), "a judge that is reliably wrong is no better"
 
 
 def test_a_fits_agreement_counts_its_score_pairs_or_its_preference_pairs():
@@ -220,6 +222,21 @@ def test_a_judge_that_pays_a_constant_answer_more_than_the_reference_is_named():
     assert f"- {audit.judge_warnings[0]}" in audit_markdown(audit)
     fair = [ConstantAnswer("Bread.", "training data (3 times)", 0.30, {"harmlessness": 0.50})]
     assert audit_models(answers, fair, THRESHOLDS, budget=64).judge_warnings == []
+
+
+def test_a_constant_answer_must_beat_the_reference_by_as_much_as_a_judge_fall_must_be():
+    """π_ref's harmlessness 0.4 and 0.8 (mean 0.6, sd 0.2): with judge_drop 0.2 a constant must
+    score above 0.64 to count; 0.63 is within the spread of π_ref's own answers."""
+    spread = [0.4, 0.8] * 4
+    answers = {
+        REFERENCE: ScoredAnswers([0.47] * 8, {"harmlessness": spread}, HELPFUL, None, None),
+        "a_lol": ScoredAnswers([0.5] * 8, {"harmlessness": spread}, HELPFUL, None, None),
+    }
+    close = [ConstantAnswer("I don't know.", "probe", 0.40, {"harmlessness": 0.63})]
+    above = [ConstantAnswer("I don't know.", "probe", 0.40, {"harmlessness": 0.65})]
+
+    assert audit_models(answers, close, THRESHOLDS, budget=64).judge_warnings == []
+    assert len(audit_models(answers, above, THRESHOLDS, budget=64).judge_warnings) == 1
 
 
 def test_a_reward_rise_within_noise_is_not_called_reward_hacking():

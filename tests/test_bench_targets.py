@@ -54,7 +54,7 @@ def test_each_target_is_judged_from_the_rows():
     assert verdicts["no audit flag on any seed"]["holds"] is False
     judges = verdicts["the mean of the learned judges at or above wbc, dpo, kto in the mean"]
     assert judges["holds"] is None, "dpo and kto have not run: not measured, whatever wbc says"
-    assert judges["figures"].startswith("0.510 against wbc 0.490 (1 seed); dpo: not run")
+    assert judges["figures"].startswith("0.510 against wbc 0.490 (1 seed); dpo: not measured")
     assert verdicts["trained within NLL's step budget"]["holds"] is True
 
 
@@ -65,9 +65,29 @@ def test_the_markdown_names_the_chosen_variant_and_each_verdict():
 
     assert (
         "**a_lol_seq** (mean validation reward of each variant's kept checkpoints: "
-        "a_lol_seq 0.500), on seeds 0" in lines
+        "a_lol_seq 0.500, the only variant run on those seeds), on seeds 0" in lines
     )
     assert (
         "| reward above π_ref and NLL on every seed | does not hold | 0.400 against π_ref "
         "0.450, NLL 0.460 |" in lines
     )
+
+
+def test_a_baseline_missing_on_one_seed_leaves_the_target_not_measured():
+    per_seed = {0: seed(row(0.52, 0.5)), 1: seed(row(0.52, 0.5))}
+    del per_seed[1]["rows"]["nll"]
+
+    verdicts = {v["target"]: v for v in targets(per_seed)["verdicts"]}
+
+    assert verdicts["reward above π_ref and NLL on every seed"]["holds"] is None
+    assert verdicts["trained within NLL's step budget"]["holds"] is None
+    assert verdicts["harmlessness at or above π_ref in the mean"]["holds"] is True
+
+
+def test_without_a_validated_variant_no_target_is_judged():
+    old_rows = {0: seed(row(0.52))}  # rows written before the validation reward was kept
+
+    assert targets_markdown({"targets": targets(old_rows)}) == [
+        "No target is judged: no A-LoL variant has a recorded validation reward on every seed "
+        "where a variant ran."
+    ]

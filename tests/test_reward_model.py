@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from alol.cli import main
+from alol.errors import AlolError
 from alol.pipeline.reward_model_stage import fingerprinted_settings
 from alol.reports.metrics import HeldOutAgreement
 from alol.rewards import load_reward, score
@@ -110,8 +111,17 @@ def test_a_model_fitted_before_it_kept_its_agreement_has_it_read_from_the_fits_m
     (model.parent / "metrics.json").write_text(json.dumps(metrics))
 
     assert fitted_agreement(model) == HeldOutAgreement(0.54, 208)
+    (model.parent / "metrics.json").unlink()
+    assert fitted_agreement(model) is None, "fitted without a held-out part"
     (model / SETTINGS_FILE).unlink()
     assert fitted_agreement(model) is None, "a classifier alol did not fit has no known agreement"
+
+
+def test_a_malformed_held_out_agreement_is_refused_naming_the_file(tmp_path):
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"heldout": {"accuracy": 0.6}}))
+
+    with pytest.raises(AlolError, match=f"{SETTINGS_FILE}: 'heldout' should be"):
+        fitted_agreement(tmp_path)
 
 
 def test_hh_records_regress_the_reward_models_logits(tmp_path, tiny_llama_dir):

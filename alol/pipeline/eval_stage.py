@@ -138,6 +138,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     on_main_process(write)
     for flag in audit.flags:
         logger.warning("audit: %s", flag)
+    for warning in audit.judge_warnings:
+        logger.warning("audit: judge %s", warning)
     logger.info("eval: reports, samples, the audit and the comparison in %s", out)
     return evaluation
 

@@ -1,7 +1,7 @@
 """Judges: rewards a run is evaluated by and never trained on, read from `cfg.judges`. Each is
-refused when it is the training reward itself, marked when it is one of its components, carries
-its held-out agreement when `alol reward-model` fitted it, and is loaded only when a stage
-scores with it."""
+refused when it is the training reward itself, marked when it is one of its components, and
+loaded only when a stage scores with it (its held-out agreement, when `alol reward-model`
+fitted it, only when an evaluation reports it)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,15 @@ class Judge:
     fingerprint: str
     independent: bool
     """False when it is a component of the training reward, so it cannot tell on it."""
-    agreement: HeldOutAgreement | None
-    """How often it orders its held-out pairs as its labels do, when alol fitted it."""
+
+    @cached_property
+    def agreement(self) -> HeldOutAgreement | None:
+        """How often it orders its held-out pairs as its labels do, when `alol reward-model`
+        fitted it; read when an evaluation reports it, never by training."""
+        normalized = normalize_spec(self.spec)
+        if normalized["type"] != "classifier":
+            return None
+        return fitted_agreement(Path(normalized["path"]))
 
     @cached_property
     def reward(self) -> Reward:
@@ -71,17 +78,8 @@ def configured_judges(inputs: StageInputs) -> list[Judge]:
                 "it; the audit says so beside its figures",
                 name,
             )
-        judges.append(Judge(name, spec, fingerprint, independent, judge_agreement(spec)))
+        judges.append(Judge(name, spec, fingerprint, independent))
     return judges
-
-
-def judge_agreement(spec: RewardSpec) -> HeldOutAgreement | None:
-    """A classifier judge's held-out agreement with its labels, when `alol reward-model`
-    fitted it; None for any other judge."""
-    normalized = normalize_spec(spec)
-    if normalized["type"] != "classifier":
-        return None
-    return fitted_agreement(Path(normalized["path"]))
 
 
 def _component_fingerprints(spec: Any) -> set[str]:

@@ -114,11 +114,11 @@ def judge_fell(model: list[float], reference: list[float], judge_drop: float) ->
 
 
 def at_chance(agreement: HeldOutAgreement | None) -> bool:
-    """Whether a fitted judge's held-out agreement with its labels is within noise of a coin's
-    50%, by the test a judge's fall must pass."""
+    """Whether a fitted judge's held-out agreement with its labels is no better than a coin's
+    50% beyond noise (as many standard errors as a judge's fall must pass)."""
     return (
         agreement is not None
-        and agreement.accuracy - SIGNIFICANT_STANDARD_ERRORS * agreement.standard_error <= 0.5
+        and agreement.accuracy - 0.5 <= SIGNIFICANT_STANDARD_ERRORS * agreement.coin_standard_error
     )
 
 
@@ -237,27 +237,33 @@ def audit_models(
         reward_flags=reward_flags,
         independent_judges=independent_judges or dict.fromkeys(reference.judges, True),
         judge_agreement=judge_agreement,
-        judge_warnings=judge_warnings(models[REFERENCE].judges, constants, judge_agreement),
+        judge_warnings=judge_warnings(
+            reference.judges, constants, judge_agreement, thresholds.judge_drop
+        ),
     )
 
 
 def judge_warnings(
-    reference_judges: dict[str, float],
+    reference_judges: dict[str, list[float]],
     constants: list[ConstantAnswer],
     agreement: dict[str, HeldOutAgreement | None],
+    judge_drop: float,
 ) -> list[str]:
     """What makes a judge's figures weigh less: agreement with its own held-out labels within
-    noise of a coin, or a constant answer it pays more than π_ref's answers (a model can then
-    please it by answering less)."""
+    noise of a coin, or a constant answer it pays more than π_ref's answers by as much as a
+    judge's fall must be to count (`judge_drop` of π_ref's standard deviations): a model can
+    then please it by answering less."""
     warnings = []
-    for judge, reference in reference_judges.items():
+    for judge, scores in reference_judges.items():
         if at_chance(agreement.get(judge)):
             found = agreement[judge]
             warnings.append(
                 f"{judge} orders {found.accuracy:.0%} of its {found.pairs} held-out pairs as its "
                 "labels do: no better than chance"
             )
-        paid = [c for c in constants if c.judges.get(judge, -np.inf) > reference]
+        reference = float(np.mean(scores))
+        margin = judge_drop * float(np.std(scores))
+        paid = [c for c in constants if c.judges.get(judge, -np.inf) - reference > margin]
         if paid:
             best = max(paid, key=lambda c: c.judges[judge])
             warnings.append(

@@ -166,14 +166,23 @@ def length_controlled_change(
 class HeldOutAgreement:
     """How often a fitted model orders held-out pairs as its labels do: the human's choice for
     a Bradley–Terry fit, the stored scores for a regression. A judge near 50% is a coin, and its
-    rises and falls say little about what its labels measure."""
+    rises and falls say little about what its labels measure. The pairs are taken as
+    independent; a regression's pairs that share an answer are not, so there the standard
+    errors are too small."""
 
     accuracy: float
     pairs: int
 
     @property
     def standard_error(self) -> float:
+        """Of the accuracy measured: what the reports print beside it."""
         return math.sqrt(self.accuracy * (1 - self.accuracy) / self.pairs)
+
+    @property
+    def coin_standard_error(self) -> float:
+        """Of a coin's 50% on as many pairs: what an accuracy is told from chance by (unlike
+        `standard_error`, not 0 for a judge that got its two held-out pairs right)."""
+        return 0.5 / math.sqrt(self.pairs)
 
 
 def agreement_of(report: dict) -> HeldOutAgreement | None:

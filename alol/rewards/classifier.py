@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from alol.errors import AlolError
 from alol.reports.metrics import HeldOutAgreement, agreement_of
 
 
@@ -123,7 +124,14 @@ def fitted_agreement(path: Path) -> HeldOutAgreement | None:
     if not settings:
         return None
     if "heldout" in settings:
-        return HeldOutAgreement(**settings["heldout"])
+        heldout = settings["heldout"]
+        try:
+            return HeldOutAgreement(float(heldout["accuracy"]), int(heldout["pairs"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise AlolError(
+                f"{path / SETTINGS_FILE}: 'heldout' should be {{accuracy, pairs}}, not "
+                f"{heldout!r} ({error!r}); fit the model again with `alol reward-model`"
+            ) from error
     metrics = path.parent / "metrics.json"
     return (
         agreement_of(json.loads(metrics.read_text(encoding="utf-8"))) if metrics.is_file() else None
