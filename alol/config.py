@@ -19,7 +19,7 @@ from alol.choices import (
 from alol.data.settings import RecordSettings
 from alol.kto_settings import KTOSettings
 from alol.method.config import ObjectiveConfig
-from alol.reports.audit import AuditThresholds
+from alol.reports.audit_thresholds import AuditThresholds
 from alol.setting_checks import (
     above,
     at_least,

@@ -73,6 +73,7 @@ from alol.reports.metrics import formatted
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
 from bench.common import write_results
+from bench.hh_targets import targets, targets_markdown
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
@@ -327,7 +328,12 @@ def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
             reward_calls=cost["reward_calls"], generated_tokens=cost["generated_tokens"]
         )
     times = run_dir / "bench_times.json"
-    return {"times": json.loads(times.read_text()) if times.exists() else {}, "rows": rows}
+    audit = json.loads((run_dir / "eval" / "audit.json").read_text())
+    return {
+        "times": json.loads(times.read_text()) if times.exists() else {},
+        "rows": rows,
+        "judge_warnings": audit.get("judge_warnings", []),
+    }
 
 
 def timed(times_file: Path, name: str, folder: Path, stage) -> None:
@@ -371,9 +377,15 @@ def measure_rows(cfg: PipelineConfig) -> dict[str, dict]:
             "log_ratio": report.log_ratio,
             "flag": audit["models"][name]["flag"],
             "kept_step": stage.get("selection", {}).get("step"),
+            "validation_reward": _validation_reward(stage.get("selection", {})),
             "steps": stage.get("steps"),
         }
     return rows
+
+
+def _validation_reward(selection: dict) -> float | None:
+    """The kept checkpoint's reward on the validation prompts, when the reward selected it."""
+    return selection.get("score") if selection.get("select_by") == "reward" else None
 
 
 def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
@@ -407,6 +419,7 @@ def summary(seeds: dict[int, dict]) -> dict:
             if None in run["times"].values()
         },
         "table": aggregate(seeds),
+        "targets": targets(seeds),
         "per_seed": seeds,
     }
 
@@ -439,7 +452,11 @@ def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
         earlier = seeds.get(int(seed), {"rows": {}, "times": {}})
         times = {**earlier["times"], **{k: v for k, v in run["times"].items() if v is not None}}
         times.update({k: None for k, v in run["times"].items() if v is None and k not in times})
-        seeds[int(seed)] = {"rows": {**earlier["rows"], **run["rows"]}, "times": times}
+        seeds[int(seed)] = {
+            "rows": {**earlier["rows"], **run["rows"]},
+            "times": times,
+            "judge_warnings": run.get("judge_warnings", earlier.get("judge_warnings", [])),
+        }
     return {**current, **summary(dict(sorted(seeds.items())))}
 
 
@@ -506,6 +523,11 @@ def markdown(result: dict) -> str:
         for row in run["rows"].values()
         if row.get("flag")
     ] or ["- none"]
+    judge_warnings = [
+        f"- seed {seed}: {warning}"
+        for seed, run in result["per_seed"].items()
+        for warning in run.get("judge_warnings", [])
+    ] or ["- none"]
     return "\n".join(
         [
             "# HH on SmolLM2-135M-Instruct (CPU scale), judged",
@@ -539,9 +561,15 @@ def markdown(result: dict) -> str:
             "",
             *per_seed,
             "",
+            *targets_markdown(result),
+            "",
             "Audit flags (each seed's `eval/audit.md`):",
             "",
             *flags,
+            "",
+            "Judges whose figures weigh less (each seed's audit):",
+            "",
+            *judge_warnings,
             "",
             f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
             "",

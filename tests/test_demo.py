@@ -164,6 +164,8 @@ def test_smollm2_demo_learns_from_the_instruct_models_own_answers_that_ended(tmp
     assert not prompts & held_out
     assert len(held_out) == SMOL.val_prompts + SMOL.test_prompts
     assert all(isinstance(r, PromptRecord) for r in held_out_records), "only prompts are read"
+    test_groups = {r.group for r in load_records(paths["test"]).records}
+    assert test_groups == {"harmless-base", "helpful-base"}, "each test prompt names its subset"
     assert all((prompt_key(r), r.response) in ended for r in train)
     assert len(train) > 2 * len(prompts), "several logged answers per prompt: better and worse"
     assert all(record.response.strip() for record in train)

@@ -143,6 +143,28 @@ def test_test_records_with_groups_get_each_groups_part_of_the_change(setting):
     assert comparison.index("By group") < comparison.index("- nll: reward +")
 
 
+def test_a_judge_fitted_by_alol_reward_model_reports_its_held_out_agreement(setting):
+    root = setting["root"]
+    pairs = write_jsonl(
+        root / "judge_pairs.jsonl",
+        [{"prompt": f"Tell me about {t}?", "chosen": f"I am happy to help with {t}.",
+          "rejected": "No."} for t in TOPICS for _ in range(3)],
+    )  # fmt: skip
+    fit = root / "judge_fit"
+    assert main(["reward-model", setting["common"][0], "--train-data", pairs, "--run-dir", str(fit),
+                 "--reward-model", str(root / "base"), "--reward-model-epochs", "1"]) == 0  # fmt: skip
+    heldout = json.loads((fit / "reward_model" / "metrics.json").read_text())["n_heldout"]
+    judge = str(fit / "reward_model" / "model")  # a classifier folder: the judge "model"
+
+    run = train_and_eval(setting, "fitted_judge", setting["files"]["good"], "4", "1e-3",
+                         "--judge", judge)  # fmt: skip
+
+    agreement = json.loads((run / "eval" / "audit.json").read_text())["judge_agreement"]
+    assert agreement["model"]["pairs"] == heldout
+    audit = (run / "eval" / "audit.md").read_text()
+    assert f"- model: orders {agreement['model']['accuracy']:.1%}" in audit
+
+
 def test_a_healthy_policy_is_not_flagged(setting):
     run = train_and_eval(
         setting, "good", setting["files"]["good"], "10", "1e-3", *judge_flag(setting)

@@ -14,8 +14,11 @@ import torch
 import yaml
 
 from alol.cli import main
+from alol.errors import AlolError
 from alol.pipeline.reward_model_stage import fingerprinted_settings
+from alol.reports.metrics import HeldOutAgreement
 from alol.rewards import load_reward, score
+from alol.rewards.classifier import SETTINGS_FILE, fitted_agreement
 from alol.rewards.reward_model import (
     RewardModelConfig,
     ScoredResponse,
@@ -91,6 +94,34 @@ def test_preference_pairs_train_bradley_terry_with_a_sigmoid_reward(tmp_path, ti
     assert metrics["settings"]["targets"] == "preferences"
     assert metrics["settings"]["activation"] == "sigmoid"
     assert 0.0 <= metrics["pairwise_accuracy"] <= 1.0
+    model = tmp_path / "run" / "reward_model" / "model"
+    settings = json.loads((model / SETTINGS_FILE).read_text())
+    assert settings["heldout"] == {
+        "accuracy": metrics["pairwise_accuracy"],
+        "pairs": metrics["n_heldout"],
+    }, "the model carries how far a judge made of it can be trusted"
+    assert fitted_agreement(model) == HeldOutAgreement(**settings["heldout"])
+
+
+def test_a_model_fitted_before_it_kept_its_agreement_has_it_read_from_the_fits_metrics(tmp_path):
+    model = tmp_path / "reward_model" / "model"
+    model.mkdir(parents=True)
+    (model / SETTINGS_FILE).write_text(json.dumps({"targets": "preferences"}))
+    metrics = {"n_heldout": 208, "pairwise_accuracy": 0.54}
+    (model.parent / "metrics.json").write_text(json.dumps(metrics))
+
+    assert fitted_agreement(model) == HeldOutAgreement(0.54, 208)
+    (model.parent / "metrics.json").unlink()
+    assert fitted_agreement(model) is None, "fitted without a held-out part"
+    (model / SETTINGS_FILE).unlink()
+    assert fitted_agreement(model) is None, "a classifier alol did not fit has no known agreement"
+
+
+def test_a_malformed_held_out_agreement_is_refused_naming_the_file(tmp_path):
+    (tmp_path / SETTINGS_FILE).write_text(json.dumps({"heldout": {"accuracy": 0.6}}))
+
+    with pytest.raises(AlolError, match=f"{SETTINGS_FILE}: 'heldout' should be"):
+        fitted_agreement(tmp_path)
 
 
 def test_hh_records_regress_the_reward_models_logits(tmp_path, tiny_llama_dir):

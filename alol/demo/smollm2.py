@@ -235,11 +235,12 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
 def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[str, Path]:
     """Split the bundled HH prompts, each with the demo's system turn, into train/val/test
     files, by prompt (a prompt that two HH records share falls on one side). Validation and
-    test hold the prompts alone (π_ref and the policies answer them); the training file
-    holds, per prompt, the instruct model's sampled answers, one reward record each."""
+    test hold the prompts alone (π_ref and the policies answer them; a test prompt with its
+    HH subset as its group); the training file holds, per prompt, the instruct model's sampled
+    answers, one reward record each."""
     records = [
-        replace(record, prompt=with_system_turn(record.prompt))
-        for record in load_records(HH_ASSET).records
+        replace(record, prompt=with_system_turn(record.prompt), group=subset)
+        for record, subset in zip(load_records(HH_ASSET).records, hh_subsets(), strict=True)
     ]
     groups = shuffled_prompt_groups([prompt_key(record) for record in records], seed)
     sizes = [settings.train_prompts, settings.val_prompts, settings.test_prompts]
@@ -249,9 +250,18 @@ def write_hh_splits(settings: SmolSettings, seed: int, directory: Path) -> dict[
     paths = {split: directory / f"{split}.jsonl" for split in ("train", "val", "test")}
     trained = [records[i] for g in train for i in groups[g]]
     save_records(training_answers(trained), paths["train"])
-    for split, chosen in (("val", val), ("test", test)):
-        save_records([PromptRecord(records[groups[g][0]].prompt) for g in chosen], paths[split])
+    save_records([PromptRecord(records[groups[g][0]].prompt) for g in val], paths["val"])
+    first = [records[groups[g][0]] for g in test]
+    save_records([PromptRecord(r.prompt, group=r.group) for r in first], paths["test"])
     return paths
+
+
+def hh_subsets() -> list[str]:
+    """Each bundled record's HH subset, in file order: harmless-base's prompts are HH's red-team
+    requests, helpful-base's ordinary ones. The test prompts carry it as their group, so the
+    evaluation shows the change on each kind of request apart."""
+    lines = HH_ASSET.read_text(encoding="utf-8").splitlines()
+    return [Path(json.loads(line)["meta"]["path"]).parent.name for line in lines if line.strip()]
 
 
 def training_answers(records: list[RankedRecord]) -> list[RewardRecord]:

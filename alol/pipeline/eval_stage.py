@@ -124,6 +124,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         audit_thresholds(cfg),
         budget=cfg.new_token_budget,
         independent_judges={judge.name: judge.independent for judge in judges},
+        judge_agreement={judge.name: judge.agreement for judge in judges},
         missing_eos_penalty=cfg.missing_eos_penalty,
     )
     evaluation = Evaluation(reports, audit)
@@ -137,6 +138,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     on_main_process(write)
     for flag in audit.flags:
         logger.warning("audit: %s", flag)
+    for warning in audit.judge_warnings:
+        logger.warning("audit: judge %s", warning)
     logger.info("eval: reports, samples, the audit and the comparison in %s", out)
     return evaluation
 

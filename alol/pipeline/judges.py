@@ -1,18 +1,22 @@
 """Judges: rewards a run is evaluated by and never trained on, read from `cfg.judges`. Each is
 refused when it is the training reward itself, marked when it is one of its components, and
-loaded only when a stage scores with it."""
+loaded only when a stage scores with it (its held-out agreement, when `alol reward-model`
+fitted it, only when an evaluation reports it)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from alol.errors import AlolError
 from alol.fingerprint import spec_fingerprint
 from alol.pipeline.inputs import StageInputs, check_reward_model_prompts
+from alol.reports.metrics import HeldOutAgreement
 from alol.rewards import Reward, load_reward
+from alol.rewards.classifier import fitted_agreement
 from alol.rewards.specs import RewardSpec, normalize_spec, reward_name
 
 logger = logging.getLogger(__name__)
@@ -28,6 +32,15 @@ class Judge:
     fingerprint: str
     independent: bool
     """False when it is a component of the training reward, so it cannot tell on it."""
+
+    @cached_property
+    def agreement(self) -> HeldOutAgreement | None:
+        """How often it orders its held-out pairs as its labels do, when `alol reward-model`
+        fitted it; read when an evaluation reports it, never by training."""
+        normalized = normalize_spec(self.spec)
+        if normalized["type"] != "classifier":
+            return None
+        return fitted_agreement(Path(normalized["path"]))
 
     @cached_property
     def reward(self) -> Reward:

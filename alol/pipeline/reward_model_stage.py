@@ -33,7 +33,7 @@ from alol.pipeline.settings import reward_model_config, tokenization
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
 from alol.provenance import model_record
-from alol.reports.metrics import formatted
+from alol.reports.metrics import agreement_of, formatted
 from alol.reports.plots import plot_reward_model_fit
 from alol.rewards.classifier import resolve_inputs
 from alol.rewards.reward_model import (
@@ -117,11 +117,14 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         report = heldout_metrics(
             trainer.model, classifier_tokenizer, data, inputs, config.max_length
         )
+        agreement = agreement_of(report)
         settings = {
             **classifier_settings(classifier_tokenizer, data, config),
             "policy": model_record(
                 policy or PLAIN_TEMPLATE, fingerprint_rendering(tokenizer, cfg.string_prompts)
             ),
+            # a judge's reports say how far to trust it (alol.pipeline.judges)
+            **({"heldout": asdict(agreement)} if agreement is not None else {}),
         }
 
         def write() -> None:

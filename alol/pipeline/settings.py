@@ -22,7 +22,7 @@ from alol.models.generate import GenerationConfig
 from alol.models.precompute import AdvantageConfig
 from alol.models.quantization import four_bit_settings
 from alol.models.value_io import ValueConfig
-from alol.reports.audit import AuditThresholds
+from alol.reports.audit_thresholds import AuditThresholds
 from alol.rewards.reward_model import RewardModelConfig
 from alol.train.config import needs_use_cpu
 from alol.train.wrapping import checkpointing_argument

@@ -13,108 +13,22 @@ eval stage decodes and scores (`alol.pipeline.eval_stage`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from alol.reports.audit_thresholds import SIGNIFICANT_STANDARD_ERRORS, AuditThresholds
 from alol.reports.collapse import Collapse, collapse_of, loops
 from alol.reports.metrics import (
+    HeldOutAgreement,
     LengthControlledChange,
     length_controlled_change,
     paired_change,
     signed,
 )
-from alol.setting_checks import above, at_least, between_open, fraction, option
 
 REFERENCE = "reference"
 """The name π_ref's report goes by."""
-
-SIGNIFICANT_STANDARD_ERRORS = 2.0
-"""A judge's fall, a reward's rise or more answers cut at the budget count only when they are
-at least this many standard errors of the paired per-prompt difference, so a small test set's
-noise raises no flag."""
-
-
-@dataclass
-class AuditThresholds:
-    """When a measure becomes a flag. Each field is a setting of `PipelineConfig` (a YAML key
-    and a flag of `alol eval`)."""
-
-    collapse_share: float = option(
-        0.25,
-        "Collapse: this share (or more) of a model's answers equal to one answer (case and "
-        "spaces ignored). Flagged by the audit; a validated checkpoint past it is not selected.",
-        ("train", "eval"),
-        check=between_open(0, 1, high_included=True),
-    )
-    judge_drop: float = option(
-        0.2,
-        "Audit: a judge's fall against π_ref is flagged from this many of π_ref's standard "
-        f"deviations on (and {SIGNIFICANT_STANDARD_ERRORS:g} standard errors of the paired "
-        "difference).",
-        ("eval",),
-        check=at_least(0),
-    )
-    distinct_2_drop: float = option(
-        0.1, "Audit: distinct-2 this much (or more) below π_ref's is flagged.", ("eval",),
-        check=fraction(),
-    )  # fmt: skip
-    cut_off_share: float = option(
-        0.5,
-        "Audit: this share (or more) of answers cut at the token budget, more than π_ref's "
-        "beyond noise, is flagged.",
-        ("eval",),
-        check=fraction(),
-    )
-    empty_share: float = option(
-        0.1, "Audit: this share (or more) of empty answers is flagged.", ("eval",),
-        check=fraction(),
-    )  # fmt: skip
-    loop_share: float = option(
-        0.25,
-        "Audit: this share (or more) of answers that loop (half or more of an answer's word "
-        "4-grams repeat an earlier one of it), more than π_ref's beyond noise, is flagged.",
-        ("eval",),
-        check=fraction(),
-    )
-    drift_log_ratio: float | None = option(
-        None,
-        "Audit: flag a mean log π_θ(y|x) − log π_ref(y|x) over a model's own answers at or "
-        "above this many nats ('none': reported, not flagged).",
-        ("eval",),
-        check=above(0),
-    )
-
-    @classmethod
-    def of(cls, settings: AuditThresholds) -> AuditThresholds:
-        """The thresholds alone, out of a config that extends this class."""
-        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
-
-    def described(self) -> list[str]:
-        """The thresholds in words, as the report states them."""
-        drift = (
-            "not flagged (set drift_log_ratio to flag it)"
-            if self.drift_log_ratio is None
-            else f"flagged at a mean log-ratio of {self.drift_log_ratio:g} nats or more"
-        )
-        return [
-            f"collapse: {self.collapse_share:.0%} or more of the answers are one answer "
-            "(case and spaces ignored)",
-            f"a judge falls: by {self.judge_drop:g} of π_ref's standard deviations or more, and "
-            f"by {SIGNIFICANT_STANDARD_ERRORS:g} standard errors of the paired difference or more",
-            f"diversity falls: distinct-2 {self.distinct_2_drop:g} or more below π_ref's",
-            f"rambling: {self.cut_off_share:.0%} or more of the answers cut at the token budget "
-            f"(more than π_ref's by {SIGNIFICANT_STANDARD_ERRORS:g} standard errors of the "
-            "paired difference or more)",
-            f"looping: {self.loop_share:.0%} or more of the answers repeat half or more of "
-            f"their word 4-grams (more than π_ref's by {SIGNIFICANT_STANDARD_ERRORS:g} standard "
-            "errors of the paired difference or more)",
-            f"empty: {self.empty_share:.0%} or more of the answers empty",
-            f"drift from π_ref: {drift}",
-            "reward from length: a reward rise beyond noise that is within "
-            f"{SIGNIFICANT_STANDARD_ERRORS:g} standard errors of zero at equal answer length "
-            "(the paired change regressed on log2 of the length ratio)",
-        ]
 
 
 @dataclass
@@ -175,6 +89,11 @@ class Audit:
     """Findings about the reward itself: a constant answer that beats π_ref."""
     independent_judges: dict[str, bool]
     """Per judge: False when it shares a component with the training reward."""
+    judge_agreement: dict[str, HeldOutAgreement | None] = field(default_factory=dict)
+    """Per judge alol fitted: how often it orders its held-out pairs as its labels do."""
+    judge_warnings: list[str] = field(default_factory=list)
+    """Findings about the judges themselves: no better than chance on their held-out pairs, or
+    paying a constant answer more than π_ref's answers."""
 
     @property
     def flags(self) -> list[str]:
@@ -192,6 +111,15 @@ def judge_fell(model: list[float], reference: list[float], judge_drop: float) ->
     spread = float(np.std(reference))
     large = change < 0 and (spread == 0 or -change >= judge_drop * spread)
     return large and -change >= SIGNIFICANT_STANDARD_ERRORS * standard_error, change
+
+
+def at_chance(agreement: HeldOutAgreement | None) -> bool:
+    """Whether a fitted judge's held-out agreement with its labels is no better than a coin's
+    50% beyond noise (as many standard errors as a judge's fall must pass)."""
+    return (
+        agreement is not None
+        and agreement.accuracy - 0.5 <= SIGNIFICANT_STANDARD_ERRORS * agreement.coin_standard_error
+    )
 
 
 def rose_beyond_noise(model: list[float], reference: list[float]) -> bool:
@@ -243,14 +171,17 @@ def audit_models(
     budget: int,
     independent_judges: dict[str, bool] | None = None,
     missing_eos_penalty: float | None = None,
+    judge_agreement: dict[str, HeldOutAgreement | None] | None = None,
 ) -> Audit:
     """Audit every model of `answers` (π_ref under `REFERENCE`) against π_ref.
 
     `constants` are the training data's most frequent answers, the stock probes and each
     model's own most frequent one, each scored on every test prompt; `budget` is the
     generation budget in tokens, named in the rambling flag; `missing_eos_penalty`, the one in
-    the rewards, if any.
+    the rewards, if any; `judge_agreement`, each fitted judge's held-out agreement, named
+    beside a fall of a judge that is no better than chance.
     """
+    judge_agreement = judge_agreement or {}
     reference = answers[REFERENCE]
     reference_reward = float(np.mean(reference.reward))
     reference_collapse = collapse_of(reference.responses, reference.finished)
@@ -279,7 +210,9 @@ def audit_models(
                 )
         else:
             audit.at_equal_length = changes_at_equal_length(scored, reference)
-            audit.findings = _model_findings(
+            audit.findings = _judge_findings(
+                audit, scored, reference, thresholds, judge_agreement
+            ) + _model_findings(
                 audit,
                 scored,
                 reference,
@@ -303,7 +236,42 @@ def audit_models(
         constants=constants,
         reward_flags=reward_flags,
         independent_judges=independent_judges or dict.fromkeys(reference.judges, True),
+        judge_agreement=judge_agreement,
+        judge_warnings=judge_warnings(
+            reference.judges, constants, judge_agreement, thresholds.judge_drop
+        ),
     )
+
+
+def judge_warnings(
+    reference_judges: dict[str, list[float]],
+    constants: list[ConstantAnswer],
+    agreement: dict[str, HeldOutAgreement | None],
+    judge_drop: float,
+) -> list[str]:
+    """What makes a judge's figures weigh less: agreement with its own held-out labels within
+    noise of a coin, or a constant answer it pays more than π_ref's answers by as much as a
+    judge's fall must be to count (`judge_drop` of π_ref's standard deviations): a model can
+    then please it by answering less."""
+    warnings = []
+    for judge, scores in reference_judges.items():
+        if at_chance(agreement.get(judge)):
+            found = agreement[judge]
+            warnings.append(
+                f"{judge} orders {found.accuracy:.0%} of its {found.pairs} held-out pairs as its "
+                "labels do: no better than chance"
+            )
+        reference = float(np.mean(scores))
+        margin = judge_drop * float(np.std(scores))
+        paid = [c for c in constants if c.judges.get(judge, -np.inf) - reference > margin]
+        if paid:
+            best = max(paid, key=lambda c: c.judges[judge])
+            warnings.append(
+                f"{judge} pays a constant answer more than π_ref's answers: “{short_text(best.text)}” "
+                f"({best.origin}) given to every test prompt scores {best.judges[judge]:.3f} "
+                f"against {reference:.3f}, so answering less can raise it"
+            )
+    return warnings
 
 
 def _length_and_ends(
@@ -337,11 +305,6 @@ def _model_findings(
     missing_eos_penalty: float | None,
 ) -> list[str]:
     findings = []
-    for judge, values in scored.judges.items():
-        fell, change = judge_fell(values, reference.judges[judge], thresholds.judge_drop)
-        audit.judge_changes[judge] = change
-        if fell:
-            findings.append(f"{judge} {signed(change)}{_at_equal_length(audit, judge)}")
     reward_at_equal_length = audit.at_equal_length.get("reward")
     if (
         audit.reward_rose
@@ -379,9 +342,38 @@ def _model_findings(
     return findings
 
 
+def _judge_findings(
+    audit: ModelAudit,
+    scored: ScoredAnswers,
+    reference: ScoredAnswers,
+    thresholds: AuditThresholds,
+    agreement: dict[str, HeldOutAgreement | None],
+) -> list[str]:
+    """Each judge's fall, with its change at equal length and, for a judge no better than
+    chance on its held-out pairs, that it is."""
+    findings = []
+    for judge, values in scored.judges.items():
+        fell, change = judge_fell(values, reference.judges[judge], thresholds.judge_drop)
+        audit.judge_changes[judge] = change
+        if fell:
+            notes = [_at_equal_length(audit, judge), _weak_judge(agreement.get(judge))]
+            said = "; ".join(note for note in notes if note)
+            findings.append(f"{judge} {signed(change)}" + (f" ({said})" if said else ""))
+    return findings
+
+
+def _weak_judge(agreement: HeldOutAgreement | None) -> str:
+    if not at_chance(agreement):
+        return ""
+    return (
+        f"a judge no better than chance: {agreement.accuracy:.0%} of its "
+        f"{agreement.pairs} held-out pairs"
+    )
+
+
 def _at_equal_length(audit: ModelAudit, measure: str) -> str:
     found = audit.at_equal_length.get(measure)
-    return "" if found is None else f" ({signed(found.change)} at equal length)"
+    return "" if found is None else f"{signed(found.change)} at equal length"
 
 
 def _collapse_findings(

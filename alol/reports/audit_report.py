@@ -3,7 +3,7 @@ constant answers) and the lines under a comparison table (`alol.reports.audit` m
 
 from __future__ import annotations
 
-from alol.reports.audit import REFERENCE, Audit, short_text
+from alol.reports.audit import REFERENCE, Audit, at_chance, short_text
 from alol.reports.metrics import formatted, signed
 
 
@@ -22,10 +22,33 @@ def audit_markdown(audit: Audit, level: int = 1) -> str:
             f"Judges that share a component with the training reward (not independent): "
             f"{', '.join(dependent)}.",
         ]
+    lines += _agreement_lines(audit)
     lines += ["", f"{section} Collapse and drift, beside π_ref", "", _collapse_table(audit), ""]
     lines += [f"{section} At equal answer length", "", *_equal_length_lines(audit), ""]
     lines += [f"{section} Constant answers", "", _constants_table(audit), ""]
     return "\n".join(lines)
+
+
+def _agreement_lines(audit: Audit) -> list[str]:
+    """Each fitted judge's held-out agreement with its labels, then what makes any judge's
+    figures weigh less, so a reader weighs its falls."""
+    known = {name: a for name, a in audit.judge_agreement.items() if a is not None}
+    lines = []
+    if known:
+        lines += ["", "Judges fitted by `alol reward-model`, on their held-out pairs:", ""]
+    for name, agreement in known.items():
+        verdict = "no better than chance" if at_chance(agreement) else "better than chance"
+        lines.append(
+            f"- {name}: orders {agreement.accuracy:.1%} ± {agreement.standard_error:.1%} of "
+            f"{agreement.pairs} pairs as its labels do, {verdict}"
+        )
+    return lines + _judge_warning_lines(audit, "Judges whose figures weigh less:")
+
+
+def _judge_warning_lines(audit: Audit, title: str) -> list[str]:
+    if not audit.judge_warnings:
+        return []
+    return ["", title, "", *(f"- {warning}" for warning in audit.judge_warnings)]
 
 
 def _equal_length_lines(audit: Audit) -> list[str]:
@@ -110,8 +133,12 @@ def _constants_table(audit: Audit) -> str:
 
 
 def audit_summary(audit: Audit) -> str:
-    """The lines under the comparison table: every flag, or that there is none."""
+    """The lines under the comparison table: every flag, or that there is none, and what makes
+    a judge's figures weigh less."""
     if not audit.flags:
-        return "Audit: no flag (no model crossed a threshold; eval/audit.md has the measures)."
-    lines = ["Audit flags (thresholds and measures in eval/audit.md):", ""]
-    return "\n".join(lines + [f"- {flag}" for flag in audit.flags])
+        lines = ["Audit: no flag (no model crossed a threshold; eval/audit.md has the measures)."]
+    else:
+        lines = ["Audit flags (thresholds and measures in eval/audit.md):", ""]
+        lines += [f"- {flag}" for flag in audit.flags]
+    title = "Judges whose figures weigh less (eval/audit.md has each fitted judge's agreement):"
+    return "\n".join(lines + _judge_warning_lines(audit, title))

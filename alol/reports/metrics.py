@@ -160,3 +160,37 @@ def length_controlled_change(
         standard_error=float(math.sqrt(covariance[0, 0])),
         per_doubling=float(coefficients[1]),
     )
+
+
+@dataclass(frozen=True)
+class HeldOutAgreement:
+    """How often a fitted model orders held-out pairs as its labels do: the human's choice for
+    a Bradley–Terry fit, the stored scores for a regression. A judge near 50% is a coin, and its
+    rises and falls say little about what its labels measure. The pairs are taken as
+    independent; a regression's pairs that share an answer are not, so there the standard
+    errors are too small."""
+
+    accuracy: float
+    pairs: int
+
+    @property
+    def standard_error(self) -> float:
+        """Of the accuracy measured: what the reports print beside it."""
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / self.pairs)
+
+    @property
+    def coin_standard_error(self) -> float:
+        """Of a coin's 50% on as many pairs: what an accuracy is told from chance by (unlike
+        `standard_error`, not 0 for a judge that got its two held-out pairs right)."""
+        return 0.5 / math.sqrt(self.pairs)
+
+
+def agreement_of(report: dict) -> HeldOutAgreement | None:
+    """The held-out agreement in a fit's metrics (`alol.rewards.reward_model.heldout_metrics`):
+    pairs are the score pairs a regression was checked on, else the held-out preference pairs;
+    None without held-out pairs."""
+    pairs = report.get("pairs", report.get("n_heldout", 0))
+    accuracy = report.get("pairwise_accuracy")
+    if not pairs or accuracy is None or math.isnan(accuracy):
+        return None
+    return HeldOutAgreement(float(accuracy), int(pairs))

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from alol.errors import AlolError
+from alol.reports.metrics import HeldOutAgreement, agreement_of
+
 
 class ClassifierReward:
     """A local Hugging Face sequence classifier: score = activation(logits)[label].
@@ -111,6 +114,28 @@ def trained_settings(path: Path) -> dict:
     """The SETTINGS_FILE of a model `alol reward-model` fitted; {} for any other classifier."""
     settings = path / SETTINGS_FILE
     return json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
+
+
+def fitted_agreement(path: Path) -> HeldOutAgreement | None:
+    """A model's held-out agreement, when `alol reward-model` fitted it: kept in its
+    SETTINGS_FILE, or, for a model fitted before it was kept there, in the stage's metrics.json
+    beside the model's folder. None for any other classifier."""
+    settings = trained_settings(path)
+    if not settings:
+        return None
+    if "heldout" in settings:
+        heldout = settings["heldout"]
+        try:
+            return HeldOutAgreement(float(heldout["accuracy"]), int(heldout["pairs"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise AlolError(
+                f"{path / SETTINGS_FILE}: 'heldout' should be {{accuracy, pairs}}, not "
+                f"{heldout!r} ({error!r}); fit the model again with `alol reward-model`"
+            ) from error
+    metrics = path.parent / "metrics.json"
+    return (
+        agreement_of(json.loads(metrics.read_text(encoding="utf-8"))) if metrics.is_file() else None
+    )
 
 
 def resolve_inputs(tokenizer, inputs: str) -> str:

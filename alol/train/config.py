@@ -11,7 +11,7 @@ from alol.data.settings import RecordSettings
 from alol.kto_settings import KTOSettings
 from alol.method.config import ObjectiveConfig
 from alol.method.objectives import get_objective
-from alol.reports.audit import AuditThresholds
+from alol.reports.audit_thresholds import AuditThresholds
 from alol.setting_checks import check_settings, same_as
 from alol.training_settings import TrainingSettings
 

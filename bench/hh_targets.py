@@ -1,0 +1,210 @@
+"""The HH benchmark's targets, judged from its own rows: the A-LoL variant is chosen on the
+validation prompts (the reward of each variant's kept checkpoint there), never on test, and
+each target gets a verdict with the figures behind it. A target whose rows are missing is
+"not measured", never "holds"."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+A_LOL_VARIANTS = ("a_lol", "a_lol_seq", "a_lol_ref_free", "a_lol_kl")
+LEARNED_JUDGES = ("helpfulness", "harmlessness")
+JUDGED_BASELINES = ("wbc", "dpo", "kto")
+DISTINCT_2_MARGIN = 0.02
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One target: whether it holds for the chosen variant, and the figures that say so."""
+
+    target: str
+    holds: bool | None
+    """None: a row it needs is missing."""
+    figures: str
+
+
+def chosen_variant(per_seed: dict) -> str | None:
+    """The A-LoL variant whose kept checkpoints score the highest mean validation reward,
+    among those run on every seed where any variant ran (a variant missing a seed cannot win
+    by missing its worst one)."""
+    runs = _runs_with_a_variant(per_seed)
+    ran = [
+        variant
+        for variant in A_LOL_VARIANTS
+        if runs and all(_validated(run, variant) for run in runs)
+    ]
+    if not ran:
+        return None
+    return max(ran, key=lambda v: validation_reward(runs, v))
+
+
+def validation_reward(runs: list[dict], variant: str) -> float:
+    """A variant's validation reward (its kept checkpoint's), in the mean over `runs`."""
+    return statistics.fmean(run["rows"][variant]["validation_reward"] for run in runs)
+
+
+def targets(per_seed: dict) -> dict:
+    """The chosen variant, every variant's mean validation reward and each target's verdict."""
+    variant = chosen_variant(per_seed)
+    if variant is None:
+        return {"variant": None, "verdicts": []}
+    runs = [run for run in per_seed.values() if variant in run["rows"]]
+    seeds = [seed for seed, run in per_seed.items() if variant in run["rows"]]
+    candidates = _runs_with_a_variant(per_seed)
+    return {
+        "variant": variant,
+        "seeds": seeds,
+        "validation_reward": {
+            v: validation_reward(candidates, v)
+            for v in A_LOL_VARIANTS
+            if all(_validated(run, v) for run in candidates)
+        },
+        "verdicts": [asdict(verdict) for verdict in verdicts(runs, variant)],
+    }
+
+
+def verdicts(runs: list[dict], variant: str) -> list[Verdict]:
+    """Each target for `variant` over `runs` (the seeds it ran on), in the benchmark's order."""
+    return [
+        _on_every_seed(
+            runs,
+            variant,
+            "reward above π_ref and NLL on every seed",
+            "reward",
+            ("reference", "nll"),
+        ),
+        _in_the_mean(runs, variant, "helpfulness", _field("helpfulness"), ("reference", "nll")),
+        _in_the_mean(runs, variant, "relevance", _field("relevance"), ("reference", "nll")),
+        _in_the_mean(runs, variant, "harmlessness", _field("harmlessness"), ("reference",)),
+        _in_the_mean(
+            runs, variant, "distinct-2", _field("distinct_2"), ("nll",), DISTINCT_2_MARGIN
+        ),
+        _no_flag(runs, variant),
+        _in_the_mean(
+            runs, variant, "the mean of the learned judges", _judges_mean, JUDGED_BASELINES
+        ),
+        _within_nll_steps(runs, variant),
+    ]
+
+
+def _validated(run: dict, variant: str) -> bool:
+    return run["rows"].get(variant, {}).get("validation_reward") is not None
+
+
+def _runs_with_a_variant(per_seed: dict) -> list[dict]:
+    return [run for run in per_seed.values() if any(v in run["rows"] for v in A_LOL_VARIANTS)]
+
+
+def _judges_mean(row: dict) -> float | None:
+    scores = [row.get(judge) for judge in LEARNED_JUDGES]
+    return None if None in scores else statistics.fmean(scores)
+
+
+def _field(key: str) -> Callable[[dict], float | None]:
+    return lambda row: row.get(key)
+
+
+def _in_the_mean(
+    runs: list[dict],
+    variant: str,
+    label: str,
+    measure: Callable[[dict], float | None],
+    others: tuple[str, ...],
+    margin: float = 0.0,
+) -> Verdict:
+    """`variant`'s mean of `measure` at or above each of `others`' (less `margin`), each pair
+    of means over the seeds both ran on."""
+    less = f" − {margin:g}" if margin else ""
+    target = f"{label} at or above {', '.join(_shown(o) for o in others)}{less} in the mean"
+    holds, figures = [], []
+    for other in others:
+        both = [run for run in runs if other in run["rows"]]
+        ours = [measure(run["rows"][variant]) for run in both]
+        theirs = [measure(run["rows"][other]) for run in both]
+        if not both or None in ours + theirs:
+            holds.append(None)
+            figures.append(f"{_shown(other)}: not measured")
+            continue
+        mean_ours, mean_theirs = statistics.fmean(ours), statistics.fmean(theirs)
+        holds.append(mean_ours >= mean_theirs - margin)
+        figures.append(
+            f"{mean_ours:.3f} against {_shown(other)} {mean_theirs:.3f} ({_seeds(len(both))})"
+        )
+    return Verdict(target, _all(holds), "; ".join(figures))
+
+
+def _on_every_seed(
+    runs: list[dict], variant: str, target: str, key: str, others: tuple[str, ...]
+) -> Verdict:
+    holds, figures = [], []
+    for run in runs:
+        rows = run["rows"]
+        missing = [o for o in others if o not in rows]
+        if missing:
+            holds.append(None)
+            figures.append(f"{', '.join(map(_shown, missing))} not run on a seed")
+            continue
+        holds.append(all(rows[variant][key] > rows[o][key] for o in others))
+        against = ", ".join(f"{_shown(o)} {rows[o][key]:.3f}" for o in others)
+        figures.append(f"{rows[variant][key]:.3f} against {against}")
+    return Verdict(target, _all(holds), "; ".join(figures))
+
+
+def _no_flag(runs: list[dict], variant: str) -> Verdict:
+    flags = [run["rows"][variant].get("flag") for run in runs]
+    raised = [flag for flag in flags if flag]
+    figures = f"flagged on {len(raised)} of {_seeds(len(runs))}" + (
+        f": {raised[0]}" if raised else ""
+    )
+    return Verdict("no audit flag on any seed", not raised, figures)
+
+
+def _within_nll_steps(runs: list[dict], variant: str) -> Verdict:
+    steps = [
+        (run["rows"][variant].get("steps"), run["rows"].get("nll", {}).get("steps")) for run in runs
+    ]
+    if any(theirs is None or ours is None for ours, theirs in steps):
+        return Verdict("trained within NLL's step budget", None, "steps not measured on a seed")
+    figures = "; ".join(f"{ours} steps against NLL's {theirs}" for ours, theirs in steps)
+    return Verdict("trained within NLL's step budget", all(o <= t for o, t in steps), figures)
+
+
+def _all(holds: list[bool | None]) -> bool | None:
+    if False in holds:
+        return False
+    return None if None in holds else True
+
+
+def _shown(name: str) -> str:
+    return {"reference": "π_ref", "nll": "NLL"}.get(name, name)
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
+def targets_markdown(result: dict) -> list[str]:
+    """The targets' section of the benchmark's markdown."""
+    found = result.get("targets") or {}
+    if not found.get("variant"):
+        return [
+            "No target is judged: no A-LoL variant has a recorded validation reward on every "
+            "seed where a variant ran."
+        ]
+    chosen = ", ".join(f"{v} {r:.3f}" for v, r in found["validation_reward"].items())
+    if len(found["validation_reward"]) == 1:
+        chosen += ", the only variant run on those seeds"
+    lines = [
+        f"Targets, for the A-LoL variant chosen on the validation prompts, **{found['variant']}** "
+        f"(mean validation reward of each variant's kept checkpoints: {chosen}), on seeds "
+        f"{', '.join(map(str, found['seeds']))}:",
+        "",
+        "| target | verdict | figures |",
+        "|---|---|---|",
+    ]
+    for verdict in found["verdicts"]:
+        said = {True: "holds", False: "does not hold", None: "not measured"}[verdict["holds"]]
+        lines.append(f"| {verdict['target']} | {said} | {verdict['figures']} |")
+    return lines
