@@ -198,8 +198,8 @@ def targets_markdown(result: dict) -> list[str]:
         chosen += ", the only variant run on those seeds"
     lines = [
         f"Targets, for the A-LoL variant chosen on the validation prompts, **{found['variant']}** "
-        f"(mean validation reward of each variant's kept checkpoints: {chosen}), on seeds "
-        f"{', '.join(map(str, found['seeds']))}:",
+        f"(mean validation reward of each variant's kept checkpoints: {chosen}), on "
+        f"{'seed' if len(found['seeds']) == 1 else 'seeds'} {', '.join(map(str, found['seeds']))}:",
         "",
         "| target | verdict | figures |",
         "|---|---|---|",

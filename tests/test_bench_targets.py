@@ -65,7 +65,7 @@ def test_the_markdown_names_the_chosen_variant_and_each_verdict():
 
     assert (
         "**a_lol_seq** (mean validation reward of each variant's kept checkpoints: "
-        "a_lol_seq 0.500, the only variant run on those seeds), on seeds 0" in lines
+        "a_lol_seq 0.500, the only variant run on those seeds), on seed 0" in lines
     )
     assert (
         "| reward above π_ref and NLL on every seed | does not hold | 0.400 against π_ref "
