@@ -25,24 +25,22 @@ class Verdict:
     figures: str
 
 
-def chosen_variant(per_seed: dict) -> str | None:
-    """The A-LoL variant whose kept checkpoints score the highest mean validation reward,
-    among those run on every seed where any variant ran (a variant missing a seed cannot win
-    by missing its worst one)."""
-    runs = _runs_with_a_variant(per_seed)
-    ran = [
-        variant
+def validation_rewards(per_seed: dict) -> dict[str, float]:
+    """Each A-LoL variant's mean validation reward (its kept checkpoints'), for the variants
+    run on every seed where any variant ran (a variant missing a seed cannot win by missing
+    its worst one)."""
+    runs = [run for run in per_seed.values() if any(v in run["rows"] for v in A_LOL_VARIANTS)]
+    return {
+        variant: statistics.fmean(run["rows"][variant]["validation_reward"] for run in runs)
         for variant in A_LOL_VARIANTS
         if runs and all(_validated(run, variant) for run in runs)
-    ]
-    if not ran:
-        return None
-    return max(ran, key=lambda v: validation_reward(runs, v))
+    }
 
 
-def validation_reward(runs: list[dict], variant: str) -> float:
-    """A variant's validation reward (its kept checkpoint's), in the mean over `runs`."""
-    return statistics.fmean(run["rows"][variant]["validation_reward"] for run in runs)
+def chosen_variant(per_seed: dict) -> str | None:
+    """The A-LoL variant whose kept checkpoints score the highest mean validation reward."""
+    rewards = validation_rewards(per_seed)
+    return max(rewards, key=rewards.__getitem__) if rewards else None
 
 
 def targets(per_seed: dict) -> dict:
@@ -51,16 +49,10 @@ def targets(per_seed: dict) -> dict:
     if variant is None:
         return {"variant": None, "verdicts": []}
     runs = [run for run in per_seed.values() if variant in run["rows"]]
-    seeds = [seed for seed, run in per_seed.items() if variant in run["rows"]]
-    candidates = _runs_with_a_variant(per_seed)
     return {
         "variant": variant,
-        "seeds": seeds,
-        "validation_reward": {
-            v: validation_reward(candidates, v)
-            for v in A_LOL_VARIANTS
-            if all(_validated(run, v) for run in candidates)
-        },
+        "seeds": [seed for seed, run in per_seed.items() if variant in run["rows"]],
+        "validation_reward": validation_rewards(per_seed),
         "verdicts": [asdict(verdict) for verdict in verdicts(runs, variant)],
     }
 
@@ -91,10 +83,6 @@ def verdicts(runs: list[dict], variant: str) -> list[Verdict]:
 
 def _validated(run: dict, variant: str) -> bool:
     return run["rows"].get(variant, {}).get("validation_reward") is not None
-
-
-def _runs_with_a_variant(per_seed: dict) -> list[dict]:
-    return [run for run in per_seed.values() if any(v in run["rows"] for v in A_LOL_VARIANTS)]
 
 
 def _judges_mean(row: dict) -> float | None:
