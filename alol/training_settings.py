@@ -85,8 +85,9 @@ class TrainingSettings:
         "reward",
         "What the validation pass selects the kept checkpoint by: 'reward', a judge's name, or "
         "a weighted mix as name=weight pairs separated by commas ('reward=0.5,helpfulness=0.5'). "
-        "A checkpoint whose validation answers collapse (collapse_share) is never selected "
-        "while another is not; when every one does, the earliest is kept.",
+        "A checkpoint whose validation answers are degenerate (collapse_share, or cut_off_share "
+        "and loop_share against the validation of π_ref before the first step) is never "
+        "selected while another is not; when every one is, the earliest is kept.",
         ("train",),
     )
     reward_timeout: float | None = option(

@@ -23,7 +23,8 @@ run in parts.
   reported.
 - π_ref: SFT of the instruct model on the preferred responses; V(x): π_ref's greedy answers to
   the validation prompts. Each objective validates every quarter of its steps on the
-  validation prompts and keeps the best checkpoint by the reward, never a collapsed one.
+  validation prompts and keeps the best checkpoint by the reward, never a degenerate one
+  (collapsed, or rambling or looping more than π_ref's validation answers).
   The recipe (lengths, steps, learning rate, LoRA, clip) is `examples/hh_smollm2.yaml`.
 - Rows: π_ref, nll, wbc, dpo, kto and the four A-LoL variants on 3 seeds; r_gold, r_lol, pro,
   grpo and rloo on the first. Every evaluation is audited (`eval/audit.md` per seed).
@@ -378,14 +379,19 @@ def measure_rows(cfg: PipelineConfig) -> dict[str, dict]:
             "flag": audit["models"][name]["flag"],
             "kept_step": stage.get("selection", {}).get("step"),
             "validation_reward": _validation_reward(stage.get("selection", {})),
+            "kept_degenerate": stage.get("selection", {}).get("degenerate"),
+            "start_validation_reward": _validation_reward(
+                stage.get("selection", {}), "start_score"
+            ),
             "steps": stage.get("steps"),
         }
     return rows
 
 
-def _validation_reward(selection: dict) -> float | None:
-    """The kept checkpoint's reward on the validation prompts, when the reward selected it."""
-    return selection.get("score") if selection.get("select_by") == "reward" else None
+def _validation_reward(selection: dict, key: str = "score") -> float | None:
+    """The kept checkpoint's reward on the validation prompts (or, with "start_score", π_ref's
+    before the first step), when the reward selected it."""
+    return selection.get(key) if selection.get("select_by") == "reward" else None
 
 
 def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
@@ -552,7 +558,8 @@ def markdown(result: dict) -> str:
             "profanity probability (alol's offline scorers)",
             "",
             "Test prompts, greedy decoding; mean ± sample sd over seeds; each objective's kept "
-            "checkpoint chosen on the validation prompts by the reward, never a collapsed one."
+            "checkpoint chosen on the validation prompts by the reward, never a degenerate one "
+            "(collapsed, or rambling or looping more than π_ref's validation answers)."
             + _not_timed_note(result["not_timed"]),
             "",
             *lines,

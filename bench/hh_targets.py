@@ -1,6 +1,7 @@
 """The HH benchmark's targets, judged from its own rows: the A-LoL variant is chosen on the
-validation prompts (the reward of each variant's kept checkpoint there), never on test, and
-each target gets a verdict with the figures behind it. A target whose rows are missing is
+validation prompts (the reward of each variant's kept checkpoint there, among the variants
+whose kept checkpoints' validation answers are not degenerate), never on test, and each
+target gets a verdict with the figures behind it. A target whose rows are missing is
 "not measured", never "holds"."""
 
 from __future__ import annotations
@@ -37,10 +38,24 @@ def validation_rewards(per_seed: dict) -> dict[str, float]:
     }
 
 
+def degenerate_variants(per_seed: dict) -> list[str]:
+    """The A-LoL variants whose kept checkpoint, on some seed, gave degenerate validation
+    answers (collapsed, rambling or looping; its training found no healthy checkpoint)."""
+    return [
+        variant
+        for variant in A_LOL_VARIANTS
+        if any(run["rows"].get(variant, {}).get("kept_degenerate") for run in per_seed.values())
+    ]
+
+
 def chosen_variant(per_seed: dict) -> str | None:
-    """The A-LoL variant whose kept checkpoints score the highest mean validation reward."""
+    """The A-LoL variant whose kept checkpoints score the highest mean validation reward,
+    passing over those whose validation answers were degenerate while another's were not:
+    the choice applies the checkpoint selection's rule across variants."""
     rewards = validation_rewards(per_seed)
-    return max(rewards, key=rewards.__getitem__) if rewards else None
+    healthy = {v: r for v, r in rewards.items() if v not in degenerate_variants(per_seed)}
+    candidates = healthy or rewards
+    return max(candidates, key=candidates.__getitem__) if candidates else None
 
 
 def targets(per_seed: dict) -> dict:
@@ -53,6 +68,7 @@ def targets(per_seed: dict) -> dict:
         "variant": variant,
         "seeds": [seed for seed, run in per_seed.items() if variant in run["rows"]],
         "validation_reward": validation_rewards(per_seed),
+        "degenerate": degenerate_variants(per_seed),
         "verdicts": [asdict(verdict) for verdict in verdicts(runs, variant)],
     }
 
@@ -181,9 +197,15 @@ def targets_markdown(result: dict) -> list[str]:
             "No target is judged: no A-LoL variant has a recorded validation reward on every "
             "seed where a variant ran."
         ]
-    chosen = ", ".join(f"{v} {r:.3f}" for v, r in found["validation_reward"].items())
+    degenerate = found.get("degenerate", [])
+    chosen = ", ".join(
+        f"{v} {r:.3f}" + (" (degenerate)" if v in degenerate else "")
+        for v, r in found["validation_reward"].items()
+    )
     if len(found["validation_reward"]) == 1:
         chosen += ", the only variant run on those seeds"
+    if degenerate:
+        chosen += "; a degenerate one is chosen only when every one is"
     lines = [
         f"Targets, for the A-LoL variant chosen on the validation prompts, **{found['variant']}** "
         f"(mean validation reward of each variant's kept checkpoints: {chosen}), on "

@@ -26,7 +26,14 @@ from alol.reports.metrics import (
     length_controlled_change,
     repeated_ngram_share,
 )
-from alol.train.selection import is_better, selection_score, selection_weights
+from alol.train.selection import (
+    DegenerationLimits,
+    degenerate_findings,
+    is_better,
+    selection_score,
+    selection_weights,
+    share_rose,
+)
 
 THRESHOLDS = AuditThresholds(
     collapse_share=0.25,
@@ -448,21 +455,62 @@ def test_select_by_reads_a_name_or_weighted_names():
         selection_weights("reward=high")
 
 
-def test_a_collapsed_checkpoint_never_replaces_a_healthy_one_whatever_its_score():
-    """Validations in order: healthy 0.6, collapsed 0.9, healthy 0.7, collapsed 1.0."""
-    best_value, best_collapsed, kept = None, False, None
-    for step, (value, collapsed) in enumerate(
+def test_a_degenerate_checkpoint_never_replaces_a_healthy_one_whatever_its_score():
+    """Validations in order: healthy 0.6, degenerate 0.9, healthy 0.7, degenerate 1.0."""
+    best_value, best_degenerate, kept = None, False, None
+    for step, (value, degenerate) in enumerate(
         [(0.6, False), (0.9, True), (0.7, False), (1.0, True)]
     ):
-        if is_better(value, collapsed, best_value, best_collapsed):
-            best_value, best_collapsed, kept = value, collapsed, step
+        if is_better(value, degenerate, best_value, best_degenerate):
+            best_value, best_degenerate, kept = value, degenerate, step
     assert kept == 2
 
 
-def test_when_every_checkpoint_collapsed_the_earliest_is_kept():
-    best_value, best_collapsed, kept = None, False, None
+def test_when_every_checkpoint_is_degenerate_the_earliest_is_kept():
+    best_value, best_degenerate, kept = None, False, None
     for step, value in enumerate([0.5, 0.9, 1.0]):
-        if is_better(value, True, best_value, best_collapsed):
-            best_value, best_collapsed, kept = value, True, step
+        if is_better(value, True, best_value, best_degenerate):
+            best_value, best_degenerate, kept = value, True, step
     assert kept == 0
-    assert is_better(0.1, False, 1.0, True), "a healthy checkpoint replaces a collapsed best"
+    assert is_better(0.1, False, 1.0, True), "a healthy checkpoint replaces a degenerate best"
+
+
+LIMITS = DegenerationLimits(collapse_share=0.25, cut_off_share=0.5, loop_share=0.25)
+
+
+def validation(template: float = 0.0, cut: float = 0.1, loop: float = 0.0) -> dict[str, float]:
+    return {"eval_template_share": template, "eval_cut_off_share": cut, "eval_loop_share": loop}
+
+
+def test_a_validation_collapsed_onto_one_answer_is_degenerate_with_or_without_a_start():
+    assert degenerate_findings(validation(template=0.3), None, LIMITS, 200, "eval") == [
+        "30% of answers are one answer"
+    ]
+    assert degenerate_findings(validation(template=0.2), None, LIMITS, 200, "eval") == []
+
+
+def test_answers_that_run_to_the_budget_are_degenerate_only_against_a_start_that_did_not():
+    """The HH case: a_lol_seq's validation answers ran to the budget 75-80% of the time."""
+    rambling = validation(cut=0.78)
+    assert degenerate_findings(rambling, validation(cut=0.3), LIMITS, 200, "eval") == [
+        "78% of answers run to the token budget against 30% before training"
+    ]
+    assert degenerate_findings(rambling, validation(cut=0.75), LIMITS, 200, "eval") == [], (
+        "a π_ref that rambled as much leaves its trained model free to"
+    )
+    assert degenerate_findings(rambling, None, LIMITS, 200, "eval") == [], "no start: no baseline"
+    assert degenerate_findings(validation(cut=0.45), validation(cut=0.0), LIMITS, 200, "eval") == []
+
+
+def test_looping_answers_are_degenerate_against_a_start_that_looped_less():
+    assert degenerate_findings(validation(loop=0.4), validation(loop=0.1), LIMITS, 200, "eval") == [
+        "40% of answers loop against 10% before training"
+    ]
+    off = DegenerationLimits(collapse_share=None, cut_off_share=None, loop_share=None)
+    assert degenerate_findings(validation(0.9, 0.9, 0.9), validation(), off, 200, "eval") == []
+
+
+def test_a_share_rises_only_beyond_the_noise_of_its_prompts():
+    assert share_rose(0.6, 0.5, 1000) and not share_rose(0.6, 0.5, 20)
+    assert not share_rose(0.5, 0.6, 1000)
+    assert share_rose(1.0, 0.0, 3), "a certain change needs no more prompts"

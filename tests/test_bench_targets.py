@@ -5,10 +5,10 @@ from bench.hh_targets import chosen_variant, targets, targets_markdown
 
 
 def row(reward, validation=None, helpfulness=0.4, harmlessness=0.6, relevance=0.4,
-        distinct_2=0.45, steps=100, flag=None) -> dict:  # fmt: skip
+        distinct_2=0.45, steps=100, flag=None, degenerate=False) -> dict:  # fmt: skip
     return {"reward": reward, "validation_reward": validation, "helpfulness": helpfulness,
             "harmlessness": harmlessness, "relevance": relevance, "distinct_2": distinct_2,
-            "steps": steps, "flag": flag}  # fmt: skip
+            "steps": steps, "flag": flag, "kept_degenerate": degenerate}  # fmt: skip
 
 
 def seed(a_lol_seq: dict, **others: dict) -> dict:
@@ -22,6 +22,21 @@ def test_the_variant_is_chosen_by_its_validation_reward_not_its_test_reward():
         1: seed(row(0.60, validation=0.50), a_lol=row(0.50, validation=0.51)),
     }
     assert chosen_variant(per_seed) == "a_lol"
+
+
+def test_a_variant_whose_kept_answers_were_degenerate_is_passed_over_while_another_is_not():
+    """The HH case: a_lol_seq scored the best validation reward with answers that ran to the
+    token budget on every checkpoint."""
+    per_seed = {
+        0: seed(row(0.52, validation=0.51, degenerate=True), a_lol=row(0.47, validation=0.45)),
+        1: seed(row(0.52, validation=0.50), a_lol=row(0.47, validation=0.45)),
+    }
+    assert chosen_variant(per_seed) == "a_lol"
+    assert "a_lol_seq 0.505 (degenerate)" in "\n".join(
+        targets_markdown({"targets": targets(per_seed)})
+    )
+    every_one = {0: seed(row(0.5, 0.51, degenerate=True), a_lol=row(0.5, 0.45, degenerate=True))}
+    assert chosen_variant(every_one) == "a_lol_seq", "when every one is, the best validation"
 
 
 def test_a_variant_missing_a_seed_is_not_a_candidate():

@@ -24,6 +24,11 @@ def canned(prompts, responses):
     ]
 
 
+def wordy(prompts, responses):
+    """Pays for length: the more words, the more reward."""
+    return [min(1.0, len(r.split()) / 20) for r in responses]
+
+
 def on_topic(prompts, responses):
     return [float(p.split()[-1].rstrip("?") in r) for p, r in zip(prompts, responses)]
 '''
@@ -49,6 +54,14 @@ def setting(tmp_path_factory) -> dict:
             root / "good.jsonl",
             [
                 {"prompt": p, "response": f"I am happy to help with {t}.", "reward": 0.8}
+                for p, t in zip(prompts, TOPICS, strict=True)
+                for _ in range(3)
+            ],
+        ),
+        "rambling": write_jsonl(
+            root / "rambling.jsonl",
+            [
+                {"prompt": p, "response": f"I am happy to help with {t}" + f" and {t}" * 12}
                 for p, t in zip(prompts, TOPICS, strict=True)
                 for _ in range(3)
             ],
@@ -212,6 +225,7 @@ def test_a_judge_added_later_changes_the_table_but_not_training_or_decoding(sett
 
 
 def test_a_checkpoint_whose_answers_collapsed_is_not_kept(setting):
+    """π_ref is validated before the first step, the baseline of rambling and looping."""
     run = setting["root"] / "selection"
     assert main(["train", *setting["common"], "--run-dir", str(run), "--objectives", "nll",
                  "--train-data", setting["files"]["canned"], "--val-data", setting["files"]["test"],
@@ -225,12 +239,41 @@ def test_a_checkpoint_whose_answers_collapsed_is_not_kept(setting):
     ]
     kept = json.loads((run / "train" / "nll" / "stage.json").read_text())["selection"]
     kept_row = next(row for row in validations if row["step"] == kept["step"])
-    assert not kept["collapsed"] and kept_row["eval_collapsed"] == 0
+    assert not kept["degenerate"] and kept_row["eval_degenerate"] == 0
     assert any(
-        row["eval_collapsed"] and row["eval_reward"] > kept_row["eval_reward"]
+        row["eval_degenerate"] and row["eval_reward"] > kept_row["eval_reward"]
         for row in validations
     ), "a collapsed checkpoint scored a higher reward and was passed over"
+    assert validations[0]["step"] == 0 and kept["start_score"] == validations[0]["eval_selection"]
     assert all("eval_judge/on_topic" in row and "eval_template_share" in row for row in validations)
+
+
+def test_checkpoints_whose_answers_run_to_the_budget_are_passed_over(setting, caplog):
+    """π_ref ends its answers; trained on answers longer than the budget under a reward that
+    pays length, later checkpoints ramble and score more, and a healthy earlier one is kept."""
+    run = setting["root"] / "rambling"
+    caplog.set_level("INFO")
+    assert main(["train", *setting["common"], "--run-dir", str(run), "--objectives", "nll",
+                 "--train-data", setting["files"]["rambling"], "--val-data", setting["files"]["test"],
+                 "--reward", f"{setting['root'] / 'rewards.py'}:wordy", "--max-steps", "12",
+                 "--eval-steps", "4", "--learning-rate", "3e-3"]) == 0  # fmt: skip
+
+    validations = [
+        row
+        for line in (run / "train" / "nll" / "metrics.jsonl").read_text().splitlines()
+        if "eval_selection" in (row := json.loads(line))
+    ]
+    assert validations[0]["step"] == 0 and validations[0]["eval_cut_off_share"] == 0
+    kept = json.loads((run / "train" / "nll" / "stage.json").read_text())["selection"]
+    kept_row = next(row for row in validations if row["step"] == kept["step"])
+    assert not kept["degenerate"] and kept_row["eval_cut_off_share"] < 0.5
+    assert any(
+        row["eval_degenerate"]
+        and row["eval_cut_off_share"] >= 0.5
+        and row["eval_reward"] > kept_row["eval_reward"]
+        for row in validations
+    ), "a rambling checkpoint scored a higher reward and was passed over"
+    assert "of answers run to the token budget against 0% before training" in caplog.text
 
 
 def test_a_train_stage_found_up_to_date_loads_no_judge(setting, caplog, monkeypatch):

@@ -336,7 +336,8 @@ def test_the_missing_eos_penalty_costs_cut_answers_in_v_in_selection_and_in_eval
         for s in samples
     )
     logged = [json.loads(line) for line in (run / "train/a_lol/metrics.jsonl").open()]
-    assert [row["eval_reward/missing_eos"] for row in logged if "eval_reward" in row] == [-0.5]
+    validations = [row["eval_reward/missing_eos"] for row in logged if "eval_reward" in row]
+    assert validations == [-0.5, -0.5], "π_ref's validation before the first step, then the run's"
     for model in ("reference", "a_lol"):
         report = json.loads((run / "eval" / model / "eval.json").read_text())
         assert report["cut_off_share"] == 1.0

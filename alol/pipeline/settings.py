@@ -97,6 +97,8 @@ def trainer_kwargs(
             **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
             select_by=cfg.select_by,
             collapse_share=cfg.collapse_share,
+            cut_off_share=cfg.cut_off_share,
+            loop_share=cfg.loop_share,
         )
     return kwargs
 

@@ -75,7 +75,8 @@ def validation_prompts(inputs: StageInputs) -> tuple[Any, list[str]]:
 
 
 def kept_checkpoint(trainer) -> dict | None:
-    """Which validated checkpoint the run kept, and whether its answers had collapsed."""
+    """Which validated checkpoint the run kept, whether its answers were degenerate, and the
+    selection score of π_ref's answers before the first step (what training had to beat)."""
     step = trainer.state.best_global_step
     if not step:
         return None
@@ -83,7 +84,8 @@ def kept_checkpoint(trainer) -> dict | None:
         "step": step,
         "select_by": trainer.args.select_by,
         "score": trainer.state.best_metric,
-        "collapsed": trainer.collapsed_at(step),
+        "degenerate": trainer.degenerate_at(step),
+        "start_score": (trainer.start_validation() or {}).get("eval_selection"),
     }
 
 

@@ -39,9 +39,9 @@ class AuditThresholds:
     )  # fmt: skip
     cut_off_share: float = option(
         0.5,
-        "Audit: this share (or more) of answers cut at the token budget, more than π_ref's "
-        "beyond noise, is flagged.",
-        ("eval",),
+        "Rambling: this share (or more) of answers cut at the token budget, more than π_ref's "
+        "beyond noise. Flagged by the audit; a validated checkpoint past it is not selected.",
+        ("train", "eval"),
         check=fraction(),
     )
     empty_share: float = option(
@@ -50,9 +50,10 @@ class AuditThresholds:
     )  # fmt: skip
     loop_share: float = option(
         0.25,
-        "Audit: this share (or more) of answers that loop (half or more of an answer's word "
-        "4-grams repeat an earlier one of it), more than π_ref's beyond noise, is flagged.",
-        ("eval",),
+        "Looping: this share (or more) of answers that loop (half or more of an answer's word "
+        "4-grams repeat an earlier one of it), more than π_ref's beyond noise. Flagged by the "
+        "audit; a validated checkpoint past it is not selected.",
+        ("train", "eval"),
         check=fraction(),
     )
     drift_log_ratio: float | None = option(

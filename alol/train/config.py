@@ -52,6 +52,8 @@ class AlolConfig(TrainingArguments):
     reward_timeout: float | None = same_as(TrainingSettings, "reward_timeout")
     missing_eos_penalty: float | None = same_as(TrainingSettings, "missing_eos_penalty")
     collapse_share: float | None = same_as(AuditThresholds, "collapse_share")
+    cut_off_share: float = same_as(AuditThresholds, "cut_off_share")
+    loop_share: float = same_as(AuditThresholds, "loop_share")
     # Trainer behaviour alol sets apart from TrainingArguments' defaults:
     group_by_length: bool = field(
         default=True,

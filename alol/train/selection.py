@@ -3,18 +3,24 @@
 Each validation pass decodes held-out prompts and scores the answers; the checkpoint kept at
 the end is the one with the highest selection score (`select_by`: the reward, a judge, or a
 weighted mix of them). A reward can be gamed, and the checkpoint that games it best would
-win, so a checkpoint whose answers collapsed onto one text (`collapse_share`) is never kept
-while a healthy one exists; when every one collapsed, the earliest, the fewest steps from
-π_ref, is kept and the run says so.
+win, so a checkpoint whose answers are degenerate by the audit's own measures is never kept
+while a healthy one exists: answers collapsed onto one text (`collapse_share`), or, against
+the validation pass before the first step (π_ref's answers), answers that run to the token
+budget (`cut_off_share`) or loop (`loop_share`) more often beyond noise. When every one is
+degenerate, the earliest, the fewest steps from π_ref, is kept and the run says so.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from dataclasses import dataclass
 
 from alol.distributed import gather_in_order
 from alol.errors import AlolError
 from alol.models.generate import GenerationConfig, generate_answers
+from alol.reports.audit_thresholds import SIGNIFICANT_STANDARD_ERRORS
+from alol.reports.collapse import loops
 from alol.reports.eval_report import EvalReport, eval_metrics, evaluate_responses
 from alol.rewards import Reward, score, with_missing_eos_penalty
 
@@ -61,16 +67,63 @@ def selection_score(metrics: dict[str, float], weights: dict[str, float], prefix
 
 
 def is_better(
-    value: float, collapsed: bool, best_value: float | None, best_collapsed: bool
+    value: float, degenerate: bool, best_value: float | None, best_degenerate: bool
 ) -> bool:
     """Whether a validated checkpoint replaces the best so far: a healthy one beats a
-    collapsed one whatever their scores, a collapsed one never replaces another, and among
+    degenerate one whatever their scores, a degenerate one never replaces another, and among
     healthy ones the higher score wins (ties keep the earlier)."""
     if best_value is None:
         return True
-    if collapsed:
+    if degenerate:
         return False
-    return best_collapsed or value > best_value
+    return best_degenerate or value > best_value
+
+
+@dataclass(frozen=True)
+class DegenerationLimits:
+    """The audit's thresholds, as validation applies them to a checkpoint's answers (None:
+    that measure is not checked)."""
+
+    collapse_share: float | None
+    cut_off_share: float | None
+    loop_share: float | None
+
+
+def share_rose(share: float, start: float, prompts: int) -> bool:
+    """Whether a share of the validation answers rose from the start's beyond noise: by
+    `SIGNIFICANT_STANDARD_ERRORS` standard errors of the difference of two shares of
+    `prompts` answers each."""
+    spread = math.sqrt((share * (1 - share) + start * (1 - start)) / prompts)
+    return share > start and share - start >= SIGNIFICANT_STANDARD_ERRORS * spread
+
+
+def degenerate_findings(
+    metrics: dict[str, float],
+    start: dict[str, float] | None,
+    limits: DegenerationLimits,
+    prompts: int,
+    prefix: str,
+) -> list[str]:
+    """Why a validation pass's answers are not worth keeping, the audit's way: collapsed onto
+    one answer, or, against the pass before the first step (`start`, π_ref's answers; None
+    before it exists), cut at the token budget or looping this often and more often beyond
+    noise. A π_ref that rambles already leaves its trained models free to."""
+    findings = []
+    template = metrics[f"{prefix}_template_share"]
+    if limits.collapse_share is not None and template >= limits.collapse_share:
+        findings.append(f"{template:.0%} of answers are one answer")
+    if start is None:
+        return findings
+    for key, limit, what in (
+        ("cut_off_share", limits.cut_off_share, "run to the token budget"),
+        ("loop_share", limits.loop_share, "loop"),
+    ):
+        share, before = metrics.get(f"{prefix}_{key}"), start.get(f"{prefix}_{key}")
+        if limit is None or share is None or before is None or share < limit:
+            continue
+        if share_rose(share, before, prompts):
+            findings.append(f"{share:.0%} of answers {what} against {before:.0%} before training")
+    return findings
 
 
 def validation_report(
@@ -114,13 +167,18 @@ def validation_report(
 
 
 def validation_metrics(
-    report: EvalReport, select_by: str, collapse_share: float | None, prefix: str
-) -> dict[str, float]:
-    """The logged figures of a validation pass, its selection score (`<prefix>_selection`) and
-    whether its answers collapsed (`<prefix>_collapsed`, 0 or 1)."""
+    report: EvalReport,
+    select_by: str,
+    limits: DegenerationLimits,
+    start: dict[str, float] | None,
+    prefix: str,
+) -> tuple[dict[str, float], list[str]]:
+    """The logged figures of a validation pass (with its share of looping answers), its
+    selection score (`<prefix>_selection`) and whether its answers are degenerate
+    (`<prefix>_degenerate`, 0 or 1), with the findings that make them so."""
     metrics = eval_metrics(report, prefix)
+    metrics[f"{prefix}_loop_share"] = statistics.fmean(loops(e.response) for e in report.examples)
     metrics[f"{prefix}_selection"] = selection_score(metrics, selection_weights(select_by), prefix)
-    metrics[f"{prefix}_collapsed"] = float(
-        collapse_share is not None and report.template_share >= collapse_share
-    )
-    return metrics
+    findings = degenerate_findings(metrics, start, limits, report.n, prefix)
+    metrics[f"{prefix}_degenerate"] = float(bool(findings))
+    return metrics, findings

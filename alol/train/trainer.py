@@ -5,8 +5,9 @@ Trainer's; alol adds three things: the sampler (priority sampling over the lefto
 grouped by length), the loss (response log-probs → a pure objective from `alol.method.objectives`)
 and the metrics (averaged over the logging window, read from the device once per log, not
 once per step). Evaluation decodes the validation prompts and scores them with the reward, so
-`metric_for_best_model="eval_reward"` selects checkpoints on validation reward (or `select_by`'s judges), never a collapsed
-one while another is not (`alol.train.selection`).
+`metric_for_best_model="eval_reward"` selects checkpoints on validation reward (or `select_by`'s judges), never a
+degenerate one (collapsed, rambling or looping against the pass before the first step) while
+another is not (`alol.train.selection`).
 
 Two places where alol deliberately departs from a plain `Trainer`:
 
@@ -69,6 +70,7 @@ from alol.train.progress import QuietProgressCallback
 from alol.train.record_examples import examples_from_records
 from alol.train.selection import (
     REWARD,
+    DegenerationLimits,
     is_better,
     selection_weights,
     validation_metrics,
@@ -374,7 +376,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict:
         """Decode the validation prompts (each rank its share), score them with the reward and
-        the judges, and log the scores, the collapse measures and the selection score."""
+        the judges, and log the scores, the degeneration measures and the selection score."""
         if self.reward is None or not self.eval_prompts:
             raise ValueError("Evaluation needs a reward and eval_prompts.")
         model = self.accelerator.unwrap_model(self.model)
@@ -387,9 +389,21 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             self.args.reward_timeout,
             self.args.missing_eos_penalty,
         )
-        metrics = validation_metrics(
-            report, self.args.select_by, self.args.collapse_share, metric_key_prefix
+        metrics, findings = validation_metrics(
+            report,
+            self.args.select_by,
+            DegenerationLimits(
+                self.args.collapse_share, self.args.cut_off_share, self.args.loop_share
+            ),
+            self.start_validation(),
+            metric_key_prefix,
         )
+        if findings and self.state.global_step:
+            logger.info(
+                "validation at step %d: %s; this checkpoint is kept only if every one is as bad",
+                self.state.global_step,
+                "; ".join(findings),
+            )
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(
             self.args, self.state, self.control, metrics
@@ -401,32 +415,54 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
 
     def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
         """Trainer's choice of the best checkpoint, by `alol.train.selection.is_better`: a
-        checkpoint whose validation answers collapsed is never the best while another is not."""
+        checkpoint whose validation answers are degenerate is never the best while another is
+        not."""
         value = metrics["eval_selection"]
-        collapsed = bool(metrics["eval_collapsed"])
+        degenerate = bool(metrics["eval_degenerate"])
         if not is_better(
-            value, collapsed, self.state.best_metric, self.collapsed_at(self.state.best_global_step)
+            value,
+            degenerate,
+            self.state.best_metric,
+            self.degenerate_at(self.state.best_global_step),
         ):
             return False
         self.state.best_metric = value
         self.state.best_global_step = self.state.global_step
         return True
 
-    def collapsed_at(self, step: int | None) -> bool:
-        """Whether the validation at `step` collapsed, read from the logged history (which a
-        resumed run reads back with its checkpoint)."""
-        return any(
-            row.get("step") == step and row.get("eval_collapsed") for row in self.state.log_history
+    def validation_at(self, step: int | None) -> dict[str, float] | None:
+        """The logged validation pass at `step`, from the history (which a resumed run reads
+        back with its checkpoint)."""
+        return next(
+            (
+                row
+                for row in self.state.log_history
+                if row.get("step") == step and "eval_selection" in row
+            ),
+            None,
         )
 
-    def train(self, *args, **kwargs):
-        """Trainer.train; says so when every validated checkpoint collapsed."""
-        output = super().train(*args, **kwargs)
-        if self.state.best_global_step and self.collapsed_at(self.state.best_global_step):
+    def start_validation(self) -> dict[str, float] | None:
+        """The validation pass before the first step (π_ref's answers): what rambling and
+        looping are measured against. None before it ran, or for a run started without it."""
+        return self.validation_at(0)
+
+    def degenerate_at(self, step: int | None) -> bool:
+        """Whether the validation at `step` found degenerate answers."""
+        row = self.validation_at(step)
+        return bool(row and row.get("eval_degenerate"))
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """Trainer.train, validating π_ref's answers first when the run starts (not when it
+        resumes: the history it reads back holds them); says so when every validated
+        checkpoint was degenerate."""
+        self.args.eval_on_start = self.eval_dataset is not None and not resume_from_checkpoint
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if self.state.best_global_step and self.degenerate_at(self.state.best_global_step):
             logger.warning(
-                "every validation pass found collapsed answers (%.0f%% or more equal to one "
-                "answer); kept the earliest checkpoint, step %d, the closest to π_ref",
-                100 * self.args.collapse_share,
+                "every validation pass found degenerate answers (collapsed, or rambling or "
+                "looping more than before training); kept the earliest checkpoint, step %d, the "
+                "closest to π_ref",
                 self.state.best_global_step,
             )
         return output
