@@ -329,6 +329,10 @@ def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
             reward_calls=cost["reward_calls"], generated_tokens=cost["generated_tokens"]
         )
     times = run_dir / "bench_times.json"
+    commits = run_dir / "bench_commits.json"
+    trained_at = json.loads(commits.read_text()) if commits.exists() else {}
+    for name, row in rows.items():
+        row["commit"] = trained_at.get("sft" if name == "reference" else name)
     audit = json.loads((run_dir / "eval" / "audit.json").read_text())
     return {
         "times": json.loads(times.read_text()) if times.exists() else {},
@@ -338,17 +342,32 @@ def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
 
 
 def timed(times_file: Path, name: str, folder: Path, stage) -> None:
-    """Run a stage; its wall time is kept in `times_file` from the run that did the work, so a
-    resumed benchmark reports that run's time, not the skip's. A stage that picks up the
-    checkpoint of a stopped run (the one the pipeline resumes from) is kept as None, not
-    timed: only its last part ran here."""
-    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    """Run a stage; when it did work (it was not up to date), its wall time is kept in
+    `times_file` and the commit that ran it in `bench_commits.json` beside it, so a resumed
+    benchmark reports the run that did the work, not the skip's, and a stage trained again on
+    changed inputs replaces the old figures. A stage that picked up the checkpoint of a stopped
+    run of the same inputs is kept as None, not timed: only its last part ran here."""
+    before = _stage_state(folder)
     resumed = newest_checkpoint(folder / "checkpoints") is not None
     started = time.perf_counter()
     stage()
-    if name not in times:
-        times[name] = None if resumed else time.perf_counter() - started
-        write_json(times_file, times)
+    after = _stage_state(folder)
+    if before == after:
+        return
+    same_inputs = before.get("fingerprint") == after.get("fingerprint")
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    times[name] = None if resumed and same_inputs else time.perf_counter() - started
+    write_json(times_file, times)
+    commits_file = times_file.with_name("bench_commits.json")
+    commits = json.loads(commits_file.read_text()) if commits_file.exists() else {}
+    write_json(commits_file, {**commits, name: commit()})
+
+
+def _stage_state(folder: Path) -> dict:
+    """A stage's fingerprint and status from its stage.json (empty before it first ran)."""
+    marker = folder / "stage.json"
+    state = json.loads(marker.read_text()) if marker.exists() else {}
+    return {key: state.get(key) for key in ("fingerprint", "status")}
 
 
 def measure_rows(cfg: PipelineConfig) -> dict[str, dict]:
@@ -521,6 +540,7 @@ def markdown(result: dict) -> str:
     per_seed = [
         f"- seed {seed}: reward "
         + ", ".join(f"{name} {row['reward']:.3f}" for name, row in run["rows"].items())
+        + f"; trained at {_trained_at(run['rows'])}"
         for seed, run in result["per_seed"].items()
     ]
     flags = [
@@ -538,7 +558,8 @@ def markdown(result: dict) -> str:
         [
             "# HH on SmolLM2-135M-Instruct (CPU scale), judged",
             "",
-            f"`python -m bench.hh_smollm2` at commit {result['commit']} — {result['machine']}; "
+            f"`python -m bench.hh_smollm2`, last run at commit {result['commit']} (the commit "
+            f'that trained each seed\'s rows is under "Reward per seed") — {result["machine"]}; '
             f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}, "
             f"alol {result['versions']['alol']}; {result['stage_hours']:.1f} h of stage compute in "
             f"all (each stage timed by the run that did it; this run {result['hours']:.1f} h). "
@@ -582,6 +603,17 @@ def markdown(result: dict) -> str:
             "",
         ]
     )
+
+
+def _trained_at(rows: dict[str, dict]) -> str:
+    """Which commit trained which rows of a seed (π_ref's is its SFT's): a benchmark run in
+    parts may span commits, and a row's figures are its commit's."""
+    by_commit: dict[str, list[str]] = {}
+    for name, row in rows.items():
+        by_commit.setdefault(row.get("commit") or "an unrecorded commit", []).append(name)
+    if len(by_commit) == 1:
+        return next(iter(by_commit))
+    return "; ".join(f"{commit} ({', '.join(names)})" for commit, names in by_commit.items())
 
 
 def _not_timed_note(not_timed: dict) -> str:

@@ -2,11 +2,12 @@
 earlier part's run folder is gone adds its models to the earlier results, never mixing rows
 from another setup."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from bench.hh_smollm2 import merge_results, summary
+from bench.hh_smollm2 import merge_results, summary, timed
 
 SETUP = {
     "commit": "abc1234",
@@ -91,3 +92,39 @@ def test_parts_of_another_setup_are_refused_naming_the_file_and_field(field, val
     later = {**part({}), field: value}
     with pytest.raises(SystemExit, match=f"earlier.json: its '{field}' is"):
         merge_results(EARLIER, later, Path("earlier.json"))
+
+
+def fake_stage(folder: Path, fingerprint: str, checkpoint: bool = False):
+    """A stage that, when it runs, finishes with `fingerprint` (and leaves a checkpoint)."""
+
+    def run() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / "stage.json"
+        if not marker.exists() or json.loads(marker.read_text())["fingerprint"] != fingerprint:
+            marker.write_text(json.dumps({"fingerprint": fingerprint, "status": "done"}))
+        if checkpoint:
+            (folder / "checkpoints" / "checkpoint-25").mkdir(parents=True, exist_ok=True)
+            (folder / "checkpoints" / "checkpoint-25" / "trainer_state.json").write_text("{}")
+
+    return run
+
+
+def test_a_stage_is_timed_and_its_commit_kept_by_the_run_that_did_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.hh_smollm2.commit", lambda: "aaa1111")
+    times, folder = tmp_path / "bench_times.json", tmp_path / "train" / "a_lol"
+    timed(times, "a_lol", folder, fake_stage(folder, "inputs-1", checkpoint=True))
+    first = json.loads(times.read_text())["a_lol"]
+    assert first is not None and json.loads((tmp_path / "bench_commits.json").read_text()) == {
+        "a_lol": "aaa1111"
+    }
+
+    monkeypatch.setattr("bench.hh_smollm2.commit", lambda: "bbb2222")
+    timed(times, "a_lol", folder, fake_stage(folder, "inputs-1"))
+    assert json.loads((tmp_path / "bench_commits.json").read_text())["a_lol"] == "aaa1111", (
+        "a stage found up to date did no work here"
+    )
+    timed(times, "a_lol", folder, fake_stage(folder, "inputs-2"))
+    assert json.loads((tmp_path / "bench_commits.json").read_text())["a_lol"] == "bbb2222"
+    assert json.loads(times.read_text())["a_lol"] is not None, (
+        "trained again on changed inputs: timed whole, though the old run left checkpoints"
+    )
