@@ -68,20 +68,13 @@ from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.config import AlolConfig
 from alol.train.progress import QuietProgressCallback
 from alol.train.record_examples import examples_from_records
-from alol.train.selection import (
-    REWARD,
-    DegenerationLimits,
-    is_better,
-    selection_weights,
-    validation_metrics,
-    validation_report,
-)
+from alol.train.selection import REWARD, PromptList, ValidatedCheckpoints, selection_weights
 from alol.train.wrapping import apply_lora, call_through_wrapper
 
 logger = logging.getLogger(__name__)
 
 
-class AlolTrainer(AtomicCheckpoints, Trainer):
+class AlolTrainer(AtomicCheckpoints, ValidatedCheckpoints, Trainer):
     """Trains `args.objective` on an `ExampleDataset` built by `alol.pipeline`, or on records:
     a `datasets.Dataset` or list of rows in alol's record formats (`alol.train.record_examples`
     tokenizes them and precomputes what the objective needs, as TRL's trainers take datasets).
@@ -161,7 +154,7 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
             )
         self.eval_prompts = eval_prompts
         self.generation_config = generation_config or GenerationConfig()
-        eval_dataset = _PromptList(eval_prompts) if eval_prompts and reward is not None else None
+        eval_dataset = PromptList(eval_prompts) if eval_prompts and reward is not None else None
         super().__init__(
             model=model,
             args=args,
@@ -369,113 +362,3 @@ class AlolTrainer(AtomicCheckpoints, Trainer):
         self._tokens_seen.zero_()
         self._last_log_time = now
         return metrics
-
-    # --- evaluation ---------------------------------------------------------------------
-
-    def evaluate(
-        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
-    ) -> dict:
-        """Decode the validation prompts (each rank its share), score them with the reward and
-        the judges, and log the scores, the degeneration measures and the selection score."""
-        if self.reward is None or not self.eval_prompts:
-            raise ValueError("Evaluation needs a reward and eval_prompts.")
-        model = self.accelerator.unwrap_model(self.model)
-        report = validation_report(
-            model,
-            self.processing_class,
-            self.eval_prompts,
-            {REWARD: self.reward, **self.judges},
-            self.generation_config,
-            self.args.reward_timeout,
-            self.args.missing_eos_penalty,
-        )
-        metrics, findings = validation_metrics(
-            report,
-            self.args.select_by,
-            DegenerationLimits(
-                self.args.collapse_share, self.args.cut_off_share, self.args.loop_share
-            ),
-            self.start_validation(),
-            metric_key_prefix,
-        )
-        if findings and self.state.global_step:
-            logger.info(
-                "validation at step %d: %s; this checkpoint is kept only if every one is as bad",
-                self.state.global_step,
-                "; ".join(findings),
-            )
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(
-            self.args, self.state, self.control, metrics
-        )
-        model.train()
-        return metrics
-
-    # --- checkpoint selection -----------------------------------------------------------
-
-    def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
-        """Trainer's choice of the best checkpoint, by `alol.train.selection.is_better`: a
-        checkpoint whose validation answers are degenerate is never the best while another is
-        not."""
-        value = metrics["eval_selection"]
-        degenerate = bool(metrics["eval_degenerate"])
-        if not is_better(
-            value,
-            degenerate,
-            self.state.best_metric,
-            self.degenerate_at(self.state.best_global_step),
-        ):
-            return False
-        self.state.best_metric = value
-        self.state.best_global_step = self.state.global_step
-        return True
-
-    def validation_at(self, step: int | None) -> dict[str, float] | None:
-        """The logged validation pass at `step`, from the history (which a resumed run reads
-        back with its checkpoint)."""
-        return next(
-            (
-                row
-                for row in self.state.log_history
-                if row.get("step") == step and "eval_selection" in row
-            ),
-            None,
-        )
-
-    def start_validation(self) -> dict[str, float] | None:
-        """The validation pass before the first step (π_ref's answers): what rambling and
-        looping are measured against. None before it ran, or for a run started without it."""
-        return self.validation_at(0)
-
-    def degenerate_at(self, step: int | None) -> bool:
-        """Whether the validation at `step` found degenerate answers."""
-        row = self.validation_at(step)
-        return bool(row and row.get("eval_degenerate"))
-
-    def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        """Trainer.train, validating π_ref's answers first when the run starts (not when it
-        resumes: the history it reads back holds them); says so when every validated
-        checkpoint was degenerate."""
-        self.args.eval_on_start = self.eval_dataset is not None and not resume_from_checkpoint
-        output = super().train(resume_from_checkpoint, *args, **kwargs)
-        if self.state.best_global_step and self.degenerate_at(self.state.best_global_step):
-            logger.warning(
-                "every validation pass found degenerate answers (collapsed, or rambling or "
-                "looping more than before training); kept the earliest checkpoint, step %d, the "
-                "closest to π_ref",
-                self.state.best_global_step,
-            )
-        return output
-
-
-class _PromptList(Dataset):
-    """The validation prompts as a dataset, so Trainer's evaluation schedule switches on."""
-
-    def __init__(self, prompts: list[str]):
-        self.prompts = prompts
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def __getitem__(self, index: int) -> str:
-        return self.prompts[index]
