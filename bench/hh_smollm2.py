@@ -460,11 +460,18 @@ def shared_setup(result: dict) -> dict:
     return json.loads(json.dumps({**setup, "judges": judges}))
 
 
-def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
-    """`current` with the models of `previous` (an earlier part of the same benchmark, say run on
-    another machine whose run folder is gone) that `current`'s run folder lacks; where both hold
-    a model, the current run's row wins, and a stage's wall time is kept from whichever run
-    timed it whole."""
+def read_results(path: Path) -> dict:
+    """An earlier part's results file, or a stop that names it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--merge-with {path}: not a readable results file ({err})") from None
+
+
+def refuse_another_setup(previous: dict, current: dict, previous_path: Path) -> None:
+    """Stop unless `previous` (an earlier part's results) shares `current`'s setup. `current`
+    needs only the setup's keys, so a run checks this as soon as its reward model and judges
+    are fitted, not after hours of training whose results it could then not write."""
     theirs, ours = shared_setup(previous), shared_setup(current)
     for key, value in ours.items():
         if theirs[key] != value:
@@ -472,6 +479,14 @@ def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
                 f"{previous_path}: its {key!r} is {json.dumps(theirs[key])[:300]}, this run's is "
                 f"{json.dumps(value)[:300]}; only parts of one benchmark merge"
             )
+
+
+def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
+    """`current` with the models of `previous` (an earlier part of the same benchmark, say run on
+    another machine whose run folder is gone) that `current`'s run folder lacks; where both hold
+    a model, the current run's row wins, and a stage's wall time is kept from whichever run
+    timed it whole."""
+    refuse_another_setup(previous, current, previous_path)
     seeds = {int(seed): run for seed, run in previous["per_seed"].items()}
     for seed, run in current["per_seed"].items():
         earlier = seeds.get(int(seed), {"rows": {}, "times": {}})
@@ -652,7 +667,7 @@ def main() -> int:
         "--merge-with",
         metavar="JSON",
         help="keep this earlier results file's models that this run's folder lacks (a part run "
-        "elsewhere); refused unless it ran the same commit, sizes, reward model and judges",
+        "elsewhere); refused unless it ran the same commit, sizes, reward model and judges, as soon as those are fitted",
     )
     args = parser.parse_args()
     configure_console()
@@ -665,6 +680,10 @@ def main() -> int:
     cfg = base_config(out, model, paths, args.quick)
     rm = fit_reward(cfg, paths)
     judges = fit_judges(cfg, out, paths, sizes)
+    setup = {"commit": commit(), "sizes": asdict(sizes), "reward_model": rm, "judges": judges}
+    previous = Path(args.merge_with) if args.merge_with else None
+    if previous:
+        refuse_another_setup(read_results(previous), setup, previous)
     specs = judge_specs(judges)
     for seed in args.seeds:
         if args.prepare:
@@ -680,7 +699,7 @@ def main() -> int:
         if (out / f"seed{seed}" / "eval").exists()
     }
     result = {
-        "commit": commit(),
+        **setup,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads",
         "versions": {
             "torch": torch.__version__,
@@ -688,16 +707,12 @@ def main() -> int:
             "alol": __version__,
             "python": sys.version.split()[0],
         },
-        "sizes": asdict(sizes),
         "hours": (time.perf_counter() - started) / 3600,
-        "reward_model": rm,
-        "judges": judges,
         "instruct": instruct_row(cfg, out, specs),
         **summary(seeds),
     }
-    if args.merge_with:
-        previous = Path(args.merge_with)
-        result = merge_results(json.loads(previous.read_text(encoding="utf-8")), result, previous)
+    if previous:
+        result = merge_results(read_results(previous), result, previous)
     name = "hh_smollm2_quick" if args.quick else "hh_smollm2"
     write_results(name, result, markdown(result))
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.hh_smollm2 import merge_results, summary, timed
+from bench.hh_smollm2 import merge_results, read_results, refuse_another_setup, summary, timed
 
 SETUP = {
     "commit": "abc1234",
@@ -92,6 +92,22 @@ def test_parts_of_another_setup_are_refused_naming_the_file_and_field(field, val
     later = {**part({}), field: value}
     with pytest.raises(SystemExit, match=f"earlier.json: its '{field}' is"):
         merge_results(EARLIER, later, Path("earlier.json"))
+
+
+def test_another_setup_is_refused_from_the_setup_alone_before_any_model_is_trained():
+    refuse_another_setup(EARLIER, SETUP, Path("earlier.json"))
+    refit = {**SETUP, "reward_model": {"heldout": {"pairwise_accuracy": 0.635}}}
+    with pytest.raises(SystemExit, match="earlier.json: its 'reward_model' is"):
+        refuse_another_setup(EARLIER, refit, Path("earlier.json"))
+
+
+def test_an_unreadable_earlier_part_is_refused_naming_it(tmp_path):
+    broken = tmp_path / "part.json"
+    broken.write_text('{"commit": ')
+    with pytest.raises(SystemExit, match=f"--merge-with {broken}: not a readable results file"):
+        read_results(broken)
+    with pytest.raises(SystemExit, match="not a readable results file"):
+        read_results(tmp_path / "absent.json")
 
 
 def fake_stage(folder: Path, fingerprint: str, checkpoint: bool = False):
