@@ -10,6 +10,9 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from alol.reports.audit import at_chance
+from alol.reports.metrics import HeldOutAgreement
+
 A_LOL_VARIANTS = ("a_lol", "a_lol_seq", "a_lol_ref_free", "a_lol_kl")
 LEARNED_JUDGES = ("helpfulness", "harmlessness")
 JUDGED_BASELINES = ("wbc", "dpo", "kto")
@@ -217,4 +220,26 @@ def targets_markdown(result: dict) -> list[str]:
     for verdict in found["verdicts"]:
         said = {True: "holds", False: "does not hold", None: "not measured"}[verdict["holds"]]
         lines.append(f"| {verdict['target']} | {said} | {verdict['figures']} |")
-    return lines
+    return lines + _judges_at_chance_note(result.get("judges", {}))
+
+
+def _judges_at_chance_note(judges: dict) -> list[str]:
+    """A line under the verdicts when a learned judge they rest on orders its own held-out pairs
+    no better than a coin: its verdicts, either way, say little about the human choices."""
+    weak = []
+    for name in LEARNED_JUDGES:
+        heldout = judges.get(name, {}).get("heldout") or {}
+        if "pairwise_accuracy" not in heldout:
+            continue
+        pairs = heldout.get("pairs", heldout.get("n_heldout"))
+        agreement = HeldOutAgreement(heldout["pairwise_accuracy"], pairs)
+        if at_chance(agreement):
+            weak.append(f"{name} {agreement.accuracy:.0%} of {pairs}")
+    if not weak:
+        return []
+    return [
+        "",
+        f"The learned judges' verdicts rest on judges no better than chance on their own "
+        f"held-out pairs ({'; '.join(weak)}): a gain or a fall on them, and any verdict on "
+        "their mean, says little about what the human choices measure.",
+    ]

@@ -106,3 +106,18 @@ def test_without_a_validated_variant_no_target_is_judged():
         "No target is judged: no A-LoL variant has a recorded validation reward on every seed "
         "where a variant ran."
     ]
+
+
+def test_verdicts_resting_on_a_judge_at_chance_say_so_under_the_table():
+    result = {"targets": targets({0: seed(row(0.52, 0.5))})}
+    coin = {"heldout": {"n_heldout": 208, "pairwise_accuracy": 0.54}}
+    skilled = {"heldout": {"n_heldout": 286, "pairwise_accuracy": 0.70}}
+
+    lines = targets_markdown({**result, "judges": {"helpfulness": skilled, "harmlessness": coin}})
+
+    assert lines[-1].startswith(
+        "The learned judges' verdicts rest on judges no better than chance on their own "
+        "held-out pairs (harmlessness 54% of 208)"
+    )
+    both_skilled = {"helpfulness": skilled, "harmlessness": skilled}
+    assert targets_markdown({**result, "judges": both_skilled}) == targets_markdown(result)
