@@ -44,6 +44,7 @@ from alol.models.value_fit import predict_values
 from alol.pipeline.tables import joined
 from alol.reports.advantage_report import (
     advantage_stats,
+    length_weighting,
     top_draw_share,
     write_advantage_report,
 )
@@ -999,3 +1000,41 @@ def test_two_processes_each_take_whole_prompt_groups_and_return_record_order(
     assert not process_prompts[0] & process_prompts[1]
     np.testing.assert_allclose(table.ref_token_logps, expected.ref_token_logps, atol=1e-5)
     np.testing.assert_array_equal(table.response_length, expected.response_length)
+
+
+def test_the_report_says_how_a_lol_s_weighting_shifts_the_answer_length(tmp_path):
+    """R = [0, 3, 1, 2], V = 1: A = [−1, 2, 0, 1], lengths [1, 3, 1, 2] tokens. The positive
+    answers average 2.5 tokens, A-LoL's draws (∝ A: 2/3 and 1/3) 8/3 and its gradient weight
+    (∝ A²: 4/5 and 1/5) 2.8, against 1.75 over all the answers: a reward that pays length
+    (A and length correlate at 3.5 / √(5 × 2.75))."""
+    lengths = [np.array([-1.0] * n) for n in (1, 3, 1, 2)]
+    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4, lengths)
+    records = [RewardRecord(f"Question {i}?", f"Answer {i}.") for i in range(4)]
+
+    shift = write_advantage_report(table, records, tmp_path, 64)["response_length"]
+
+    assert shift["all"] == pytest.approx(1.75)
+    assert shift["positive"] == pytest.approx(2.5)
+    assert shift["draws"] == pytest.approx(8 / 3)
+    assert shift["gradient_weight"] == pytest.approx(2.8)
+    assert shift["correlation_with_advantage"] == pytest.approx(3.5 / np.sqrt(5 * 2.75))
+    assert (
+        "Mean answer length: 1.8 tokens over all the answers, 2.5 over those with A > 0, 2.7 as "
+        "A-LoL draws them and 2.8 by its gradient weight (∝ A²); A and length correlate at 0.94."
+    ) in (tmp_path / "top_advantages.md").read_text()
+
+
+def test_without_positive_answers_the_length_shift_is_not_invented():
+    no_positive = length_weighting(np.array([-1.0, -2.0]), np.array([3, 5]))
+
+    assert no_positive == {
+        "all": 4.0,
+        "positive": None,
+        "draws": None,
+        "gradient_weight": None,
+        "correlation_with_advantage": pytest.approx(-1.0),
+    }
+    assert (
+        length_weighting(np.array([1.0, 2.0]), np.array([4, 4]))["correlation_with_advantage"]
+        is None
+    )

@@ -31,7 +31,7 @@ def advantage_stats(
 ) -> dict[str, Any]:
     """Count, fraction with A > 0, mean/std (population)/percentiles of R, V(x) and A, how
     the top tenth of the positive answers hold A-LoL's draws and reach `max_response_length`,
-    and, when every answer has a group (`groups`, aligned with the table), each group's part.
+    how the weighting shifts the mean answer length, and, when every answer has a group (`groups`, aligned with the table), each group's part.
 
     Percentiles interpolate linearly between order statistics (numpy's default).
     """
@@ -49,7 +49,33 @@ def advantage_stats(
             table, max_response_length, TOP_SHARE
         ),
         "groups": group_shares(table.advantage, groups),
+        "response_length": length_weighting(table.advantage, table.response_length),
     }
+
+
+def length_weighting(advantage: np.ndarray, lengths: np.ndarray) -> dict[str, float | None]:
+    """How A-LoL's weighting shifts training towards long or short answers: the mean response
+    length (tokens) of all answers, of the positive ones, of A-LoL's draws (∝ A) and of its
+    gradient weight (draws × A, so ∝ A²), and the Pearson correlation of A with length. A
+    reward that pays length shows here as a mean that grows at each step, before any training
+    lengthens the answers (None where there is nothing to average or nothing varies)."""
+    lengths = lengths.astype(float)
+    positive = np.clip(advantage, 0, None)
+    varies = np.std(advantage) > 0 and np.std(lengths) > 0
+    return {
+        "all": float(lengths.mean()),
+        "positive": float(lengths[advantage > 0].mean()) if positive.any() else None,
+        "draws": _weighted_mean(lengths, positive),
+        "gradient_weight": _weighted_mean(lengths, positive**2),
+        "correlation_with_advantage": (
+            float(np.corrcoef(advantage, lengths)[0, 1]) if varies else None
+        ),
+    }
+
+
+def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float | None:
+    total = weights.sum()
+    return float((values * weights).sum() / total) if total > 0 else None
 
 
 def group_shares(advantage: np.ndarray, groups: list[str | None] | None) -> dict | None:
@@ -172,7 +198,7 @@ def top_answers_markdown(
         + "tokens | question | answer | record |",
         "|" + "---|" * (7 + len(components)),
     ]
-    lines[-2:-2] = _group_lines(stats["groups"])
+    lines[-2:-2] = [*_length_lines(stats["response_length"]), *_group_lines(stats["groups"])]
     for row in answers:
         cells = [
             f"{row[k]:+.3f}" if k == "advantage" else f"{row[k]:.3f}"
@@ -183,6 +209,20 @@ def top_answers_markdown(
         cells.append(_cell(row["source"], 60) or "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _length_lines(shift: dict[str, float | None]) -> list[str]:
+    """The mean answer length at each step of A-LoL's weighting, when any answer has A > 0."""
+    if shift["gradient_weight"] is None:
+        return []
+    return [
+        f"Mean answer length: {shift['all']:.1f} tokens over all the answers, "
+        f"{shift['positive']:.1f} over those with A > 0, {shift['draws']:.1f} as A-LoL draws them "
+        f"and {shift['gradient_weight']:.1f} by its gradient weight (∝ A²); A and length "
+        f"correlate at {formatted(shift['correlation_with_advantage'], '.2f')}. A weight that "
+        "grows with length trains the policy to answer at length whatever it says.",
+        "",
+    ]
 
 
 def _group_lines(groups: dict | None) -> list[str]:
