@@ -667,7 +667,8 @@ def main() -> int:
         "--merge-with",
         metavar="JSON",
         help="keep this earlier results file's models that this run's folder lacks (a part run "
-        "elsewhere); refused unless it ran the same commit, sizes, reward model and judges, as soon as those are fitted",
+        "elsewhere); refused, as soon as the reward model and judges are fitted, unless it "
+        "ran the same commit, sizes, reward model and judges",
     )
     args = parser.parse_args()
     configure_console()
@@ -682,8 +683,9 @@ def main() -> int:
     judges = fit_judges(cfg, out, paths, sizes)
     setup = {"commit": commit(), "sizes": asdict(sizes), "reward_model": rm, "judges": judges}
     previous = Path(args.merge_with) if args.merge_with else None
-    if previous:
-        refuse_another_setup(read_results(previous), setup, previous)
+    earlier = read_results(previous) if previous else None
+    if earlier:
+        refuse_another_setup(earlier, setup, previous)
     specs = judge_specs(judges)
     for seed in args.seeds:
         if args.prepare:
@@ -711,8 +713,8 @@ def main() -> int:
         "instruct": instruct_row(cfg, out, specs),
         **summary(seeds),
     }
-    if previous:
-        result = merge_results(read_results(previous), result, previous)
+    if earlier:
+        result = merge_results(earlier, result, previous)
     name = "hh_smollm2_quick" if args.quick else "hh_smollm2"
     write_results(name, result, markdown(result))
     return 0

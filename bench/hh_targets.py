@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from alol.reports.audit import at_chance
-from alol.reports.metrics import HeldOutAgreement
+from alol.reports.metrics import agreement_of
 
 A_LOL_VARIANTS = ("a_lol", "a_lol_seq", "a_lol_ref_free", "a_lol_kl")
 LEARNED_JUDGES = ("helpfulness", "harmlessness")
@@ -228,13 +228,9 @@ def _judges_at_chance_note(judges: dict) -> list[str]:
     no better than a coin: its verdicts, either way, say little about the human choices."""
     weak = []
     for name in LEARNED_JUDGES:
-        heldout = judges.get(name, {}).get("heldout") or {}
-        if "pairwise_accuracy" not in heldout:
-            continue
-        pairs = heldout.get("pairs", heldout.get("n_heldout"))
-        agreement = HeldOutAgreement(heldout["pairwise_accuracy"], pairs)
+        agreement = agreement_of(judges.get(name, {}).get("heldout") or {})
         if at_chance(agreement):
-            weak.append(f"{name} {agreement.accuracy:.0%} of {pairs}")
+            weak.append(f"{name} {agreement.accuracy:.0%} of {agreement.pairs}")
     if not weak:
         return []
     return [

@@ -31,7 +31,8 @@ def advantage_stats(
 ) -> dict[str, Any]:
     """Count, fraction with A > 0, mean/std (population)/percentiles of R, V(x) and A, how
     the top tenth of the positive answers hold A-LoL's draws and reach `max_response_length`,
-    how the weighting shifts the mean answer length, and, when every answer has a group (`groups`, aligned with the table), each group's part.
+    how the weighting shifts the mean answer length, and, when every answer has a group
+    (`groups`, aligned with the table), each group's part.
 
     Percentiles interpolate linearly between order statistics (numpy's default).
     """
