@@ -37,6 +37,14 @@ class TrainingSettings:
         "group), so the group whose answers beat π_ref most does not take the training over.",
         ("train",),
     )
+    length_neutral_advantage: bool = option(
+        False,
+        "Remove from A the part that answer length (in words) explains linearly over the "
+        "training examples before A-LoL keeps A > 0, draws ∝ A and weights by A: a reward "
+        "that pays length, doubled by the A² weighting, otherwise trains the policy to run its "
+        "answers long. Off: the paper's A.",
+        ("train",),
+    )
     max_tokens_per_batch: int | None = option(
         None,
         "Token-budget micro-batches: as many examples as fit this many padded tokens (examples "

@@ -9,8 +9,9 @@ Each try trains its objectives in `<out>/judged/tries/<name>/` on hard links to 
 (alol writes every file by rename, so a stage that reran there would replace the links, never
 edit seed 0's files) and is evaluated, judged and audited on the validation prompts. A try that
 changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V and advantages
-there and is compared with that π_ref, whose row it shows. Writes
-bench/results/hh_tries.{json,md}.
+there and is compared with that π_ref, whose row it shows; a try that changes nothing evaluates
+seed 0's own training of its objectives. Writes bench/results/hh_tries.{json,md}, or the
+files `--results` names (tries on another run folder, whose reward model differs).
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ TRIES = {
     "seq_passes": (("a_lol_seq",), {"sample_in_passes": True}),
     "long": (("a_lol_seq", "nll"), {"max_response_length": 128}),
     "seq_balanced": (("a_lol_seq",), {"balance_groups": True}),
+    "seq_length_neutral": (("a_lol_seq",), {"length_neutral_advantage": True}),
 }
 """Name → (its objectives, the settings it changes from the benchmark's recipe). "long" trains
 on responses of up to 128 tokens, the paper's length, where the recipe's 64 cut 45% of the
 training responses before their EOS. "seq_balanced" draws each HH subset at its share of the
 training answers (∝ A within it), where ∝ A alone gives helpful-online 83% of the gradient
-weight for half of the answers (`bench.hh_breakdown`)."""
+weight for half of the answers (`bench.hh_breakdown`). "seq_length_neutral" takes out of A the
+part that answer length explains, where A correlates with length at 0.33 and its A² weighting
+trains on answers of 69 tokens on average for data of 48."""
 SHARED_STAGES = ("sft", "value", "advantage")
 MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
@@ -62,8 +66,10 @@ def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: d
     """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
-    for part in SHARED_STAGES:
-        if not (try_dir / part).exists():
+    # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
+    parts = SHARED_STAGES + (() if overrides else tuple(f"train/{o}" for o in objectives))
+    for part in parts:
+        if (seed0 / part).exists() and not (try_dir / part).exists():
             (try_dir / part).parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-al", str(seed0 / part), str(try_dir / part)], check=True)
     evaluated = next((out / "tries").glob("*/eval/reference/answers.jsonl"), None)
@@ -146,6 +152,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--tries", nargs="+", default=list(TRIES), choices=TRIES)
+    parser.add_argument(
+        "--results",
+        default="hh_tries",
+        help="name of the results files in bench/results: tries on another run folder (another "
+        "reward model) go in a file of their own",
+    )
     args = parser.parse_args()
     configure_console()
     out = Path(args.out) / "judged"
@@ -153,13 +165,13 @@ def main() -> int:
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
     judges = judge_specs(fit_judges(cfg, out, paths, FULL))
     seed_cfg = seed_config(cfg, 0, rows_of(0), out, judges)
-    results_file = RESULTS / "hh_tries.json"
+    results_file = RESULTS / f"{args.results}.json"
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
         objectives, overrides = TRIES[name]
         done[name] = {**run_try(seed_cfg, out, name, objectives, overrides), "commit": commit()}
         result = {"commit": commit(), "tries": done}
-        write_results("hh_tries", result, markdown(result))
+        write_results(args.results, result, markdown(result))
     return 0
 
 

@@ -33,6 +33,8 @@ from alol.method.leftover import (
     NoPositiveAdvantageError,
     balanced_by_group,
     budget_steps,
+    length_neutral,
+    response_words,
     select_training_examples,
 )
 from alol.method.sampling import PrioritySampler
@@ -378,6 +380,26 @@ def test_advantage_stats_hand_checked():
     assert stats["advantage"] == pytest.approx(expected)
     assert stats["value"] == pytest.approx({k: 1.0 for k in expected} | {"std": 0.0})
     assert stats["reward"]["mean"] == pytest.approx(2.0)
+
+
+def test_a_length_neutral_advantage_is_a_less_its_least_squares_fit_on_length():
+    """A = 0.1 · length − 0.25 + q with q = [.05, −.05, −.05, .05], which sums to 0 and does not
+    correlate with the lengths [1, 2, 3, 4]: the fit takes out 0.1 · (length − 2.5) and leaves
+    q (mean A is 0); answers all of one length keep their A."""
+    lengths = np.array([1.0, 2.0, 3.0, 4.0])
+    quality = np.array([0.05, -0.05, -0.05, 0.05])
+
+    neutral = length_neutral(0.1 * lengths - 0.25 + quality, lengths)
+
+    assert neutral == pytest.approx(quality)
+    assert np.corrcoef(neutral, lengths)[0, 1] == pytest.approx(0.0, abs=1e-12)
+    assert length_neutral(np.array([0.3, -0.1]), np.array([5.0, 5.0])).tolist() == [0.3, -0.1]
+    with pytest.raises(ValueError, match="3 lengths for 2 advantages"):
+        length_neutral(np.array([0.3, -0.1]), np.ones(3))
+
+
+def test_response_words_count_whitespace_separated_words():
+    assert response_words([" I am  here.", "", "one\ntwo"]).tolist() == [3.0, 0.0, 2.0]
 
 
 def test_the_top_tenth_of_positive_answers_draw_share_says_how_concentrated_a_lol_trains():
@@ -1021,6 +1043,27 @@ def test_the_report_says_how_a_lol_s_weighting_shifts_the_answer_length(tmp_path
     assert (
         "Mean answer length: 1.8 tokens over all the answers, 2.5 over those with A > 0, 2.7 as "
         "A-LoL draws them and 2.8 by its gradient weight (∝ A²); A and length correlate at 0.94."
+    ) in (tmp_path / "top_advantages.md").read_text()
+
+
+def test_the_report_says_what_a_length_neutral_advantage_would_train_on(tmp_path):
+    """The answers above with as many words as tokens: A's fit on length has slope 3.5 / 2.75
+    = 14/11, so the length-neutral A is [−0.5, 4.5, 10.5, 7.5] / 11. Its positive answers
+    (3, 1 and 2 tokens) average 2.0 tokens, its draws 39 / 22.5 and its gradient weight
+    283.5 / 186.75: no longer longer than the 1.75 of all the answers."""
+    lengths = [np.array([-1.0] * n) for n in (1, 3, 1, 2)]
+    table = make_table([0.0, 3.0, 1.0, 2.0], [1.0] * 4, lengths)
+    records = [RewardRecord(f"Question {i}?", " word" * n) for i, n in enumerate((1, 3, 1, 2))]
+
+    neutral = write_advantage_report(table, records, tmp_path, 64)["response_length_neutral"]
+
+    assert neutral["positive"] == pytest.approx(2.0)
+    assert neutral["draws"] == pytest.approx(39 / 22.5)
+    assert neutral["gradient_weight"] == pytest.approx(283.5 / 186.75)
+    assert neutral["correlation_with_advantage"] == pytest.approx(0.0, abs=1e-12)
+    assert (
+        "With `length_neutral_advantage: true` (A less its linear fit on length in words): "
+        "2.0, 1.7 and 1.5 tokens."
     ) in (tmp_path / "top_advantages.md").read_text()
 
 

@@ -96,6 +96,7 @@ EXPECTED: dict[str, set[str]] = {
             "scale_steps_by_positive_fraction",
             "sampling",
             "balance_groups",
+            "length_neutral_advantage",
             "resume",
             "value_from_data",
             "eval_model",

@@ -91,6 +91,39 @@ def test_sample_in_passes_draws_each_kept_row_once_in_a_pass(tmp_path, tiny_llam
     assert sorted(draws) == [0, 1, 2, 3]
 
 
+def test_a_length_neutral_advantage_keeps_the_answers_that_beat_pi_ref_at_their_length(
+    tmp_path, tiny_llama_dir
+):
+    """Answers of 1, 2, 3 and 4 words with A = 0.1 · words − 0.25 + q, q = [.05, −.05, −.05, .05]
+    (q sums to 0 and does not correlate with length): the length-neutral A is q itself, so the
+    shortest and the longest answer are kept, drawn alike; the paper's A keeps the longest only."""
+    rows = [
+        {
+            "prompt": "Tell me about tea?",
+            "response": " tea" * words,
+            "reward": 0.5 + a,
+            "advantage": a,
+        }
+        for words, a in zip((1, 2, 3, 4), (-0.1, -0.1, 0.0, 0.2), strict=True)
+    ]
+
+    def kept(**options) -> AlolTrainer:
+        options = {"group_by_length": False, **options}
+        return AlolTrainer(
+            str(tiny_llama_dir),
+            args(tmp_path, "a_lol", **options),
+            train_dataset=datasets.Dataset.from_list(rows),
+        )
+
+    neutral, paper = kept(length_neutral_advantage=True), kept()
+
+    assert [e.index for e in neutral.train_dataset.examples] == [0, 3]
+    np.testing.assert_allclose(neutral.sample_weights, [0.05, 0.05], rtol=1e-6)
+    assert [e.advantage for e in neutral.train_dataset.examples] == pytest.approx([0.05, 0.05])
+    assert [e.index for e in paper.train_dataset.examples] == [3]
+    np.testing.assert_allclose(paper.sample_weights, [0.2], rtol=1e-6)
+
+
 def test_a_lol_without_advantages_names_the_field_and_where_they_come_from(
     tmp_path, tiny_llama_dir
 ):

@@ -38,7 +38,12 @@ from alol.data.records import RewardRecord
 from alol.errors import AlolError, DataError
 from alol.fingerprint import fingerprint_of, fingerprint_records
 from alol.method.kto import kto_rows, report_balance
-from alol.method.leftover import balanced_by_group, select_examples
+from alol.method.leftover import (
+    balanced_by_group,
+    length_neutral,
+    response_words,
+    select_examples,
+)
 from alol.method.objectives import Objective
 
 
@@ -74,6 +79,7 @@ class Settings(Protocol):
 
     sampling: str | None
     balance_groups: bool
+    length_neutral_advantage: bool
     kto_label: str
     kto_threshold: float | None
     desirable_weight: float
@@ -133,8 +139,11 @@ def _pointwise_set(
     scores = sources.scores(records, objective)
     if objective.needs_reward and np.isnan(scores.reward).any():
         raise DataError(f"{objective.name} needs a 'reward' on every record", field="reward")
+    advantage = scores.advantage
+    if settings.length_neutral_advantage and advantage is not None:
+        advantage = length_neutral(advantage, response_words([r.response for r in records]))
     indices, weights = select_examples(
-        scores.reward, scores.advantage, objective.positive_advantage_only, sampling, scores.value
+        scores.reward, advantage, objective.positive_advantage_only, sampling, scores.value
     )
     if settings.balance_groups:
         weights = balanced_by_group(weights, indices, record_groups(records))
@@ -146,15 +155,17 @@ def _pointwise_set(
                     tokenize(records[i].prompt, records[i].response),
                     index=i,
                     reward=None if np.isnan(scores.reward[i]) else float(scores.reward[i]),
-                    advantage=None if scores.advantage is None else float(scores.advantage[i]),
+                    advantage=None if advantage is None else float(advantage[i]),
                     ref_token_logps=None if scores.token_logps is None else scores.token_logps(i),
                 )
                 for i in indices.tolist()
             ]
         )
 
-    fraction = 1.0 if scores.advantage is None else float(np.mean(scores.advantage > 0))
+    fraction = 1.0 if advantage is None else float(np.mean(advantage > 0))
     how = (sampling, "balanced by group") if settings.balance_groups else (sampling,)
+    if settings.length_neutral_advantage and advantage is not None:
+        how += ("length-neutral A",)
     return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, scores.key, *how))
 
 

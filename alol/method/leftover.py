@@ -22,6 +22,35 @@ def advantages(reward: np.ndarray, value: np.ndarray) -> np.ndarray:
     return np.asarray(reward, dtype=np.float64) - np.asarray(value, dtype=np.float64)
 
 
+def length_neutral(advantage: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A less the part of it that answer length explains linearly (least squares over the
+    training examples), so that A and length do not correlate and the mean A is unchanged.
+
+    Reward models pay length (Singhal et al., 2023), and A-LoL draws ∝ A and weights by A
+    again, so a reward's slight preference for long answers becomes a strong push towards
+    them: on HH, answers of 48 tokens on average carry a gradient weight whose mean answer is
+    69 tokens, and the policy learns to run its answers to the token budget. With A made
+    length-neutral, which answers beat π_ref *at their length* decides what A-LoL learns.
+    Nothing changes where all answers are of one length.
+    """
+    advantage = np.asarray(advantage, dtype=np.float64)
+    lengths = np.asarray(lengths, dtype=np.float64)
+    if advantage.shape != lengths.shape:
+        raise ValueError(f"{len(lengths)} lengths for {len(advantage)} advantages")
+    centred = lengths - lengths.mean()
+    spread = float(np.dot(centred, centred))
+    if spread == 0:
+        return advantage.copy()
+    slope = float(np.dot(centred, advantage - advantage.mean())) / spread
+    return advantage - slope * centred
+
+
+def response_words(responses: list[str]) -> np.ndarray:
+    """Each response's length in whitespace-separated words: a length any tokenizer agrees on,
+    read before the examples are tokenized."""
+    return np.array([len(response.split()) for response in responses], dtype=np.float64)
+
+
 class NoPositiveAdvantageError(AlolError):
     """No training example has A > 0, or every reward is the same (so no response is better
     than another and the advantages hold nothing but V(x)'s errors): A-LoL has nothing to learn."""

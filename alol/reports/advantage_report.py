@@ -13,6 +13,7 @@ import numpy as np
 from alol.atomic import write_json, write_text
 from alol.data.records import Prompt, RewardRecord
 from alol.data.table import AdvantageTable
+from alol.method.leftover import length_neutral, response_words
 from alol.reports.audit import short_text
 from alol.reports.metrics import formatted
 from alol.reports.plots import plot_advantage_histogram
@@ -27,12 +28,16 @@ TOP_SHARE = 0.1
 
 
 def advantage_stats(
-    table: AdvantageTable, max_response_length: int, groups: list[str | None] | None = None
+    table: AdvantageTable,
+    max_response_length: int,
+    groups: list[str | None] | None = None,
+    words: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Count, fraction with A > 0, mean/std (population)/percentiles of R, V(x) and A, how
     the top tenth of the positive answers hold A-LoL's draws and reach `max_response_length`,
-    how the weighting shifts the mean answer length, and, when every answer has a group
-    (`groups`, aligned with the table), each group's part.
+    how the weighting shifts the mean answer length (and, given each answer's `words`, how it
+    would under `length_neutral_advantage`), and, when every answer has a group (`groups`,
+    aligned with the table), each group's part.
 
     Percentiles interpolate linearly between order statistics (numpy's default).
     """
@@ -51,6 +56,11 @@ def advantage_stats(
         ),
         "groups": group_shares(table.advantage, groups),
         "response_length": length_weighting(table.advantage, table.response_length),
+        "response_length_neutral": (
+            None
+            if words is None
+            else length_weighting(length_neutral(table.advantage, words), table.response_length)
+        ),
     }
 
 
@@ -199,7 +209,10 @@ def top_answers_markdown(
         + "tokens | question | answer | record |",
         "|" + "---|" * (7 + len(components)),
     ]
-    lines[-2:-2] = [*_length_lines(stats["response_length"]), *_group_lines(stats["groups"])]
+    lines[-2:-2] = [
+        *_length_lines(stats["response_length"], stats.get("response_length_neutral")),
+        *_group_lines(stats["groups"]),
+    ]
     for row in answers:
         cells = [
             f"{row[k]:+.3f}" if k == "advantage" else f"{row[k]:.3f}"
@@ -212,18 +225,27 @@ def top_answers_markdown(
     return "\n".join(lines) + "\n"
 
 
-def _length_lines(shift: dict[str, float | None]) -> list[str]:
-    """The mean answer length at each step of A-LoL's weighting, when any answer has A > 0."""
+def _length_lines(
+    shift: dict[str, float | None], neutral: dict[str, float | None] | None
+) -> list[str]:
+    """The mean answer length at each step of A-LoL's weighting, when any answer has A > 0,
+    and the same under `length_neutral_advantage` when it was measured."""
     if shift["gradient_weight"] is None:
         return []
-    return [
+    sentence = (
         f"Mean answer length: {shift['all']:.1f} tokens over all the answers, "
         f"{shift['positive']:.1f} over those with A > 0, {shift['draws']:.1f} as A-LoL draws them "
         f"and {shift['gradient_weight']:.1f} by its gradient weight (∝ A²); A and length "
         f"correlate at {formatted(shift['correlation_with_advantage'], '.2f')}. A weight that "
-        "grows with length trains the policy to answer at length whatever it says.",
-        "",
-    ]
+        "grows with length trains the policy to answer at length whatever it says."
+    )
+    if neutral is not None and neutral["gradient_weight"] is not None:
+        sentence += (
+            f" With `length_neutral_advantage: true` (A less its linear fit on length in "
+            f"words): {neutral['positive']:.1f}, {neutral['draws']:.1f} and "
+            f"{neutral['gradient_weight']:.1f} tokens."
+        )
+    return [sentence, ""]
 
 
 def _group_lines(groups: dict | None) -> list[str]:
@@ -275,7 +297,9 @@ def write_advantage_report(
     of the data A-LoL will learn from, and the top answers are what it learns most from.
     """
     directory = Path(directory)
-    stats = advantage_stats(table, max_response_length, [record.group for record in records])
+    groups = [record.group for record in records]
+    words = response_words([record.response for record in records])
+    stats = advantage_stats(table, max_response_length, groups, words)
     write_json(directory / "advantage_stats.json", stats)
     plot_advantage_histogram(table, stats["fraction_positive"], directory / "advantage_hist.png")
     answers = top_advantage_answers(table, records)

@@ -42,6 +42,7 @@ class AlolConfig(TrainingArguments):
     sampling: str | None = same_as(TrainingSettings, "sampling")
     sample_in_passes: bool = same_as(TrainingSettings, "sample_in_passes")
     balance_groups: bool = same_as(TrainingSettings, "balance_groups")
+    length_neutral_advantage: bool = same_as(TrainingSettings, "length_neutral_advantage")
     max_tokens_per_batch: int | None = same_as(TrainingSettings, "max_tokens_per_batch")
     packing: bool = same_as(TrainingSettings, "packing")
     pad_to_multiple_of: int | None = same_as(TrainingSettings, "pad_to_multiple_of")
