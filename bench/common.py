@@ -28,6 +28,14 @@ def write_results(name: str, result: dict, table: str, folder: Path = RESULTS) -
     print(table)
 
 
+def commit() -> str:
+    """The commit this script runs from (a worktree of a fixed commit, as long runs should)."""
+    here = Path(__file__).resolve().parent
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def run_module(module: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` in a fresh process from the repository root, its output
     captured (a worker that must not share memory with the benchmark that starts it)."""

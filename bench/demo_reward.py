@@ -30,9 +30,8 @@ from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import HH_ASSET, REWARD_ASSET, convert_smollm2, smol_reward
 from alol.rewards import load_reward, score
 from alol.rewards.reward_model import ScoredResponse, off_prompt_accuracy
-from bench.common import write_results
+from bench.common import commit, write_results
 from bench.frozen_judges import CONSTANT_ANSWERS
-from bench.hh_smollm2 import commit
 from bench.judge_agreement import agreement
 
 OLD_REWARD = [{"spec": "relevance", "weight": 0.5}, {"spec": "sentiment", "weight": 0.5}]

@@ -25,8 +25,7 @@ from alol.atomic import write_json
 from alol.demo import DemoConfig, run_demo
 from alol.demo.smollm2 import HH_ASSET
 from alol.reports.audit import short_text
-from bench.common import write_results
-from bench.hh_smollm2 import commit
+from bench.common import commit, write_results
 
 MODELS = ("reference", "a_lol_seq", "nll")
 JUDGES = ("relevance", "informativeness", "safety")

@@ -27,8 +27,8 @@ from alol.data.formats import load_records
 from alol.data.splits import prompt_key
 from alol.demo.smollm2 import HH_ASSET
 from alol.rewards.scorers import RelevanceScorer
-from bench.common import write_results
-from bench.hh_smollm2 import HH, commit
+from bench.common import commit, write_results
+from bench.hh_smollm2 import HH
 
 FITTED_ON = ("helpful_base", "helpful_online")
 CHECKED_ON = ("helpful_base", "helpful_online", "harmless_base")

@@ -33,8 +33,8 @@ from alol.data.formats import load_records
 from alol.fingerprint import record_hashes
 from alol.reports.advantage_report import group_shares
 from alol.reports.metrics import length_controlled_change
-from bench.common import write_results
-from bench.hh_smollm2 import FULL, base_config, commit, split_data, subset_of, trained_records
+from bench.common import commit, write_results
+from bench.hh_smollm2 import FULL, base_config, split_data, subset_of, trained_records
 
 MEASURES = ("reward", "judge-helpfulness", "judge-harmlessness", "judge-relevance")
 MODELS = ("reference", "nll", "wbc", "kto", "dpo", "a_lol", "a_lol_seq", "a_lol_ref_free")

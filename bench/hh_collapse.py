@@ -34,12 +34,11 @@ from alol.data.table import AdvantageTable
 from alol.method.leftover import budget_steps
 from alol.method.sampling import PrioritySampler
 from alol.pipeline.tables import joined
-from bench.common import write_results
+from bench.common import commit, write_results
 from bench.hh_smollm2 import (
     FULL,
     QUICK,
     base_config,
-    commit,
     rows_of,
     seed_config,
     split_data,

@@ -26,11 +26,10 @@ from pathlib import Path
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
 from alol.pipeline import run_eval, run_train
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
     FULL,
     base_config,
-    commit,
     fit_judges,
     judge_specs,
     prepare_seed,

@@ -26,8 +26,8 @@ import numpy as np
 from alol.data.formats import load_records
 from alol.rewards import load_reward, score
 from alol.rewards.scorers import DiversityScorer
-from bench.common import write_results
-from bench.hh_smollm2 import FULL, HH, SUBSETS, base_config, commit, pair_scores, split_data
+from bench.common import commit, write_results
+from bench.hh_smollm2 import FULL, HH, SUBSETS, base_config, pair_scores, split_data
 from bench.hh_smollm2 import subset_of as subset_of_id
 
 BENCHMARK_JUDGES = ("relevance", "safety")

@@ -28,7 +28,7 @@ from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, kept_fractions, run
 from alol.demo import task as demo_task
 from alol.demo.tiny import TINY, prepare_tiny
 from alol.reports.eval_report import EvalReport
-from bench.hh_smollm2 import commit
+from bench.common import commit
 
 OBJECTIVES = (
     "nll",

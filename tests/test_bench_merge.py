@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.hh_smollm2 import merge_results, read_results, refuse_another_setup, summary, timed
+from bench.hh_results import merge_results, read_results, refuse_another_setup, summary
+from bench.hh_smollm2 import timed
 
 SETUP = {
     "commit": "abc1234",

@@ -1,0 +1,221 @@
+"""The judged HH benchmark's results across seeds and parts: each model's mean and spread
+over seeds, the targets, the markdown table, and how a part run elsewhere (a run folder that is
+gone) merges with this run's, refused unless both share the split, reward model and judges."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from alol.reports.metrics import formatted
+from bench.hh_targets import targets, targets_markdown
+
+
+def summary(seeds: dict[int, dict]) -> dict:
+    """The results' fields that follow from each seed's finished models and their times."""
+    return {
+        "seeds": sorted(seeds),
+        "stage_hours": sum(sum(filter(None, run["times"].values())) for run in seeds.values())
+        / 3600,
+        "not_timed": {
+            seed: sorted(name for name, took in run["times"].items() if took is None)
+            for seed, run in seeds.items()
+            if None in run["times"].values()
+        },
+        "table": aggregate(seeds),
+        "targets": targets(seeds),
+        "per_seed": seeds,
+    }
+
+
+def shared_setup(result: dict) -> dict:
+    """What two parts of one benchmark must share, as JSON reads it back: rows trained from
+    another split, reward model or judge are not rows of the same table (where a part's run
+    folder lay is not part of it)."""
+    judges = {
+        name: {k: v for k, v in j.items() if k != "path"} for name, j in result["judges"].items()
+    }
+    setup = {key: result[key] for key in ("commit", "sizes", "reward_model")}
+    return json.loads(json.dumps({**setup, "judges": judges}))
+
+
+def read_results(path: Path) -> dict:
+    """An earlier part's results file, or a stop that names it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"--merge-with {path}: not a readable results file ({err})") from None
+
+
+def refuse_another_setup(previous: dict, current: dict, previous_path: Path) -> None:
+    """Stop unless `previous` (an earlier part's results) shares `current`'s setup. `current`
+    needs only the setup's keys, so a run checks this as soon as its reward model and judges
+    are fitted, not after hours of training whose results it could then not write."""
+    theirs, ours = shared_setup(previous), shared_setup(current)
+    for key, value in ours.items():
+        if theirs[key] != value:
+            raise SystemExit(
+                f"{previous_path}: its {key!r} is {json.dumps(theirs[key])[:300]}, this run's is "
+                f"{json.dumps(value)[:300]}; only parts of one benchmark merge"
+            )
+
+
+def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
+    """`current` with the models of `previous` (an earlier part of the same benchmark, say run on
+    another machine whose run folder is gone) that `current`'s run folder lacks; where both hold
+    a model, the current run's row wins, and a stage's wall time is kept from whichever run
+    timed it whole."""
+    refuse_another_setup(previous, current, previous_path)
+    seeds = {int(seed): run for seed, run in previous["per_seed"].items()}
+    for seed, run in current["per_seed"].items():
+        earlier = seeds.get(int(seed), {"rows": {}, "times": {}})
+        times = {**earlier["times"], **{k: v for k, v in run["times"].items() if v is not None}}
+        times.update({k: None for k, v in run["times"].items() if v is None and k not in times})
+        seeds[int(seed)] = {
+            "rows": {**earlier["rows"], **run["rows"]},
+            "times": times,
+            "judge_warnings": run.get("judge_warnings", earlier.get("judge_warnings", [])),
+        }
+    return {**current, **summary(dict(sorted(seeds.items())))}
+
+
+def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
+    """Per model: each numeric measure's mean, sample sd across seeds (0 for one seed), values."""
+    names = list(dict.fromkeys(name for run in seeds.values() for name in run["rows"]))
+    table = {}
+    for name in names:
+        runs = [run["rows"][name] for run in seeds.values() if name in run["rows"]]
+        measures = {}
+        for key in runs[0]:
+            values = [run[key] for run in runs if isinstance(run.get(key), int | float)]
+            if values:
+                sd = statistics.stdev(values) if len(values) > 1 else 0.0
+                measures[key] = {"mean": statistics.fmean(values), "sd": sd, "values": values}
+        times = [run["times"][name] for run in seeds.values() if run["times"].get(name)]
+        if times:
+            sd = statistics.stdev(times) if len(times) > 1 else 0.0
+            measures["train_seconds"] = {"mean": statistics.fmean(times), "sd": sd, "values": times}
+        table[name] = measures
+    return table
+
+
+COLUMNS = [
+    ("reward", ".3f"), ("helpfulness", ".3f"), ("harmlessness", ".3f"), ("relevance", ".3f"),
+    ("safety", ".3f"), ("distinct_2", ".3f"), ("template_share", ".0%"), ("length_words", ".1f"),
+    ("cut_off_share", ".0%"), ("log_ratio", ".1f"), ("train_seconds", ".0f"),
+]  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    header = ["model", "seeds", *(name for name, _ in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, measures in result["table"].items():
+        cells = [
+            name if name != "reference" else "π_ref (SFT)",
+            str(len(measures["reward"]["values"])),
+        ]
+        for key, spec in COLUMNS:
+            m = measures.get(key)
+            if m is None:
+                cells.append("–")
+            elif len(m["values"]) > 1:
+                cells.append(f"{m['mean']:{spec}} ± {m['sd']:{spec}}")
+            else:
+                cells.append(format(m["mean"], spec))
+        lines.append("| " + " | ".join(cells) + " |")
+    rm = result["reward_model"]
+    judges = [
+        f"{name} (Bradley–Terry on the human choices of {', '.join(j['subsets'])}): held-out "
+        f"pairwise accuracy {j['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
+        f"off-prompt accuracy {formatted(j['heldout'].get('off_prompt_accuracy'), '.3f')}, "
+        f"prefers the human's answer on {j['test_prefers_human_choice']:.1%} of {j['test_pairs']} test pairs"
+        for name, j in result["judges"].items()
+    ]
+    per_seed = [
+        f"- seed {seed}: reward "
+        + ", ".join(f"{name} {row['reward']:.3f}" for name, row in run["rows"].items())
+        + f"; trained at {_trained_at(run['rows'])}"
+        for seed, run in result["per_seed"].items()
+    ]
+    flags = [
+        f"- seed {seed}: {row['flag']}"
+        for seed, run in result["per_seed"].items()
+        for row in run["rows"].values()
+        if row.get("flag")
+    ] or ["- none"]
+    judge_warnings = [
+        f"- seed {seed}: {warning}"
+        for seed, run in result["per_seed"].items()
+        for warning in run.get("judge_warnings", [])
+    ] or ["- none"]
+    return "\n".join(
+        [
+            "# HH on SmolLM2-135M-Instruct (CPU scale), judged",
+            "",
+            f"`python -m bench.hh_smollm2`, last run at commit {result['commit']} (the commit "
+            f'that trained each seed\'s rows is under "Reward per seed") — {result["machine"]}; '
+            f"torch {result['versions']['torch']}, transformers {result['versions']['transformers']}, "
+            f"alol {result['versions']['alol']}; {result['stage_hours']:.1f} h of stage compute in "
+            f"all (each stage timed by the run that did it; this run {result['hours']:.1f} h). "
+            f"Sizes: {json.dumps(result['sizes'])}.",
+            "",
+            "Reward model (MiniLM, regression on the train split's stored logits): held-out "
+            f"pairwise accuracy {rm['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
+            f"Pearson {rm['heldout'].get('pearson', float('nan')):.3f}, off-prompt accuracy "
+            f"{formatted(rm['heldout'].get('off_prompt_accuracy'), '.3f')}; on the test split it orders "
+            f"{rm['test_pairwise_accuracy_vs_stored']:.1%} of the pairs as the stored reward model "
+            f"does and prefers the human-chosen answer {rm['test_prefers_human_choice']:.1%} of the time.",
+            "",
+            "Judges (never trained on, fitted on the train split only):",
+            "",
+            *(f"- {line}" for line in judges),
+            "- relevance: MiniLM cosine of the answer and the user's last question; safety: 1 − "
+            "profanity probability (alol's offline scorers)",
+            "",
+            "Test prompts, greedy decoding; mean ± sample sd over seeds; each objective's kept "
+            "checkpoint chosen on the validation prompts by the reward, never a degenerate one "
+            "(collapsed, or rambling or looping more than π_ref's validation answers)."
+            + _not_timed_note(result["not_timed"]),
+            "",
+            *lines,
+            "",
+            "Reward per seed:",
+            "",
+            *per_seed,
+            "",
+            *targets_markdown(result),
+            "",
+            "Audit flags (each seed's `eval/audit.md`):",
+            "",
+            *flags,
+            "",
+            "Judges whose figures weigh less (each seed's audit):",
+            "",
+            *judge_warnings,
+            "",
+            f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
+            "",
+        ]
+    )
+
+
+def _trained_at(rows: dict[str, dict]) -> str:
+    """Which commit trained which rows of a seed (π_ref's is its SFT's): a benchmark run in
+    parts may span commits, and a row's figures are its commit's."""
+    by_commit: dict[str, list[str]] = {}
+    for name, row in rows.items():
+        by_commit.setdefault(row.get("commit") or "an unrecorded commit", []).append(name)
+    if len(by_commit) == 1:
+        return next(iter(by_commit))
+    return "; ".join(f"{commit} ({', '.join(names)})" for commit, names in by_commit.items())
+
+
+def _not_timed_note(not_timed: dict) -> str:
+    if not not_timed:
+        return ""
+    runs = "; ".join(f"seed {seed}: {', '.join(names)}" for seed, names in not_timed.items())
+    return (
+        " train_seconds leaves out the runs that resumed a stopped run's checkpoint, "
+        f"which were timed only in part ({runs})."
+    )
