@@ -445,6 +445,12 @@ def main() -> int:
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--results",
+        help="name of the results files in bench/results (default hh_smollm2, or "
+        "hh_smollm2_quick with --quick): a run folder with another reward model fit writes "
+        "a table of its own",
+    )
+    parser.add_argument(
         "--merge-with",
         metavar="JSON",
         help="keep this earlier results file's models that this run's folder lacks (a part run "
@@ -496,7 +502,7 @@ def main() -> int:
     }
     if earlier:
         result = merge_results(earlier, result, previous)
-    name = "hh_smollm2_quick" if args.quick else "hh_smollm2"
+    name = args.results or ("hh_smollm2_quick" if args.quick else "hh_smollm2")
     write_results(name, result, markdown(result))
     return 0
 
