@@ -21,6 +21,7 @@ from alol.cli import main
 from alol.config import PipelineConfig
 from alol.data.formats import load_records
 from alol.data.table import AdvantageTable
+from alol.method.leftover import length_neutral, response_words
 from alol.method.objectives import OBJECTIVES, get_objective
 from alol.pipeline.inputs import (
     load_model_for_inference,
@@ -31,6 +32,7 @@ from alol.pipeline.inputs import (
 from alol.pipeline.settings import reference_dtype
 from alol.pipeline.trainer_setup import training_args
 from alol.pipeline.training_sets import training_set
+from alol.reports.advantage_report import length_weighting
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -499,3 +501,36 @@ def test_balanced_draws_by_group_train_through_the_cli_and_the_report_breaks_a_l
     stats = json.loads((workspace["run"] / "advantage/advantage_stats.json").read_text())
     assert set(stats["groups"]) == {"first", "rest"}
     assert "| first |" in (workspace["run"] / "advantage/top_advantages.md").read_text()
+
+
+def test_a_length_neutral_advantage_trains_through_the_cli_on_the_answers_that_beat_pi_ref_at_their_length(
+    workspace, tiny_llama_dir
+):
+    """`--length-neutral-advantage`: A-LoL keeps the answers whose A, less its line on length
+    in words, is positive, and the advantage report gave those lengths beforehand. With the
+    stored rewards and V fitted on them, the kind answers (7 words) earn most and the rude
+    ones (4 and 5 words) least, so A grows with length and its length-neutral part differs."""
+    settings = yaml.safe_load(workspace["config"].read_text())
+    del settings["reward"]
+    workspace["config"].write_text(yaml.safe_dump({**settings, "value_from_data": True}))
+    config = str(workspace["config"])
+    assert main(["value", config, "--reference", str(tiny_llama_dir)]) == 0
+    assert main(["advantage", config, "--reference", str(tiny_llama_dir)]) == 0
+    args = ["train", config, "--reference", str(tiny_llama_dir), "--objective", "a_lol"]
+
+    assert main([*args, "--max-steps", "4", "--length-neutral-advantage"]) == 0
+
+    cfg = PipelineConfig(
+        **{**yaml.safe_load(workspace["config"].read_text()), "reference": str(tiny_llama_dir)}
+    )
+    inputs = stage_inputs(cfg)
+    table = AdvantageTable.load(
+        next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
+    )
+    words = response_words([record.response for record in inputs.train_pairs])
+    neutral = length_neutral(table.advantage, words)
+    stage = json.loads((workspace["run"] / "train" / "a_lol" / "stage.json").read_text())
+    assert stage["fraction_positive"] == pytest.approx(np.mean(neutral > 0))
+    assert stage["fraction_positive"] != pytest.approx(np.mean(table.advantage > 0))
+    stats = json.loads((workspace["run"] / "advantage/advantage_stats.json").read_text())
+    assert stats["response_length_neutral"] == length_weighting(neutral, table.response_length)
