@@ -25,7 +25,8 @@ run in parts.
   the validation prompts. Each objective validates every quarter of its steps on the
   validation prompts and keeps the best checkpoint by the reward, never a degenerate one
   (collapsed, or rambling or looping more than π_ref's validation answers).
-  The recipe (lengths, steps, learning rate, LoRA, clip) is `examples/hh_smollm2.yaml`.
+  The recipe (lengths, steps, learning rate, LoRA, clip, the A-LoL variants' length-neutral A)
+  is `examples/hh_smollm2.yaml`.
 - Rows: π_ref, nll, wbc, dpo, kto and the four A-LoL variants on 3 seeds; r_gold, r_lol, pro,
   grpo and rloo on the first. Every evaluation is audited (`eval/audit.md` per seed).
 
