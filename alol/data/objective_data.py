@@ -139,8 +139,9 @@ def _pointwise_set(
     scores = sources.scores(records, objective)
     if objective.needs_reward and np.isnan(scores.reward).any():
         raise DataError(f"{objective.name} needs a 'reward' on every record", field="reward")
+    neutral = settings.length_neutral_advantage and scores.advantage is not None
     advantage = scores.advantage
-    if settings.length_neutral_advantage and advantage is not None:
+    if neutral:
         advantage = length_neutral(advantage, response_words([r.response for r in records]))
     indices, weights = select_examples(
         scores.reward, advantage, objective.positive_advantage_only, sampling, scores.value
@@ -164,8 +165,7 @@ def _pointwise_set(
 
     fraction = 1.0 if advantage is None else float(np.mean(advantage > 0))
     how = (sampling, "balanced by group") if settings.balance_groups else (sampling,)
-    if settings.length_neutral_advantage and advantage is not None:
-        how += ("length-neutral A",)
+    how += ("length-neutral A",) if neutral else ()
     return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, scores.key, *how))
 
 
