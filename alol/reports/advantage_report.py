@@ -210,7 +210,7 @@ def top_answers_markdown(
         "|" + "---|" * (7 + len(components)),
     ]
     lines[-2:-2] = [
-        *_length_lines(stats["response_length"], stats.get("response_length_neutral")),
+        *_length_lines(stats["response_length"], stats["response_length_neutral"]),
         *_group_lines(stats["groups"]),
     ]
     for row in answers:
