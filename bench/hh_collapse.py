@@ -1,7 +1,11 @@
-"""Why A-LoL turns evasive on HH: the measurements of the judged HH benchmark's first seed,
-taken from its artifacts before any recipe is changed.
+"""Why A-LoL turns evasive on HH: the measurements of one seed of the judged HH benchmark,
+taken from its artifacts (π_ref, V and the advantages; no model is loaded).
 
     python -m bench.hh_collapse              # after `python -m bench.hh_smollm2 --prepare`
+    python -m bench.hh_collapse --seed 1 --results hh_collapse_seed1
+
+Every figure is of the advantage A-LoL trains on: the recipe's, so the length-neutral A when
+the recipe sets `length_neutral_advantage` (the paper's A otherwise).
 
 - Draws: how A-LoL's sampler spreads its step budget over the positive-advantage examples
   (draws per unique example, the share of draws on the top 1% and 10%, the effective number
@@ -13,10 +17,12 @@ taken from its artifacts before any recipe is changed.
   weight held by the evasive templates, for each sampling.
 - V's error on short and long answers: on the validation prompts V(x) was fitted on,
   R(π_ref's answer) − V(x), split by the length of π_ref's answer; and the mean A of short and
-  long training answers.
+  long training answers. V's level: its mean error on those held-out prompts, and its mean on
+  the training prompts beside the mean reward of π_ref's answers to the validation prompts
+  (a V that sits low makes more of the data positive).
 - The importance weights' clip fraction of the trained A-LoL runs, when they exist.
 
-Writes bench/results/hh_collapse.{json,md}.
+Writes bench/results/<results>.{json,md} (hh_collapse by default).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from alol.data.table import AdvantageTable
-from alol.method.leftover import budget_steps
+from alol.method.leftover import budget_steps, length_neutral, response_words
 from alol.method.sampling import PrioritySampler
 from alol.pipeline.tables import joined
 from bench.common import commit, write_results
@@ -156,6 +162,8 @@ def value_errors(run_dir: Path) -> dict:
     long = [e for n, e in rows if n >= SHORT_MAX_WORDS]
     return {
         "heldout_prompts": len(rows),
+        "mean_error": statistics.fmean(e for _, e in rows),
+        "mean_reward_of_reference_answers": statistics.fmean(s["reward"]["total"] for s in samples),
         "mean_error_short_answers": statistics.fmean(short) if short else None,
         "mean_error_long_answers": statistics.fmean(long) if long else None,
         "short_answers": len(short),
@@ -184,6 +192,8 @@ def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> 
     texts = [r.response for r in records]
     subsets = [subset_of(r) for r in records]
     advantage = table.advantage
+    if cfg.length_neutral_advantage:
+        advantage = length_neutral(advantage, response_words(texts))
     steps = budget_steps(nll_steps, float(np.mean(advantage > 0)))
     count = steps * batch_size
     counts = {name: draws(advantage, sampling, count, seed) for name, sampling in SAMPLINGS.items()}
@@ -199,6 +209,8 @@ def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> 
             "long_answers": _mean(advantage[~short]),
             "evasive_answers": _mean(advantage[[is_evasive(t) for t in texts]]),
         },
+        "length_neutral_advantage": cfg.length_neutral_advantage,
+        "mean_value_on_training_prompts": float(table.value.mean()),
         "value_error": value_errors(seed_dir),
         "clip_fraction": clip_fractions(seed_dir),
     }
@@ -210,11 +222,12 @@ def _mean(values: np.ndarray) -> float | None:
 
 def markdown(result: dict) -> str:
     lines = [
-        "# Why A-LoL turns evasive on HH: measurements of seed 0",
+        f"# Why A-LoL turns evasive on HH: measurements of seed {result['seed']}",
         "",
-        f"`python -m bench.hh_collapse` at commit {result['commit']}, on the judged HH "
-        f"benchmark's seed 0 (π_ref, V and the advantages), before any recipe change. A-LoL "
-        f"trains {result['a_lol_steps']} steps × {result['batch_size']} draws.",
+        f"`python -m bench.hh_collapse --seed {result['seed']}` at commit {result['commit']}, on "
+        f"the judged HH benchmark's seed {result['seed']} (π_ref, V and the advantages). Every "
+        f"figure is of the {advantage_name(result)}, which A-LoL trains on for "
+        f"{result['a_lol_steps']} steps × {result['batch_size']} draws.",
         "",
         "## Draws over the positive-advantage examples",
         "",
@@ -267,6 +280,11 @@ def markdown(result: dict) -> str:
         f"{_signed(value['mean_error_long_answers'])}; V's held-out explained variance "
         f"{value['explained_variance']:.3f}.",
         "",
+        f"V's level: its mean error there (R − V) {_signed(value['mean_error'])}; V's mean on "
+        f"the training prompts {result['mean_value_on_training_prompts']:.3f}, against a mean "
+        f"reward of {value['mean_reward_of_reference_answers']:.3f} for π_ref's answers to "
+        f"the validation prompts it was fitted on.",
+        "",
     ]
     if result["clip_fraction"]:
         lines += ["## Importance-weight clip fraction (trained runs)", ""]
@@ -274,6 +292,13 @@ def markdown(result: dict) -> str:
             lines.append(f"- {name}: " + ", ".join(f"step {s}: {f:.0%}" for s, f in points))
         lines.append("")
     return "\n".join(lines)
+
+
+def advantage_name(result: dict) -> str:
+    """Which A the figures are of, as the markdown names it."""
+    if result["length_neutral_advantage"]:
+        return "length-neutral A (`length_neutral_advantage`)"
+    return "paper's A"
 
 
 def _signed(value: float | None) -> str:
@@ -285,6 +310,9 @@ def main() -> int:
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the quick benchmark's artifacts")
+    parser.add_argument(
+        "--results", help="name of the results files (hh_collapse, hh_collapse_quick with --quick)"
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     out = Path(args.out) / ("quick" if args.quick else "judged")
@@ -293,7 +321,7 @@ def main() -> int:
     seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, [])
     result = measure(out / f"seed{args.seed}", seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
     result.update(commit=commit(), batch_size=cfg.batch_size, seed=args.seed)
-    name = "hh_collapse_quick" if args.quick else "hh_collapse"
+    name = args.results or ("hh_collapse_quick" if args.quick else "hh_collapse")
     write_results(name, result, markdown(result))
     return 0
 

@@ -203,7 +203,7 @@ def fit_reward(cfg: PipelineConfig, paths: dict[str, Path]) -> dict:
         (a > b) == (s[0] > s[1]) for (a, b), s in zip(outputs, stored, strict=True) if s[0] != s[1]
     ]
     return {
-        "heldout": _scalars(metrics),
+        "heldout": scalars(metrics),
         "test_pairwise_accuracy_vs_stored": statistics.fmean(agree),
         "test_prefers_human_choice": statistics.fmean(a > b for a, b in outputs),
         "test_pairs": len(test),
@@ -230,7 +230,7 @@ def fit_judges(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Si
         report[name] = {
             "path": str(model),
             "subsets": list(subsets),
-            "heldout": _scalars(metrics),
+            "heldout": scalars(metrics),
             "test_prefers_human_choice": statistics.fmean(a > b for a, b in outputs),
             "test_pairs": len(pairs),
         }
@@ -248,7 +248,8 @@ def pair_scores(cfg: PipelineConfig, spec: dict, records: list) -> list[tuple[fl
     return [(totals[2 * i], totals[2 * i + 1]) for i in range(len(records))]
 
 
-def _scalars(metrics: dict) -> dict:
+def scalars(metrics: dict) -> dict:
+    """A metrics file's single figures, without its per-example lists."""
     return {k: v for k, v in metrics.items() if not isinstance(v, list | dict)}
 
 

@@ -9,8 +9,11 @@ Each try trains its objectives in `<out>/judged/tries/<name>/` on hard links to 
 (alol writes every file by rename, so a stage that reran there would replace the links, never
 edit seed 0's files) and is evaluated, judged and audited on the validation prompts. A try that
 changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V and advantages
-there and is compared with that π_ref, whose row it shows; a try that changes nothing evaluates
-seed 0's own training of its objectives. Writes bench/results/hh_tries.{json,md}, or the
+there and is compared with that π_ref, whose row it shows; a try that changes how the reward
+model is fitted (a setting of the reward-model stage alone) fits its own in `tries/<name>/rm`
+on the same train split, refits V and the advantages under it, and reports the reward column
+in its own reward's units (the judges are the same for every try); a try that changes nothing
+evaluates seed 0's own training of its objectives. Writes bench/results/hh_tries.{json,md}, or the
 files `--results` names (tries on another run folder, whose reward model differs).
 """
 
@@ -20,12 +23,13 @@ import argparse
 import json
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
+from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
-from alol.pipeline import run_eval, run_train
+from alol.pipeline import run_eval, run_reward_model, run_train
 from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
     FULL,
@@ -34,6 +38,7 @@ from bench.hh_smollm2 import (
     judge_specs,
     prepare_seed,
     rows_of,
+    scalars,
     seed_config,
     split_data,
     subset_of,
@@ -49,6 +54,7 @@ TRIES = {
     "long": (("a_lol_seq", "nll"), {"max_response_length": 128}),
     "seq_balanced": (("a_lol_seq",), {"balance_groups": True}),
     "seq_length_neutral": (("a_lol_seq",), {"length_neutral_advantage": True}),
+    "seq_off_prompt_rm": (("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}),
 }
 """Name → (its objectives, the settings it changes from the benchmark's recipe). "long" trains
 on responses of up to 128 tokens, the paper's length, where the recipe's 64 cut 45% of the
@@ -56,15 +62,41 @@ training responses before their EOS. "seq_balanced" draws each HH subset at its 
 training answers (∝ A within it), where ∝ A alone gives helpful-online 83% of the gradient
 weight for half of the answers (`bench.hh_breakdown`). "seq_length_neutral" takes out of A the
 part that answer length explains, where A correlates with length at 0.33 and its A² weighting
-trains on answers of 69 tokens on average for data of 48."""
+trains on answers of 69 tokens on average for data of 48. "seq_off_prompt_rm" fits the reward
+model with the off-prompt loss, where the recipe's ranks an answer to its own prompt above
+another prompt's answer only 53% of the time and pays "I'm sorry, I'm sorry." given to every
+prompt more than π_ref's answers (seed 1's a_lol_seq learned to say it)."""
 SHARED_STAGES = ("sft", "value", "advantage")
 MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
 
-def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: dict) -> dict:
+def reward_model_settings(overrides: dict) -> dict:
+    """The overrides that only the reward-model stage reads."""
+    stages = {f.name: f.metadata["stages"] for f in fields(PipelineConfig)}
+    return {k: v for k, v in overrides.items() if stages[k] == ("reward-model",)}
+
+
+def own_reward(cfg, base_cfg, try_dir: Path, settings: dict, train_all: Path) -> tuple:
+    """The try's seed config scored by a reward model fitted with `settings` on the whole train
+    split (as the benchmark fits its own), and that fit's held-out metrics."""
+    rm_cfg = replace(base_cfg, run_dir=str(try_dir / "rm"), train_data=str(train_all), **settings)
+    model = run_reward_model(rm_cfg)
+    metrics = json.loads((model.parent / "metrics.json").read_text())
+    reward = {"type": "classifier", "path": str(model), "name": "reward"}
+    return replace(cfg, reward=reward), scalars(metrics)
+
+
+def run_try(
+    cfg, base_cfg, paths: dict, name: str, objectives: tuple[str, ...], overrides: dict
+) -> dict:
     """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
+    out = Path(base_cfg.run_dir).parent
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
+    rm_settings = reward_model_settings(overrides)
+    reward_model = None
+    if rm_settings:
+        cfg, reward_model = own_reward(cfg, base_cfg, try_dir, rm_settings, paths["train_all"])
     # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
     parts = SHARED_STAGES + (() if overrides else tuple(f"train/{o}" for o in objectives))
     for part in parts:
@@ -81,7 +113,7 @@ def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: d
         run_dir=str(try_dir),
         train_data=str(grouped(Path(cfg.train_data), try_dir / "data")),
         objectives=list(objectives),
-        **overrides,
+        **{k: v for k, v in overrides.items() if k not in rm_settings},
     )
     prepare_seed(try_cfg)  # up to date on the links, unless the try changes π_ref's training
     for objective in objectives:
@@ -98,7 +130,16 @@ def run_try(cfg, out: Path, name: str, objectives: tuple[str, ...], overrides: d
             "length_words": report.mean_length_words,
             "flag": audit.flag,
         }
-    return {"objectives": list(objectives), "overrides": overrides, "rows": rows}
+    constants = [
+        {"text": c.text, "origin": c.origin, "reward": c.reward} for c in evaluation.audit.constants
+    ]
+    result = {
+        "objectives": list(objectives),
+        "overrides": overrides,
+        "rows": rows,
+        "constants": constants,
+    }
+    return result if reward_model is None else {**result, "reward_model": reward_model}
 
 
 def grouped(train_file: Path, directory: Path) -> Path:
@@ -137,7 +178,30 @@ def markdown(result: dict) -> str:
             lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"], ran_at))
         for objective in found["objectives"]:
             lines.append(_row(name, objective, changed, found["rows"][objective], ran_at))
-    return "\n".join(lines) + "\n"
+    lines += [""] + [
+        f"- {name} scores with its own reward model (held-out pairwise accuracy "
+        f"{found['reward_model']['pairwise_accuracy']:.3f}, off-prompt accuracy "
+        f"{found['reward_model']['off_prompt_accuracy']:.3f}): its rows' reward is in that "
+        f"model's units, its π_ref row too. {constants_paid(found)}"
+        for name, found in result["tries"].items()
+        if "reward_model" in found
+    ]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def constants_paid(found: dict) -> str:
+    """How many of the audit's constant answers, each given to every validation prompt, the
+    try's reward pays above π_ref's own answers."""
+    reference = found["rows"]["reference"]["reward"]
+    constants = found.get("constants", [])
+    above = [c for c in constants if c["reward"] > reference]
+    best = max(constants, key=lambda c: c["reward"], default=None)
+    if best is None:
+        return ""
+    return (
+        f"{len(above)} of the audit's {len(constants)} constant answers score above π_ref "
+        f"({reference:.3f}); the highest, “{best['text']}”, {best['reward']:.3f}."
+    )
 
 
 def _row(name: str, objective: str, changed: str, row: dict, ran_at: str) -> str:
@@ -168,7 +232,8 @@ def main() -> int:
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
         objectives, overrides = TRIES[name]
-        done[name] = {**run_try(seed_cfg, out, name, objectives, overrides), "commit": commit()}
+        found = run_try(seed_cfg, cfg, paths, name, objectives, overrides)
+        done[name] = {**found, "commit": commit()}
         result = {"commit": commit(), "tries": done}
         write_results(args.results, result, markdown(result))
     return 0
