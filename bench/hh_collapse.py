@@ -5,7 +5,7 @@ taken from its artifacts (π_ref, V and the advantages; no model is loaded).
     python -m bench.hh_collapse --seed 1 --results hh_collapse_seed1
 
 Every figure is of the advantage A-LoL trains on: the recipe's, so the length-neutral A when
-the recipe sets `length_neutral_advantage` (the paper's A otherwise).
+the recipe sets `length_neutral_advantage` (the paper's A otherwise, or with --paper-advantage).
 
 - Draws: how A-LoL's sampler spreads its step budget over the positive-advantage examples
   (draws per unique example, the share of draws on the top 1% and 10%, the effective number
@@ -32,6 +32,7 @@ import json
 import re
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -224,9 +225,9 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Why A-LoL turns evasive on HH: measurements of seed {result['seed']}",
         "",
-        f"`python -m bench.hh_collapse --seed {result['seed']}` at commit {result['commit']}, on "
-        f"the judged HH benchmark's seed {result['seed']} (π_ref, V and the advantages). Every "
-        f"figure is of the {advantage_name(result)}, which A-LoL trains on for "
+        f"`python -m bench.hh_collapse {' '.join(result['arguments'])}` at commit "
+        f"{result['commit']}, on the judged HH benchmark's seed {result['seed']} (π_ref, V and "
+        f"the advantages). Every figure is of the {advantage_name(result)}; A-LoL trains "
         f"{result['a_lol_steps']} steps × {result['batch_size']} draws.",
         "",
         "## Draws over the positive-advantage examples",
@@ -311,6 +312,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="the quick benchmark's artifacts")
     parser.add_argument(
+        "--paper-advantage",
+        action="store_true",
+        help="measure the paper's A even where the recipe trains on the length-neutral A",
+    )
+    parser.add_argument(
         "--results", help="name of the results files (hh_collapse, hh_collapse_quick with --quick)"
     )
     args = parser.parse_args()
@@ -319,8 +325,12 @@ def main() -> int:
     paths = split_data(out, sizes, quick=args.quick)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, args.quick)
     seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, [])
+    if args.paper_advantage:
+        seed_cfg = replace(seed_cfg, length_neutral_advantage=False)
     result = measure(out / f"seed{args.seed}", seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
-    result.update(commit=commit(), batch_size=cfg.batch_size, seed=args.seed)
+    result.update(
+        commit=commit(), batch_size=cfg.batch_size, seed=args.seed, arguments=sys.argv[1:]
+    )
     name = args.results or ("hh_collapse_quick" if args.quick else "hh_collapse")
     write_results(name, result, markdown(result))
     return 0
