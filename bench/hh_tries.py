@@ -93,6 +93,12 @@ def run_try(
     out = Path(base_cfg.run_dir).parent
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
+    missing = [stage for stage in SHARED_STAGES if not (seed0 / stage).exists()]
+    if missing:
+        raise SystemExit(
+            f"{seed0} has no {', '.join(missing)}: a try reuses seed 0's stages, so run "
+            "`python -m bench.hh_smollm2 --prepare` (with the same --out) first"
+        )
     rm_settings = reward_model_settings(overrides)
     reward_model = None
     if rm_settings:
@@ -100,6 +106,7 @@ def run_try(
     # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
     parts = SHARED_STAGES + (() if overrides else tuple(f"train/{o}" for o in objectives))
     for part in parts:
+        # seed 0 has every shared stage, but may not have trained the try's objectives
         if (seed0 / part).exists() and not (try_dir / part).exists():
             (try_dir / part).parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-al", str(seed0 / part), str(try_dir / part)], check=True)
