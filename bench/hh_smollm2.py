@@ -263,6 +263,11 @@ def judge_specs(judges: dict) -> list:
     ]
 
 
+def classifier_reward(model: Path) -> dict:
+    """The training reward's spec: the fitted reward model's raw score."""
+    return {"type": "classifier", "path": str(model), "name": "reward"}
+
+
 def seed_config(
     cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, judges: list
 ) -> PipelineConfig:
@@ -272,7 +277,7 @@ def seed_config(
         cfg,
         run_dir=str(out / f"seed{seed}"),
         seed=seed,
-        reward={"type": "classifier", "path": str(rm), "name": "reward"},
+        reward=classifier_reward(rm),
         reward_model=None,
         objectives=list(objectives),
         judges=judges,

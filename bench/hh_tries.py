@@ -34,6 +34,7 @@ from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
     FULL,
     base_config,
+    classifier_reward,
     fit_judges,
     judge_specs,
     prepare_seed,
@@ -82,15 +83,13 @@ def own_reward(cfg, base_cfg, try_dir: Path, settings: dict, train_all: Path) ->
     rm_cfg = replace(base_cfg, run_dir=str(try_dir / "rm"), train_data=str(train_all), **settings)
     model = run_reward_model(rm_cfg)
     metrics = json.loads((model.parent / "metrics.json").read_text())
-    reward = {"type": "classifier", "path": str(model), "name": "reward"}
-    return replace(cfg, reward=reward), scalars(metrics)
+    return replace(cfg, reward=classifier_reward(model)), scalars(metrics)
 
 
 def run_try(
-    cfg, base_cfg, paths: dict, name: str, objectives: tuple[str, ...], overrides: dict
+    cfg, base_cfg, out: Path, paths: dict, name: str, objectives: tuple, overrides: dict
 ) -> dict:
     """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
-    out = Path(base_cfg.run_dir).parent
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
     missing = [stage for stage in SHARED_STAGES if not (seed0 / stage).exists()]
@@ -239,7 +238,7 @@ def main() -> int:
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
         objectives, overrides = TRIES[name]
-        found = run_try(seed_cfg, cfg, paths, name, objectives, overrides)
+        found = run_try(seed_cfg, cfg, out, paths, name, objectives, overrides)
         done[name] = {**found, "commit": commit()}
         result = {"commit": commit(), "tries": done}
         write_results(args.results, result, markdown(result))
