@@ -193,7 +193,6 @@ def fit_reward(cfg: PipelineConfig, paths: dict[str, Path]) -> dict:
     """The reward model on the whole train split; its metrics, and its agreement with the
     stored scores and with the human choices on the test split's pairs."""
     model = run_reward_model(replace(cfg, train_data=str(paths["train_all"])))
-    metrics = json.loads((model.parent / "metrics.json").read_text())
     test = load_records(paths["test_scored"]).records
     outputs = pair_scores(
         cfg, {"type": "classifier", "path": str(model), "activation": "none"}, test
@@ -203,7 +202,7 @@ def fit_reward(cfg: PipelineConfig, paths: dict[str, Path]) -> dict:
         (a > b) == (s[0] > s[1]) for (a, b), s in zip(outputs, stored, strict=True) if s[0] != s[1]
     ]
     return {
-        "heldout": scalars(metrics),
+        "heldout": fitted_metrics(model),
         "test_pairwise_accuracy_vs_stored": statistics.fmean(agree),
         "test_prefers_human_choice": statistics.fmean(a > b for a, b in outputs),
         "test_pairs": len(test),
@@ -216,25 +215,35 @@ def fit_judges(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Si
     report = {}
     test = load_records(paths["test_scored"]).records
     for name, subsets in LEARNED_JUDGES.items():
-        judge_cfg = replace(
-            cfg,
-            run_dir=str(out / f"judge_{name}"),
-            train_data=str(paths[f"judge_{name}"]),
-            reward_model_targets="preferences",
-            reward_model_epochs=sizes.judge_epochs,
-        )
-        model = run_reward_model(judge_cfg)
-        metrics = json.loads((model.parent / "metrics.json").read_text())
+        model = fit_preferences(cfg, out / f"judge_{name}", paths[f"judge_{name}"], sizes)
         pairs = [r for r in test if subset_of(r) in subsets]
-        outputs = pair_scores(cfg, {"type": "classifier", "path": str(model)}, pairs)
         report[name] = {
             "path": str(model),
             "subsets": list(subsets),
-            "heldout": scalars(metrics),
-            "test_prefers_human_choice": statistics.fmean(a > b for a, b in outputs),
+            "heldout": fitted_metrics(model),
+            "test_prefers_human_choice": prefers_human_choice(cfg, model, pairs),
             "test_pairs": len(pairs),
         }
     return report
+
+
+def fit_preferences(cfg: PipelineConfig, run_dir: Path, data: Path, sizes: Sizes) -> Path:
+    """A Bradley–Terry model of the human choices in `data`, at a judge's budget."""
+    return run_reward_model(
+        replace(
+            cfg,
+            run_dir=str(run_dir),
+            train_data=str(data),
+            reward_model_targets="preferences",
+            reward_model_epochs=sizes.judge_epochs,
+        )
+    )
+
+
+def prefers_human_choice(cfg: PipelineConfig, model: Path, records: list) -> float:
+    """How often a preference model scores the human's choice above the other candidate."""
+    outputs = pair_scores(cfg, {"type": "classifier", "path": str(model)}, records)
+    return statistics.fmean(a > b for a, b in outputs)
 
 
 def pair_scores(cfg: PipelineConfig, spec: dict, records: list) -> list[tuple[float, float]]:
@@ -248,8 +257,10 @@ def pair_scores(cfg: PipelineConfig, spec: dict, records: list) -> list[tuple[fl
     return [(totals[2 * i], totals[2 * i + 1]) for i in range(len(records))]
 
 
-def scalars(metrics: dict) -> dict:
-    """A metrics file's single figures, without its per-example lists."""
+def fitted_metrics(model: Path) -> dict:
+    """A fitted reward model's held-out single figures (its metrics file less the per-example
+    lists)."""
+    metrics = json.loads((model.parent / "metrics.json").read_text())
     return {k: v for k, v in metrics.items() if not isinstance(v, list | dict)}
 
 

@@ -7,14 +7,23 @@ from the recipe by those settings alone. The test prompts are never looked at he
 
 Each try trains its objectives in `<out>/judged/tries/<name>/` on hard links to seed 0's stages
 (alol writes every file by rename, so a stage that reran there would replace the links, never
-edit seed 0's files) and is evaluated, judged and audited on the validation prompts. A try that
-changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V and advantages
-there and is compared with that π_ref, whose row it shows; a try that changes how the reward
-model is fitted (a setting of the reward-model stage alone) fits its own in `tries/<name>/rm`
-on the same train split, refits V and the advantages under it, and reports the reward column
-in its own reward's units (the judges are the same for every try); a try that changes nothing
-evaluates seed 0's own training of its objectives. Writes bench/results/hh_tries.{json,md}, or the
-files `--results` names (tries on another run folder, whose reward model differs).
+edit seed 0's files) and is evaluated, judged and audited on the validation prompts.
+- A try that changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V
+  and advantages there and is compared with that π_ref, whose row it shows.
+- A try that changes how the reward model is fitted (a setting of the reward-model stage
+  alone) fits its own in `tries/<name>/rm` on the same train split (or links another try's fit
+  with the same settings), refits V and the advantages under it, and reports the reward column
+  in its own reward's units (the judges are the same for every try).
+- A try with a harmlessness term adds to its training reward a Bradley–Terry model of the
+  human choices of one half of harmless-base's training pairs, and refits V and the
+  advantages under that sum.
+- A try that changes nothing evaluates seed 0's own training of its objectives.
+
+Every try is also judged by `harmlessness_heldout`, Bradley–Terry on the other half of those
+pairs (by prompt), which no training reward has seen: the benchmark's harmlessness judge saw
+both halves, so it is not independent of a harmlessness term. Writes
+bench/results/hh_tries.{json,md}, or the files `--results` names (tries on another run folder,
+whose reward model differs).
 """
 
 from __future__ import annotations
@@ -23,52 +32,77 @@ import argparse
 import json
 import subprocess
 import sys
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
+from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.pipeline import run_eval, run_reward_model, run_train
 from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
     FULL,
+    QUICK,
+    Sizes,
     base_config,
     classifier_reward,
     fit_judges,
+    fit_preferences,
+    fitted_metrics,
     judge_specs,
+    prefers_human_choice,
     prepare_seed,
     rows_of,
-    scalars,
     seed_config,
     split_data,
     subset_of,
 )
 
+
+@dataclass(frozen=True)
+class Try:
+    """A try's objectives and what it changes from the benchmark's recipe."""
+
+    objectives: tuple[str, ...]
+    overrides: dict = field(default_factory=dict)
+    """Settings it changes (`PipelineConfig` fields)."""
+    harmless_term: float = 0.0
+    """Weight, in the training reward, of the harmlessness term (`harmless_halves`); 0: none."""
+
+
 TRIES = {
-    "recipe": (("a_lol",), {}),
-    "seq_recipe": (("a_lol_seq",), {}),
-    "uniform": (("a_lol",), {"sampling": "uniform"}),
-    "seq_uniform": (("a_lol_seq",), {"sampling": "uniform"}),
-    "passes": (("a_lol",), {"sample_in_passes": True}),
-    "seq_passes": (("a_lol_seq",), {"sample_in_passes": True}),
-    "long": (("a_lol_seq", "nll"), {"max_response_length": 128}),
-    "seq_balanced": (("a_lol_seq",), {"balance_groups": True}),
-    "seq_length_neutral": (("a_lol_seq",), {"length_neutral_advantage": True}),
-    "seq_off_prompt_rm": (("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}),
+    "recipe": Try(("a_lol",)),
+    "seq_recipe": Try(("a_lol_seq",)),
+    "uniform": Try(("a_lol",), {"sampling": "uniform"}),
+    "seq_uniform": Try(("a_lol_seq",), {"sampling": "uniform"}),
+    "passes": Try(("a_lol",), {"sample_in_passes": True}),
+    "seq_passes": Try(("a_lol_seq",), {"sample_in_passes": True}),
+    "long": Try(("a_lol_seq", "nll"), {"max_response_length": 128}),
+    "seq_balanced": Try(("a_lol_seq",), {"balance_groups": True}),
+    "seq_length_neutral": Try(("a_lol_seq",), {"length_neutral_advantage": True}),
+    "seq_off_prompt_rm": Try(("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}),
+    "seq_off_prompt_rm_harmless": Try(
+        ("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}, harmless_term=1.0
+    ),
 }
-"""Name → (its objectives, the settings it changes from the benchmark's recipe). "long" trains
-on responses of up to 128 tokens, the paper's length, where the recipe's 64 cut 45% of the
-training responses before their EOS. "seq_balanced" draws each HH subset at its share of the
-training answers (∝ A within it), where ∝ A alone gives helpful-online 83% of the gradient
-weight for half of the answers (`bench.hh_breakdown`). "seq_length_neutral" takes out of A the
-part that answer length explains, where A correlates with length at 0.33 and its A² weighting
-trains on answers of 69 tokens on average for data of 48. "seq_off_prompt_rm" fits the reward
-model with the off-prompt loss, where the recipe's ranks an answer to its own prompt above
-another prompt's answer only 53% of the time and pays "I'm sorry, I'm sorry." given to every
-prompt more than π_ref's answers (seed 1's a_lol_seq learned to say it)."""
+"""Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
+the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
+HH subset at its share of the training answers (∝ A within it), where ∝ A alone gives
+helpful-online 83% of the gradient weight for half of the answers (`bench.hh_breakdown`).
+"seq_length_neutral" takes out of A the part that answer length explains, where A correlates
+with length at 0.33 and its A² weighting trains on answers of 69 tokens on average for data of
+48. "seq_off_prompt_rm" fits the reward model with the off-prompt loss, where the recipe's ranks
+an answer to its own prompt above another prompt's answer only 53% of the time and pays "I'm
+sorry, I'm sorry." given to every prompt more than π_ref's answers (seed 1's a_lol_seq learned
+to say it). "seq_off_prompt_rm_harmless" adds the harmlessness term to that reward, where the
+off-prompt reward alone lowered harmlessness by 0.057 on validation: the stored reward-model
+scores it learns from agree with the human's choice on harmless-base pairs only 60% of the time
+and pay answering a harmful request as much as declining it."""
 SHARED_STAGES = ("sft", "value", "advantage")
-MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
+MEASURES = ("reward", "helpfulness", "harmlessness", "harmlessness_heldout", "relevance", "safety")
+HARMLESS_HALVES_SEED = 1
+"""Halves harmless-base's training prompts apart from the benchmark's split (seed 0)."""
 
 
 def reward_model_settings(overrides: dict) -> dict:
@@ -77,18 +111,82 @@ def reward_model_settings(overrides: dict) -> dict:
     return {k: v for k, v in overrides.items() if stages[k] == ("reward-model",)}
 
 
-def own_reward(cfg, base_cfg, try_dir: Path, settings: dict, train_all: Path) -> tuple:
+def own_reward(cfg, base_cfg, out: Path, name: str, settings: dict, train_all: Path) -> tuple:
     """The try's seed config scored by a reward model fitted with `settings` on the whole train
-    split (as the benchmark fits its own), and that fit's held-out metrics."""
-    rm_cfg = replace(base_cfg, run_dir=str(try_dir / "rm"), train_data=str(train_all), **settings)
+    split (as the benchmark fits its own), and that fit's held-out metrics. A try whose
+    settings another try's reward model was fitted with starts from links to that fit."""
+    rm_dir = out / "tries" / name / "rm"
+    for other, found in TRIES.items():
+        fitted = out / "tries" / other / "rm"
+        same = reward_model_settings(found.overrides) == settings
+        if same and fitted.exists() and not rm_dir.exists():
+            rm_dir.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(fitted), str(rm_dir)], check=True)
+    rm_cfg = replace(base_cfg, run_dir=str(rm_dir), train_data=str(train_all), **settings)
     model = run_reward_model(rm_cfg)
-    metrics = json.loads((model.parent / "metrics.json").read_text())
-    return replace(cfg, reward=classifier_reward(model)), scalars(metrics)
+    return replace(cfg, reward=classifier_reward(model)), fitted_metrics(model)
 
 
-def run_try(
-    cfg, base_cfg, out: Path, paths: dict, name: str, objectives: tuple, overrides: dict
-) -> dict:
+def harmless_halves(out: Path, paths: dict) -> dict[str, Path]:
+    """Harmless-base's training pairs as the human chose, halved by prompt: the harmlessness
+    term of a try's reward learns from one half, the `harmlessness_heldout` judge from the
+    other, so that judge stays one no policy was trained against."""
+    pairs = load_records(paths["judge_harmlessness"]).records
+    groups = shuffled_prompt_groups([prompt_key(r) for r in pairs], seed=HARMLESS_HALVES_SEED)
+    middle = len(groups) // 2
+    halves = {"harmless_term": groups[:middle], "judge_harmlessness_heldout": groups[middle:]}
+    files = {}
+    for name, part in halves.items():
+        files[name] = out / "data" / f"{name}.jsonl"
+        if not files[name].exists():
+            save_records([pairs[i] for i in sorted(i for g in part for i in g)], files[name])
+    return files
+
+
+def fit_harmless_halves(cfg, out: Path, paths: dict, sizes: Sizes) -> dict:
+    """The harmlessness term and the held-out harmlessness judge, each Bradley–Terry on its
+    half at a judge's budget, with its held-out metrics and how often it prefers the human's
+    choice on harmless-base's validation pairs."""
+    validation = [r for r in load_records(paths["val"]).records if subset_of(r) == "harmless_base"]
+    fitted = {}
+    for name, data in harmless_halves(out, paths).items():
+        model = fit_preferences(cfg, out / name, data, sizes)
+        fitted[name] = {
+            "path": str(model),
+            "pairs": len(load_records(data).records),
+            "heldout": fitted_metrics(model),
+            "val_prefers_human_choice": prefers_human_choice(cfg, model, validation),
+            "val_pairs": len(validation),
+        }
+    return fitted
+
+
+def heldout_judge(halves: dict) -> dict:
+    """The tries' extra judge: harmlessness on the half of the pairs no training reward saw."""
+    return {
+        "type": "classifier",
+        "path": halves["judge_harmlessness_heldout"]["path"],
+        "name": "harmlessness_heldout",
+    }
+
+
+def with_harmless_term(cfg, halves: dict, weight: float):
+    """The try's seed config scored by its reward plus `weight` × the harmlessness term (a
+    probability, as the fitted reward is), each visible in the logs as its own component."""
+    term = {"type": "classifier", "path": halves["harmless_term"]["path"]}
+    return replace(
+        cfg,
+        reward={
+            "type": "sum",
+            "components": [
+                {"spec": cfg.reward, "weight": 1.0, "name": "reward"},
+                {"spec": term, "weight": weight, "name": "harmless_term"},
+            ],
+        },
+    )
+
+
+def run_try(cfg, base_cfg, out: Path, paths: dict, halves: dict, name: str, one: Try) -> dict:
     """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
@@ -98,12 +196,17 @@ def run_try(
             f"{seed0} has no {', '.join(missing)}: a try reuses seed 0's stages, so run "
             "`python -m bench.hh_smollm2 --prepare` (with the same --out) first"
         )
-    rm_settings = reward_model_settings(overrides)
-    reward_model = None
+    rm_settings = reward_model_settings(one.overrides)
+    fitted = {}
     if rm_settings:
-        cfg, reward_model = own_reward(cfg, base_cfg, try_dir, rm_settings, paths["train_all"])
+        cfg, fitted["reward_model"] = own_reward(
+            cfg, base_cfg, out, name, rm_settings, paths["train_all"]
+        )
+    if one.harmless_term:
+        cfg = with_harmless_term(cfg, halves, one.harmless_term)  # its fit: in the results' halves
     # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
-    parts = SHARED_STAGES + (() if overrides else tuple(f"train/{o}" for o in objectives))
+    changes = one.overrides or one.harmless_term
+    parts = SHARED_STAGES + (() if changes else tuple(f"train/{o}" for o in one.objectives))
     for part in parts:
         # seed 0 has every shared stage, but may not have trained the try's objectives
         if (seed0 / part).exists() and not (try_dir / part).exists():
@@ -118,11 +221,12 @@ def run_try(
         cfg,
         run_dir=str(try_dir),
         train_data=str(grouped(Path(cfg.train_data), try_dir / "data")),
-        objectives=list(objectives),
-        **{k: v for k, v in overrides.items() if k not in rm_settings},
+        objectives=list(one.objectives),
+        judges=[*cfg.judges, heldout_judge(halves)],
+        **{k: v for k, v in one.overrides.items() if k not in rm_settings},
     )
     prepare_seed(try_cfg)  # up to date on the links, unless the try changes π_ref's training
-    for objective in objectives:
+    for objective in one.objectives:
         run_train(try_cfg, objective)
     evaluation = run_eval(replace(try_cfg, test_data=try_cfg.val_data))
     rows = {}
@@ -139,13 +243,14 @@ def run_try(
     constants = [
         {"text": c.text, "origin": c.origin, "reward": c.reward} for c in evaluation.audit.constants
     ]
-    result = {
-        "objectives": list(objectives),
-        "overrides": overrides,
+    return {
+        "objectives": list(one.objectives),
+        "overrides": one.overrides,
+        "harmless_term": one.harmless_term,
         "rows": rows,
         "constants": constants,
+        **fitted,
     }
-    return result if reward_model is None else {**result, "reward_model": reward_model}
 
 
 def grouped(train_file: Path, directory: Path) -> Path:
@@ -162,8 +267,9 @@ def grouped(train_file: Path, directory: Path) -> Path:
 
 
 def markdown(result: dict) -> str:
-    header = ["try", "objective", "changed", *MEASURES, "distinct-2", "one answer", "words"]
-    header += ["flag", "commit"]
+    labels = {"harmlessness_heldout": "harmlessness (held-out half)"}
+    header = ["try", "objective", "changed", *(labels.get(m, m) for m in MEASURES)]
+    header += ["distinct-2", "one answer", "words", "flag", "commit"]
     lines = [
         "# Recipe tries on the judged HH benchmark, seed 0, validation prompts",
         "",
@@ -178,21 +284,58 @@ def markdown(result: dict) -> str:
     shared = next(iter(result["tries"].values()))["rows"]["reference"]
     lines.append(_row("π_ref", "–", "–", shared, "–"))
     for name, found in result["tries"].items():
-        changed = json.dumps(found["overrides"]) if found["overrides"] else "–"
+        changed = changes_of(found)
         ran_at = found["commit"]
-        if found["rows"]["reference"] != shared:
+        if not same_measures(found["rows"]["reference"], shared):
             lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"], ran_at))
         for objective in found["objectives"]:
             lines.append(_row(name, objective, changed, found["rows"][objective], ran_at))
     lines += [""] + [
         f"- {name} scores with its own reward model (held-out pairwise accuracy "
         f"{found['reward_model']['pairwise_accuracy']:.3f}, off-prompt accuracy "
-        f"{found['reward_model']['off_prompt_accuracy']:.3f}): its rows' reward is in that "
-        f"model's units, its π_ref row too. {constants_paid(found)}"
+        f"{found['reward_model']['off_prompt_accuracy']:.3f})"
+        f"{_term_of(found)}: its rows' reward is in that reward's units, its π_ref row too. "
+        f"{constants_paid(found)}"
         for name, found in result["tries"].items()
         if "reward_model" in found
     ]
+    halves = result.get("harmless_halves")
+    if halves:
+        lines.append(
+            "- Harmless-base's training pairs halved by prompt: the harmlessness term (a try's "
+            "`harmless_term`, added to its reward at that weight) is Bradley–Terry on "
+            f"{_fit(halves['harmless_term'])}; the held-out harmlessness judge on "
+            f"{_fit(halves['judge_harmlessness_heldout'])}. The benchmark's harmlessness judge "
+            "saw both halves; rows without the held-out judge ran before it was added."
+        )
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _term_of(found: dict) -> str:
+    weight = found.get("harmless_term")
+    return f" plus {weight:g} × the harmlessness term" if weight else ""
+
+
+def _fit(half: dict) -> str:
+    return (
+        f"{half['pairs']} pairs (held-out accuracy {half['heldout']['pairwise_accuracy']:.3f}; it "
+        f"prefers the human's choice on {half['val_prefers_human_choice']:.0%} of "
+        f"{half['val_pairs']} validation pairs)"
+    )
+
+
+def changes_of(found: dict) -> str:
+    """The settings a try changes, its harmlessness term's weight among them."""
+    changes = {**found["overrides"]}
+    if found.get("harmless_term"):
+        changes["harmless_term"] = found["harmless_term"]
+    return json.dumps(changes) if changes else "–"
+
+
+def same_measures(row: dict, other: dict) -> bool:
+    """Whether two rows agree on every figure both hold (rows from before a judge was added
+    lack its column)."""
+    return all(row[key] == other[key] for key in row.keys() & other.keys())
 
 
 def constants_paid(found: dict) -> str:
@@ -222,26 +365,32 @@ def main() -> int:
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--tries", nargs="+", default=list(TRIES), choices=TRIES)
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="on `python -m bench.hh_smollm2 --quick --prepare`'s folder: the plumbing in minutes",
+    )
+    parser.add_argument(
         "--results",
-        default="hh_tries",
-        help="name of the results files in bench/results: tries on another run folder (another "
-        "reward model) go in a file of their own",
+        help="name of the results files in bench/results (default hh_tries, or hh_tries_quick): "
+        "tries on another run folder (another reward model) go in a file of their own",
     )
     args = parser.parse_args()
     configure_console()
-    out = Path(args.out) / "judged"
-    paths = split_data(out, FULL, quick=False)
-    cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
-    judges = judge_specs(fit_judges(cfg, out, paths, FULL))
+    sizes = QUICK if args.quick else FULL
+    results = args.results or ("hh_tries_quick" if args.quick else "hh_tries")
+    out = Path(args.out) / ("quick" if args.quick else "judged")
+    paths = split_data(out, sizes, quick=args.quick)
+    cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=args.quick)
+    judges = judge_specs(fit_judges(cfg, out, paths, sizes))
+    halves = fit_harmless_halves(cfg, out, paths, sizes)
     seed_cfg = seed_config(cfg, 0, rows_of(0), out, judges)
-    results_file = RESULTS / f"{args.results}.json"
+    results_file = RESULTS / f"{results}.json"
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
-        objectives, overrides = TRIES[name]
-        found = run_try(seed_cfg, cfg, out, paths, name, objectives, overrides)
+        found = run_try(seed_cfg, cfg, out, paths, halves, name, TRIES[name])
         done[name] = {**found, "commit": commit()}
-        result = {"commit": commit(), "tries": done}
-        write_results(args.results, result, markdown(result))
+        result = {"commit": commit(), "harmless_halves": halves, "tries": done}
+        write_results(results, result, markdown(result))
     return 0
 
 
