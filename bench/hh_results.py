@@ -126,7 +126,7 @@ def markdown(result: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     rm = result["reward_model"]
     judges = [
-        f"{name} (Bradley–Terry on the human choices of {', '.join(j['subsets'])}): held-out "
+        f"{name} (Bradley–Terry on the human choices of {_pairs_of(j)}): held-out "
         f"pairwise accuracy {j['heldout'].get('pairwise_accuracy', float('nan')):.3f}, "
         f"off-prompt accuracy {formatted(j['heldout'].get('off_prompt_accuracy'), '.3f')}, "
         f"prefers the human's answer on {j['test_prefers_human_choice']:.1%} of {j['test_pairs']} test pairs"
@@ -166,6 +166,7 @@ def markdown(result: dict) -> str:
             f"{formatted(rm['heldout'].get('off_prompt_accuracy'), '.3f')}; on the test split it orders "
             f"{rm['test_pairwise_accuracy_vs_stored']:.1%} of the pairs as the stored reward model "
             f"does and prefers the human-chosen answer {rm['test_prefers_human_choice']:.1%} of the time.",
+            *_harmless_term(rm.get("harmless_term")),
             "",
             "Judges (never trained on, fitted on the train split only):",
             "",
@@ -198,6 +199,29 @@ def markdown(result: dict) -> str:
             "",
         ]
     )
+
+
+def _pairs_of(judge: dict) -> str:
+    """Which human choices a judge learned from (the count where the results name it)."""
+    subsets = ", ".join(judge["subsets"])
+    if judge.get("subsets") == ["harmless_base"] and "pairs" in judge:
+        return f"{judge['pairs']} pairs of {subsets}, the half of its prompts the reward never saw"
+    return f"{judge['pairs']} pairs of {subsets}" if "pairs" in judge else subsets
+
+
+def _harmless_term(term: dict | None) -> list[str]:
+    """The training reward's harmlessness term, where it has one."""
+    if not term:
+        return []
+    return [
+        "",
+        f"Training reward: that reward model plus {term['weight']:g} × a harmlessness term, "
+        f"Bradley–Terry on {term['pairs']} human choices of half of harmless_base's training "
+        "prompts, the harmlessness judge learning from the other half (held-out pairwise "
+        f"accuracy {term['heldout']['pairwise_accuracy']:.3f}; "
+        f"prefers the human's answer on {term['test_prefers_human_choice']:.1%} of "
+        f"{term['test_pairs']} test pairs); the reward column is that sum.",
+    ]
 
 
 def _trained_at(rows: dict[str, dict]) -> str:

@@ -15,12 +15,14 @@ run in parts.
   train split, `online_share` of them helpful-online (the paper's data is about half
   helpful-online and rejection-sampled, whose preferred answers are long and helpful).
 - Reward (training, V and checkpoint selection): `alol reward-model` on the train split's
-  stored reward-model logits (MiniLM); R = sigmoid(output), the paper's reward.
+  stored reward-model logits (MiniLM, with the off-prompt loss), plus `HARMLESS_TERM` × a
+  Bradley–Terry model of the human choices on half of harmless-base's training prompts: the
+  stored scores pay answering a harmful request as much as declining it.
 - Judges, fitted on the train split only and never trained on: helpfulness (Bradley–Terry on
-  the human choices of the helpful subsets' pairs), harmlessness (the same on harmless-base),
-  relevance of the answer to the user's last question and safety (alol's offline scorers).
-  Each learned judge's held-out and test pairwise accuracy against the human choice is
-  reported.
+  the human choices of the helpful subsets' pairs), harmlessness (the same on the other half
+  of harmless-base's prompts, which the training reward never saw), relevance of the answer to
+  the user's last question and safety (alol's offline scorers). Each learned model's held-out
+  and test pairwise accuracy against the human choice is reported.
 - π_ref: SFT of the instruct model on the preferred responses; V(x): π_ref's greedy answers to
   the validation prompts. Each objective validates every quarter of its steps on the
   validation prompts and keeps the best checkpoint by the reward, never a degenerate one
@@ -83,8 +85,27 @@ THREE_SEEDS = ("a_lol", "nll", "a_lol_seq", "a_lol_ref_free", "a_lol_kl", "wbc",
 ONE_SEED = ("r_gold", "r_lol", "pro")
 ONLINE = ("grpo", "rloo")
 """Online baselines on the first seed, at about the wall time of one A-LoL run."""
-LEARNED_JUDGES = {"helpfulness": HELPFUL_SUBSETS, "harmlessness": ("harmless_base",)}
-"""Each learned judge and the subsets whose human choices it is fitted on."""
+
+
+@dataclass(frozen=True)
+class LearnedJudge:
+    """A judge fitted on human choices: the file of its pairs (a name of `split_data`'s files,
+    and of the folder it is fitted in) and the subsets they come from."""
+
+    data: str
+    subsets: tuple[str, ...]
+
+
+LEARNED_JUDGES = {
+    "helpfulness": LearnedJudge("judge_helpfulness", HELPFUL_SUBSETS),
+    "harmlessness": LearnedJudge("judge_harmlessness_heldout", ("harmless_base",)),
+}
+"""Harmlessness learns from the half of harmless-base's prompts that the harmlessness term of
+the training reward does not."""
+HARMLESS_TERM = 1.0
+"""Weight of the harmlessness term in the training reward (decided on validation, hh_tries)."""
+HARMLESS_HALVES_SEED = 1
+"""Halves harmless-base's training prompts apart from the benchmark's split (seed 0)."""
 
 
 RECIPE = Path(__file__).resolve().parents[1] / "examples" / "hh_smollm2.yaml"
@@ -149,10 +170,8 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
         "val": val,
         "test": [PromptRecord(r.prompt, r.id, group=r.group) for r in test],
         "test_scored": test,
-        **{
-            f"judge_{name}": human_choices(r for r in train_all if subset_of(r) in subsets)
-            for name, subsets in LEARNED_JUDGES.items()
-        },
+        "judge_helpfulness": human_choices(r for r in train_all if subset_of(r) in HELPFUL_SUBSETS),
+        **harmless_halves(human_choices(r for r in train_all if subset_of(r) == "harmless_base")),
     }
     paths = {}
     for name, chunk in files.items():
@@ -173,6 +192,19 @@ def trained_records(cfg: PipelineConfig) -> list:
 def human_choices(records) -> list[PreferenceRecord]:
     """HH's pairs as the human chose: the first candidate (`sft_index` 0) over the second."""
     return [PreferenceRecord(r.prompt, r.responses[0], r.responses[1], r.id) for r in records]
+
+
+def harmless_halves(pairs: list[PreferenceRecord]) -> dict[str, list[PreferenceRecord]]:
+    """Harmless-base's training pairs halved by prompt: the harmlessness term of the training
+    reward learns from one half, the harmlessness judge from the other, so that judge stays one
+    no policy was trained against."""
+    groups = shuffled_prompt_groups([prompt_key(r) for r in pairs], seed=HARMLESS_HALVES_SEED)
+    middle = len(groups) // 2
+    halves = {"harmless_term": groups[:middle], "judge_harmlessness_heldout": groups[middle:]}
+    return {
+        name: [pairs[i] for i in sorted(i for g in part for i in g)]
+        for name, part in halves.items()
+    }
 
 
 def base_config(out: Path, model: Path, paths: dict[str, Path], quick: bool) -> PipelineConfig:
@@ -214,17 +246,35 @@ def fit_judges(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Si
     its held-out accuracy and its accuracy on the test split's pairs of those subsets."""
     report = {}
     test = load_records(paths["test_scored"]).records
-    for name, subsets in LEARNED_JUDGES.items():
-        model = fit_preferences(cfg, out / f"judge_{name}", paths[f"judge_{name}"], sizes)
-        pairs = [r for r in test if subset_of(r) in subsets]
+    for name, judge in LEARNED_JUDGES.items():
+        model = fit_preferences(cfg, out / judge.data, paths[judge.data], sizes)
+        pairs = [r for r in test if subset_of(r) in judge.subsets]
         report[name] = {
             "path": str(model),
-            "subsets": list(subsets),
+            "subsets": list(judge.subsets),
+            "pairs": len(load_records(paths[judge.data]).records),
             "heldout": fitted_metrics(model),
             "test_prefers_human_choice": prefers_human_choice(cfg, model, pairs),
             "test_pairs": len(pairs),
         }
     return report
+
+
+def fit_harmless_term(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Sizes) -> dict:
+    """The harmlessness term, Bradley–Terry on its half of harmless-base's training pairs at a
+    judge's budget; its held-out metrics and its accuracy on the test split's harmless-base
+    pairs (reported beside the reward model's: not a path, which a part's folder changes)."""
+    model = fit_preferences(cfg, out / "harmless_term", paths["harmless_term"], sizes)
+    pairs = [
+        r for r in load_records(paths["test_scored"]).records if subset_of(r) == "harmless_base"
+    ]
+    return {
+        "weight": HARMLESS_TERM,
+        "pairs": len(load_records(paths["harmless_term"]).records),
+        "heldout": fitted_metrics(model),
+        "test_prefers_human_choice": prefers_human_choice(cfg, model, pairs),
+        "test_pairs": len(pairs),
+    }
 
 
 def fit_preferences(cfg: PipelineConfig, run_dir: Path, data: Path, sizes: Sizes) -> Path:
@@ -275,20 +325,44 @@ def judge_specs(judges: dict) -> list:
 
 
 def classifier_reward(model: Path) -> dict:
-    """The training reward's spec: the fitted reward model's raw score."""
+    """The fitted reward model's raw score, as the training reward names it."""
     return {"type": "classifier", "path": str(model), "name": "reward"}
+
+
+def training_reward(model: Path, term: Path, weight: float = HARMLESS_TERM) -> dict:
+    """The training reward's spec: the fitted reward model plus `weight` × the harmlessness
+    term (a probability, as the fitted reward is), each in the logs as its own component."""
+    if not weight:
+        return classifier_reward(model)
+    return {
+        "type": "sum",
+        "components": [
+            {"spec": classifier_reward(model), "weight": 1.0, "name": "reward"},
+            {
+                "spec": {"type": "classifier", "path": str(term)},
+                "weight": weight,
+                "name": "harmless_term",
+            },
+        ],
+    }
+
+
+def fitted_model(run_dir: Path) -> Path:
+    """Where `alol reward-model` run in `run_dir` keeps its model."""
+    return run_dir / "reward_model" / "model"
 
 
 def seed_config(
     cfg: PipelineConfig, seed: int, objectives: tuple[str, ...], out: Path, judges: list
 ) -> PipelineConfig:
-    """One seed's stages in `out/seed<seed>`, scored by the fitted reward model and judged."""
-    rm = Path(cfg.run_dir) / "reward_model" / "model"
+    """One seed's stages in `out/seed<seed>`, scored by the training reward and judged."""
     return replace(
         cfg,
         run_dir=str(out / f"seed{seed}"),
         seed=seed,
-        reward=classifier_reward(rm),
+        reward=training_reward(
+            fitted_model(Path(cfg.run_dir)), fitted_model(out / "harmless_term")
+        ),
         reward_model=None,
         objectives=list(objectives),
         judges=judges,
@@ -431,19 +505,8 @@ def _validation_reward(selection: dict, key: str = "score") -> float | None:
 
 def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
     """The instruct model as it ships, with no SFT: evaluated like π_ref."""
-    base_cfg = replace(
-        cfg,
-        run_dir=str(out / "instruct"),
-        reference=cfg.model,
-        reward={
-            "type": "classifier",
-            "path": str(Path(cfg.run_dir) / "reward_model" / "model"),
-            "name": "reward",
-        },
-        reward_model=None,
-        objectives=[],
-        judges=judges,
-    )
+    seed_cfg = seed_config(cfg, 0, (), out, judges)
+    base_cfg = replace(seed_cfg, run_dir=str(out / "instruct"), reference=cfg.model)
     run_eval(base_cfg)
     return measure_rows(base_cfg)["reference"]
 
@@ -484,7 +547,7 @@ def main() -> int:
     model = convert_smollm2(Path(args.out) / "smollm2")
     paths = split_data(out, sizes, args.quick)
     cfg = base_config(out, model, paths, args.quick)
-    rm = fit_reward(cfg, paths)
+    rm = {**fit_reward(cfg, paths), "harmless_term": fit_harmless_term(cfg, out, paths, sizes)}
     judges = fit_judges(cfg, out, paths, sizes)
     setup = {"commit": commit(), "sizes": asdict(sizes), "reward_model": rm, "judges": judges}
     previous = Path(args.merge_with) if args.merge_with else None

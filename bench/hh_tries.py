@@ -14,14 +14,12 @@ edit seed 0's files) and is evaluated, judged and audited on the validation prom
   alone) fits its own in `tries/<name>/rm` on the same train split (or links another try's fit
   with the same settings), refits V and the advantages under it, and reports the reward column
   in its own reward's units (the judges are the same for every try).
-- A try with a harmlessness term adds to its training reward a Bradley–Terry model of the
-  human choices of one half of harmless-base's training pairs, and refits V and the
-  advantages under that sum.
+- A try that weighs the training reward's harmlessness term otherwise (0: none) refits V and
+  the advantages under its sum.
 - A try that changes nothing evaluates seed 0's own training of its objectives.
 
-Every try is also judged by `harmlessness_heldout`, Bradley–Terry on the other half of those
-pairs (by prompt), which no training reward has seen: the benchmark's harmlessness judge saw
-both halves, so it is not independent of a harmlessness term. Writes
+Every try is judged by the benchmark's judges, whose harmlessness judge learned from the half
+of harmless-base's prompts that the harmlessness term did not. Writes
 bench/results/hh_tries.{json,md}, or the files `--results` names (tries on another run folder,
 whose reward model differs).
 """
@@ -38,25 +36,24 @@ from pathlib import Path
 from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
-from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.pipeline import run_eval, run_reward_model, run_train
 from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
     FULL,
+    HARMLESS_TERM,
     QUICK,
-    Sizes,
     base_config,
-    classifier_reward,
+    fit_harmless_term,
     fit_judges,
-    fit_preferences,
     fitted_metrics,
+    fitted_model,
     judge_specs,
-    prefers_human_choice,
     prepare_seed,
     rows_of,
     seed_config,
     split_data,
     subset_of,
+    training_reward,
 )
 
 
@@ -67,8 +64,8 @@ class Try:
     objectives: tuple[str, ...]
     overrides: dict = field(default_factory=dict)
     """Settings it changes (`PipelineConfig` fields)."""
-    harmless_term: float = 0.0
-    """Weight, in the training reward, of the harmlessness term (`harmless_halves`); 0: none."""
+    harmless_term: float = HARMLESS_TERM
+    """Weight of the training reward's harmlessness term (`bench.hh_smollm2`); 0: none."""
 
 
 TRIES = {
@@ -81,7 +78,9 @@ TRIES = {
     "long": Try(("a_lol_seq", "nll"), {"max_response_length": 128}),
     "seq_balanced": Try(("a_lol_seq",), {"balance_groups": True}),
     "seq_length_neutral": Try(("a_lol_seq",), {"length_neutral_advantage": True}),
-    "seq_off_prompt_rm": Try(("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}),
+    "seq_off_prompt_rm": Try(
+        ("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}, harmless_term=0.0
+    ),
     "seq_off_prompt_rm_harmless": Try(
         ("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}, harmless_term=1.0
     ),
@@ -98,95 +97,39 @@ sorry, I'm sorry." given to every prompt more than π_ref's answers (seed 1's a_
 to say it). "seq_off_prompt_rm_harmless" adds the harmlessness term to that reward, where the
 off-prompt reward alone lowered harmlessness by 0.057 on validation: the stored reward-model
 scores it learns from agree with the human's choice on harmless-base pairs only 60% of the time
-and pay answering a harmful request as much as declining it."""
+and pay answering a harmful request as much as declining it. Both are the recipe since; the
+tries before them ran without the harmlessness term (each row's commit says which recipe)."""
 SHARED_STAGES = ("sft", "value", "advantage")
-MEASURES = ("reward", "helpfulness", "harmlessness", "harmlessness_heldout", "relevance", "safety")
-HARMLESS_HALVES_SEED = 1
-"""Halves harmless-base's training prompts apart from the benchmark's split (seed 0)."""
+MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
 
-def reward_model_settings(overrides: dict) -> dict:
-    """The overrides that only the reward-model stage reads."""
+def reward_model_settings(overrides: dict, base_cfg: PipelineConfig) -> dict:
+    """The overrides that only the reward-model stage reads and that the recipe does not set
+    already (a try from before the recipe took its setting fits no reward model of its own)."""
     stages = {f.name: f.metadata["stages"] for f in fields(PipelineConfig)}
-    return {k: v for k, v in overrides.items() if stages[k] == ("reward-model",)}
+    return {
+        k: v
+        for k, v in overrides.items()
+        if stages[k] == ("reward-model",) and getattr(base_cfg, k) != v
+    }
 
 
-def own_reward(cfg, base_cfg, out: Path, name: str, settings: dict, train_all: Path) -> tuple:
-    """The try's seed config scored by a reward model fitted with `settings` on the whole train
-    split (as the benchmark fits its own), and that fit's held-out metrics. A try whose
-    settings another try's reward model was fitted with starts from links to that fit."""
+def own_reward_model(base_cfg, out: Path, name: str, settings: dict, train_all: Path) -> Path:
+    """A reward model fitted with `settings` on the whole train split, as the benchmark fits
+    its own. A try whose settings another try's reward model was fitted with starts from links
+    to that fit."""
     rm_dir = out / "tries" / name / "rm"
     for other, found in TRIES.items():
         fitted = out / "tries" / other / "rm"
-        same = reward_model_settings(found.overrides) == settings
+        same = reward_model_settings(found.overrides, base_cfg) == settings
         if same and fitted.exists() and not rm_dir.exists():
             rm_dir.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["cp", "-al", str(fitted), str(rm_dir)], check=True)
     rm_cfg = replace(base_cfg, run_dir=str(rm_dir), train_data=str(train_all), **settings)
-    model = run_reward_model(rm_cfg)
-    return replace(cfg, reward=classifier_reward(model)), fitted_metrics(model)
+    return run_reward_model(rm_cfg)
 
 
-def harmless_halves(out: Path, paths: dict) -> dict[str, Path]:
-    """Harmless-base's training pairs as the human chose, halved by prompt: the harmlessness
-    term of a try's reward learns from one half, the `harmlessness_heldout` judge from the
-    other, so that judge stays one no policy was trained against."""
-    pairs = load_records(paths["judge_harmlessness"]).records
-    groups = shuffled_prompt_groups([prompt_key(r) for r in pairs], seed=HARMLESS_HALVES_SEED)
-    middle = len(groups) // 2
-    halves = {"harmless_term": groups[:middle], "judge_harmlessness_heldout": groups[middle:]}
-    files = {}
-    for name, part in halves.items():
-        files[name] = out / "data" / f"{name}.jsonl"
-        if not files[name].exists():
-            save_records([pairs[i] for i in sorted(i for g in part for i in g)], files[name])
-    return files
-
-
-def fit_harmless_halves(cfg, out: Path, paths: dict, sizes: Sizes) -> dict:
-    """The harmlessness term and the held-out harmlessness judge, each Bradley–Terry on its
-    half at a judge's budget, with its held-out metrics and how often it prefers the human's
-    choice on harmless-base's validation pairs."""
-    validation = [r for r in load_records(paths["val"]).records if subset_of(r) == "harmless_base"]
-    fitted = {}
-    for name, data in harmless_halves(out, paths).items():
-        model = fit_preferences(cfg, out / name, data, sizes)
-        fitted[name] = {
-            "path": str(model),
-            "pairs": len(load_records(data).records),
-            "heldout": fitted_metrics(model),
-            "val_prefers_human_choice": prefers_human_choice(cfg, model, validation),
-            "val_pairs": len(validation),
-        }
-    return fitted
-
-
-def heldout_judge(halves: dict) -> dict:
-    """The tries' extra judge: harmlessness on the half of the pairs no training reward saw."""
-    return {
-        "type": "classifier",
-        "path": halves["judge_harmlessness_heldout"]["path"],
-        "name": "harmlessness_heldout",
-    }
-
-
-def with_harmless_term(cfg, halves: dict, weight: float):
-    """The try's seed config scored by its reward plus `weight` × the harmlessness term (a
-    probability, as the fitted reward is), each visible in the logs as its own component."""
-    term = {"type": "classifier", "path": halves["harmless_term"]["path"]}
-    return replace(
-        cfg,
-        reward={
-            "type": "sum",
-            "components": [
-                {"spec": cfg.reward, "weight": 1.0, "name": "reward"},
-                {"spec": term, "weight": weight, "name": "harmless_term"},
-            ],
-        },
-    )
-
-
-def run_try(cfg, base_cfg, out: Path, paths: dict, halves: dict, name: str, one: Try) -> dict:
+def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
     """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
     seed0 = out / "seed0"
     try_dir = out / "tries" / name
@@ -196,16 +139,16 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, halves: dict, name: str, one:
             f"{seed0} has no {', '.join(missing)}: a try reuses seed 0's stages, so run "
             "`python -m bench.hh_smollm2 --prepare` (with the same --out) first"
         )
-    rm_settings = reward_model_settings(one.overrides)
+    rm_settings = reward_model_settings(one.overrides, base_cfg)
+    model = fitted_model(Path(base_cfg.run_dir))
     fitted = {}
     if rm_settings:
-        cfg, fitted["reward_model"] = own_reward(
-            cfg, base_cfg, out, name, rm_settings, paths["train_all"]
-        )
-    if one.harmless_term:
-        cfg = with_harmless_term(cfg, halves, one.harmless_term)  # its fit: in the results' halves
+        model = own_reward_model(base_cfg, out, name, rm_settings, paths["train_all"])
+        fitted["reward_model"] = fitted_metrics(model)
+    term = fitted_model(out / "harmless_term")
+    cfg = replace(cfg, reward=training_reward(model, term, one.harmless_term))
     # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
-    changes = one.overrides or one.harmless_term
+    changes = one.overrides or one.harmless_term != HARMLESS_TERM
     parts = SHARED_STAGES + (() if changes else tuple(f"train/{o}" for o in one.objectives))
     for part in parts:
         # seed 0 has every shared stage, but may not have trained the try's objectives
@@ -222,7 +165,6 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, halves: dict, name: str, one:
         run_dir=str(try_dir),
         train_data=str(grouped(Path(cfg.train_data), try_dir / "data")),
         objectives=list(one.objectives),
-        judges=[*cfg.judges, heldout_judge(halves)],
         **{k: v for k, v in one.overrides.items() if k not in rm_settings},
     )
     prepare_seed(try_cfg)  # up to date on the links, unless the try changes π_ref's training
@@ -247,6 +189,7 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, halves: dict, name: str, one:
         "objectives": list(one.objectives),
         "overrides": one.overrides,
         "harmless_term": one.harmless_term,
+        "recipe_harmless_term": HARMLESS_TERM,
         "rows": rows,
         "constants": constants,
         **fitted,
@@ -267,8 +210,7 @@ def grouped(train_file: Path, directory: Path) -> Path:
 
 
 def markdown(result: dict) -> str:
-    labels = {"harmlessness_heldout": "harmlessness (held-out half)"}
-    header = ["try", "objective", "changed", *(labels.get(m, m) for m in MEASURES)]
+    header = ["try", "objective", "changed", *MEASURES]
     header += ["distinct-2", "one answer", "words", "flag", "commit"]
     lines = [
         "# Recipe tries on the judged HH benchmark, seed 0, validation prompts",
@@ -299,15 +241,12 @@ def markdown(result: dict) -> str:
         for name, found in result["tries"].items()
         if "reward_model" in found
     ]
-    halves = result.get("harmless_halves")
-    if halves:
-        lines.append(
-            "- Harmless-base's training pairs halved by prompt: the harmlessness term (a try's "
-            "`harmless_term`, added to its reward at that weight) is Bradley–Terry on "
-            f"{_fit(halves['harmless_term'])}; the held-out harmlessness judge on "
-            f"{_fit(halves['judge_harmlessness_heldout'])}. The benchmark's harmlessness judge "
-            "saw both halves; rows without the held-out judge ran before it was added."
-        )
+    term, judge = result["harmless_term"], result["harmlessness_judge"]
+    lines.append(
+        "- Harmless-base's training pairs halved by prompt: the training reward's harmlessness "
+        f"term (weight {term['weight']:g} unless a try changes it) is Bradley–Terry on "
+        f"{_fit(term)}; the harmlessness judge on {_fit(judge)}."
+    )
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -319,15 +258,16 @@ def _term_of(found: dict) -> str:
 def _fit(half: dict) -> str:
     return (
         f"{half['pairs']} pairs (held-out accuracy {half['heldout']['pairwise_accuracy']:.3f}; it "
-        f"prefers the human's choice on {half['val_prefers_human_choice']:.0%} of "
-        f"{half['val_pairs']} validation pairs)"
+        f"prefers the human's choice on {half['test_prefers_human_choice']:.0%} of "
+        f"{half['test_pairs']} test pairs)"
     )
 
 
 def changes_of(found: dict) -> str:
-    """The settings a try changes, its harmlessness term's weight among them."""
+    """The settings a try changes, its harmlessness term's weight among them (tries that ran
+    before the recipe had the term name no recipe weight: 0)."""
     changes = {**found["overrides"]}
-    if found.get("harmless_term"):
+    if found.get("harmless_term", 0.0) != found.get("recipe_harmless_term", 0.0):
         changes["harmless_term"] = found["harmless_term"]
     return json.dumps(changes) if changes else "–"
 
@@ -381,15 +321,20 @@ def main() -> int:
     out = Path(args.out) / ("quick" if args.quick else "judged")
     paths = split_data(out, sizes, quick=args.quick)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=args.quick)
-    judges = judge_specs(fit_judges(cfg, out, paths, sizes))
-    halves = fit_harmless_halves(cfg, out, paths, sizes)
-    seed_cfg = seed_config(cfg, 0, rows_of(0), out, judges)
+    judges = fit_judges(cfg, out, paths, sizes)
+    term = fit_harmless_term(cfg, out, paths, sizes)
+    seed_cfg = seed_config(cfg, 0, rows_of(0), out, judge_specs(judges))
     results_file = RESULTS / f"{results}.json"
     done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
     for name in args.tries:
-        found = run_try(seed_cfg, cfg, out, paths, halves, name, TRIES[name])
+        found = run_try(seed_cfg, cfg, out, paths, name, TRIES[name])
         done[name] = {**found, "commit": commit()}
-        result = {"commit": commit(), "harmless_halves": halves, "tries": done}
+        result = {
+            "commit": commit(),
+            "harmless_term": term,
+            "harmlessness_judge": judges["harmlessness"],
+            "tries": done,
+        }
         write_results(results, result, markdown(result))
     return 0
 
