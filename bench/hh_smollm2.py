@@ -278,7 +278,9 @@ def fit_harmless_term(cfg: PipelineConfig, out: Path, paths: dict[str, Path], si
 
 
 def fit_preferences(cfg: PipelineConfig, run_dir: Path, data: Path, sizes: Sizes) -> Path:
-    """A Bradley–Terry model of the human choices in `data`, at a judge's budget."""
+    """A Bradley–Terry model of the human choices in `data`, at a judge's budget. It learns
+    from those choices alone, whatever loss the recipe fits its reward model with, so that the
+    judges stay the same models when the reward's recipe changes."""
     return run_reward_model(
         replace(
             cfg,
@@ -286,6 +288,7 @@ def fit_preferences(cfg: PipelineConfig, run_dir: Path, data: Path, sizes: Sizes
             train_data=str(data),
             reward_model_targets="preferences",
             reward_model_epochs=sizes.judge_epochs,
+            reward_model_off_prompt_weight=0.0,
         )
     )
 
