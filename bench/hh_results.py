@@ -76,6 +76,7 @@ def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
             "rows": {**earlier["rows"], **run["rows"]},
             "times": times,
             "judge_warnings": run.get("judge_warnings", earlier.get("judge_warnings", [])),
+            "reward_flags": run.get("reward_flags", earlier.get("reward_flags", [])),
         }
     return {**current, **summary(dict(sorted(seeds.items())))}
 
@@ -144,6 +145,11 @@ def markdown(result: dict) -> str:
         for row in run["rows"].values()
         if row.get("flag")
     ] or ["- none"]
+    reward_flags = [
+        f"- seed {seed}: {flag}"
+        for seed, run in result["per_seed"].items()
+        for flag in run.get("reward_flags", [])
+    ] or ["- none"]
     judge_warnings = [
         f"- seed {seed}: {warning}"
         for seed, run in result["per_seed"].items()
@@ -190,6 +196,11 @@ def markdown(result: dict) -> str:
             "Audit flags (each seed's `eval/audit.md`):",
             "",
             *flags,
+            "",
+            "The reward's own flags (each seed's audit; a reward that pays a constant answer "
+            "above π_ref's can be raised by giving it, whether or not a model did):",
+            "",
+            *reward_flags,
             "",
             "Judges whose figures weigh less (each seed's audit):",
             "",

@@ -431,6 +431,7 @@ def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
         "times": json.loads(times.read_text()) if times.exists() else {},
         "rows": rows,
         "judge_warnings": audit.get("judge_warnings", []),
+        "reward_flags": audit.get("reward_flags", []),
     }
 
 

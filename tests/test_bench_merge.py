@@ -66,6 +66,18 @@ def test_a_part_adds_its_models_to_the_earlier_ones_and_the_table_follows():
     assert merged["stage_hours"] == pytest.approx((40 + 60 + 30 + 50 + 70) / 3600)
 
 
+def test_a_seeds_reward_flags_survive_a_later_part_that_read_no_audit_of_it():
+    flag = "the reward pays for a constant answer: “You’re welcome!” scores 1.062, above 1.059"
+    earlier = as_read_back(
+        part({0: {"rows": {"reference": row(0.46)}, "times": {}, "reward_flags": [flag]}})
+    )
+    later = part({0: {"rows": {"a_lol": row(0.50)}, "times": {}}})
+
+    merged = merge_results(earlier, later, Path("earlier.json"))
+
+    assert merged["per_seed"][0]["reward_flags"] == [flag]
+
+
 def test_the_later_row_wins_and_a_whole_timing_is_not_lost_to_a_resumed_one():
     later = part({1: {"rows": {"nll": row(0.49)}, "times": {"nll": None}}})
     merged = merge_results(EARLIER, later, Path("earlier.json"))
