@@ -215,8 +215,6 @@ def markdown(result: dict) -> str:
 def _pairs_of(judge: dict) -> str:
     """Which human choices a judge learned from (the count where the results name it)."""
     subsets = ", ".join(judge["subsets"])
-    if judge.get("subsets") == ["harmless_base"] and "pairs" in judge:
-        return f"{judge['pairs']} pairs of {subsets}, the half of its prompts the reward never saw"
     return f"{judge['pairs']} pairs of {subsets}" if "pairs" in judge else subsets
 
 

@@ -88,20 +88,23 @@ ONLINE = ("grpo", "rloo")
 
 
 @dataclass(frozen=True)
-class LearnedJudge:
-    """A judge fitted on human choices: the file of its pairs (a name of `split_data`'s files,
-    and of the folder it is fitted in) and the subsets they come from."""
+class PreferenceFit:
+    """A Bradley–Terry model of human choices (a judge, or the training reward's harmlessness
+    term): the file of its pairs (a name of `split_data`'s files, and of the folder it is
+    fitted in) and the subsets they come from."""
 
     data: str
     subsets: tuple[str, ...]
 
 
 LEARNED_JUDGES = {
-    "helpfulness": LearnedJudge("judge_helpfulness", HELPFUL_SUBSETS),
-    "harmlessness": LearnedJudge("judge_harmlessness_heldout", ("harmless_base",)),
+    "helpfulness": PreferenceFit("judge_helpfulness", HELPFUL_SUBSETS),
+    "harmlessness": PreferenceFit("judge_harmlessness_heldout", ("harmless_base",)),
 }
 """Harmlessness learns from the half of harmless-base's prompts that the harmlessness term of
 the training reward does not."""
+HARMLESS_TERM_FIT = PreferenceFit("harmless_term", ("harmless_base",))
+"""The training reward's harmlessness term, on the other half (`harmless_halves`)."""
 HARMLESS_TERM = 1.0
 """Weight of the harmlessness term in the training reward (decided on validation, hh_tries)."""
 HARMLESS_HALVES_SEED = 1
@@ -170,8 +173,12 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
         "val": val,
         "test": [PromptRecord(r.prompt, r.id, group=r.group) for r in test],
         "test_scored": test,
-        "judge_helpfulness": human_choices(r for r in train_all if subset_of(r) in HELPFUL_SUBSETS),
-        **harmless_halves(human_choices(r for r in train_all if subset_of(r) == "harmless_base")),
+        LEARNED_JUDGES["helpfulness"].data: human_choices(
+            r for r in train_all if subset_of(r) in LEARNED_JUDGES["helpfulness"].subsets
+        ),
+        **harmless_halves(
+            human_choices(r for r in train_all if subset_of(r) in HARMLESS_TERM_FIT.subsets)
+        ),
     }
     paths = {}
     for name, chunk in files.items():
@@ -200,7 +207,10 @@ def harmless_halves(pairs: list[PreferenceRecord]) -> dict[str, list[PreferenceR
     no policy was trained against."""
     groups = shuffled_prompt_groups([prompt_key(r) for r in pairs], seed=HARMLESS_HALVES_SEED)
     middle = len(groups) // 2
-    halves = {"harmless_term": groups[:middle], "judge_harmlessness_heldout": groups[middle:]}
+    halves = {
+        HARMLESS_TERM_FIT.data: groups[:middle],
+        LEARNED_JUDGES["harmlessness"].data: groups[middle:],
+    }
     return {
         name: [pairs[i] for i in sorted(i for g in part for i in g)]
         for name, part in halves.items()
@@ -245,18 +255,9 @@ def fit_judges(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Si
     """Each learned judge, Bradley–Terry on the human choices of its subsets' training pairs;
     its held-out accuracy and its accuracy on the test split's pairs of those subsets."""
     report = {}
-    test = load_records(paths["test_scored"]).records
     for name, judge in LEARNED_JUDGES.items():
-        model = fit_preferences(cfg, out / judge.data, paths[judge.data], sizes)
-        pairs = [r for r in test if subset_of(r) in judge.subsets]
-        report[name] = {
-            "path": str(model),
-            "subsets": list(judge.subsets),
-            "pairs": len(load_records(paths[judge.data]).records),
-            "heldout": fitted_metrics(model),
-            "test_prefers_human_choice": prefers_human_choice(cfg, model, pairs),
-            "test_pairs": len(pairs),
-        }
+        model, fitted = fit_on_human_choices(cfg, out, paths, sizes, judge)
+        report[name] = {"path": str(model), "subsets": list(judge.subsets), **fitted}
     return report
 
 
@@ -264,16 +265,22 @@ def fit_harmless_term(cfg: PipelineConfig, out: Path, paths: dict[str, Path], si
     """The harmlessness term, Bradley–Terry on its half of harmless-base's training pairs at a
     judge's budget; its held-out metrics and its accuracy on the test split's harmless-base
     pairs (reported beside the reward model's: not a path, which a part's folder changes)."""
-    model = fit_preferences(cfg, out / "harmless_term", paths["harmless_term"], sizes)
-    pairs = [
-        r for r in load_records(paths["test_scored"]).records if subset_of(r) == "harmless_base"
-    ]
-    return {
-        "weight": HARMLESS_TERM,
-        "pairs": len(load_records(paths["harmless_term"]).records),
+    _, fitted = fit_on_human_choices(cfg, out, paths, sizes, HARMLESS_TERM_FIT)
+    return {"weight": HARMLESS_TERM, **fitted}
+
+
+def fit_on_human_choices(
+    cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Sizes, fit: PreferenceFit
+) -> tuple[Path, dict]:
+    """`fit`'s model, with how many pairs it learned from, its held-out metrics and how often
+    it prefers the human's choice on the test split's pairs of its subsets."""
+    model = fit_preferences(cfg, out / fit.data, paths[fit.data], sizes)
+    test = [r for r in load_records(paths["test_scored"]).records if subset_of(r) in fit.subsets]
+    return model, {
+        "pairs": len(load_records(paths[fit.data]).records),
         "heldout": fitted_metrics(model),
-        "test_prefers_human_choice": prefers_human_choice(cfg, model, pairs),
-        "test_pairs": len(pairs),
+        "test_prefers_human_choice": prefers_human_choice(cfg, model, test),
+        "test_pairs": len(test),
     }
 
 
@@ -364,7 +371,7 @@ def seed_config(
         run_dir=str(out / f"seed{seed}"),
         seed=seed,
         reward=training_reward(
-            fitted_model(Path(cfg.run_dir)), fitted_model(out / "harmless_term")
+            fitted_model(Path(cfg.run_dir)), fitted_model(out / HARMLESS_TERM_FIT.data)
         ),
         reward_model=None,
         objectives=list(objectives),

@@ -41,6 +41,7 @@ from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
     FULL,
     HARMLESS_TERM,
+    HARMLESS_TERM_FIT,
     QUICK,
     base_config,
     fit_harmless_term,
@@ -145,7 +146,7 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
     if rm_settings:
         model = own_reward_model(base_cfg, out, name, rm_settings, paths["train_all"])
         fitted["reward_model"] = fitted_metrics(model)
-    term = fitted_model(out / "harmless_term")
+    term = fitted_model(out / HARMLESS_TERM_FIT.data)
     cfg = replace(cfg, reward=training_reward(model, term, one.harmless_term))
     # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
     changes = one.overrides or one.harmless_term != HARMLESS_TERM
