@@ -85,6 +85,7 @@ TRIES = {
     "seq_off_prompt_rm_harmless": Try(
         ("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}, harmless_term=1.0
     ),
+    "seq_harmless_half": Try(("a_lol_seq",), harmless_term=0.5),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
 the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
@@ -99,7 +100,11 @@ to say it). "seq_off_prompt_rm_harmless" adds the harmlessness term to that rewa
 off-prompt reward alone lowered harmlessness by 0.057 on validation: the stored reward-model
 scores it learns from agree with the human's choice on harmless-base pairs only 60% of the time
 and pay answering a harmful request as much as declining it. Both are the recipe since; the
-tries before them ran without the harmlessness term (each row's commit says which recipe)."""
+tries before them ran without the harmlessness term (each row's commit says which recipe).
+"seq_harmless_half" halves the term's weight: on seed 0's validation prompts the term pays
+constant answers 0.03 more than π_ref's answers and the reward model 0.03 less, so at weight 1
+the sum pays "You're welcome!" given to every prompt as much as π_ref's answers, and at 0.5 it
+pays every constant of the audit at least 0.015 less."""
 SHARED_STAGES = ("sft", "value", "advantage")
 MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
