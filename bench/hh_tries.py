@@ -1,13 +1,16 @@
-"""Recipe tries on the judged HH benchmark's first seed, decided on the validation prompts: each
-try changes the settings it names and reuses seed 0's π_ref, V(x) and advantages, so it differs
-from the recipe by those settings alone. The test prompts are never looked at here.
+"""Recipe tries on one seed of the judged HH benchmark (the first, unless `--seed` names
+another), decided on the validation prompts: each try changes the settings it names and reuses
+the seed's π_ref, V(x) and advantages, so it differs from the recipe by those settings alone.
+The test prompts are never looked at here.
 
     python -m bench.hh_tries                      # after `python -m bench.hh_smollm2 --prepare`
     python -m bench.hh_tries --tries recipe uniform
+    python -m bench.hh_tries --seed 1 --tries seq_recipe seq_harmless_half --results hh_tries_s1
 
-Each try trains its objectives in `<out>/judged/tries/<name>/` on hard links to seed 0's stages
-(alol writes every file by rename, so a stage that reran there would replace the links, never
-edit seed 0's files) and is evaluated, judged and audited on the validation prompts.
+Each try trains its objectives in `<out>/judged/tries/<name>/` (seed 0) or
+`<out>/judged/tries_seed<S>/<name>/` on hard links to the seed's stages (alol writes every
+file by rename, so a stage that reran there would replace the links, never edit the seed's
+files) and is evaluated, judged and audited on the validation prompts.
 - A try that changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V
   and advantages there and is compared with that π_ref, whose row it shows.
 - A try that changes how the reward model is fitted (a setting of the reward-model stage
@@ -16,7 +19,7 @@ edit seed 0's files) and is evaluated, judged and audited on the validation prom
   in its own reward's units (the judges are the same for every try).
 - A try that weighs the training reward's harmlessness term otherwise (0: none) refits V and
   the advantages under its sum.
-- A try that changes nothing evaluates seed 0's own training of its objectives.
+- A try that changes nothing evaluates the seed's own training of its objectives.
 
 Every try is judged by the benchmark's judges, whose harmlessness judge learned from the half
 of harmless-base's prompts that the harmlessness term did not. Writes
@@ -124,9 +127,9 @@ def own_reward_model(base_cfg, out: Path, name: str, settings: dict, train_all: 
     """A reward model fitted with `settings` on the whole train split, as the benchmark fits
     its own. A try whose settings another try's reward model was fitted with starts from links
     to that fit."""
-    rm_dir = out / "tries" / name / "rm"
+    rm_dir = tries_folder(out, 0) / name / "rm"
     for other, found in TRIES.items():
-        fitted = out / "tries" / other / "rm"
+        fitted = tries_folder(out, 0) / other / "rm"
         same = reward_model_settings(found.overrides, base_cfg) == settings
         if same and fitted.exists() and not rm_dir.exists():
             rm_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -135,15 +138,25 @@ def own_reward_model(base_cfg, out: Path, name: str, settings: dict, train_all: 
     return run_reward_model(rm_cfg)
 
 
+def tries_folder(out: Path, seed: int) -> Path:
+    """Where one seed's tries train: each seed has its own π_ref, whose validation answers
+    the tries of that seed share. Reward models are fitted on the train split, whatever the
+    seed, and live in seed 0's folder."""
+    return out / ("tries" if seed == 0 else f"tries_seed{seed}")
+
+
 def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
-    """Train one try on seed 0's shared stages and evaluate it on the validation prompts."""
-    seed0 = out / "seed0"
-    try_dir = out / "tries" / name
-    missing = [stage for stage in SHARED_STAGES if not (seed0 / stage).exists()]
+    """Train one try on the shared stages of `cfg`'s seed and evaluate it on the validation
+    prompts."""
+    seed_dir = Path(cfg.run_dir)
+    tries = tries_folder(out, cfg.seed)
+    try_dir = tries / name
+    missing = [stage for stage in SHARED_STAGES if not (seed_dir / stage).exists()]
     if missing:
         raise SystemExit(
-            f"{seed0} has no {', '.join(missing)}: a try reuses seed 0's stages, so run "
-            "`python -m bench.hh_smollm2 --prepare` (with the same --out) first"
+            f"{seed_dir} has no {', '.join(missing)}: a try reuses its seed's stages, so run "
+            f"`python -m bench.hh_smollm2 --prepare --seeds {cfg.seed}` (with the same --out) "
+            "first"
         )
     rm_settings = reward_model_settings(one.overrides, base_cfg)
     model = fitted_model(Path(base_cfg.run_dir))
@@ -153,15 +166,15 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
         fitted["reward_model"] = fitted_metrics(model)
     term = fitted_model(out / HARMLESS_TERM_FIT.data)
     cfg = replace(cfg, reward=training_reward(model, term, one.harmless_term))
-    # a try that changes nothing is the recipe: seed 0's own trainings of its objectives
+    # a try that changes nothing is the recipe: the seed's own trainings of its objectives
     changes = one.overrides or one.harmless_term != HARMLESS_TERM
     parts = SHARED_STAGES + (() if changes else tuple(f"train/{o}" for o in one.objectives))
     for part in parts:
-        # seed 0 has every shared stage, but may not have trained the try's objectives
-        if (seed0 / part).exists() and not (try_dir / part).exists():
+        # the seed has every shared stage, but may not have trained the try's objectives
+        if (seed_dir / part).exists() and not (try_dir / part).exists():
             (try_dir / part).parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["cp", "-al", str(seed0 / part), str(try_dir / part)], check=True)
-    evaluated = next((out / "tries").glob("*/eval/reference/answers.jsonl"), None)
+            subprocess.run(["cp", "-al", str(seed_dir / part), str(try_dir / part)], check=True)
+    evaluated = next(tries.glob("*/eval/reference/answers.jsonl"), None)
     if evaluated is not None and not (try_dir / "eval" / "reference").exists():
         # π_ref's validation answers, decoded once for every try (kept under their fingerprint)
         (try_dir / "eval").mkdir(parents=True, exist_ok=True)
@@ -202,6 +215,20 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
     }
 
 
+def earlier_tries(results_file: Path, seed: int) -> dict:
+    """The tries a results file holds already, which this run's join: refused when they ran on
+    another seed's π_ref (files from before tries took a seed are seed 0's)."""
+    if not results_file.exists():
+        return {}
+    earlier = json.loads(results_file.read_text(encoding="utf-8"))
+    if earlier.get("seed", 0) != seed:
+        raise SystemExit(
+            f"{results_file} holds seed {earlier.get('seed', 0)}'s tries, not seed {seed}'s: "
+            "name another results file with --results"
+        )
+    return earlier["tries"]
+
+
 def grouped(train_file: Path, directory: Path) -> Path:
     """The training records, each with its subset as its group: files that `split_data` wrote
     before it wrote groups hold the subset in the id alone. Groups change no fingerprint, so
@@ -219,10 +246,10 @@ def markdown(result: dict) -> str:
     header = ["try", "objective", "changed", *MEASURES]
     header += ["distinct-2", "one answer", "words", "flag", "commit"]
     lines = [
-        "# Recipe tries on the judged HH benchmark, seed 0, validation prompts",
+        f"# Recipe tries on the judged HH benchmark, seed {result['seed']}, validation prompts",
         "",
         "`python -m bench.hh_tries` (each row's commit in its last column): each try reuses "
-        "seed 0's π_ref, "
+        f"seed {result['seed']}'s π_ref, "
         "V(x) and advantages and changes only the settings named; evaluated, judged and audited "
         "on the 200 validation prompts (never on the test prompts). π_ref's row comes first.",
         "",
@@ -311,6 +338,13 @@ def main() -> int:
     parser.add_argument("--out", default="runs/hh_smollm2")
     parser.add_argument("--tries", nargs="+", default=list(TRIES), choices=TRIES)
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="whose π_ref, V and advantages the tries reuse (each seed's tries want a results "
+        "file of their own, --results)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="on `python -m bench.hh_smollm2 --quick --prepare`'s folder: the plumbing in minutes",
@@ -329,14 +363,14 @@ def main() -> int:
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=args.quick)
     judges = fit_judges(cfg, out, paths, sizes)
     term = fit_harmless_term(cfg, out, paths, sizes)
-    seed_cfg = seed_config(cfg, 0, rows_of(0), out, judge_specs(judges))
-    results_file = RESULTS / f"{results}.json"
-    done = json.loads(results_file.read_text())["tries"] if results_file.exists() else {}
+    seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, judge_specs(judges))
+    done = earlier_tries(RESULTS / f"{results}.json", args.seed)
     for name in args.tries:
         found = run_try(seed_cfg, cfg, out, paths, name, TRIES[name])
         done[name] = {**found, "commit": commit()}
         result = {
             "commit": commit(),
+            "seed": args.seed,
             "harmless_term": term,
             "harmlessness_judge": judges["harmlessness"],
             "tries": done,

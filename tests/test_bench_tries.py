@@ -1,7 +1,11 @@
 """The HH recipe tries: the tries' table shows what each try changes from the recipe at the
 time it ran, its harmlessness term's weight among them, and π_ref once per reward."""
 
-from bench.hh_tries import changes_of, markdown
+import json
+
+import pytest
+
+from bench.hh_tries import changes_of, earlier_tries, markdown
 
 
 def row(reward: float, **judges: float) -> dict:
@@ -46,6 +50,7 @@ def test_pi_ref_is_shown_again_only_for_a_try_whose_reward_scores_it_differently
     judged = found(row(0.4, safety=0.9), row(0.45, safety=0.95))
     own_reward = found(row(0.9, safety=0.9), row(1.0), harmless_term=1.0)
     result = {
+        "seed": 0,
         "harmless_term": {**FIT, "weight": 1.0, "test_pairs": 79},
         "harmlessness_judge": {**FIT, "test_pairs": 79},
         "tries": {"earlier": earlier, "judged": judged, "own": own_reward},
@@ -53,7 +58,18 @@ def test_pi_ref_is_shown_again_only_for_a_try_whose_reward_scores_it_differently
 
     table = markdown(result)
 
+    assert table.startswith("# Recipe tries on the judged HH benchmark, seed 0, validation")
     assert "π_ref of judged" not in table
     assert '| π_ref of own | – | {"harmless_term": 1.0} | 0.900 |' in table
     assert "| earlier | a_lol_seq | – | 0.500 | 0.400 | nan | nan | nan |" in table
     assert "harmlessness term (weight 1 unless a try changes it) is Bradley–Terry on 100" in table
+
+
+def test_tries_of_one_seed_never_join_a_results_file_of_another_seeds_tries(tmp_path):
+    results = tmp_path / "hh_tries.json"
+    assert earlier_tries(results, seed=1) == {}
+    results.write_text(json.dumps({"tries": {"seq_recipe": found(row(0.4), row(0.5))}}))
+
+    assert list(earlier_tries(results, seed=0)) == ["seq_recipe"]  # written before seeds: 0
+    with pytest.raises(SystemExit, match="holds seed 0's tries, not seed 1's"):
+        earlier_tries(results, seed=1)
