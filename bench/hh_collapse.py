@@ -59,6 +59,8 @@ EVASIVE = re.compile(
 )
 EVASIVE_MAX_WORDS = 15
 SHORT_MAX_WORDS = 8
+QUESTION_MAX_WORDS = 25
+"""A clarifying question: an answer of at most this many words that ends by asking back."""
 SAMPLINGS = {
     "∝ A (paper)": (1.0, False),
     "∝ A in passes": (1.0, True),
@@ -75,6 +77,10 @@ def words(text: str) -> int:
 
 def is_evasive(text: str) -> bool:
     return words(text) <= EVASIVE_MAX_WORDS and bool(EVASIVE.search(text))
+
+
+def is_clarifying_question(text: str) -> bool:
+    return words(text) <= QUESTION_MAX_WORDS and text.rstrip().endswith("?")
 
 
 def draws(advantage: np.ndarray, sampling: tuple[float, bool], count: int, seed: int) -> np.ndarray:
@@ -146,6 +152,31 @@ def weight_shares(texts, advantage, counts_by_sampling) -> dict:
     return shares
 
 
+def by_subset(texts, advantage, subsets, counts) -> dict:
+    """Where the positive advantage sits, per HH subset: its share of the data, of the top 10%
+    by A and of the gradient weight (draws ∝ A, each weighted by A again), and which kinds of
+    answer make up its top 10%."""
+    subsets = np.asarray(subsets)
+    top = advantage >= np.quantile(advantage, 0.9)
+    weight = counts * np.clip(advantage, 0, None)
+    evasive = np.array([is_evasive(t) for t in texts])
+    question = np.array([is_clarifying_question(t) for t in texts])
+    found = {}
+    for subset in dict.fromkeys(subsets.tolist()):
+        mine = subsets == subset
+        found[subset] = {
+            "share_of_data": float(mine.mean()),
+            "fraction_positive": float((advantage[mine] > 0).mean()),
+            "mean_advantage": float(advantage[mine].mean()),
+            "share_of_top_10pct": float((mine & top).sum() / top.sum()),
+            "share_of_gradient_weight": float(weight[mine].sum() / weight.sum()),
+            "evasive_share_of_its_top": _mean(evasive[mine & top]),
+            "question_share_of_its_top": _mean(question[mine & top]),
+            "question_share_of_all": float(question[mine].mean()),
+        }
+    return found
+
+
 def value_errors(run_dir: Path) -> dict:
     """R(π_ref's answer) − V(x) on the held-out validation prompts, by answer length."""
     metrics = json.loads((run_dir / "value" / "value_metrics.json").read_text())
@@ -205,6 +236,7 @@ def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> 
         "answers_with_online": top_answers(texts, advantage, subsets, online=True),
         "answers_without_online": top_answers(texts, advantage, subsets, online=False),
         "gradient_weight_on_evasive": weight_shares(texts, advantage, counts),
+        "by_subset": by_subset(texts, advantage, subsets, counts["∝ A (paper)"]),
         "mean_advantage": {
             "short_answers": _mean(advantage[short]),
             "long_answers": _mean(advantage[~short]),
@@ -260,6 +292,23 @@ def markdown(result: dict) -> str:
             f"{a['positive']['short_share']:.0%} / {a['top_10pct']['short_share']:.0%} | "
             f"{a['all']['mean_words']:.0f} / {a['top_10pct']['mean_words']:.0f} |"
         )
+    lines += [
+        "",
+        "## Where the advantage sits, by subset",
+        "",
+        "Gradient weight: draws ∝ A (the paper's sampling), each weighted by A again. A "
+        f"clarifying question: at most {QUESTION_MAX_WORDS} words, ending with a question mark.",
+        "",
+        "| subset | data | A > 0 | mean A | top 10% by A | gradient weight | its top 10%: evasive / clarifying questions | clarifying questions in all its answers |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for subset, b in result["by_subset"].items():
+        lines.append(
+            f"| {subset} | {b['share_of_data']:.0%} | {b['fraction_positive']:.0%} | "
+            f"{b['mean_advantage']:+.3f} | {b['share_of_top_10pct']:.0%} | "
+            f"{b['share_of_gradient_weight']:.0%} | {_share(b['evasive_share_of_its_top'])} / "
+            f"{_share(b['question_share_of_its_top'])} | {b['question_share_of_all']:.0%} |"
+        )
     weight = result["gradient_weight_on_evasive"]
     advantage = result["mean_advantage"]
     value = result["value_error"]
@@ -300,6 +349,10 @@ def advantage_name(result: dict) -> str:
     if result["length_neutral_advantage"]:
         return "length-neutral A (`length_neutral_advantage`)"
     return "paper's A"
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
 
 
 def _signed(value: float | None) -> str:
