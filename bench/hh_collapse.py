@@ -152,13 +152,15 @@ def weight_shares(texts, advantage, counts_by_sampling) -> dict:
     return shares
 
 
-def by_subset(texts, advantage, subsets, counts) -> dict:
+def by_subset(texts, advantage, subsets, counts_by_sampling) -> dict:
     """Where the positive advantage sits, per HH subset: its share of the data, of the top 10%
-    by A and of the gradient weight (draws ∝ A, each weighted by A again), and which kinds of
-    answer make up its top 10%."""
+    by A and of the gradient weight (draws × A) under each sampling, and which kinds of answer
+    make up its top 10%."""
     subsets = np.asarray(subsets)
     top = advantage >= np.quantile(advantage, 0.9)
-    weight = counts * np.clip(advantage, 0, None)
+    weights = {
+        name: counts * np.clip(advantage, 0, None) for name, counts in counts_by_sampling.items()
+    }
     evasive = np.array([is_evasive(t) for t in texts])
     question = np.array([is_clarifying_question(t) for t in texts])
     found = {}
@@ -169,7 +171,9 @@ def by_subset(texts, advantage, subsets, counts) -> dict:
             "fraction_positive": float((advantage[mine] > 0).mean()),
             "mean_advantage": float(advantage[mine].mean()),
             "share_of_top_10pct": float((mine & top).sum() / top.sum()),
-            "share_of_gradient_weight": float(weight[mine].sum() / weight.sum()),
+            "share_of_gradient_weight": {
+                name: float(weight[mine].sum() / weight.sum()) for name, weight in weights.items()
+            },
             "evasive_share_of_its_top": _mean(evasive[mine & top]),
             "question_share_of_its_top": _mean(question[mine & top]),
             "question_share_of_all": float(question[mine].mean()),
@@ -236,7 +240,7 @@ def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> 
         "answers_with_online": top_answers(texts, advantage, subsets, online=True),
         "answers_without_online": top_answers(texts, advantage, subsets, online=False),
         "gradient_weight_on_evasive": weight_shares(texts, advantage, counts),
-        "by_subset": by_subset(texts, advantage, subsets, counts["∝ A (paper)"]),
+        "by_subset": by_subset(texts, advantage, subsets, counts),
         "mean_advantage": {
             "short_answers": _mean(advantage[short]),
             "long_answers": _mean(advantage[~short]),
@@ -296,17 +300,20 @@ def markdown(result: dict) -> str:
         "",
         "## Where the advantage sits, by subset",
         "",
-        "Gradient weight: draws ∝ A (the paper's sampling), each weighted by A again. A "
-        f"clarifying question: at most {QUESTION_MAX_WORDS} words, ending with a question mark.",
+        "Gradient weight: the subset's share of draws × A, for each sampling ("
+        + " / ".join(result["draws"])
+        + f"). A clarifying question: at most {QUESTION_MAX_WORDS} words, ending with a "
+        "question mark.",
         "",
         "| subset | data | A > 0 | mean A | top 10% by A | gradient weight | its top 10%: evasive / clarifying questions | clarifying questions in all its answers |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for subset, b in result["by_subset"].items():
+        weight = " / ".join(f"{share:.0%}" for share in b["share_of_gradient_weight"].values())
         lines.append(
             f"| {subset} | {b['share_of_data']:.0%} | {b['fraction_positive']:.0%} | "
             f"{b['mean_advantage']:+.3f} | {b['share_of_top_10pct']:.0%} | "
-            f"{b['share_of_gradient_weight']:.0%} | {_share(b['evasive_share_of_its_top'])} / "
+            f"{weight} | {_share(b['evasive_share_of_its_top'])} / "
             f"{_share(b['question_share_of_its_top'])} | {b['question_share_of_all']:.0%} |"
         )
     weight = result["gradient_weight_on_evasive"]

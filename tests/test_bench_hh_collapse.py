@@ -29,9 +29,10 @@ def test_each_subset_reports_its_share_of_the_top_advantages_and_of_the_gradient
     ]
     advantage = np.array([0.9, 0.5, 0.2, -0.1, -0.3, -0.2, 0.4, 0.1, -0.4, 0.3])
     subsets = ["harmless"] * 2 + ["helpful"] * 8
-    draws = np.array([4, 2, 1, 0, 0, 0, 1, 1, 0, 1])
+    by_priority = np.array([4, 2, 1, 0, 0, 0, 1, 1, 0, 1])
+    once_each = (advantage > 0).astype(int)
 
-    found = by_subset(texts, advantage, subsets, draws)
+    found = by_subset(texts, advantage, subsets, {"∝ A": by_priority, "in passes": once_each})
 
     harmless, helpful = found["harmless"], found["helpful"]
     assert harmless["share_of_data"] == pytest.approx(0.2)
@@ -43,5 +44,7 @@ def test_each_subset_reports_its_share_of_the_top_advantages_and_of_the_gradient
     assert harmless["evasive_share_of_its_top"] == 0.0
     assert helpful["question_share_of_its_top"] is None
     # draws × A: harmless 4 × 0.9 + 2 × 0.5 = 4.6 of 4.6 + 0.2 + 0.4 + 0.1 + 0.3 = 5.6
-    assert harmless["share_of_gradient_weight"] == pytest.approx(4.6 / 5.6)
-    assert helpful["share_of_gradient_weight"] == pytest.approx(1.0 / 5.6)
+    assert harmless["share_of_gradient_weight"]["∝ A"] == pytest.approx(4.6 / 5.6)
+    assert helpful["share_of_gradient_weight"]["∝ A"] == pytest.approx(1.0 / 5.6)
+    # each positive drawn once: harmless 0.9 + 0.5 = 1.4 of 1.4 + 1.0 = 2.4
+    assert harmless["share_of_gradient_weight"]["in passes"] == pytest.approx(1.4 / 2.4)
