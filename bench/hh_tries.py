@@ -12,7 +12,8 @@ Each try trains its objectives in `<out>/judged/tries/<name>/` (seed 0) or
 file by rename, so a stage that reran there would replace the links, never edit the seed's
 files) and is evaluated, judged and audited on the validation prompts.
 - A try that changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V
-  and advantages there and is compared with that π_ref, whose row it shows.
+  and advantages there and is compared with that π_ref, whose row it shows. A try of how its
+  objectives draw their examples (`DRAWS_ONLY`) keeps the seed's π_ref.
 - A try that changes how the reward model is fitted (a setting of the reward-model stage
   alone) fits its own in `tries/<name>/rm` on the same train split (or links another try's fit
   with the same settings), refits V and the advantages under it, and reports the reward column
@@ -109,6 +110,10 @@ constant answers 0.03 more than π_ref's answers and the reward model 0.03 less,
 the sum pays "You're welcome!" given to every prompt as much as π_ref's answers, and at 0.5 it
 pays every constant of the audit at least 0.015 less."""
 SHARED_STAGES = ("sft", "value", "advantage")
+DRAWS_ONLY = ("sampling", "sample_in_passes", "balance_groups")
+"""Settings that a try changes for its objectives' draws alone. alol's trainer applies
+`sample_in_passes` to the SFT stage too (uniform draws in passes), which would give the try a
+π_ref of its own; the try keeps its seed's π_ref, V and advantages instead."""
 MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
 
@@ -186,7 +191,8 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
         objectives=list(one.objectives),
         **{k: v for k, v in one.overrides.items() if k not in rm_settings},
     )
-    prepare_seed(try_cfg)  # up to date on the links, unless the try changes π_ref's training
+    prepare_seed(shared_stages_config(try_cfg, cfg))  # up to date on the links, unless the
+    # try changes π_ref's training
     for objective in one.objectives:
         run_train(try_cfg, objective)
     evaluation = run_eval(replace(try_cfg, test_data=try_cfg.val_data))
@@ -213,6 +219,12 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
         "constants": constants,
         **fitted,
     }
+
+
+def shared_stages_config(try_cfg: PipelineConfig, seed_cfg: PipelineConfig) -> PipelineConfig:
+    """The try's settings for π_ref, V and the advantages: those of how its objectives draw
+    their examples stay the seed's."""
+    return replace(try_cfg, **{name: getattr(seed_cfg, name) for name in DRAWS_ONLY})
 
 
 def earlier_tries(results_file: Path, seed: int) -> dict:

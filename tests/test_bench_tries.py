@@ -2,10 +2,13 @@
 time it ran, its harmlessness term's weight among them, and π_ref once per reward."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from bench.hh_tries import changes_of, earlier_tries, markdown
+from alol.config import PipelineConfig
+from alol.pipeline.settings import trainer_kwargs
+from bench.hh_tries import TRIES, changes_of, earlier_tries, markdown, shared_stages_config
 
 
 def row(reward: float, **judges: float) -> dict:
@@ -73,3 +76,22 @@ def test_tries_of_one_seed_never_join_a_results_file_of_another_seeds_tries(tmp_
     assert list(earlier_tries(results, seed=0)) == ["seq_recipe"]  # written before seeds: 0
     with pytest.raises(SystemExit, match="holds seed 0's tries, not seed 1's"):
         earlier_tries(results, seed=1)
+
+
+@pytest.mark.parametrize("name", ["seq_passes", "seq_balanced", "seq_uniform"])
+def test_a_try_of_how_a_lol_draws_keeps_its_seeds_pi_ref(name, tmp_path):
+    seed_cfg = PipelineConfig(run_dir=str(tmp_path), seed=1)
+    try_cfg = replace(seed_cfg, **TRIES[name].overrides)
+
+    shared = shared_stages_config(try_cfg, seed_cfg)
+
+    sft = trainer_kwargs(shared, "nll", tmp_path / "sft", max_steps=10)
+    assert sft == trainer_kwargs(seed_cfg, "nll", tmp_path / "sft", max_steps=10)
+    assert replace(shared, **TRIES[name].overrides) == try_cfg
+
+
+def test_a_try_of_what_pi_ref_learns_from_trains_its_own(tmp_path):
+    seed_cfg = PipelineConfig(run_dir=str(tmp_path), seed=1)
+    try_cfg = replace(seed_cfg, **TRIES["long"].overrides)
+
+    assert shared_stages_config(try_cfg, seed_cfg) == try_cfg
