@@ -268,7 +268,8 @@ def markdown(result: dict) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    shared = next(iter(result["tries"].values()))["rows"]["reference"]
+    tries = list(result["tries"].values())
+    shared = next((f for f in tries if scores_with_recipe_reward(f)), tries[0])["rows"]["reference"]
     lines.append(_row("π_ref", "–", "–", shared, "–"))
     for name, found in result["tries"].items():
         changed = changes_of(found)
@@ -293,6 +294,14 @@ def markdown(result: dict) -> str:
         f"{_fit(term)}; the harmlessness judge on {_fit(judge)}."
     )
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def scores_with_recipe_reward(found: dict) -> bool:
+    """Whether a try's reward column is in the recipe's units (its own reward model or another
+    weight of the harmlessness term scores π_ref otherwise)."""
+    return "reward_model" not in found and found.get("harmless_term") == found.get(
+        "recipe_harmless_term"
+    )
 
 
 def _term_of(found: dict) -> str:

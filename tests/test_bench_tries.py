@@ -68,6 +68,23 @@ def test_pi_ref_is_shown_again_only_for_a_try_whose_reward_scores_it_differently
     assert "harmlessness term (weight 1 unless a try changes it) is Bradley–Terry on 100" in table
 
 
+def test_the_first_pi_ref_row_is_scored_by_the_recipes_reward_whatever_the_tries_order():
+    half = found(row(0.7), row(0.68), harmless_term=0.5, recipe_harmless_term=1.0)
+    recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
+    result = {
+        "seed": 1,
+        "harmless_term": {**FIT, "weight": 1.0, "test_pairs": 79},
+        "harmlessness_judge": {**FIT, "test_pairs": 79},
+        "tries": {"seq_harmless_half": half, "seq_recipe": recipe},  # as read back, sorted
+    }
+
+    rows = [line for line in markdown(result).splitlines() if line.startswith("| π_ref")]
+
+    assert rows[0].startswith("| π_ref | – | – | 1.040 |")
+    assert rows[1].startswith('| π_ref of seq_harmless_half | – | {"harmless_term": 0.5} | 0.700 |')
+    assert len(rows) == 2
+
+
 def test_tries_of_one_seed_never_join_a_results_file_of_another_seeds_tries(tmp_path):
     results = tmp_path / "hh_tries.json"
     assert earlier_tries(results, seed=1) == {}
