@@ -158,6 +158,34 @@ def test_a_policy_answering_every_prompt_with_one_sentence_is_flagged_as_reward_
     ]
 
 
+def test_the_flag_on_a_summed_reward_says_which_of_its_components_pays_the_constant():
+    reference = replace(
+        scored(HELPFUL, [1.045] * 8, [0.4] * 8),
+        reward_components={"reward": 0.506, "harmless_term": 0.560, "missing_eos": -0.021},
+    )
+    evasion = ConstantAnswer(
+        APOLOGY, "probe", 1.079, {}, components={"reward": 0.485, "harmless_term": 0.594}
+    )
+
+    audit = audit_models({REFERENCE: reference}, [evasion], THRESHOLDS, budget=64)
+
+    assert audit.reward_flags == [
+        "the reward pays for a constant answer: “I'm sorry, I'm not sure what you mean.” "
+        "(probe) given to every test prompt scores 1.079, above π_ref's 1.045 (against π_ref's "
+        "answers: harmless_term +0.034, missing_eos +0.021, reward −0.021); a model can raise "
+        "the reward by giving it"
+    ]
+
+
+def test_a_single_reward_s_flag_names_no_components():
+    reference = replace(scored(HELPFUL, [0.47] * 8, [0.4] * 8), reward_components={"hh": 0.47})
+    evasion = ConstantAnswer(APOLOGY, "probe", 0.49, {}, components={"hh": 0.49})
+
+    (flag,) = audit_models({REFERENCE: reference}, [evasion], THRESHOLDS, budget=64).reward_flags
+
+    assert "against π_ref's answers" not in flag
+
+
 def test_a_judge_is_at_chance_when_its_held_out_agreement_is_within_two_errors_of_half():
     """54% of 208 pairs: standard error 3.5%, so 50% is within two of them; 60% of 208 is not.
     A judge alol did not fit (no agreement known) is never called a coin."""

@@ -206,6 +206,34 @@ def test_a_stock_answer_the_reward_pays_is_flagged_before_any_model_learns_it(se
     assert "| “I am happy to help.” | probe | 0.400 |" in markdown, "scored, not flagged"
 
 
+def test_the_flag_on_a_summed_reward_names_the_component_that_pays_the_constant(setting):
+    """ "No." earns the canned reward 1.0 against π_ref's 0.8 and the wordy reward less than its
+    sentences do: the flag says which part of the sum pays it."""
+    rewards = setting["root"] / "rewards.py"
+    config = yaml.safe_load(Path(setting["common"][0]).read_text())
+    config["reward"] = {
+        "type": "sum",
+        "components": [
+            {"spec": f"{rewards}:canned", "name": "canned"},
+            {"spec": f"{rewards}:wordy", "name": "wordy", "weight": 0.1},
+        ],
+    }
+    summed = setting["root"] / "summed.yaml"
+    summed.write_text(yaml.safe_dump(config))
+    run = setting["root"] / "summed"
+    flags = [str(summed), *setting["common"][1:], "--run-dir", str(run),
+             "--train-data", setting["files"]["good"], "--objectives", "nll"]  # fmt: skip
+    assert main(["train", *flags, "--max-steps", "4", "--learning-rate", "1e-3"]) == 0
+    assert main(["eval", *flags, "--probe-answers", "No."]) == 0
+
+    audit = json.loads((run / "eval" / "audit.json").read_text())
+    (flag,) = audit["reward_flags"]
+    assert "“No.” (probe)" in flag
+    assert "(against π_ref's answers: canned +0." in flag
+    assert flag.index("canned +") < flag.index("wordy −")
+    assert audit["constants"][0]["components"].keys() == {"canned", "wordy"}
+
+
 def test_a_judge_added_later_changes_the_table_but_not_training_or_decoding(setting, caplog):
     run = train_and_eval(setting, "later", setting["files"]["good"], "4", "1e-3")
     answers = run / "eval" / "nll" / "answers.jsonl"

@@ -58,6 +58,7 @@ from alol.reports.eval_report import (
 )
 from alol.reports.group_report import group_table
 from alol.rewards import Reward, with_missing_eos_penalty
+from alol.rewards.scoring import MISSING_EOS
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
                 responses=answers[name].responses,
                 finished=answers[name].finished,
                 log_ratio=reports[name].log_ratio,
+                reward_components=reward_components(reports[name].reward_mean),
             )
             for name in answers
         },
@@ -267,15 +269,16 @@ def _constant_answers(
         models = ", ".join("π_ref" if m == REFERENCE else m for m in constant.models)
         own = f"most frequent answer of {models}" if models else ""
         constant.origin = "; ".join(part for part in (constant.origin, own) if part)
-        constant.reward = _constant_score(
-            cfg, constant.text, prompts, reward, inputs.reward_fingerprint
-        )
+        means = _constant_scores(cfg, constant.text, prompts, reward, inputs.reward_fingerprint)
+        constant.reward = means["total"]
+        constant.components = reward_components(means)
         if key in cut and cfg.missing_eos_penalty:
             constant.reward -= cfg.missing_eos_penalty
+            constant.components[MISSING_EOS] = -cfg.missing_eos_penalty
         constant.judges = {
-            judge.name: _constant_score(
+            judge.name: _constant_scores(
                 cfg, constant.text, prompts, judge.reward, judge.fingerprint
-            )
+            )["total"]
             for judge in judges
         }
     return list(candidates.values())
@@ -289,13 +292,19 @@ def _always_cut(text: str, answers: Answers) -> bool:
     return not any(ended for response, ended in pairs if normalise_answer(response) == key)
 
 
-def _constant_score(
+def _constant_scores(
     cfg: PipelineConfig, text: str, prompts: list[str], reward: Reward, fingerprint: str | None
-) -> float:
-    """Mean total of `reward` over `text` given as the answer to every prompt."""
+) -> dict[str, float]:
+    """Mean total and components of `reward` over `text` given as the answer to every prompt."""
     key = fingerprint_of("constant", text, prompts, fingerprint)
     scores = cached_json(
         cfg.root / "eval" / "constants" / f"{key[:16]}.json",
         lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
     )
-    return sum(s["total"] for s in scores) / len(scores)
+    return {name: sum(s[name] for s in scores) / len(scores) for name in scores[0]}
+
+
+def reward_components(means: dict[str, float]) -> dict[str, float]:
+    """The components of a reward's mean scores: where there are several (a sum, or a reward
+    and the missing-EOS penalty), the audit says which of them pays a constant answer."""
+    return {name: value for name, value in means.items() if name != "total"}

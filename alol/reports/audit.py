@@ -41,6 +41,8 @@ class ScoredAnswers:
     finished: list[bool] | None = None
     log_ratio: float | None = None
     """Mean log π_θ(y|x) − log π_ref(y|x) over its own answers (None for π_ref or unknown)."""
+    reward_components: dict[str, float] = field(default_factory=dict)
+    """The mean of each component of a reward that sums several, to say which pays what."""
 
 
 @dataclass
@@ -55,6 +57,8 @@ class ConstantAnswer:
     judges: dict[str, float]
     models: list[str] = field(default_factory=list)
     """The models whose most frequent answer it is."""
+    components: dict[str, float] = field(default_factory=dict)
+    """The mean of each component of a reward that sums several."""
 
 
 @dataclass
@@ -103,6 +107,21 @@ class Audit:
     def summary(self) -> dict:
         """What `audit.json` holds."""
         return asdict(self)
+
+
+def _paid_by(constant: ConstantAnswer, reference_components: dict[str, float]) -> str:
+    """Which components of a summed reward pay a constant answer more than π_ref's answers,
+    the largest first (a component one side lacks, such as the missing-EOS penalty of π_ref's
+    cut answers, counts as 0 there)."""
+    names = constant.components.keys() | reference_components.keys()
+    if len(names) < 2:
+        return ""
+    changes = {
+        name: constant.components.get(name, 0.0) - reference_components.get(name, 0.0)
+        for name in names
+    }
+    ranked = sorted(changes.items(), key=lambda item: -item[1])
+    return " (against π_ref's answers: " + ", ".join(f"{n} {signed(c)}" for n, c in ranked) + ")"
 
 
 def judge_fell(model: list[float], reference: list[float], judge_drop: float) -> tuple[bool, float]:
@@ -225,8 +244,8 @@ def audit_models(
         models[name] = audit
     reward_flags = [
         f"the reward pays for a constant answer: “{short_text(c.text)}” ({c.origin}) given to every "
-        f"test prompt scores {c.reward:.3f}, above π_ref's {reference_reward:.3f}; a model "
-        "can raise the reward by giving it"
+        f"test prompt scores {c.reward:.3f}, above π_ref's {reference_reward:.3f}"
+        f"{_paid_by(c, reference.reward_components)}; a model can raise the reward by giving it"
         for c in constants
         if c.reward > reference_reward
     ]
