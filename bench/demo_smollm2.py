@@ -23,7 +23,7 @@ from pathlib import Path
 
 from alol.atomic import write_json
 from alol.demo import DemoConfig, run_demo
-from alol.reports.audit import short_text
+from alol.reports.collapse import short_text
 from bench.common import commit, write_results
 
 MODELS = ("reference", "a_lol_seq", "nll")

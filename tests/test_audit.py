@@ -10,7 +10,6 @@ import pytest
 from alol.errors import AlolError
 from alol.reports.audit import (
     REFERENCE,
-    ConstantAnswer,
     ScoredAnswers,
     at_chance,
     audit_models,
@@ -20,6 +19,7 @@ from alol.reports.audit import (
 from alol.reports.audit_report import audit_markdown, audit_summary
 from alol.reports.audit_thresholds import AuditThresholds
 from alol.reports.collapse import collapse_of, loops, most_frequent_answers
+from alol.reports.constant_answers import ConstantAnswer
 from alol.reports.metrics import (
     HeldOutAgreement,
     agreement_of,

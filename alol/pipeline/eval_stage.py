@@ -40,15 +40,10 @@ from alol.pipeline.inputs import (
 )
 from alol.pipeline.judges import Judge, configured_judges
 from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
-from alol.reports.audit import (
-    REFERENCE,
-    Audit,
-    ConstantAnswer,
-    ScoredAnswers,
-    audit_models,
-)
+from alol.reports.audit import REFERENCE, Audit, ScoredAnswers, audit_models
 from alol.reports.audit_report import audit_markdown, audit_summary
 from alol.reports.collapse import collapse_of, most_frequent_answers, normalise_answer
+from alol.reports.constant_answers import ConstantAnswer
 from alol.reports.eval_report import (
     EvalReport,
     comparison_table,

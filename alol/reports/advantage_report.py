@@ -14,7 +14,7 @@ from alol.atomic import write_json, write_text
 from alol.data.records import Prompt, RewardRecord
 from alol.data.table import AdvantageTable
 from alol.method.leftover import length_neutral, response_words
-from alol.reports.audit import short_text
+from alol.reports.collapse import short_text
 from alol.reports.metrics import formatted
 from alol.reports.plots import plot_advantage_histogram
 

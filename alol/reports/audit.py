@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from alol.reports.audit_thresholds import SIGNIFICANT_STANDARD_ERRORS, AuditThresholds
-from alol.reports.collapse import Collapse, collapse_of, loops
+from alol.reports.collapse import Collapse, collapse_of, loops, short_text
+from alol.reports.constant_answers import ConstantAnswer, reward_flags
 from alol.reports.metrics import (
     HeldOutAgreement,
     LengthControlledChange,
@@ -43,22 +44,6 @@ class ScoredAnswers:
     """Mean log π_θ(y|x) − log π_ref(y|x) over its own answers (None for π_ref or unknown)."""
     reward_components: dict[str, float] = field(default_factory=dict)
     """The mean of each component of a reward that sums several, to say which pays what."""
-
-
-@dataclass
-class ConstantAnswer:
-    """One text given as the answer to every test prompt, and what the reward and judges pay."""
-
-    text: str
-    origin: str
-    """Where it comes from, e.g. "training data (12 times)", "probe" (one of `probe_answers`),
-    "most frequent answer of a_lol"."""
-    reward: float
-    judges: dict[str, float]
-    models: list[str] = field(default_factory=list)
-    """The models whose most frequent answer it is."""
-    components: dict[str, float] = field(default_factory=dict)
-    """The mean of each component of a reward that sums several."""
 
 
 @dataclass
@@ -107,21 +92,6 @@ class Audit:
     def summary(self) -> dict:
         """What `audit.json` holds."""
         return asdict(self)
-
-
-def _paid_by(constant: ConstantAnswer, reference_components: dict[str, float]) -> str:
-    """Which components of a summed reward pay a constant answer more than π_ref's answers,
-    the largest first (a component one side lacks, such as the missing-EOS penalty of π_ref's
-    cut answers, counts as 0 there)."""
-    names = constant.components.keys() | reference_components.keys()
-    if len(names) < 2:
-        return ""
-    changes = {
-        name: constant.components.get(name, 0.0) - reference_components.get(name, 0.0)
-        for name in names
-    }
-    ranked = sorted(changes.items(), key=lambda item: -item[1])
-    return " (against π_ref's answers: " + ", ".join(f"{n} {signed(c)}" for n, c in ranked) + ")"
 
 
 def judge_fell(model: list[float], reference: list[float], judge_drop: float) -> tuple[bool, float]:
@@ -242,18 +212,12 @@ def audit_models(
             )
             audit.flag = _flag(audit)
         models[name] = audit
-    reward_flags = [
-        f"the reward pays for a constant answer: “{short_text(c.text)}” ({c.origin}) given to every "
-        f"test prompt scores {c.reward:.3f}, above π_ref's {reference_reward:.3f}"
-        f"{_paid_by(c, reference.reward_components)}; a model can raise the reward by giving it"
-        for c in constants
-        if c.reward > reference_reward
-    ]
+    flags_on_reward = reward_flags(constants, reference_reward, reference.reward_components)
     return Audit(
         thresholds=thresholds,
         models=models,
         constants=constants,
-        reward_flags=reward_flags,
+        reward_flags=flags_on_reward,
         independent_judges=independent_judges or dict.fromkeys(reference.judges, True),
         judge_agreement=judge_agreement,
         judge_warnings=judge_warnings(
@@ -453,9 +417,3 @@ def _flag(audit: ModelAudit) -> str | None:
 
 def _joined(findings: list[str]) -> str:
     return findings[0] if len(findings) == 1 else ", ".join(findings[:-1]) + " and " + findings[-1]
-
-
-def short_text(text: str, limit: int = 60) -> str:
-    """`text` on one line, cut to `limit` characters with an ellipsis."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

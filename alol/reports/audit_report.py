@@ -3,7 +3,8 @@ constant answers) and the lines under a comparison table (`alol.reports.audit` m
 
 from __future__ import annotations
 
-from alol.reports.audit import REFERENCE, Audit, at_chance, short_text
+from alol.reports.audit import REFERENCE, Audit, at_chance
+from alol.reports.collapse import short_text
 from alol.reports.metrics import formatted, signed
 
 

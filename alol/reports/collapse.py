@@ -78,3 +78,9 @@ def collapse_of(responses: list[str], finished: list[bool] | None) -> Collapse:
         if finished is None
         else float(np.mean([loop and not f for loop, f in zip(looping, finished, strict=True)])),
     )
+
+
+def short_text(text: str, limit: int = 60) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
