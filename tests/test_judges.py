@@ -231,7 +231,10 @@ def test_the_flag_on_a_summed_reward_names_the_component_that_pays_the_constant(
     assert "“No.” (probe)" in flag
     assert "(against π_ref's answers: canned +0." in flag
     assert flag.index("canned +") < flag.index("wordy −")
-    assert audit["constants"][0]["components"].keys() == {"canned", "wordy"}
+    (no,) = [c for c in audit["constants"] if c["text"] == "No."]
+    # what each part adds to the total: "No." is one word, wordy pays it 1/20, at weight 0.1
+    assert no["components"] == {"canned": pytest.approx(1.0), "wordy": pytest.approx(0.005)}
+    assert sum(no["components"].values()) == pytest.approx(no["reward"])
 
 
 def test_a_judge_added_later_changes_the_table_but_not_training_or_decoding(setting, caplog):

@@ -53,6 +53,7 @@ from alol.reports.eval_report import (
 )
 from alol.reports.group_report import group_table
 from alol.rewards import Reward, with_missing_eos_penalty
+from alol.rewards.base import RewardError, weights_of
 from alol.rewards.scoring import MISSING_EOS
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     scored = {name: _scored(inputs, a, reward, judges) for name, a in answers.items()}
     ratios = _log_ratios(inputs, answers)
     reports = _reports(cfg, answers, scored, ratios, prompt_groups(test_records))
-    constants = _constant_answers(inputs, answers, reward, judges)
+    weights = component_weights(reward, answers[REFERENCE])
+    constants = _constant_answers(inputs, answers, reward, judges, weights)
     audit = audit_models(
         {
             name: ScoredAnswers(
@@ -113,7 +115,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
                 responses=answers[name].responses,
                 finished=answers[name].finished,
                 log_ratio=reports[name].log_ratio,
-                reward_components=reward_components(reports[name].reward_mean),
+                reward_components=reward_components(reports[name].reward_mean, weights),
             )
             for name in answers
         },
@@ -237,7 +239,11 @@ def _reports(
 
 
 def _constant_answers(
-    inputs: StageInputs, answers: dict[str, Answers], reward: Reward, judges: list[Judge]
+    inputs: StageInputs,
+    answers: dict[str, Answers],
+    reward: Reward,
+    judges: list[Judge],
+    weights: dict[str, float],
 ) -> list[ConstantAnswer]:
     """The training data's most frequent answers, the stock `probe_answers` and each model's
     own most frequent answer, each given to every test prompt and scored by the reward and
@@ -266,7 +272,7 @@ def _constant_answers(
         constant.origin = "; ".join(part for part in (constant.origin, own) if part)
         means = _constant_scores(cfg, constant.text, prompts, reward, inputs.reward_fingerprint)
         constant.reward = means["total"]
-        constant.components = reward_components(means)
+        constant.components = reward_components(means, weights)
         if key in cut and cfg.missing_eos_penalty:
             constant.reward -= cfg.missing_eos_penalty
             constant.components[MISSING_EOS] = -cfg.missing_eos_penalty
@@ -299,7 +305,20 @@ def _constant_scores(
     return {name: sum(s[name] for s in scores) / len(scores) for name in scores[0]}
 
 
-def reward_components(means: dict[str, float]) -> dict[str, float]:
-    """The components of a reward's mean scores: where there are several (a sum, or a reward
-    and the missing-EOS penalty), the audit says which of them pays a constant answer."""
-    return {name: value for name, value in means.items() if name != "total"}
+def reward_components(means: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+    """What each component of a reward's mean scores adds to the total (times its weight in a
+    sum): where there are several (a sum, or a reward and the missing-EOS penalty), the audit
+    says which of them pays a constant answer."""
+    return {
+        name: weights.get(name, 1.0) * value for name, value in means.items() if name != "total"
+    }
+
+
+def component_weights(reward: Reward, answers: Answers) -> dict[str, float]:
+    """Each component's weight in the reward's total. A reward whose scores all came from the
+    cache has not been called in this process, so it learns its components from one answer."""
+    try:
+        return weights_of(reward)
+    except RewardError:
+        reward(answers.prompts[:1], answers.responses[:1])
+        return weights_of(reward)

@@ -43,7 +43,8 @@ class ScoredAnswers:
     log_ratio: float | None = None
     """Mean log π_θ(y|x) − log π_ref(y|x) over its own answers (None for π_ref or unknown)."""
     reward_components: dict[str, float] = field(default_factory=dict)
-    """The mean of each component of a reward that sums several, to say which pays what."""
+    """What each component of the reward adds to its mean total (times its weight in a sum), to
+    say which pays what."""
 
 
 @dataclass

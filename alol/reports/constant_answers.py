@@ -23,7 +23,7 @@ class ConstantAnswer:
     models: list[str] = field(default_factory=list)
     """The models whose most frequent answer it is."""
     components: dict[str, float] = field(default_factory=dict)
-    """The mean of each component of a reward that sums several."""
+    """What each component of the reward adds to its mean total (times its weight in a sum)."""
 
 
 def reward_flags(
