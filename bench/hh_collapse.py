@@ -142,12 +142,17 @@ def top_answers(texts, advantage, subsets, online: bool) -> dict:
     }
 
 
+def gradient_weight(counts: np.ndarray, advantage: np.ndarray) -> np.ndarray:
+    """Each example's weight in A-LoL's gradient: its draws, each weighted by A again."""
+    return counts * np.clip(advantage, 0, None)
+
+
 def weight_shares(texts, advantage, counts_by_sampling) -> dict:
     """Share of the gradient weight (draws × A) on the evasive templates, per sampling."""
     evasive = np.array([is_evasive(t) for t in texts])
     shares = {}
     for name, counts in counts_by_sampling.items():
-        weight = counts * np.clip(advantage, 0, None)
+        weight = gradient_weight(counts, advantage)
         shares[name] = float(weight[evasive].sum() / weight.sum())
     return shares
 
@@ -159,7 +164,7 @@ def by_subset(texts, advantage, subsets, counts_by_sampling) -> dict:
     subsets = np.asarray(subsets)
     top = advantage >= np.quantile(advantage, 0.9)
     weights = {
-        name: counts * np.clip(advantage, 0, None) for name, counts in counts_by_sampling.items()
+        name: gradient_weight(counts, advantage) for name, counts in counts_by_sampling.items()
     }
     evasive = np.array([is_evasive(t) for t in texts])
     question = np.array([is_clarifying_question(t) for t in texts])
