@@ -299,10 +299,20 @@ class PipelineConfig(
     reward_model_targets: str = option(
         "auto",
         "What the reward model learns: 'scores' (regression on stored rewards; HH: the reward "
-        "model's logits), 'preferences' (Bradley–Terry on pairs), 'auto' (scores when every "
-        "record has one).",
+        "model's logits), 'preferences' (Bradley–Terry on pairs), 'labels' (binary "
+        "cross-entropy on stored rewards in [0, 1]; the output is a probability), 'auto' "
+        "(scores when every record has one).",
         ("reward-model",),
-        check=one_of("auto", "scores", "preferences"),
+        check=one_of("auto", "scores", "preferences", "labels"),
+    )
+    reward_model_inputs: str = option(
+        "auto",
+        "What the reward model reads: 'pair' (prompt and response as a text pair), 'concat' "
+        "(one text), 'response' (the response alone), 'prompt' (the prompt alone: a "
+        "classifier of what was asked, such as the gate of a gated reward), or 'auto' (a pair "
+        "for encoders with a separator token, else one text).",
+        ("reward-model",),
+        check=one_of("auto", "pair", "concat", "response", "prompt"),
     )
     reward_model_epochs: int = option(
         2,

@@ -22,7 +22,7 @@ from alol import __version__
 from alol.data.records import RewardRecord
 from alol.data.table import FORMAT_VERSION
 from alol.rewards.scorers import SCORERS
-from alol.rewards.specs import RewardSpec, is_file_target, normalize_spec
+from alol.rewards.specs import GATED_PARTS, RewardSpec, is_file_target, normalize_spec
 
 
 def json_sha256(obj: Any) -> str:
@@ -220,13 +220,16 @@ def spec_fingerprint(spec: RewardSpec) -> str:
 
 
 def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
-    view = {key: _with_file_digests(value) for key, value in spec.items() if key != "components"}
+    nested = ("components", *GATED_PARTS)
+    view = {key: _with_file_digests(value) for key, value in spec.items() if key not in nested}
     kind = spec["type"]
     if kind == "sum":
         view["components"] = [
             {"spec": _fingerprint_view(term["spec"]), "weight": term["weight"]}
             for term in spec["components"]
         ]
+    elif kind == "gated":
+        view.update((part, _fingerprint_view(spec[part])) for part in GATED_PARTS)
     elif kind == "callable":
         view["source_sha256"] = _source_digest(spec["path"])
     elif kind == "classifier":

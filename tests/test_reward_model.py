@@ -275,7 +275,7 @@ def test_a_reward_model_fitted_before_the_off_prompt_loss_existed_is_kept_while_
     on = RewardModelConfig(backbone="minilm", off_prompt_weight=1.0)
 
     assert sorted(fingerprinted_settings(off)) == sorted(SETTINGS_BEFORE_THE_OFF_PROMPT_LOSS)
-    assert fingerprinted_settings(on) == asdict(on)
+    assert fingerprinted_settings(on) == {k: v for k, v in asdict(on).items() if k != "inputs"}
 
 
 def test_off_prompt_negatives_are_other_prompts_answers_from_the_same_batch():
@@ -380,3 +380,68 @@ def test_with_an_off_prompt_weight_a_reward_learns_to_read_the_question(tmp_path
 
     assert share_reading_the_question(1.0) >= 0.9
     assert share_reading_the_question(0.0) <= 0.6
+
+
+# --- a classifier of the prompt (a gate) -----------------------------------------------------
+
+
+def prompt_kind_rows() -> list[dict]:
+    """Label 1 for a request to do harm, 0 for an ordinary question; the answers say nothing."""
+    return [
+        {"prompt": f"How do I {verb} the {topic}?", "response": " Let me think.", "reward": label}
+        for topic in TOPICS
+        for verb, label in (("steal", 1.0), ("clean", 0.0))
+    ]
+
+
+def test_labels_fit_a_prompt_classifier_whose_probability_gates_a_term(tmp_path, tiny_llama_dir):
+    config = write_config(
+        tmp_path, prompt_kind_rows(), tiny_llama_dir,
+        reward_model_targets="labels", reward_model_inputs="prompt",
+    )  # fmt: skip
+
+    assert main(["reward-model", str(config)]) == 0
+
+    metrics = json.loads((tmp_path / "run" / "reward_model" / "metrics.json").read_text())
+    assert metrics["settings"]["inputs"] == "prompt"
+    assert metrics["settings"]["activation"] == "sigmoid"
+    assert metrics["accuracy"] == 1.0
+    assert "off_prompt_accuracy" not in metrics, "a model of the prompt alone reads no answer"
+    assert all(0.0 < p < 1.0 for p in metrics["heldout_predictions"]), "probabilities"
+    gate = {"type": "classifier", "path": str(tmp_path / "run" / "reward_model" / "model")}
+    reward = load_reward({"type": "gated", "term": "length", "gate": gate})
+    prompts = ["How do I steal the snow?", "How do I clean the snow?"]
+    scored = score(reward, prompts, [" Let me think."] * 2, show_progress=False)
+    assert scored[0]["model"] > 0.5 > scored[1]["model"], "the gate reads the prompt"
+    assert scored[0]["total"] > scored[1]["total"], "the same answer counts where it applies"
+
+
+def test_labels_outside_zero_to_one_are_refused_naming_the_record(tmp_path, tiny_llama_dir, capsys):
+    rows = prompt_kind_rows()
+    rows[3]["reward"] = 2.0
+    config = write_config(tmp_path, rows, tiny_llama_dir, reward_model_targets="labels")
+
+    assert main(["reward-model", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert "train.jsonl:4" in err and "need rewards in [0, 1]" in err and "2.0" in err
+
+
+def test_an_off_prompt_weight_for_a_model_of_the_prompt_alone_is_refused(
+    tmp_path, tiny_llama_dir, capsys
+):
+    config = write_config(
+        tmp_path, prompt_kind_rows(), tiny_llama_dir,
+        reward_model_inputs="prompt", reward_model_off_prompt_weight=1.0,
+    )  # fmt: skip
+
+    assert main(["reward-model", str(config)]) == 2
+
+    assert "reward_model_inputs='prompt'" in capsys.readouterr().err
+
+
+def test_a_reward_model_fitted_before_its_inputs_could_be_chosen_is_kept_while_they_are_auto():
+    config = RewardModelConfig(backbone="minilm")
+    assert "inputs" not in fingerprinted_settings(config)
+    chosen = fingerprinted_settings(RewardModelConfig(backbone="minilm", inputs="prompt"))
+    assert chosen["inputs"] == "prompt"

@@ -247,6 +247,73 @@ def test_sum_names_the_term_that_raised(tmp_path, reward_file):
         score(reward, PROMPTS, RESPONSES, show_progress=False)
 
 
+# --- gated terms ---------------------------------------------------------------------------------
+
+GATE_SOURCE = """
+def asks(prompts, responses):
+    return [1.0 if p.endswith("?") else 0.25 for p in prompts]
+
+def too_big(prompts, responses):
+    return [1.5 for _ in prompts]
+"""
+
+
+@pytest.fixture
+def gate_file(tmp_path):
+    path = tmp_path / "gates.py"
+    path.write_text(GATE_SOURCE)
+    return path
+
+
+def test_a_gated_term_counts_in_proportion_to_its_gate_which_is_reported_at_weight_zero(
+    reward_file, gate_file
+):
+    """'How do I bake bread?' asks (gate 1): chars 20 count whole; 'Hi' does not (gate 0.25):
+    the 19 chars of 'Hello there, friend' count a quarter, 4.75; the sum adds words."""
+    gated = {"type": "gated", "term": f"{reward_file}:chars", "gate": f"{gate_file}:asks"}
+    reward = load_reward([{"spec": gated, "name": "chars_on_questions", "weight": 2.0}, "length"])
+    scores = score(reward, PROMPTS, RESPONSES, show_progress=False)
+    assert reward.components == ("chars", "asks", "length")
+    assert reward.weights == {"chars": 2.0, "asks": 0.0, "length": 1.0}
+    assert scores[0]["asks"] == 1.0 and scores[0]["chars"] == 20.0
+    assert scores[3]["asks"] == 0.25 and scores[3]["chars"] == 4.75
+    assert scores[3]["total"] == pytest.approx(2 * 4.75 + scores[3]["length"])
+
+
+def test_a_gate_outside_zero_to_one_is_refused_naming_the_gate(reward_file, gate_file):
+    reward = load_reward(
+        {"type": "gated", "term": f"{reward_file}:chars", "gate": f"{gate_file}:too_big"}
+    )
+    with pytest.raises(RewardError, match="the gate 'too_big' .* gave 1.5 .* in \\[0, 1\\]"):
+        score(reward, PROMPTS, RESPONSES, show_progress=False)
+
+
+def test_a_gate_named_as_a_component_of_its_term_is_refused(reward_file):
+    reward = load_reward(
+        {
+            "type": "gated",
+            "term": f"{reward_file}:chars",
+            "gate": {"type": "length", "name": "chars"},
+        }
+    )
+    with pytest.raises(RewardError, match="give the gate another 'name'"):
+        score(reward, PROMPTS, RESPONSES, show_progress=False)
+
+
+def test_a_gated_spec_without_its_term_or_gate_says_what_to_write(reward_file):
+    with pytest.raises(ValueError, match="a gated reward needs 'gate'"):
+        load_reward({"type": "gated", "term": f"{reward_file}:chars"})
+    with pytest.raises(ValueError, match="has no option \\['weight'\\]"):
+        load_reward({"type": "gated", "term": "length", "gate": "length", "weight": 2})
+
+
+def test_a_gated_rewards_fingerprint_follows_its_gates_file(reward_file, gate_file):
+    spec = {"type": "gated", "term": f"{reward_file}:chars", "gate": f"{gate_file}:asks"}
+    before = spec_fingerprint(spec)
+    gate_file.write_text(GATE_SOURCE.replace("0.25", "0.5"))
+    assert spec_fingerprint(spec) != before
+
+
 # --- classifiers ---------------------------------------------------------------------------------
 
 
@@ -339,6 +406,12 @@ def test_classifier_without_activation_returns_the_raw_logit(classifier_dir):
 def test_classifier_can_read_the_response_alone(classifier_dir):
     logits = unpadded_logits(classifier_dir, RESPONSES)
     spec = {"type": "classifier", "path": str(classifier_dir), "inputs": "response"}
+    torch.testing.assert_close(classifier_scores(spec), logits[:, 2].sigmoid())
+
+
+def test_classifier_can_read_the_prompt_alone(classifier_dir):
+    logits = unpadded_logits(classifier_dir, PROMPTS)
+    spec = {"type": "classifier", "path": str(classifier_dir), "inputs": "prompt"}
     torch.testing.assert_close(classifier_scores(spec), logits[:, 2].sigmoid())
 
 

@@ -38,7 +38,7 @@ from alol.provenance import check_made_for
 from alol.reports.metrics import counted
 from alol.rewards import Reward, load_reward
 from alol.rewards.classifier import trained_settings
-from alol.rewards.specs import normalize_spec
+from alol.rewards.specs import nested_specs, normalize_spec
 
 logger = logging.getLogger(__name__)
 
@@ -356,9 +356,7 @@ def check_reward_model_prompts(cfg: PipelineConfig, spec: Any) -> None:
 def _classifier_folders(spec: dict[str, Any]) -> list[Path]:
     if spec["type"] == "classifier":
         return [Path(spec["path"])]
-    if spec["type"] == "sum":
-        return [f for term in spec["components"] for f in _classifier_folders(term["spec"])]
-    return []
+    return [folder for part in nested_specs(spec) for folder in _classifier_folders(part)]
 
 
 @dataclass(frozen=True)

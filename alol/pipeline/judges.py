@@ -17,7 +17,7 @@ from alol.pipeline.inputs import StageInputs, check_reward_model_prompts
 from alol.reports.metrics import HeldOutAgreement
 from alol.rewards import Reward, load_reward
 from alol.rewards.classifier import fitted_agreement
-from alol.rewards.specs import RewardSpec, normalize_spec, reward_name
+from alol.rewards.specs import RewardSpec, nested_specs, normalize_spec, reward_name
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +83,12 @@ def configured_judges(inputs: StageInputs) -> list[Judge]:
 
 
 def _component_fingerprints(spec: Any) -> set[str]:
-    """The fingerprints of a sum reward's terms, nested sums included."""
+    """The fingerprints of the rewards a composite reward is made of (a sum's terms, a gated
+    reward's term and gate), nested ones included."""
     if spec is None:
         return set()
-    normalized = normalize_spec(spec)
-    if normalized["type"] != "sum":
-        return set()
     fingerprints = set()
-    for term in normalized["components"]:
-        fingerprints.add(spec_fingerprint(term["spec"]))
-        fingerprints |= _component_fingerprints(term["spec"])
+    for part in nested_specs(normalize_spec(spec)):
+        fingerprints.add(spec_fingerprint(part))
+        fingerprints |= _component_fingerprints(part)
     return fingerprints

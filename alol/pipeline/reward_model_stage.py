@@ -50,14 +50,18 @@ from alol.rewards.reward_model import (
 
 logger = logging.getLogger(__name__)
 
+FITS = {"preferences": "Bradley–Terry", "scores": "regression", "labels": "classification"}
+
 
 def fingerprinted_settings(config: RewardModelConfig) -> dict:
-    """The settings a fitted reward model is keyed on. The off-prompt loss is left out while
-    it is off, as it was before the setting existed, so a reward model fitted then is not
-    fitted again for a loss it never had."""
+    """The settings a fitted reward model is keyed on. The off-prompt loss and the inputs are
+    left out while at their defaults, as before those settings existed, so a reward model
+    fitted then is not fitted again for a setting it already had."""
     settings = asdict(config)
     if not config.off_prompt_weight:
         del settings["off_prompt_weight"]
+    if config.inputs == "auto":
+        del settings["inputs"]
     return settings
 
 
@@ -90,7 +94,7 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
             splits.train, lambda prompt: render(cfg, prompt, tokenizer), config
         )
         model, classifier_tokenizer = load_backbone(config)
-        inputs = resolve_inputs(classifier_tokenizer, "auto")
+        inputs = resolve_inputs(classifier_tokenizer, config.inputs)
         trainer = RewardModelTrainer(
             model=model,
             args=training_arguments(
@@ -107,7 +111,7 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         )
         logger.info(
             "reward model: %s on %d %s (%d held out) from %s",
-            "Bradley–Terry" if data.targets == "preferences" else "regression",
+            FITS[data.targets],
             len(data.train),
             "pairs" if data.targets == "preferences" else "scored responses",
             len(data.heldout),

@@ -233,6 +233,7 @@ def reward_model_config(cfg: PipelineConfig) -> RewardModelConfig:
     return RewardModelConfig(
         backbone=cfg.reward_model,
         targets=cfg.reward_model_targets,
+        inputs=cfg.reward_model_inputs,
         epochs=cfg.reward_model_epochs,
         learning_rate=cfg.reward_model_learning_rate,
         batch_size=cfg.reward_model_batch_size,

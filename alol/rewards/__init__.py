@@ -9,7 +9,10 @@ A spec is one of:
 - `{"type": "classifier", "path": DIR, ...}`: a local Hugging Face sequence classifier
   (see `ClassifierReward`);
 - `{"type": "sum", "components": [{"spec": ..., "weight": w, "name": n}, ...]}`, or a plain
-  list of specs (weights 1): a weighted sum whose components stay visible.
+  list of specs (weights 1): a weighted sum whose components stay visible;
+- `{"type": "gated", "term": SPEC, "gate": SPEC, "name": ...}`: the term's components times the
+  gate's value, a probability in [0, 1] (e.g. a classifier of the prompt), so that a term
+  counts only where it applies (see `GatedReward`).
 
 Every reward returns one dict of components per record. `score` runs it batch by batch,
 adds the weighted `"total"`, and turns any failure into a `RewardError` that names the
@@ -18,6 +21,7 @@ batch, the record and the component.
 
 from alol.rewards.base import CallableReward, Reward, RewardError
 from alol.rewards.classifier import ClassifierReward
+from alol.rewards.gated import GatedReward
 from alol.rewards.scoring import MISSING_EOS, score, with_missing_eos_penalty
 from alol.rewards.specs import RewardSpec, load_callable, load_reward
 from alol.rewards.weighted import WeightedSum
@@ -26,6 +30,7 @@ __all__ = [
     "MISSING_EOS",
     "CallableReward",
     "ClassifierReward",
+    "GatedReward",
     "Reward",
     "RewardError",
     "RewardSpec",

@@ -70,6 +70,20 @@ class CallableReward:
         return records
 
 
+def call_reward(reward, prompts: list[str], responses: list[str], where: str) -> list[Mapping]:
+    """A part of a composite reward called on a batch: any failure, a wrong count or a
+    non-dict output becomes a `RewardError` that says `where` it happened."""
+    try:
+        outputs = reward(prompts, responses)
+    except Exception as error:
+        raise RewardError(f"{where} raised {type(error).__name__}: {error}") from error
+    check_count(outputs, len(prompts), where)
+    for output in outputs:
+        if not isinstance(output, Mapping):
+            raise RewardError(f"{where} gave a {type(output).__name__}; expected a dict per record")
+    return outputs
+
+
 def weights_of(reward) -> dict[str, float]:
     return getattr(reward, "weights", {})
 

@@ -22,7 +22,8 @@ class ClassifierReward:
     batch_size: records per forward pass.
     max_length: tokens per input; longer inputs lose tokens from the left (the prompt's start).
     inputs: what the classifier reads: "pair" (prompt and response as a text pair), "concat"
-        (prompt + response as one text), "response" (the response alone), or "auto": "pair"
+        (prompt + response as one text), "response" (the response alone), "prompt" (the
+        prompt alone: a classifier of what was asked, e.g. a gate), or "auto": "pair"
         when the tokenizer has a separator token (encoders trained on text pairs), else "concat".
     activation, max_length and inputs left unset take the values a model fitted by
     `alol reward-model` was trained with (its SETTINGS_FILE), else sigmoid, 512 and auto.
@@ -32,7 +33,7 @@ class ClassifierReward:
     """
 
     ACTIVATIONS = ("sigmoid", "softmax", "none")
-    INPUTS = ("auto", "pair", "concat", "response")
+    INPUTS = ("auto", "pair", "concat", "response", "prompt")
 
     def __init__(
         self,
@@ -148,12 +149,15 @@ def resolve_inputs(tokenizer, inputs: str) -> str:
 def encode_for_classifier(
     tokenizer, prompts: list[str], responses: list[str], inputs: str, max_length: int
 ):
-    """The classifier's inputs for (prompt, response) records: a text pair, the joined text or
-    the response alone, cut from the left (the prompt's start goes first) to `max_length`."""
+    """The classifier's inputs for (prompt, response) records: a text pair, the joined text,
+    the response or the prompt alone, cut from the left (the prompt's start goes first) to
+    `max_length`."""
     if inputs == "pair":
         texts = (prompts, responses)
     elif inputs == "concat":
         texts = ([p + r for p, r in zip(prompts, responses, strict=True)],)
+    elif inputs == "prompt":
+        texts = (prompts,)
     else:
         texts = (responses,)
     tokenizer.truncation_side = "left"

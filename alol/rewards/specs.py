@@ -17,10 +17,13 @@ from typing import Any
 
 from alol.rewards.base import CallableReward, RewardError
 from alol.rewards.classifier import ClassifierReward
+from alol.rewards.gated import GatedReward
 from alol.rewards.scorers import SCORERS
 from alol.rewards.weighted import WeightedSum
 
 RewardSpec = str | dict | list
+BuiltReward = CallableReward | ClassifierReward | WeightedSum | GatedReward
+GATED_PARTS = ("term", "gate")
 
 PATH_OF = {
     "callable": "'package.module:function' or 'path/to/file.py:function'",
@@ -29,7 +32,7 @@ PATH_OF = {
 """What the 'path' of each reward type that needs one names."""
 
 
-def load_reward(spec: RewardSpec) -> CallableReward | ClassifierReward | WeightedSum:
+def load_reward(spec: RewardSpec) -> BuiltReward:
     """Build the reward a spec describes (see the module docstring for the forms)."""
     return _build(normalize_spec(spec))
 
@@ -54,12 +57,21 @@ def normalize_spec(spec: RewardSpec) -> dict[str, Any]:
         kind = spec.get("type")
         if not isinstance(kind, str):
             raise ValueError(
-                f"reward spec {dict(spec)!r} needs a 'type': 'callable', 'classifier', 'sum' "
+                f"reward spec {dict(spec)!r} needs a 'type': 'callable', 'classifier', 'sum', 'gated' "
                 f"or a built-in scorer ({', '.join(SCORERS)})"
             )
         if kind in PATH_OF and not isinstance(spec.get("path"), str):
             raise ValueError(f"reward spec {dict(spec)!r} needs a 'path': {PATH_OF[kind]}")
         normalized = dict(spec)
+        if kind == "gated":
+            missing = [part for part in GATED_PARTS if part not in spec]
+            if missing:
+                raise ValueError(
+                    f"a gated reward needs {' and '.join(repr(p) for p in missing)}: "
+                    "{'type': 'gated', 'term': SPEC, 'gate': SPEC} scores term × gate, the gate "
+                    "a reward in [0, 1] (e.g. a classifier of the prompt)"
+                )
+            normalized.update((part, normalize_spec(spec[part])) for part in GATED_PARTS)
         if normalized["type"] == "sum":
             terms = normalized.get("components")
             if not isinstance(terms, list | tuple) or not terms:
@@ -112,7 +124,17 @@ def reward_name(spec: RewardSpec) -> str:
     return kind
 
 
-def _build(spec: dict[str, Any]) -> CallableReward | ClassifierReward | WeightedSum:
+def nested_specs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The normalised specs a composite (normalised) spec is made of: a sum's terms, a gated
+    reward's term and gate; none for any other."""
+    if spec["type"] == "sum":
+        return [term["spec"] for term in spec["components"]]
+    if spec["type"] == "gated":
+        return [spec[part] for part in GATED_PARTS]
+    return []
+
+
+def _build(spec: dict[str, Any]) -> BuiltReward:
     options = dict(spec)
     kind = options.pop("type")
     options["name"] = reward_name(spec)
@@ -120,10 +142,15 @@ def _build(spec: dict[str, Any]) -> CallableReward | ClassifierReward | Weighted
         name = options.pop("name")
         scorer = _construct(SCORERS[kind], options, f"the {kind!r} scorer")
         return CallableReward(scorer, name, components=(name,))
-    builders = {"callable": _callable_reward, "classifier": ClassifierReward, "sum": _sum_reward}
+    builders = {
+        "callable": _callable_reward,
+        "classifier": ClassifierReward,
+        "sum": _sum_reward,
+        "gated": _gated_reward,
+    }
     if kind not in builders:
         raise ValueError(
-            f"unknown reward type {kind!r}; use 'callable', 'classifier', 'sum' or a built-in "
+            f"unknown reward type {kind!r}; use 'callable', 'classifier', 'sum', 'gated' or a built-in "
             f"scorer ({', '.join(SCORERS)})"
         )
     return _construct(builders[kind], options, f"a {kind!r} reward")
@@ -154,6 +181,10 @@ def _callable_reward(path: str, name: str, kwargs: dict[str, Any] | None = None)
 
 def _sum_reward(components: list[dict[str, Any]], name: str) -> WeightedSum:
     return WeightedSum([(_build(term["spec"]), term["weight"]) for term in components], name)
+
+
+def _gated_reward(term: dict[str, Any], gate: dict[str, Any], name: str) -> GatedReward:
+    return GatedReward(_build(term), _build(gate), name)
 
 
 def load_callable(reference: str) -> Callable:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
-from alol.rewards.base import RewardError, check_count, weights_of
+from alol.rewards.base import RewardError, call_reward, weights_of
 
 
 class WeightedSum:
@@ -54,27 +53,15 @@ class WeightedSum:
         return renames
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
-        outputs = [self._call_term(reward, prompts, responses) for reward, _ in self.terms]
+        outputs = [
+            call_reward(reward, prompts, responses, f"component {reward.name!r}")
+            for reward, _ in self.terms
+        ]
         records: list[dict[str, Any]] = [{} for _ in prompts]
         for renames, term_outputs in zip(self._renames(), outputs, strict=True):
             for record, output in zip(records, term_outputs, strict=True):
                 record.update((renames.get(key, key), value) for key, value in output.items())
         return records
-
-    def _call_term(self, reward, prompts: list[str], responses: list[str]) -> list[Mapping]:
-        try:
-            outputs = reward(prompts, responses)
-        except Exception as error:
-            raise RewardError(
-                f"component {reward.name!r} raised {type(error).__name__}: {error}"
-            ) from error
-        check_count(outputs, len(prompts), f"component {reward.name!r}")
-        for output in outputs:
-            if not isinstance(output, Mapping):
-                raise RewardError(
-                    f"component {reward.name!r} gave a {type(output).__name__}; expected a dict per record"
-                )
-        return outputs
 
 
 def _term_renames(reward, shared: Counter) -> dict[str, str]:
