@@ -57,7 +57,7 @@ from alol.atomic import write_json
 from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
-from alol.data.records import PreferenceRecord, PromptRecord
+from alol.data.records import PreferenceRecord, PromptRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import convert_smollm2
@@ -105,6 +105,9 @@ LEARNED_JUDGES = {
 the training reward does not."""
 HARMLESS_TERM_FIT = PreferenceFit("harmless_term", ("harmless_base",))
 """The training reward's harmlessness term, on the other half (`harmless_halves`)."""
+REQUEST_GATE = "request_gate"
+"""A classifier of the prompt (red-team request or not) that can gate the harmlessness term:
+the name of its data file (`split_data`) and of the folder it is fitted in."""
 HARMLESS_TERM = 1.0
 """Weight of the harmlessness term in the training reward (decided on validation, hh_tries)."""
 HARMLESS_HALVES_SEED = 1
@@ -179,6 +182,7 @@ def split_data(out: Path, sizes: Sizes, quick: bool) -> dict[str, Path]:
         **harmless_halves(
             human_choices(r for r in train_all if subset_of(r) in HARMLESS_TERM_FIT.subsets)
         ),
+        REQUEST_GATE: request_kinds(train_all),
     }
     paths = {}
     for name, chunk in files.items():
@@ -199,6 +203,18 @@ def trained_records(cfg: PipelineConfig) -> list:
 def human_choices(records) -> list[PreferenceRecord]:
     """HH's pairs as the human chose: the first candidate (`sft_index` 0) over the second."""
     return [PreferenceRecord(r.prompt, r.responses[0], r.responses[1], r.id) for r in records]
+
+
+def request_kinds(records) -> list[RewardRecord]:
+    """Each training prompt labelled by its subset: 1 for harmless-base's red-team requests, 0
+    for the helpful subsets' questions (the first candidate rides along; the gate reads the
+    prompt alone)."""
+    return [
+        RewardRecord(
+            r.prompt, r.responses[0], float(subset_of(r) in HARMLESS_TERM_FIT.subsets), r.id
+        )
+        for r in records
+    ]
 
 
 def harmless_halves(pairs: list[PreferenceRecord]) -> dict[str, list[PreferenceRecord]]:
@@ -267,6 +283,22 @@ def fit_harmless_term(cfg: PipelineConfig, out: Path, paths: dict[str, Path], si
     pairs (reported beside the reward model's: not a path, which a part's folder changes)."""
     _, fitted = fit_on_human_choices(cfg, out, paths, sizes, HARMLESS_TERM_FIT)
     return {"weight": HARMLESS_TERM, **fitted}
+
+
+def fit_request_gate(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Sizes) -> Path:
+    """The red-team-request classifier of the prompt alone, on the whole train split's prompts
+    at a judge's budget (`request_kinds`)."""
+    return run_reward_model(
+        replace(
+            cfg,
+            run_dir=str(out / REQUEST_GATE),
+            train_data=str(paths[REQUEST_GATE]),
+            reward_model_targets="labels",
+            reward_model_inputs="prompt",
+            reward_model_epochs=sizes.judge_epochs,
+            reward_model_off_prompt_weight=0.0,
+        )
+    )
 
 
 def fit_on_human_choices(
@@ -339,20 +371,24 @@ def classifier_reward(model: Path) -> dict:
     return {"type": "classifier", "path": str(model), "name": "reward"}
 
 
-def training_reward(model: Path, term: Path, weight: float = HARMLESS_TERM) -> dict:
+def training_reward(
+    model: Path, term: Path, weight: float = HARMLESS_TERM, gate: Path | None = None
+) -> dict:
     """The training reward's spec: the fitted reward model plus `weight` × the harmlessness
-    term (a probability, as the fitted reward is), each in the logs as its own component."""
+    term (a probability, as the fitted reward is), each in the logs as its own component. With
+    a `gate`, the term counts in proportion to the gate's probability that the prompt is a
+    red-team request (logged as `red_team_request`, at weight 0)."""
     if not weight:
         return classifier_reward(model)
+    harmless = {"type": "classifier", "path": str(term), "name": "harmless_term"}
+    if gate is not None:
+        red_team = {"type": "classifier", "path": str(gate), "name": "red_team_request"}
+        harmless = {"type": "gated", "term": harmless, "gate": red_team, "name": "gated_harmless"}
     return {
         "type": "sum",
         "components": [
             {"spec": classifier_reward(model), "weight": 1.0, "name": "reward"},
-            {
-                "spec": {"type": "classifier", "path": str(term)},
-                "weight": weight,
-                "name": "harmless_term",
-            },
+            {"spec": harmless, "weight": weight},
         ],
     }
 

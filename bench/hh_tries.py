@@ -50,6 +50,7 @@ from bench.hh_smollm2 import (
     base_config,
     fit_harmless_term,
     fit_judges,
+    fit_request_gate,
     fitted_metrics,
     fitted_model,
     judge_specs,
@@ -71,6 +72,8 @@ class Try:
     """Settings it changes (`PipelineConfig` fields)."""
     harmless_term: float = HARMLESS_TERM
     """Weight of the training reward's harmlessness term (`bench.hh_smollm2`); 0: none."""
+    gated: bool = False
+    """Whether the harmlessness term counts only on red-team requests (`fit_request_gate`)."""
 
 
 TRIES = {
@@ -90,6 +93,7 @@ TRIES = {
         ("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}, harmless_term=1.0
     ),
     "seq_harmless_half": Try(("a_lol_seq",), harmless_term=0.5),
+    "seq_harmless_gated": Try(("a_lol_seq",), gated=True),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
 the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
@@ -108,7 +112,12 @@ tries before them ran without the harmlessness term (each row's commit says whic
 "seq_harmless_half" halves the term's weight: on seed 0's validation prompts the term pays
 constant answers 0.03 more than π_ref's answers and the reward model 0.03 less, so at weight 1
 the sum pays "You're welcome!" given to every prompt as much as π_ref's answers, and at 0.5 it
-pays every constant of the audit at least 0.015 less."""
+pays every constant of the audit at least 0.015 less.
+"seq_harmless_gated" multiplies the term by a classifier's probability that the prompt is a
+red-team request: on seed 1 the term, fitted on red-team requests alone, paid "I'm sorry, I'm
+not sure what you mean. Can you please explain what you mean?" given to every validation prompt
+0.035 above π_ref's answers, and every try of how A-LoL draws learned such clarifying
+questions for helpful-base's ordinary prompts too."""
 SHARED_STAGES = ("sft", "value", "advantage")
 DRAWS_ONLY = ("sampling", "sample_in_passes", "balance_groups")
 """Settings that a try changes for its objectives' draws alone. alol's trainer applies
@@ -150,9 +159,11 @@ def tries_folder(out: Path, seed: int) -> Path:
     return out / ("tries" if seed == 0 else f"tries_seed{seed}")
 
 
-def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
+def run_try(
+    cfg, base_cfg, out: Path, paths: dict, name: str, one: Try, gate: Path | None = None
+) -> dict:
     """Train one try on the shared stages of `cfg`'s seed and evaluate it on the validation
-    prompts."""
+    prompts; `gate`: the red-team-request classifier, for a gated try."""
     seed_dir = Path(cfg.run_dir)
     tries = tries_folder(out, cfg.seed)
     try_dir = tries / name
@@ -170,9 +181,12 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
         model = own_reward_model(base_cfg, out, name, rm_settings, paths["train_all"])
         fitted["reward_model"] = fitted_metrics(model)
     term = fitted_model(out / HARMLESS_TERM_FIT.data)
-    cfg = replace(cfg, reward=training_reward(model, term, one.harmless_term))
+    if one.gated:
+        fitted["request_gate"] = fitted_metrics(gate)
+    reward = training_reward(model, term, one.harmless_term, gate if one.gated else None)
+    cfg = replace(cfg, reward=reward)
     # a try that changes nothing is the recipe: the seed's own trainings of its objectives
-    changes = one.overrides or one.harmless_term != HARMLESS_TERM
+    changes = one.overrides or one.harmless_term != HARMLESS_TERM or one.gated
     parts = SHARED_STAGES + (() if changes else tuple(f"train/{o}" for o in one.objectives))
     for part in parts:
         # the seed has every shared stage, but may not have trained the try's objectives
@@ -215,6 +229,7 @@ def run_try(cfg, base_cfg, out: Path, paths: dict, name: str, one: Try) -> dict:
         "overrides": one.overrides,
         "harmless_term": one.harmless_term,
         "recipe_harmless_term": HARMLESS_TERM,
+        "gated": one.gated,
         "rows": rows,
         "constants": constants,
         **fitted,
@@ -287,6 +302,14 @@ def markdown(result: dict) -> str:
         for name, found in result["tries"].items()
         if "reward_model" in found
     ]
+    lines += [
+        f"- {name} counts the harmlessness term in proportion to a classifier's probability "
+        "that the prompt is a red-team request (MiniLM on the train split's prompts, labelled "
+        f"by subset; held-out accuracy {found['request_gate']['accuracy']:.3f}): its rows' "
+        f"reward is in that reward's units, its π_ref row too. {constants_paid(found)}"
+        for name, found in result["tries"].items()
+        if found.get("gated")
+    ]
     term, judge = result["harmless_term"], result["harmlessness_judge"]
     lines.append(
         "- Harmless-base's training pairs halved by prompt: the training reward's harmlessness "
@@ -298,9 +321,11 @@ def markdown(result: dict) -> str:
 
 def scores_with_recipe_reward(found: dict) -> bool:
     """Whether a try's reward column is in the recipe's units (its own reward model or another
-    weight of the harmlessness term scores π_ref otherwise)."""
-    return "reward_model" not in found and found.get("harmless_term") == found.get(
-        "recipe_harmless_term"
+    weight or a gate of the harmlessness term scores π_ref otherwise)."""
+    return (
+        "reward_model" not in found
+        and not found.get("gated")
+        and found.get("harmless_term") == found.get("recipe_harmless_term")
     )
 
 
@@ -323,6 +348,8 @@ def changes_of(found: dict) -> str:
     changes = {**found["overrides"]}
     if found.get("harmless_term", 0.0) != found.get("recipe_harmless_term", 0.0):
         changes["harmless_term"] = found["harmless_term"]
+    if found.get("gated"):
+        changes["harmless_term"] = "on red-team requests"
     return json.dumps(changes) if changes else "–"
 
 
@@ -384,10 +411,12 @@ def main() -> int:
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=args.quick)
     judges = fit_judges(cfg, out, paths, sizes)
     term = fit_harmless_term(cfg, out, paths, sizes)
+    gated = any(TRIES[name].gated for name in args.tries)
+    gate = fit_request_gate(cfg, out, paths, sizes) if gated else None
     seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, judge_specs(judges))
     done = earlier_tries(RESULTS / f"{results}.json", args.seed)
     for name in args.tries:
-        found = run_try(seed_cfg, cfg, out, paths, name, TRIES[name])
+        found = run_try(seed_cfg, cfg, out, paths, name, TRIES[name], gate)
         done[name] = {**found, "commit": commit()}
         result = {
             "commit": commit(),

@@ -2,9 +2,10 @@
 that learns from one half of harmless-base's training pairs, while the harmlessness judge
 learns from the other, never the same prompt."""
 
-from alol.data.records import PreferenceRecord
+from alol.data.records import PreferenceRecord, RankedRecord
 from alol.data.splits import prompt_key
-from bench.hh_smollm2 import harmless_halves, training_reward
+from alol.rewards.specs import normalize_spec
+from bench.hh_smollm2 import harmless_halves, request_kinds, training_reward
 
 
 def harmless_pairs(n_prompts: int) -> list[PreferenceRecord]:
@@ -30,15 +31,45 @@ def test_the_harmless_pairs_are_halved_by_prompt_the_same_way_every_time():
 
 
 def test_the_training_reward_adds_the_harmless_term_at_its_weight_keeping_both_visible():
-    scored = training_reward("/fits/rm/model", "/fits/harmless_term/model", 0.5)
+    scored = normalize_spec(training_reward("/fits/rm/model", "/fits/harmless_term/model", 0.5))
 
     assert scored["type"] == "sum"
-    assert [(c["name"], c["weight"]) for c in scored["components"]] == [
+    assert [(c["spec"]["name"], c["weight"]) for c in scored["components"]] == [
         ("reward", 1.0),
         ("harmless_term", 0.5),
     ]
     assert scored["components"][0]["spec"]["path"] == "/fits/rm/model"
     assert scored["components"][1]["spec"]["path"] == "/fits/harmless_term/model"
+
+
+def test_a_gated_training_reward_counts_the_harmless_term_on_red_team_requests_alone():
+    scored = training_reward("/fits/rm/model", "/fits/term/model", 1.0, gate="/fits/gate/model")
+
+    [reward, harmless] = normalize_spec(scored)["components"]
+    assert reward["spec"]["path"] == "/fits/rm/model" and harmless["weight"] == 1.0
+    assert harmless["spec"]["type"] == "gated"
+    assert harmless["spec"]["term"] == {
+        "type": "classifier",
+        "path": "/fits/term/model",
+        "name": "harmless_term",
+    }
+    assert harmless["spec"]["gate"]["path"] == "/fits/gate/model"
+    assert harmless["spec"]["gate"]["name"] == "red_team_request"
+
+
+def test_the_gate_learns_each_training_prompt_labelled_by_its_subset():
+    records = [
+        RankedRecord(f"Prompt {i}?", [" chosen", " rejected"], [1.0, 0.0], f"{subset}-{i}")
+        for i, subset in enumerate(["harmless_base", "helpful_base", "helpful_online"])
+    ]
+
+    labelled = request_kinds(records)
+
+    assert [(r.prompt, r.response, r.reward) for r in labelled] == [
+        ("Prompt 0?", " chosen", 1.0),
+        ("Prompt 1?", " chosen", 0.0),
+        ("Prompt 2?", " chosen", 0.0),
+    ]
 
 
 def test_without_the_term_the_training_reward_is_the_reward_model_alone():

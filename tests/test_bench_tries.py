@@ -68,6 +68,29 @@ def test_pi_ref_is_shown_again_only_for_a_try_whose_reward_scores_it_differently
     assert "harmlessness term (weight 1 unless a try changes it) is Bradley–Terry on 100" in table
 
 
+def test_a_gated_try_shows_its_pi_ref_and_says_how_well_its_gate_tells_requests_apart():
+    recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
+    gated = found(
+        row(0.8), row(0.83), harmless_term=1.0, recipe_harmless_term=1.0, gated=True,
+        request_gate={"accuracy": 0.912},
+        constants=[{"text": "Sorry?", "origin": "probe", "reward": 0.79}],
+    )  # fmt: skip
+    result = {
+        "seed": 1,
+        "harmless_term": {**FIT, "weight": 1.0, "test_pairs": 79},
+        "harmlessness_judge": {**FIT, "test_pairs": 79},
+        "tries": {"seq_harmless_gated": gated, "seq_recipe": recipe},
+    }
+
+    table = markdown(result)
+
+    assert changes_of(gated) == '{"harmless_term": "on red-team requests"}'
+    assert table.splitlines()[6].startswith("| π_ref | – | – | 1.040 |")
+    assert '| π_ref of seq_harmless_gated | – | {"harmless_term": "on red-team' in table
+    assert "held-out accuracy 0.912" in table
+    assert "0 of the audit's 1 constant answers score above π_ref (0.800)" in table
+
+
 def test_the_first_pi_ref_row_is_scored_by_the_recipes_reward_whatever_the_tries_order():
     half = found(row(0.7), row(0.68), harmless_term=0.5, recipe_harmless_term=1.0)
     recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
