@@ -237,6 +237,15 @@ def test_the_flag_on_a_summed_reward_names_the_component_that_pays_the_constant(
     assert sum(no["components"].values()) == pytest.approx(no["reward"])
 
 
+def test_a_gate_at_weight_zero_is_not_named_among_the_parts_that_pay_a_constant():
+    from alol.pipeline.eval_stage import reward_components
+
+    means = {"reward": 0.5, "harmless_term": 0.2, "red_team_request": 0.9, "total": 0.6}
+    weights = {"reward": 1.0, "harmless_term": 0.5, "red_team_request": 0.0}
+
+    assert reward_components(means, weights) == {"reward": 0.5, "harmless_term": 0.1}
+
+
 def test_a_judge_added_later_changes_the_table_but_not_training_or_decoding(setting, caplog):
     run = train_and_eval(setting, "later", setting["files"]["good"], "4", "1e-3")
     answers = run / "eval" / "nll" / "answers.jsonl"
