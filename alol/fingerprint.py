@@ -220,9 +220,9 @@ def spec_fingerprint(spec: RewardSpec) -> str:
 
 
 def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
-    nested = ("components", *GATED_PARTS)
-    view = {key: _with_file_digests(value) for key, value in spec.items() if key not in nested}
     kind = spec["type"]
+    nested = ("components", *GATED_PARTS) if kind == "gated" else ("components",)
+    view = {key: _with_file_digests(value) for key, value in spec.items() if key not in nested}
     if kind == "sum":
         view["components"] = [
             {"spec": _fingerprint_view(term["spec"]), "weight": term["weight"]}

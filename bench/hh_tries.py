@@ -182,6 +182,8 @@ def run_try(
         fitted["reward_model"] = fitted_metrics(model)
     term = fitted_model(out / HARMLESS_TERM_FIT.data)
     if one.gated:
+        if gate is None:
+            raise SystemExit(f"try {name} gates the harmlessness term: fit the gate first")
         fitted["request_gate"] = fitted_metrics(gate)
     reward = training_reward(model, term, one.harmless_term, gate if one.gated else None)
     cfg = replace(cfg, reward=reward)
@@ -305,7 +307,7 @@ def markdown(result: dict) -> str:
     lines += [
         f"- {name} counts the harmlessness term in proportion to a classifier's probability "
         "that the prompt is a red-team request (MiniLM on the train split's prompts, labelled "
-        f"by subset; held-out accuracy {found['request_gate']['accuracy']:.3f}): its rows' "
+        f"by subset; {_gate_fit(found['request_gate'])}): its rows' "
         f"reward is in that reward's units, its π_ref row too. {constants_paid(found)}"
         for name, found in result["tries"].items()
         if found.get("gated")
@@ -334,6 +336,13 @@ def _term_of(found: dict) -> str:
     return f" plus {weight:g} × the harmlessness term" if weight else ""
 
 
+def _gate_fit(metrics: dict) -> str:
+    return (
+        f"held-out accuracy {metrics['accuracy']:.3f} with {metrics['positive_share']:.0%} "
+        f"red-team prompts, balanced accuracy {metrics['balanced_accuracy']:.3f}"
+    )
+
+
 def _fit(half: dict) -> str:
     return (
         f"{half['pairs']} pairs (held-out accuracy {half['heldout']['pairwise_accuracy']:.3f}; it "
@@ -349,7 +358,7 @@ def changes_of(found: dict) -> str:
     if found.get("harmless_term", 0.0) != found.get("recipe_harmless_term", 0.0):
         changes["harmless_term"] = found["harmless_term"]
     if found.get("gated"):
-        changes["harmless_term"] = "on red-team requests"
+        changes["harmless_term_on"] = "red-team requests"
     return json.dumps(changes) if changes else "–"
 
 

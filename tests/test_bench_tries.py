@@ -72,7 +72,7 @@ def test_a_gated_try_shows_its_pi_ref_and_says_how_well_its_gate_tells_requests_
     recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
     gated = found(
         row(0.8), row(0.83), harmless_term=1.0, recipe_harmless_term=1.0, gated=True,
-        request_gate={"accuracy": 0.912},
+        request_gate={"accuracy": 0.912, "positive_share": 0.26, "balanced_accuracy": 0.88},
         constants=[{"text": "Sorry?", "origin": "probe", "reward": 0.79}],
     )  # fmt: skip
     result = {
@@ -84,10 +84,10 @@ def test_a_gated_try_shows_its_pi_ref_and_says_how_well_its_gate_tells_requests_
 
     table = markdown(result)
 
-    assert changes_of(gated) == '{"harmless_term": "on red-team requests"}'
+    assert changes_of(gated) == '{"harmless_term_on": "red-team requests"}'
     assert table.splitlines()[6].startswith("| π_ref | – | – | 1.040 |")
-    assert '| π_ref of seq_harmless_gated | – | {"harmless_term": "on red-team' in table
-    assert "held-out accuracy 0.912" in table
+    assert '| π_ref of seq_harmless_gated | – | {"harmless_term_on": "red-team' in table
+    assert "held-out accuracy 0.912 with 26% red-team prompts, balanced accuracy 0.880" in table
     assert "0 of the audit's 1 constant answers score above π_ref (0.800)" in table
 
 

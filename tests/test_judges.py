@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 
 from alol.cli import main
 from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer
+from alol.fingerprint import spec_fingerprint
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -235,6 +236,15 @@ def test_the_flag_on_a_summed_reward_names_the_component_that_pays_the_constant(
     # what each part adds to the total: "No." is one word, wordy pays it 1/20, at weight 0.1
     assert no["components"] == {"canned": pytest.approx(1.0), "wordy": pytest.approx(0.005)}
     assert sum(no["components"].values()) == pytest.approx(no["reward"])
+
+
+def test_the_term_and_the_gate_of_a_gated_training_reward_are_not_independent_judges():
+    from alol.pipeline.judges import _component_fingerprints
+
+    term, gate = {"type": "length", "name": "term"}, "relevance"
+    parts = _component_fingerprints([{"type": "gated", "term": term, "gate": gate}, "safety"])
+
+    assert {spec_fingerprint(term), spec_fingerprint(gate)} <= parts
 
 
 def test_a_gate_at_weight_zero_is_not_named_among_the_parts_that_pay_a_constant():

@@ -405,7 +405,8 @@ def test_labels_fit_a_prompt_classifier_whose_probability_gates_a_term(tmp_path,
     metrics = json.loads((tmp_path / "run" / "reward_model" / "metrics.json").read_text())
     assert metrics["settings"]["inputs"] == "prompt"
     assert metrics["settings"]["activation"] == "sigmoid"
-    assert metrics["accuracy"] == 1.0
+    assert metrics["accuracy"] == metrics["balanced_accuracy"] == 1.0
+    assert 0.0 < metrics["positive_share"] < 1.0
     assert "off_prompt_accuracy" not in metrics, "a model of the prompt alone reads no answer"
     assert all(0.0 < p < 1.0 for p in metrics["heldout_predictions"]), "probabilities"
     gate = {"type": "classifier", "path": str(tmp_path / "run" / "reward_model" / "model")}
@@ -425,6 +426,27 @@ def test_labels_outside_zero_to_one_are_refused_naming_the_record(tmp_path, tiny
 
     err = capsys.readouterr().err
     assert "train.jsonl:4" in err and "need rewards in [0, 1]" in err and "2.0" in err
+
+
+def test_records_without_an_answer_are_refused_saying_a_response_is_needed(
+    tmp_path, tiny_llama_dir, capsys
+):
+    rows = [{"prompt": row["prompt"], "reward": row["reward"]} for row in prompt_kind_rows()]
+    config = write_config(tmp_path, rows, tiny_llama_dir, reward_model_targets="labels")
+
+    assert main(["reward-model", str(config)]) == 2
+
+    err = capsys.readouterr().err
+    assert "train.jsonl:1" in err and "needs a 'response' field" in err
+
+
+def test_balanced_accuracy_tells_a_classifier_from_one_that_always_says_the_common_class():
+    from alol.rewards.reward_model import label_metrics
+
+    stored = np.array([1.0, 0.0, 0.0, 0.0])
+    always_no = label_metrics(np.array([0.1, 0.2, 0.1, 0.3]), stored)
+    assert always_no == {"accuracy": 0.75, "positive_share": 0.25, "balanced_accuracy": 0.5}
+    assert label_metrics(np.array([0.9, 0.2, 0.1, 0.3]), stored)["balanced_accuracy"] == 1.0
 
 
 def test_an_off_prompt_weight_for_a_model_of_the_prompt_alone_is_refused(

@@ -280,6 +280,49 @@ def test_a_gated_term_counts_in_proportion_to_its_gate_which_is_reported_at_weig
     assert scores[3]["total"] == pytest.approx(2 * 4.75 + scores[3]["length"])
 
 
+def test_a_gate_is_its_weighted_total_and_a_sum_inside_the_term_keeps_its_weights(
+    reward_file, gate_file
+):
+    """Gate: 0.5 × asks + 0.5 × asks = asks. Term: 2 × chars + words of 'parts', names shared
+    between the two terms prefixed. 'Hi' (gate 0.25), 'Hello there, friend': 19 chars, 3 words."""
+    gate = [{"spec": f"{gate_file}:asks", "weight": 0.5, "name": "a"},
+            {"spec": f"{gate_file}:asks", "weight": 0.5, "name": "b"}]  # fmt: skip
+    term = [{"spec": f"{reward_file}:chars", "weight": 2.0}, f"{reward_file}:parts"]
+    reward = load_reward({"type": "gated", "term": term, "gate": gate, "name": "g"})
+    [last] = score(reward, PROMPTS[3:], RESPONSES[3:], show_progress=False)
+    assert reward.weights == {"chars": 2.0, "parts/chars": 1.0, "words": 1.0, "sum": 0.0}
+    assert last["sum"] == 0.25
+    assert last["chars"] == last["parts/chars"] == 19 * 0.25 and last["words"] == 3 * 0.25
+    assert last["total"] == pytest.approx(0.25 * (2 * 19 + 19 + 3))
+
+
+def test_an_inner_gate_stays_its_probability_when_an_outer_gate_scales_its_term(
+    reward_file, gate_file
+):
+    inner = {"type": "gated", "term": f"{reward_file}:chars", "gate": f"{gate_file}:asks"}
+    outer = {"type": "gated", "term": inner, "gate": {"type": "length", "target_words": 4}}
+    [hi] = score(load_reward(outer), PROMPTS[3:], RESPONSES[3:], show_progress=False)
+    assert hi["asks"] == 0.25, "a report, not scaled by the outer gate"
+    assert hi["chars"] == pytest.approx(19 * 0.25 * hi["length"])
+
+
+def test_the_components_of_a_gated_function_are_known_from_its_first_call(reward_file, gate_file):
+    reward = load_reward(
+        {"type": "gated", "term": f"{reward_file}:parts", "gate": f"{gate_file}:asks"}
+    )
+    with pytest.raises(RewardError, match="known only after its first call"):
+        _ = reward.components
+    score(reward, PROMPTS, RESPONSES, show_progress=False)
+    assert reward.components == ("chars", "words", "asks")
+
+
+def test_a_gate_past_one_by_rounding_alone_is_taken_as_one(reward_file, tmp_path):
+    gates = tmp_path / "rounded.py"
+    gates.write_text("def gate(prompts, responses):\n    return [1.0 + 2e-16 for _ in prompts]\n")
+    reward = load_reward({"type": "gated", "term": f"{reward_file}:chars", "gate": f"{gates}:gate"})
+    assert score(reward, ["p"], ["abc"], show_progress=False)[0]["gate"] == 1.0
+
+
 def test_a_gate_outside_zero_to_one_is_refused_naming_the_gate(reward_file, gate_file):
     reward = load_reward(
         {"type": "gated", "term": f"{reward_file}:chars", "gate": f"{gate_file}:too_big"}
@@ -303,6 +346,8 @@ def test_a_gate_named_as_a_component_of_its_term_is_refused(reward_file):
 def test_a_gated_spec_without_its_term_or_gate_says_what_to_write(reward_file):
     with pytest.raises(ValueError, match="a gated reward needs 'gate'"):
         load_reward({"type": "gated", "term": f"{reward_file}:chars"})
+    with pytest.raises(ValueError, match="a gated reward needs 'term'"):
+        load_reward({"type": "gated", "term": None, "gate": "length"})  # `term:` left empty
     with pytest.raises(ValueError, match="has no option \\['weight'\\]"):
         load_reward({"type": "gated", "term": "length", "gate": "length", "weight": 2})
 

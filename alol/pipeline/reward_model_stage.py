@@ -13,6 +13,7 @@ from pathlib import Path
 from alol.atomic import write_json
 from alol.config import PipelineConfig
 from alol.data.conversions import to_reward_records
+from alol.data.records import PromptRecord
 from alol.distributed import on_main_process
 from alol.errors import AlolError
 from alol.fingerprint import (
@@ -65,6 +66,19 @@ def fingerprinted_settings(config: RewardModelConfig) -> dict:
     return settings
 
 
+def check_answers(records: list) -> None:
+    """A reward model learns from answers; a record with a prompt alone (a file without a
+    `response` field) gives it nothing, whatever else the record holds."""
+    prompt_only = next((r for r in records if isinstance(r, PromptRecord)), None)
+    if prompt_only is not None:
+        raise AlolError(
+            f"{prompt_only.source or 'a training record'}: the reward model learns from answers "
+            "with a stored reward, or from pairs, and this record holds a prompt alone; a "
+            "classifier of the prompt (--reward-model-inputs prompt) still needs a 'response' "
+            "field in each record (any text: it is not read)"
+        )
+
+
 def run_reward_model(cfg: PipelineConfig) -> Path:
     """Fit the reward model on the training records; returns the folder of the classifier."""
     if cfg.reward_model is None:
@@ -75,6 +89,7 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
     out = cfg.root / REWARD_MODEL_DIR[0]
     config = reward_model_config(cfg)
     splits = load_splits(cfg)
+    check_answers(splits.train)
     backbone = backbone_path(config.backbone)
     check_model(backbone, causal=False)
     policy, tokenizer = policy_tokenizer(cfg)
@@ -142,13 +157,29 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
         summary = {k: v for k, v in report.items() if not isinstance(v, list)}
         finish_stage(out, fingerprint, "reward-model", **summary)
     logger.info(
-        "reward model: held-out pairwise accuracy %s, Pearson %s, Spearman %s with the stored "
-        "scores; prefers an answer to another prompt's given to its prompt %s of the time; "
-        "saved to %s (metrics in metrics.json, plot in fit.png)",
-        formatted(report.get("pairwise_accuracy"), ".3f"),
-        formatted(report.get("pearson"), ".3f"),
-        formatted(report.get("spearman"), ".3f"),
-        formatted(report.get("off_prompt_accuracy"), ".0%"),
+        "reward model: %s; saved to %s (metrics in metrics.json, plot in fit.png)",
+        fit_summary(report),
         out / REWARD_MODEL_DIR[1],
     )
     return out / REWARD_MODEL_DIR[1]
+
+
+def fit_summary(report: dict) -> str:
+    """The held-out figures that say how good the fit is, for its kind of targets."""
+    if "balanced_accuracy" in report:
+        return (
+            f"held-out accuracy {formatted(report['accuracy'], '.3f')} "
+            f"({formatted(report['positive_share'], '.0%')} positives), balanced accuracy "
+            f"{formatted(report['balanced_accuracy'], '.3f')}"
+        )
+    summary = (
+        f"held-out pairwise accuracy {formatted(report.get('pairwise_accuracy'), '.3f')}, "
+        f"Pearson {formatted(report.get('pearson'), '.3f')}, Spearman "
+        f"{formatted(report.get('spearman'), '.3f')} with the stored scores"
+    )
+    if "off_prompt_accuracy" in report:
+        summary += (
+            "; prefers an answer to another prompt's given to its prompt "
+            f"{formatted(report['off_prompt_accuracy'], '.0%')} of the time"
+        )
+    return summary

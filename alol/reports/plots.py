@@ -132,7 +132,9 @@ def plot_reward_model_fit(report: dict, png_path: str | Path) -> Path:
         axis.plot([low, high], [low, high], color="grey", linestyle=":")
     accuracy = report.get("pairwise_accuracy")
     title = "reward model, held-out prompts"
-    if accuracy is not None and not math.isnan(accuracy):
+    if "balanced_accuracy" in report:
+        title += f"\naccuracy {report['accuracy']:.2f}, balanced {report['balanced_accuracy']:.2f}"
+    elif accuracy is not None and not math.isnan(accuracy):
         title += (
             f"\npairwise accuracy {accuracy:.2f}, Pearson {report.get('pearson', math.nan):.2f}"
         )

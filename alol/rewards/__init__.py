@@ -23,10 +23,11 @@ from alol.rewards.base import CallableReward, Reward, RewardError
 from alol.rewards.classifier import ClassifierReward
 from alol.rewards.gated import GatedReward
 from alol.rewards.scoring import MISSING_EOS, score, with_missing_eos_penalty
-from alol.rewards.specs import RewardSpec, load_callable, load_reward
+from alol.rewards.specs import BuiltReward, RewardSpec, load_callable, load_reward
 from alol.rewards.weighted import WeightedSum
 
 __all__ = [
+    "BuiltReward",
     "MISSING_EOS",
     "CallableReward",
     "ClassifierReward",

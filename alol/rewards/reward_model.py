@@ -58,6 +58,7 @@ logger = logging.getLogger(__name__)
 TARGETS = ("auto", "scores", "preferences", "labels")
 SCORED = ("scores", "labels")
 """Targets read from each answer's stored reward (the others, from pairs)."""
+INPUTS = ("auto", "pair", "concat", "response", "prompt")
 READS_BOTH = ("auto", "pair", "concat")
 """Inputs that show the classifier the prompt and the response together."""
 MINILM = "minilm"
@@ -87,12 +88,14 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
             raise ValueError(f"reward model targets must be one of {TARGETS}, got {self.targets!r}")
+        if self.inputs not in INPUTS:
+            raise ValueError(f"reward model inputs must be one of {INPUTS}, got {self.inputs!r}")
         if self.off_prompt_weight and self.inputs not in READS_BOTH:
             raise ConfigError(
                 f"reward_model_off_prompt_weight={self.off_prompt_weight:g} ranks an answer to "
                 f"its prompt above another prompt's answer, which a model reading the "
                 f"{self.inputs} alone (reward_model_inputs={self.inputs!r}) cannot tell apart: "
-                "use weight 0, or inputs that read both",
+                f"use weight 0, or inputs that read both ({', '.join(READS_BOTH)})",
                 "reward_model_off_prompt_weight",
             )
         if self.off_prompt_weight and self.batch_size < 2:
@@ -377,7 +380,7 @@ def off_prompt_accuracy(
 
 def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_length: int) -> dict:
     """MSE, Pearson and Spearman against stored scores (scores, labels: the predicted
-    probability); for labels, the accuracy at 0.5; pairwise accuracy: the share of held-out
+    probability); for labels, `label_metrics`; pairwise accuracy: the share of held-out
     pairs the model orders as the data does (ties in the data left out); and
     `off_prompt_accuracy` over the held-out answers (the chosen ones of pairs), for a model
     that reads prompt and response together."""
@@ -416,7 +419,7 @@ def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_le
         "spearman": spearman(predicted, stored),
         "pairwise_accuracy": right / pairs if pairs else math.nan,
         "pairs": pairs,
-        **({"accuracy": float(np.mean((predicted > 0.5) == (stored > 0.5)))} if labels else {}),
+        **(label_metrics(predicted, stored) if labels else {}),
         **(
             {"off_prompt_accuracy": off_prompt_accuracy(data.heldout, predicted, scorer)}
             if inputs in READS_BOTH
@@ -424,6 +427,23 @@ def heldout_metrics(model, tokenizer, data: RewardModelData, inputs: str, max_le
         ),
         "heldout_predictions": predicted.tolist(),
         "heldout_scores": stored.tolist(),
+    }
+
+
+def label_metrics(predicted: np.ndarray, stored: np.ndarray) -> dict:
+    """Accuracy at 0.5, beside the share of positives it is to beat, and the balanced
+    accuracy (the mean of the two classes' recalls), which always answering one class holds
+    at 0.5 however rare the other class is."""
+    said, truth = predicted > 0.5, stored > 0.5
+    recalls = [
+        float(np.mean(said[truth == side] == side))
+        for side in (True, False)
+        if (truth == side).any()
+    ]
+    return {
+        "accuracy": float(np.mean(said == truth)),
+        "positive_share": float(np.mean(truth)),
+        "balanced_accuracy": float(np.mean(recalls)),
     }
 
 

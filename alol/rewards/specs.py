@@ -57,14 +57,14 @@ def normalize_spec(spec: RewardSpec) -> dict[str, Any]:
         kind = spec.get("type")
         if not isinstance(kind, str):
             raise ValueError(
-                f"reward spec {dict(spec)!r} needs a 'type': 'callable', 'classifier', 'sum', 'gated' "
+                f"reward spec {dict(spec)!r} needs a 'type': {', '.join(map(repr, BUILDERS))} "
                 f"or a built-in scorer ({', '.join(SCORERS)})"
             )
         if kind in PATH_OF and not isinstance(spec.get("path"), str):
             raise ValueError(f"reward spec {dict(spec)!r} needs a 'path': {PATH_OF[kind]}")
         normalized = dict(spec)
         if kind == "gated":
-            missing = [part for part in GATED_PARTS if part not in spec]
+            missing = [part for part in GATED_PARTS if not spec.get(part)]
             if missing:
                 raise ValueError(
                     f"a gated reward needs {' and '.join(repr(p) for p in missing)}: "
@@ -142,18 +142,12 @@ def _build(spec: dict[str, Any]) -> BuiltReward:
         name = options.pop("name")
         scorer = _construct(SCORERS[kind], options, f"the {kind!r} scorer")
         return CallableReward(scorer, name, components=(name,))
-    builders = {
-        "callable": _callable_reward,
-        "classifier": ClassifierReward,
-        "sum": _sum_reward,
-        "gated": _gated_reward,
-    }
-    if kind not in builders:
+    if kind not in BUILDERS:
         raise ValueError(
-            f"unknown reward type {kind!r}; use 'callable', 'classifier', 'sum', 'gated' or a built-in "
+            f"unknown reward type {kind!r}; use {', '.join(map(repr, BUILDERS))} or a built-in "
             f"scorer ({', '.join(SCORERS)})"
         )
-    return _construct(builders[kind], options, f"a {kind!r} reward")
+    return _construct(BUILDERS[kind], options, f"a {kind!r} reward")
 
 
 def _construct(factory: Callable, options: dict[str, Any], what: str):
@@ -185,6 +179,15 @@ def _sum_reward(components: list[dict[str, Any]], name: str) -> WeightedSum:
 
 def _gated_reward(term: dict[str, Any], gate: dict[str, Any], name: str) -> GatedReward:
     return GatedReward(_build(term), _build(gate), name)
+
+
+BUILDERS: dict[str, Callable[..., BuiltReward]] = {
+    "callable": _callable_reward,
+    "classifier": ClassifierReward,
+    "sum": _sum_reward,
+    "gated": _gated_reward,
+}
+"""Each reward type (besides the built-in scorers) → what builds it from the spec's options."""
 
 
 def load_callable(reference: str) -> Callable:
