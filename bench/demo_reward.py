@@ -29,7 +29,8 @@ from alol.data.formats import load_records
 from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import HH_ASSET, REWARD_ASSET, convert_smollm2, smol_reward
 from alol.rewards import load_reward, score
-from alol.rewards.reward_model import ScoredResponse, off_prompt_accuracy
+from alol.rewards.reward_model import ScoredResponse
+from alol.rewards.reward_model_metrics import off_prompt_accuracy
 from bench.common import commit, write_results
 from bench.frozen_judges import CONSTANT_ANSWERS
 from bench.judge_agreement import agreement

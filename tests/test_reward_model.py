@@ -22,9 +22,9 @@ from alol.rewards.classifier import SETTINGS_FILE, fitted_agreement
 from alol.rewards.reward_model import (
     RewardModelConfig,
     ScoredResponse,
-    off_prompt_accuracy,
     reward_model_data,
 )
+from alol.rewards.reward_model_metrics import label_metrics, off_prompt_accuracy
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats", "snow", "sand"]
 TOPICS += ["wind", "fish", "maps", "rice", "milk", "ships", "clocks", "birds", "lamps", "roads"]
@@ -307,7 +307,8 @@ def test_the_off_prompt_weight_adds_a_ranking_of_each_answer_over_a_foreign_one(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
     from alol.data.records import PreferenceRecord
-    from alol.rewards.reward_model import RewardModelTrainer, bradley_terry_loss, predict
+    from alol.rewards.reward_model import RewardModelTrainer, bradley_terry_loss
+    from alol.rewards.reward_model_metrics import predict
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
     torch.manual_seed(0)
@@ -441,8 +442,6 @@ def test_records_without_an_answer_are_refused_saying_a_response_is_needed(
 
 
 def test_balanced_accuracy_tells_a_classifier_from_one_that_always_says_the_common_class():
-    from alol.rewards.reward_model import label_metrics
-
     stored = np.array([1.0, 0.0, 0.0, 0.0])
     always_no = label_metrics(np.array([0.1, 0.2, 0.1, 0.3]), stored)
     assert always_no == {"accuracy": 0.75, "positive_share": 0.25, "balanced_accuracy": 0.5}

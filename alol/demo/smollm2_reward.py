@@ -34,11 +34,11 @@ from alol.rewards.reward_model import (
     RewardModelConfig,
     RewardModelTrainer,
     classifier_settings,
-    heldout_metrics,
     load_backbone,
     reward_model_data,
     training_arguments,
 )
+from alol.rewards.reward_model_metrics import heldout_metrics
 
 HH_SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
 

@@ -42,12 +42,12 @@ from alol.rewards.reward_model import (
     RewardModelTrainer,
     backbone_path,
     classifier_settings,
-    heldout_metrics,
     load_backbone,
     reward_model_data,
     save_reward_model,
     training_arguments,
 )
+from alol.rewards.reward_model_metrics import heldout_metrics
 
 logger = logging.getLogger(__name__)
 
