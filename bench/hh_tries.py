@@ -94,6 +94,7 @@ TRIES = {
     ),
     "seq_harmless_half": Try(("a_lol_seq",), harmless_term=0.5),
     "seq_harmless_gated": Try(("a_lol_seq",), gated=True),
+    "seq_harmless_gated_balanced": Try(("a_lol_seq",), {"balance_groups": True}, gated=True),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
 the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
@@ -117,7 +118,10 @@ pays every constant of the audit at least 0.015 less.
 red-team request: on seed 1 the term, fitted on red-team requests alone, paid "I'm sorry, I'm
 not sure what you mean. Can you please explain what you mean?" given to every validation prompt
 0.035 above π_ref's answers, and every try of how A-LoL draws learned such clarifying
-questions for helpful-base's ordinary prompts too."""
+questions for helpful-base's ordinary prompts too. "seq_harmless_gated_balanced" also draws
+each subset at its share: under the gated reward harmless-base still holds 48% of the gradient
+weight for 32% of the answers (82% of them with A > 0, V(x) missing part of the step the gate
+puts between the two kinds of prompt)."""
 SHARED_STAGES = ("sft", "value", "advantage")
 DRAWS_ONLY = ("sampling", "sample_in_passes", "balance_groups")
 """Settings that a try changes for its objectives' draws alone. alol's trainer applies
