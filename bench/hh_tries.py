@@ -300,21 +300,10 @@ def markdown(result: dict) -> str:
         for objective in found["objectives"]:
             lines.append(_row(name, objective, changed, found["rows"][objective], ran_at))
     lines += [""] + [
-        f"- {name} scores with its own reward model (held-out pairwise accuracy "
-        f"{found['reward_model']['pairwise_accuracy']:.3f}, off-prompt accuracy "
-        f"{found['reward_model']['off_prompt_accuracy']:.3f})"
-        f"{_term_of(found)}: its rows' reward is in that reward's units, its π_ref row too. "
-        f"{constants_paid(found)}"
+        f"- {name} {own_reward(found)}: its rows' reward is in that reward's units, its π_ref "
+        f"row too. {constants_paid(found)}"
         for name, found in result["tries"].items()
-        if "reward_model" in found
-    ]
-    lines += [
-        f"- {name} counts the harmlessness term in proportion to a classifier's probability "
-        "that the prompt is a red-team request (MiniLM on the train split's prompts, labelled "
-        f"by subset; {_gate_fit(found['request_gate'])}): its rows' "
-        f"reward is in that reward's units, its π_ref row too. {constants_paid(found)}"
-        for name, found in result["tries"].items()
-        if found.get("gated")
+        if "reward_model" in found or found.get("gated")
     ]
     term, judge = result["harmless_term"], result["harmlessness_judge"]
     lines.append(
@@ -332,6 +321,21 @@ def scores_with_recipe_reward(found: dict) -> bool:
         "reward_model" not in found
         and not found.get("gated")
         and found.get("harmless_term") == found.get("recipe_harmless_term")
+    )
+
+
+def own_reward(found: dict) -> str:
+    """What a try's own reward is: its own reward model, or the harmlessness term gated."""
+    if "reward_model" in found:
+        return (
+            "scores with its own reward model (held-out pairwise accuracy "
+            f"{found['reward_model']['pairwise_accuracy']:.3f}, off-prompt accuracy "
+            f"{found['reward_model']['off_prompt_accuracy']:.3f}){_term_of(found)}"
+        )
+    return (
+        "counts the harmlessness term in proportion to a classifier's probability that the "
+        "prompt is a red-team request (MiniLM on the train split's prompts, labelled by "
+        f"subset; {_gate_fit(found['request_gate'])})"
     )
 
 

@@ -8,12 +8,10 @@ it knows it, and leaves every other prompt to the rest of the reward.
 
 from __future__ import annotations
 
-import math
-import numbers
-from collections.abc import Mapping
 from typing import Any
 
 from alol.rewards.base import RewardError, call_reward, weights_of
+from alol.rewards.scoring import with_total
 
 ROUNDING = 1e-9
 """How far past [0, 1] a gate's weighted total may stray by floating-point rounding alone."""
@@ -44,62 +42,53 @@ class GatedReward:
 
     def _term_components(self) -> tuple[str, ...]:
         term = tuple(self.term.components)
-        self._check_gate_name(term)
-        return term
-
-    def _check_gate_name(self, term_components) -> None:
-        if self.gate.name in term_components:
+        if self.gate.name in term:
             raise RewardError(
                 f"gated reward {self.name!r}: its gate and a component of its term are both "
                 f"named {self.gate.name!r}; give the gate another 'name'"
             )
+        return term
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
         gates = self._gate_values(prompts, responses)
         where = f"the term of gated reward {self.name!r}"
         outputs = call_reward(self.term, prompts, responses, where)
-        inner = weights_of(self.term)  # a function's components are known from its first call
+        components = self._term_components()  # a function's are known from its first call on
+        weights = weights_of(self.term)
         return [
-            self._gated(output, gate, inner, where)
-            for gate, output in zip(gates, outputs, strict=True)
+            self._gated(
+                with_total(output, str(i), components, weights, self.term.name), gate, weights
+            )
+            for i, (gate, output) in enumerate(zip(gates, outputs, strict=True))
         ]
 
-    def _gated(self, output: Mapping, gate: float, inner: dict[str, float], where: str) -> dict:
+    def _gated(self, record: dict[str, float], gate: float, weights: dict[str, float]) -> dict:
         """The term's components scaled by the gate; a component of weight 0 in the term (an
         inner gate) is a report, kept as it is."""
-        self._check_gate_name(output)
+        del record["total"]
         scaled = {
-            key: _number(value, where, key) * (gate if inner.get(key, 1.0) else 1.0)
-            for key, value in output.items()
+            key: value * (gate if weights.get(key, 1.0) else 1.0) for key, value in record.items()
         }
         return {**scaled, self.gate.name: gate}
 
     def _gate_values(self, prompts: list[str], responses: list[str]) -> list[float]:
         where = f"the gate {self.gate.name!r} of gated reward {self.name!r}"
         outputs = call_reward(self.gate, prompts, responses, where)
-        weights = weights_of(self.gate)
-        return [
-            _probability(output, weights, where, record) for record, output in enumerate(outputs)
+        components, weights = tuple(self.gate.components), weights_of(self.gate)
+        totals = [
+            with_total(output, str(i), components, weights, self.gate.name)["total"]
+            for i, output in enumerate(outputs)
         ]
+        return [_probability(total, where, record) for record, total in enumerate(totals)]
 
 
-def _probability(output: Mapping, weights: dict[str, float], where: str, record: int) -> float:
+def _probability(value: float, where: str, record: int) -> float:
     """The gate's weighted total on one record, which must be a probability; a value past 0 or
     1 by rounding alone (a weighted mean of confident sigmoids) is taken as the bound."""
-    value = sum(weights.get(key, 1.0) * _number(v, where, key) for key, v in output.items())
-    if not (math.isfinite(value) and -ROUNDING <= value <= 1.0 + ROUNDING):
+    if not -ROUNDING <= value <= 1.0 + ROUNDING:
         raise RewardError(
             f"{where} gave {value!r} for record {record} of its batch; a gate is a "
             "probability in [0, 1]: a classifier with activation 'sigmoid' or 'softmax', or a "
             "function returning values in [0, 1]"
         )
     return min(max(value, 0.0), 1.0)
-
-
-def _number(value: Any, where: str, component: str) -> float:
-    """A component's value as a float, or an error that names the part and the component."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise RewardError(
-            f"{where} gave {value!r} as its component {component!r}; expected a number"
-        )
-    return float(value)

@@ -67,7 +67,7 @@ def score(
             check_count(outputs, stop - start, where)
             components, weights = _components_and_weights(reward, name)
             results.extend(
-                _with_total(output, labels[start + offset], components, weights, name)
+                with_total(output, labels[start + offset], components, weights, name)
                 for offset, output in enumerate(outputs)
             )
             progress.update(stop - start)
@@ -126,9 +126,11 @@ def _components_and_weights(reward: Reward, name: str) -> tuple[tuple[str, ...],
     return components, weights_of(reward)
 
 
-def _with_total(
+def with_total(
     output: Any, label: str, components: tuple[str, ...], weights: dict[str, float], name: str
 ) -> dict[str, float]:
+    """One record's output checked (a dict of finite numbers, exactly `components`) and its
+    weighted "total" added; errors name the reward and the record by `label`."""
     if not isinstance(output, Mapping):
         raise RewardError(
             f"reward {name!r} gave a {type(output).__name__} for record {label}; expected a dict "
