@@ -21,6 +21,7 @@ from alol.kto_settings import KTOSettings
 from alol.method.config import ObjectiveConfig
 from alol.reports.audit_thresholds import AuditThresholds
 from alol.setting_checks import (
+    ConfigError,
     above,
     at_least,
     between_open,
@@ -358,6 +359,17 @@ class PipelineConfig(
         ("value",),
         check=at_least(1),
     )
+    value_estimate: str = option(
+        "head",
+        "How V(x) is estimated. 'head' (the paper): a value head on π_ref's prompt states, "
+        "fitted on its scored answers to the validation prompts, read on each training prompt. "
+        "'per_prompt': the mean reward of π_ref's own answers (value_samples of them; one "
+        "greedy answer by default) to each training prompt, so A says whether the data's "
+        "answer beats π_ref's on that very prompt, with no fitted function to miss what the "
+        "prompts differ by; it decodes every training prompt once.",
+        ("value", "advantage", "train"),
+        check=one_of("head", "per_prompt"),
+    )
     value_from_data: bool = option(
         False,
         "Fit V on the data's stored rewards instead of decoding from π_ref (an approximation "
@@ -404,6 +416,13 @@ class PipelineConfig(
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.value_estimate == "per_prompt" and self.value_from_data:
+            raise ConfigError(
+                "value_estimate 'per_prompt' averages π_ref's own scored answers to each "
+                "training prompt, but value_from_data fits V on the data's stored rewards: "
+                "drop one of them",
+                "value_estimate",
+            )
 
     @property
     def root(self) -> Path:

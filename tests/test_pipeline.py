@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from alol.method.objectives import OBJECTIVES, get_objective
 from alol.pipeline.inputs import (
     load_model_for_inference,
     load_tokenizer,
+    render,
     stage_inputs,
     tokenize_with,
 )
@@ -33,6 +35,7 @@ from alol.pipeline.settings import reference_dtype
 from alol.pipeline.trainer_setup import training_args
 from alol.pipeline.training_sets import training_set
 from alol.reports.advantage_report import length_weighting
+from alol.setting_checks import ConfigError
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -534,3 +537,77 @@ def test_a_length_neutral_advantage_trains_through_the_cli_on_the_answers_that_b
     assert stage["fraction_positive"] != pytest.approx(np.mean(table.advantage > 0))
     stats = json.loads((workspace["run"] / "advantage/advantage_stats.json").read_text())
     assert stats["response_length_neutral"] == length_weighting(neutral, table.response_length)
+
+
+BY_TOPIC_AND_LENGTH = '''
+def by_topic_and_length(prompts, responses):
+    """Differs by prompt whatever the answer, and by answer on a prompt."""
+    return [len(p.split()[-1]) / 10 + len(r.split()) / 100 for p, r in zip(prompts, responses)]
+'''
+
+
+def test_per_prompt_values_are_the_reward_of_pi_refs_own_answer_to_each_training_prompt(
+    workspace, tiny_llama_dir
+):
+    """`value_estimate: per_prompt` fits no function: V(x) is the reward of π_ref's greedy
+    answer to that very training prompt, and the advantage stage reads it off the table."""
+    config = str(workspace["config"])
+    reward = workspace["run"].parent / "by_topic.py"
+    reward.write_text(BY_TOPIC_AND_LENGTH)
+    args = ["--reference", str(tiny_llama_dir), "--value-estimate", "per_prompt"]
+    args += ["--reward", f"{reward}:by_topic_and_length"]
+    assert main(["value", config, *args]) == 0
+    value_dir = workspace["run"] / "value"
+    assert not (value_dir / "value_head.safetensors").exists()
+    samples = [
+        json.loads(line) for line in (value_dir / "value_samples.jsonl").read_text().splitlines()
+    ]
+    values = json.loads((value_dir / "prompt_values.json").read_text())["values"]
+    assert values == {s["prompt"]: s["reward"]["total"] for s in samples}
+    cfg = PipelineConfig(
+        **{**yaml.safe_load(workspace["config"].read_text()), "value_estimate": "per_prompt"}
+    )
+    inputs = stage_inputs(replace(cfg, reference=str(tiny_llama_dir)))
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    training_prompts = {render(cfg, r.prompt, tokenizer) for r in inputs.train_pairs}
+    assert set(values) == training_prompts and len(training_prompts) == 6, "6 of 8 prompts train"
+    assert len(set(values.values())) > 1, "the reward of π_ref's answers differs by prompt"
+
+    assert main(["advantage", config, *args]) == 0
+    table = AdvantageTable.load(next((workspace["run"] / "advantage").glob("advantages-*.safetensors")))
+    expected = [values[render(cfg, r.prompt, tokenizer)] for r in inputs.train_pairs]
+    np.testing.assert_allclose(table.value, expected)
+    np.testing.assert_allclose(table.advantage, table.reward - table.value)
+    metrics = json.loads((value_dir / "value_metrics.json").read_text())
+    assert metrics["estimate"] == "per_prompt" and metrics["n_prompts"] == 6
+
+
+def test_per_prompt_values_are_made_again_when_the_training_prompts_change(
+    workspace, tiny_llama_dir, tmp_path, caplog, capsys
+):
+    """The values belong to the training prompts: a prompt they lack is refused by the
+    advantage stage with the command that makes them again, and `alol value` remakes them."""
+    config = str(workspace["config"])
+    args = ["--reference", str(tiny_llama_dir), "--value-estimate", "per_prompt"]
+    assert main(["value", config, *args]) == 0
+    caplog.set_level("INFO")
+    assert main(["value", config, *args]) == 0
+    assert "value: up to date" in caplog.text
+    rows = [
+        *noisy_records(),
+        {"prompt": "Tell me about clouds?", "response": "Clouds.", "reward": 1},
+    ]
+    more = ["--train-data", str(write_jsonl(tmp_path / "more.jsonl", rows))]
+    assert main(["advantage", config, *args, *more]) == 2
+    error = capsys.readouterr().err
+    assert "has no per-prompt value" in error and "alol value" in error
+    caplog.clear()
+    assert main(["value", config, *args, *more]) == 0
+    assert "value: up to date" not in caplog.text
+    assert main(["advantage", config, *args, *more]) == 0
+
+
+def test_per_prompt_values_and_values_from_data_are_refused_together():
+    with pytest.raises(ConfigError, match="drop one of them") as error:
+        PipelineConfig(value_estimate="per_prompt", value_from_data=True)
+    assert error.value.setting == "value_estimate"

@@ -17,6 +17,7 @@ from alol.data.table import AdvantageTable
 from alol.data.tokenize import render_prompt
 from alol.errors import DataError
 from alol.fingerprint import record_hashes
+from alol.models.prompt_values import values_of
 from alol.models.reference import (
     ReferenceConfig,
     gather_by_prompt_group,
@@ -55,13 +56,16 @@ def compute_advantages(
     config: AdvantageConfig,
     value_head: ValueHead | None = None,
     reward: Reward | None = None,
+    prompt_values: dict[str, float] | None = None,
 ) -> AdvantageTable:
     """One pass of the frozen reference model over the training pairs: log-probs, V(x), R, A.
 
     Rewards come from `reward` (all components kept) when given, else from each record's
-    stored reward. Without a value head V(x) = 0, which is what objectives that use the reward
-    alone (`wbc`, `r_lol`, …) need; with one, V(x) is read off the same forward pass that
-    scores the response (`alol.models.reference`). Under several processes (`accelerate launch`),
+    stored reward. V(x) is looked up in `prompt_values` (rendered prompt → V, made by
+    `alol value` with `value_estimate: per_prompt`) when given; else, with a value head, it is
+    read off the same forward pass that scores the response (`alol.models.reference`); without
+    either V(x) = 0, which is what objectives that use the reward alone (`wbc`, `r_lol`, …)
+    need. Under several processes (`accelerate launch`),
     each process scores whole prompt groups (`gather_by_prompt_group`) and every process
     returns the whole table, in record order.
     """
@@ -72,6 +76,9 @@ def compute_advantages(
         _check_stored_rewards(records)
     prompts = [render_prompt(r.prompt, tokenizer, config.string_prompts) for r in records]
     responses = [record.response for record in records]
+    looked_up = None
+    if prompt_values is not None:
+        looked_up = values_of(prompts, prompt_values, [record.source for record in records])
 
     def compute(indices: list[int]) -> list[tuple[dict[str, float], float, np.ndarray]]:
         part_prompts = [prompts[i] for i in indices]
@@ -85,6 +92,8 @@ def compute_advantages(
         token_logps, values = reference_pass(
             model, tokenizer, part_prompts, part_responses, value_head, config
         )
+        if looked_up is not None:
+            values = [looked_up[i] for i in indices]
         return list(zip(scores, values, token_logps, strict=True))
 
     results = gather_by_prompt_group(prompts, config.share_prompts, compute)

@@ -83,7 +83,12 @@ def stage_plan(cfg: PipelineConfig) -> list[Stage]:
             Stage("reference π_ref: NLL on the training data (sft)", lambda: run_sft(cfg))
         )
     stages += [
-        Stage("value V(x): decode π_ref on validation prompts, score, fit", lambda: run_value(cfg)),
+        Stage(
+            "value V(x): decode π_ref on every training prompt, score"
+            if cfg.value_estimate == "per_prompt"
+            else "value V(x): decode π_ref on validation prompts, score, fit",
+            lambda: run_value(cfg),
+        ),
         Stage(
             "advantage A = R − V(x) for every training answer (audit)", lambda: run_advantage(cfg)
         ),

@@ -12,6 +12,7 @@ from alol.data.table import REFERENCE_LOGPS, AdvantageTable, load_or_compute
 from alol.errors import AlolError
 from alol.fingerprint import cache_key, file_sha256, fingerprint_records, record_hashes
 from alol.models.precompute import compute_advantages
+from alol.models.prompt_values import VALUES_FILE, load_prompt_values, prompt_values_model
 from alol.models.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.models.value_io import WEIGHTS_FILE, load_value_head, value_head_model
 from alol.pipeline.inputs import StageInputs, load_model_for_inference, render
@@ -24,31 +25,38 @@ def advantage_table(
 ) -> AdvantageTable:
     """Reference log-probs, V(x), R and A for each of `records`, cached by content hash.
 
-    V(x) comes from the value head in `run_dir/value/`. Only the reward-weighted objectives
+    V(x) comes from the value estimate in `run_dir/value/`: the value head, or π_ref's
+    per-prompt values (`value_estimate`). Only the reward-weighted objectives
     (`needs_value=False`) may go without one, with V(x) = 0: for the advantage audit and the
     A-LoL objectives, V = 0 would call every rewarded response better than π_ref's own.
     """
     ref = inputs.reference
     value_dir = inputs.cfg.root / "value"
-    head_file = value_dir / WEIGHTS_FILE
-    if needs_value and not head_file.exists():
+    per_prompt = inputs.cfg.value_estimate == "per_prompt"
+    saved = value_dir / (VALUES_FILE if per_prompt else WEIGHTS_FILE)
+    estimate = "per-prompt values" if per_prompt else "value head"
+    if needs_value and not saved.exists():
         raise AlolError(
-            f"no value head in {value_dir}: A = R − V(x) needs V, the reward π_ref itself earns "
+            f"no {estimate} in {value_dir}: A = R − V(x) needs V, the reward π_ref itself earns "
             "on each prompt (with V = 0 every rewarded response would count as better than "
-            "π_ref's). Fit it first with `alol value` and the same config, or run every stage "
+            "π_ref's). Make it first with `alol value` and the same config, or run every stage "
             "with `alol run`."
         )
     model_fp = inputs.reference_fingerprint
-    head = load_value_head(value_dir) if head_file.exists() else None  # a damaged one says so
-    if head is not None:
+    head = prompt_values = None
+    if saved.exists():  # a damaged one says so
+        if per_prompt:
+            prompt_values, made_for = load_prompt_values(value_dir), prompt_values_model(value_dir)
+        else:
+            head, made_for = load_value_head(value_dir), value_head_model(value_dir)
         check_made_for(
-            f"the value head in {value_dir}",
-            value_head_model(value_dir),
+            f"the {estimate} in {value_dir}",
+            made_for,
             ref,
             model_fp,
-            "fit it again on this reference with `alol value` and this config (or `alol run`)",
+            "run `alol value` again on this reference with this config (or `alol run`)",
         )
-    value_fp = file_sha256(head_file) if head is not None else None
+    value_fp = file_sha256(saved) if saved.exists() else None
     config = advantage_config(inputs.cfg)
     key = cache_key(
         model_fp,
@@ -63,7 +71,7 @@ def advantage_table(
             ref, config.reference_dtype, config.load_in_4bit
         )
         reward = inputs.load_reward()
-        return compute_advantages(model, tokenizer, records, config, head, reward)
+        return compute_advantages(model, tokenizer, records, config, head, reward, prompt_values)
 
     return load_or_compute(inputs.cfg.root / "advantage", key, compute)
 

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from alol.atomic import write_text
+from alol.atomic import write_json, write_text
 from alol.config import PipelineConfig
 from alol.data.conversions import split_source, to_reward_records
 from alol.data.records import PromptRecord, RewardRecord
 from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError, DataError
 from alol.fingerprint import fingerprint_of, fingerprint_records, json_sha256
+from alol.models.prompt_values import (
+    VALUES_FILE,
+    mean_per_prompt,
+    prompt_values_model,
+    save_prompt_values,
+)
 from alol.models.value_fit import fit_value_head
-from alol.models.value_io import save_value_head, value_head_model
+from alol.models.value_io import METRICS_FILE, save_value_head, value_head_model
 from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     StageInputs,
@@ -43,21 +50,17 @@ logger = logging.getLogger(__name__)
 
 
 def run_value(cfg: PipelineConfig) -> Path:
-    """Decode π_ref on validation prompts, score, and fit the value head on its prompt states."""
+    """Decode π_ref on validation prompts, score, and fit the value head on its prompt states;
+    with `value_estimate: per_prompt`, decode and score it on every training prompt instead."""
+    if cfg.value_estimate == "per_prompt":
+        return _run_per_prompt_values(cfg)
     out = cfg.root / "value"
     inputs = stage_inputs(cfg, training=cfg.value_from_data, decoding=not cfg.value_from_data)
     stored = _stored_reward_records(inputs) if cfg.value_from_data else None
     config = value_config(cfg)
     dtype = configured_reference_dtype(cfg)
     targets_from = (
-        {"stored rewards": True}
-        if cfg.value_from_data
-        else {
-            "reward": inputs.reward_fingerprint,
-            "decoding": asdict(value_generation_config(cfg)),
-            # named only when on, so heads fitted before the setting existed stay up to date
-            **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
-        }
+        {"stored rewards": True} if cfg.value_from_data else _decoded_targets(cfg, inputs)
     )
     fingerprint = fingerprint_of(
         "value",
@@ -77,7 +80,7 @@ def run_value(cfg: PipelineConfig) -> Path:
         prompts, targets, samples = (
             _stored_targets(cfg, stored, tokenizer)
             if stored is not None
-            else _sampled_targets(inputs, model, tokenizer)
+            else _sampled_targets(inputs, model, tokenizer, inputs.splits.val, "validation")
         )
         head, report = fit_value_head(model, tokenizer, prompts, targets, config)
         report["targets_from"] = (
@@ -103,6 +106,75 @@ def run_value(cfg: PipelineConfig) -> Path:
         out / "value_metrics.json",
     )
     return out
+
+
+def _run_per_prompt_values(cfg: PipelineConfig) -> Path:
+    """V(x) of each training prompt: the mean reward of π_ref's own answers to it
+    (`alol.models.prompt_values`), written to `run_dir/value/prompt_values.json` with the
+    scored answers in value_samples.jsonl."""
+    out = cfg.root / "value"
+    inputs = stage_inputs(cfg, training=False, decoding=True)
+    dtype = configured_reference_dtype(cfg)
+    fingerprint = fingerprint_of(
+        "value",
+        inputs.reference_fingerprint,
+        json_sha256(unique_prompts(inputs.train_pairs)),
+        {**_decoded_targets(cfg, inputs), "estimate": "per_prompt"},
+        tokenization(cfg),
+        dtype,
+    )
+    if stage_done(out, fingerprint) and prompt_values_model(out) is not None:
+        logger.info("value: up to date (%s)", out)
+        return out
+    with running_stage(out, fingerprint, "value"):
+        model, tokenizer = load_model_for_inference(inputs.reference, dtype)
+        prompts, targets, samples = _sampled_targets(
+            inputs, model, tokenizer, inputs.train_pairs, "training"
+        )
+        values = mean_per_prompt(prompts, targets)
+        report = per_prompt_report(values, cfg.value_samples)
+
+        def write() -> None:
+            made_for = model_record(inputs.reference, inputs.reference_fingerprint)
+            save_prompt_values(out, values, made_for, report)
+            write_json(out / METRICS_FILE, report)
+            _write_jsonl(out / "value_samples.jsonl", samples)
+
+        on_main_process(write)
+        finish_stage(out, fingerprint, "value", prompts=len(values))
+    logger.info(
+        "value: V(x) is the mean reward of π_ref's %s to each of %s (mean %s, sd across "
+        "prompts %s); values in %s",
+        counted(cfg.value_samples, "answer"),
+        counted(report["n_prompts"], "training prompt"),
+        formatted(report["mean"], ".3f"),
+        formatted(report["sd_across_prompts"], ".3f"),
+        out / VALUES_FILE,
+    )
+    return out
+
+
+def per_prompt_report(values: dict[str, float], samples_per_prompt: int) -> dict:
+    """What `value_metrics.json` says of per-prompt values: how many, their level and spread."""
+    numbers = list(values.values())
+    return {
+        "estimate": "per_prompt",
+        "targets_from": "reference samples",
+        "n_prompts": len(numbers),
+        "samples_per_prompt": samples_per_prompt,
+        "mean": statistics.fmean(numbers),
+        "sd_across_prompts": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
+    }
+
+
+def _decoded_targets(cfg: PipelineConfig, inputs: StageInputs) -> dict:
+    """What V's targets depend on when π_ref's answers are decoded and scored."""
+    return {
+        "reward": inputs.reward_fingerprint,
+        "decoding": asdict(value_generation_config(cfg)),
+        # named only when on, so heads fitted before the setting existed stay up to date
+        **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
+    }
 
 
 def _validation_fingerprint(inputs: StageInputs, stored: list[RewardRecord] | None) -> str:
@@ -149,17 +221,17 @@ def _stored_targets(cfg: PipelineConfig, records: list[RewardRecord], tokenizer)
     return prompts, targets, samples
 
 
-def _sampled_targets(inputs: StageInputs, model, tokenizer):
-    """(prompts, targets, samples): π_ref's answers to the validation prompts, scored by the
-    reward, and the decoded samples to inspect."""
-    cfg, val_records = inputs.cfg, inputs.splits.val
+def _sampled_targets(inputs: StageInputs, model, tokenizer, records: list, which: str):
+    """(prompts, targets, samples): π_ref's answers to the prompts of `records` (the
+    `which` ones), scored by the reward, and the decoded samples to inspect."""
+    cfg = inputs.cfg
     reward = inputs.load_reward()
     if reward is None:
         raise AlolError(
             "`alol value` needs a reward function (--reward) to score the reference's samples, "
             "or --value-from-data to fit V on the stored rewards (an approximation)."
         )
-    prompts = [render(cfg, p, tokenizer) for p in unique_prompts(val_records)]
+    prompts = [render(cfg, p, tokenizer) for p in unique_prompts(records)]
     k = cfg.value_samples
     generation = value_generation_config(cfg)
     scored = gather_in_order(
@@ -170,7 +242,7 @@ def _sampled_targets(inputs: StageInputs, model, tokenizer):
     )
     flat_prompts = [p for p in prompts for _ in range(k)]
     flat = [(answer.text, s) for pairs in scored for answer, s in pairs]
-    refuse_mostly_empty_samples(flat_prompts, [response for response, _ in flat])
+    refuse_mostly_empty_samples(flat_prompts, [response for response, _ in flat], which)
     targets = [s["total"] for _, s in flat]
     samples = [
         {"prompt": p, "response": r, "reward": s}
@@ -179,12 +251,14 @@ def _sampled_targets(inputs: StageInputs, model, tokenizer):
     return flat_prompts, targets, samples
 
 
-def refuse_mostly_empty_samples(prompts: list[str], responses: list[str]) -> None:
+def refuse_mostly_empty_samples(
+    prompts: list[str], responses: list[str], which: str = "validation"
+) -> None:
     """V fitted on the reward of saying nothing would make every data response look good."""
     empty = [i for i, response in enumerate(responses) if not response.strip()]
     if len(empty) * 2 > len(responses):
         raise AlolError(
-            f"π_ref answered {len(empty)} of {len(responses)} validation prompts with an empty "
+            f"π_ref answered {len(empty)} of {len(responses)} {which} prompts with an empty "
             f"response (for example {prompts[empty[0]][-200:]!r}), so V(x) would be fitted on "
             "the reward of saying nothing. Check how prompts reach the model: a chat model needs "
             "its chat template (message-list prompts, or --string-prompts chat for plain "
