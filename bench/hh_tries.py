@@ -61,6 +61,7 @@ from bench.hh_smollm2 import (
     subset_of,
     training_reward,
 )
+from bench.hh_tries_report import markdown
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ TRIES = {
     "seq_harmless_half": Try(("a_lol_seq",), harmless_term=0.5),
     "seq_harmless_gated": Try(("a_lol_seq",), gated=True),
     "seq_harmless_gated_balanced": Try(("a_lol_seq",), {"balance_groups": True}, gated=True),
+    "seq_per_prompt_value": Try(("a_lol_seq",), {"value_estimate": "per_prompt"}, gated=True),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
 the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
@@ -121,13 +123,15 @@ not sure what you mean. Can you please explain what you mean?" given to every va
 questions for helpful-base's ordinary prompts too. "seq_harmless_gated_balanced" also draws
 each subset at its share: under the gated reward harmless-base still holds 48% of the gradient
 weight for 32% of the answers (82% of them with A > 0, V(x) missing part of the step the gate
-puts between the two kinds of prompt)."""
+puts between the two kinds of prompt). "seq_per_prompt_value" takes V(x) under the gated
+reward from π_ref's own answer to each training prompt (`value_estimate: per_prompt`) instead
+of a head fitted on 180 validation prompts, whose held-out MSE the gate's step raised from
+0.020 to 0.051: A then says whether the human's answer beats π_ref's on that very prompt."""
 SHARED_STAGES = ("sft", "value", "advantage")
 DRAWS_ONLY = ("sampling", "sample_in_passes", "balance_groups")
 """Settings that a try changes for its objectives' draws alone. alol's trainer applies
 `sample_in_passes` to the SFT stage too (uniform draws in passes), which would give the try a
 π_ref of its own; the try keeps its seed's π_ref, V and advantages instead."""
-MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
 
 def reward_model_settings(overrides: dict, base_cfg: PipelineConfig) -> dict:
@@ -273,129 +277,6 @@ def grouped(train_file: Path, directory: Path) -> Path:
     if not copy.exists():
         save_records([replace(r, group=subset_of(r)) for r in records], copy)
     return copy
-
-
-def markdown(result: dict) -> str:
-    header = ["try", "objective", "changed", *MEASURES]
-    header += ["distinct-2", "one answer", "words", "flag", "commit"]
-    lines = [
-        f"# Recipe tries on the judged HH benchmark, seed {result['seed']}, validation prompts",
-        "",
-        "`python -m bench.hh_tries` (each row's commit in its last column): each try reuses "
-        f"seed {result['seed']}'s π_ref, "
-        "V(x) and advantages and changes only the settings named; evaluated, judged and audited "
-        "on the 200 validation prompts (never on the test prompts). π_ref's row comes first.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    tries = list(result["tries"].values())
-    shared = next((f for f in tries if scores_with_recipe_reward(f)), tries[0])["rows"]["reference"]
-    lines.append(_row("π_ref", "–", "–", shared, "–"))
-    for name, found in result["tries"].items():
-        changed = changes_of(found)
-        ran_at = found["commit"]
-        if not same_measures(found["rows"]["reference"], shared):
-            lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"], ran_at))
-        for objective in found["objectives"]:
-            lines.append(_row(name, objective, changed, found["rows"][objective], ran_at))
-    lines += [""] + [
-        f"- {name} {own_reward(found)}: its rows' reward is in that reward's units, its π_ref "
-        f"row too. {constants_paid(found)}"
-        for name, found in result["tries"].items()
-        if "reward_model" in found or found.get("gated")
-    ]
-    term, judge = result["harmless_term"], result["harmlessness_judge"]
-    lines.append(
-        "- Harmless-base's training pairs halved by prompt: the training reward's harmlessness "
-        f"term (weight {term['weight']:g} unless a try changes it) is Bradley–Terry on "
-        f"{_fit(term)}; the harmlessness judge on {_fit(judge)}."
-    )
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def scores_with_recipe_reward(found: dict) -> bool:
-    """Whether a try's reward column is in the recipe's units (its own reward model or another
-    weight or a gate of the harmlessness term scores π_ref otherwise)."""
-    return (
-        "reward_model" not in found
-        and not found.get("gated")
-        and found.get("harmless_term") == found.get("recipe_harmless_term")
-    )
-
-
-def own_reward(found: dict) -> str:
-    """What a try's own reward is: its own reward model, or the harmlessness term gated."""
-    if "reward_model" in found:
-        return (
-            "scores with its own reward model (held-out pairwise accuracy "
-            f"{found['reward_model']['pairwise_accuracy']:.3f}, off-prompt accuracy "
-            f"{found['reward_model']['off_prompt_accuracy']:.3f}){_term_of(found)}"
-        )
-    return (
-        "counts the harmlessness term in proportion to a classifier's probability that the "
-        "prompt is a red-team request (MiniLM on the train split's prompts, labelled by "
-        f"subset; {_gate_fit(found['request_gate'])})"
-    )
-
-
-def _term_of(found: dict) -> str:
-    weight = found.get("harmless_term")
-    return f" plus {weight:g} × the harmlessness term" if weight else ""
-
-
-def _gate_fit(metrics: dict) -> str:
-    return (
-        f"held-out accuracy {metrics['accuracy']:.3f} with {metrics['positive_share']:.0%} "
-        f"red-team prompts, balanced accuracy {metrics['balanced_accuracy']:.3f}"
-    )
-
-
-def _fit(half: dict) -> str:
-    return (
-        f"{half['pairs']} pairs (held-out accuracy {half['heldout']['pairwise_accuracy']:.3f}; it "
-        f"prefers the human's choice on {half['test_prefers_human_choice']:.0%} of "
-        f"{half['test_pairs']} test pairs)"
-    )
-
-
-def changes_of(found: dict) -> str:
-    """The settings a try changes, its harmlessness term's weight among them (tries that ran
-    before the recipe had the term name no recipe weight: 0)."""
-    changes = {**found["overrides"]}
-    if found.get("harmless_term", 0.0) != found.get("recipe_harmless_term", 0.0):
-        changes["harmless_term"] = found["harmless_term"]
-    if found.get("gated"):
-        changes["harmless_term_on"] = "red-team requests"
-    return json.dumps(changes) if changes else "–"
-
-
-def same_measures(row: dict, other: dict) -> bool:
-    """Whether two rows agree on every figure both hold (rows from before a judge was added
-    lack its column)."""
-    return all(row[key] == other[key] for key in row.keys() & other.keys())
-
-
-def constants_paid(found: dict) -> str:
-    """How many of the audit's constant answers, each given to every validation prompt, the
-    try's reward pays above π_ref's own answers."""
-    reference = found["rows"]["reference"]["reward"]
-    constants = found.get("constants", [])
-    above = [c for c in constants if c["reward"] > reference]
-    best = max(constants, key=lambda c: c["reward"], default=None)
-    if best is None:
-        return ""
-    return (
-        f"{len(above)} of the audit's {len(constants)} constant answers score above π_ref "
-        f"({reference:.3f}); the highest, “{best['text']}”, {best['reward']:.3f}."
-    )
-
-
-def _row(name: str, objective: str, changed: str, row: dict, ran_at: str) -> str:
-    cells = [name, objective, changed, *(f"{row.get(m, float('nan')):.3f}" for m in MEASURES)]
-    cells += [f"{row['distinct_2']:.3f}", f"{row['template_share']:.0%}"]
-    cells += [f"{row['length_words']:.1f}", row.get("flag") or "–", ran_at]
-    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> int:

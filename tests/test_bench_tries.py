@@ -8,7 +8,8 @@ import pytest
 
 from alol.config import PipelineConfig
 from alol.pipeline.settings import trainer_kwargs
-from bench.hh_tries import TRIES, changes_of, earlier_tries, markdown, shared_stages_config
+from bench.hh_tries import TRIES, earlier_tries, shared_stages_config
+from bench.hh_tries_report import changes_of, markdown
 
 
 def row(reward: float, **judges: float) -> dict:
