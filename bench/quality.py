@@ -107,7 +107,7 @@ def markdown(
         "# Quality on the demo task",
         "",
         f"`python -m bench.quality`: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± "
-        f"sample std across seeds; {minutes:.0f} min on {_machine()}. Every model answers the "
+        f"sample std across seeds; {minutes:.0f} min on {machine()}. Every model answers the "
         "same held-out test prompts of its seed with greedy decoding. *good answers*: the demo's "
         "judge, the share of test answers that are kind, on topic, informative and not "
         "repetitive (`alol.demo.task.good_answer`), which no objective trains on; *data kept*: "
@@ -120,12 +120,12 @@ def markdown(
         name = "π_ref (reference)" if model == "reference" else model
         cells = [
             name,
-            _pm(metrics["reward"], ".3f"),
-            *(_pm(metrics[f"reward/{c}"], ".2f") for c in demo_task.COMPONENTS),
-            _pm(metrics["good_answers"], ".0%"),
-            _pm(metrics["distinct_2"], ".3f"),
-            _pm(metrics["template_share"], ".0%"),
-            _pm(metrics["length"], ".1f"),
+            plus_minus(metrics["reward"], ".3f"),
+            *(plus_minus(metrics[f"reward/{c}"], ".2f") for c in demo_task.COMPONENTS),
+            plus_minus(metrics["good_answers"], ".0%"),
+            plus_minus(metrics["distinct_2"], ".3f"),
+            plus_minus(metrics["template_share"], ".0%"),
+            plus_minus(metrics["length"], ".1f"),
             "–" if model == "reference" else f"{metrics['data_kept'][0]:.0%}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -136,12 +136,12 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def _pm(mean_std: list[float], spec: str) -> str:
+def plus_minus(mean_std: list[float], spec: str) -> str:
     mean, std = mean_std
     return f"{format(mean, spec)} ± {format(std, spec)}"
 
 
-def _machine() -> str:
+def machine() -> str:
     return (
         f"{platform.machine()} CPU ({os.cpu_count()} cores, {TINY_THREADS} torch thread), "
         f"torch {torch.__version__}"
@@ -190,7 +190,7 @@ def main() -> None:
             "flags": flags,
             "commit": commit(),
             "settings": asdict(TINY),
-            "machine": _machine(),
+            "machine": machine(),
             "versions": versions(),
             "minutes": minutes,
         },
