@@ -460,6 +460,26 @@ def test_classifier_can_read_the_prompt_alone(classifier_dir):
     torch.testing.assert_close(classifier_scores(spec), logits[:, 2].sigmoid())
 
 
+@pytest.mark.parametrize(
+    ("inputs", "distinct"), [("prompt", 2), ("response", 3), ("pair", 4), ("concat", 4)]
+)
+def test_classifier_scores_each_distinct_input_once(classifier_dir, inputs, distinct):
+    """A gate reads the prompt alone: its two answers to one prompt cost one forward row, and
+    a constant answer given to every prompt costs one row for a classifier of the response."""
+    reward = load_reward({"type": "classifier", "path": str(classifier_dir), "inputs": inputs})
+    rows = []
+    forward = reward.model.forward
+    reward.model.forward = lambda **batch: rows.append(len(batch["input_ids"])) or forward(**batch)
+    prompts = ["Is tea hot?", "Is tea hot?", "Is rain wet?", "Is rain wet?"]
+    responses = ["Yes.", "No.", "Yes.", "Maybe."]
+    scores = [s["total"] for s in score(reward, prompts, responses, show_progress=False)]
+    assert sum(rows) == distinct
+    alone = [s["total"] for s in score(reward, prompts[2:], responses[2:], show_progress=False)]
+    assert scores[2:] == pytest.approx(alone, abs=1e-6)
+    if inputs == "prompt":
+        assert scores[0] == scores[1] and scores[2] == scores[3]
+
+
 def test_classifier_reads_a_text_pair_as_the_tokenizer_encodes_it(classifier_dir):
     tokenizer = AutoTokenizer.from_pretrained(classifier_dir)
     model = AutoModelForSequenceClassification.from_pretrained(classifier_dir).eval()

@@ -84,15 +84,31 @@ class ClassifierReward:
         self.components = (self.name,)
         self.weights = {self.name: 1.0}
 
-    @torch.inference_mode()
     def __call__(self, prompts: list[str], responses: list[str]) -> list[dict[str, float]]:
+        """Each distinct input is scored once: a classifier of the prompt alone (a gate) sees
+        each prompt once however many answers it has, one of the response alone each answer
+        once however many prompts it is given to (the audit's constant answers)."""
+        inputs = [self._read(p, r) for p, r in zip(prompts, responses, strict=True)]
+        distinct = list(dict.fromkeys(inputs))
+        scored = dict(zip(distinct, self._score(distinct), strict=True))
+        return [{self.name: scored[read]} for read in inputs]
+
+    def _read(self, prompt: str, response: str) -> tuple[str, str]:
+        """The part of a record the classifier reads (the other part left empty)."""
+        return (
+            "" if self.inputs == "response" else prompt,
+            "" if self.inputs == "prompt" else response,
+        )
+
+    @torch.inference_mode()
+    def _score(self, inputs: list[tuple[str, str]]) -> list[float]:
         scores: list[float] = []
-        for start in range(0, len(responses), self.batch_size):
-            stop = start + self.batch_size
-            encoded = self._encode(prompts[start:stop], responses[start:stop]).to(self.device)
+        for start in range(0, len(inputs), self.batch_size):
+            prompts, responses = zip(*inputs[start : start + self.batch_size], strict=True)
+            encoded = self._encode(list(prompts), list(responses)).to(self.device)
             logits = self.model(**encoded).logits.float()
             scores.extend(self._activate(logits).tolist())
-        return [{self.name: value} for value in scores]
+        return scores
 
     def _encode(self, prompts: list[str], responses: list[str]):
         return encode_for_classifier(
