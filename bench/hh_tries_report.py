@@ -9,6 +9,9 @@ MEASURES = ("reward", "helpfulness", "harmlessness", "relevance", "safety")
 
 
 def markdown(result: dict) -> str:
+    """The table, tries in the order of their names: the results file keeps them so, and a
+    table written during a run then reads as the one written again from the file."""
+    by_name = sorted(result["tries"].items())
     header = ["try", "objective", "changed", *MEASURES]
     header += ["distinct-2", "one answer", "words", "flag", "commit"]
     lines = [
@@ -22,10 +25,10 @@ def markdown(result: dict) -> str:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    tries = list(result["tries"].values())
+    tries = [found for _, found in by_name]
     shared = next((f for f in tries if scores_with_recipe_reward(f)), tries[0])["rows"]["reference"]
     lines.append(_row("π_ref", "–", "–", shared, "–"))
-    for name, found in result["tries"].items():
+    for name, found in by_name:
         changed = changes_of(found)
         ran_at = found["commit"]
         if not same_measures(found["rows"]["reference"], shared):
@@ -35,7 +38,7 @@ def markdown(result: dict) -> str:
     lines += [""] + [
         f"- {name} {own_reward(found)}: its rows' reward is in that reward's units, its π_ref "
         f"row too. {constants_paid(found)}"
-        for name, found in result["tries"].items()
+        for name, found in by_name
         if "reward_model" in found or found.get("gated")
     ]
     term, judge = result["harmless_term"], result["harmlessness_judge"]

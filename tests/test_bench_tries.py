@@ -136,3 +136,19 @@ def test_a_try_of_what_pi_ref_learns_from_trains_its_own(tmp_path):
     try_cfg = replace(seed_cfg, **TRIES["long"].overrides)
 
     assert shared_stages_config(try_cfg, seed_cfg) == try_cfg
+
+
+def test_the_table_lists_tries_by_name_as_written_during_a_run_and_again_from_the_file():
+    recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
+    balanced = found(row(1.04), row(1.05), overrides={"balance_groups": True})
+    result = {
+        "seed": 1,
+        "harmless_term": {**FIT, "weight": 1.0, "test_pairs": 79},
+        "harmlessness_judge": {**FIT, "test_pairs": 79},
+    }
+    in_run_order = markdown({**result, "tries": {"seq_recipe": recipe, "seq_balanced": balanced}})
+    from_file = markdown({**result, "tries": {"seq_balanced": balanced, "seq_recipe": recipe}})
+
+    assert in_run_order == from_file
+    names = [line.split(" | ")[0] for line in in_run_order.splitlines() if line.startswith("| seq")]
+    assert names == ["| seq_balanced", "| seq_recipe"]
