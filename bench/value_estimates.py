@@ -126,7 +126,8 @@ def markdown(result: dict) -> str:
         "|" + "---|" * len(header),
     ]
     for estimate in ESTIMATES:
-        for model, metrics in result["table"][estimate].items():
+        for model in ("reference", *OBJECTIVES):
+            metrics = result["table"][estimate][model]
             name = "π_ref" if model == "reference" else model
             cells = [estimate, name, plus_minus(metrics["reward"], ".3f")]
             cells += [
