@@ -32,7 +32,8 @@ from alol.setting_checks import ConfigError, flag
 COMMANDS = {
     "reward-model": "Fit a reward model on the training data's stored scores or preferences.",
     "sft": "Train the reference policy π_ref with NLL on the training responses (full or LoRA).",
-    "value": "Decode π_ref on validation prompts, score them, fit the value head V(x).",
+    "value": "Decode π_ref on validation prompts, score them, fit the value head V(x) (or, "
+    "with --value-estimate per_prompt, average π_ref's scored answers to each training prompt).",
     "advantage": "Precompute reference log-probs, V(x), rewards and A = R − V for the training set.",
     "train": "Train one or more objectives from π_ref (A-LoL, its variants, or a baseline).",
     "online": "Train online RL from π_ref through TRL (--method ppo|rloo|grpo): generate, score, update.",

@@ -355,7 +355,7 @@ class PipelineConfig(
     # --- value --------------------------------------------------------------------------
     value_samples: int = option(
         1,
-        "Responses decoded per validation prompt (1 greedy = paper).",
+        "Responses decoded per prompt V(x) is estimated on (1 greedy = paper).",
         ("value",),
         check=at_least(1),
     )

@@ -1,7 +1,7 @@
 """How V(x) is estimated, on the demo task: the paper's value head against per-prompt values
 (`value_estimate: per_prompt`), several seeds, mean ± std.
 
-    python -m bench.value_estimates                  # 5 seeds → bench/results/value_estimates.*
+    python -m bench.value_estimates      # 5 seeds → bench/results/value_estimates.{json,md}
     python -m bench.value_estimates --seeds 0 --run-dir /tmp/v
 
 Per seed the demo task, π_ref and its value head are built as `alol demo` builds them and
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from alol.data.table import AdvantageTable
 from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, run_stages
 from alol.demo.tiny import prepare_tiny
+from alol.pipeline import run_advantage
 from alol.reports.metrics import explained_variance
 from bench.common import commit, write_results
 from bench.quality import aggregate, machine, plus_minus, seed_metrics, versions
@@ -60,7 +60,7 @@ def run_seed(seed: int, run_dir: Path) -> dict:
                 **settings,
             )
         evaluation = run_stages(cfg, print)
-        table = AdvantageTable.load(next((cfg.root / "advantage").glob("advantages-*.safetensors")))
+        table = run_advantage(cfg)  # the run's own table, read back from its cache
         values[estimate] = table.value
         found[estimate] = {
             "models": {n: seed_metrics(r) for n, r in evaluation.reports.items()},
@@ -108,6 +108,8 @@ def summary(runs: dict[int, dict]) -> dict:
 
 
 def markdown(result: dict) -> str:
+    """The table of every estimate's models, then each per-prompt estimate against the head
+    seed by seed (a mean alone hides that the seeds disagree), then the audit's flags."""
     runs, seeds = result["per_seed"], result["seeds"]
     header = ["V(x)", "model", "test reward", "good answers (judge)", "distinct-2"]
     header += ["one answer's share", "length (words)"]

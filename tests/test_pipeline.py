@@ -574,7 +574,9 @@ def test_per_prompt_values_are_the_reward_of_pi_refs_own_answer_to_each_training
     assert len(set(values.values())) > 1, "the reward of π_ref's answers differs by prompt"
 
     assert main(["advantage", config, *args]) == 0
-    table = AdvantageTable.load(next((workspace["run"] / "advantage").glob("advantages-*.safetensors")))
+    table = AdvantageTable.load(
+        next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
+    )
     expected = [values[render(cfg, r.prompt, tokenizer)] for r in inputs.train_pairs]
     np.testing.assert_allclose(table.value, expected)
     np.testing.assert_allclose(table.advantage, table.reward - table.value)
@@ -611,3 +613,32 @@ def test_per_prompt_values_and_values_from_data_are_refused_together():
     with pytest.raises(ConfigError, match="drop one of them") as error:
         PipelineConfig(value_estimate="per_prompt", value_from_data=True)
     assert error.value.setting == "value_estimate"
+
+
+def test_an_advantage_stage_asking_for_the_other_estimate_says_which_setting_uses_it(
+    workspace, tiny_llama_dir, capsys
+):
+    config, reference = str(workspace["config"]), ["--reference", str(tiny_llama_dir)]
+    assert main(["advantage", config, *reference, "--value-estimate", "per_prompt"]) == 2
+    assert "no per-prompt values" in capsys.readouterr().err
+    assert main(["value", config, *reference, "--value-estimate", "per_prompt"]) == 0
+    capsys.readouterr()
+    assert main(["advantage", config, *reference]) == 2
+    error = capsys.readouterr().err
+    assert "no value head" in error and "--value-estimate per_prompt uses" in error
+
+
+def test_objectives_of_the_reward_alone_train_beside_per_prompt_values_of_other_prompts(
+    workspace, tiny_llama_dir, tmp_path
+):
+    """wBC needs no V: values made before the data changed leave it V = 0, as no estimate does."""
+    config = str(workspace["config"])
+    args = ["--reference", str(tiny_llama_dir), "--value-estimate", "per_prompt"]
+    assert main(["value", config, *args]) == 0
+    rows = [
+        *noisy_records(),
+        {"prompt": "Tell me about clouds?", "response": "Clouds.", "reward": 1},
+    ]
+    more = ["--train-data", str(write_jsonl(tmp_path / "more.jsonl", rows))]
+    assert main(["train", config, *args, *more, "--objective", "wbc", "--max-steps", "1"]) == 0
+    assert main(["train", config, *args, *more, "--objective", "a_lol", "--max-steps", "1"]) == 2

@@ -42,7 +42,9 @@ def test_values_are_read_in_the_records_order():
     assert values_of(["<u>rain?", "<u>tea?", "<u>rain?"], values, ["", "", ""]) == [1.0, 0.5, 1.0]
 
 
-@pytest.mark.parametrize("text", ["{torn", '{"values": {"<u>tea?": "high"}}', "[1, 2]"])
+@pytest.mark.parametrize(
+    "text", ["{torn", '{"values": {"<u>tea?": "high"}}', '{"values": {"<u>tea?": true}}', "[1, 2]"]
+)
 def test_a_damaged_values_file_says_how_to_make_it_again(tmp_path, text):
     (tmp_path / VALUES_FILE).write_text(text)
     with pytest.raises(AlolError, match="rerun `alol value`"):

@@ -13,9 +13,9 @@ def test_mostly_empty_reference_answers_are_refused_with_what_to_change():
     with pytest.raises(
         AlolError, match=r"answered 3 of 4 validation prompts with an empty"
     ) as error:
-        refuse_mostly_empty_samples(prompts, ["", " ", "\n", "116"])
+        refuse_mostly_empty_samples(prompts, ["", " ", "\n", "116"], "validation")
     assert "chat template" in str(error.value) and "What is 0 plus 32" in str(error.value)
 
 
 def test_some_empty_answers_are_kept():
-    refuse_mostly_empty_samples(["a", "b", "c", "d"], ["", "", "yes", "no"])
+    refuse_mostly_empty_samples(["a", "b", "c", "d"], ["", "", "yes", "no"], "training")

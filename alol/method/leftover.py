@@ -139,7 +139,7 @@ def _no_positive_message(
     return (
         f"none of the {len(reward)} training examples has a positive advantage A = R − V(x) "
         f"(largest A = {advantage.max():.4g}, mean R = {reward.mean():.4g}{values}). Check "
-        "that the value head was fitted with the same reward and on prompts like these, or "
+        "that V was estimated with the same reward and on prompts like these, or "
         "train with an objective that needs no value ('wbc', 'r_lol', 'nll')."
     )
 

@@ -27,6 +27,19 @@ def mean_per_prompt(prompts: Sequence[str], rewards: Sequence[float]) -> dict[st
     return {prompt: statistics.fmean(rewards) for prompt, rewards in answers.items()}
 
 
+def per_prompt_report(values: dict[str, float], samples_per_prompt: int) -> dict:
+    """What `value_metrics.json` says of per-prompt values: how many, their level and spread."""
+    numbers = list(values.values())
+    return {
+        "estimate": "per_prompt",
+        "targets_from": "reference samples",
+        "n_prompts": len(numbers),
+        "samples_per_prompt": samples_per_prompt,
+        "mean": statistics.fmean(numbers),
+        "sd_across_prompts": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
+    }
+
+
 def save_prompt_values(
     directory: Path, values: dict[str, float], model: dict[str, str], report: dict
 ) -> None:
@@ -38,7 +51,7 @@ def save_prompt_values(
 def load_prompt_values(directory: Path) -> dict[str, float]:
     """The values `save_prompt_values` wrote: rendered prompt → V(x)."""
     values = _read(directory).get("values")
-    if not isinstance(values, dict) or not all(isinstance(v, int | float) for v in values.values()):
+    if not isinstance(values, dict) or not all(_is_number(v) for v in values.values()):
         raise AlolError(_corrupt_message(directory / VALUES_FILE, "no table of numbers"))
     return {prompt: float(value) for prompt, value in values.items()}
 
@@ -50,11 +63,24 @@ def prompt_values_model(directory: Path) -> dict[str, str] | None:
     return _read(directory).get("model")
 
 
+def covers(values: dict[str, float], prompts: Sequence[str]) -> bool:
+    """Whether π_ref answered every one of `prompts` when the values were made."""
+    return all(prompt in values for prompt in prompts)
+
+
 def values_of(
     prompts: Sequence[str], values: dict[str, float], sources: Sequence[str]
 ) -> list[float]:
-    """V(x) of each training record's rendered prompt, refused for a prompt π_ref did not
-    answer (the training data or the prompts' rendering changed since `alol value`)."""
+    """V(x) of each training record's rendered prompt (`refuse_uncovered` first)."""
+    refuse_uncovered(values, prompts, sources)
+    return [values[prompt] for prompt in prompts]
+
+
+def refuse_uncovered(
+    values: dict[str, float], prompts: Sequence[str], sources: Sequence[str]
+) -> None:
+    """Refuse a prompt π_ref did not answer when the values were made (the training data or
+    the prompts' rendering changed since `alol value`), naming its record."""
     for prompt, source in zip(prompts, sources, strict=True):
         if prompt not in values:
             where = f" ({source})" if source else ""
@@ -63,7 +89,10 @@ def values_of(
                 f"prompts when the values were made ({prompt[-120:]!r} is not among them). Run "
                 "`alol value` again with this config, or `alol run`."
             )
-    return [values[prompt] for prompt in prompts]
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _read(directory: Path) -> dict:

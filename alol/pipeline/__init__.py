@@ -10,7 +10,8 @@ Run directory layout::
 
     run_dir/reward_model/model/        the reward model, when alol fits one (a classifier folder)
     run_dir/sft/model/                 the reference policy π_ref (when alol trains it)
-    run_dir/value/                     value head (safetensors), fit metrics, decoded samples, plot
+    run_dir/value/                     value head (safetensors), fit metrics, decoded samples, plot;
+                                       or prompt_values.json (value_estimate: per_prompt)
     run_dir/advantage/                 cached table, advantage_stats.json, advantage_hist.png,
                                        top_advantages.md
     run_dir/pairs/                     π_ref's log-probs of preference pairs (DPO), reference_logps-*

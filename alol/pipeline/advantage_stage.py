@@ -1,5 +1,5 @@
-"""Stage 3, the advantage precompute: reads π_ref, the training records, the value head in
-`run_dir/value/` (V(x) = 0 without one) and the reward, and writes the content-hashed table of
+"""Stage 3, the advantage precompute: reads π_ref, the training records, the value estimate in
+`run_dir/value/` (the value head or per-prompt values; V(x) = 0 without one) and the reward, and writes the content-hashed table of
 reference log-probs, V(x), R and A = R − V with advantage_stats.json, advantage_hist.png and
 top_advantages.md (the answers A-LoL will learn most from) to `run_dir/advantage/`.
 """

@@ -160,10 +160,13 @@ def _trained_models(cfg: PipelineConfig) -> dict[str, Path]:
 def _warn_on_overlap(inputs: StageInputs, texts: list[str], tokenizer) -> None:
     if inputs.splits is None:
         return
+    fits_v = inputs.cfg.value_estimate == "head"
     warn_on_prompt_overlap(
         texts,
         [render(inputs.cfg, p, tokenizer) for p in unique_prompts(inputs.splits.val)],
-        "fit V and select checkpoints",
+        "validation prompts (which fit V and select checkpoints)"
+        if fits_v
+        else "validation prompts (which select checkpoints)",
     )
 
 

@@ -5,17 +5,26 @@ advantage and train stages both read them through here."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from alol.data.records import RewardRecord
 from alol.data.table import REFERENCE_LOGPS, AdvantageTable, load_or_compute
 from alol.errors import AlolError
 from alol.fingerprint import cache_key, file_sha256, fingerprint_records, record_hashes
+from alol.method.value_head import ValueHead
 from alol.models.precompute import compute_advantages
-from alol.models.prompt_values import VALUES_FILE, load_prompt_values, prompt_values_model
+from alol.models.prompt_values import (
+    VALUES_FILE,
+    covers,
+    load_prompt_values,
+    prompt_values_model,
+    refuse_uncovered,
+)
 from alol.models.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.models.value_io import WEIGHTS_FILE, load_value_head, value_head_model
-from alol.pipeline.inputs import StageInputs, load_model_for_inference, render
+from alol.pipeline.inputs import StageInputs, load_model_for_inference, load_tokenizer, render
 from alol.pipeline.settings import advantage_config
 from alol.provenance import check_made_for
 
@@ -31,35 +40,10 @@ def advantage_table(
     A-LoL objectives, V = 0 would call every rewarded response better than π_ref's own.
     """
     ref = inputs.reference
-    value_dir = inputs.cfg.root / "value"
-    per_prompt = inputs.cfg.value_estimate == "per_prompt"
-    saved = value_dir / (VALUES_FILE if per_prompt else WEIGHTS_FILE)
-    estimate = "per-prompt values" if per_prompt else "value head"
-    if needs_value and not saved.exists():
-        raise AlolError(
-            f"no {estimate} in {value_dir}: A = R − V(x) needs V, the reward π_ref itself earns "
-            "on each prompt (with V = 0 every rewarded response would count as better than "
-            "π_ref's). Make it first with `alol value` and the same config, or run every stage "
-            "with `alol run`."
-        )
-    model_fp = inputs.reference_fingerprint
-    head = prompt_values = None
-    if saved.exists():  # a damaged one says so
-        if per_prompt:
-            prompt_values, made_for = load_prompt_values(value_dir), prompt_values_model(value_dir)
-        else:
-            head, made_for = load_value_head(value_dir), value_head_model(value_dir)
-        check_made_for(
-            f"the {estimate} in {value_dir}",
-            made_for,
-            ref,
-            model_fp,
-            "run `alol value` again on this reference with this config (or `alol run`)",
-        )
-    value_fp = file_sha256(saved) if saved.exists() else None
+    head, prompt_values, value_fp = value_estimate(inputs, records, needs_value)
     config = advantage_config(inputs.cfg)
     key = cache_key(
-        model_fp,
+        inputs.reference_fingerprint,
         fingerprint_records(records),
         inputs.reward_fingerprint,
         config.key_fields(),
@@ -74,6 +58,55 @@ def advantage_table(
         return compute_advantages(model, tokenizer, records, config, head, reward, prompt_values)
 
     return load_or_compute(inputs.cfg.root / "advantage", key, compute)
+
+
+def value_estimate(
+    inputs: StageInputs, records: list[RewardRecord], needs_value: bool
+) -> tuple[ValueHead | None, dict[str, float] | None, str | None]:
+    """(the value head, the per-prompt values, the fingerprint of their file): the estimate
+    the config names, checked to be made for π_ref and, for per-prompt values, to hold every
+    record's prompt before π_ref loads. (None, None, None) where V(x) = 0 will do."""
+    value_dir = inputs.cfg.root / "value"
+    per_prompt = inputs.cfg.value_estimate == "per_prompt"
+    saved = value_dir / (VALUES_FILE if per_prompt else WEIGHTS_FILE)
+    if not saved.exists():
+        if needs_value:
+            raise AlolError(_no_estimate_message(value_dir, per_prompt))
+        return None, None, None
+    made_for = prompt_values_model(value_dir) if per_prompt else value_head_model(value_dir)
+    check_made_for(
+        f"the {'per-prompt values' if per_prompt else 'value head'} in {value_dir}",
+        made_for,
+        inputs.reference,
+        inputs.reference_fingerprint,
+        "run `alol value` again on this reference with this config (or `alol run`)",
+    )
+    if not per_prompt:
+        return load_value_head(value_dir), None, file_sha256(saved)  # a damaged one says so
+    values = load_prompt_values(value_dir)
+    tokenizer = load_tokenizer(inputs.reference)
+    prompts = [render(inputs.cfg, record.prompt, tokenizer) for record in records]
+    if not needs_value and not covers(values, prompts):
+        return None, None, None  # values of other prompts: objectives of R alone take V = 0
+    refuse_uncovered(values, prompts, [record.source for record in records])
+    return None, values, file_sha256(saved)
+
+
+def _no_estimate_message(value_dir: Path, per_prompt: bool) -> str:
+    """Why A needs V, and how to make the missing estimate (or use the other one found there)."""
+    estimate, other, setting = (
+        ("per-prompt values", "a value head", "head")
+        if per_prompt
+        else ("value head", "per-prompt values", "per_prompt")
+    )
+    found = value_dir / (WEIGHTS_FILE if per_prompt else VALUES_FILE)
+    hint = f" It holds {other}, which --value-estimate {setting} uses." if found.exists() else ""
+    return (
+        f"no {estimate} in {value_dir}: A = R − V(x) needs V, the reward π_ref itself earns on "
+        "each prompt (with V = 0 every rewarded response would count as better than "
+        f"π_ref's).{hint} Make V first with `alol value` and the same config, or run every "
+        "stage with `alol run`."
+    )
 
 
 def reference_logps(inputs: StageInputs, sequences: list[RewardRecord], folder: str) -> np.ndarray:

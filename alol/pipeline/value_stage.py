@@ -1,14 +1,15 @@
 """Stage 2, the value estimate V(x): reads π_ref, the validation records and the reward, decodes
 and scores π_ref's samples (or takes the data's stored rewards with `value_from_data`), fits
 the value head on their prompt states and writes the head, its fit metrics and plot, and the
-scored samples to `run_dir/value/`.
+scored samples to `run_dir/value/`. With `value_estimate: per_prompt` it decodes and scores
+π_ref on the training prompts instead and writes each prompt's mean reward
+(`alol.models.prompt_values`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from alol.fingerprint import fingerprint_of, fingerprint_records, json_sha256
 from alol.models.prompt_values import (
     VALUES_FILE,
     mean_per_prompt,
+    per_prompt_report,
     prompt_values_model,
     save_prompt_values,
 )
@@ -31,6 +33,7 @@ from alol.pipeline.decoding import decode_and_score
 from alol.pipeline.inputs import (
     StageInputs,
     load_model_for_inference,
+    load_tokenizer,
     render,
     stage_inputs,
     unique_prompts,
@@ -115,10 +118,14 @@ def _run_per_prompt_values(cfg: PipelineConfig) -> Path:
     out = cfg.root / "value"
     inputs = stage_inputs(cfg, training=False, decoding=True)
     dtype = configured_reference_dtype(cfg)
+    tokenizer = load_tokenizer(inputs.reference)
+    # the prompts as the advantage stage looks them up (a chat template can change them), in
+    # an order that the data file's order does not change
+    rendered = sorted({render(cfg, p, tokenizer) for p in unique_prompts(inputs.train_pairs)})
     fingerprint = fingerprint_of(
         "value",
         inputs.reference_fingerprint,
-        json_sha256(unique_prompts(inputs.train_pairs)),
+        json_sha256(rendered),
         {**_decoded_targets(cfg, inputs), "estimate": "per_prompt"},
         tokenization(cfg),
         dtype,
@@ -152,19 +159,6 @@ def _run_per_prompt_values(cfg: PipelineConfig) -> Path:
         out / VALUES_FILE,
     )
     return out
-
-
-def per_prompt_report(values: dict[str, float], samples_per_prompt: int) -> dict:
-    """What `value_metrics.json` says of per-prompt values: how many, their level and spread."""
-    numbers = list(values.values())
-    return {
-        "estimate": "per_prompt",
-        "targets_from": "reference samples",
-        "n_prompts": len(numbers),
-        "samples_per_prompt": samples_per_prompt,
-        "mean": statistics.fmean(numbers),
-        "sd_across_prompts": statistics.stdev(numbers) if len(numbers) > 1 else 0.0,
-    }
 
 
 def _decoded_targets(cfg: PipelineConfig, inputs: StageInputs) -> dict:
@@ -227,9 +221,15 @@ def _sampled_targets(inputs: StageInputs, model, tokenizer, records: list, which
     cfg = inputs.cfg
     reward = inputs.load_reward()
     if reward is None:
+        fallback = (
+            "or --value-from-data to fit V on the stored rewards (an approximation)"
+            if cfg.value_estimate == "head"
+            else "or --value-estimate head --value-from-data to fit a value head on the stored "
+            "rewards (an approximation)"
+        )
         raise AlolError(
-            "`alol value` needs a reward function (--reward) to score the reference's samples, "
-            "or --value-from-data to fit V on the stored rewards (an approximation)."
+            "`alol value` needs a reward function (--reward, or --reward-model to fit one) to "
+            f"score the reference's samples, {fallback}."
         )
     prompts = [render(cfg, p, tokenizer) for p in unique_prompts(records)]
     k = cfg.value_samples
@@ -251,10 +251,9 @@ def _sampled_targets(inputs: StageInputs, model, tokenizer, records: list, which
     return flat_prompts, targets, samples
 
 
-def refuse_mostly_empty_samples(
-    prompts: list[str], responses: list[str], which: str = "validation"
-) -> None:
-    """V fitted on the reward of saying nothing would make every data response look good."""
+def refuse_mostly_empty_samples(prompts: list[str], responses: list[str], which: str) -> None:
+    """V fitted on (or averaged from) the reward of saying nothing would make every data
+    response look good."""
     empty = [i for i, response in enumerate(responses) if not response.strip()]
     if len(empty) * 2 > len(responses):
         raise AlolError(
