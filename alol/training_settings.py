@@ -27,8 +27,9 @@ class TrainingSettings:
         False,
         "Draw in passes over the training examples (each example once per pass, the order "
         "drawn ∝ its weight) instead of with replacement: the same priority where the budget "
-        "is far below one pass, and no example drawn dozens of times on a small dataset.",
-        ("train",),
+        "is far below one pass, and no example drawn dozens of times on a small dataset. "
+        "π_ref's SFT draws so too (uniformly), so turning it on trains another π_ref.",
+        ("sft", "train"),
     )
     balance_groups: bool = option(
         False,
