@@ -642,3 +642,22 @@ def test_objectives_of_the_reward_alone_train_beside_per_prompt_values_of_other_
     more = ["--train-data", str(write_jsonl(tmp_path / "more.jsonl", rows))]
     assert main(["train", config, *args, *more, "--objective", "wbc", "--max-steps", "1"]) == 0
     assert main(["train", config, *args, *more, "--objective", "a_lol", "--max-steps", "1"]) == 2
+
+
+def test_per_prompt_values_average_several_sampled_answers(workspace, tiny_llama_dir):
+    config = str(workspace["config"])
+    reward = workspace["run"].parent / "by_topic.py"
+    reward.write_text(BY_TOPIC_AND_LENGTH)
+    args = ["--reference", str(tiny_llama_dir), "--value-estimate", "per_prompt"]
+    args += ["--reward", f"{reward}:by_topic_and_length", "--value-samples", "3"]
+    assert main(["value", config, *args]) == 0
+    value_dir = workspace["run"] / "value"
+    samples = [
+        json.loads(line) for line in (value_dir / "value_samples.jsonl").read_text().splitlines()
+    ]
+    values = json.loads((value_dir / "prompt_values.json").read_text())["values"]
+    by_prompt: dict[str, list[float]] = {}
+    for sample in samples:
+        by_prompt.setdefault(sample["prompt"], []).append(sample["reward"]["total"])
+    assert len(samples) == 3 * len(values) == 18
+    assert values == pytest.approx({p: float(np.mean(r)) for p, r in by_prompt.items()})
