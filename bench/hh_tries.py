@@ -97,6 +97,9 @@ TRIES = {
     "seq_harmless_gated": Try(("a_lol_seq",), gated=True),
     "seq_harmless_gated_balanced": Try(("a_lol_seq",), {"balance_groups": True}, gated=True),
     "seq_per_prompt_value": Try(("a_lol_seq",), {"value_estimate": "per_prompt"}, gated=True),
+    "seq_per_prompt_value_4": Try(
+        ("a_lol_seq",), {"value_estimate": "per_prompt", "value_samples": 4}, gated=True
+    ),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
 the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
@@ -126,7 +129,10 @@ weight for 32% of the answers (82% of them with A > 0, V(x) missing part of the 
 puts between the two kinds of prompt). "seq_per_prompt_value" takes V(x) under the gated
 reward from π_ref's own answer to each training prompt (`value_estimate: per_prompt`) instead
 of a head fitted on 180 validation prompts, whose held-out MSE the gate's step raised from
-0.020 to 0.051: A then says whether the human's answer beats π_ref's on that very prompt."""
+0.020 to 0.051: A then says whether the human's answer beats π_ref's on that very prompt.
+"seq_per_prompt_value_4" averages 4 sampled answers per prompt instead of the greedy one: on
+the demo task greedy per-prompt values trained worse than the head and 4 samples as well as it
+(`bench.value_estimates`)."""
 SHARED_STAGES = ("sft", "value", "advantage")
 DRAWS_ONLY = ("sampling", "sample_in_passes", "balance_groups")
 """Settings that a try changes for its objectives' draws alone. alol's trainer applies
