@@ -554,7 +554,9 @@ def test_unknown_sampling_lists_the_choices():
 
 def test_no_positive_advantage_says_what_to_check():
     table = make_table([0.1, 0.2], [0.5, 0.5])
-    with pytest.raises(NoPositiveAdvantageError, match=r"none of the 2 .* V was estimated with the same reward"):
+    with pytest.raises(
+        NoPositiveAdvantageError, match=r"none of the 2 .* V was estimated with the same reward"
+    ):
         select_training_examples(table, positive_only=True, sampling="advantage")
 
 

@@ -73,6 +73,9 @@ def value_estimate(
         if needs_value:
             raise AlolError(_no_estimate_message(value_dir, per_prompt))
         return None, None, None
+    # loaded first: a damaged file says so, before the record of its model is read
+    head = None if per_prompt else load_value_head(value_dir)
+    values = load_prompt_values(value_dir) if per_prompt else None
     made_for = prompt_values_model(value_dir) if per_prompt else value_head_model(value_dir)
     check_made_for(
         f"the {'per-prompt values' if per_prompt else 'value head'} in {value_dir}",
@@ -81,9 +84,8 @@ def value_estimate(
         inputs.reference_fingerprint,
         "run `alol value` again on this reference with this config (or `alol run`)",
     )
-    if not per_prompt:
-        return load_value_head(value_dir), None, file_sha256(saved)  # a damaged one says so
-    values = load_prompt_values(value_dir)
+    if values is None:
+        return head, None, file_sha256(saved)
     tokenizer = load_tokenizer(inputs.reference)
     prompts = [render(inputs.cfg, record.prompt, tokenizer) for record in records]
     if not needs_value and not covers(values, prompts):
