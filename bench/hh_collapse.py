@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from dataclasses import replace
@@ -41,7 +40,14 @@ from alol.data.table import AdvantageTable
 from alol.method.leftover import budget_steps, length_neutral, response_words
 from alol.method.sampling import PrioritySampler
 from alol.pipeline.tables import joined
+from bench.answer_kinds import (
+    SHORT_MAX_WORDS,
+    is_clarifying_question,
+    is_evasive,
+    words,
+)
 from bench.common import commit, write_results
+from bench.hh_collapse_report import markdown
 from bench.hh_smollm2 import (
     FULL,
     QUICK,
@@ -52,15 +58,8 @@ from bench.hh_smollm2 import (
     subset_of,
     trained_records,
 )
+from bench.hh_tries import TRIES, tries_folder
 
-EVASIVE = re.compile(
-    r"sorry|not sure what you mean|i don.t understand|what do you mean|i.m not sure|i don.t know",
-    re.I,
-)
-EVASIVE_MAX_WORDS = 15
-SHORT_MAX_WORDS = 8
-QUESTION_MAX_WORDS = 25
-"""A clarifying question: an answer of at most this many words that ends by asking back."""
 SAMPLINGS = {
     "∝ A (paper)": (1.0, False),
     "∝ A in passes": (1.0, True),
@@ -69,18 +68,6 @@ SAMPLINGS = {
 }
 """Sampling weight A^exponent over the positive-advantage examples, and whether the draw goes
 in passes (`sample_in_passes`) instead of with replacement."""
-
-
-def words(text: str) -> int:
-    return len(text.split())
-
-
-def is_evasive(text: str) -> bool:
-    return words(text) <= EVASIVE_MAX_WORDS and bool(EVASIVE.search(text))
-
-
-def is_clarifying_question(text: str) -> bool:
-    return words(text) <= QUESTION_MAX_WORDS and text.rstrip().endswith("?")
 
 
 def draws(advantage: np.ndarray, sampling: tuple[float, bool], count: int, seed: int) -> np.ndarray:
@@ -187,8 +174,12 @@ def by_subset(texts, advantage, subsets, counts_by_sampling) -> dict:
 
 
 def value_errors(run_dir: Path) -> dict:
-    """R(π_ref's answer) − V(x) on the held-out validation prompts, by answer length."""
+    """R(π_ref's answer) − V(x) on the held-out validation prompts, by answer length; for
+    per-prompt values, which have no fit error on the training prompts, their level and
+    spread."""
     metrics = json.loads((run_dir / "value" / "value_metrics.json").read_text())
+    if metrics.get("estimate") == "per_prompt":
+        return metrics
     samples = [json.loads(line) for line in (run_dir / "value" / "value_samples.jsonl").open()]
     rows = [
         (words(samples[i]["response"]), target - prediction)
@@ -226,10 +217,25 @@ def clip_fractions(run_dir: Path) -> dict:
     return found
 
 
+def measured_table(run_dir: Path) -> AdvantageTable:
+    """The advantage table the run's advantage stage last wrote its stats of (the folder caches
+    one per set of inputs; a try's folder holds its seed's too)."""
+    folder = run_dir / "advantage"
+    named = json.loads((folder / "advantage_stats.json").read_text()).get("table")
+    if named is not None:
+        return AdvantageTable.load(folder / named)
+    tables = sorted(folder.glob("advantages-*.safetensors"))
+    if len(tables) != 1:
+        raise SystemExit(
+            f"{folder} holds {len(tables)} advantage tables and its stats name none (an alol "
+            "before they did): run the advantage stage again there to name its table"
+        )
+    return AdvantageTable.load(tables[0])
+
+
 def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> dict:
     records = trained_records(cfg)
-    table_file = next((seed_dir / "advantage").glob("advantages-*.safetensors"))
-    table = joined(records, AdvantageTable.load(table_file))
+    table = joined(records, measured_table(seed_dir))
     texts = [r.response for r in records]
     subsets = [subset_of(r) for r in records]
     advantage = table.advantage
@@ -262,115 +268,6 @@ def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def markdown(result: dict) -> str:
-    lines = [
-        f"# Why A-LoL turns evasive on HH: measurements of seed {result['seed']}",
-        "",
-        f"`python -m bench.hh_collapse {' '.join(result['arguments'])}` at commit "
-        f"{result['commit']}, on the judged HH benchmark's seed {result['seed']} (π_ref, V and "
-        f"the advantages). Every figure is of the {advantage_name(result)}; A-LoL trains "
-        f"{result['a_lol_steps']} steps × {result['batch_size']} draws.",
-        "",
-        "## Draws over the positive-advantage examples",
-        "",
-        "| sampling | positives | drawn at least once | most draws of one | draws on top 1% | on top 10% | effective examples |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, d in result["draws"].items():
-        lines.append(
-            f"| {name} | {d['positives']} | {d['unique_drawn']} | {d['max_draws_of_one_example']} "
-            f"| {d['share_of_draws_on_top_1pct']:.0%} | {d['share_of_draws_on_top_10pct']:.0%} "
-            f"| {d['effective_examples']:.0f} |"
-        )
-    lines += [
-        "",
-        "## What the top-advantage answers are",
-        "",
-        "| data | answers | A > 0 | evasive: all / positive / top 10% | short (< 8 words): all / positive / top 10% | words: all / top 10% |",
-        "|---|---|---|---|---|---|",
-    ]
-    for label, key in (
-        ("with helpful-online", "answers_with_online"),
-        ("without", "answers_without_online"),
-    ):
-        a = result[key]
-        lines.append(
-            f"| {label} | {a['all']['count']} | {a['fraction_positive']:.0%} | "
-            f"{a['all']['evasive_share']:.1%} / {a['positive']['evasive_share']:.1%} / "
-            f"{a['top_10pct']['evasive_share']:.1%} | {a['all']['short_share']:.0%} / "
-            f"{a['positive']['short_share']:.0%} / {a['top_10pct']['short_share']:.0%} | "
-            f"{a['all']['mean_words']:.0f} / {a['top_10pct']['mean_words']:.0f} |"
-        )
-    lines += [
-        "",
-        "## Where the advantage sits, by subset",
-        "",
-        "Gradient weight: the subset's share of draws × A, for each sampling ("
-        + " / ".join(result["draws"])
-        + f"). A clarifying question: at most {QUESTION_MAX_WORDS} words, ending with a "
-        "question mark.",
-        "",
-        "| subset | data | A > 0 | mean A | top 10% by A | gradient weight | its top 10%: evasive / clarifying questions | clarifying questions in all its answers |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for subset, b in result["by_subset"].items():
-        weight = " / ".join(f"{share:.0%}" for share in b["share_of_gradient_weight"].values())
-        lines.append(
-            f"| {subset} | {b['share_of_data']:.0%} | {b['fraction_positive']:.0%} | "
-            f"{b['mean_advantage']:+.3f} | {b['share_of_top_10pct']:.0%} | "
-            f"{weight} | {_share(b['evasive_share_of_its_top'])} / "
-            f"{_share(b['question_share_of_its_top'])} | {b['question_share_of_all']:.0%} |"
-        )
-    weight = result["gradient_weight_on_evasive"]
-    advantage = result["mean_advantage"]
-    value = result["value_error"]
-    lines += [
-        "",
-        "## The A² weighting",
-        "",
-        "Share of the gradient weight (draws × A) on evasive templates: "
-        + ", ".join(f"{name} {share:.1%}" for name, share in weight.items())
-        + ".",
-        "",
-        "## V's error and the advantage by answer length",
-        "",
-        f"Mean A: short answers {_signed(advantage['short_answers'])}, long "
-        f"{_signed(advantage['long_answers'])}, evasive {_signed(advantage['evasive_answers'])}. "
-        f"On {value['heldout_prompts']} held-out "
-        f"validation prompts, R − V(x) for π_ref's short answers "
-        f"{_signed(value['mean_error_short_answers'])} ({value['short_answers']} of them), long "
-        f"{_signed(value['mean_error_long_answers'])}; V's held-out explained variance "
-        f"{value['explained_variance']:.3f}.",
-        "",
-        f"V's level: its mean error there (R − V) {_signed(value['mean_error'])}; V's mean on "
-        f"the training prompts {result['mean_value_on_training_prompts']:.3f}, against a mean "
-        f"reward of {value['mean_reward_of_reference_answers']:.3f} for π_ref's answers to "
-        f"the validation prompts it was fitted on.",
-        "",
-    ]
-    if result["clip_fraction"]:
-        lines += ["## Importance-weight clip fraction (trained runs)", ""]
-        for name, points in result["clip_fraction"].items():
-            lines.append(f"- {name}: " + ", ".join(f"step {s}: {f:.0%}" for s, f in points))
-        lines.append("")
-    return "\n".join(lines)
-
-
-def advantage_name(result: dict) -> str:
-    """Which A the figures are of, as the markdown names it."""
-    if result["length_neutral_advantage"]:
-        return "length-neutral A (`length_neutral_advantage`)"
-    return "paper's A"
-
-
-def _share(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
-
-
-def _signed(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.3f}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/hh_smollm2")
@@ -384,17 +281,31 @@ def main() -> int:
     parser.add_argument(
         "--results", help="name of the results files (hh_collapse, hh_collapse_quick with --quick)"
     )
+    parser.add_argument(
+        "--try",
+        dest="try_name",
+        choices=TRIES,
+        help="measure this try's run on the seed (`bench.hh_tries`) instead of the seed's own",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     out = Path(args.out) / ("quick" if args.quick else "judged")
     paths = split_data(out, sizes, quick=args.quick)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, args.quick)
     seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, [])
+    run_dir = out / f"seed{args.seed}"
+    if args.try_name:
+        run_dir = tries_folder(out, args.seed) / args.try_name
+        seed_cfg = replace(seed_cfg, **TRIES[args.try_name].overrides)
     if args.paper_advantage:
         seed_cfg = replace(seed_cfg, length_neutral_advantage=False)
-    result = measure(out / f"seed{args.seed}", seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
+    result = measure(run_dir, seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
     result.update(
-        commit=commit(), batch_size=cfg.batch_size, seed=args.seed, arguments=sys.argv[1:]
+        commit=commit(),
+        batch_size=cfg.batch_size,
+        seed=args.seed,
+        arguments=sys.argv[1:],
+        measured=args.try_name,
     )
     name = args.results or ("hh_collapse_quick" if args.quick else "hh_collapse")
     write_results(name, result, markdown(result))

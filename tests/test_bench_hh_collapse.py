@@ -4,7 +4,8 @@ sit, and which kinds of answer make up each subset's top-advantage examples."""
 import numpy as np
 import pytest
 
-from bench.hh_collapse import by_subset, is_clarifying_question
+from bench.answer_kinds import is_clarifying_question
+from bench.hh_collapse import by_subset
 
 
 def test_a_clarifying_question_is_a_short_answer_that_asks_back():

@@ -170,8 +170,9 @@ def test_training_uses_exactly_the_positive_advantage_examples(workspace):
     assert main(["sft", config]) == 0
     assert main(["value", config]) == 0
     assert main(["advantage", config]) == 0
-    table_file = next((workspace["run"] / "advantage").glob("advantages-*.safetensors"))
-    table = AdvantageTable.load(table_file)
+    advantage_dir = workspace["run"] / "advantage"
+    stats = json.loads((advantage_dir / "advantage_stats.json").read_text())
+    table = AdvantageTable.load(advantage_dir / stats["table"])  # the table the stats are of
     cfg = PipelineConfig(**yaml.safe_load(workspace["config"].read_text()))
     inputs = stage_inputs(cfg)
     training = training_set(inputs, get_objective("a_lol"))

@@ -12,7 +12,7 @@ import numpy as np
 
 from alol.atomic import write_json, write_text
 from alol.data.records import Prompt, RewardRecord
-from alol.data.table import AdvantageTable
+from alol.data.table import AdvantageTable, cache_path
 from alol.method.leftover import length_neutral, response_words
 from alol.reports.collapse import short_text
 from alol.reports.metrics import formatted
@@ -300,6 +300,8 @@ def write_advantage_report(
     groups = [record.group for record in records]
     words = response_words([record.response for record in records])
     stats = advantage_stats(table, max_response_length, groups, words)
+    if table.key:  # the folder caches a table per set of inputs: the one these stats are of
+        stats["table"] = cache_path(directory, table.key).name
     write_json(directory / "advantage_stats.json", stats)
     plot_advantage_histogram(table, stats["fraction_positive"], directory / "advantage_hist.png")
     answers = top_advantage_answers(table, records)
