@@ -76,9 +76,10 @@ def markdown(result: dict) -> str:
         "",
         *value_lines(result),
     ]
-    if result["clip_fraction"]:
+    logged = {name: points for name, points in result["clip_fraction"].items() if points}
+    if logged:
         lines += ["## Importance-weight clip fraction (trained runs)", ""]
-        for name, points in result["clip_fraction"].items():
+        for name, points in logged.items():
             lines.append(f"- {name}: " + ", ".join(f"step {s}: {f:.0%}" for s, f in points))
         lines.append("")
     return "\n".join(lines)
@@ -109,7 +110,7 @@ def value_lines(result: dict) -> list[str]:
         f"validation prompts, R − V(x) for π_ref's short answers "
         f"{_signed(value['mean_error_short_answers'])} ({value['short_answers']} of them), long "
         f"{_signed(value['mean_error_long_answers'])}; V's held-out explained variance "
-        f"{value['explained_variance']:.3f}.",
+        f"{_plain(value['explained_variance'])}.",
         "",
         f"V's level: its mean error there (R − V) {_signed(value['mean_error'])}; V's mean on "
         f"the training prompts {result['mean_value_on_training_prompts']:.3f}, against a mean "
@@ -134,6 +135,10 @@ def advantage_name(result: dict) -> str:
 
 def _share(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
+
+
+def _plain(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _signed(value: float | None) -> str:
