@@ -20,6 +20,8 @@ files) and is evaluated, judged and audited on the validation prompts.
   in its own reward's units (the judges are the same for every try).
 - A try that weighs the training reward's harmlessness term otherwise (0: none) refits V and
   the advantages under its sum.
+- A try that changes how V(x) is estimated (`value_estimate`, `value_samples`) makes its own
+  V and advantages on the seed's π_ref.
 - A try that changes nothing evaluates the seed's own training of its objectives.
 
 Every try is judged by the benchmark's judges, whose harmlessness judge learned from the half
