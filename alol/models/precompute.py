@@ -17,7 +17,6 @@ from alol.data.table import AdvantageTable
 from alol.data.tokenize import render_prompt
 from alol.errors import DataError
 from alol.fingerprint import record_hashes
-from alol.models.prompt_values import values_of
 from alol.models.reference import (
     ReferenceConfig,
     gather_by_prompt_group,
@@ -56,18 +55,17 @@ def compute_advantages(
     config: AdvantageConfig,
     value_head: ValueHead | None = None,
     reward: Reward | None = None,
-    prompt_values: dict[str, float] | None = None,
+    values: Sequence[float] | None = None,
 ) -> AdvantageTable:
     """One pass of the frozen reference model over the training pairs: log-probs, V(x), R, A.
 
     Rewards come from `reward` (all components kept) when given, else from each record's
-    stored reward. V(x) is looked up in `prompt_values` (rendered prompt → V, made by
-    `alol value` with `value_estimate: per_prompt`) when given; else, with a value head, it is
-    read off the same forward pass that scores the response (`alol.models.reference`); without
-    either V(x) = 0, which is what objectives that use the reward alone (`wbc`, `r_lol`, …)
-    need. Under several processes (`accelerate launch`),
-    each process scores whole prompt groups (`gather_by_prompt_group`) and every process
-    returns the whole table, in record order.
+    stored reward. V(x) is taken from `values`, one per record, when given (per-prompt values
+    of `value_estimate: per_prompt`); else, with a value head, it is read off the same forward
+    pass that scores the response (`alol.models.reference`); without either V(x) = 0, which is
+    what objectives that use the reward alone (`wbc`, `r_lol`, …) need. Under several
+    processes (`accelerate launch`), each process scores whole prompt groups
+    (`gather_by_prompt_group`) and every process returns the whole table, in record order.
     """
     if not records:
         raise ValueError("no training records to compute advantages for")
@@ -76,9 +74,6 @@ def compute_advantages(
         _check_stored_rewards(records)
     prompts = [render_prompt(r.prompt, tokenizer, config.string_prompts) for r in records]
     responses = [record.response for record in records]
-    looked_up = None
-    if prompt_values is not None:
-        looked_up = values_of(prompts, prompt_values, [record.source for record in records])
 
     def compute(indices: list[int]) -> list[tuple[dict[str, float], float, np.ndarray]]:
         part_prompts = [prompts[i] for i in indices]
@@ -89,12 +84,11 @@ def compute_advantages(
             scores = _score(
                 reward, [records[i] for i in indices], part_prompts, part_responses, config
             )
-        token_logps, values = reference_pass(
+        token_logps, head_values = reference_pass(
             model, tokenizer, part_prompts, part_responses, value_head, config
         )
-        if looked_up is not None:
-            values = [looked_up[i] for i in indices]
-        return list(zip(scores, values, token_logps, strict=True))
+        read = head_values if values is None else [values[i] for i in indices]
+        return list(zip(scores, read, token_logps, strict=True))
 
     results = gather_by_prompt_group(prompts, config.share_prompts, compute)
     scores = [s for s, _, _ in results]

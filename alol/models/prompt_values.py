@@ -71,16 +71,9 @@ def covers(values: dict[str, float], prompts: Sequence[str]) -> bool:
 def values_of(
     prompts: Sequence[str], values: dict[str, float], sources: Sequence[str]
 ) -> list[float]:
-    """V(x) of each training record's rendered prompt (`refuse_uncovered` first)."""
-    refuse_uncovered(values, prompts, sources)
-    return [values[prompt] for prompt in prompts]
-
-
-def refuse_uncovered(
-    values: dict[str, float], prompts: Sequence[str], sources: Sequence[str]
-) -> None:
-    """Refuse a prompt π_ref did not answer when the values were made (the training data or
-    the prompts' rendering changed since `alol value`), naming its record."""
+    """V(x) of each training record's rendered prompt, refused for a prompt π_ref did not
+    answer when the values were made (the training data or the prompts' rendering changed
+    since `alol value`), naming its record."""
     for prompt, source in zip(prompts, sources, strict=True):
         if prompt not in values:
             where = f" ({source})" if source else ""
@@ -89,6 +82,7 @@ def refuse_uncovered(
                 f"prompts when the values were made ({prompt[-120:]!r} is not among them). Run "
                 "`alol value` again with this config, or `alol run`."
             )
+    return [values[prompt] for prompt in prompts]
 
 
 def _is_number(value: object) -> bool:

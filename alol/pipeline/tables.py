@@ -20,7 +20,7 @@ from alol.models.prompt_values import (
     covers,
     load_prompt_values,
     prompt_values_model,
-    refuse_uncovered,
+    values_of,
 )
 from alol.models.reference import gather_by_prompt_group, prepare_reference, reference_pass
 from alol.models.value_io import WEIGHTS_FILE, load_value_head, value_head_model
@@ -40,7 +40,7 @@ def advantage_table(
     A-LoL objectives, V = 0 would call every rewarded response better than π_ref's own.
     """
     ref = inputs.reference
-    head, prompt_values, value_fp = value_estimate(inputs, records, needs_value)
+    head, values, value_fp = value_estimate(inputs, records, needs_value)
     config = advantage_config(inputs.cfg)
     key = cache_key(
         inputs.reference_fingerprint,
@@ -55,17 +55,17 @@ def advantage_table(
             ref, config.reference_dtype, config.load_in_4bit
         )
         reward = inputs.load_reward()
-        return compute_advantages(model, tokenizer, records, config, head, reward, prompt_values)
+        return compute_advantages(model, tokenizer, records, config, head, reward, values)
 
     return load_or_compute(inputs.cfg.root / "advantage", key, compute)
 
 
 def value_estimate(
     inputs: StageInputs, records: list[RewardRecord], needs_value: bool
-) -> tuple[ValueHead | None, dict[str, float] | None, str | None]:
-    """(the value head, the per-prompt values, the fingerprint of their file): the estimate
-    the config names, checked to be made for π_ref and, for per-prompt values, to hold every
-    record's prompt before π_ref loads. (None, None, None) where V(x) = 0 will do."""
+) -> tuple[ValueHead | None, list[float] | None, str | None]:
+    """(the value head, or each record's per-prompt value; the fingerprint of their file):
+    the estimate the config names, checked to be made for π_ref, per-prompt values looked up
+    before π_ref loads. (None, None, None) where V(x) = 0 will do."""
     value_dir = inputs.cfg.root / "value"
     per_prompt = inputs.cfg.value_estimate == "per_prompt"
     saved = value_dir / (VALUES_FILE if per_prompt else WEIGHTS_FILE)
@@ -90,8 +90,7 @@ def value_estimate(
     prompts = [render(inputs.cfg, record.prompt, tokenizer) for record in records]
     if not needs_value and not covers(values, prompts):
         return None, None, None  # values of other prompts: objectives of R alone take V = 0
-    refuse_uncovered(values, prompts, [record.source for record in records])
-    return None, values, file_sha256(saved)
+    return None, values_of(prompts, values, [r.source for r in records]), file_sha256(saved)
 
 
 def _no_estimate_message(value_dir: Path, per_prompt: bool) -> str:
