@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from alol.cli import main
+from alol.demo.tiny_models import build_tiny_model, save_tiny
 from alol.errors import AlolError
 from alol.pipeline.reward_model_stage import fingerprinted_settings
 from alol.reports.metrics import HeldOutAgreement
@@ -22,6 +23,7 @@ from alol.rewards.classifier import SETTINGS_FILE, fitted_agreement
 from alol.rewards.reward_model import (
     RewardModelConfig,
     ScoredResponse,
+    load_backbone,
     reward_model_data,
 )
 from alol.rewards.reward_model_metrics import label_metrics, off_prompt_accuracy
@@ -262,20 +264,28 @@ def test_off_prompt_accuracy_never_pairs_an_answer_with_its_own_prompt():
     assert not seen
 
 
-SETTINGS_BEFORE_THE_OFF_PROMPT_LOSS = (
-    "backbone", "targets", "epochs", "learning_rate", "batch_size", "max_length",
-    "holdout_fraction", "seed", "bf16", "adapter",
-)  # fmt: skip
-"""The reward model's settings, as fingerprinted by the runs fitted before the loss existed."""
+def test_a_reward_model_fitted_with_the_backbones_dropout_is_fitted_again():
+    """Every setting keys a fit, and so does the backbone's dropout being off."""
+    config = RewardModelConfig(backbone="minilm", inputs="pair", off_prompt_weight=1.0)
+
+    assert fingerprinted_settings(config) == {**asdict(config), "backbone_dropout": False}
 
 
-def test_a_reward_model_fitted_before_the_off_prompt_loss_existed_is_kept_while_it_is_off():
-    """Its fingerprint holds the settings it had then; the loss's weight joins them once set."""
-    off = RewardModelConfig(backbone="minilm")
-    on = RewardModelConfig(backbone="minilm", off_prompt_weight=1.0)
+def test_the_backbone_fits_without_dropout_and_an_adapter_keeps_its_own(tmp_path, tiny_tokenizer):
+    """Two passes in training mode score alike; LoRA's dropout is the user's `lora_dropout`."""
+    backbone = build_tiny_model(tiny_tokenizer, architecture="gpt2")
+    assert backbone.config.attn_pdrop > 0, "GPT-2's attention has dropout to switch off"
+    save_tiny(backbone, tiny_tokenizer, tmp_path)
+    inputs = tiny_tokenizer(["Tell me about tea.", "No."], padding=True, return_tensors="pt")
 
-    assert sorted(fingerprinted_settings(off)) == sorted(SETTINGS_BEFORE_THE_OFF_PROMPT_LOSS)
-    assert fingerprinted_settings(on) == {k: v for k, v in asdict(on).items() if k != "inputs"}
+    model, _ = load_backbone(RewardModelConfig(backbone=str(tmp_path)))
+    model.train()
+
+    assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+    adapter = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.3, "target_modules": ["c_attn"]}
+    with_lora, _ = load_backbone(RewardModelConfig(backbone=str(tmp_path), adapter=adapter))
+    kept = {m.p for m in with_lora.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0}
+    assert kept == {0.3}
 
 
 def test_off_prompt_negatives_are_other_prompts_answers_from_the_same_batch():
@@ -459,10 +469,3 @@ def test_an_off_prompt_weight_for_a_model_of_the_prompt_alone_is_refused(
     assert main(["reward-model", str(config)]) == 2
 
     assert "reward_model_inputs='prompt'" in capsys.readouterr().err
-
-
-def test_a_reward_model_fitted_before_its_inputs_could_be_chosen_is_kept_while_they_are_auto():
-    config = RewardModelConfig(backbone="minilm")
-    assert "inputs" not in fingerprinted_settings(config)
-    chosen = fingerprinted_settings(RewardModelConfig(backbone="minilm", inputs="prompt"))
-    assert chosen["inputs"] == "prompt"

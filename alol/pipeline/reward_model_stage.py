@@ -55,15 +55,10 @@ FITS = {"preferences": "Bradley–Terry", "scores": "regression", "labels": "cla
 
 
 def fingerprinted_settings(config: RewardModelConfig) -> dict:
-    """The settings a fitted reward model is keyed on. The off-prompt loss and the inputs are
-    left out while at their defaults, as before those settings existed, so a reward model
-    fitted then is not fitted again for a setting it already had."""
-    settings = asdict(config)
-    if not config.off_prompt_weight:
-        del settings["off_prompt_weight"]
-    if config.inputs == "auto":
-        del settings["inputs"]
-    return settings
+    """The settings a fitted reward model is keyed on, and that its backbone fitted without
+    dropout: a model fitted with the backbone's dropout, before alol switched it off, is
+    fitted again."""
+    return {**asdict(config), "backbone_dropout": False}
 
 
 def check_answers(records: list) -> None:
