@@ -353,7 +353,7 @@ def load_backbone(config: RewardModelConfig):
 def without_dropout(model: nn.Module) -> nn.Module:
     """The model with every dropout layer off. A score that differs from pass to pass is noise
     in a loss that compares two scores, and on a CPU attention dropout keeps scaled-dot-product
-    attention off its fused kernel: a MiniLM fit step takes 2.7 times as long with it
+    attention off its fused kernel: a MiniLM fit step takes 2.6 times as long with it
     (bench/results/reward_model_dropout.md)."""
     for module in model.modules():
         if isinstance(module, nn.Dropout):
