@@ -201,8 +201,8 @@ class PipelineConfig(
     )
     save_steps: int = option(
         100,
-        "Checkpoint every this many steps.",
-        _TRAINING,
+        "Checkpoint every this many steps (a reward-model fit also at each epoch's end).",
+        (*_TRAINING, "reward-model"),
         check=at_least(1),
         affects_results=False,
     )
@@ -226,7 +226,9 @@ class PipelineConfig(
         ("train",),
     )
     resume: bool = option(
-        True, "Resume a stage from its last checkpoint when one exists.", _TRAINING
+        True,
+        "Resume a stage from its last checkpoint when one exists.",
+        (*_TRAINING, "reward-model"),
     )
 
     # --- judges and the reward-hacking audit (eval, and validation in train) ----------

@@ -118,6 +118,66 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_final_weights(
     assert steps == list(range(1, MAX_STEPS + 1)), "each step is logged once, none lost"
 
 
+def reward_model_config(tmp_path: Path, model_dir: Path) -> Path:
+    """Two epochs of 4 steps: 32 scored answers to 16 prompts in batches of 8 (4 prompts held
+    out), a checkpoint and a log line after every step."""
+    rows = [
+        {"prompt": f"Tell me about topic {i}?", "response": response, "reward": reward}
+        for i in range(20)
+        for response, reward in ((f" I am happy to help with topic {i}.", 1.0), (" No.", 0.0))
+    ]
+    data = tmp_path / "scored.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path = tmp_path / "reward_model.yaml"
+    settings = {
+        "model": str(model_dir),
+        "reward_model": str(model_dir),
+        "train_data": str(data),
+        "reward_model_epochs": 2,
+        "reward_model_batch_size": 8,
+        "reward_model_learning_rate": 3e-3,
+        "reward_model_max_length": 24,
+        "save_steps": 1,
+        "logging_steps": 1,
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_a_reward_model_fit_killed_mid_epoch_resumes_from_its_last_step(
+    tmp_path, tiny_llama_dir, caplog
+):
+    """Killed after step 3 of an epoch of 4, the fit resumes there, not at the epoch's start,
+    and ends with the model an uninterrupted fit gives."""
+    config = reward_model_config(tmp_path, tiny_llama_dir)
+    killed, uninterrupted = tmp_path / "killed", tmp_path / "uninterrupted"
+    fit = ["reward-model", str(config), "--run-dir"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "alol.cli", *fit, str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(killed / "reward_model/checkpoints/checkpoint-3", process)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the fit finished before the kill"
+
+    caplog.set_level("INFO")
+    assert main([*fit, str(killed)]) == 0
+    assert f"resuming from {killed / 'reward_model/checkpoints/checkpoint-3'}" in caplog.text
+    assert main([*fit, str(uninterrupted)]) == 0
+
+    logged = (killed / "reward_model/metrics.jsonl").read_text().splitlines()
+    assert [row["step"] for row in map(json.loads, logged) if "loss" in row] == list(range(1, 9))
+    resumed, whole = (
+        json.loads((run / "reward_model/metrics.json").read_text())["heldout_predictions"]
+        for run in (killed, uninterrupted)
+    )
+    torch.testing.assert_close(torch.tensor(resumed), torch.tensor(whole))
+
+
 def trainer_for(model_dir: Path, output_dir: Path, max_steps: int) -> AlolTrainer:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     examples = [

@@ -32,7 +32,7 @@ from alol.pipeline.inputs import (
 )
 from alol.pipeline.settings import reward_model_config, tokenization
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
-from alol.pipeline.trainer_setup import MetricsFileCallback, train_or_resume
+from alol.pipeline.trainer_setup import CheckpointEvery, MetricsFileCallback, train_or_resume
 from alol.provenance import model_record
 from alol.reports.metrics import agreement_of, formatted
 from alol.reports.plots import plot_reward_model_fit
@@ -113,7 +113,10 @@ def run_reward_model(cfg: PipelineConfig) -> Path:
             train_dataset=data.train,
             eval_dataset=data.heldout or None,
             processing_class=classifier_tokenizer,
-            callbacks=[MetricsFileCallback(out / "metrics.jsonl")],
+            callbacks=[
+                MetricsFileCallback(out / "metrics.jsonl"),
+                CheckpointEvery(cfg.save_steps),
+            ],
             targets=data.targets,
             inputs=inputs,
             max_length=config.max_length,

@@ -1,5 +1,6 @@
 """The trainer setup that the sft and train stages share: building `AlolTrainer` from the
-config, resuming or starting over, saving the final model, and the metrics file."""
+config, resuming or starting over, saving the final model, and the metrics file (the
+reward-model stage resumes, checkpoints and logs through the same helpers)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,19 @@ def build_trainer(
         callbacks=[MetricsFileCallback(stage_dir / "metrics.jsonl")],
         judges=judges,
     )
+
+
+class CheckpointEvery(TrainerCallback):
+    """Save every `steps` steps too, for a trainer that checkpoints only at epoch ends (a
+    reward-model fit, which picks its epoch on held-out data): a fit stopped mid-epoch
+    resumes from its last step checkpoint instead of the epoch's start."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.steps == 0:
+            control.should_save = True
 
 
 def train_or_resume(trainer: AlolTrainer, stage_dir: Path, resume: bool) -> None:
