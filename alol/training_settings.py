@@ -46,6 +46,14 @@ class TrainingSettings:
         "answers long. Off: the paper's A.",
         ("train",),
     )
+    disable_dropout: bool = option(
+        True,
+        "Switch the policy's own dropout off while it trains (LoRA keeps lora_dropout), as "
+        "TRL's DPO and KTO trainers do: π_ref's log-probs are taken without dropout, so "
+        "dropout in π_θ alone is noise in the importance weights and the preference margins. "
+        "Models without dropout (Llama, SmolLM2) train the same either way.",
+        ("sft", "train"),
+    )
     max_tokens_per_batch: int | None = option(
         None,
         "Token-budget micro-batches: as many examples as fit this many padded tokens (examples "

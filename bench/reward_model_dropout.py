@@ -21,7 +21,8 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification
 
-from alol.rewards.reward_model import backbone_path, without_dropout
+from alol.models.dropout import without_dropout
+from alol.rewards.reward_model import backbone_path
 from bench.common import device_name, write_results
 
 ROWS, LENGTH = 64, 256

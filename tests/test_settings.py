@@ -135,6 +135,7 @@ EXPECTED: dict[str, set[str]] = {
     "gradient_accumulation_steps": TRAINERS,
     "max_tokens_per_batch": OFFLINE,
     "sample_in_passes": OFFLINE,
+    "disable_dropout": OFFLINE,
     "learning_rate": TRAINERS,
     "lr_scheduler_type": TRAINERS,
     "warmup_steps": TRAINERS,

@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.config import PipelineConfig
 from alol.data.examples import sequences_of
+from alol.demo.tiny_models import build_tiny_model
 from alol.errors import DataError
 from alol.method.objectives import get_objective
 from alol.models.logprobs import response_token_logprobs, sequence_logprobs
@@ -198,3 +199,43 @@ def test_records_given_to_the_trainer_make_the_examples_the_pipeline_makes(
 
     assert [sequences_of(e) for e in trainer] == [sequences_of(e) for e in pipeline]
     assert weights == (None if training.weights is None else training.weights.tolist())
+
+
+def first_step_importance_weight(tmp_path, tokenizer, **options) -> float:
+    """a_lol's mean importance weight π_θ/π_ref over the first step, on a tiny GPT-2 (whose
+    layers have dropout): π_θ is still π_ref there."""
+    model = build_tiny_model(tokenizer, architecture="gpt2")
+    assert model.config.resid_pdrop > 0, "GPT-2 has dropout to switch off"
+    trainer = AlolTrainer(
+        model,
+        args(tmp_path, "a_lol", logging_steps=1, **options),
+        train_dataset=datasets.Dataset.from_list(reward_rows(with_advantage=True)),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    first_step = next(row for row in trainer.state.log_history if "loss" in row)
+    return first_step["importance_weight/mean"]
+
+
+def test_the_policy_trains_without_its_dropout_so_its_first_importance_weight_is_one(
+    tmp_path, tiny_tokenizer
+):
+    """π_ref's log-probs are taken without dropout; π_θ's in training mode must be too."""
+    assert first_step_importance_weight(tmp_path, tiny_tokenizer) == pytest.approx(1.0, abs=1e-5)
+    kept = first_step_importance_weight(tmp_path, tiny_tokenizer, disable_dropout=False)
+    assert kept != pytest.approx(1.0, abs=1e-3), "the model's own dropout is noise in the weight"
+
+
+def test_an_adapter_keeps_its_lora_dropout_while_the_model_loses_its_own(tmp_path, tiny_tokenizer):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules=["c_attn"])
+    trainer = AlolTrainer(
+        build_tiny_model(tiny_tokenizer, architecture="gpt2"),
+        args(tmp_path, "nll"),
+        processing_class=tiny_tokenizer,
+        peft_config=lora,
+    )
+
+    kept = {m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0}
+    assert kept == {0.3}

@@ -62,6 +62,9 @@ def trainer_kwargs(
         max_tokens_per_batch=cfg.max_tokens_per_batch,
         # named only when on, so runs finished before the setting existed stay up to date
         **({"sample_in_passes": True} if cfg.sample_in_passes else {}),
+        # named only when off, so runs finished before it existed stay up to date: they differ
+        # only for a model with dropout (GPT-2), which none of alol's recipes trains
+        **({} if cfg.disable_dropout else {"disable_dropout": False}),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_steps,

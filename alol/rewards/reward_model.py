@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -47,6 +46,7 @@ from alol.data.conversions import to_preference_records
 from alol.data.records import PreferenceRecord, RankedRecord, RewardRecord
 from alol.data.splits import held_out_count, split_by_prompt
 from alol.errors import AlolError
+from alol.models.dropout import without_dropout
 from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
 from alol.setting_checks import ConfigError, same_as
 from alol.train.checkpoints import AtomicCheckpoints
@@ -348,17 +348,6 @@ def load_backbone(config: RewardModelConfig):
 
             model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **config.adapter))
     return model, tokenizer
-
-
-def without_dropout(model: nn.Module) -> nn.Module:
-    """The model with every dropout layer off. A score that differs from pass to pass is noise
-    in a loss that compares two scores, and on a CPU attention dropout keeps scaled-dot-product
-    attention off its fused kernel: a MiniLM fit step takes 2.6 times as long with it
-    (bench/results/reward_model_dropout.md)."""
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model
 
 
 def save_reward_model(model, tokenizer, directory: Path, settings: dict[str, Any]) -> Path:

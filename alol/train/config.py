@@ -43,6 +43,7 @@ class AlolConfig(TrainingArguments):
     sample_in_passes: bool = same_as(TrainingSettings, "sample_in_passes")
     balance_groups: bool = same_as(TrainingSettings, "balance_groups")
     length_neutral_advantage: bool = same_as(TrainingSettings, "length_neutral_advantage")
+    disable_dropout: bool = same_as(TrainingSettings, "disable_dropout")
     max_tokens_per_batch: int | None = same_as(TrainingSettings, "max_tokens_per_batch")
     packing: bool = same_as(TrainingSettings, "packing")
     pad_to_multiple_of: int | None = same_as(TrainingSettings, "pad_to_multiple_of")

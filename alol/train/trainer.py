@@ -56,6 +56,7 @@ from alol.method.batches import ObjectiveOutput, objective_batch
 from alol.method.objectives import Objective, get_objective
 from alol.method.sampling import BlockSampler, PrioritySampler
 from alol.models.compilation import compile_decoder_layers
+from alol.models.dropout import without_dropout
 from alol.models.generate import GenerationConfig
 from alol.models.logprobs import (
     packed_response_token_logprobs,
@@ -104,6 +105,8 @@ class AlolTrainer(AtomicCheckpoints, ValidatedCheckpoints, Trainer):
         if processing_class is None:
             raise ValueError("Pass processing_class= (the tokenizer) when model is an object.")
         ensure_pad_token(processing_class)
+        if args.disable_dropout:
+            without_dropout(model)
         if args.vocab_chunk_size is not None and is_deepspeed_zero3_enabled():
             raise ValueError(
                 "vocab_chunk_size reads the LM head's weight directly, which DeepSpeed ZeRO-3 "
