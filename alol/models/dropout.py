@@ -6,8 +6,8 @@ from torch import nn
 
 
 def without_dropout(model: nn.Module) -> nn.Module:
-    """The model with every dropout layer off (in place; LoRA's own dropout is applied later,
-    so an adapter keeps `lora_dropout`).
+    """The model with every dropout layer off, in place. alol calls it before it adds an
+    adapter, so the adapter keeps its `lora_dropout`.
 
     - A reward model's loss compares two scores, in which dropout is noise; on a CPU attention
       dropout also keeps scaled-dot-product attention off its fused kernel (a MiniLM fit step
