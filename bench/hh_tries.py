@@ -233,6 +233,9 @@ def run_try(
         audit = evaluation.audit.models[model]
         rows[model] = {
             "reward": report.reward_mean["total"],
+            # the reward model's own part: a gain made of the term or of answers that end
+            # leaves it level or lower
+            "reward_model_part": report.reward_mean.get("reward"),
             **report.judge_mean,
             "distinct_2": report.distinct_2,
             "template_share": report.template_share,

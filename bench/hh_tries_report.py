@@ -13,7 +13,7 @@ def markdown(result: dict) -> str:
     table written during a run then reads as the one written again from the file."""
     by_name = sorted(result["tries"].items())
     header = ["try", "objective", "changed", *MEASURES]
-    header += ["distinct-2", "one answer", "words", "flag", "commit"]
+    header += ["distinct-2", "one answer", "words", "reward model's part", "flag", "commit"]
     lines = [
         f"# Recipe tries on the judged HH benchmark, seed {result['seed']}, validation prompts",
         "",
@@ -130,5 +130,7 @@ def constants_paid(found: dict) -> str:
 def _row(name: str, objective: str, changed: str, row: dict, ran_at: str) -> str:
     cells = [name, objective, changed, *(f"{row.get(m, float('nan')):.3f}" for m in MEASURES)]
     cells += [f"{row['distinct_2']:.3f}", f"{row['template_share']:.0%}"]
-    cells += [f"{row['length_words']:.1f}", row.get("flag") or "–", ran_at]
+    part = row.get("reward_model_part")  # rows from before it was kept have none
+    cells += [f"{row['length_words']:.1f}", "–" if part is None else f"{part:.3f}"]
+    cells += [row.get("flag") or "–", ran_at]
     return "| " + " | ".join(cells) + " |"

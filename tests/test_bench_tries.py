@@ -69,6 +69,27 @@ def test_pi_ref_is_shown_again_only_for_a_try_whose_reward_scores_it_differently
     assert "harmlessness term (weight 1 unless a try changes it) is Bradley–Terry on 100" in table
 
 
+def test_each_row_shows_the_reward_models_own_part_where_the_run_kept_it():
+    recipe = found(row(1.04, reward_model_part=0.48), row(1.06, reward_model_part=0.46))
+    earlier = found(row(1.04), row(1.05))  # before the part was kept
+    result = {
+        "seed": 1,
+        "harmless_term": {**FIT, "weight": 1.0, "test_pairs": 79},
+        "harmlessness_judge": {**FIT, "test_pairs": 79},
+        "tries": {"earlier": earlier, "recipe": recipe},
+    }
+
+    lines = markdown(result).splitlines()
+
+    assert "| words | reward model's part | flag | commit |" in lines[4]
+    assert next(line for line in lines if line.startswith("| recipe |")).endswith(
+        "| 30.0 | 0.460 | – | abc1234 |"
+    )
+    assert next(line for line in lines if line.startswith("| earlier |")).endswith(
+        "| 30.0 | – | – | abc1234 |"
+    )
+
+
 def test_a_gated_try_shows_its_pi_ref_and_says_how_well_its_gate_tells_requests_apart():
     recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
     gated = found(
