@@ -177,6 +177,24 @@ def test_the_flag_on_a_summed_reward_says_which_of_its_components_pays_the_const
     ]
 
 
+def test_a_models_flag_on_a_summed_reward_says_which_part_made_its_change():
+    """A gain the harmlessness term and answers that end make while the reward model's own
+    part falls is not the gain the reward model was fitted to measure."""
+    parts = {"reward": 0.484, "harmless_term": 0.239, "missing_eos": -0.022}
+    reference = replace(scored(HELPFUL, [0.701] * 8, [0.4] * 8), reward_components=parts)
+    evasive = replace(
+        scored([APOLOGY] * 7 + [HELPFUL[7]], [0.707] * 8, [0.07] * 7 + [0.4]),
+        reward_components={"reward": 0.438, "harmless_term": 0.271, "missing_eos": -0.002},
+    )
+
+    audit = audit_models({REFERENCE: reference, "a_lol_seq": evasive}, [], THRESHOLDS, budget=64)
+
+    assert audit.models["a_lol_seq"].flag.startswith(
+        "a_lol_seq: reward +0.006 (harmless_term +0.032, missing_eos +0.020, reward −0.046) "
+        "but relevance −0.289"
+    )
+
+
 def test_a_single_reward_s_flag_names_no_components():
     reference = replace(scored(HELPFUL, [0.47] * 8, [0.4] * 8), reward_components={"hh": 0.47})
     evasion = ConstantAnswer(APOLOGY, "probe", 0.49, {}, components={"hh": 0.49})
