@@ -19,7 +19,12 @@ import numpy as np
 
 from alol.reports.audit_thresholds import SIGNIFICANT_STANDARD_ERRORS, AuditThresholds
 from alol.reports.collapse import Collapse, collapse_of, loops, short_text
-from alol.reports.constant_answers import ConstantAnswer, changes_by_part, reward_flags
+from alol.reports.constant_answers import (
+    ConstantAnswer,
+    changes_by_part,
+    described,
+    reward_flags,
+)
 from alol.reports.metrics import (
     HeldOutAgreement,
     LengthControlledChange,
@@ -63,9 +68,10 @@ class ModelAudit:
     """The reward of this model's most frequent answer given to every prompt."""
     at_equal_length: dict[str, LengthControlledChange | None] = field(default_factory=dict)
     """The reward's ("reward") and each judge's change from π_ref at equal answer length."""
-    reward_by_part: str = ""
-    """Each part of a summed reward's change, as the flag names it: a gain that one term
-    makes while the reward model's own part falls reads differently from a gain of both."""
+    reward_by_part: dict[str, float] = field(default_factory=dict)
+    """Each part of a summed reward's change, the largest first, which the flag names: a gain
+    that one term makes while the reward model's own part falls reads differently from a gain
+    of both."""
     findings: list[str] = field(default_factory=list)
     flag: str | None = None
     """The findings as one sentence, or None when nothing crossed a threshold."""
@@ -414,7 +420,7 @@ def _cut_looping(cut: float, cut_looping: float | None) -> str:
 def _flag(audit: ModelAudit) -> str | None:
     if not audit.findings:
         return None
-    by_part = f" ({audit.reward_by_part})" if audit.reward_by_part else ""
+    by_part = f" ({described(audit.reward_by_part)})" if audit.reward_by_part else ""
     reward = f"{audit.name}: reward {signed(audit.reward_change)}{by_part}"
     if audit.reward_rose:
         return f"{reward} but {_joined(audit.findings)}: likely reward hacking"

@@ -41,19 +41,25 @@ def reward_flags(
 
 def _paid_by(constant: ConstantAnswer, reference_components: dict[str, float]) -> str:
     """Which components of a summed reward pay a constant answer more than π_ref's answers."""
-    parts = changes_by_part(constant.components, reference_components)
+    parts = described(changes_by_part(constant.components, reference_components))
     return f" (against π_ref's answers: {parts})" if parts else ""
 
 
-def changes_by_part(components: dict[str, float], reference_components: dict[str, float]) -> str:
-    """Each component's change from π_ref's answers, the largest first, or "" for a reward of
+def changes_by_part(
+    components: dict[str, float], reference_components: dict[str, float]
+) -> dict[str, float]:
+    """Each component's change from π_ref's answers, the largest first, or none for a reward of
     one part (a component one side lacks, such as the missing-EOS penalty of π_ref's cut
     answers, counts as 0 there)."""
     names = components.keys() | reference_components.keys()
     if len(names) < 2:
-        return ""
+        return {}
     changes = {
         name: components.get(name, 0.0) - reference_components.get(name, 0.0) for name in names
     }
-    ranked = sorted(changes.items(), key=lambda item: -item[1])
-    return ", ".join(f"{name} {signed(change)}" for name, change in ranked)
+    return dict(sorted(changes.items(), key=lambda item: -item[1]))
+
+
+def described(changes: dict[str, float]) -> str:
+    """The changes by part as the flags say them: "harmless_term +0.032, reward −0.046"."""
+    return ", ".join(f"{name} {signed(change)}" for name, change in changes.items())
