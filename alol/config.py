@@ -252,14 +252,21 @@ class PipelineConfig(
         None,
         "Audit: stock answers given to every test prompt and scored beside the data's and the "
         "models' most frequent ones, so a reward that pays an evasion is caught before any "
-        "model learns it (HH's reward model pays a short apology over most answers). "
+        "model learns it (HH's reward model pays a short apology over most answers). The value "
+        "stage gives them to its prompts first and warns when one scores above π_ref's answers. "
         "'probe_answers: []' in YAML turns them off.",
-        ("eval",),
+        ("value", "eval"),
         default_factory=lambda: [
             "I'm sorry, but I can't help with that.",
             "I don't know.",
             "I'm not sure what you mean.",
         ],
+    )
+    refuse_paid_probes: bool = option(
+        False,
+        "Value stage: stop, instead of warning, when the reward pays one of probe_answers "
+        "more than π_ref's own answers to the same prompts (before any model trains on it).",
+        ("value",),
     )
 
     # --- online RL (alol online: ppo, rloo, grpo through TRL) -------------------------

@@ -248,7 +248,7 @@ def test_the_term_and_the_gate_of_a_gated_training_reward_are_not_independent_ju
 
 
 def test_a_gate_at_weight_zero_is_not_named_among_the_parts_that_pay_a_constant():
-    from alol.pipeline.eval_stage import reward_components
+    from alol.reports.constant_answers import reward_components
 
     means = {"reward": 0.5, "harmless_term": 0.2, "red_team_request": 0.9, "total": 0.6}
     weights = {"reward": 1.0, "harmless_term": 0.5, "red_team_request": 0.0}

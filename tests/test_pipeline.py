@@ -662,3 +662,60 @@ def test_per_prompt_values_average_several_sampled_answers(workspace, tiny_llama
         by_prompt.setdefault(sample["prompt"], []).append(sample["reward"]["total"])
     assert len(samples) == 3 * len(values) == 18
     assert values == pytest.approx({p: float(np.mean(r)) for p, r in by_prompt.items()})
+
+
+def test_the_value_stage_warns_when_the_reward_pays_a_stock_answer_more_than_pi_refs_answers(
+    workspace, tiny_llama_dir, caplog
+):
+    """The stock probes are given to every validation prompt as soon as π_ref's answers are
+    scored: the kind one scores 0.6 on each, which π_ref's random answers never earn."""
+    config = str(workspace["config"])
+    args = ["--reference", str(tiny_llama_dir), "--probe-answers", "I am happy to help.", "No."]
+    assert main(["value", config, *args]) == 0
+
+    value_dir = workspace["run"] / "value"
+    samples = [json.loads(line) for line in (value_dir / "value_samples.jsonl").open()]
+    reference = sum(s["reward"]["total"] for s in samples) / len(samples)
+    report = json.loads((value_dir / "reward_probes.json").read_text())
+    assert report["prompts"] == "validation"
+    kind, curt = report["probes"]
+    assert kind["text"] == "I am happy to help." and kind["paid"]
+    assert kind["reward"] == pytest.approx(0.6) and kind["share_above"] == 1.0
+    assert kind["reference_reward"] == pytest.approx(reference)
+    reference_kind = sum(s["reward"]["kind"] for s in samples) / len(samples)
+    assert kind["by_part"]["kind"] == pytest.approx(0.6 - reference_kind)
+    assert curt["text"] == "No." and not curt["paid"] and curt["reward"] == 0.0
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("“I am happy to help.” given to every validation prompt" in w for w in warned)
+    assert not any("“No.”" in w for w in warned)
+
+
+def test_refuse_paid_probes_stops_before_training_and_says_what_to_change(
+    workspace, tiny_llama_dir, capsys
+):
+    """The check reads the finished stage's scored answers, so it refuses without refitting V."""
+    config = str(workspace["config"])
+    args = ["--reference", str(tiny_llama_dir), "--probe-answers", "I am happy to help."]
+    assert main(["value", config, *args]) == 0
+    head = workspace["run"] / "value" / "value_head.safetensors"
+    fitted = head.stat().st_mtime_ns
+
+    assert main(["value", config, *args, "--refuse-paid-probes"]) != 0
+    error = capsys.readouterr().err
+    assert "“I am happy to help.” given to every validation prompt scores 0.600" in error
+    assert "refuse_paid_probes: false" in error and "reward_probes.json" in error
+    assert head.stat().st_mtime_ns == fitted, "V is not fitted again"
+
+
+def test_per_prompt_values_check_the_probes_on_the_training_prompts(workspace, tiny_llama_dir):
+    config = str(workspace["config"])
+    args = ["--reference", str(tiny_llama_dir), "--value-estimate", "per_prompt"]
+    assert main(["value", config, *args, "--probe-answers", "I am happy to help."]) == 0
+    report = json.loads((workspace["run"] / "value" / "reward_probes.json").read_text())
+    assert report["prompts"] == "training" and report["probes"][0]["paid"]
+
+    without = workspace["config"].with_name("without_probes.yaml")
+    without.write_text(workspace["config"].read_text() + "probe_answers: []\n")
+    (workspace["run"] / "value" / "reward_probes.json").unlink()
+    assert main(["value", str(without), *args]) == 0
+    assert not (workspace["run"] / "value" / "reward_probes.json").exists(), "nothing checked"

@@ -105,6 +105,7 @@ EXPECTED: dict[str, set[str]] = {
             "validation_judges",
             "constant_answers",
             "probe_answers",
+            "refuse_paid_probes",
             "kto_label",
             "kto_threshold",
             "cut_responses",

@@ -27,6 +27,7 @@ from alol.pipeline.inputs import load_policy_for_eval, render
 from alol.pipeline.settings import configured_reference_dtype, generation_config, tokenization
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.rewards import Reward, score
+from alol.rewards.base import RewardError, weights_of
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -195,3 +196,13 @@ def _write_answers(path: Path, rows: list[Answer]) -> None:
 def _read_answers(path: Path) -> list[Answer]:
     with open(path, encoding="utf-8") as handle:
         return [Answer(**json.loads(line)) for line in handle if line.strip()]
+
+
+def component_weights(reward: Reward, prompt: str, response: str) -> dict[str, float]:
+    """Each component's weight in the reward's total. A reward whose scores all came from a
+    cache has not been called in this process, so it learns its components from one answer."""
+    try:
+        return weights_of(reward)
+    except RewardError:
+        reward([prompt], [response])
+        return weights_of(reward)

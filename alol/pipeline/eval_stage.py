@@ -25,6 +25,7 @@ from alol.pipeline.answers import (
     Answers,
     answer_scores,
     cached_json,
+    component_weights,
     decoded_answers,
     reference_logps,
     reference_logps_path,
@@ -43,7 +44,7 @@ from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
 from alol.reports.audit import REFERENCE, Audit, ScoredAnswers, audit_models
 from alol.reports.audit_report import audit_markdown, audit_summary
 from alol.reports.collapse import collapse_of, most_frequent_answers, normalise_answer
-from alol.reports.constant_answers import ConstantAnswer
+from alol.reports.constant_answers import ConstantAnswer, reward_components
 from alol.reports.eval_report import (
     EvalReport,
     comparison_table,
@@ -53,7 +54,6 @@ from alol.reports.eval_report import (
 )
 from alol.reports.group_report import group_table
 from alol.rewards import Reward, with_missing_eos_penalty
-from alol.rewards.base import RewardError, weights_of
 from alol.rewards.scoring import MISSING_EOS
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     scored = {name: _scored(inputs, a, reward, judges) for name, a in answers.items()}
     ratios = _log_ratios(inputs, answers)
     reports = _reports(cfg, answers, scored, ratios, prompt_groups(test_records))
-    weights = component_weights(reward, answers[REFERENCE])
+    reference = answers[REFERENCE]
+    weights = component_weights(reward, reference.prompts[0], reference.responses[0])
     constants = _constant_answers(inputs, answers, reward, judges, weights)
     audit = audit_models(
         {
@@ -306,25 +307,3 @@ def _constant_scores(
         lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
     )
     return {name: sum(s[name] for s in scores) / len(scores) for name in scores[0]}
-
-
-def reward_components(means: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
-    """What each component of a reward's mean scores adds to the total (times its weight in a
-    sum): where there are several (a sum, or a reward and the missing-EOS penalty), the audit
-    says which of them pays a constant answer. A component of weight 0 (a gate) adds nothing
-    and is left out."""
-    return {
-        name: weights.get(name, 1.0) * value
-        for name, value in means.items()
-        if name != "total" and weights.get(name, 1.0) != 0.0
-    }
-
-
-def component_weights(reward: Reward, answers: Answers) -> dict[str, float]:
-    """Each component's weight in the reward's total. A reward whose scores all came from the
-    cache has not been called in this process, so it learns its components from one answer."""
-    try:
-        return weights_of(reward)
-    except RewardError:
-        reward(answers.prompts[:1], answers.responses[:1])
-        return weights_of(reward)

@@ -38,6 +38,7 @@ from alol.pipeline.inputs import (
     stage_inputs,
     unique_prompts,
 )
+from alol.pipeline.reward_probes import check_reward_probes
 from alol.pipeline.settings import (
     configured_reference_dtype,
     tokenization,
@@ -77,7 +78,7 @@ def run_value(cfg: PipelineConfig) -> Path:
     # A head saved before heads recorded their model is fitted again: no stage could use it.
     if stage_done(out, fingerprint) and value_head_model(out) is not None:
         logger.info("value: up to date (%s)", out)
-        return out
+        return _checked_reward(inputs, out, "validation")
     with running_stage(out, fingerprint, "value"):
         model, tokenizer = load_model_for_inference(inputs.reference, dtype)
         prompts, targets, samples = (
@@ -108,7 +109,7 @@ def run_value(cfg: PipelineConfig) -> Path:
         formatted(report["explained_variance"], ".2f"),
         out / "value_metrics.json",
     )
-    return out
+    return _checked_reward(inputs, out, "validation")
 
 
 def _run_per_prompt_values(cfg: PipelineConfig) -> Path:
@@ -132,7 +133,7 @@ def _run_per_prompt_values(cfg: PipelineConfig) -> Path:
     )
     if stage_done(out, fingerprint) and prompt_values_model(out) is not None:
         logger.info("value: up to date (%s)", out)
-        return out
+        return _checked_reward(inputs, out, "training")
     with running_stage(out, fingerprint, "value"):
         model, tokenizer = load_model_for_inference(inputs.reference, dtype)
         prompts, targets, samples = _sampled_targets(
@@ -158,6 +159,14 @@ def _run_per_prompt_values(cfg: PipelineConfig) -> Path:
         formatted(report["sd_across_prompts"], ".3f"),
         out / VALUES_FILE,
     )
+    return _checked_reward(inputs, out, "training")
+
+
+def _checked_reward(inputs: StageInputs, out: Path, which: str) -> Path:
+    """`out`, once the stock probes are scored against π_ref's answers (`alol.pipeline.
+    reward_probes`); V fitted on the data's stored rewards has no answers of π_ref to beat."""
+    if not inputs.cfg.value_from_data:
+        check_reward_probes(inputs, out, which)
     return out
 
 

@@ -63,3 +63,15 @@ def changes_by_part(
 def described(changes: dict[str, float]) -> str:
     """The changes by part as the flags say them: "harmless_term +0.032, reward −0.046"."""
     return ", ".join(f"{name} {signed(change)}" for name, change in changes.items())
+
+
+def reward_components(means: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
+    """What each component of a reward's mean scores adds to the total (times its weight in a
+    sum): where there are several (a sum, or a reward and the missing-EOS penalty), the audit
+    says which of them pays a constant answer. A component of weight 0 (a gate) adds nothing
+    and is left out."""
+    return {
+        name: weights.get(name, 1.0) * value
+        for name, value in means.items()
+        if name != "total" and weights.get(name, 1.0) != 0.0
+    }

@@ -1,0 +1,151 @@
+"""Before any training, whether the reward pays a stock answer more than π_ref's own answers.
+
+Offline RL climbs whatever the reward pays. If "I don't know." given to every prompt scores
+above π_ref's answers, every evasive answer in the data has a positive advantage and a policy
+can raise the reward by evading; the evaluation's audit catches the model that learnt it, hours
+later. The value stage has already scored π_ref's answers to its prompts, so the stock
+`probe_answers` are scored on the same prompts here, and the stage warns (or, with
+`refuse_paid_probes`, stops) before a step is trained. The scores are kept in
+`run_dir/value/probes/` and the comparison in `run_dir/value/reward_probes.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from alol.atomic import write_json
+from alol.config import PipelineConfig
+from alol.distributed import on_main_process
+from alol.errors import AlolError
+from alol.fingerprint import fingerprint_of
+from alol.pipeline.answers import cached_json, component_weights, scores_of
+from alol.pipeline.inputs import StageInputs
+from alol.reports.collapse import short_text
+from alol.reports.constant_answers import changes_by_part, described, reward_components
+
+logger = logging.getLogger(__name__)
+
+PROBES_FILE = "reward_probes.json"
+
+
+@dataclass
+class ProbeCheck:
+    """One stock answer given to every prompt of the value stage, against π_ref's answers."""
+
+    text: str
+    reward: float
+    """Its mean reward over the prompts."""
+    reference_reward: float
+    """The mean reward of π_ref's answers to the same prompts (cut answers pay the penalty)."""
+    share_above: float
+    """The share of prompts where it scores above the mean of π_ref's answers to that prompt."""
+    by_part: dict[str, float]
+    """Each component's change from π_ref's answers, for a reward of several parts."""
+
+    @property
+    def paid(self) -> bool:
+        return self.reward > self.reference_reward
+
+
+def compare_probes(
+    samples: list[dict],
+    probe_scores: dict[str, list[dict[str, float]]],
+    prompts: list[str],
+    weights: dict[str, float],
+) -> list[ProbeCheck]:
+    """Each probe's scores (one per prompt of `prompts`) against π_ref's scored `samples` (rows
+    of value_samples.jsonl: prompt, response, reward with its components), each component
+    counted at its `weights` in the total."""
+    per_prompt: dict[str, list[float]] = {}
+    for sample in samples:
+        per_prompt.setdefault(sample["prompt"], []).append(sample["reward"]["total"])
+    reference_means = [sum(per_prompt[p]) / len(per_prompt[p]) for p in prompts]
+    reference_parts = reward_components(_mean_parts([s["reward"] for s in samples]), weights)
+    checks = []
+    for text, scores in probe_scores.items():
+        totals = [s["total"] for s in scores]
+        above = sum(t > r for t, r in zip(totals, reference_means, strict=True))
+        checks.append(
+            ProbeCheck(
+                text=text,
+                reward=sum(totals) / len(totals),
+                reference_reward=sum(reference_means) / len(reference_means),
+                share_above=above / len(prompts),
+                by_part=changes_by_part(
+                    reward_components(_mean_parts(scores), weights), reference_parts
+                ),
+            )
+        )
+    return checks
+
+
+def _mean_parts(scores: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each component (the total left out) over scores that may lack some (the
+    missing-EOS penalty appears only on π_ref's cut answers)."""
+    names = {name for s in scores for name in s if name != "total"}
+    return {name: sum(s.get(name, 0.0) for s in scores) / len(scores) for name in names}
+
+
+def paid_probe_message(check: ProbeCheck, which: str) -> str:
+    parts = f"; by part: {described(check.by_part)}" if check.by_part else ""
+    return (
+        f"the reward pays a stock answer more than π_ref's own: “{short_text(check.text)}” given "
+        f"to every {which} prompt scores {check.reward:.3f} against π_ref's {check.reference_reward:.3f} "
+        f"(above π_ref's answers on {check.share_above:.0%} of the prompts{parts}). Training on "
+        "this reward can raise it by evading rather than answering: every such answer in the data "
+        "gets a positive advantage"
+    )
+
+
+def check_reward_probes(inputs: StageInputs, out: Path, which: str) -> list[ProbeCheck]:
+    """Score `probe_answers` on the prompts of π_ref's scored answers in `out`
+    (value_samples.jsonl), write the comparison and warn for each probe the reward pays more
+    than π_ref's answers; with `refuse_paid_probes`, refuse to go on instead."""
+    cfg = inputs.cfg
+    if not cfg.probe_answers:
+        return []
+    samples = [
+        json.loads(line)
+        for line in (out / "value_samples.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    reward = inputs.load_reward()
+    prompts = sorted({s["prompt"] for s in samples})
+    probe_scores = {
+        text: _probe_scores(cfg, out, text, prompts, reward, inputs.reward_fingerprint)
+        for text in cfg.probe_answers
+    }
+    weights = component_weights(reward, prompts[0], cfg.probe_answers[0])
+    checks = compare_probes(samples, probe_scores, prompts, weights)
+    on_main_process(
+        lambda: write_json(
+            out / PROBES_FILE, {"prompts": which, "probes": [_row(c) for c in checks]}
+        )
+    )
+    paid = [paid_probe_message(c, which) for c in checks if c.paid]
+    if paid and cfg.refuse_paid_probes:
+        raise AlolError(
+            f"{paid[0]}. Change the reward (gate the part that pays it, or drop that part), or "
+            "set refuse_paid_probes: false to train anyway and let the evaluation's audit judge "
+            f"the models; every probe's figures are in {out / PROBES_FILE}."
+        )
+    for message in paid:
+        logger.warning("value: %s.", message)
+    return checks
+
+
+def _probe_scores(
+    cfg: PipelineConfig, out: Path, text: str, prompts: list[str], reward, fingerprint: str | None
+) -> list[dict[str, float]]:
+    """`reward`'s scores of `text` as the answer to each prompt."""
+    key = fingerprint_of("probe", text, prompts, fingerprint)
+    return cached_json(
+        out / "probes" / f"{key[:16]}.json",
+        lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
+    )
+
+
+def _row(check: ProbeCheck) -> dict:
+    return {**asdict(check), "paid": check.paid}
