@@ -244,8 +244,9 @@ class PipelineConfig(
     constant_answers: int = option(
         3,
         "Audit: how many of the most frequent training answers are given to every test prompt "
-        "and scored (each model's own most frequent answer is too).",
-        ("eval",),
+        "and scored (each model's own most frequent answer is too), and to the value stage's "
+        "prompts with probe_answers before any training.",
+        ("value", "eval"),
         check=at_least(0),
     )
     probe_answers: list[str] = option(
@@ -264,8 +265,9 @@ class PipelineConfig(
     )
     refuse_paid_probes: bool = option(
         False,
-        "Value stage: stop, instead of warning, when the reward pays one of probe_answers "
-        "more than π_ref's own answers to the same prompts (before any model trains on it).",
+        "Value stage: stop, instead of warning, when the reward pays one of probe_answers or "
+        "of the most frequent training answers (constant_answers) more than π_ref's own "
+        "answers to the same prompts, before any model trains on it.",
         ("value",),
     )
 

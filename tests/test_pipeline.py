@@ -678,15 +678,17 @@ def test_the_value_stage_warns_when_the_reward_pays_a_stock_answer_more_than_pi_
     reference = sum(s["reward"]["total"] for s in samples) / len(samples)
     report = json.loads((value_dir / "reward_probes.json").read_text())
     assert report["prompts"] == "validation"
-    kind, curt = report["probes"]
-    assert kind["text"] == "I am happy to help." and kind["paid"]
+    kind, curt = [p for p in report["probes"] if p["origin"] == "probe"]
+    assert kind["text"] == "I am happy to help." and kind["origin"] == "probe" and kind["paid"]
     assert kind["reward"] == pytest.approx(0.6) and kind["share_above"] == 1.0
     assert kind["reference_reward"] == pytest.approx(reference)
     reference_kind = sum(s["reward"]["kind"] for s in samples) / len(samples)
     assert kind["by_part"]["kind"] == pytest.approx(0.6 - reference_kind)
     assert curt["text"] == "No." and not curt["paid"] and curt["reward"] == 0.0
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("“I am happy to help.” given to every validation prompt" in w for w in warned)
+    assert any(
+        "“I am happy to help.” (probe) given to every validation prompt" in w for w in warned
+    )
     assert not any("“No.”" in w for w in warned)
 
 
@@ -702,7 +704,7 @@ def test_refuse_paid_probes_stops_before_training_and_says_what_to_change(
 
     assert main(["value", config, *args, "--refuse-paid-probes"]) != 0
     error = capsys.readouterr().err
-    assert "“I am happy to help.” given to every validation prompt scores 0.600" in error
+    assert "“I am happy to help.” (probe) given to every validation prompt scores 0.600" in error
     assert "refuse_paid_probes: false" in error and "reward_probes.json" in error
     assert head.stat().st_mtime_ns == fitted, "V is not fitted again"
 
@@ -712,10 +714,30 @@ def test_per_prompt_values_check_the_probes_on_the_training_prompts(workspace, t
     args = ["--reference", str(tiny_llama_dir), "--value-estimate", "per_prompt"]
     assert main(["value", config, *args, "--probe-answers", "I am happy to help."]) == 0
     report = json.loads((workspace["run"] / "value" / "reward_probes.json").read_text())
-    assert report["prompts"] == "training" and report["probes"][0]["paid"]
+    probe = next(p for p in report["probes"] if p["origin"] == "probe")
+    assert report["prompts"] == "training" and probe["text"] == "I am happy to help."
+    assert probe["paid"]
 
     without = workspace["config"].with_name("without_probes.yaml")
-    without.write_text(workspace["config"].read_text() + "probe_answers: []\n")
+    without.write_text(workspace["config"].read_text() + "probe_answers: []\nconstant_answers: 0\n")
     (workspace["run"] / "value" / "reward_probes.json").unlink()
     assert main(["value", str(without), *args]) == 0
     assert not (workspace["run"] / "value" / "reward_probes.json").exists(), "nothing checked"
+
+
+def test_the_most_frequent_training_answers_are_checked_before_training_too(
+    workspace, tiny_llama_dir
+):
+    """A template the data repeats is what A-LoL would draw most: the reward paying it above
+    π_ref's answers is named with how often the training data gives it."""
+    template = [{"prompt": f"Tell me about {t}?", "response": "I am happy to!"} for t in TOPICS]
+    data = write_jsonl(workspace["run"].parent / "templated.jsonl", noisy_records() + template)
+    args = ["--reference", str(tiny_llama_dir), "--train-data", str(data)]
+    assert main(["value", str(workspace["config"]), *args]) == 0
+
+    report = json.loads((workspace["run"] / "value" / "reward_probes.json").read_text())
+    first, second, third, *probes = report["probes"]
+    assert first["text"] == "I am happy to!" and first["paid"]
+    assert first["origin"] == "training data, 6 times", "the 6 training prompts of 8"
+    assert second["origin"] == third["origin"] == "training data, 2 times", "constant_answers: 3"
+    assert [p["origin"] for p in probes] == ["probe"] * 3, "then the default probes"

@@ -31,7 +31,7 @@ def test_a_probe_is_paid_when_it_beats_pi_refs_mean_answer_and_its_parts_say_why
         {"prompt": "b", "reward": {"total": 0.8, "rm": 0.8}},
         {"prompt": "b", "reward": {"total": 0.6, "rm": 0.6}},
     ]
-    probe = {"I don't know.": [{"total": 0.5, "rm": 0.5}, {"total": 0.6, "rm": 0.6}]}
+    probe = {("I don't know.", "probe"): [{"total": 0.5, "rm": 0.5}, {"total": 0.6, "rm": 0.6}]}
 
     (check,) = compare_probes(samples, probe, ["a", "b"], {"rm": 1.0})
 
@@ -40,11 +40,13 @@ def test_a_probe_is_paid_when_it_beats_pi_refs_mean_answer_and_its_parts_say_why
     assert check.share_above == 0.5, "above π_ref's mean on prompt a only"
     assert check.by_part == pytest.approx({"missing_eos": 0.05, "rm": 0.025})
     message = paid_probe_message(check, "validation")
-    assert "“I don't know.” given to every validation prompt scores 0.550 against" in message
+    assert (
+        "“I don't know.” (probe) given to every validation prompt scores 0.550 against" in message
+    )
     assert "on 50% of the prompts; by part: missing_eos +0.050, rm +0.025" in message
 
 
 def test_a_probe_scoring_what_pi_refs_answers_score_is_not_paid():
     samples = [{"prompt": "a", "reward": {"total": 0.5}}]
-    (check,) = compare_probes(samples, {"No.": [{"total": 0.5}]}, ["a"], {})
+    (check,) = compare_probes(samples, {("No.", "probe"): [{"total": 0.5}]}, ["a"], {})
     assert not check.paid and check.share_above == 0.0 and check.by_part == {}

@@ -4,7 +4,8 @@ Offline RL climbs whatever the reward pays. If "I don't know." given to every pr
 above π_ref's answers, every evasive answer in the data has a positive advantage and a policy
 can raise the reward by evading; the evaluation's audit catches the model that learnt it, hours
 later. The value stage has already scored π_ref's answers to its prompts, so the stock
-`probe_answers` are scored on the same prompts here, and the stage warns (or, with
+`probe_answers` and the `constant_answers` most frequent training answers (those A-LoL draws
+most) are scored on the same prompts here, and the stage warns (or, with
 `refuse_paid_probes`, stops) before a step is trained. The scores are kept in
 `run_dir/value/probes/` and the comparison in `run_dir/value/reward_probes.json`.
 """
@@ -23,7 +24,7 @@ from alol.errors import AlolError
 from alol.fingerprint import fingerprint_of
 from alol.pipeline.answers import cached_json, component_weights, scores_of
 from alol.pipeline.inputs import StageInputs
-from alol.reports.collapse import short_text
+from alol.reports.collapse import most_frequent_answers, normalise_answer, short_text
 from alol.reports.constant_answers import changes_by_part, described, reward_components
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class ProbeCheck:
     """One stock answer given to every prompt of the value stage, against π_ref's answers."""
 
     text: str
+    origin: str
+    """"probe" (one of `probe_answers`) or "training data, N times"."""
     reward: float
     """Its mean reward over the prompts."""
     reference_reward: float
@@ -52,25 +55,26 @@ class ProbeCheck:
 
 def compare_probes(
     samples: list[dict],
-    probe_scores: dict[str, list[dict[str, float]]],
+    probe_scores: dict[tuple[str, str], list[dict[str, float]]],
     prompts: list[str],
     weights: dict[str, float],
 ) -> list[ProbeCheck]:
-    """Each probe's scores (one per prompt of `prompts`) against π_ref's scored `samples` (rows
-    of value_samples.jsonl: prompt, response, reward with its components), each component
-    counted at its `weights` in the total."""
+    """Each probe's scores (one per prompt of `prompts`, under its text and origin) against
+    π_ref's scored `samples` (rows of value_samples.jsonl: prompt, response, reward with its
+    components), each component counted at its `weights` in the total."""
     per_prompt: dict[str, list[float]] = {}
     for sample in samples:
         per_prompt.setdefault(sample["prompt"], []).append(sample["reward"]["total"])
     reference_means = [sum(per_prompt[p]) / len(per_prompt[p]) for p in prompts]
     reference_parts = reward_components(_mean_parts([s["reward"] for s in samples]), weights)
     checks = []
-    for text, scores in probe_scores.items():
+    for (text, origin), scores in probe_scores.items():
         totals = [s["total"] for s in scores]
         above = sum(t > r for t, r in zip(totals, reference_means, strict=True))
         checks.append(
             ProbeCheck(
                 text=text,
+                origin=origin,
                 reward=sum(totals) / len(totals),
                 reference_reward=sum(reference_means) / len(reference_means),
                 share_above=above / len(prompts),
@@ -92,8 +96,8 @@ def _mean_parts(scores: list[dict[str, float]]) -> dict[str, float]:
 def paid_probe_message(check: ProbeCheck, which: str) -> str:
     parts = f"; by part: {described(check.by_part)}" if check.by_part else ""
     return (
-        f"the reward pays a stock answer more than π_ref's own: “{short_text(check.text)}” given "
-        f"to every {which} prompt scores {check.reward:.3f} against π_ref's {check.reference_reward:.3f} "
+        f"the reward pays a stock answer more than π_ref's own: “{short_text(check.text)}” "
+        f"({check.origin}) given to every {which} prompt scores {check.reward:.3f} against π_ref's {check.reference_reward:.3f} "
         f"(above π_ref's answers on {check.share_above:.0%} of the prompts{parts}). Training on "
         "this reward can raise it by evading rather than answering: every such answer in the data "
         "gets a positive advantage"
@@ -101,11 +105,12 @@ def paid_probe_message(check: ProbeCheck, which: str) -> str:
 
 
 def check_reward_probes(inputs: StageInputs, out: Path, which: str) -> list[ProbeCheck]:
-    """Score `probe_answers` on the prompts of π_ref's scored answers in `out`
-    (value_samples.jsonl), write the comparison and warn for each probe the reward pays more
-    than π_ref's answers; with `refuse_paid_probes`, refuse to go on instead."""
+    """Score the stock answers (`stock_answers`) on the prompts of π_ref's scored answers in
+    `out` (value_samples.jsonl), write the comparison and warn for each one the reward pays
+    more than π_ref's answers; with `refuse_paid_probes`, refuse to go on instead."""
     cfg = inputs.cfg
-    if not cfg.probe_answers:
+    stock = stock_answers(inputs)
+    if not stock:
         return []
     samples = [
         json.loads(line)
@@ -114,10 +119,10 @@ def check_reward_probes(inputs: StageInputs, out: Path, which: str) -> list[Prob
     reward = inputs.load_reward()
     prompts = sorted({s["prompt"] for s in samples})
     probe_scores = {
-        text: _probe_scores(cfg, out, text, prompts, reward, inputs.reward_fingerprint)
-        for text in cfg.probe_answers
+        (text, origin): _probe_scores(cfg, out, text, prompts, reward, inputs.reward_fingerprint)
+        for text, origin in stock.items()
     }
-    weights = component_weights(reward, prompts[0], cfg.probe_answers[0])
+    weights = component_weights(reward, prompts[0], next(iter(stock)))
     checks = compare_probes(samples, probe_scores, prompts, weights)
     on_main_process(
         lambda: write_json(
@@ -134,6 +139,23 @@ def check_reward_probes(inputs: StageInputs, out: Path, which: str) -> list[Prob
     for message in paid:
         logger.warning("value: %s.", message)
     return checks
+
+
+def stock_answers(inputs: StageInputs) -> dict[str, str]:
+    """The answers to try, each with where it comes from: the `constant_answers` most frequent
+    training answers, then the `probe_answers` that are none of them."""
+    cfg = inputs.cfg
+    responses = [r.response for r in inputs.train_pairs]
+    stock = {
+        text: f"training data, {count} times"
+        for text, count in most_frequent_answers(responses, cfg.constant_answers)
+    }
+    seen = {normalise_answer(text) for text in stock}
+    for text in cfg.probe_answers:
+        if normalise_answer(text) not in seen:
+            stock[text] = "probe"
+            seen.add(normalise_answer(text))
+    return stock
 
 
 def _probe_scores(
