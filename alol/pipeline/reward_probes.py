@@ -94,13 +94,15 @@ def _mean_parts(scores: list[dict[str, float]]) -> dict[str, float]:
 
 
 def paid_probe_message(check: ProbeCheck, which: str) -> str:
+    """The warning for a paid probe, with the parts of a summed reward that pay it."""
     parts = f"; by part: {described(check.by_part)}" if check.by_part else ""
     return (
-        f"the reward pays a stock answer more than π_ref's own: “{short_text(check.text)}” "
-        f"({check.origin}) given to every {which} prompt scores {check.reward:.3f} against π_ref's {check.reference_reward:.3f} "
-        f"(above π_ref's answers on {check.share_above:.0%} of the prompts{parts}). Training on "
-        "this reward can raise it by evading rather than answering: every such answer in the data "
-        "gets a positive advantage"
+        "the reward pays a stock answer more than π_ref's own: "
+        f"“{short_text(check.text)}” ({check.origin}) given to every {which} prompt scores "
+        f"{check.reward:.3f} against π_ref's {check.reference_reward:.3f} (above π_ref's "
+        f"answers on {check.share_above:.0%} of the prompts{parts}). Training on this reward "
+        "can raise it by evading rather than answering: answers like it in the data get "
+        "positive advantages"
     )
 
 
