@@ -3,7 +3,8 @@ and scores π_ref's samples (or takes the data's stored rewards with `value_from
 the value head on their prompt states and writes the head, its fit metrics and plot, and the
 scored samples to `run_dir/value/`. With `value_estimate: per_prompt` it decodes and scores
 π_ref on the training prompts instead and writes each prompt's mean reward
-(`alol.models.prompt_values`).
+(`alol.models.prompt_values`). Either way it then checks, before any training, that the reward
+does not pay a stock answer more than π_ref's scored answers (`alol.pipeline.reward_probes`).
 """
 
 from __future__ import annotations
