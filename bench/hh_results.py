@@ -208,8 +208,22 @@ def markdown(result: dict) -> str:
             "",
             f"Instruct model without SFT: {json.dumps({k: round(v, 3) for k, v in result['instruct'].items() if isinstance(v, float)})}",
             "",
+            *_data_line(result),
         ]
     )
+
+
+def _data_line(result: dict) -> list[str]:
+    """The data's human-chosen answers to the test prompts, scored like the models (results
+    from before the row existed have none)."""
+    if "data" not in result:
+        return []
+    scores = {k: round(v, 3) for k, v in result["data"].items()}
+    return [
+        "The data's human-chosen answers to the test prompts (what imitating the data would "
+        f"reach): {json.dumps(scores)}",
+        "",
+    ]
 
 
 def _pairs_of(judge: dict) -> str:

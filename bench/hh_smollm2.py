@@ -70,8 +70,17 @@ from alol.pipeline import (
     run_train,
     run_value,
 )
-from alol.pipeline.inputs import load_splits, pointwise_records, without_cut_responses
+from alol.pipeline.inputs import (
+    load_splits,
+    load_tokenizer,
+    pointwise_records,
+    render,
+    stage_inputs,
+    without_cut_responses,
+)
+from alol.pipeline.judges import configured_judges
 from alol.reports.eval_report import read_report
+from alol.reports.metrics import distinct_n
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
 from bench.common import commit, write_results
@@ -558,6 +567,30 @@ def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
     return measure_rows(base_cfg)["reference"]
 
 
+def data_row(cfg: PipelineConfig, out: Path, test_scored: Path, judges: list) -> dict:
+    """The data's own human-chosen answers to the test prompts (`human_choices`), scored by the
+    training reward and every judge: where an objective that imitated the data would land, so a
+    target above it asks for more than the data holds."""
+    seed_cfg = seed_config(cfg, 0, (), out, judges)
+    records = load_records(test_scored).records
+    tokenizer = load_tokenizer(cfg.model)
+    prompts = [render(seed_cfg, r.prompt, tokenizer) for r in records]
+    answers = [r.responses[0] for r in records]
+    rewards = {"reward": load_reward(seed_cfg.reward)}
+    rewards.update(
+        (judge.name, judge.load()) for judge in configured_judges(stage_inputs(seed_cfg))
+    )
+    row = {
+        name: statistics.fmean(s["total"] for s in score(reward, prompts, answers))
+        for name, reward in rewards.items()
+    }
+    return {
+        **row,
+        "distinct_2": distinct_n(answers, 2),
+        "length_words": statistics.fmean(len(a.split()) for a in answers),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -626,6 +659,7 @@ def main() -> int:
         },
         "hours": (time.perf_counter() - started) / 3600,
         "instruct": instruct_row(cfg, out, specs),
+        "data": data_row(cfg, out, paths["test_scored"], specs),
         **summary(seeds),
     }
     if earlier:
