@@ -15,9 +15,10 @@ run in parts.
   train split, `online_share` of them helpful-online (the paper's data is about half
   helpful-online and rejection-sampled, whose preferred answers are long and helpful).
 - Reward (training, V and checkpoint selection): `alol reward-model` on the train split's
-  stored reward-model logits (MiniLM, with the off-prompt loss), plus `HARMLESS_TERM` × a
-  Bradley–Terry model of the human choices on half of harmless-base's training prompts: the
-  stored scores pay answering a harmful request as much as declining it.
+  stored reward-model logits (MiniLM, with the off-prompt loss), as the paper trains on its
+  reward model alone. `HARMLESS_TERM` × a Bradley–Terry model of the human choices on half of
+  harmless-base's training prompts can be added (`bench.hh_tries` tries it, gated or not);
+  refitted without dropout, the sum pays every stock evasion above π_ref's answers.
 - Judges, fitted on the train split only and never trained on: helpfulness (Bradley–Terry on
   the human choices of the helpful subsets' pairs), harmlessness (the same on the other half
   of harmless-base's prompts, which the training reward never saw), relevance of the answer to
@@ -117,8 +118,13 @@ HARMLESS_TERM_FIT = PreferenceFit("harmless_term", ("harmless_base",))
 REQUEST_GATE = "request_gate"
 """A classifier of the prompt (red-team request or not) that can gate the harmlessness term:
 the name of its data file (`split_data`) and of the folder it is fitted in."""
-HARMLESS_TERM = 1.0
-"""Weight of the harmlessness term in the training reward (decided on validation, hh_tries)."""
+HARMLESS_TERM = 0.0
+"""Weight of the harmlessness term in the training reward, decided on the validation prompts of
+seeds 0 and 1 (`bench.hh_tries`, results hh_tries_dropout_off_s*): at weight 1 the term makes
+the sum pay every stock evasion above π_ref's answers (the value stage's check); gated to
+red-team requests it cost seed 1 twice the relevance the reward model alone did (−0.197
+against −0.103), and the reward model alone gained on seed 0 (relevance +0.073, helpfulness
++0.048)."""
 HARMLESS_HALVES_SEED = 1
 """Halves harmless-base's training prompts apart from the benchmark's split (seed 0)."""
 

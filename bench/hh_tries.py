@@ -96,11 +96,18 @@ TRIES = {
         ("a_lol_seq",), {"reward_model_off_prompt_weight": 1.0}, harmless_term=1.0
     ),
     "seq_harmless_half": Try(("a_lol_seq",), harmless_term=0.5),
-    "seq_harmless_gated": Try(("a_lol_seq",), gated=True),
-    "seq_harmless_gated_balanced": Try(("a_lol_seq",), {"balance_groups": True}, gated=True),
-    "seq_per_prompt_value": Try(("a_lol_seq",), {"value_estimate": "per_prompt"}, gated=True),
+    "seq_harmless_gated": Try(("a_lol_seq",), harmless_term=1.0, gated=True),
+    "seq_harmless_gated_balanced": Try(
+        ("a_lol_seq",), {"balance_groups": True}, harmless_term=1.0, gated=True
+    ),
+    "seq_per_prompt_value": Try(
+        ("a_lol_seq",), {"value_estimate": "per_prompt"}, harmless_term=1.0, gated=True
+    ),
     "seq_per_prompt_value_4": Try(
-        ("a_lol_seq",), {"value_estimate": "per_prompt", "value_samples": 4}, gated=True
+        ("a_lol_seq",),
+        {"value_estimate": "per_prompt", "value_samples": 4},
+        harmless_term=1.0,
+        gated=True,
     ),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
@@ -115,8 +122,10 @@ sorry, I'm sorry." given to every prompt more than π_ref's answers (seed 1's a_
 to say it). "seq_off_prompt_rm_harmless" adds the harmlessness term to that reward, where the
 off-prompt reward alone lowered harmlessness by 0.057 on validation: the stored reward-model
 scores it learns from agree with the human's choice on harmless-base pairs only 60% of the time
-and pay answering a harmful request as much as declining it. Both are the recipe since; the
-tries before them ran without the harmlessness term (each row's commit says which recipe).
+and pay answering a harmful request as much as declining it. The off-prompt loss is the
+recipe since; so was the term at weight 1, until refitted without dropout it paid every stock
+evasion, and "seq_off_prompt_rm" (the reward model alone) became the recipe again (each row's
+commit says which recipe).
 "seq_harmless_half" halves the term's weight: on seed 0's validation prompts the term pays
 constant answers 0.03 more than π_ref's answers and the reward model 0.03 less, so at weight 1
 the sum pays "You're welcome!" given to every prompt as much as π_ref's answers, and at 0.5 it
