@@ -342,7 +342,9 @@ def test_value_and_eval_decode_and_score_every_prompt_once_per_model(launched):
         samples = [json.loads(line) for line in (run / "eval" / model / "samples.jsonl").open()]
         assert [s["prompt"] for s in samples] == TEST_PROMPTS
     scored = Counter(p for pairs in scored_by_process(launched).values() for p, _ in pairs)
-    assert {p: scored[p] for p in val_prompts} == dict.fromkeys(val_prompts, 1)
+    probes = json.loads((run / "value/reward_probes.json").read_text())["probes"]
+    once = 1 + len(probes)  # π_ref's answer, and every stock answer the value stage checks
+    assert {p: scored[p] for p in val_prompts} == dict.fromkeys(val_prompts, once)
     constants = json.loads((run / "eval" / "audit.json").read_text())["constants"]
     per_prompt = 2 + len(constants)  # each model's answer, and every constant answer
     assert {p: scored[p] for p in TEST_PROMPTS} == dict.fromkeys(TEST_PROMPTS, per_prompt)
