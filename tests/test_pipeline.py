@@ -25,6 +25,7 @@ from alol.data.table import AdvantageTable
 from alol.method.leftover import length_neutral, response_words
 from alol.method.objectives import OBJECTIVES, get_objective
 from alol.pipeline.inputs import (
+    StageInputs,
     load_model_for_inference,
     load_tokenizer,
     render,
@@ -707,6 +708,33 @@ def test_refuse_paid_probes_stops_before_training_and_says_what_to_change(
     assert "“I am happy to help.” (probe) given to every validation prompt scores 0.600" in error
     assert "refuse_paid_probes: false" in error and "reward_probes.json" in error
     assert head.stat().st_mtime_ns == fitted, "V is not fitted again"
+
+
+def test_an_up_to_date_value_stage_reads_its_check_back_without_loading_the_reward(
+    workspace, tiny_llama_dir, caplog, monkeypatch
+):
+    """The check's figures are kept under the answers, the stock answers and the reward, so
+    rerunning the pipeline warns again from them; a new probe is scored anew."""
+    config = str(workspace["config"])
+    args = ["--reference", str(tiny_llama_dir), "--probe-answers", "I am happy to help."]
+    assert main(["value", config, *args]) == 0
+    report = workspace["run"] / "value" / "reward_probes.json"
+    written = report.read_text()
+
+    def no_reward(self):
+        raise AssertionError("the reward was loaded")
+
+    monkeypatch.setattr(StageInputs, "load_reward", no_reward)
+    caplog.clear()
+    assert main(["value", config, *args]) == 0
+    assert report.read_text() == written
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("“I am happy to help.” (probe)" in w for w in warned), "warned again"
+
+    monkeypatch.undo()
+    assert main(["value", config, *args, "I am glad to help."]) == 0
+    texts = [p["text"] for p in json.loads(report.read_text())["probes"]]
+    assert "I am glad to help." in texts
 
 
 def test_per_prompt_values_check_the_probes_on_the_training_prompts(workspace, tiny_llama_dir):

@@ -148,6 +148,23 @@ def scores_of(
     )
 
 
+def stock_answer_scores(
+    folder: Path,
+    text: str,
+    prompts: list[str],
+    reward: Reward,
+    reward_fingerprint: str | None,
+    cfg: PipelineConfig,
+) -> list[dict[str, float]]:
+    """`reward`'s scores of one stock answer, `text`, given to every prompt, kept in `folder`:
+    the evaluation's constant answers and the value stage's probes are scored this way."""
+    key = fingerprint_of("stock answer", text, prompts, reward_fingerprint)
+    return cached_json(
+        folder / f"{key[:16]}.json",
+        lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
+    )
+
+
 def reference_logps_path(answers: Answers, reference_fingerprint: str) -> Path:
     key = fingerprint_of("reference logps", reference_fingerprint, answers.fingerprint)
     return answers.folder / f"reference_logps-{key[:16]}.json"

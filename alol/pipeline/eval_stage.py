@@ -20,16 +20,14 @@ from alol.config import PipelineConfig
 from alol.data.splits import prompt_groups
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_of
 from alol.pipeline.answers import (
     Answers,
     answer_scores,
-    cached_json,
     component_weights,
     decoded_answers,
     reference_logps,
     reference_logps_path,
-    scores_of,
+    stock_answer_scores,
 )
 from alol.pipeline.inputs import (
     StageInputs,
@@ -270,19 +268,25 @@ def _constant_answers(
         if _always_cut(top, a):
             cut.add(normalise_answer(top))
     prompts = answers[REFERENCE].prompts
+    folder = cfg.root / "eval" / "constants"
     for key, constant in candidates.items():
         models = ", ".join("π_ref" if m == REFERENCE else m for m in constant.models)
         own = f"most frequent answer of {models}" if models else ""
         constant.origin = "; ".join(part for part in (constant.origin, own) if part)
-        means = _constant_scores(cfg, constant.text, prompts, reward, inputs.reward_fingerprint)
+        fingerprint = inputs.reward_fingerprint
+        means = _mean_scores(
+            stock_answer_scores(folder, constant.text, prompts, reward, fingerprint, cfg)
+        )
         constant.reward = means["total"]
         constant.components = reward_components(means, weights)
         if key in cut and cfg.missing_eos_penalty:
             constant.reward -= cfg.missing_eos_penalty
             constant.components[MISSING_EOS] = -cfg.missing_eos_penalty
         constant.judges = {
-            judge.name: _constant_scores(
-                cfg, constant.text, prompts, judge.reward, judge.fingerprint
+            judge.name: _mean_scores(
+                stock_answer_scores(
+                    folder, constant.text, prompts, judge.reward, judge.fingerprint, cfg
+                )
             )["total"]
             for judge in judges
         }
@@ -297,13 +301,6 @@ def _always_cut(text: str, answers: Answers) -> bool:
     return not any(ended for response, ended in pairs if normalise_answer(response) == key)
 
 
-def _constant_scores(
-    cfg: PipelineConfig, text: str, prompts: list[str], reward: Reward, fingerprint: str | None
-) -> dict[str, float]:
-    """Mean total and components of `reward` over `text` given as the answer to every prompt."""
-    key = fingerprint_of("constant", text, prompts, fingerprint)
-    scores = cached_json(
-        cfg.root / "eval" / "constants" / f"{key[:16]}.json",
-        lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
-    )
+def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
+    """The mean total and components of one stock answer's scores over the prompts."""
     return {name: sum(s[name] for s in scores) / len(scores) for name in scores[0]}

@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alol.atomic import write_json
-from alol.config import PipelineConfig
 from alol.distributed import on_main_process
 from alol.errors import AlolError
-from alol.fingerprint import fingerprint_of
-from alol.pipeline.answers import cached_json, component_weights, scores_of
+from alol.fingerprint import file_sha256, fingerprint_of
+from alol.pipeline.answers import component_weights, stock_answer_scores
 from alol.pipeline.inputs import StageInputs
 from alol.reports.collapse import most_frequent_answers, normalise_answer, short_text
 from alol.reports.constant_answers import changes_by_part, described, reward_components
@@ -109,28 +108,22 @@ def paid_probe_message(check: ProbeCheck, which: str) -> str:
 def check_reward_probes(inputs: StageInputs, out: Path, which: str) -> list[ProbeCheck]:
     """Score the stock answers (`stock_answers`) on the prompts of π_ref's scored answers in
     `out` (value_samples.jsonl), write the comparison and warn for each one the reward pays
-    more than π_ref's answers; with `refuse_paid_probes`, refuse to go on instead."""
+    more than π_ref's answers; with `refuse_paid_probes`, refuse to go on instead. A comparison
+    already written for the same answers, stock and reward is read back, so an up-to-date
+    stage does not load the reward."""
     cfg = inputs.cfg
     stock = stock_answers(inputs)
     if not stock:
         return []
-    samples = [
-        json.loads(line)
-        for line in (out / "value_samples.jsonl").read_text(encoding="utf-8").splitlines()
-    ]
-    reward = inputs.load_reward()
-    prompts = sorted({s["prompt"] for s in samples})
-    probe_scores = {
-        (text, origin): _probe_scores(cfg, out, text, prompts, reward, inputs.reward_fingerprint)
-        for text, origin in stock.items()
-    }
-    weights = component_weights(reward, prompts[0], next(iter(stock)))
-    checks = compare_probes(samples, probe_scores, prompts, weights)
-    on_main_process(
-        lambda: write_json(
-            out / PROBES_FILE, {"prompts": which, "probes": [_row(c) for c in checks]}
-        )
+    samples_file = out / "value_samples.jsonl"
+    key = fingerprint_of(
+        "reward probes", file_sha256(samples_file), stock, inputs.reward_fingerprint
     )
+    checks = _checks_written(out / PROBES_FILE, key)
+    if checks is None:
+        checks = _probe_checks(inputs, out, samples_file, stock)
+        report = {"fingerprint": key, "prompts": which, "probes": [_row(c) for c in checks]}
+        on_main_process(lambda: write_json(out / PROBES_FILE, report))
     paid = [paid_probe_message(c, which) for c in checks if c.paid]
     if paid and cfg.refuse_paid_probes:
         raise AlolError(
@@ -141,6 +134,36 @@ def check_reward_probes(inputs: StageInputs, out: Path, which: str) -> list[Prob
     for message in paid:
         logger.warning("value: %s.", message)
     return checks
+
+
+def _probe_checks(
+    inputs: StageInputs, out: Path, samples_file: Path, stock: dict[str, str]
+) -> list[ProbeCheck]:
+    """Each stock answer scored on the prompts of π_ref's answers and compared with them."""
+    samples = [json.loads(line) for line in samples_file.read_text(encoding="utf-8").splitlines()]
+    reward = inputs.load_reward()
+    prompts = sorted({s["prompt"] for s in samples})
+    probe_scores = {
+        (text, origin): stock_answer_scores(
+            out / "probes", text, prompts, reward, inputs.reward_fingerprint, inputs.cfg
+        )
+        for text, origin in stock.items()
+    }
+    weights = component_weights(reward, prompts[0], next(iter(stock)))
+    return compare_probes(samples, probe_scores, prompts, weights)
+
+
+def _checks_written(path: Path, key: str) -> list[ProbeCheck] | None:
+    """The comparison in `path` when it was written under `key`, else None."""
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text(encoding="utf-8"))
+    if report.get("fingerprint") != key:
+        return None
+    return [
+        ProbeCheck(**{name: value for name, value in row.items() if name != "paid"})
+        for row in report["probes"]
+    ]
 
 
 def stock_answers(inputs: StageInputs) -> dict[str, str]:
@@ -158,17 +181,6 @@ def stock_answers(inputs: StageInputs) -> dict[str, str]:
             stock[text] = "probe"
             seen.add(normalise_answer(text))
     return stock
-
-
-def _probe_scores(
-    cfg: PipelineConfig, out: Path, text: str, prompts: list[str], reward, fingerprint: str | None
-) -> list[dict[str, float]]:
-    """`reward`'s scores of `text` as the answer to each prompt."""
-    key = fingerprint_of("probe", text, prompts, fingerprint)
-    return cached_json(
-        out / "probes" / f"{key[:16]}.json",
-        lambda: scores_of(reward, prompts, [text] * len(prompts), cfg),
-    )
 
 
 def _row(check: ProbeCheck) -> dict:
