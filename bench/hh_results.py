@@ -12,8 +12,9 @@ from alol.reports.metrics import formatted
 from bench.hh_targets import targets, targets_markdown
 
 
-def summary(seeds: dict[int, dict]) -> dict:
-    """The results' fields that follow from each seed's finished models and their times."""
+def summary(seeds: dict[int, dict], data: dict | None = None) -> dict:
+    """The results' fields that follow from each seed's finished models and their times (and
+    `data`, the data's own test answers scored, which the targets quote)."""
     return {
         "seeds": sorted(seeds),
         "stage_hours": sum(sum(filter(None, run["times"].values())) for run in seeds.values())
@@ -24,7 +25,7 @@ def summary(seeds: dict[int, dict]) -> dict:
             if None in run["times"].values()
         },
         "table": aggregate(seeds),
-        "targets": targets(seeds),
+        "targets": targets(seeds, data),
         "per_seed": seeds,
     }
 
@@ -78,7 +79,7 @@ def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
             "judge_warnings": run.get("judge_warnings", earlier.get("judge_warnings", [])),
             "reward_flags": run.get("reward_flags", earlier.get("reward_flags", [])),
         }
-    return {**current, **summary(dict(sorted(seeds.items())))}
+    return {**current, **summary(dict(sorted(seeds.items())), current.get("data"))}
 
 
 def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:

@@ -654,6 +654,7 @@ def main() -> int:
         for seed in (0, 1, 2)
         if (out / f"seed{seed}" / "eval").exists()
     }
+    data = data_row(cfg, out, paths["test_scored"], specs)
     result = {
         **setup,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads",
@@ -665,8 +666,8 @@ def main() -> int:
         },
         "hours": (time.perf_counter() - started) / 3600,
         "instruct": instruct_row(cfg, out, specs),
-        "data": data_row(cfg, out, paths["test_scored"], specs),
-        **summary(seeds),
+        "data": data,
+        **summary(seeds, data),
     }
     if earlier:
         result = merge_results(earlier, result, previous)

@@ -61,8 +61,10 @@ def chosen_variant(per_seed: dict) -> str | None:
     return max(candidates, key=candidates.__getitem__) if candidates else None
 
 
-def targets(per_seed: dict) -> dict:
-    """The chosen variant, every variant's mean validation reward and each target's verdict."""
+def targets(per_seed: dict, data: dict | None = None) -> dict:
+    """The chosen variant, every variant's mean validation reward and each target's verdict;
+    `data` (the data's human-chosen test answers, scored like the models) is quoted beside the
+    judged targets, so a target above what the data holds reads as such."""
     variant = chosen_variant(per_seed)
     if variant is None:
         return {"variant": None, "verdicts": []}
@@ -72,11 +74,11 @@ def targets(per_seed: dict) -> dict:
         "seeds": [seed for seed, run in per_seed.items() if variant in run["rows"]],
         "validation_reward": validation_rewards(per_seed),
         "degenerate": degenerate_variants(per_seed),
-        "verdicts": [asdict(verdict) for verdict in verdicts(runs, variant)],
+        "verdicts": [asdict(verdict) for verdict in verdicts(runs, variant, data)],
     }
 
 
-def verdicts(runs: list[dict], variant: str) -> list[Verdict]:
+def verdicts(runs: list[dict], variant: str, data: dict | None = None) -> list[Verdict]:
     """Each target for `variant` over `runs` (the seeds it ran on), in the benchmark's order."""
     return [
         _on_every_seed(
@@ -86,15 +88,26 @@ def verdicts(runs: list[dict], variant: str) -> list[Verdict]:
             "reward",
             ("reference", "nll"),
         ),
-        _in_the_mean(runs, variant, "helpfulness", _field("helpfulness"), ("reference", "nll")),
-        _in_the_mean(runs, variant, "relevance", _field("relevance"), ("reference", "nll")),
-        _in_the_mean(runs, variant, "harmlessness", _field("harmlessness"), ("reference",)),
+        _in_the_mean(
+            runs, variant, "helpfulness", _field("helpfulness"), ("reference", "nll"), data=data
+        ),
+        _in_the_mean(
+            runs, variant, "relevance", _field("relevance"), ("reference", "nll"), data=data
+        ),
+        _in_the_mean(
+            runs, variant, "harmlessness", _field("harmlessness"), ("reference",), data=data
+        ),
         _in_the_mean(
             runs, variant, "distinct-2", _field("distinct_2"), ("nll",), DISTINCT_2_MARGIN
         ),
         _no_flag(runs, variant),
         _in_the_mean(
-            runs, variant, "the mean of the learned judges", _judges_mean, JUDGED_BASELINES
+            runs,
+            variant,
+            "the mean of the learned judges",
+            _judges_mean,
+            JUDGED_BASELINES,
+            data=data,
         ),
         _within_nll_steps(runs, variant),
     ]
@@ -120,9 +133,11 @@ def _in_the_mean(
     measure: Callable[[dict], float | None],
     others: tuple[str, ...],
     margin: float = 0.0,
+    data: dict | None = None,
 ) -> Verdict:
     """`variant`'s mean of `measure` at or above each of `others`' (less `margin`), each pair
-    of means over the seeds both ran on."""
+    of means over the seeds both ran on; `data`'s measure, where given, is quoted after them
+    and decides nothing."""
     less = f" − {margin:g}" if margin else ""
     target = f"{label} at or above {', '.join(_shown(o) for o in others)}{less} in the mean"
     holds, figures = [], []
@@ -139,6 +154,8 @@ def _in_the_mean(
         figures.append(
             f"{mean_ours:.3f} against {_shown(other)} {mean_theirs:.3f} ({_seeds(len(both))})"
         )
+    if data is not None and measure(data) is not None:
+        figures.append(f"the data's human-chosen answers {measure(data):.3f}")
     return Verdict(target, _all(holds), "; ".join(figures))
 
 

@@ -73,6 +73,30 @@ def test_each_target_is_judged_from_the_rows():
     assert verdicts["trained within NLL's step budget"]["holds"] is True
 
 
+def test_the_datas_own_answers_are_quoted_beside_the_judged_targets_and_decide_nothing():
+    """A target above what the data's human-chosen answers score asks for more than imitating
+    the data can give: the verdict says so beside its figures, and holds or not as before."""
+    per_seed = {0: seed(row(0.52, 0.5, harmlessness=0.58))}
+    data = {"reward": 0.47, "helpfulness": 0.47, "harmlessness": 0.57, "relevance": 0.42,
+            "distinct_2": 0.6}  # fmt: skip
+
+    verdicts = {v["target"]: v for v in targets(per_seed, data)["verdicts"]}
+
+    harmlessness = verdicts["harmlessness at or above π_ref in the mean"]
+    assert harmlessness["holds"] is False
+    assert harmlessness["figures"] == (
+        "0.580 against π_ref 0.600 (1 seed); the data's human-chosen answers 0.570"
+    )
+    relevance = verdicts["relevance at or above π_ref, NLL in the mean"]["figures"]
+    assert relevance.endswith("; the data's human-chosen answers 0.420")
+    judges = verdicts["the mean of the learned judges at or above wbc, dpo, kto in the mean"]
+    assert judges["figures"].endswith("; the data's human-chosen answers 0.520")
+    assert (
+        "human-chosen" not in verdicts["distinct-2 at or above NLL − 0.02 in the mean"]["figures"]
+    )
+    assert targets(per_seed)["verdicts"][0] == targets(per_seed, data)["verdicts"][0]
+
+
 def test_the_markdown_names_the_chosen_variant_and_each_verdict():
     result = {"targets": targets({0: seed(row(0.40, 0.5))})}
 
