@@ -37,6 +37,7 @@ from alol.pipeline.trainer_setup import training_args
 from alol.pipeline.training_sets import training_set
 from alol.reports.advantage_report import length_weighting
 from alol.setting_checks import ConfigError
+from alol.train import selection
 
 TOPICS = ["bread", "tea", "rain", "music", "books", "cats", "trees", "boats"]
 
@@ -326,6 +327,40 @@ def test_validation_decodes_and_scores_during_training_and_keeps_the_best(
     last = max(out.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     state = json.loads((last / "trainer_state.json").read_text())
     assert state["best_metric"] == max(row["eval_reward"] for row in evals)
+
+
+def test_objectives_trained_from_one_pi_ref_decode_its_validation_once(
+    workspace, tiny_llama_dir, monkeypatch
+):
+    """Before the first step every objective's policy is π_ref: the second objective reads the
+    figures of π_ref's validation back and logs the same ones; a change to how answers are
+    scored validates π_ref again."""
+    config = str(workspace["config"])
+    assert main(["value", config, "--reference", str(tiny_llama_dir)]) == 0
+    passes = []
+    decode_and_score = selection.validation_report
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return decode_and_score(*args, **kwargs)
+
+    monkeypatch.setattr(selection, "validation_report", counted)
+    args = ["train", config, "--reference", str(tiny_llama_dir), "--max-steps", "2"]
+    args += ["--eval-steps", "2", "--no-scale-steps-by-positive-fraction"]
+
+    assert main([*args, "--objective", "a_lol"]) == 0
+    assert len(passes) == 2, "π_ref's validation, then step 2's"
+    assert main([*args, "--objective", "wbc"]) == 0
+    assert len(passes) == 3, "step 2's only"
+
+    def start(objective: str) -> dict:
+        logged = (workspace["run"] / "train" / objective / "metrics.jsonl").open()
+        return next(row for row in map(json.loads, logged) if "eval_reward" in row)
+
+    assert start("a_lol")["step"] == 0 and start("wbc") == start("a_lol")
+    assert main([*args, "--objective", "nll", "--missing-eos-penalty", "0.5"]) == 0
+    assert len(passes) == 5, "π_ref's answers pay the penalty now: validated again"
+    assert start("nll")["eval_reward/missing_eos"] == -0.5
 
 
 def test_the_missing_eos_penalty_costs_cut_answers_in_v_in_selection_and_in_eval(workspace):

@@ -17,6 +17,8 @@ Run directory layout::
     run_dir/pairs/                     π_ref's log-probs of preference pairs (DPO), reference_logps-*
     run_dir/kto/                       π_ref's log-probs of KTO's completions, reference_logps-*
     run_dir/train/<objective>/         checkpoints, final/ model, metrics.jsonl, train_curves.png
+    run_dir/train/start_validation/    π_ref's validation before the first step, one pass for
+                                       every objective trained from it
     run_dir/eval/<name>/               answers.jsonl, scores/, eval.json, report.md, samples.jsonl
     run_dir/eval/                      comparison.md, audit.md, audit.json, constants/
 

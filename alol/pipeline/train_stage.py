@@ -29,7 +29,7 @@ from alol.pipeline.inputs import (
     unique_prompts,
 )
 from alol.pipeline.judges import Judge, configured_judges
-from alol.pipeline.settings import generation_config
+from alol.pipeline.settings import generation_config, lora_kwargs, quantization, tokenization
 from alol.pipeline.stage import finish_stage, running_stage, stage_done
 from alol.pipeline.trainer_setup import (
     build_trainer,
@@ -72,6 +72,39 @@ def validation_prompts(inputs: StageInputs) -> tuple[Any, list[str]]:
     tokenizer = load_tokenizer(inputs.reference)
     prompts = unique_prompts(inputs.splits.val)
     return tokenizer, [render(inputs.cfg, prompt, tokenizer) for prompt in prompts]
+
+
+START_SETTINGS = (
+    "seed",
+    "bf16",
+    "fp16",
+    "compile_layers",
+    "compile_mode",
+    "missing_eos_penalty",
+    "select_by",
+    "collapse_share",
+    "cut_off_share",
+    "loop_share",
+)
+"""The settings besides the model and the validation that decide the figures of the validation
+before the first step: how the policy computes, and how its answers are scored and judged."""
+
+
+def start_validation_file(cfg: PipelineConfig, inputs: StageInputs, validation: dict) -> Path:
+    """Where the validation before the first step is kept. At that step every objective's
+    policy is π_ref, loaded and adapted the same way (LoRA's adapters start at zero), so the
+    key holds π_ref, its loading and `validation` (prompts, decoding, reward, judges), never
+    the objective: the objectives of a run decode π_ref's validation answers once."""
+    key = fingerprint_of(
+        "start validation",
+        inputs.reference_fingerprint,
+        validation,
+        {name: getattr(cfg, name) for name in START_SETTINGS},
+        lora_kwargs(cfg),
+        quantization(cfg),
+        tokenization(cfg),
+    )
+    return cfg.root / "train" / "start_validation" / f"{key[:16]}.json"
 
 
 def kept_checkpoint(trainer) -> dict | None:
@@ -143,6 +176,9 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
             eval_prompts=eval_prompts or None,
             generation_config=generation_config(cfg),
             judges={judge.name: judge.reward for judge in judges},
+            start_validation_file=start_validation_file(cfg, inputs, validation)
+            if validates
+            else None,
         )
         cuts = dataset.cut_counts()
         log_data(logger, f"train {objective_name}", inputs.splits, cuts, cfg.max_response_length)

@@ -69,6 +69,7 @@ def build_trainer(
     eval_prompts: list[str] | None = None,
     generation_config: GenerationConfig | None = None,
     judges: dict[str, Reward] | None = None,
+    start_validation_file: Path | None = None,
 ) -> AlolTrainer:
     """An `AlolTrainer` writing its checkpoints and metrics.jsonl into `stage_dir`."""
     with_eval = bool(eval_prompts)
@@ -84,6 +85,7 @@ def build_trainer(
         generation_config=generation_config,
         callbacks=[MetricsFileCallback(stage_dir / "metrics.jsonl")],
         judges=judges,
+        start_validation_file=start_validation_file,
     )
 
 

@@ -13,6 +13,7 @@ degenerate, the earliest, the fewest steps from π_ref, is kept and the run says
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
-from alol.distributed import gather_in_order
+from alol.atomic import write_json
+from alol.distributed import gather_in_order, on_main_process
 from alol.errors import AlolError
 from alol.models.generate import GenerationConfig, generate_answers
 from alol.reports.audit_thresholds import SIGNIFICANT_STANDARD_ERRORS
@@ -192,7 +194,8 @@ def validation_metrics(
 
 class ValidatedCheckpoints:
     """The validation and checkpoint choice of `AlolTrainer`: a `Trainer` mixin that reads the
-    trainer's `reward`, `judges`, `eval_prompts` and `generation_config`."""
+    trainer's `reward`, `judges`, `eval_prompts`, `generation_config` and
+    `start_validation_file`."""
 
     # --- evaluation ---------------------------------------------------------------------
 
@@ -200,7 +203,25 @@ class ValidatedCheckpoints:
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict:
         """Decode the validation prompts (each rank its share), score them with the reward and
-        the judges, and log the scores, the degeneration measures and the selection score."""
+        the judges, and log the scores, the degeneration measures and the selection score.
+        Before the first step the figures are π_ref's: read from `start_validation_file` when
+        another run from the same start wrote them, else written there."""
+        kept = self.start_validation_file if self.state.global_step == 0 else None
+        if kept is not None and kept.is_file():
+            metrics = json.loads(kept.read_text(encoding="utf-8"))
+            logger.info("validation before the first step: π_ref's figures read from %s", kept)
+        else:
+            metrics = self._validated(metric_key_prefix)
+            if kept is not None:
+                on_main_process(lambda: write_json(kept, metrics))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(
+            self.args, self.state, self.control, metrics
+        )
+        return metrics
+
+    def _validated(self, metric_key_prefix: str) -> dict[str, float]:
+        """One validation pass of the model as it is now."""
         if self.reward is None or not self.eval_prompts:
             raise ValueError("Evaluation needs a reward and eval_prompts.")
         model = self.accelerator.unwrap_model(self.model)
@@ -228,10 +249,6 @@ class ValidatedCheckpoints:
                 self.state.global_step,
                 "; ".join(findings),
             )
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(
-            self.args, self.state, self.control, metrics
-        )
         model.train()
         return metrics
 

@@ -34,6 +34,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -82,7 +83,9 @@ class AlolTrainer(AtomicCheckpoints, ValidatedCheckpoints, Trainer):
 
     `sample_weights` (aligned with an `ExampleDataset`) drive priority sampling; None samples
     uniformly (records get the objective's own weights). `reward` and `eval_prompts` (rendered
-    prompt texts) enable validation by decoding and scoring.
+    prompt texts) enable validation by decoding and scoring. `start_validation_file` keeps the
+    validation before the first step: trainers of several objectives from the same π_ref, with
+    the same validation, given the same file decode π_ref's answers once.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class AlolTrainer(AtomicCheckpoints, ValidatedCheckpoints, Trainer):
         generation_config: GenerationConfig | None = None,
         callbacks: list | None = None,
         judges: dict[str, Reward] | None = None,
+        start_validation_file: Path | None = None,
     ):
         if isinstance(model, str):
             processing_class = processing_class or AutoTokenizer.from_pretrained(model)
@@ -157,6 +161,7 @@ class AlolTrainer(AtomicCheckpoints, ValidatedCheckpoints, Trainer):
             )
         self.eval_prompts = eval_prompts
         self.generation_config = generation_config or GenerationConfig()
+        self.start_validation_file = start_validation_file
         eval_dataset = PromptList(eval_prompts) if eval_prompts and reward is not None else None
         super().__init__(
             model=model,
