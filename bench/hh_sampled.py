@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import os
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -44,8 +45,7 @@ def linked(source: Path, target: Path) -> None:
     """`source` hard-linked at `target` once, so the evaluation reads the finished models as
     they are without copying their weights."""
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-al", str(source), str(target)], check=True)
+        shutil.copytree(source, target, copy_function=os.link)
 
 
 def answer_kinds(answers_file: Path) -> dict:

@@ -269,11 +269,11 @@ def _constant_answers(
             cut.add(normalise_answer(top))
     prompts = answers[REFERENCE].prompts
     folder = cfg.root / "eval" / "constants"
+    fingerprint = inputs.reward_fingerprint
     for key, constant in candidates.items():
         models = ", ".join("π_ref" if m == REFERENCE else m for m in constant.models)
         own = f"most frequent answer of {models}" if models else ""
         constant.origin = "; ".join(part for part in (constant.origin, own) if part)
-        fingerprint = inputs.reward_fingerprint
         means = _mean_scores(
             stock_answer_scores(folder, constant.text, prompts, reward, fingerprint, cfg)
         )
