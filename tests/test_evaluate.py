@@ -10,6 +10,7 @@ import pytest
 from alol.reports.eval_report import (
     EvalExample,
     EvalReport,
+    changes_from_reference,
     comparison_table,
     evaluate_responses,
     read_report,
@@ -211,6 +212,37 @@ def test_the_reward_change_carries_the_standard_error_of_its_per_prompt_differen
     assert model.reward_change_se == pytest.approx(0.0408, abs=1e-4)
     row = comparison_table({"reference": reference, "a_lol": model}).splitlines()[3]
     assert row.startswith("| a_lol | **0.600** (+0.100 ± 0.041) | 0.88 |")
+
+
+def test_each_models_change_on_the_reward_and_every_judge_is_paired_by_prompt():
+    """Reward differences 0.1, 0.2, 0.0, 0.1 (mean 0.1, se 0.041); judge differences
+    +0.5, −0.5, −0.5, −0.5 (mean −0.25, sample sd 0.5, se 0.25): a reward gain the judge
+    does not share, which `reward_vs_judges.png` draws right of 0 and below it."""
+    reference = evaluate_responses(
+        PROMPTS, RESPONSES, [{"r": 0.5}] * 4, judges={"relevance": [0.5] * 4}
+    )
+    model = evaluate_responses(
+        PROMPTS,
+        RESPONSES,
+        [{"r": 0.6}, {"r": 0.7}, {"r": 0.5}, {"r": 0.6}],
+        reference_scores=[{"r": 0.5}] * 4,
+        judges={"relevance": [1.0, 0.0, 0.0, 0.0]},
+        reference_judges={"relevance": [0.5] * 4},
+    )
+
+    changes = changes_from_reference({"reference": reference, "a_lol": model})
+
+    assert list(changes) == ["a_lol"], "π_ref is the origin, not a point"
+    assert changes["a_lol"]["reward"] == pytest.approx((0.1, 0.0408), abs=1e-4)
+    assert changes["a_lol"]["relevance"] == pytest.approx((-0.25, 0.25))
+
+
+def test_changes_are_refused_for_answers_to_other_prompts():
+    reference = evaluate_responses(PROMPTS, RESPONSES, SCORES)
+    model = evaluate_responses(["q1", "q2", "q3", "q4"], RESPONSES, SCORES)
+
+    with pytest.raises(ValueError, match="a_lol's report answers other prompts than π_ref's"):
+        changes_from_reference({"reference": reference, "a_lol": model})
 
 
 def test_prompt_overlap_is_counted_and_warned(caplog):

@@ -123,6 +123,7 @@ def test_run_chains_every_stage_and_writes_the_artifacts(workspace):
         "eval/comparison.md",
     ]:
         assert (run / artifact).exists(), artifact
+    assert not (run / "eval/reward_vs_judges.png").exists(), "no judge to draw the reward against"
     logged = [
         json.loads(line) for line in (run / "train/a_lol/metrics.jsonl").read_text().splitlines()
     ]

@@ -5,7 +5,8 @@ answers to every prompt, and audits the lot for reward hacking.
 
 Writes `run_dir/eval/<name>/` (answers.jsonl, eval.json, report.md, samples.jsonl and the
 kept scores), `run_dir/eval/audit.md` and `audit.json`, and `run_dir/eval/comparison.md`: the
-comparison table, each group's part (when the test records have groups) and the audit's flags.
+comparison table, each group's part (when the test records have groups) and the audit's flags;
+with judges, `run_dir/eval/reward_vs_judges.png`, each model's reward change against each judge's.
 Only what changed is computed again (`alol.pipeline.answers`).
 """
 
@@ -45,12 +46,14 @@ from alol.reports.collapse import collapse_of, most_frequent_answers, normalise_
 from alol.reports.constant_answers import ConstantAnswer, reward_components
 from alol.reports.eval_report import (
     EvalReport,
+    changes_from_reference,
     comparison_table,
     evaluate_responses,
     warn_on_prompt_overlap,
     write_report,
 )
 from alol.reports.group_report import group_table
+from alol.reports.plots import plot_reward_against_judges
 from alol.rewards import Reward, with_missing_eos_penalty
 from alol.rewards.scoring import MISSING_EOS
 
@@ -132,6 +135,10 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         write_text(out / "audit.md", audit_markdown(audit))
         write_json(out / "audit.json", audit.summary())
         write_text(out / "comparison.md", evaluation.table() + "\n")
+        if judges and len(reports) > 1:
+            flagged = {name for name, model in audit.models.items() if model.flag}
+            changes = changes_from_reference(reports)
+            plot_reward_against_judges(changes, flagged, out / "reward_vs_judges.png")
 
     on_main_process(write)
     for flag in audit.flags:

@@ -185,6 +185,33 @@ def evaluate_responses(
     )
 
 
+def changes_from_reference(
+    reports: Mapping[str, EvalReport],
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Each trained model's per-prompt change from π_ref's answers to the same prompts (mean,
+    standard error) on the reward (under "reward") and on every judge: a reward gain that the
+    judges, which no objective trained on, do not share is what reward hacking looks like."""
+    reference = reports[REFERENCE].examples
+    changes = {}
+    for name, report in reports.items():
+        if name == REFERENCE:
+            continue
+        if [e.prompt for e in report.examples] != [e.prompt for e in reference]:
+            raise ValueError(f"{name}'s report answers other prompts than π_ref's")
+        changes[name] = {
+            "reward": paired_change(
+                [e.scores["total"] for e in report.examples], [e.scores["total"] for e in reference]
+            ),
+            **{
+                judge: paired_change(
+                    [e.judges[judge] for e in report.examples], [e.judges[judge] for e in reference]
+                )
+                for judge in report.judge_mean
+            },
+        }
+    return changes
+
+
 def _with_totals(scores: list[dict[str, float]], name: str) -> list[dict[str, float]]:
     """Copies of the score dicts with "total" filled in; all must share the same components."""
     components = [key for key in scores[0] if key != "total"]

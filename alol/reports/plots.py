@@ -1,5 +1,5 @@
 """Plots where a picture says more than a table: training curves, rewards per objective, the
-advantage histogram and the value head's fit."""
+advantage histogram, the value head's fit and each model's reward change against its judges'."""
 
 from __future__ import annotations
 
@@ -139,6 +139,32 @@ def plot_reward_model_fit(report: dict, png_path: str | Path) -> Path:
             f"\npairwise accuracy {accuracy:.2f}, Pearson {report.get('pearson', math.nan):.2f}"
         )
     axis.set(xlabel="stored score", ylabel="reward model output", title=title)
+    figure.tight_layout()
+    return _save(figure, png_path)
+
+
+def plot_reward_against_judges(
+    changes: dict[str, dict[str, tuple[float, float]]], flagged: set[str], png_path: str | Path
+) -> Path:
+    """One panel per judge: each model's change from π_ref in the reward (x) against the
+    judge's (y), ± 2 standard errors. A model to the right of 0 and below it gained reward
+    that the judge does not confirm; the audit's flagged models are drawn in red."""
+    judges = [key for key in next(iter(changes.values())) if key != "reward"]
+    columns = min(3, len(judges))
+    rows = math.ceil(len(judges) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.6 * rows), squeeze=False)
+    for axis in list(axes.flat)[len(judges) :]:
+        axis.axis("off")
+    for axis, judge in zip(axes.flat, judges, strict=False):
+        axis.axhline(0.0, color="grey", linewidth=1)
+        axis.axvline(0.0, color="grey", linewidth=1)
+        for name, change in changes.items():
+            (x, x_se), (y, y_se) = change["reward"], change[judge]
+            color = "tab:red" if name in flagged else "tab:blue"
+            axis.errorbar(x, y, xerr=2 * x_se, yerr=2 * y_se, fmt="o", color=color, capsize=3)
+            axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.set(xlabel="reward change from π_ref", ylabel=f"{judge} change", title=judge)
+    figure.suptitle("change from π_ref's answers (± 2 s.e.); red: flagged by the audit", fontsize=9)
     figure.tight_layout()
     return _save(figure, png_path)
 
