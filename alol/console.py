@@ -71,7 +71,15 @@ def _source(filename: str) -> str:
     return Path(filename).stem
 
 
+OFFLINE_CHATTER = ("bitsandbytes.backends.cpu.ops",)
+"""Loggers whose warnings say only that something could not be fetched from the hub, which
+alol never reaches: bitsandbytes' CPU backend announces at import (peft imports it, so on every
+command, quantizing or not) that its optional kernels were not downloaded."""
+
+
 def _quiet_libraries() -> None:
+    for name in OFFLINE_CHATTER:
+        logging.getLogger(name).setLevel(logging.ERROR)
     import transformers
 
     transformers.utils.logging.set_verbosity_error()

@@ -428,6 +428,21 @@ def test_a_library_warning_shows_once_per_run_though_trainer_resets_the_filters(
     assert "warning: FutureWarning (test_user_errors): `is_gradient_checkpointing` is" in err
 
 
+def test_bitsandbytes_kernels_missing_from_the_hub_are_not_announced_on_every_command(capsys):
+    """Before: every command began with bitsandbytes' CPU backend warning that it could not
+    fetch its optional kernels from the hub (peft imports it), quantizing or not."""
+    configure_console()
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").warning(
+        "Failed to load CPU gemm_4bit_forward from kernels-community"
+    )
+    logging.getLogger("bitsandbytes.nn.modules").warning("a 4-bit layer met a float16 input")
+
+    err = capsys.readouterr().err
+    assert "gemm_4bit_forward" not in err
+    assert "warning (bitsandbytes.nn.modules): a 4-bit layer met a float16 input" in err
+
+
 def test_an_error_that_is_no_users_to_fix_shows_its_traceback_as_a_bug(config, capsys, monkeypatch):
     def broken(cfg):
         return int("not a number")  # a ValueError, but raised outside alol's checks
