@@ -80,6 +80,7 @@ def test_quick_demo_writes_the_report_folder(quick_demo):
     readme = (report / "README.md").read_text()
     expected = [
         "reward_by_objective.png",
+        "reward_vs_judges.png",
         "advantage_hist.png",
         *(f"train_curves_{name}.png" for name in QUICK_OBJECTIVES),
     ]

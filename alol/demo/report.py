@@ -114,7 +114,8 @@ def _collect_figures(
         {name: (r.reward_mean["total"], r.reward_std["total"]) for name, r in reports.items()},
         out / "reward_by_objective.png",
     )
-    sources = [("advantage histogram", cfg.root / "advantage" / "advantage_hist.png")]
+    sources = [("reward change against the judges'", cfg.root / "eval" / "reward_vs_judges.png")]
+    sources += [("advantage histogram", cfg.root / "advantage" / "advantage_hist.png")]
     sources += [("value fit", cfg.root / "value" / "value_fit.png")]
     sources += [
         (f"training curves: {name}", cfg.root / "train" / name / "train_curves.png")
