@@ -1,14 +1,22 @@
 """The judged HH benchmark's results across seeds and parts: each model's mean and spread
-over seeds, the targets, the markdown table, and how a part run elsewhere (a run folder that is
-gone) merges with this run's, refused unless both share the split, reward model and judges."""
+over seeds, the targets, the markdown table, the picture of each model's reward change against
+its judges', and how a part run elsewhere (a run folder that is gone) merges with this run's,
+refused unless both share the split, reward model and judges.
+
+`python -m bench.hh_results bench/results/<name>.json` writes the table and the picture again
+from a results file, with this commit's targets (say, for a file a fixed older commit wrote)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 from alol.reports.metrics import formatted
+from alol.reports.plots import plot_reward_against_judges
+from bench.common import write_results
 from bench.hh_targets import targets, targets_markdown
 
 
@@ -41,12 +49,12 @@ def shared_setup(result: dict) -> dict:
     return json.loads(json.dumps({**setup, "judges": judges}))
 
 
-def read_results(path: Path) -> dict:
-    """An earlier part's results file, or a stop that names it."""
+def read_results(path: Path, named_by: str = "--merge-with") -> dict:
+    """A results file (an earlier part's, named by --merge-with), or a stop that names it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"--merge-with {path}: not a readable results file ({err})") from None
+        raise SystemExit(f"{named_by} {path}: not a readable results file ({err})") from None
 
 
 def refuse_another_setup(previous: dict, current: dict, previous_path: Path) -> None:
@@ -82,9 +90,65 @@ def merge_results(previous: dict, current: dict, previous_path: Path) -> dict:
     return {**current, **summary(dict(sorted(seeds.items())), current.get("data"))}
 
 
+def seed_changes(per_seed: dict) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per trained model: its change from the same seed's π_ref on the reward and on every
+    judge (each measure with a win-rate beside it), mean and standard error over its seeds."""
+    changes: dict[str, dict[str, list[float]]] = {}
+    for run in per_seed.values():
+        reference = run["rows"]["reference"]
+        for name, row in run["rows"].items():
+            if name == "reference":
+                continue
+            measures = [key.removesuffix("_win_rate") for key in row if key.endswith("_win_rate")]
+            for measure in ["reward", *measures]:
+                delta = row[measure] - reference[measure]
+                changes.setdefault(name, {}).setdefault(measure, []).append(delta)
+    return {
+        name: {measure: _mean_and_se(deltas) for measure, deltas in measures.items()}
+        for name, measures in changes.items()
+    }
+
+
+def _mean_and_se(values: list[float]) -> tuple[float, float]:
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.fmean(values), se
+
+
+def plot(result: dict, png_path: Path) -> Path:
+    """Each model's reward change against each judge's, over seeds; red if flagged on any."""
+    flagged = {
+        name
+        for run in result["per_seed"].values()
+        for name, row in run["rows"].items()
+        if row.get("flag")
+    }
+    return plot_reward_against_judges(
+        seed_changes(result["per_seed"]),
+        flagged,
+        png_path,
+        title="change from the same seed's π_ref on the test prompts, mean over seeds "
+        "± 2 s.e.; red: flagged by the audit on some seed",
+    )
+
+
+ROW_ORDER = (
+    "reference", "nll", "wbc", "r_gold", "r_lol", "a_lol", "a_lol_ref_free", "a_lol_seq",
+    "a_lol_kl", "dpo", "pro", "kto", "grpo", "rloo",
+)  # fmt: skip
+"""The table's rows: π_ref, the likelihood baselines, the A-LoL variants, the preference and
+online baselines; JSON keeps rows sorted by name, so a merged or rewritten table restores it."""
+
+
+def in_row_order(names) -> list[str]:
+    """`names` in ROW_ORDER, any other name after them in the order given."""
+    names = list(dict.fromkeys(names))
+    return sorted(names, key=lambda n: ROW_ORDER.index(n) if n in ROW_ORDER else len(ROW_ORDER))
+
+
 def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
-    """Per model: each numeric measure's mean, sample sd across seeds (0 for one seed), values."""
-    names = list(dict.fromkeys(name for run in seeds.values() for name in run["rows"]))
+    """Per model (in ROW_ORDER): each numeric measure's mean, sample sd across seeds (0 for one
+    seed) and values."""
+    names = in_row_order(name for run in seeds.values() for name in run["rows"])
     table = {}
     for name in names:
         runs = [run["rows"][name] for run in seeds.values() if name in run["rows"]]
@@ -136,7 +200,9 @@ def markdown(result: dict) -> str:
     ]
     per_seed = [
         f"- seed {seed}: reward "
-        + ", ".join(f"{name} {row['reward']:.3f}" for name, row in run["rows"].items())
+        + ", ".join(
+            f"{name} {run['rows'][name]['reward']:.3f}" for name in in_row_order(run["rows"])
+        )
         + f"; trained at {_trained_at(run['rows'])}"
         for seed, run in result["per_seed"].items()
     ]
@@ -267,3 +333,23 @@ def _not_timed_note(not_timed: dict) -> str:
         " train_seconds leaves out the runs that resumed a stopped run's checkpoint, "
         f"which were timed only in part ({runs})."
     )
+
+
+def rewrite(path: Path) -> None:
+    """The table (with this commit's targets) and the picture again from a results file."""
+    result = read_results(path, named_by="bench.hh_results:")
+    seeds = {int(seed): run for seed, run in result["per_seed"].items()}
+    result = {**result, **summary(seeds, result.get("data"))}
+    write_results(path.stem, result, markdown(result), folder=path.parent)
+    plot(result, path.with_suffix(".png"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=rewrite.__doc__)
+    parser.add_argument("results", type=Path, help="a results file of bench.hh_smollm2")
+    rewrite(parser.parse_args().results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

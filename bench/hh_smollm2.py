@@ -84,8 +84,15 @@ from alol.reports.eval_report import read_report
 from alol.reports.metrics import distinct_n
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
-from bench.common import commit, write_results
-from bench.hh_results import markdown, merge_results, read_results, refuse_another_setup, summary
+from bench.common import RESULTS, commit, write_results
+from bench.hh_results import (
+    markdown,
+    merge_results,
+    plot,
+    read_results,
+    refuse_another_setup,
+    summary,
+)
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh"
 SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
@@ -673,6 +680,7 @@ def main() -> int:
         result = merge_results(earlier, result, previous)
     name = args.results or ("hh_smollm2_quick" if args.quick else "hh_smollm2")
     write_results(name, result, markdown(result))
+    plot(result, RESULTS / f"{name}.png")
     return 0
 
 

@@ -144,13 +144,16 @@ def plot_reward_model_fit(report: dict, png_path: str | Path) -> Path:
 
 
 def plot_reward_against_judges(
-    changes: dict[str, dict[str, tuple[float, float]]], flagged: set[str], png_path: str | Path
+    changes: dict[str, dict[str, tuple[float, float]]],
+    flagged: set[str],
+    png_path: str | Path,
+    title: str = "change from π_ref's answers (± 2 s.e.); red: flagged by the audit",
 ) -> Path:
     """One panel per judge: each model's change from π_ref in the reward (x) against the
     judge's (y), ± 2 standard errors. A model to the right of 0 and below it gained reward
     that the judge does not confirm; the audit's flagged models are drawn in red."""
     judges = [key for key in next(iter(changes.values())) if key != "reward"]
-    columns = min(3, len(judges))
+    columns = 2 if len(judges) == 4 else min(3, len(judges))
     rows = math.ceil(len(judges) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.6 * rows), squeeze=False)
     for axis in list(axes.flat)[len(judges) :]:
@@ -164,7 +167,7 @@ def plot_reward_against_judges(
             axis.errorbar(x, y, xerr=2 * x_se, yerr=2 * y_se, fmt="o", color=color, capsize=3)
             axis.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         axis.set(xlabel="reward change from π_ref", ylabel=f"{judge} change", title=judge)
-    figure.suptitle("change from π_ref's answers (± 2 s.e.); red: flagged by the audit", fontsize=9)
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return _save(figure, png_path)
 
