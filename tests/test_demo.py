@@ -91,6 +91,9 @@ def test_quick_demo_writes_the_report_folder(quick_demo):
     assert table_header in readme
     assert "leftover lunch" in readme and "Kinds of answer" in readme
     assert "## Reward-hacking audit" in readme and "### Constant answers" in readme
+    samples = readme[readme.index("## Sample answers") :]
+    assert samples.count("### Prompt") == 3 and "**π_ref** (reward " in samples
+    assert (run_dir / "eval" / "samples.md").read_text().startswith("# Answers side by side")
 
 
 def test_quick_demo_writes_the_task_data_it_trained_on(quick_demo):

@@ -131,6 +131,9 @@ def test_the_audit_flags_a_policy_that_answers_every_prompt_with_one_sentence(se
     assert "- nll: reward +" in comparison, "the flags are summarised under the table"
     picture = run / "eval" / "reward_vs_judges.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", "the flagged gain is drawn too"
+    samples = (run / "eval" / "samples.md").read_text()
+    disputes = samples[: samples.index("## The first")]
+    assert "### nll: prompt" in disputes and "```text\nNo.\n```" in disputes
     markdown = (run / "eval" / "audit.md").read_text()
     constants = markdown[markdown.index("## Constant answers") :]
     assert "| “No.” | training data (18 times); most frequent answer of nll | 1.000 | 0.000 |" in (

@@ -20,6 +20,9 @@ from alol.reports.audit_report import audit_markdown
 from alol.reports.eval_report import EvalReport
 from alol.reports.metrics import formatted
 from alol.reports.plots import plot_reward_by_objective
+from alol.reports.samples_report import side_by_side
+
+SAMPLE_PROMPTS = 3
 
 
 def answer_kinds_table(reports: dict[str, EvalReport]) -> str:
@@ -85,8 +88,15 @@ def write_demo_report(
         "",
     ]
     lines += [f"![{title}]({name})\n" for title, name in figures]
-    lines += ["## Sample answers", ""]
-    lines += _samples(reports, count=3)
+    lines += [
+        "## Sample answers",
+        "",
+        "The first test prompts; [eval/samples.md](../eval/samples.md) also has, for each trained "
+        "model, the prompts where its reward and the judges disagree most.",
+        "",
+    ]
+    for index in range(min(SAMPLE_PROMPTS, reports["reference"].n)):
+        lines += side_by_side(reports, index, "Prompt")
     lines += ["## Settings", "", "```json", json.dumps(asdict(cfg), indent=2, default=str), "```"]
     write_text(out / "README.md", "\n".join(lines) + "\n")
     return out
@@ -131,17 +141,3 @@ def _collect_figures(
             write_atomic(out / name, lambda tmp, source=source: shutil.copyfile(source, tmp))
             figures.append((title, name))
     return figures
-
-
-def _samples(reports: dict[str, EvalReport], count: int) -> list[str]:
-    lines = []
-    for i in range(min(count, reports["reference"].n)):
-        prompt = reports["reference"].examples[i].prompt
-        lines += [f"**Prompt:** `{' '.join(prompt.split())}`", ""]
-        for name, report in reports.items():
-            example = report.examples[i]
-            lines.append(
-                f"- {name} ({example.scores['total']:.2f}): {' '.join(example.response.split())}"
-            )
-        lines.append("")
-    return lines

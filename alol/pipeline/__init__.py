@@ -20,7 +20,7 @@ Run directory layout::
     run_dir/train/start_validation/    π_ref's validation before the first step, one pass for
                                        every objective trained from it
     run_dir/eval/<name>/               answers.jsonl, scores/, eval.json, report.md, samples.jsonl
-    run_dir/eval/                      comparison.md, audit.md, audit.json, constants/,
+    run_dir/eval/                      comparison.md, samples.md, audit.md, audit.json, constants/,
                                        reward_vs_judges.png (with judges)
 
 Every stage runs unchanged under `accelerate launch` (or `torchrun`): decoding, scoring and the

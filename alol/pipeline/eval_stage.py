@@ -6,7 +6,8 @@ answers to every prompt, and audits the lot for reward hacking.
 Writes `run_dir/eval/<name>/` (answers.jsonl, eval.json, report.md, samples.jsonl and the
 kept scores), `run_dir/eval/audit.md` and `audit.json`, and `run_dir/eval/comparison.md`: the
 comparison table, each group's part (when the test records have groups) and the audit's flags;
-with judges, `run_dir/eval/reward_vs_judges.png`, each model's reward change against each judge's.
+`run_dir/eval/samples.md`, the answers side by side (`alol.reports.samples_report`); with
+judges, `run_dir/eval/reward_vs_judges.png`, each model's reward change against each judge's.
 Only what changed is computed again (`alol.pipeline.answers`).
 """
 
@@ -54,6 +55,7 @@ from alol.reports.eval_report import (
 )
 from alol.reports.group_report import group_table
 from alol.reports.plots import plot_reward_against_judges
+from alol.reports.samples_report import samples_markdown
 from alol.rewards import Reward, with_missing_eos_penalty
 from alol.rewards.scoring import MISSING_EOS
 
@@ -135,6 +137,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         write_text(out / "audit.md", audit_markdown(audit))
         write_json(out / "audit.json", audit.summary())
         write_text(out / "comparison.md", evaluation.table() + "\n")
+        write_text(out / "samples.md", samples_markdown(reports))
         if judges and len(reports) > 1:
             flagged = {name for name, model in audit.models.items() if model.flag}
             changes = changes_from_reference(reports)

@@ -310,17 +310,17 @@ def _markdown(report: EvalReport, title: str) -> str:
             "",
             "Prompt:",
             "",
-            _fenced(example.prompt),
+            fenced(example.prompt),
             "",
             "Response:",
             "",
-            _fenced(example.response),
+            fenced(example.response),
             "",
         ]
     return "\n".join(lines)
 
 
-def _fenced(text: str) -> str:
+def fenced(text: str) -> str:
     """A code block whose fence is longer than any run of backticks inside `text`."""
     longest_run = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest_run + 1)
