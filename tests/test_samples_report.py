@@ -32,10 +32,11 @@ REFERENCE = report([0.5, 0.5, 0.5, 0.7], [0.4, 0.6, 0.5, 0.5], ["Tea is a drink.
 
 def test_the_most_disputed_prompts_are_where_the_reward_rose_and_the_judges_fell():
     """Changes (reward, relevance): (+0.3, −0.4), (+0.3, +0.2), (+0.1, −0.1), (−0.2, −0.4).
-    The fourth is left out (the reward fell); the first disputes most, the second least."""
+    The second is left out (the judge followed the reward), the fourth too (the reward fell);
+    the first disputes more than the third."""
     model = report([0.8, 0.8, 0.6, 0.5], [0.0, 0.8, 0.4, 0.1], ["No."] * 4, REFERENCE)
 
-    assert disputed_prompts(model, REFERENCE, count=3) == [0, 2, 1]
+    assert disputed_prompts(model, REFERENCE, count=3) == [0, 2]
     assert disputed_prompts(model, REFERENCE, count=1) == [0]
 
 
@@ -72,7 +73,7 @@ def test_samples_md_shows_each_models_disputes_and_then_the_first_prompts():
     assert markdown.index("## Where the reward and the judges disagree most") < markdown.index(
         "### a_lol: prompt 1"
     )
-    assert "### nll\n\nNo prompt where the reward rose and the judges fell behind it." in markdown
+    assert "### nll\n\nNo prompt where the reward rose and the judges fell." in markdown
     first = markdown[markdown.index("## The first 2 test prompts") :]
     assert first.count("### Prompt") == 2 and first.count("**nll**") == 2
 

@@ -1,7 +1,6 @@
 """Answers side by side (`run_dir/eval/samples.md`): a table says that a reward rose, the
-answers say why. For each trained model, the test prompts where its reward rose most above
-π_ref's answer while the judges did not follow, then every model's answer to the first test
-prompts."""
+answers say why. For each trained model, the test prompts where its reward rose above π_ref's
+answer while the judges fell, then every model's answer to the first test prompts."""
 
 from __future__ import annotations
 
@@ -16,9 +15,10 @@ DISPUTED_PER_MODEL = 3
 
 
 def disputed_prompts(model: EvalReport, reference: EvalReport, count: int) -> list[int]:
-    """The prompts (indices) where the model's reward rose above π_ref's answer and its judges
-    fell furthest behind: the reward's change minus the judges' mean change, each in units of
-    π_ref's spread over the prompts, so that no measure's scale decides. Most disputed first."""
+    """The prompts (indices) where the model's reward rose above π_ref's answer while its
+    judges fell on the mean, most disputed first: by the reward's change minus the judges' mean
+    change, each in units of π_ref's spread over the prompts, so that no measure's scale
+    decides."""
     reward_change = _standardised_change(model, reference, lambda e: e.scores["total"])
     judges = list(model.judge_mean)
     if not judges:
@@ -29,7 +29,7 @@ def disputed_prompts(model: EvalReport, reference: EvalReport, count: int) -> li
     )
     dispute = reward_change - judge_change
     order = np.argsort(-dispute, kind="stable")
-    chosen = [int(i) for i in order if reward_change[i] > 0 and dispute[i] > 0]
+    chosen = [int(i) for i in order if reward_change[i] > 0 and judge_change[i] < 0]
     return chosen[:count]
 
 
@@ -55,17 +55,17 @@ def samples_markdown(
         lines += [
             "## Where the reward and the judges disagree most",
             "",
-            "For each trained model, the test prompts where its reward rose most above π_ref's "
-            "answer while the judges, which no objective trained on, did not follow (the "
-            "reward's change minus the judges' mean change, each in units of π_ref's spread "
-            "over the prompts). Read them before believing a reward gain.",
+            "For each trained model, the test prompts where its reward rose above π_ref's "
+            "answer while the judges, which no objective trained on, fell on the mean; most "
+            "disputed first (the reward's change minus the judges' mean change, each in units "
+            "of π_ref's spread over the prompts). Read them before believing a reward gain.",
             "",
         ]
         for name, report in trained.items():
             indices = disputed_prompts(report, reference, disputed)
             if not indices:
-                lines += [f"### {name}", "", "No prompt where the reward rose and the judges fell "
-                          "behind it.", ""]  # fmt: skip
+                lines += [f"### {name}", "", "No prompt where the reward rose and the judges "
+                          "fell.", ""]  # fmt: skip
             for i in indices:
                 lines += side_by_side({REFERENCE: reference, name: report}, i, f"{name}: prompt")
     lines += [f"## The first {min(first, reference.n)} test prompts", ""]
