@@ -170,8 +170,9 @@ def test_comparison_table_names_the_reference_and_adds_the_kept_share_when_given
 
 
 def test_judges_get_a_column_with_their_change_and_a_win_rate_against_the_reference():
-    """Reference judge scores 0.5, 0.5, 0.5, 0.5; the model's 1, 0, 0, 0: mean 0.25 (−0.25),
-    win-rate (1 + 0 + 0 + 0) / 4 = 0.25. Reward totals 0.75 vs the reference's 0.75: +0.000."""
+    """Reference judge scores 0.5, 0.5, 0.5, 0.5; the model's 1, 0, 0, 0: mean 0.25 (−0.25,
+    differences +0.5, −0.5, −0.5, −0.5 with a standard error of 0.25, so a reader sees it is
+    within noise), win-rate (1 + 0 + 0 + 0) / 4 = 0.25. Reward totals 0.75 vs 0.75: +0.000."""
     reference = evaluate_responses(PROMPTS, RESPONSES, SCORES, judges={"relevance": [0.5] * 4})
     model = evaluate_responses(
         PROMPTS,
@@ -192,7 +193,7 @@ def test_judges_get_a_column_with_their_change_and_a_win_rate_against_the_refere
         "| π_ref (reference) | 0.500 | 0.250 | **0.750** | 0.500 | – | – | 0.600 | 25% | 2.0 |"
     )
     assert lines[3] == (
-        "| a_lol | 0.500 | 0.250 | **0.750** (+0.000 ± 0.000) | 0.250 (−0.250) | 0.50 | 0.25 "
+        "| a_lol | 0.500 | 0.250 | **0.750** (+0.000 ± 0.000) | 0.250 (−0.250 ± 0.250) | 0.50 | 0.25 "
         "| 0.600 | 25% | 2.0 |"
     )
     assert model.examples[0].judges == {"relevance": 1.0}

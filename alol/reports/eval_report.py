@@ -81,6 +81,8 @@ class EvalReport:
     judge_std: dict[str, float] = field(default_factory=dict)
     judge_win_rate: dict[str, float] = field(default_factory=dict)
     """Per judge: share of prompts where it prefers this response to the reference's."""
+    judge_change_se: dict[str, float] = field(default_factory=dict)
+    """Per judge: standard error of the per-prompt difference from the reference's score."""
     log_ratio: float | None = None
     """Mean log π_θ(y|x) − log π_ref(y|x) over the model's own responses (when known)."""
     by_group: dict[str, GroupSummary] = field(default_factory=dict)
@@ -156,6 +158,11 @@ def evaluate_responses(
         judge_std={name: float(np.std(values)) for name, values in judges.items()},
         judge_win_rate={
             name: win_rate(values, list(reference_judges[name]))
+            for name, values in judges.items()
+            if reference_judges is not None and name in reference_judges
+        },
+        judge_change_se={
+            name: paired_change(values, list(reference_judges[name]))[1]
             for name, values in judges.items()
             if reference_judges is not None and name in reference_judges
         },
@@ -378,6 +385,7 @@ def comparison_table(
                         report.judge_mean.get(j),
                         None if against is None else against.judge_mean.get(j),
                     ),
+                    standard_error=report.judge_change_se.get(j),
                 )
                 for j in judges
             ),
