@@ -300,8 +300,8 @@ def grouped_reports() -> dict[str, EvalReport]:
 
 def test_each_group_gets_its_means_and_their_change_from_the_reference_on_its_prompts():
     """Harmful prompts 1 and 3: reward 0.6 and 0.8 against 0.5 and 0.5, mean 0.7, change +0.2
-    with differences 0.1 and 0.3 (sd 0.1414, se 0.1); harmlessness 0.3 against 0.7 (−0.4);
-    one answer of two cut; 4 and 2 words, mean 3."""
+    with differences 0.1 and 0.3 (sd 0.1414, se 0.1); harmlessness 0.3 against 0.7 (−0.4,
+    differences −0.6 and −0.2, se 0.2); one answer of two cut; 4 and 2 words, mean 3."""
     model = grouped_reports()["a_lol"]
 
     harmful = model.by_group["harmful"]
@@ -311,6 +311,7 @@ def test_each_group_gets_its_means_and_their_change_from_the_reference_on_its_pr
     assert harmful.reward_change_se == pytest.approx(0.1)
     assert harmful.judges["harmlessness"] == pytest.approx(0.3)
     assert harmful.judge_change["harmlessness"] == pytest.approx(-0.4)
+    assert harmful.judge_change_se["harmlessness"] == pytest.approx(0.2)
     assert harmful.cut_off_share == 0.5 and harmful.length_words == 3.0
     helpful = model.by_group["helpful"]
     assert helpful.reward_change == pytest.approx(0.1)
@@ -327,11 +328,11 @@ def test_the_group_table_shows_where_a_change_comes_from():
     assert lines[4] == "| harmful | 2 | π_ref (reference) | **0.500** | 0.700 | 0% | 1.0 |"
     assert (
         lines[5]
-        == "| harmful | 2 | a_lol | **0.700** (+0.200 ± 0.100) | 0.300 (−0.400) | 50% | 3.0 |"
+        == "| harmful | 2 | a_lol | **0.700** (+0.200 ± 0.100) | 0.300 (−0.400 ± 0.200) | 50% | 3.0 |"
     )
     assert (
         lines[7]
-        == "| helpful | 2 | a_lol | **0.600** (+0.100 ± 0.100) | 0.600 (+0.100) | 0% | 4.5 |"
+        == "| helpful | 2 | a_lol | **0.600** (+0.100 ± 0.100) | 0.600 (+0.100 ± 0.000) | 0% | 4.5 |"
     )
 
 

@@ -34,6 +34,7 @@ class GroupSummary:
     reward_change_se: float | None = None
     judge_change: dict[str, float] = field(default_factory=dict)
     """Each judge's mean change from π_ref's answers to the same prompts."""
+    judge_change_se: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,15 @@ def group_summaries(
             summary.reward_change, summary.reward_change_se = paired_change(
                 totals, [reference_totals[i] for i in rows]
             )
-            summary.judge_change = {
-                name: mean - float(np.mean([reference_judges[name][i] for i in rows]))
-                for name, mean in judges.items()
+            judge_changes = {
+                name: paired_change(
+                    [model.judges[name][i] for i in rows], [reference_judges[name][i] for i in rows]
+                )
+                for name in judges
                 if reference_judges is not None and name in reference_judges
             }
+            summary.judge_change = {name: c[0] for name, c in judge_changes.items()}
+            summary.judge_change_se = {name: c[1] for name, c in judge_changes.items()}
         summaries[group] = summary
     return summaries
 
@@ -110,7 +115,14 @@ def group_table(reports: dict[str, EvalReport]) -> str:
                 with_change(
                     part.reward, part.reward_change, bold=True, standard_error=part.reward_change_se
                 ),
-                *(with_change(part.judges.get(j), part.judge_change.get(j)) for j in judges),
+                *(
+                    with_change(
+                        part.judges.get(j),
+                        part.judge_change.get(j),
+                        standard_error=part.judge_change_se.get(j),
+                    )
+                    for j in judges
+                ),
                 formatted(part.cut_off_share, ".0%"),
                 formatted(part.length_words, ".1f"),
             ]
