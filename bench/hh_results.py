@@ -114,8 +114,12 @@ def _mean_and_se(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), se
 
 
-def plot(result: dict, png_path: Path) -> Path:
-    """Each model's reward change against each judge's, over seeds; red if flagged on any."""
+def plot(result: dict, png_path: Path) -> Path | None:
+    """Each model's reward change against each judge's, over seeds; red if flagged on any
+    (None when no model has trained yet)."""
+    changes = seed_changes(result["per_seed"])
+    if not changes:
+        return None
     flagged = {
         name
         for run in result["per_seed"].values()
@@ -123,7 +127,7 @@ def plot(result: dict, png_path: Path) -> Path:
         if row.get("flag")
     }
     return plot_reward_against_judges(
-        seed_changes(result["per_seed"]),
+        changes,
         flagged,
         png_path,
         title="change from the same seed's π_ref on the test prompts, mean over seeds "

@@ -69,3 +69,10 @@ def test_the_picture_marks_a_model_flagged_on_any_seed(tmp_path, monkeypatch):
     plot({"per_seed": flagged_seeds}, tmp_path / "picture.png")
 
     assert drawn["flagged"] == {"a_lol"}
+
+
+def test_no_picture_before_any_model_has_trained(tmp_path):
+    only_reference = {0: {"rows": {"reference": row(0.46, 0.40)}, "times": {}}}
+
+    assert plot({"per_seed": only_reference}, tmp_path / "picture.png") is None
+    assert not (tmp_path / "picture.png").exists()

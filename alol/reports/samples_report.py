@@ -12,6 +12,7 @@ from alol.reports.metrics import with_change
 
 FIRST_PROMPTS = 5
 DISPUTED_PER_MODEL = 3
+NO_DISPUTE = "No prompt where the reward rose and the judges fell."
 
 
 def disputed_prompts(model: EvalReport, reference: EvalReport, count: int) -> list[int]:
@@ -64,8 +65,7 @@ def samples_markdown(
         for name, report in trained.items():
             indices = disputed_prompts(report, reference, disputed)
             if not indices:
-                lines += [f"### {name}", "", "No prompt where the reward rose and the judges "
-                          "fell.", ""]  # fmt: skip
+                lines += [f"### {name}", "", NO_DISPUTE, ""]
             for i in indices:
                 lines += side_by_side({REFERENCE: reference, name: report}, i, f"{name}: prompt")
     lines += [f"## The first {min(first, reference.n)} test prompts", ""]
