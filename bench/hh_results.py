@@ -120,15 +120,13 @@ def plot(result: dict, png_path: Path) -> Path | None:
     changes = seed_changes(result["per_seed"])
     if not changes:
         return None
-    flagged = {
-        name
-        for run in result["per_seed"].values()
-        for name, row in run["rows"].items()
-        if row.get("flag")
-    }
+    runs = result["per_seed"].values()
+    flagged = {name for run in runs for name, row in run["rows"].items() if row.get("flag")}
+    seeds = {name: sum(name in run["rows"] for run in runs) for name in changes}
+    labels = {name: name if seeds[name] > 1 else f"{name} (1 seed)" for name in changes}
     return plot_reward_against_judges(
-        changes,
-        flagged,
+        {labels[name]: change for name, change in changes.items()},
+        {labels[name] for name in flagged if name in labels},
         png_path,
         title="change from the same seed's π_ref on the test prompts, mean over seeds "
         "± 2 s.e.; red: flagged by the audit on some seed",

@@ -71,6 +71,21 @@ def test_the_picture_marks_a_model_flagged_on_any_seed(tmp_path, monkeypatch):
     assert drawn["flagged"] == {"a_lol"}
 
 
+def test_a_model_run_on_one_seed_is_labelled_so_in_the_picture(tmp_path, monkeypatch):
+    one_seed = json.loads(json.dumps(SEEDS))
+    one_seed["0"]["rows"]["pro"] = {**row(0.55, 0.30), "flag": "pro: reward +0.09"}
+    drawn = {}
+    monkeypatch.setattr(
+        "bench.hh_results.plot_reward_against_judges",
+        lambda changes, flagged, path, title: drawn.update(changes=changes, flagged=flagged),
+    )
+
+    plot({"per_seed": one_seed}, tmp_path / "picture.png")
+
+    assert set(drawn["changes"]) == {"a_lol", "pro (1 seed)"}
+    assert drawn["flagged"] == {"pro (1 seed)"}
+
+
 def test_no_picture_before_any_model_has_trained(tmp_path):
     only_reference = {0: {"rows": {"reference": row(0.46, 0.40)}, "times": {}}}
 
