@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -27,6 +28,7 @@ from alol.models.value_io import (
     save_value_head,
     value_head_model,
 )
+from alol.reports.metrics import explained_variance, explained_variance_interval
 from alol.reports.plots import plot_value_fit
 
 SUBJECTS = ["the dog", "my bread", "a fox", "the question", "your friend", "the water"]
@@ -433,6 +435,39 @@ def test_a_fit_no_better_than_a_constant_is_flagged():
     (warning,) = fit_warnings(report)
     assert "explained variance is -0.43" in warning and "no better than a constant" in warning
     assert fit_warnings({**report, "explained_variance": 0.3}) == []
+
+
+def test_a_fit_whose_interval_reaches_zero_says_v_may_be_no_better_than_a_constant():
+    """Seed 1 of the HH benchmark: 0.18 on 20 held-out prompts, 95% interval −0.60 to 0.59."""
+    report = {
+        "n_heldout_prompts": 20,
+        "targets_constant": False,
+        "explained_variance": 0.18,
+        "explained_variance_interval": [-0.60, 0.59],
+    }
+
+    (warning,) = fit_warnings(report)
+
+    assert "its 95% interval over the 20 held-out prompts runs from -0.60 to 0.59" in warning
+    assert "may predict π_ref's reward no better than a constant" in warning
+    assert fit_warnings({**report, "explained_variance_interval": [0.18, 0.69]}) == []
+    assert fit_warnings({**report, "explained_variance_interval": None}) == []
+
+
+def test_the_explained_variance_interval_resamples_prompts_and_narrows_with_more_of_them():
+    rng = np.random.default_rng(1)
+    targets = rng.normal(size=400)
+    predictions = 0.7 * targets + rng.normal(scale=0.5, size=400)
+
+    few = explained_variance_interval(predictions[:20], targets[:20])
+    many = explained_variance_interval(predictions, targets)
+
+    assert few[0] < explained_variance(predictions[:20], targets[:20]) < few[1]
+    assert many[1] - many[0] < (few[1] - few[0]) / 2
+    twice = np.repeat(np.arange(20), 2)  # each prompt's answer twice: 20 prompts, not 40 rows
+    grouped = explained_variance_interval(predictions[twice], targets[twice], list(twice))
+    assert grouped == pytest.approx(few), "no narrower than the 20 prompts it holds"
+    assert explained_variance_interval(predictions[:1], targets[:1]) is None
 
 
 def test_dropout_acts_while_fitting_and_never_when_values_are_read():

@@ -24,7 +24,12 @@ from alol.distributed import gather_in_order
 from alol.method.value_head import ValueHead, device_of, eval_mode
 from alol.models.dtypes import DTYPES
 from alol.models.value_io import ValueConfig
-from alol.reports.metrics import explained_variance, pearson, spearman
+from alol.reports.metrics import (
+    explained_variance,
+    explained_variance_interval,
+    pearson,
+    spearman,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +225,25 @@ def fit_warnings(report: dict[str, Any]) -> list[str]:
             "π_ref's reward no better than a constant, so A = R − V(x) mostly measures R. More "
             "validation prompts (or --value-samples k > 1) usually help"
         )
+    elif _interval_reaches_zero(report):
+        low, high = report["explained_variance_interval"]
+        warnings.append(
+            f"held-out explained variance is {report['explained_variance']:.2f}, but its 95% "
+            f"interval over the {report['n_heldout_prompts']} held-out prompts runs from "
+            f"{low:.2f} to {high:.2f}: V(x) may predict π_ref's reward no better than a "
+            "constant, and then A = R − V(x) mostly measures R. More validation prompts "
+            "narrow it (or --value-estimate per_prompt gives each training prompt its own)"
+        )
     return warnings
+
+
+def _interval_reaches_zero(report: dict[str, Any]) -> bool:
+    interval = report.get("explained_variance_interval")
+    return (
+        interval is not None
+        and report["n_heldout_prompts"] >= MIN_HELDOUT_PROMPTS
+        and interval[0] <= 0
+    )
 
 
 def fit_value_head(
@@ -316,6 +339,9 @@ def fit_value_head(
         "pearson": pearson(heldout_predictions, heldout_targets),
         "spearman": spearman(heldout_predictions, heldout_targets),
         "explained_variance": explained_variance(heldout_predictions, heldout_targets),
+        "explained_variance_interval": explained_variance_interval(
+            heldout_predictions, heldout_targets, [prompts[i] for i in heldout_indices]
+        ),
         "n_train": len(train_indices),
         "n_heldout": len(heldout_indices),
         "n_heldout_prompts": len({prompts[i] for i in heldout_indices}),

@@ -102,15 +102,20 @@ def run_value(cfg: PipelineConfig) -> Path:
         finish_stage(out, fingerprint, "value", heldout_mse=report["heldout_mse"])
     logger.info(
         "value: V(x) fitted on %s of π_ref, checked on %s: MSE %s, "
-        "Pearson %s, explained variance %s; metrics in %s, plot in value_fit.png",
+        "Pearson %s, explained variance %s%s; metrics in %s, plot in value_fit.png",
         counted(report["n_train"], "sample"),
         counted(report["n_heldout_prompts"], "held-out prompt"),
         formatted(report["heldout_mse"], ".4f"),
         formatted(report["pearson"], ".2f"),
         formatted(report["explained_variance"], ".2f"),
+        _interval_text(report.get("explained_variance_interval")),
         out / "value_metrics.json",
     )
     return _checked_reward(inputs, out, "validation")
+
+
+def _interval_text(interval: list[float] | None) -> str:
+    return "" if interval is None else f" (95% interval {interval[0]:.2f} to {interval[1]:.2f})"
 
 
 def _run_per_prompt_values(cfg: PipelineConfig) -> Path:

@@ -82,6 +82,40 @@ def explained_variance(predictions: np.ndarray, targets: np.ndarray) -> float:
     return float(1 - np.var(targets - predictions) / np.var(targets))
 
 
+def explained_variance_interval(
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    groups: list | None = None,
+    draws: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """A bootstrap interval of `explained_variance`, resampling whole groups (the prompts, whose
+    several samples are not independent) with replacement: on the 20 held-out prompts of a
+    small validation set, a value head's 0.2 can as well be −0.5 or 0.6. None when fewer than
+    two groups, or no resample has spread."""
+    predictions, targets = np.asarray(predictions, float), np.asarray(targets, float)
+    keys = list(range(len(targets))) if groups is None else list(groups)
+    members = {}
+    for index, key in enumerate(keys):
+        members.setdefault(key, []).append(index)
+    clusters = list(members.values())
+    if len(clusters) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(draws):
+        chosen = rng.integers(0, len(clusters), len(clusters))
+        rows = np.concatenate([clusters[c] for c in chosen])
+        value = explained_variance(predictions[rows], targets[rows])
+        if not math.isnan(value):
+            values.append(value)
+    if not values:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def formatted(value: float | None, spec: str) -> str:
     """A figure for a table or a log line; an undefined one (None, NaN) is a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
