@@ -195,25 +195,23 @@ def evaluate_responses(
 def changes_from_reference(
     reports: Mapping[str, EvalReport],
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Each trained model's per-prompt change from π_ref's answers to the same prompts (mean,
-    standard error) on the reward (under "reward") and on every judge: a reward gain that the
-    judges, which no objective trained on, do not share is what reward hacking looks like."""
-    reference = reports[REFERENCE].examples
+    """Each trained model's change from π_ref's answers to the same prompts (mean, the standard
+    error of the per-prompt differences) on the reward (under "reward") and on every judge: a
+    reward gain that the judges, which no objective trained on, do not share is what reward
+    hacking looks like."""
+    reference = reports[REFERENCE]
     changes = {}
     for name, report in reports.items():
         if name == REFERENCE:
             continue
-        if [e.prompt for e in report.examples] != [e.prompt for e in reference]:
+        if [e.prompt for e in report.examples] != [e.prompt for e in reference.examples]:
             raise ValueError(f"{name}'s report answers other prompts than π_ref's")
+        total = report.reward_mean["total"] - reference.reward_mean["total"]
         changes[name] = {
-            "reward": paired_change(
-                [e.scores["total"] for e in report.examples], [e.scores["total"] for e in reference]
-            ),
+            "reward": (total, report.reward_change_se),
             **{
-                judge: paired_change(
-                    [e.judges[judge] for e in report.examples], [e.judges[judge] for e in reference]
-                )
-                for judge in report.judge_mean
+                judge: (mean - reference.judge_mean[judge], report.judge_change_se[judge])
+                for judge, mean in report.judge_mean.items()
             },
         }
     return changes
