@@ -305,6 +305,8 @@ def _harmless_term(term: dict | None) -> list[str]:
     """The training reward's harmlessness term, where it has one."""
     if not term:
         return []
+    if not term["weight"]:
+        return ["", "Training reward: that reward model alone, as in the paper."]
     return [
         "",
         f"Training reward: that reward model plus {term['weight']:g} × a harmlessness term, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.hh_results import ROW_ORDER, plot, rewrite, seed_changes, summary
+from bench.hh_results import ROW_ORDER, markdown, plot, rewrite, seed_changes, summary
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -55,6 +55,20 @@ def test_a_results_file_gets_this_commits_table_and_picture_again(tmp_path):
     assert "Targets, for the A-LoL variant chosen on the validation prompts, **a_lol_seq**" in table
     assert written.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(written.read_text())["per_seed"]["1"]["rows"]["a_lol_seq"]["flag"]
+
+
+@pytest.mark.parametrize(
+    ("name", "training_reward"),
+    [
+        ("hh_smollm2_harmless.json", "that reward model plus 1 × a harmlessness term"),
+        ("hh_smollm2_refitted.json", "that reward model alone, as in the paper."),
+    ],
+)
+def test_the_table_names_the_training_reward_a_term_at_weight_0_left_out(name, training_reward):
+    table = markdown(json.loads((RESULTS / name).read_text()))
+
+    assert f"Training reward: {training_reward}" in table
+    assert "0 × a harmlessness term" not in table
 
 
 def test_the_picture_marks_a_model_flagged_on_any_seed(tmp_path, monkeypatch):
