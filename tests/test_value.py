@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.method.value_head import ValueHead, values_from_sequence_states
 from alol.models.value_fit import (
+    MIN_HELDOUT_PROMPTS,
     fit_value_head,
     fit_warnings,
     head_bound,
@@ -427,6 +429,24 @@ def test_a_fit_too_small_or_flat_to_trust_says_so_once(llama, caplog):
     assert any("too few to judge the fit" in w for w in report["warnings"])
     assert any("every value target (reward) is the same" in w for w in report["warnings"])
     assert caplog.text.count("too few to judge the fit") == 1
+
+
+def test_a_fit_on_too_few_held_out_prompts_gives_no_interval(llama):
+    """Resampled from the demo's eight held-out prompts, the interval ran from −314.92 to
+    −0.05: it repeats in figures what the too-few warning says, so it is left out."""
+    model, tokenizer = llama
+    prompts, targets = word_prompts()
+    config = ValueConfig(epochs=1)
+
+    _, few = fit_value_head(model, tokenizer, prompts[:40], targets[:40], config)
+    _, enough = fit_value_head(
+        model, tokenizer, prompts, targets, replace(config, holdout_fraction=0.25)
+    )
+
+    assert 2 <= few["n_heldout_prompts"] < MIN_HELDOUT_PROMPTS
+    assert few["explained_variance_interval"] is None
+    assert enough["n_heldout_prompts"] >= MIN_HELDOUT_PROMPTS
+    assert enough["explained_variance_interval"] is not None
 
 
 def test_a_fit_no_better_than_a_constant_is_flagged():

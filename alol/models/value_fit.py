@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from peft import PeftModel
 from torch import Tensor, nn
@@ -239,11 +240,18 @@ def fit_warnings(report: dict[str, Any]) -> list[str]:
 
 def _interval_reaches_zero(report: dict[str, Any]) -> bool:
     interval = report.get("explained_variance_interval")
-    return (
-        interval is not None
-        and report["n_heldout_prompts"] >= MIN_HELDOUT_PROMPTS
-        and interval[0] <= 0
-    )
+    return interval is not None and interval[0] <= 0
+
+
+def _heldout_interval(
+    predictions: np.ndarray, targets: np.ndarray, prompts: list[str]
+) -> tuple[float, float] | None:
+    """The explained variance's 95% interval over held-out prompts, or None with too few of
+    them: resampling eight prompts gives an interval such as −314.92 to −0.05, which says
+    nothing the count does not already say."""
+    if len(set(prompts)) < MIN_HELDOUT_PROMPTS:
+        return None
+    return explained_variance_interval(predictions, targets, prompts)
 
 
 def fit_value_head(
@@ -339,7 +347,7 @@ def fit_value_head(
         "pearson": pearson(heldout_predictions, heldout_targets),
         "spearman": spearman(heldout_predictions, heldout_targets),
         "explained_variance": explained_variance(heldout_predictions, heldout_targets),
-        "explained_variance_interval": explained_variance_interval(
+        "explained_variance_interval": _heldout_interval(
             heldout_predictions, heldout_targets, [prompts[i] for i in heldout_indices]
         ),
         "n_train": len(train_indices),
