@@ -340,6 +340,7 @@ def fit_value_head(
         head, features, heldout_indices, config.prompt_batch_size
     ).numpy()
     heldout_targets = target_tensor[heldout_indices].numpy()
+    heldout_prompts = [prompts[i] for i in heldout_indices]
     report = {
         "train_mse": train_curve[best_epoch - 1],
         "heldout_mse": heldout_curve[best_epoch - 1],
@@ -348,11 +349,11 @@ def fit_value_head(
         "spearman": spearman(heldout_predictions, heldout_targets),
         "explained_variance": explained_variance(heldout_predictions, heldout_targets),
         "explained_variance_interval": _heldout_interval(
-            heldout_predictions, heldout_targets, [prompts[i] for i in heldout_indices]
+            heldout_predictions, heldout_targets, heldout_prompts
         ),
         "n_train": len(train_indices),
         "n_heldout": len(heldout_indices),
-        "n_heldout_prompts": len({prompts[i] for i in heldout_indices}),
+        "n_heldout_prompts": len(set(heldout_prompts)),
         "targets_constant": min(targets) == max(targets),
         "max_value": max_value,
         "train_mse_per_epoch": train_curve,
