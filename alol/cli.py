@@ -259,6 +259,7 @@ def _run(command: str, cfg: PipelineConfig) -> None:
     """Run one stage (or all); each stage logs its figures and where it wrote them, so what
     is left to print is the comparison table of an evaluation."""
     from alol.distributed import is_main_process
+    from alol.models.memory import release_memory
     from alol.pipeline import (
         run_advantage,
         run_all,
@@ -283,9 +284,11 @@ def _run(command: str, cfg: PipelineConfig) -> None:
     elif command == "train":
         for name in cfg.objectives:
             run_train(cfg, name)
+            release_memory()
     elif command == "online":
         for name in cfg.objectives:
             run_online(cfg, name)
+            release_memory()
     else:
         evaluation = run_eval(cfg) if command == "eval" else run_all(cfg)
         if evaluation is not None and is_main_process():  # under a launcher every process gets here

@@ -62,6 +62,7 @@ from alol.data.records import PreferenceRecord, PromptRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import convert_smollm2
+from alol.models.memory import release_memory
 from alol.pipeline import (
     run_advantage,
     run_eval,
@@ -479,6 +480,7 @@ def evaluate_finished(seed_cfg: PipelineConfig) -> dict:
     every finished model of the seed: its rows, times and online costs."""
     done = finished(seed_cfg)
     run_eval(done)
+    release_memory()
     run_dir = Path(done.run_dir)
     rows = measure_rows(done)
     for method in set(done.objectives) & set(ONLINE):
@@ -510,6 +512,7 @@ def timed(times_file: Path, name: str, folder: Path, stage) -> None:
     resumed = newest_checkpoint(folder / "checkpoints") is not None
     started = time.perf_counter()
     stage()
+    release_memory()
     after = _stage_state(folder)
     if before == after:
         return

@@ -42,6 +42,7 @@ from pathlib import Path
 from alol.config import PipelineConfig
 from alol.console import configure_console
 from alol.data.formats import load_records, save_records
+from alol.models.memory import release_memory
 from alol.pipeline import run_eval, run_reward_model, run_train
 from bench.common import RESULTS, commit, write_results
 from bench.hh_smollm2 import (
@@ -242,6 +243,7 @@ def run_try(
     # try changes π_ref's training
     for objective in one.objectives:
         run_train(try_cfg, objective)
+        release_memory()
     evaluation = run_eval(replace(try_cfg, test_data=try_cfg.val_data))
     rows = {}
     for model, report in evaluation.reports.items():

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from alol.choices import ONLINE_METHODS
 from alol.config import PipelineConfig
+from alol.models.memory import release_memory
 from alol.pipeline.advantage_stage import run_advantage
 from alol.pipeline.eval_stage import Evaluation, run_eval
 from alol.pipeline.online_stage import run_online
@@ -67,7 +68,14 @@ __all__ = [
 class Stage:
     title: str
     """One line saying what the stage does, as `alol demo` announces it."""
-    run: Callable[[], object]
+    work: Callable[[], object]
+
+    def run(self) -> object:
+        """The stage's work; what it freed is handed back to the system before the next stage
+        (`release_memory`), so one process running many stages is bounded by the largest."""
+        result = self.work()
+        release_memory()
+        return result
 
 
 def stage_plan(cfg: PipelineConfig) -> list[Stage]:
