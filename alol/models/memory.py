@@ -2,11 +2,11 @@
 
 A stage's models and batches are freed when it returns, but the C allocator (glibc) keeps the
 freed heap for reuse, and the next stage's tensors, of other shapes, fragment it further. On
-the HH benchmark (SmolLM2-135M, LoRA, 2-core CPU) one process held 11.4 GB resident training
-wbc and 22.3 GB training dpo after it, where kto in a fresh process held 10.6 GB; a finished
-wbc, dpo or kto stage left 7.6, 13.7 and 10.8 GB resident, of which `malloc_trim` handed back
-all but 0.8 to 1.2 GB. Releasing after every stage bounds the process by its largest stage
-rather than by their sum.
+the HH benchmark (SmolLM2-135M, LoRA, 2-core CPU) one process held up to 11.4 GB resident
+training wbc and 22.3 GB training dpo after it, where kto in a fresh process held 13.2 GB; a
+finished wbc, dpo or kto stage left 7.6, 13.7 and 10.8 GB resident, of which `malloc_trim`
+handed back all but 0.8 to 1.2 GB. Releasing after every stage bounds the process by its
+largest stage rather than by their sum.
 """
 
 from __future__ import annotations
