@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 from collections.abc import Callable
 
@@ -29,9 +30,11 @@ def release_memory() -> None:
         trim(0)
 
 
+@functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's `malloc_trim`, which returns free pages from the middle of the heap too; other C
-    libraries (macOS, musl) have none and give memory back on their own terms."""
+    libraries (macOS, musl) have none and give memory back on their own terms. Looked up once:
+    `find_library` runs `ldconfig` in a subprocess."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
