@@ -13,7 +13,7 @@ file by rename, so a stage that reran there would replace the links, never edit 
 files) and is evaluated, judged and audited on the validation prompts.
 - A try that changes what π_ref is trained on (`max_response_length`) trains its own π_ref, V
   and advantages there and is compared with that π_ref, whose row it shows. A try of how its
-  objectives draw their examples (`DRAWS_ONLY`) keeps the seed's π_ref.
+  objectives draw their examples, or of their LoRA (`OBJECTIVES_ONLY`), keeps the seed's π_ref.
 - A try that changes how the reward model is fitted (a setting of the reward-model stage
   alone) fits its own in `tries/<name>/rm` on the same train split (or links another try's fit
   with the same settings), refits V and the advantages under it, and reports the reward column
@@ -112,6 +112,7 @@ TRIES = {
     ),
     "seq_value_samples_4": Try(("a_lol_seq",), {"value_samples": 4}),
     "seq_per_prompt_value_rm": Try(("a_lol_seq",), {"value_estimate": "per_prompt"}),
+    "seq_lora_r64": Try(("a_lol_seq",), {"lora_r": 64, "lora_alpha": 128}),
 }
 """Name → the try. "long" trains on responses of up to 128 tokens, the paper's length, where
 the recipe's 64 cut 45% of the training responses before their EOS. "seq_balanced" draws each
@@ -150,12 +151,16 @@ the demo task greedy per-prompt values trained worse than the head and 4 samples
 explains 0.18 of π_ref's reward variance on its 20 held-out prompts (95% interval −0.45 to
 0.63) against seed 0's 0.46: "seq_value_samples_4" fits the head on 4 sampled answers per
 validation prompt (their mean is what V(x) estimates, where one greedy answer is a single noisy
-draw), "seq_per_prompt_value_rm" takes V(x) from π_ref's own answer to each training prompt."""
+draw), "seq_per_prompt_value_rm" takes V(x) from π_ref's own answer to each training prompt.
+"seq_lora_r64" trains a rank-64 LoRA (α/r kept at 2) instead of rank 16: whether a policy
+with more room learns each prompt's content rather than a way of answering that many prompts
+share (asking back), which it could learn in fewer steps."""
 SHARED_STAGES = ("sft", "value", "advantage")
-DRAWS_ONLY = ("sampling", "sample_in_passes", "balance_groups")
-"""Settings that a try changes for its objectives' draws alone. alol's trainer applies
-`sample_in_passes` to the SFT stage too (uniform draws in passes), which would give the try a
-π_ref of its own; the try keeps its seed's π_ref, V and advantages instead."""
+OBJECTIVES_ONLY = ("sampling", "sample_in_passes", "balance_groups", "lora_r", "lora_alpha")
+"""Settings that a try changes for its objectives alone. alol applies them to the SFT stage
+too (`sample_in_passes` draws its examples in passes, the LoRA settings shape its adapter),
+which would give the try a π_ref of its own; the try keeps its seed's π_ref, V and advantages
+instead."""
 
 
 def reward_model_settings(overrides: dict, base_cfg: PipelineConfig) -> dict:
@@ -277,7 +282,7 @@ def run_try(
 def shared_stages_config(try_cfg: PipelineConfig, seed_cfg: PipelineConfig) -> PipelineConfig:
     """The try's settings for π_ref, V and the advantages: those of how its objectives draw
     their examples stay the seed's."""
-    return replace(try_cfg, **{name: getattr(seed_cfg, name) for name in DRAWS_ONLY})
+    return replace(try_cfg, **{name: getattr(seed_cfg, name) for name in OBJECTIVES_ONLY})
 
 
 def earlier_tries(results_file: Path, seed: int) -> dict:

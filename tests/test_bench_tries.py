@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from alol.config import PipelineConfig
-from alol.pipeline.settings import trainer_kwargs
+from alol.pipeline.trainer_setup import training_fingerprint_parts
 from bench.hh_tries import TRIES, earlier_tries, shared_stages_config
 from bench.hh_tries_report import changes_of, markdown
 
@@ -140,15 +140,17 @@ def test_tries_of_one_seed_never_join_a_results_file_of_another_seeds_tries(tmp_
         earlier_tries(results, seed=1)
 
 
-@pytest.mark.parametrize("name", ["seq_passes", "seq_balanced", "seq_uniform"])
-def test_a_try_of_how_a_lol_draws_keeps_its_seeds_pi_ref(name, tmp_path):
-    seed_cfg = PipelineConfig(run_dir=str(tmp_path), seed=1)
+@pytest.mark.parametrize("name", ["seq_passes", "seq_balanced", "seq_uniform", "seq_lora_r64"])
+def test_a_try_of_how_a_lol_draws_or_of_its_lora_keeps_its_seeds_pi_ref(name, tmp_path):
+    seed_cfg = PipelineConfig(run_dir=str(tmp_path), seed=1, lora=True)
     try_cfg = replace(seed_cfg, **TRIES[name].overrides)
 
     shared = shared_stages_config(try_cfg, seed_cfg)
 
-    sft = trainer_kwargs(shared, "nll", tmp_path / "sft", max_steps=10)
-    assert sft == trainer_kwargs(seed_cfg, "nll", tmp_path / "sft", max_steps=10)
+    def sft_settings(cfg):
+        return training_fingerprint_parts(cfg, "nll", tmp_path / "sft", 10, with_eval=False)
+
+    assert sft_settings(shared) == sft_settings(seed_cfg)
     assert replace(shared, **TRIES[name].overrides) == try_cfg
 
 
