@@ -113,6 +113,7 @@ TRIES = {
     "seq_value_samples_4": Try(("a_lol_seq",), {"value_samples": 4}),
     "seq_per_prompt_value_rm": Try(("a_lol_seq",), {"value_estimate": "per_prompt"}),
     "seq_lora_r64": Try(("a_lol_seq",), {"lora_r": 64, "lora_alpha": 128}),
+    "seq_lora_authors": Try(("a_lol_seq",), {"lora_r": 64, "lora_alpha": 16}),
     "nll_recipe": Try(("nll",)),
     "lora_r64": Try(("nll", "a_lol"), {"lora_r": 64, "lora_alpha": 128}),
 }
@@ -156,7 +157,9 @@ validation prompt (their mean is what V(x) estimates, where one greedy answer is
 draw), "seq_per_prompt_value_rm" takes V(x) from π_ref's own answer to each training prompt.
 "seq_lora_r64" trains a rank-64 LoRA (α/r kept at 2) instead of rank 16: whether a policy
 with more room learns each prompt's content rather than a way of answering that many prompts
-share (asking back), which it could learn in fewer steps. "lora_r64" trains NLL and a_lol with
+share (asking back), which it could learn in fewer steps. "seq_lora_authors" is the authors'
+adapter (LoL-RL's HH script: r 64, α 16), a scale α/r of 0.25 instead of 2: how much of
+"seq_lora_r64"'s change is the rank and how much the larger update. "lora_r64" trains NLL and a_lol with
 the same adapter, beside "nll_recipe" (the seed's own NLL): a recipe's LoRA is every
 objective's, so rank 64 is for the recipe only if NLL and the other variants keep up with it."""
 SHARED_STAGES = ("sft", "value", "advantage")

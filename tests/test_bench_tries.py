@@ -140,7 +140,9 @@ def test_tries_of_one_seed_never_join_a_results_file_of_another_seeds_tries(tmp_
         earlier_tries(results, seed=1)
 
 
-@pytest.mark.parametrize("name", ["seq_passes", "seq_balanced", "seq_uniform", "seq_lora_r64"])
+@pytest.mark.parametrize(
+    "name", ["seq_passes", "seq_balanced", "seq_uniform", "seq_lora_r64", "seq_lora_authors"]
+)
 def test_a_try_of_how_a_lol_draws_or_of_its_lora_keeps_its_seeds_pi_ref(name, tmp_path):
     seed_cfg = PipelineConfig(run_dir=str(tmp_path), seed=1, lora=True)
     try_cfg = replace(seed_cfg, **TRIES[name].overrides)
