@@ -159,8 +159,8 @@ draw), "seq_per_prompt_value_rm" takes V(x) from π_ref's own answer to each tra
 with more room learns each prompt's content rather than a way of answering that many prompts
 share (asking back), which it could learn in fewer steps. "seq_lora_authors" is the authors'
 adapter (LoL-RL's HH script: r 64, α 16), a scale α/r of 0.25 instead of 2: how much of
-"seq_lora_r64"'s change is the rank and how much the larger update. "lora_r64" trains NLL and a_lol with
-the same adapter, beside "nll_recipe" (the seed's own NLL): a recipe's LoRA is every
+"seq_lora_r64"'s change is the rank and how much the larger update. "lora_r64" trains NLL and
+a_lol with the same adapter, beside "nll_recipe" (the seed's own NLL): a recipe's LoRA is every
 objective's, so rank 64 is for the recipe only if NLL and the other variants keep up with it."""
 SHARED_STAGES = ("sft", "value", "advantage")
 OBJECTIVES_ONLY = ("sampling", "sample_in_passes", "balance_groups", "lora_r", "lora_alpha")
@@ -287,8 +287,8 @@ def run_try(
 
 
 def shared_stages_config(try_cfg: PipelineConfig, seed_cfg: PipelineConfig) -> PipelineConfig:
-    """The try's settings for π_ref, V and the advantages: those of how its objectives draw
-    their examples stay the seed's."""
+    """The try's settings for π_ref, V and the advantages: those it changes for its objectives
+    alone (`OBJECTIVES_ONLY`: how they draw their examples, their LoRA) stay the seed's."""
     return replace(try_cfg, **{name: getattr(seed_cfg, name) for name in OBJECTIVES_ONLY})
 
 
