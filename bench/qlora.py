@@ -33,7 +33,7 @@ from alol.demo.smollm2 import convert_smollm2
 from alol.models.dtypes import DTYPES
 from alol.models.logprobs import response_token_logprobs, sequence_logprobs
 from alol.models.quantization import load_4bit_causal_lm, prepare_for_adapters
-from alol.pipeline.settings import cpu_has_native_bf16
+from alol.train.precision import cpu_has_native_bf16
 from bench.common import RESULTS, device_name, synchronize, write_results
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh" / "harmless_base.json"

@@ -502,8 +502,10 @@ def test_a_reward_file_with_a_syntax_error_names_the_file_and_line(tmp_path, cli
     assert f"reward file {broken}:2: syntax error" in error and "Traceback" not in error
 
 
-def test_bf16_on_a_machine_without_a_gpu_trains_with_cpu_autocast(cli_config):
-    """transformers alone refuses bf16 without a GPU ("assign use_cpu")."""
+def test_bf16_on_a_machine_without_a_gpu_trains_with_cpu_autocast(cli_config, monkeypatch):
+    """transformers alone refuses bf16 without a GPU ("assign use_cpu"). (The CPU is taken to
+    have native bf16: on one without, alol trains in float32, tests/test_precision.py.)"""
+    monkeypatch.setattr("alol.train.precision.cpu_has_native_bf16", lambda: True)
     config = cli_config(bf16=True)
 
     assert main(["train", config, "--objective", "wbc", "--max-steps", "1"]) == 0

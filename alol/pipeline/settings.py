@@ -24,7 +24,7 @@ from alol.models.quantization import four_bit_settings
 from alol.models.value_io import ValueConfig
 from alol.reports.audit_thresholds import AuditThresholds
 from alol.rewards.reward_model import RewardModelConfig
-from alol.train.config import needs_use_cpu
+from alol.train.precision import cpu_has_native_bf16, needs_use_cpu
 from alol.train.wrapping import checkpointing_argument
 
 NOT_RESULTS = frozenset(
@@ -163,11 +163,6 @@ def reference_dtype(bf16: bool, device: Any) -> str:
     if torch.device(device).type == "cuda":
         return "bfloat16"
     return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-def cpu_has_native_bf16() -> bool:
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(check and check())
 
 
 def configured_reference_dtype(cfg: PipelineConfig) -> str:

@@ -50,7 +50,7 @@ from alol.models.dropout import without_dropout
 from alol.rewards.classifier import SETTINGS_FILE, encode_for_classifier, resolve_inputs
 from alol.setting_checks import ConfigError, same_as
 from alol.train.checkpoints import AtomicCheckpoints
-from alol.train.config import needs_use_cpu
+from alol.train.precision import placed_precision
 from alol.train.progress import QuietProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -314,8 +314,7 @@ def training_arguments(
         lr_scheduler_type="linear",
         warmup_steps=0.05,
         weight_decay=0.01,
-        bf16=config.bf16,
-        use_cpu=needs_use_cpu(config.bf16),
+        **placed_precision(config.bf16),
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=logging_steps,

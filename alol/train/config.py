@@ -13,6 +13,7 @@ from alol.method.config import ObjectiveConfig
 from alol.method.objectives import get_objective
 from alol.reports.audit_thresholds import AuditThresholds
 from alol.setting_checks import check_settings, same_as
+from alol.train.precision import has_accelerator, placed_precision
 from alol.training_settings import TrainingSettings
 
 
@@ -98,29 +99,18 @@ class AlolConfig(TrainingArguments):
             )
 
     def _place_mixed_precision(self) -> None:
-        """bf16 on a machine without a GPU is CPU autocast (fast where the CPU has AMX or
-        AVX-512 BF16): transformers accepts it only with `use_cpu`, which is set here rather
-        than failing with "assign use_cpu". fp16 needs a GPU."""
-        if self.fp16 and not _has_accelerator():
+        """bf16 on a machine without a GPU is CPU autocast where the CPU has native bf16
+        (`alol.train.precision`), float32 elsewhere; transformers accepts CPU autocast only with
+        `use_cpu`, which is set here rather than failing with "assign use_cpu". fp16 needs a
+        GPU."""
+        if self.fp16 and not has_accelerator():
             raise ValueError(
                 "fp16 mixed precision needs a GPU and this machine has none; train with bf16 "
                 "(--bf16, bfloat16 autocast on the CPU) or without mixed precision (--no-fp16)"
             )
-        self.use_cpu = self.use_cpu or needs_use_cpu(self.bf16)
+        placed = placed_precision(self.bf16)
+        self.bf16 = placed["bf16"]
+        self.use_cpu = self.use_cpu or placed["use_cpu"]
 
     def objective_config(self) -> ObjectiveConfig:
         return ObjectiveConfig.of(self)
-
-
-def _has_accelerator() -> bool:
-    xpu = getattr(torch, "xpu", None)
-    return (
-        torch.cuda.is_available()
-        or torch.backends.mps.is_available()
-        or (xpu is not None and xpu.is_available())
-    )
-
-
-def needs_use_cpu(bf16: bool) -> bool:
-    """Whether TrainingArguments need `use_cpu=True` to run bf16 here (no accelerator)."""
-    return bf16 and not _has_accelerator()
