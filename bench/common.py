@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from alol.atomic import write_json, write_text
+from alol.train.precision import bf16_is_native
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root: where `python -m bench.<name>` runs from."""
@@ -84,6 +85,14 @@ def _proc_status_kib(field: str) -> int:
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()  # kernels are asynchronous: time the work, not its launch
+
+
+def training_precision(bf16: bool) -> str:
+    """What a trainer whose config asks for `bf16` trains in on this machine
+    (`alol.train.precision`): a table's runs from machines that differ here differ in it."""
+    if not bf16:
+        return "float32"
+    return "bf16 autocast" if bf16_is_native() else "float32 (bf16 asked for, not native here)"
 
 
 def device_name(device: str) -> str:

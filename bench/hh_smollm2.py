@@ -85,7 +85,7 @@ from alol.reports.eval_report import read_report
 from alol.reports.metrics import distinct_n
 from alol.rewards import load_reward, score
 from alol.train.checkpoints import newest_checkpoint
-from bench.common import RESULTS, commit, write_results
+from bench.common import RESULTS, commit, training_precision, write_results
 from bench.hh_results import (
     markdown,
     merge_results,
@@ -667,7 +667,8 @@ def main() -> int:
     data = data_row(cfg, out, paths["test_scored"], specs)
     result = {
         **setup,
-        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads",
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads, "
+        f"{training_precision(cfg.bf16)}",
         "versions": {
             "torch": torch.__version__,
             "transformers": __import__("transformers").__version__,

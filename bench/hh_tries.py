@@ -44,7 +44,7 @@ from alol.console import configure_console
 from alol.data.formats import load_records, save_records
 from alol.models.memory import release_memory
 from alol.pipeline import run_eval, run_reward_model, run_train
-from bench.common import RESULTS, commit, write_results
+from bench.common import RESULTS, commit, training_precision, write_results
 from bench.hh_smollm2 import (
     FULL,
     HARMLESS_TERM,
@@ -355,7 +355,11 @@ def main() -> int:
     done = earlier_tries(RESULTS / f"{results}.json", args.seed)
     for name in args.tries:
         found = run_try(seed_cfg, cfg, out, paths, name, TRIES[name], gate)
-        done[name] = {**found, "commit": commit()}
+        done[name] = {
+            **found,
+            "commit": commit(),
+            "training_precision": training_precision(seed_cfg.bf16),
+        }
         result = {
             "commit": commit(),
             "seed": args.seed,

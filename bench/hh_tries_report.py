@@ -30,7 +30,7 @@ def markdown(result: dict) -> str:
     lines.append(_row("π_ref", "–", "–", shared, "–"))
     for name, found in by_name:
         changed = changes_of(found)
-        ran_at = found["commit"]
+        ran_at = found["commit"] + precision_note(found)
         if not same_measures(found["rows"]["reference"], shared):
             lines.append(_row(f"π_ref of {name}", "–", changed, found["rows"]["reference"], ran_at))
         for objective in found["objectives"]:
@@ -125,6 +125,13 @@ def constants_paid(found: dict) -> str:
         f"{len(above)} of the audit's {len(constants)} constant answers score above π_ref "
         f"({reference:.3f}); the highest, “{best['text']}”, {best['reward']:.3f}."
     )
+
+
+def precision_note(found: dict) -> str:
+    """Beside the commit, a try that trained in float32 where the recipe asks for bf16 (a CPU
+    without native bf16); tries from before this was kept ran in bf16 autocast."""
+    precision = found.get("training_precision", "bf16 autocast")
+    return "" if precision == "bf16 autocast" else ", float32"
 
 
 def _row(name: str, objective: str, changed: str, row: dict, ran_at: str) -> str:

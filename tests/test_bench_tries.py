@@ -90,6 +90,27 @@ def test_each_row_shows_the_reward_models_own_part_where_the_run_kept_it():
     )
 
 
+def test_a_try_that_trained_in_float32_where_the_recipe_asks_for_bf16_says_so_by_its_commit():
+    """A CPU without native bf16 trains the recipe in float32 (`alol.train.precision`)."""
+    emulated = found(row(1.04), row(1.06), training_precision="float32 (bf16 asked for, ...)")
+    native = found(row(1.04), row(1.05), training_precision="bf16 autocast")
+    earlier = found(row(1.04), row(1.05))  # before the precision was kept: bf16 autocast
+    result = {
+        "seed": 2,
+        "harmless_term": {**FIT, "weight": 1.0, "test_pairs": 79},
+        "harmlessness_judge": {**FIT, "test_pairs": 79},
+        "tries": {"earlier": earlier, "emulated": emulated, "native": native},
+    }
+
+    lines = markdown(result).splitlines()
+
+    ending = {
+        name: next(x for x in lines if x.startswith(f"| {name} |")) for name in result["tries"]
+    }
+    assert ending["emulated"].endswith("| abc1234, float32 |")
+    assert ending["native"].endswith("| abc1234 |") and ending["earlier"].endswith("| abc1234 |")
+
+
 def test_a_gated_try_shows_its_pi_ref_and_says_how_well_its_gate_tells_requests_apart():
     recipe = found(row(1.04), row(1.06), harmless_term=1.0, recipe_harmless_term=1.0)
     gated = found(

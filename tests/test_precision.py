@@ -12,6 +12,7 @@ from alol.pipeline.settings import trainer_kwargs
 from alol.rewards.reward_model import RewardModelConfig, training_arguments
 from alol.train.config import AlolConfig
 from alol.train.precision import trains_in_bf16
+from bench.common import training_precision
 
 
 @pytest.fixture
@@ -79,3 +80,12 @@ def test_the_training_settings_a_fingerprint_holds_are_the_same_on_either_cpu(ma
 
     assert emulated == trainer_kwargs(cfg, "a_lol", tmp_path, 10)
     assert emulated["bf16"] is True
+
+
+def test_a_benchmark_names_what_its_runs_trained_in(machine):
+    """Tables whose runs came from machines that differ here differ in it."""
+    machine(accelerator=False, native_cpu_bf16=False)
+    assert training_precision(True) == "float32 (bf16 asked for, not native here)"
+    assert training_precision(False) == "float32"
+    machine(accelerator=False, native_cpu_bf16=True)
+    assert training_precision(True) == "bf16 autocast"

@@ -27,11 +27,16 @@ def cpu_has_native_bf16() -> bool:
     return bool(check and check())
 
 
+def bf16_is_native() -> bool:
+    """An accelerator, or a CPU with AVX-512 BF16 or AMX."""
+    return has_accelerator() or cpu_has_native_bf16()
+
+
 def trains_in_bf16(bf16: bool) -> bool:
     """Whether a trainer asked for bf16 (`bf16`) runs bf16 autocast here: on an accelerator or
     a CPU with native bf16; elsewhere it trains in float32, with a warning that names the
     setting."""
-    if not bf16 or has_accelerator() or cpu_has_native_bf16():
+    if not bf16 or bf16_is_native():
         return bf16
     logger.warning(
         "bf16: this CPU has no native bf16 (AVX-512 BF16 or AMX) and would emulate it at about "
