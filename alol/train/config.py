@@ -106,7 +106,8 @@ class AlolConfig(TrainingArguments):
         if self.fp16 and not has_accelerator():
             raise ValueError(
                 "fp16 mixed precision needs a GPU and this machine has none; train with bf16 "
-                "(--bf16, bfloat16 autocast on the CPU) or without mixed precision (--no-fp16)"
+                "(--bf16: bfloat16 autocast on a CPU with native bf16, float32 on others) or "
+                "without mixed precision (--no-fp16)"
             )
         placed = placed_precision(self.bf16)
         self.bf16 = placed["bf16"]

@@ -1,8 +1,9 @@
 """Where bf16 mixed precision runs: only where it is native. A CPU without AVX-512 BF16 or
 AMX emulates bf16 matrix products, and a training step under bf16 autocast then takes 13-16×
 the float32 one (MiniLM, a SmolLM2-135M-shaped Llama: bench/results/cpu_bf16_emulated.md);
-autocast keeps float32 weights, so it saves no memory there either. A config that asks for bf16 (the HH recipe does, for GPUs and recent
-CPUs) therefore trains in float32 on such a CPU, and the log says so."""
+autocast keeps float32 weights, so it saves no memory there either. A config that asks for
+bf16 (the HH recipe does, for GPUs and recent CPUs) therefore trains in float32 on such a CPU,
+and the log says so."""
 
 from __future__ import annotations
 
