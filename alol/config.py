@@ -162,8 +162,11 @@ class PipelineConfig(
     )
     bf16: bool = option(
         False,
-        "bfloat16 mixed precision. On a GPU the reference then also runs in bf16 weights for "
-        "value decoding/features and the precompute, so the policy meets a bf16 reference.",
+        "bfloat16 mixed precision where bf16 is native (a GPU, or a CPU with AVX-512 BF16 or "
+        "AMX); a CPU without it would emulate bf16 at about 15x the float32 time, so it trains "
+        "in float32 there and the log says so. Where it runs, the reference also runs in bf16 "
+        "weights for value decoding/features and the precompute, so the policy meets a bf16 "
+        "reference.",
         ("reward-model", "sft", "value", "advantage", "train"),
     )
     fp16: bool = option(False, "float16 mixed precision.", _TRAINING)
