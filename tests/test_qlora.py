@@ -123,3 +123,20 @@ def test_without_bitsandbytes_the_error_names_the_install_command(monkeypatch):
     )
     with pytest.raises(AlolError, match=r"pip install 'alol\[qlora\]'"):
         four_bit_config("bfloat16")
+
+
+@pytest.mark.parametrize(
+    ("native_cpu_bf16", "dtype"), [(False, torch.float32), (True, torch.bfloat16)]
+)
+def test_a_4bit_base_under_bf16_computes_in_bf16_only_where_it_is_native(
+    native_cpu_bf16, dtype, tiny_llama_dir, monkeypatch
+):
+    """A CPU without native bf16 would emulate it at about 15× the float32 time."""
+    monkeypatch.setattr("alol.train.precision.has_accelerator", lambda: False)
+    monkeypatch.setattr("alol.train.precision.cpu_has_native_bf16", lambda: native_cpu_bf16)
+    cfg = PipelineConfig(lora=True, load_in_4bit=True, bf16=True)
+
+    model = load_weights_to_train(cfg, tiny_llama_dir)
+
+    assert model.get_input_embeddings().weight.dtype == dtype
+    assert model.config.quantization_config.bnb_4bit_compute_dtype == dtype

@@ -33,12 +33,13 @@ from alol.fingerprint import fingerprint_model, fingerprint_rendering, spec_fing
 from alol.models.dtypes import DTYPES
 from alol.models.model_checks import check_loaded_weights, check_model
 from alol.models.quantization import load_4bit_causal_lm
-from alol.pipeline.settings import load_options, training_compute_dtype
+from alol.pipeline.settings import compute_dtype, load_options
 from alol.provenance import check_made_for
 from alol.reports.metrics import counted
 from alol.rewards import Reward, load_reward
 from alol.rewards.classifier import trained_settings
 from alol.rewards.specs import nested_specs, normalize_spec
+from alol.train.precision import trains_in_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def load_weights_to_train(cfg: PipelineConfig, path: str | Path):
             "load_in_4bit: true trains LoRA adapters on a frozen 4-bit base (QLoRA), so it "
             "needs lora: true (--lora); 4-bit weights themselves cannot be trained."
         )
-    return load_4bit_causal_lm(path, training_compute_dtype(cfg))
+    return load_4bit_causal_lm(path, compute_dtype(trains_in_bf16(cfg.bf16), cfg.fp16))
 
 
 def load_4bit_model(path: str | Path, compute_dtype: str):

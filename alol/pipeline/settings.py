@@ -138,14 +138,16 @@ def lora_config(cfg: PipelineConfig):
     return LoraConfig(**kwargs)
 
 
-def training_compute_dtype(cfg: PipelineConfig) -> str:
+def compute_dtype(bf16: bool, fp16: bool) -> str:
     """The dtype a trained model computes in: its mixed precision, else float32."""
-    return "bfloat16" if cfg.bf16 else "float16" if cfg.fp16 else "float32"
+    return "bfloat16" if bf16 else "float16" if fp16 else "float32"
 
 
 def quantization(cfg: PipelineConfig) -> dict[str, Any] | None:
-    """The 4-bit settings of the trained model's frozen base (None: full precision)."""
-    return four_bit_settings(training_compute_dtype(cfg)) if cfg.load_in_4bit else None
+    """The 4-bit settings of the trained model's frozen base as configured (None: full
+    precision); where bf16 is not native the base computes in float32
+    (`load_weights_to_train`)."""
+    return four_bit_settings(compute_dtype(cfg.bf16, cfg.fp16)) if cfg.load_in_4bit else None
 
 
 def reference_dtype(bf16: bool, device: Any) -> str:
