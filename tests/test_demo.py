@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import io
 import json
+import re
 
 import pytest
 from conftest import SHARED_HH
@@ -90,6 +91,7 @@ def test_quick_demo_writes_the_report_folder(quick_demo):
     table_header = next(line for line in out.splitlines() if line.startswith("| model"))
     assert table_header in readme
     assert "leftover lunch" in readme and "Kinds of answer" in readme
+    assert re.search(r"finished in \d+ s \(torch .+, (CPU|CUDA), float32\)", readme)
     assert "## Reward-hacking audit" in readme and "### Constant answers" in readme
     samples = readme[readme.index("## Sample answers") :]
     assert samples.count("### Prompt") == 3 and "**π_ref** (reward " in samples

@@ -60,7 +60,7 @@ def write_demo_report(
         f"# alol demo ({config.model})",
         "",
         f"`{command}` finished in {seconds:.0f} s (torch {torch.__version__}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'CPU'}).",
+        f"{'CUDA' if torch.cuda.is_available() else 'CPU'}, {'bf16' if cfg.bf16 else 'float32'}).",
         "",
         "## Test results",
         "",
