@@ -41,7 +41,8 @@ def hh_rows(count: int) -> list[dict]:
 
 
 def test_the_worked_example_runs_as_written_on_a_cpu_with_a_tiny_model(tmp_path, tiny_llama_dir):
-    """bf16 (CPU autocast where the CPU has native bf16, float32 elsewhere), LoRA, value_from_data, the HH format, three objectives."""
+    """bf16 (CPU autocast where the CPU has native bf16, float32 elsewhere), LoRA,
+    value_from_data, the HH format, three objectives."""
     data = tmp_path / "data" / "hh" / "helpful_base.json"
     data.parent.mkdir(parents=True)
     data.write_text("".join(json.dumps(row) + "\n" for row in hh_rows(40)))
