@@ -208,6 +208,9 @@ def fsdp_worker(reference: Path) -> None:
             torch.testing.assert_close(sharded_grad, parameter.grad, rtol=1e-4, atol=1e-6)
         sharded.zero_grad()
         whole.zero_grad()
+    # Gloo's barrier waits for every collective queued before it, so neither process tears the
+    # group down while the other still runs one (CI saw this worker abort once in ~200 runs).
+    dist.barrier()
     dist.destroy_process_group()
 
 
