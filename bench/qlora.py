@@ -33,7 +33,7 @@ from alol.demo.smollm2 import convert_smollm2
 from alol.models.dtypes import DTYPES
 from alol.models.logprobs import response_token_logprobs, sequence_logprobs
 from alol.models.quantization import load_4bit_causal_lm, prepare_for_adapters
-from alol.train.precision import cpu_has_native_bf16
+from alol.train.precision import bf16_is_native_on
 from bench.common import RESULTS, device_name, synchronize, write_results
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh" / "harmless_base.json"
@@ -143,7 +143,7 @@ def main() -> int:
         path = random_model(args.random_model, Path(tempfile.mkdtemp()) / args.random_model)
     else:
         path = Path(args.model) if args.model else convert_smollm2(Path("runs/smollm2"))
-    compute = "bfloat16" if cuda or cpu_has_native_bf16() else "float32"
+    compute = "bfloat16" if bf16_is_native_on(args.device) else "float32"
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
     ensure_pad_token(tokenizer)
     data = batches(

@@ -290,6 +290,7 @@ def test_a_bad_config_key_is_a_clear_error(tmp_path, capsys):
     [
         (True, "cuda", False, "bfloat16"),
         (True, "cuda:1", False, "bfloat16"),
+        (True, "mps", False, "bfloat16"),
         (True, "cpu", True, "bfloat16"),
         (True, "cpu", False, "float32"),
         (False, "cuda", True, "float32"),
@@ -299,7 +300,7 @@ def test_a_bad_config_key_is_a_clear_error(tmp_path, capsys):
 def test_the_reference_runs_in_bf16_when_training_in_bf16_where_bf16_is_native(
     bf16, device, native_cpu_bf16, expected, monkeypatch
 ):
-    monkeypatch.setattr("alol.pipeline.settings.cpu_has_native_bf16", lambda: native_cpu_bf16)
+    monkeypatch.setattr("alol.train.precision.cpu_has_native_bf16", lambda: native_cpu_bf16)
     assert reference_dtype(bf16, device) == expected
 
 

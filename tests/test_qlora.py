@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -129,14 +130,17 @@ def test_without_bitsandbytes_the_error_names_the_install_command(monkeypatch):
     ("native_cpu_bf16", "dtype"), [(False, torch.float32), (True, torch.bfloat16)]
 )
 def test_a_4bit_base_under_bf16_computes_in_bf16_only_where_it_is_native(
-    native_cpu_bf16, dtype, tiny_llama_dir, monkeypatch
+    native_cpu_bf16, dtype, tiny_llama_dir, monkeypatch, caplog
 ):
-    """A CPU without native bf16 would emulate it at about 15× the float32 time."""
+    """A CPU without native bf16 would emulate it at about 15× the float32 time. Loading says
+    nothing of it: the trainer's config warns once that it trains in float32."""
     monkeypatch.setattr("alol.train.precision.has_accelerator", lambda: False)
     monkeypatch.setattr("alol.train.precision.cpu_has_native_bf16", lambda: native_cpu_bf16)
     cfg = PipelineConfig(lora=True, load_in_4bit=True, bf16=True)
 
-    model = load_weights_to_train(cfg, tiny_llama_dir)
+    with caplog.at_level(logging.WARNING):
+        model = load_weights_to_train(cfg, tiny_llama_dir)
 
     assert model.get_input_embeddings().weight.dtype == dtype
     assert model.config.quantization_config.bnb_4bit_compute_dtype == dtype
+    assert "bf16" not in caplog.text

@@ -240,7 +240,7 @@ def test_every_pipeline_setting_reaches_exactly_the_sub_configs_that_read_it(mon
     """The table above is the map: a setting changes what the stages it lists build, and no
     other. Settings the pipeline reads itself change none (they choose files and stages).
     (On a CPU with native bf16, as this test assumes, bf16 reaches the reference too.)"""
-    monkeypatch.setattr("alol.pipeline.settings.cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr("alol.train.precision.cpu_has_native_bf16", lambda: True)
     hints = typing.get_type_hints(PipelineConfig)
     fields = {f.name: f for f in dataclasses.fields(PipelineConfig)}
     assert set(EXPECTED) == set(fields), "every PipelineConfig field is listed exactly once"

@@ -39,7 +39,7 @@ from alol.reports.metrics import counted
 from alol.rewards import Reward, load_reward
 from alol.rewards.classifier import trained_settings
 from alol.rewards.specs import nested_specs, normalize_spec
-from alol.train.precision import trains_in_bf16
+from alol.train.precision import bf16_is_native
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +241,8 @@ def load_weights_to_train(cfg: PipelineConfig, path: str | Path):
             "load_in_4bit: true trains LoRA adapters on a frozen 4-bit base (QLoRA), so it "
             "needs lora: true (--lora); 4-bit weights themselves cannot be trained."
         )
-    return load_4bit_causal_lm(path, compute_dtype(trains_in_bf16(cfg.bf16), cfg.fp16))
+    # The trainer says once that bf16 falls back to float32 where it is not native.
+    return load_4bit_causal_lm(path, compute_dtype(cfg.bf16 and bf16_is_native(), cfg.fp16))
 
 
 def load_4bit_model(path: str | Path, compute_dtype: str):

@@ -24,7 +24,7 @@ from alol.models.quantization import four_bit_settings
 from alol.models.value_io import ValueConfig
 from alol.reports.audit_thresholds import AuditThresholds
 from alol.rewards.reward_model import RewardModelConfig
-from alol.train.precision import cpu_has_native_bf16, needs_use_cpu
+from alol.train.precision import bf16_is_native_on, needs_use_cpu
 from alol.train.wrapping import checkpointing_argument
 
 NOT_RESULTS = frozenset(
@@ -160,11 +160,7 @@ def reference_dtype(bf16: bool, device: Any) -> str:
     with the reference's bf16 log-probs (log-softmax stays float32). float32 on other CPUs,
     which emulate bf16 slowly.
     """
-    if not bf16:
-        return "float32"
-    if torch.device(device).type == "cuda":
-        return "bfloat16"
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return "bfloat16" if bf16 and bf16_is_native_on(device) else "float32"
 
 
 def configured_reference_dtype(cfg: PipelineConfig) -> str:

@@ -33,6 +33,11 @@ def bf16_is_native() -> bool:
     return has_accelerator() or cpu_has_native_bf16()
 
 
+def bf16_is_native_on(device: str | torch.device) -> bool:
+    """Whether bf16 is native on `device`: any accelerator, or a CPU with AVX-512 BF16 or AMX."""
+    return torch.device(device).type != "cpu" or cpu_has_native_bf16()
+
+
 def trains_in_bf16(bf16: bool) -> bool:
     """Whether a trainer asked for bf16 (`bf16`) runs bf16 autocast here: on an accelerator or
     a CPU with native bf16; elsewhere it trains in float32, with a warning that names the
