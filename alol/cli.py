@@ -258,7 +258,7 @@ def _resume_hint(interrupt: KeyboardInterrupt, resumes: bool) -> str:
 def _run(command: str, cfg: PipelineConfig) -> None:
     """Run one stage (or all); each stage logs its figures and where it wrote them, so what
     is left to print is the comparison table of an evaluation."""
-    from alol.distributed import is_main_process
+    from alol.distributed import is_main_process, leave_process_group
     from alol.models.memory import release_memory
     from alol.pipeline import (
         run_advantage,
@@ -293,6 +293,7 @@ def _run(command: str, cfg: PipelineConfig) -> None:
         evaluation = run_eval(cfg) if command == "eval" else run_all(cfg)
         if evaluation is not None and is_main_process():  # under a launcher every process gets here
             print(evaluation.table())
+    leave_process_group()
 
 
 if __name__ == "__main__":

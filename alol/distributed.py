@@ -36,6 +36,17 @@ def wait_for_everyone() -> None:
     process_state().wait_for_everyone()
 
 
+def leave_process_group() -> None:
+    """End of a launched command that succeeded: wait for every process, then tear the group
+    down. A process that exits with its group alive makes PyTorch warn, and gloo can abort it
+    while another process still runs a collective. Not after an error: a process that failed
+    would leave the others waiting at the barrier."""
+    state = process_state()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()
+
+
 def on_main_process(write: Callable[[], T]) -> T | None:
     """Run `write()` on the main process only; every process returns once it has finished.
 

@@ -170,7 +170,10 @@ def worker(workspace: Path) -> int:
             }
         )
     )
-    return main(["run", str(workspace / "config.yaml")])
+    code = main(["run", str(workspace / "config.yaml")])
+    alive = torch.distributed.is_initialized()
+    (workspace / f"after-run-{rank}.json").write_text(json.dumps({"group_alive": alive}))
+    return code
 
 
 def fsdp_worker(reference: Path) -> None:
@@ -260,6 +263,15 @@ def scored_by_process(workspace: Path) -> dict[int, list[tuple[str, str]]]:
 def test_both_processes_joined_one_process_group(launched):
     for rank in (0, 1):
         assert json.loads((launched / f"worker-{rank}.json").read_text())["world_size"] == 2
+
+
+def test_a_finished_command_leaves_the_process_group(launched):
+    """Every process waits for the others, then tears the group down: none exits with it alive
+    (PyTorch warns of that, and gloo can abort a process while the other runs a collective)."""
+    for rank in (0, 1):
+        assert json.loads((launched / f"after-run-{rank}.json").read_text()) == {
+            "group_alive": False
+        }
 
 
 def test_the_ranks_share_one_global_priority_draw_without_overlap(launched, tiny_llama_dir):
