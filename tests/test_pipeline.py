@@ -520,6 +520,22 @@ def test_an_evaluation_already_made_for_the_same_inputs_is_read_back(workspace, 
     assert answers.stat().st_mtime_ns != written
 
 
+def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(workspace):
+    """log π_θ/π_ref of π_ref's own answers is 0 without a forward pass, so the evaluation
+    weighs only the trained models' answers (under the model and under π_ref)."""
+    assert main(["run", str(workspace["config"]), "--objectives", "nll"]) == 0
+    evaluated = workspace["run"] / "eval"
+
+    def logps(name: str) -> list:
+        lines = (evaluated / name / "answers.jsonl").read_text().splitlines()
+        return [json.loads(line)["logp"] for line in lines]
+
+    assert set(logps("reference")) == {None}
+    assert all(logp < 0 for logp in logps("nll"))
+    assert json.loads((evaluated / "nll" / "eval.json").read_text())["log_ratio"] is not None
+    assert not list((evaluated / "reference").glob("reference_logps-*.json"))
+
+
 def test_balanced_draws_by_group_train_through_the_cli_and_the_report_breaks_a_lol_down(
     workspace, tiny_llama_dir
 ):

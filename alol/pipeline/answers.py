@@ -46,8 +46,9 @@ class Answer:
     """Whether it reached EOS before the token budget."""
     token_ids: list[int]
     """The generated tokens, EOS included when finished."""
-    logp: float
-    """log π_θ(y|x) of those tokens under the model that wrote them."""
+    logp: float | None
+    """log π_θ(y|x) of those tokens under the model that wrote them; None for π_ref's answers,
+    whose log ratio to π_ref is 0 without a forward pass."""
 
 
 @dataclass
@@ -77,10 +78,12 @@ def decoded_answers(
     path: Path,
     prompts: list,
     on_render: Callable[[list[str], object], None] | None = None,
+    with_logps: bool = True,
 ) -> Answers:
     """The answers of the model at `path` to `prompts` (records' prompts), decoded now or read
     back from `run_dir/eval/<name>/` when the model, prompts and decoding are unchanged.
-    `on_render(texts, tokenizer)` sees the rendered prompts before decoding."""
+    `on_render(texts, tokenizer)` sees the rendered prompts before decoding; `with_logps`
+    weighs each answer under the model (one more forward pass over them)."""
     out = cfg.root / "eval" / name
     dtype = configured_reference_dtype(cfg)
     generation = generation_config(cfg)
@@ -103,7 +106,11 @@ def decoded_answers(
             TokenizedPair(encode_prompt(tokenizer, text, cfg.max_prompt_length), list(a.token_ids))
             for text, a in zip(shard, decoded, strict=True)
         ]
-        logps = sequence_logprobs_of_pairs(model, pairs, cfg.generation_batch_size)
+        logps = (
+            sequence_logprobs_of_pairs(model, pairs, cfg.generation_batch_size)
+            if with_logps
+            else [None] * len(pairs)
+        )
         return [
             Answer(text, a.text, a.finished, list(a.token_ids), logp)
             for text, a, logp in zip(shard, decoded, logps, strict=True)

@@ -102,6 +102,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
             on_render=(lambda texts, tok: _warn_on_overlap(inputs, texts, tok))
             if name == REFERENCE
             else None,
+            with_logps=name != REFERENCE,
         )
         for name, path in models.items()
     }
