@@ -291,9 +291,10 @@ class PipelineConfig(
     # --- advantage (the precompute) -----------------------------------------------------
     precompute_batch_size: int = option(
         64,
-        "Responses per reference forward in the precompute (no gradients, so more fit than in "
-        "training; a GPU idles on small batches).",
-        ("advantage", "train"),
+        "Responses per forward pass without gradients: the reference's in the precompute, and "
+        "the log-probs of the evaluated answers (more fit than in training; a GPU idles on small "
+        "batches).",
+        ("advantage", "train", "eval"),
         check=at_least(1),
     )
     share_prompts: bool = option(

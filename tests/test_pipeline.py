@@ -24,6 +24,7 @@ from alol.data.formats import load_records
 from alol.data.table import AdvantageTable
 from alol.method.leftover import length_neutral, response_words
 from alol.method.objectives import OBJECTIVES, get_objective
+from alol.models.reference import sequence_logprobs_of_pairs
 from alol.pipeline.inputs import (
     StageInputs,
     load_model_for_inference,
@@ -520,10 +521,23 @@ def test_an_evaluation_already_made_for_the_same_inputs_is_read_back(workspace, 
     assert answers.stat().st_mtime_ns != written
 
 
-def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(workspace):
+def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
+    workspace, monkeypatch
+):
     """log π_θ/π_ref of π_ref's own answers is 0 without a forward pass, so the evaluation
-    weighs only the trained models' answers (under the model and under π_ref)."""
-    assert main(["run", str(workspace["config"]), "--objectives", "nll"]) == 0
+    weighs only the trained models' answers (under the model and under π_ref). It weighs them
+    `precompute_batch_size` answers a pass, not a decoding batch's worth: a pass over whole
+    answers holds their logits over the vocabulary, a decoding step one token's."""
+    batch_sizes = []
+
+    def weigh(model, pairs, batch_size):
+        batch_sizes.append(batch_size)
+        return sequence_logprobs_of_pairs(model, pairs, batch_size)
+
+    monkeypatch.setattr("alol.pipeline.answers.sequence_logprobs_of_pairs", weigh)
+    args = ["--objectives", "nll", "--generation-batch-size", "8", "--precompute-batch-size", "3"]
+    assert main(["run", str(workspace["config"]), *args]) == 0
+    assert set(batch_sizes) == {3}
     evaluated = workspace["run"] / "eval"
 
     def logps(name: str) -> list:

@@ -107,7 +107,7 @@ def decoded_answers(
             for text, a in zip(shard, decoded, strict=True)
         ]
         logps = (
-            sequence_logprobs_of_pairs(model, pairs, cfg.generation_batch_size)
+            sequence_logprobs_of_pairs(model, pairs, cfg.precompute_batch_size)
             if with_logps
             else [None] * len(pairs)
         )
@@ -192,7 +192,7 @@ def reference_logps(
         return gather_in_order(
             len(pairs),
             lambda indices: sequence_logprobs_of_pairs(
-                model, [pairs[i] for i in indices], cfg.generation_batch_size
+                model, [pairs[i] for i in indices], cfg.precompute_batch_size
             ),
         )
 
