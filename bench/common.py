@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from alol.atomic import write_json, write_text
-from alol.train.precision import bf16_is_native
+from alol.train.precision import bf16_is_native, cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository root: where `python -m bench.<name>` runs from."""
@@ -27,6 +27,12 @@ def write_results(name: str, result: dict, table: str, folder: Path = RESULTS) -
     write_json(folder / f"{name}.json", result)
     write_text(folder / f"{name}.md", table)
     print(table)
+
+
+def cpu_results_name(stem: str) -> str:
+    """`<stem>_native` or `<stem>_emulated`, by whether this CPU has native bf16: a CPU
+    benchmark keeps one result per kind of CPU, which differ several-fold."""
+    return f"{stem}_{'native' if cpu_has_native_bf16() else 'emulated'}"
 
 
 def commit() -> str:

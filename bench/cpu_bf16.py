@@ -22,7 +22,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 from alol.train.precision import cpu_has_native_bf16
-from bench.common import commit, device_name, write_results
+from bench.common import commit, cpu_results_name, device_name, write_results
 
 MINILM = BertConfig(
     vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
@@ -102,16 +102,15 @@ def main() -> int:
         measure("MiniLM (reward model)", BertForSequenceClassification(MINILM), (8, 128), args.rounds),
         measure("SmolLM2-135M shape (policy)", LlamaForCausalLM(SMOLLM2_135M), (2, 128), args.rounds),
     ]  # fmt: skip
-    native = cpu_has_native_bf16()
     result = {
         "commit": commit(),
         "device": device_name("cpu"),
         "machine": platform.machine(),
-        "native_bf16": native,
+        "native_bf16": cpu_has_native_bf16(),
         "torch": torch.__version__,
         "rows": rows,
     }
-    write_results(f"cpu_bf16_{'native' if native else 'emulated'}", result, markdown(result))
+    write_results(cpu_results_name("cpu_bf16"), result, markdown(result))
     return 0
 
 

@@ -24,7 +24,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from alol.models.generate import GenerationConfig, generate_answers
 from alol.train.precision import cpu_has_native_bf16
-from bench.common import commit, device_name, write_results
+from bench.common import commit, cpu_results_name, device_name, write_results
 from bench.cpu_bf16 import SMOLLM2_135M
 
 LINEAR_SHAPES = {"MLP up (576 → 1536)": 1536, "vocabulary head (576 → 49152)": 49152}
@@ -126,17 +126,16 @@ def main() -> int:
     tokenizer = word_tokenizer()
     prompts = demo_like_prompts(args.prompts, torch.Generator().manual_seed(0))
     rows = [decoding_row(model, tokenizer, prompts, b, args.new_tokens) for b in args.batches]
-    native = cpu_has_native_bf16()
     result = {
         "commit": commit(),
         "device": device_name("cpu"),
-        "native_bf16": native,
+        "native_bf16": cpu_has_native_bf16(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "linear_gflops": linear,
         "decoding": {"prompts": args.prompts, "new_tokens": args.new_tokens, "rows": rows},
     }
-    write_results(f"cpu_decode_{'native' if native else 'emulated'}", result, markdown(result))
+    write_results(cpu_results_name("cpu_decode"), result, markdown(result))
     return 0
 
 
