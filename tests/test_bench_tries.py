@@ -10,6 +10,8 @@ from alol.config import PipelineConfig
 from alol.pipeline.trainer_setup import training_fingerprint_parts
 from bench.hh_tries import TRIES, earlier_tries, shared_stages_config
 from bench.hh_tries_report import changes_of, markdown
+from bench.hh_tries_seeds import across_seeds
+from bench.hh_tries_seeds import markdown as seeds_markdown
 
 
 def row(reward: float, **judges: float) -> dict:
@@ -198,3 +200,31 @@ def test_the_table_lists_tries_by_name_as_written_during_a_run_and_again_from_th
     assert in_run_order == from_file
     names = [line.split(" | ")[0] for line in in_run_order.splitlines() if line.startswith("| seq")]
     assert names == ["| seq_balanced", "| seq_recipe"]
+
+
+def test_over_seeds_each_try_shows_its_change_from_its_own_seeds_pi_ref_with_the_spread():
+    """Seeds compare by their changes: seed 1's π_ref scores higher than seed 0's, yet the
+    try raised the reward by 0.10 on both; a try that one seed ran has no spread."""
+    seed_0 = {
+        "seed": 0,
+        "tries": {
+            "r64": found(row(0.40), row(0.50)),
+            "only_here": found(row(0.40), {**row(0.45), "flag": "collapsed"}),
+        },
+    }
+    seed_1 = {"seed": 1, "tries": {"r64": found(row(0.60), row(0.70, helpfulness=0.5))}}
+
+    summary = {(r["try"], r["objective"]): r for r in across_seeds([seed_0, seed_1])}
+
+    r64 = summary["r64", "a_lol_seq"]
+    assert r64["seeds"] == [0, 1]
+    assert r64["changes"]["reward"]["mean"] == pytest.approx(0.10)
+    assert r64["changes"]["reward"]["sd"] == pytest.approx(0.0, abs=1e-12)
+    assert r64["changes"]["helpfulness"]["mean"] == pytest.approx(0.05)
+    assert r64["flagged"] == []
+    only_here = summary["only_here", "a_lol_seq"]
+    assert only_here["changes"]["reward"]["sd"] is None
+    assert only_here["flagged"] == [0]
+    table = seeds_markdown(list(summary.values()), ["s0", "s1"])
+    assert "| only_here | a_lol_seq | 0 | +0.050 | +0.000 |" in table
+    assert "| r64 | a_lol_seq | 0, 1 | +0.100 ± 0.000 | +0.050 ± 0.071 |" in table
