@@ -6,9 +6,11 @@ than on one seed's figures (a seed's change is often within another seed's sprea
         --results hh_tries_lora_seeds      # -> bench/results/hh_tries_lora_seeds.{json,md}
 
 Each argument names a results file of `bench.hh_tries` (one seed each). Changes are taken
-within a seed's file, against the π_ref row of the same try, so seeds that ran on different
-machines or precisions (each file's rows name their commit) still compare: a try that scores
-with a reward of its own gives its reward change in that reward's units.
+within a seed's file, against the π_ref row of the same try: a file's rows are measured by its
+run's reward model and judges, which a run on another machine or precision fits again (each
+row names its commit and precision), so across such files the changes compare in direction
+and rough size, not to the third decimal. A try that scores with a reward of its own gives its
+reward change in that reward's units.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def markdown(summary: list[dict], names: list[str]) -> str:
         "",
         f"`python -m bench.hh_tries_seeds {' '.join(names)}`: each try's change from its own "
         "seed's π_ref on the 200 validation prompts, mean ± sd over the seeds that ran it "
-        "(one seed: no sd). Each seed's rows are in its own results file.",
+        "(one seed: no sd), each seed measured by its own run's reward model and judges "
+        "(its results file names them).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
