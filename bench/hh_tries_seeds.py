@@ -55,12 +55,7 @@ def across_seeds(results: list[dict]) -> list[dict]:
         for measure in CHANGES:
             values = [row["changes"][measure] for row in ran.values() if measure in row["changes"]]
             if values:
-                sd = statistics.stdev(values) if len(values) > 1 else None
-                measures[measure] = {
-                    "mean": statistics.mean(values),
-                    "sd": sd,
-                    "seeds": len(values),
-                }
+                measures[measure] = spread(values)
         flagged = sorted(seed for seed, row in ran.items() if row["flag"])
         summary.append(
             {
@@ -72,6 +67,12 @@ def across_seeds(results: list[dict]) -> list[dict]:
             }
         )
     return summary
+
+
+def spread(values: list[float]) -> dict:
+    """Mean and sample sd (None for one value: a single seed has no spread)."""
+    sd = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.mean(values), "sd": sd}
 
 
 def markdown(summary: list[dict], names: list[str]) -> str:
