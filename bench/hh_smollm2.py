@@ -583,13 +583,14 @@ def instruct_row(cfg: PipelineConfig, out: Path, judges: list) -> dict:
     return measure_rows(base_cfg)["reference"]
 
 
-def data_row(cfg: PipelineConfig, out: Path, test_scored: Path, judges: list) -> dict:
+def data_row(seed_cfg: PipelineConfig, test_scored: Path) -> dict:
     """The data's own human-chosen answers to the test prompts (`human_choices`), scored by the
     training reward and every judge: where an objective that imitated the data would land, so a
-    target above it asks for more than the data holds."""
-    seed_cfg = seed_config(cfg, 0, (), out, judges)
+    target above it asks for more than the data holds. Reward and judges are every seed's;
+    `seed_cfg` is one whose π_ref exists (the judges' inputs are read from its run folder), the
+    first seed run when a table starts from seed 2."""
     records = load_records(test_scored).records
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(seed_cfg.model)
     prompts = [render(seed_cfg, r.prompt, tokenizer) for r in records]
     answers = [r.responses[0] for r in records]
     rewards = {"reward": load_reward(seed_cfg.reward)}
@@ -659,12 +660,12 @@ def main() -> int:
         run_seed(seed_cfg, sizes, args.objectives or list(rows_of(seed)))
     if args.prepare:
         return 0
+    evaluated = [seed for seed in (0, 1, 2) if (out / f"seed{seed}" / "eval").exists()]
     seeds = {
         seed: evaluate_finished(seed_config(cfg, seed, rows_of(seed), out, specs))
-        for seed in (0, 1, 2)
-        if (out / f"seed{seed}" / "eval").exists()
+        for seed in evaluated
     }
-    data = data_row(cfg, out, paths["test_scored"], specs)
+    data = data_row(seed_config(cfg, evaluated[0], (), out, specs), paths["test_scored"])
     result = {
         **setup,
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} torch threads, "
