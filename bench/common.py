@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import platform
 import re
+import statistics
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -27,6 +29,20 @@ def write_results(name: str, result: dict, table: str, folder: Path = RESULTS) -
     write_json(folder / f"{name}.json", result)
     write_text(folder / f"{name}.md", table)
     print(table)
+
+
+def mean_and_sd(values: Iterable[float]) -> tuple[float, float | None]:
+    """Mean and sample sd over seeds (or splits); sd is None for one value, since a single seed
+    has no spread and 0 would read as seeds that agree."""
+    values = list(values)
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def plus_minus(mean: float, sd: float | None, spec: str) -> str:
+    """`mean ± sd` in `spec` (a sign is shown on the mean only), or the mean alone without sd."""
+    if sd is None:
+        return format(mean, spec)
+    return f"{format(mean, spec)} ± {format(sd, spec.lstrip('+'))}"
 
 
 def cpu_results_name(stem: str) -> str:

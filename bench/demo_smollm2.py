@@ -24,7 +24,7 @@ from pathlib import Path
 from alol.atomic import write_json
 from alol.demo import DemoConfig, run_demo
 from alol.reports.collapse import short_text
-from bench.common import commit, write_results
+from bench.common import commit, mean_and_sd, plus_minus, write_results
 
 MODELS = ("reference", "a_lol_seq", "nll")
 JUDGES = ("relevance", "informativeness", "safety")
@@ -127,9 +127,7 @@ def read_run(run_dir: Path) -> dict:
 
 
 def mean_sd(values: list[float], spec: str = ".3f") -> str:
-    if len(values) == 1:
-        return format(values[0], spec)
-    return f"{statistics.mean(values):{spec}} ± {statistics.stdev(values):{spec}}"
+    return plus_minus(*mean_and_sd(values), spec)
 
 
 def markdown(result: dict) -> str:

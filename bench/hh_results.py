@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alol.reports.metrics import formatted
 from alol.reports.plots import plot_reward_against_judges
-from bench.common import write_results
+from bench.common import mean_and_sd, plus_minus, write_results
 from bench.hh_targets import targets, targets_markdown
 
 
@@ -148,8 +148,8 @@ def in_row_order(names) -> list[str]:
 
 
 def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
-    """Per model (in ROW_ORDER): each numeric measure's mean, sample sd across seeds (0 for one
-    seed) and values."""
+    """Per model (in ROW_ORDER): each numeric measure's mean, sample sd across seeds (None for
+    one seed) and values."""
     names = in_row_order(name for run in seeds.values() for name in run["rows"])
     table = {}
     for name in names:
@@ -158,12 +158,12 @@ def aggregate(seeds: dict[int, dict]) -> dict[str, dict]:
         for key in runs[0]:
             values = [run[key] for run in runs if isinstance(run.get(key), int | float)]
             if values:
-                sd = statistics.stdev(values) if len(values) > 1 else 0.0
-                measures[key] = {"mean": statistics.fmean(values), "sd": sd, "values": values}
+                mean, sd = mean_and_sd(values)
+                measures[key] = {"mean": mean, "sd": sd, "values": values}
         times = [run["times"][name] for run in seeds.values() if run["times"].get(name)]
         if times:
-            sd = statistics.stdev(times) if len(times) > 1 else 0.0
-            measures["train_seconds"] = {"mean": statistics.fmean(times), "sd": sd, "values": times}
+            mean, sd = mean_and_sd(times)
+            measures["train_seconds"] = {"mean": mean, "sd": sd, "values": times}
         table[name] = measures
     return table
 
@@ -185,12 +185,7 @@ def markdown(result: dict) -> str:
         ]
         for key, spec in COLUMNS:
             m = measures.get(key)
-            if m is None:
-                cells.append("–")
-            elif len(m["values"]) > 1:
-                cells.append(f"{m['mean']:{spec}} ± {m['sd']:{spec}}")
-            else:
-                cells.append(format(m["mean"], spec))
+            cells.append("–" if m is None else plus_minus(m["mean"], m["sd"], spec))
         lines.append("| " + " | ".join(cells) + " |")
     rm = result["reward_model"]
     judges = [

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 
-from bench.common import RESULTS, commit, write_results
+from bench.common import RESULTS, commit, mean_and_sd, plus_minus, write_results
 
 CHANGES = ("reward", "helpfulness", "harmlessness", "relevance", "distinct_2", "length_words")
 """The measures whose change from π_ref the table shows."""
@@ -70,9 +69,8 @@ def across_seeds(results: list[dict]) -> list[dict]:
 
 
 def spread(values: list[float]) -> dict:
-    """Mean and sample sd (None for one value: a single seed has no spread)."""
-    sd = statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": statistics.mean(values), "sd": sd}
+    mean, sd = mean_and_sd(values)
+    return {"mean": mean, "sd": sd}
 
 
 def markdown(summary: list[dict], names: list[str]) -> str:
@@ -101,8 +99,7 @@ def _change(change: dict | None, measure: str) -> str:
     if change is None:
         return "–"
     spec = "+.1f" if measure == "length_words" else "+.3f"
-    spread = "" if change["sd"] is None else f" ± {change['sd']:{spec[1:]}}"
-    return f"{change['mean']:{spec}}{spread}"
+    return plus_minus(change["mean"], change["sd"], spec)
 
 
 def main() -> int:

@@ -16,7 +16,6 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import statistics
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +27,7 @@ from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, kept_fractions, run
 from alol.demo import task as demo_task
 from alol.demo.tiny import TINY, prepare_tiny
 from alol.reports.eval_report import EvalReport
-from bench.common import commit
+from bench.common import commit, mean_and_sd, plus_minus
 
 OBJECTIVES = (
     "nll",
@@ -73,15 +72,16 @@ def run_seed(seed: int, run_dir: Path) -> tuple[dict[str, dict[str, float]], lis
     return metrics, evaluation.audit.flags
 
 
-def aggregate(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
-    """model → metric → [mean, sample std] across seeds (std 0 for a single seed)."""
+def aggregate(
+    per_seed: list[dict[str, dict[str, float]]],
+) -> dict[str, dict[str, list[float | None]]]:
+    """model → metric → [mean, sample sd] across seeds (sd None for a single seed), a list as
+    JSON stores it."""
     summary: dict[str, dict[str, list[float]]] = {}
     for model in per_seed[0]:
         summary[model] = {}
         for metric in per_seed[0][model]:
-            values = [seed[model][metric] for seed in per_seed]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[model][metric] = [statistics.fmean(values), spread]
+            summary[model][metric] = list(mean_and_sd(seed[model][metric] for seed in per_seed))
     return summary
 
 
@@ -120,12 +120,12 @@ def markdown(
         name = "π_ref (reference)" if model == "reference" else model
         cells = [
             name,
-            plus_minus(metrics["reward"], ".3f"),
-            *(plus_minus(metrics[f"reward/{c}"], ".2f") for c in demo_task.COMPONENTS),
-            plus_minus(metrics["good_answers"], ".0%"),
-            plus_minus(metrics["distinct_2"], ".3f"),
-            plus_minus(metrics["template_share"], ".0%"),
-            plus_minus(metrics["length"], ".1f"),
+            plus_minus(*metrics["reward"], ".3f"),
+            *(plus_minus(*metrics[f"reward/{c}"], ".2f") for c in demo_task.COMPONENTS),
+            plus_minus(*metrics["good_answers"], ".0%"),
+            plus_minus(*metrics["distinct_2"], ".3f"),
+            plus_minus(*metrics["template_share"], ".0%"),
+            plus_minus(*metrics["length"], ".1f"),
             "–" if model == "reference" else f"{metrics['data_kept'][0]:.0%}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -134,11 +134,6 @@ def markdown(
         "- none"
     ]
     return "\n".join(lines) + "\n"
-
-
-def plus_minus(mean_std: list[float], spec: str) -> str:
-    mean, std = mean_std
-    return f"{format(mean, spec)} ± {format(std, spec)}"
 
 
 def machine() -> str:

@@ -26,8 +26,8 @@ from alol.demo import TINY_THREADS, DemoConfig, cpu_threads, run_stages
 from alol.demo.tiny import prepare_tiny
 from alol.pipeline import run_advantage
 from alol.reports.metrics import explained_variance
-from bench.common import commit, write_results
-from bench.quality import aggregate, machine, plus_minus, seed_metrics, versions
+from bench.common import commit, plus_minus, write_results
+from bench.quality import aggregate, machine, seed_metrics, versions
 
 OBJECTIVES = ("a_lol", "a_lol_seq")
 ESTIMATES = {
@@ -131,14 +131,14 @@ def markdown(result: dict) -> str:
         for model in ("reference", *OBJECTIVES):
             metrics = result["table"][estimate][model]
             name = "π_ref" if model == "reference" else model
-            cells = [estimate, name, plus_minus(metrics["reward"], ".3f")]
+            cells = [estimate, name, plus_minus(*metrics["reward"], ".3f")]
             cells += [
-                plus_minus(metrics["good_answers"], ".0%"),
-                plus_minus(metrics["distinct_2"], ".3f"),
+                plus_minus(*metrics["good_answers"], ".0%"),
+                plus_minus(*metrics["distinct_2"], ".3f"),
             ]
             cells += [
-                plus_minus(metrics["template_share"], ".0%"),
-                plus_minus(metrics["length"], ".1f"),
+                plus_minus(*metrics["template_share"], ".0%"),
+                plus_minus(*metrics["length"], ".1f"),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     positive = {e: [run[e]["fraction_positive"] for run in runs.values()] for e in ESTIMATES}

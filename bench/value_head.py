@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from alol.models.value_fit import fit_value_head, prompt_features, split_holdout
 from alol.models.value_io import ValueConfig
 from alol.pipeline.inputs import load_model_for_inference
 from alol.reports.metrics import explained_variance, pearson
-from bench.common import write_results
+from bench.common import mean_and_sd, plus_minus, write_results
 
 SETTINGS = {
     "alol: 1 head, lr 1e-3, held-out epoch": dict(num_heads=1, learning_rate=1e-3),
@@ -81,10 +80,7 @@ def main() -> int:
             )
     summary = {
         name: {
-            key: {
-                "mean": statistics.fmean(r[key] for r in runs),
-                "sd": statistics.stdev(r[key] for r in runs) if len(runs) > 1 else 0.0,
-            }
+            key: dict(zip(("mean", "sd"), mean_and_sd(r[key] for r in runs), strict=True))
             for key in runs[0]
         }
         for name, runs in results.items()
@@ -102,7 +98,7 @@ def main() -> int:
     ]
     for name, measures in summary.items():
         cells = [
-            f"{measures[k]['mean']:.4f} ± {measures[k]['sd']:.4f}"
+            plus_minus(measures[k]["mean"], measures[k]["sd"], ".4f")
             for k in ("mse", "explained_variance", "pearson")
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")

@@ -33,6 +33,20 @@ def test_each_models_change_is_from_its_own_seeds_pi_ref_with_the_spread_over_se
     assert changes["a_lol"]["relevance"] == pytest.approx((-0.03, 0.01))
 
 
+def test_a_model_on_one_seed_has_no_spread_rather_than_a_spread_of_zero():
+    result = json.loads((RESULTS / "hh_smollm2_harmless.json").read_text())
+    for seed in ("1", "2"):
+        del result["per_seed"][seed]["rows"]["nll"], result["per_seed"][seed]["times"]["nll"]
+
+    result.update(summary({int(seed): run for seed, run in result["per_seed"].items()}))
+
+    assert result["table"]["reference"]["reward"]["sd"] > 0
+    assert result["table"]["nll"]["reward"]["sd"] is None
+    nll_row = next(line for line in markdown(result).splitlines() if line.startswith("| nll |"))
+    assert nll_row.startswith("| nll | 1 | 1.067 |")
+    assert "±" not in nll_row
+
+
 def test_the_table_keeps_pi_ref_first_though_json_sorts_the_rows_by_name():
     rows = {name: row(0.5, 0.4) for name in ["wbc", "a_lol_seq", "reference", "nll", "dpo"]}
     read_back = json.loads(json.dumps({0: {"rows": rows, "times": {}}}, sort_keys=True))
