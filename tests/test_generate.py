@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -173,6 +175,61 @@ def test_response_stops_at_the_first_eos_even_when_batch_mates_continue(
     ) == [[tiny_tokenizer.decode([t1, t2])]]
 
 
+def test_answers_that_end_leave_the_batch_and_no_answer_changes(
+    tiny_llama_dir, tiny_tokenizer, monkeypatch
+):
+    """Chunks of 2 new tokens; EOS takes the place of t, the 6th greedy token of the first
+    prompt, so the prompts end in different chunks or not at all. Each answer is still the
+    textbook greedy loop's, one prompt at a time, while the batch shrinks as answers end."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    eos = tiny_tokenizer.eos_token_id
+    prompt_ids = [tiny_tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    t = manual_greedy_ids(model, prompt_ids[0], 6, eos)[5]
+    with torch.no_grad():
+        model.lm_head.weight[[t, eos]] = model.lm_head.weight[[eos, t]].clone()
+    expected = [manual_greedy_ids(model, ids, 12, eos) for ids in prompt_ids]
+    assert len({len(ids) for ids in expected}) >= 3, "the prompts should end at different steps"
+    rows_per_call = []
+    generate = model.generate
+    monkeypatch.setattr(
+        model,
+        "generate",
+        lambda **kwargs: rows_per_call.append(len(kwargs["input_ids"])) or generate(**kwargs),
+    )
+
+    answers = generate_answers(
+        model,
+        tiny_tokenizer,
+        PROMPTS,
+        GenerationConfig(max_new_tokens=12, batch_size=5, chunk_tokens=2),
+        False,
+    )
+
+    assert [(a.text, a.finished) for (a,) in answers] == [
+        (tiny_tokenizer.decode(ids), len(ids) < 12) for ids in expected
+    ]
+    assert rows_per_call == sorted(rows_per_call, reverse=True)
+    assert rows_per_call[0] == 5 > rows_per_call[-1]
+
+
+def test_a_model_that_asks_for_a_static_cache_decodes_in_one_call(
+    tiny_llama_dir, tiny_tokenizer, monkeypatch
+):
+    """A static cache is laid out for the batch it was made for: no row can leave it."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    in_chunks = replace(GREEDY, chunk_tokens=2)
+    expected = generate_responses(model, tiny_tokenizer, PROMPTS, in_chunks, show_progress=False)
+    model.generation_config.cache_implementation = "static"
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: calls.append(kw) or generate(**kw))
+
+    responses = generate_responses(model, tiny_tokenizer, PROMPTS, in_chunks, show_progress=False)
+
+    assert responses == expected
+    assert len(calls) == len(PROMPTS)  # one per batch of one prompt
+
+
 def test_an_answer_cut_at_the_budget_is_not_finished(tiny_model, tiny_tokenizer):
     """Two new tokens of a random model: it does not say EOS that soon."""
     answers = generate_answers(
@@ -244,6 +301,7 @@ def test_shard_indices_reject_a_rank_outside_the_world():
         ({"do_sample": True, "temperature": 0.0}, "temperature"),
         ({"do_sample": True, "top_p": 0.0}, "top_p"),
         ({"batch_size": 0}, "batch_size"),
+        ({"chunk_tokens": 0}, "chunk_tokens"),
     ],
 )
 def test_generation_config_rejects_settings_that_cannot_work(kwargs, message):

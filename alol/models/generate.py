@@ -7,14 +7,16 @@ special tokens beyond what rendering wrote. Under `accelerate`, unwrap the model
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from alol.config import PipelineConfig
 from alol.data.batching import length_sorted_batches
@@ -39,9 +41,20 @@ class GenerationConfig:
     batch_size: int = same_as(PipelineConfig, "generation_batch_size")
     seed: int = same_as(PipelineConfig, "seed")
     max_prompt_length: int = same_as(RecordSettings, "max_prompt_length")
+    chunk_tokens: int = 16
+    """New tokens per `generate` call. Between calls the answers that ended leave the batch and
+    its KV cache, so a batch stops paying for them: one long answer no longer keeps every
+    finished one decoding to the budget. Greedy answers are those of one call; at or above
+    `max_new_tokens`, decoding is one call (see `bench.decode_chunks` for the time saved)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_new_tokens", "num_return_sequences", "batch_size", "max_prompt_length"):
+        for name in (
+            "max_new_tokens",
+            "num_return_sequences",
+            "batch_size",
+            "max_prompt_length",
+            "chunk_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"GenerationConfig.{name} must be at least 1, got {getattr(self, name)}"
@@ -115,23 +128,84 @@ def generate_answers(
                 input_ids, attention_mask = pad_token_rows(
                     [prompt_ids[i] for i in batch], pad_token_id, "left"
                 )
-                output = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    generation_config=hf_config,
-                )
-                # generate returns the k samples of a prompt on consecutive rows.
-                new_tokens = output[:, input_ids.shape[1] :].reshape(
-                    len(batch), config.num_return_sequences, -1
+                # A prompt's k samples are consecutive rows, as generate would lay them out.
+                k = config.num_return_sequences
+                new_tokens = decode_until_all_end(
+                    model,
+                    input_ids.repeat_interleave(k, dim=0).to(device),
+                    attention_mask.repeat_interleave(k, dim=0).to(device),
+                    hf_config,
+                    config.max_new_tokens,
+                    config.chunk_tokens,
                 )
                 for row, index in enumerate(batch):
                     responses[index] = [
-                        answer_of(tokenizer, ids) for ids in new_tokens[row].tolist()
+                        answer_of(tokenizer, ids) for ids in new_tokens[row * k : (row + 1) * k]
                     ]
                 progress.update(len(batch))
     finally:
         model.train(was_training)
     return responses
+
+
+GENERATE_CACHE = (
+    "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+)
+"""What `generate` calls the KV cache it takes and returns: `cache` from transformers 5.24
+(`past_key_values` is deprecated there), `past_key_values` before."""
+
+
+def decode_until_all_end(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    hf_config: HFGenerationConfig,
+    max_new_tokens: int,
+    chunk_tokens: int,
+) -> list[list[int]]:
+    """Each row's new tokens (padding may follow its EOS), `chunk_tokens` at a time, the rows
+    that ended dropped between chunks. A model whose generation config asks for a cache other
+    than the default dynamic one (which rows cannot leave) decodes in one call."""
+    chunk = max_new_tokens if model.generation_config.cache_implementation else chunk_tokens
+    tokens: list[list[int]] = [[] for _ in range(len(input_ids))]
+    rows = list(range(len(input_ids)))
+    cache = None
+    left = max_new_tokens
+    while True:
+        sequences, cache = _generate_chunk(
+            model, input_ids, attention_mask, cache, hf_config, min(chunk, left)
+        )
+        new = sequences[:, input_ids.shape[1] :]
+        left -= new.shape[1]
+        going = []
+        for position, (row, ids) in enumerate(zip(rows, new.tolist(), strict=True)):
+            tokens[row] += ids
+            if hf_config.eos_token_id not in ids:
+                going.append(position)
+        if not going or left == 0:
+            return tokens
+        keep = torch.tensor(going, dtype=torch.long, device=input_ids.device)
+        rows = [rows[position] for position in going]
+        cache.batch_select_indices(keep)
+        input_ids = sequences[keep]
+        attention_mask = torch.cat([attention_mask, torch.ones_like(new)], dim=1)[keep]
+
+
+def _generate_chunk(
+    model, input_ids, attention_mask, cache, hf_config: HFGenerationConfig, max_new_tokens: int
+) -> tuple[torch.Tensor, Any]:
+    """Up to `max_new_tokens` more tokens for every row, continuing from `cache` (None at
+    first): the rows' tokens so far and the cache that holds them."""
+    chunk_config = copy.deepcopy(hf_config)
+    chunk_config.max_new_tokens = max_new_tokens
+    chunk_config.return_dict_in_generate = True
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        generation_config=chunk_config,
+        **{GENERATE_CACHE: cache},
+    )
+    return output.sequences, getattr(output, GENERATE_CACHE)
 
 
 def answer_of(tokenizer, new_token_ids: list[int]) -> Answer:
@@ -163,7 +237,6 @@ def _hf_generation_config(
     return HFGenerationConfig(
         max_new_tokens=config.max_new_tokens,
         do_sample=config.do_sample,
-        num_return_sequences=config.num_return_sequences,
         pad_token_id=pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
