@@ -21,6 +21,10 @@ the recipe sets `length_neutral_advantage` (the paper's A otherwise, or with --p
   the training prompts beside the mean reward of π_ref's answers to the validation prompts
   (a V that sits low makes more of the data positive).
 - The importance weights' clip fraction of the trained A-LoL runs, when they exist.
+- What the judges say of what the reward selects: each learned judge (never trained on) scores
+  every training answer; per subset, its mean over all of them, the positive ones, the top 10%
+  by A and under the gradient weight of the recipe's sampling, and its rank correlation with A.
+  A selection that the judge rates below the data's own answers is what A-LoL learns to say.
 
 Writes bench/results/<results>.{json,md} (hh_collapse by default).
 """
@@ -39,7 +43,10 @@ import numpy as np
 from alol.data.table import AdvantageTable
 from alol.method.leftover import budget_steps, length_neutral, response_words
 from alol.method.sampling import PrioritySampler
+from alol.pipeline.inputs import load_tokenizer, render
 from alol.pipeline.tables import joined
+from alol.reports.metrics import spearman
+from alol.rewards import load_reward, score
 from bench.answer_kinds import (
     SHORT_MAX_WORDS,
     is_clarifying_question,
@@ -52,6 +59,7 @@ from bench.hh_smollm2 import (
     FULL,
     QUICK,
     base_config,
+    fit_judges,
     rows_of,
     seed_config,
     split_data,
@@ -173,6 +181,43 @@ def by_subset(texts, advantage, subsets, counts_by_sampling) -> dict:
     return found
 
 
+def recipe_sampling(cfg) -> str:
+    """The name in SAMPLINGS of the sampling `cfg` trains with."""
+    return "∝ A in passes" if cfg.sample_in_passes else "∝ A (paper)"
+
+
+def judged_selection(
+    cfg, records, advantage: np.ndarray, subsets, counts: np.ndarray, judges: dict
+) -> dict:
+    """judge → group (all, then each subset) → its mean score of the training answers, of the
+    positive ones, of the top 10% by A and weighted by draws × A, and Spearman's ρ with A."""
+    tokenizer = load_tokenizer(cfg.model)
+    prompts = [render(cfg, r.prompt, tokenizer) for r in records]
+    texts = [r.response for r in records]
+    subsets = np.asarray(subsets)
+    groups = {"all": np.ones(len(texts), bool)}
+    groups.update((subset, subsets == subset) for subset in dict.fromkeys(subsets.tolist()))
+    weight = gradient_weight(counts, advantage)
+    top = advantage >= np.quantile(advantage, 0.9)
+    found = {}
+    for name, judge in judges.items():
+        spec = {"type": "classifier", "path": judge["path"], "name": name}
+        scores = np.array([s["total"] for s in score(load_reward(spec), prompts, texts)])
+        found[name] = {
+            group: {
+                "all": float(scores[mask].mean()),
+                "positive": _mean(scores[mask & (advantage > 0)]),
+                "top_10pct": _mean(scores[mask & top]),
+                "gradient_weighted": float(np.average(scores[mask], weights=weight[mask]))
+                if weight[mask].sum() > 0
+                else None,
+                "spearman_with_advantage": spearman(advantage[mask], scores[mask]),
+            }
+            for group, mask in groups.items()
+        }
+    return found
+
+
 def value_errors(run_dir: Path) -> dict:
     """R(π_ref's answer) − V(x) on the held-out validation prompts, by answer length; for
     per-prompt values, which have no fit error on the training prompts, their level and
@@ -233,7 +278,7 @@ def measured_table(run_dir: Path) -> AdvantageTable:
     return AdvantageTable.load(tables[0])
 
 
-def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> dict:
+def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int, judges: dict) -> dict:
     records = trained_records(cfg)
     table = joined(records, measured_table(seed_dir))
     texts = [r.response for r in records]
@@ -261,6 +306,10 @@ def measure(seed_dir: Path, cfg, nll_steps: int, batch_size: int, seed: int) -> 
         "mean_value_on_training_prompts": float(table.value.mean()),
         "value_error": value_errors(seed_dir),
         "clip_fraction": clip_fractions(seed_dir),
+        "judged_selection": judged_selection(
+            cfg, records, advantage, subsets, counts[recipe_sampling(cfg)], judges
+        ),
+        "judged_sampling": recipe_sampling(cfg),
     }
 
 
@@ -299,7 +348,8 @@ def main() -> int:
         seed_cfg = replace(seed_cfg, **TRIES[args.try_name].overrides)
     if args.paper_advantage:
         seed_cfg = replace(seed_cfg, length_neutral_advantage=False)
-    result = measure(run_dir, seed_cfg, cfg.max_steps, cfg.batch_size, args.seed)
+    judges = fit_judges(cfg, out, paths, sizes)
+    result = measure(run_dir, seed_cfg, cfg.max_steps, cfg.batch_size, args.seed, judges)
     result.update(
         commit=commit(),
         batch_size=cfg.batch_size,

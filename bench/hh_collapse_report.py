@@ -76,6 +76,7 @@ def markdown(result: dict) -> str:
         "",
         *value_lines(result),
     ]
+    lines += judged_lines(result)
     logged = {name: points for name, points in result["clip_fraction"].items() if points}
     if logged:
         lines += ["## Importance-weight clip fraction (trained runs)", ""]
@@ -83,6 +84,32 @@ def markdown(result: dict) -> str:
             lines.append(f"- {name}: " + ", ".join(f"step {s}: {f:.0%}" for s, f in points))
         lines.append("")
     return "\n".join(lines)
+
+
+def judged_lines(result: dict) -> list[str]:
+    """The learned judges' mean score of the training answers the reward selects (results
+    measured before the judges were added have none)."""
+    judged = result.get("judged_selection")
+    if not judged:
+        return []
+    lines = [
+        "## What the judges say of the answers the reward selects",
+        "",
+        "Each learned judge's mean score of the training answers: all of them, the positive ones, "
+        f"the top 10% by A, weighted by draws × A under the recipe's sampling "
+        f"({result['judged_sampling']}); ρ: Spearman's rank correlation of A with the judge.",
+        "",
+        "| judge | answers | all | A > 0 | top 10% | draws × A | ρ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for judge, groups in judged.items():
+        for group, m in groups.items():
+            lines.append(
+                f"| {judge} | {group} | {m['all']:.3f} | {_plain(m['positive'])} | "
+                f"{_plain(m['top_10pct'])} | {_plain(m['gradient_weighted'])} | "
+                f"{m['spearman_with_advantage']:+.2f} |"
+            )
+    return [*lines, ""]
 
 
 def value_lines(result: dict) -> list[str]:
