@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from alol.data.batching import length_sorted_batches
 from alol.distributed import shard_indices
+from alol.models import generate as generate_module
 from alol.models.generate import (
     GenerationConfig,
     decode_response,
@@ -212,14 +213,26 @@ def test_answers_that_end_leave_the_batch_and_no_answer_changes(
     assert rows_per_call[0] == 5 > rows_per_call[-1]
 
 
-def test_a_model_that_asks_for_a_static_cache_decodes_in_one_call(
-    tiny_llama_dir, tiny_tokenizer, monkeypatch
+def static_cache(model, monkeypatch) -> None:
+    model.generation_config.cache_implementation = "static"
+
+
+def zero3_over_two_processes(model, monkeypatch) -> None:
+    monkeypatch.setattr(generate_module, "is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr(generate_module.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(generate_module.dist, "get_world_size", lambda: 2)
+
+
+@pytest.mark.parametrize("setting", [static_cache, zero3_over_two_processes])
+def test_a_model_whose_rows_cannot_leave_the_batch_decodes_in_one_call(
+    setting, tiny_llama_dir, tiny_tokenizer, monkeypatch
 ):
-    """A static cache is laid out for the batch it was made for: no row can leave it."""
+    """A static cache is laid out for the batch it was made for; with weights sharded over
+    processes, every process must keep stepping until all are done."""
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     in_chunks = replace(GREEDY, chunk_tokens=2)
     expected = generate_responses(model, tiny_tokenizer, PROMPTS, in_chunks, show_progress=False)
-    model.generation_config.cache_implementation = "static"
+    setting(model, monkeypatch)
     calls = []
     generate = model.generate
     monkeypatch.setattr(model, "generate", lambda **kw: calls.append(kw) or generate(**kw))

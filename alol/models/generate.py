@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
+from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import GenerationConfig as HFGenerationConfig
 from transformers.generation.utils import GenerateDecoderOnlyOutput
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from transformers.integrations.fsdp import is_fsdp_managed_module
 
 from alol.config import PipelineConfig
 from alol.data.batching import length_sorted_batches
@@ -164,9 +168,8 @@ def decode_until_all_end(
     chunk_tokens: int,
 ) -> list[list[int]]:
     """Each row's new tokens (padding may follow its EOS), `chunk_tokens` at a time, the rows
-    that ended dropped between chunks. A model whose generation config asks for a cache other
-    than the default dynamic one (which rows cannot leave) decodes in one call."""
-    chunk = max_new_tokens if model.generation_config.cache_implementation else chunk_tokens
+    that ended dropped between chunks; in one call where rows cannot leave (`_one_call_only`)."""
+    chunk = max_new_tokens if _one_call_only(model) else chunk_tokens
     tokens: list[list[int]] = [[] for _ in range(len(input_ids))]
     rows = list(range(len(input_ids)))
     cache = None
@@ -189,6 +192,17 @@ def decode_until_all_end(
         cache.batch_select_indices(keep)
         input_ids = sequences[keep]
         attention_mask = torch.cat([attention_mask, torch.ones_like(new)], dim=1)[keep]
+
+
+def _one_call_only(model) -> bool:
+    """A cache other than the default dynamic one (a static cache is laid out for its batch),
+    or weights sharded over processes (ZeRO-3, FSDP): there transformers keeps every process
+    stepping until all are done, each step gathering the weights, so none may stop early."""
+    if model.generation_config.cache_implementation:
+        return True
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    sharded = is_deepspeed_zero3_enabled() or is_fsdp_managed_module(base)
+    return sharded and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _generate_chunk(
