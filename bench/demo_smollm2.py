@@ -8,7 +8,7 @@ Each seed runs the demo as a user would, in its own folder; a seed whose run fin
 back, not run again, so a stopped benchmark resumes. The refusal count is a keyword heuristic
 ("I'm sorry", "I can't", ...), split by the HH subset a test prompt comes from: the demo's
 safety judge scores profanity only, so complying with a harmful request goes unseen there.
-Writes bench/results/demo_smollm2.{json,md}.
+Writes bench/results/demo_smollm2.{json,md} (`--results` names others).
 """
 
 from __future__ import annotations
@@ -201,6 +201,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench_demo_smollm2"))
+    parser.add_argument(
+        "--results",
+        default="demo_smollm2",
+        help="name of the results files (another CPU: say, demo_smollm2_emulated without bf16)",
+    )
     args = parser.parse_args()
     per_seed = {str(seed): run_seed(seed, args.run_dir / f"seed{seed}") for seed in args.seeds}
     result = {
@@ -208,7 +213,7 @@ def main() -> int:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
         "per_seed": per_seed,
     }
-    write_results("demo_smollm2", result, markdown(result))
+    write_results(args.results, result, markdown(result))
     return 0
 
 
