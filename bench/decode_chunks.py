@@ -38,7 +38,9 @@ def decode(model, tokenizer, prompts: list[str], config: GenerationConfig) -> tu
 def budget_row(model, tokenizer, prompts: list[str], config: GenerationConfig) -> dict:
     """One call per batch, then chunks of `config.chunk_tokens`: seconds, their ratio, and how
     long the answers were (what the chunks save on)."""
-    whole, whole_s = decode(model, tokenizer, prompts, replace(config, chunk_tokens=10**9))
+    whole, whole_s = decode(
+        model, tokenizer, prompts, replace(config, chunk_tokens=config.max_new_tokens)
+    )
     chunked, chunked_s = decode(model, tokenizer, prompts, config)
     return {
         "max_new_tokens": config.max_new_tokens,

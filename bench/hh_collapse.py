@@ -1,5 +1,5 @@
 """Why A-LoL turns evasive on HH: the measurements of one seed of the judged HH benchmark,
-taken from its artifacts (π_ref, V and the advantages; no model is loaded).
+taken from its artifacts (π_ref, V and the advantages; no policy is loaded, only the judges).
 
     python -m bench.hh_collapse              # after `python -m bench.hh_smollm2 --prepare`
     python -m bench.hh_collapse --seed 1 --results hh_collapse_seed1
@@ -60,6 +60,7 @@ from bench.hh_smollm2 import (
     QUICK,
     base_config,
     fit_judges,
+    learned_judge_spec,
     rows_of,
     seed_config,
     split_data,
@@ -201,8 +202,8 @@ def judged_selection(
     top = advantage >= np.quantile(advantage, 0.9)
     found = {}
     for name, judge in judges.items():
-        spec = {"type": "classifier", "path": judge["path"], "name": name}
-        scores = np.array([s["total"] for s in score(load_reward(spec), prompts, texts)])
+        judge_reward = load_reward(learned_judge_spec(name, judge))
+        scores = np.array([s["total"] for s in score(judge_reward, prompts, texts)])
         found[name] = {
             group: {
                 "all": float(scores[mask].mean()),

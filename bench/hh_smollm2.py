@@ -383,10 +383,15 @@ def judge_specs(judges: dict) -> list:
     """The evaluation's judges: the learned ones, relevance to the user's question (not to the
     rendered chat, whose system prompt is the same for every answer), safety."""
     return [
-        *({"type": "classifier", "path": j["path"], "name": name} for name, j in judges.items()),
+        *(learned_judge_spec(name, judge) for name, judge in judges.items()),
         {"type": "relevance", "last_user_turn": True},
         "safety",
     ]
+
+
+def learned_judge_spec(name: str, judge: dict) -> dict:
+    """The reward spec of a judge `fit_judges` reported."""
+    return {"type": "classifier", "path": judge["path"], "name": name}
 
 
 def classifier_reward(model: Path) -> dict:
