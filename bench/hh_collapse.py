@@ -59,7 +59,7 @@ from bench.hh_smollm2 import (
     FULL,
     QUICK,
     base_config,
-    fit_judges,
+    judge_models,
     learned_judge_spec,
     rows_of,
     seed_config,
@@ -201,8 +201,8 @@ def judged_selection(
     weight = gradient_weight(counts, advantage)
     top = advantage >= np.quantile(advantage, 0.9)
     found = {}
-    for name, judge in judges.items():
-        judge_reward = load_reward(learned_judge_spec(name, judge))
+    for name, model in judges.items():
+        judge_reward = load_reward(learned_judge_spec(name, model))
         scores = np.array([s["total"] for s in score(judge_reward, prompts, texts)])
         found[name] = {
             group: {
@@ -349,7 +349,7 @@ def main() -> int:
         seed_cfg = replace(seed_cfg, **TRIES[args.try_name].overrides)
     if args.paper_advantage:
         seed_cfg = replace(seed_cfg, length_neutral_advantage=False)
-    judges = fit_judges(cfg, out, paths, sizes)
+    judges = judge_models(cfg, out, paths, sizes)
     result = measure(run_dir, seed_cfg, cfg.max_steps, cfg.batch_size, args.seed, judges)
     result.update(
         commit=commit(),

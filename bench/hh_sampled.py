@@ -30,8 +30,8 @@ from bench.hh_smollm2 import (
     FULL,
     HARMLESS_TERM_FIT,
     base_config,
-    fit_judges,
     fitted_model,
+    judge_models,
     judge_specs,
     seed_config,
     split_data,
@@ -105,7 +105,7 @@ def main() -> int:
         linked(out / folder, run / "train" / name / "final")
     paths = split_data(out, FULL, quick=False)
     cfg = base_config(out, Path(args.out) / "smollm2", paths, quick=False)
-    judges = judge_specs(fit_judges(cfg, out, paths, FULL))
+    judges = judge_specs(judge_models(cfg, out, paths, FULL))
     seed_cfg = seed_config(cfg, args.seed, tuple(models), out, judges)
     term = fitted_model(out / HARMLESS_TERM_FIT.data)
     reward = training_reward(fitted_model(Path(cfg.run_dir)), term, args.harmless_term)

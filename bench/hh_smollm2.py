@@ -300,6 +300,15 @@ def fit_judges(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Si
     return report
 
 
+def judge_models(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Sizes) -> dict:
+    """Each learned judge's model (fitted on first use, read back after), for the scripts that
+    score with the judges but do not report their accuracy, which takes a pass over the test pairs."""
+    return {
+        name: fit_preferences(cfg, out / judge.data, paths[judge.data], sizes)
+        for name, judge in LEARNED_JUDGES.items()
+    }
+
+
 def fit_harmless_term(cfg: PipelineConfig, out: Path, paths: dict[str, Path], sizes: Sizes) -> dict:
     """The harmlessness term, Bradley–Terry on its half of harmless-base's training pairs at a
     judge's budget; its held-out metrics and its accuracy on the test split's harmless-base
@@ -379,19 +388,19 @@ def fitted_metrics(model: Path) -> dict:
     return {k: v for k, v in metrics.items() if not isinstance(v, list | dict)}
 
 
-def judge_specs(judges: dict) -> list:
-    """The evaluation's judges: the learned ones, relevance to the user's question (not to the
-    rendered chat, whose system prompt is the same for every answer), safety."""
+def judge_specs(models: dict) -> list:
+    """The evaluation's judges: the learned ones (name → model), relevance to the user's question
+    (not to the rendered chat, whose system prompt is the same for every answer), safety."""
     return [
-        *(learned_judge_spec(name, judge) for name, judge in judges.items()),
+        *(learned_judge_spec(name, model) for name, model in models.items()),
         {"type": "relevance", "last_user_turn": True},
         "safety",
     ]
 
 
-def learned_judge_spec(name: str, judge: dict) -> dict:
-    """The reward spec of a judge `fit_judges` reported."""
-    return {"type": "classifier", "path": judge["path"], "name": name}
+def learned_judge_spec(name: str, model: Path | str) -> dict:
+    """The reward spec of a learned judge, by its name and model."""
+    return {"type": "classifier", "path": str(model), "name": name}
 
 
 def classifier_reward(model: Path) -> dict:
@@ -656,7 +665,7 @@ def main() -> int:
     earlier = read_results(previous) if previous else None
     if earlier:
         refuse_another_setup(earlier, setup, previous)
-    specs = judge_specs(judges)
+    specs = judge_specs({name: judge["path"] for name, judge in judges.items()})
     for seed in args.seeds:
         if args.prepare:
             prepare_seed(seed_config(cfg, seed, rows_of(seed), out, specs))

@@ -351,7 +351,13 @@ def main() -> int:
     term = fit_harmless_term(cfg, out, paths, sizes)
     gated = any(TRIES[name].gated for name in args.tries)
     gate = fit_request_gate(cfg, out, paths, sizes) if gated else None
-    seed_cfg = seed_config(cfg, args.seed, rows_of(args.seed), out, judge_specs(judges))
+    seed_cfg = seed_config(
+        cfg,
+        args.seed,
+        rows_of(args.seed),
+        out,
+        judge_specs({n: j["path"] for n, j in judges.items()}),
+    )
     done = earlier_tries(RESULTS / f"{results}.json", args.seed)
     for name in args.tries:
         found = run_try(seed_cfg, cfg, out, paths, name, TRIES[name], gate)

@@ -73,7 +73,7 @@ def test_the_judges_score_what_the_reward_selects_per_subset(monkeypatch):
     subsets = ["harmless"] * 4 + ["helpful"] * 2
 
     found = hh_collapse.judged_selection(
-        SimpleNamespace(model="m"), records, advantage, subsets, counts, {"length": {"path": "p"}}
+        SimpleNamespace(model="m"), records, advantage, subsets, counts, {"length": "p"}
     )
 
     harmless = found["length"]["harmless"]
