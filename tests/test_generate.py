@@ -213,6 +213,15 @@ def test_answers_that_end_leave_the_batch_and_no_answer_changes(
     assert rows_per_call[0] == 5 > rows_per_call[-1]
 
 
+def test_a_stage_of_greedy_answers_stays_up_to_date_when_only_the_chunk_size_changes():
+    """Stages that keep answers are fingerprinted by the settings that decide them: greedy
+    answers are the same in any chunks (above), sampled ones are not."""
+    greedy, sampled = GenerationConfig(do_sample=False), GenerationConfig(do_sample=True)
+    assert replace(greedy, chunk_tokens=4).deciding_settings() == greedy.deciding_settings()
+    assert replace(sampled, chunk_tokens=4).deciding_settings() != sampled.deciding_settings()
+    assert replace(greedy, max_new_tokens=7).deciding_settings() != greedy.deciding_settings()
+
+
 def static_cache(model, monkeypatch) -> None:
     model.generation_config.cache_implementation = "static"
 

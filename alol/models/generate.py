@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -76,6 +76,16 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be 0 (off) or positive, got {self.top_k}")
+
+    def deciding_settings(self) -> dict[str, Any]:
+        """The settings that decide the answers, for the fingerprint of a stage that keeps them.
+        Greedy answers are the same at any `chunk_tokens`, so a finished stage stays up to date
+        when only the chunk size changes (or when it was decoded before chunks existed); sampled
+        answers are not (the rows still decoding draw each step's random numbers)."""
+        settings = asdict(self)
+        if not self.do_sample:
+            del settings["chunk_tokens"]
+        return settings
 
 
 class Answer(NamedTuple):

@@ -88,7 +88,12 @@ def decoded_answers(
     dtype = configured_reference_dtype(cfg)
     generation = generation_config(cfg)
     fingerprint = fingerprint_of(
-        "answers", fingerprint_model(path), prompts, asdict(generation), tokenization(cfg), dtype
+        "answers",
+        fingerprint_model(path),
+        prompts,
+        generation.deciding_settings(),
+        tokenization(cfg),
+        dtype,
     )
     if stage_done(out, fingerprint) and (out / ANSWERS_FILE).is_file():
         logger.info("eval %s: answers up to date (%s)", name, out)

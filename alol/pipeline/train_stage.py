@@ -7,7 +7,6 @@ train_curves.png, stage.json and the `final/` model.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +141,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
         {
             "reward": inputs.reward_fingerprint,
             "prompts": eval_prompts,
-            **asdict(generation_config(cfg)),
+            **generation_config(cfg).deciding_settings(),
             # named only when there are some, so runs finished before judges existed stay done
             **({"judges": [judge.fingerprint for judge in judges]} if judges else {}),
         }

@@ -180,7 +180,7 @@ def _decoded_targets(cfg: PipelineConfig, inputs: StageInputs) -> dict:
     """What V's targets depend on when π_ref's answers are decoded and scored."""
     return {
         "reward": inputs.reward_fingerprint,
-        "decoding": asdict(value_generation_config(cfg)),
+        "decoding": value_generation_config(cfg).deciding_settings(),
         # named only when on, so heads fitted before the setting existed stay up to date
         **({"missing_eos_penalty": cfg.missing_eos_penalty} if cfg.missing_eos_penalty else {}),
     }
