@@ -1,0 +1,145 @@
+"""Which A-LoL variant `alol demo --model smollm2` shows, decided on the demo's validation
+prompts, never on the test prompts its table reports.
+
+    python -m bench.demo_variants                     # seeds 0-2, ~15 min each on 2 cores
+    python -m bench.demo_variants --seeds 0 --run-dir /tmp/v
+
+Each seed runs the demo with the four A-LoL variants and NLL (stages a seed already finished
+are read back), then decodes its 100 validation prompts (those V is fitted on; no objective
+trains on them) with π_ref and every model, scores them with the demo's reward and judges and
+audits them, in `RUN_DIR/seedS/validation/`. The variant shown is the one with the highest mean
+validation reward among those the audit flags on no seed (`chosen_variant`).
+Writes bench/results/demo_variants.{json,md} (`--results` names others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+from alol.demo import DemoConfig, run_demo
+from alol.demo.smollm2 import prepare_smollm2
+from alol.pipeline import run_eval
+from bench.common import commit, mean_and_sd, plus_minus, write_results
+
+VARIANTS = ("a_lol", "a_lol_seq", "a_lol_kl", "a_lol_ref_free")
+BASELINE = "nll"
+MODELS = ("reference", *VARIANTS, BASELINE)
+JUDGES = ("relevance", "informativeness", "safety")
+
+
+def demo_config(seed: int, run_dir: Path) -> DemoConfig:
+    return DemoConfig(
+        model="smollm2", seed=seed, run_dir=str(run_dir), objectives=[*VARIANTS, BASELINE]
+    )
+
+
+def validation_run(seed: int, run_dir: Path) -> dict:
+    """The seed's demo (trained if it is not yet), then every model on the validation prompts:
+    each model's figures there and the audit's flags."""
+    run_demo(demo_config(seed, run_dir), print)
+    cfg = prepare_smollm2(demo_config(seed, run_dir), lambda line: None)
+    folder = run_dir / "validation"
+    for name in (*VARIANTS, BASELINE):
+        link = folder / "train" / name / "final"
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((run_dir / "train" / name / "final").resolve())
+    run_eval(replace(cfg, run_dir=str(folder), test_data=cfg.val_data))
+    return read_validation(folder / "eval")
+
+
+def read_validation(eval_dir: Path) -> dict:
+    """Each model's reward, judges, diversity and length on the validation prompts, and the
+    audit's flag of each model (None: not flagged)."""
+    audit = json.loads((eval_dir / "audit.json").read_text(encoding="utf-8"))
+    models = {}
+    for model in MODELS:
+        report = json.loads((eval_dir / model / "eval.json").read_text(encoding="utf-8"))
+        models[model] = {
+            "reward": report["reward_mean"]["total"],
+            **{judge: report["judge_mean"][judge] for judge in JUDGES},
+            "distinct_2": report["distinct_2"],
+            "words": report["mean_length_words"],
+            "flag": audit["models"][model].get("flag"),
+        }
+    return {"models": models, "reward_flags": audit["reward_flags"]}
+
+
+def chosen_variant(per_seed: dict) -> tuple[str, str]:
+    """The variant with the highest mean validation reward among those no seed's audit flags
+    (all of them when every one is flagged on some seed), and why it was chosen."""
+    seeds = list(per_seed.values())
+
+    def mean_reward(variant: str) -> float:
+        return sum(s["models"][variant]["reward"] for s in seeds) / len(seeds)
+
+    unflagged = [v for v in VARIANTS if not any(s["models"][v]["flag"] for s in seeds)]
+    pool = unflagged or list(VARIANTS)
+    best = max(pool, key=mean_reward)
+    why = (
+        f"the highest mean validation reward ({mean_reward(best):.3f}) of the variants the audit "
+        f"flags on no seed ({', '.join(unflagged)})"
+        if unflagged
+        else f"every variant is flagged on some seed; the highest mean reward ({mean_reward(best):.3f})"
+    )
+    return best, why
+
+
+def markdown(result: dict) -> str:
+    seeds = result["per_seed"]
+    lines = [
+        f"# The SmolLM2 demo's A-LoL variant, chosen on validation: seeds {', '.join(seeds)} "
+        f"(run at {result['commit']})",
+        "",
+        f"{result['machine']}. The demo's 100 validation prompts, greedy, 96 new tokens; mean ± sd "
+        "over the seeds. *reward*: the demo's (the HH reward less the missing-EOS penalty).",
+        "",
+        "| model | reward | relevance | informativeness | safety | distinct-2 | words "
+        "| flagged on seeds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model in MODELS:
+        rows = [seed["models"][model] for seed in seeds.values()]
+        flagged = [seed for seed, run in seeds.items() if run["models"][model]["flag"]]
+        figures = [
+            plus_minus(*mean_and_sd([row[key] for row in rows]), ".3f")
+            for key in ("reward", *JUDGES, "distinct_2")
+        ]
+        words = sum(row["words"] for row in rows) / len(rows)
+        lines.append(
+            f"| {model} | {' | '.join(figures)} | {words:.1f} | {', '.join(flagged) or '–'} |"
+        )
+    lines += ["", f"Shown by the demo: **{result['chosen']}**, {result['why']}.", ""]
+    for seed, run in seeds.items():
+        flags = [m["flag"] for m in run["models"].values() if m["flag"]] + run["reward_flags"]
+        rewards = ", ".join(f"{m} {run['models'][m]['reward']:.3f}" for m in MODELS)
+        lines.append(f"- seed {seed}: reward {rewards}. Audit: {'; '.join(flags) or 'no flag'}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/bench_demo_variants"))
+    parser.add_argument("--results", default="demo_variants", help="name of the results files")
+    args = parser.parse_args()
+    per_seed = {str(s): validation_run(s, args.run_dir / f"seed{s}") for s in args.seeds}
+    chosen, why = chosen_variant(per_seed)
+    result = {
+        "commit": commit(),
+        "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
+        "per_seed": per_seed,
+        "chosen": chosen,
+        "why": why,
+    }
+    write_results(args.results, result, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

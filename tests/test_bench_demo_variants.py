@@ -1,0 +1,56 @@
+"""The SmolLM2 demo's A-LoL variant is chosen on validation: the best mean reward among the
+variants the audit never flags."""
+
+from __future__ import annotations
+
+from bench import demo_variants
+
+
+def seed(rewards: dict[str, float], flagged: tuple[str, ...] = ()) -> dict:
+    models = {
+        name: {
+            "reward": rewards.get(name, 0.5),
+            "relevance": 0.6,
+            "informativeness": 0.5,
+            "safety": 0.9,
+            "distinct_2": 0.7,
+            "words": 30.0,
+            "flag": f"{name}: a judge falls" if name in flagged else None,
+        }
+        for name in demo_variants.MODELS
+    }
+    return {"models": models, "reward_flags": []}
+
+
+def test_a_variant_flagged_on_any_seed_is_passed_over_for_the_best_unflagged_one():
+    per_seed = {
+        "0": seed({"a_lol_seq": 0.60, "a_lol": 0.57, "a_lol_kl": 0.58}),
+        "1": seed({"a_lol_seq": 0.60, "a_lol": 0.57, "a_lol_kl": 0.55}, flagged=("a_lol_seq",)),
+    }
+
+    chosen, why = demo_variants.chosen_variant(per_seed)
+
+    assert chosen == "a_lol"  # 0.570 against a_lol_kl's 0.565; a_lol_seq is flagged on seed 1
+    assert "0.570" in why and "a_lol_seq" not in why
+
+
+def test_when_every_variant_is_flagged_somewhere_the_best_reward_is_shown_and_said_so():
+    per_seed = {"0": seed({"a_lol_kl": 0.7}, flagged=demo_variants.VARIANTS)}
+
+    chosen, why = demo_variants.chosen_variant(per_seed)
+
+    assert chosen == "a_lol_kl"
+    assert why.startswith("every variant is flagged")
+
+
+def test_the_report_names_the_choice_and_each_model_s_flagged_seeds():
+    per_seed = {"0": seed({}, flagged=("a_lol_seq",)), "1": seed({})}
+    result = {"commit": "abc", "machine": "x86_64 CPU, 2 cores", "per_seed": per_seed}
+    result["chosen"], result["why"] = demo_variants.chosen_variant(per_seed)
+
+    text = demo_variants.markdown(result)
+
+    row = next(line for line in text.splitlines() if line.startswith("| a_lol_seq |"))
+    assert row.startswith("| a_lol_seq | 0.500 ± 0.000 |") and row.endswith("| 0 |")
+    assert "Shown by the demo: **a_lol**" in text
+    assert "seed 0: reward" in text and "a_lol_seq: a judge falls" in text
