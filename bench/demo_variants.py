@@ -8,7 +8,8 @@ Each seed runs the demo with the four A-LoL variants and NLL (stages a seed alre
 are read back), then decodes its 100 validation prompts (those V is fitted on; no objective
 trains on them) with π_ref and every model, scores them with the demo's reward and judges and
 audits them, in `RUN_DIR/seedS/validation/`. The variant shown is the one with the highest mean
-validation reward among those the audit flags on no seed (`chosen_variant`).
+validation reward among those the audit flags on no seed (`chosen_variant`); the test prompts'
+figures (the demo's own evaluation) are reported beside, after the choice.
 Writes bench/results/demo_variants.{json,md} (`--results` names others).
 """
 
@@ -38,9 +39,9 @@ def demo_config(seed: int, run_dir: Path) -> DemoConfig:
     )
 
 
-def validation_run(seed: int, run_dir: Path) -> dict:
+def seed_run(seed: int, run_dir: Path) -> dict:
     """The seed's demo (trained if it is not yet), then every model on the validation prompts:
-    each model's figures there and the audit's flags."""
+    each model's figures and the audit's flags there and on the test prompts."""
     run_demo(demo_config(seed, run_dir), print)
     cfg = prepare_smollm2(demo_config(seed, run_dir), lambda line: None)
     folder = run_dir / "validation"
@@ -50,12 +51,12 @@ def validation_run(seed: int, run_dir: Path) -> dict:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((run_dir / "train" / name / "final").resolve())
     run_eval(replace(cfg, run_dir=str(folder), test_data=cfg.val_data))
-    return read_validation(folder / "eval")
+    return {"validation": read_eval(folder / "eval"), "test": read_eval(run_dir / "eval")}
 
 
-def read_validation(eval_dir: Path) -> dict:
-    """Each model's reward, judges, diversity and length on the validation prompts, and the
-    audit's flag of each model (None: not flagged)."""
+def read_eval(eval_dir: Path) -> dict:
+    """Each model's reward, judges, diversity and length on the prompts `eval_dir` holds the
+    answers to, and the audit's flag of each model (None: not flagged)."""
     audit = json.loads((eval_dir / "audit.json").read_text(encoding="utf-8"))
     models = {}
     for model in MODELS:
@@ -72,8 +73,8 @@ def read_validation(eval_dir: Path) -> dict:
 
 def chosen_variant(per_seed: dict) -> tuple[str, str]:
     """The variant with the highest mean validation reward among those no seed's audit flags
-    (all of them when every one is flagged on some seed), and why it was chosen."""
-    seeds = list(per_seed.values())
+    on the validation prompts (all of them when every one is flagged on some seed), and why."""
+    seeds = [run["validation"] for run in per_seed.values()]
 
     def mean_reward(variant: str) -> float:
         return sum(s["models"][variant]["reward"] for s in seeds) / len(seeds)
@@ -92,20 +93,42 @@ def chosen_variant(per_seed: dict) -> tuple[str, str]:
 
 def markdown(result: dict) -> str:
     seeds = result["per_seed"]
+    return (
+        "\n".join(
+            [
+                f"# The SmolLM2 demo's A-LoL variant, chosen on validation: seeds "
+                f"{', '.join(seeds)} (run at {result['commit']})",
+                "",
+                f"{result['machine']}. Greedy, 96 new tokens; mean ± sd over the seeds. *reward*: "
+                "the demo's (the HH reward less the missing-EOS penalty).",
+                "",
+                "## The 100 validation prompts (V is fitted on them; they decide)",
+                "",
+                *split_table(seeds, "validation"),
+                "",
+                f"Shown by the demo: **{result['chosen']}**, {result['why']}.",
+                "",
+                "## The 79 test prompts (the demo's evaluation; after the choice)",
+                "",
+                *split_table(seeds, "test"),
+            ]
+        )
+        + "\n"
+    )
+
+
+def split_table(seeds: dict, split: str) -> list[str]:
+    """Mean ± sd of each model's figures on `split`, the seeds whose audit flags it, and each
+    seed's rewards and flags."""
     lines = [
-        f"# The SmolLM2 demo's A-LoL variant, chosen on validation: seeds {', '.join(seeds)} "
-        f"(run at {result['commit']})",
-        "",
-        f"{result['machine']}. The demo's 100 validation prompts, greedy, 96 new tokens; mean ± sd "
-        "over the seeds. *reward*: the demo's (the HH reward less the missing-EOS penalty).",
-        "",
         "| model | reward | relevance | informativeness | safety | distinct-2 | words "
         "| flagged on seeds |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    runs = {seed: run[split] for seed, run in seeds.items()}
     for model in MODELS:
-        rows = [seed["models"][model] for seed in seeds.values()]
-        flagged = [seed for seed, run in seeds.items() if run["models"][model]["flag"]]
+        rows = [run["models"][model] for run in runs.values()]
+        flagged = [seed for seed, run in runs.items() if run["models"][model]["flag"]]
         figures = [
             plus_minus(*mean_and_sd([row[key] for row in rows]), ".3f")
             for key in ("reward", *JUDGES, "distinct_2")
@@ -114,12 +137,12 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {model} | {' | '.join(figures)} | {words:.1f} | {', '.join(flagged) or '–'} |"
         )
-    lines += ["", f"Shown by the demo: **{result['chosen']}**, {result['why']}.", ""]
-    for seed, run in seeds.items():
+    lines.append("")
+    for seed, run in runs.items():
         flags = [m["flag"] for m in run["models"].values() if m["flag"]] + run["reward_flags"]
         rewards = ", ".join(f"{m} {run['models'][m]['reward']:.3f}" for m in MODELS)
         lines.append(f"- seed {seed}: reward {rewards}. Audit: {'; '.join(flags) or 'no flag'}")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> int:
@@ -128,7 +151,7 @@ def main() -> int:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/bench_demo_variants"))
     parser.add_argument("--results", default="demo_variants", help="name of the results files")
     args = parser.parse_args()
-    per_seed = {str(s): validation_run(s, args.run_dir / f"seed{s}") for s in args.seeds}
+    per_seed = {str(s): seed_run(s, args.run_dir / f"seed{s}") for s in args.seeds}
     chosen, why = chosen_variant(per_seed)
     result = {
         "commit": commit(),

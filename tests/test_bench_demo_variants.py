@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench import demo_variants
 
 
-def seed(rewards: dict[str, float], flagged: tuple[str, ...] = ()) -> dict:
+def figures(rewards: dict[str, float], flagged: tuple[str, ...] = ()) -> dict:
     models = {
         name: {
             "reward": rewards.get(name, 0.5),
@@ -20,6 +20,15 @@ def seed(rewards: dict[str, float], flagged: tuple[str, ...] = ()) -> dict:
         for name in demo_variants.MODELS
     }
     return {"models": models, "reward_flags": []}
+
+
+def seed(rewards: dict[str, float], flagged: tuple[str, ...] = ()) -> dict:
+    """A seed's figures on validation as given; on test, every variant flagged (which the
+    choice must not read)."""
+    return {
+        "validation": figures(rewards, flagged),
+        "test": figures({}, flagged=demo_variants.VARIANTS),
+    }
 
 
 def test_a_variant_flagged_on_any_seed_is_passed_over_for_the_best_unflagged_one():
@@ -50,7 +59,9 @@ def test_the_report_names_the_choice_and_each_model_s_flagged_seeds():
 
     text = demo_variants.markdown(result)
 
-    row = next(line for line in text.splitlines() if line.startswith("| a_lol_seq |"))
-    assert row.startswith("| a_lol_seq | 0.500 ± 0.000 |") and row.endswith("| 0 |")
+    validation, test = (line for line in text.splitlines() if line.startswith("| a_lol_seq |"))
+    assert validation.startswith("| a_lol_seq | 0.500 ± 0.000 |") and validation.endswith("| 0 |")
+    assert test.endswith("| 0, 1 |")
+    assert text.index("Shown by the demo") < text.index("## The 79 test prompts")
     assert "Shown by the demo: **a_lol**" in text
     assert "seed 0: reward" in text and "a_lol_seq: a judge falls" in text
