@@ -7,9 +7,11 @@ prompts, never on the test prompts its table reports.
 Each seed runs the demo with the four A-LoL variants and NLL (stages a seed already finished
 are read back), then decodes its 100 validation prompts (those V is fitted on; no objective
 trains on them) with π_ref and every model, scores them with the demo's reward and judges and
-audits them, in `RUN_DIR/seedS/validation/`. The variant shown is the one with the highest mean
-validation reward among those the audit flags on no seed (`chosen_variant`); the test prompts'
-figures (the demo's own evaluation) are reported beside, after the choice.
+audits them, in `RUN_DIR/seedS/validation/`. A variant qualifies when its mean validation reward
+is above π_ref's and NLL's and the audit flags it on no seed; the demo shows the qualifying
+variant with the highest mean validation reward, and keeps its default when none qualifies
+(`chosen_variant`). The test prompts' figures (the demo's own evaluation) are reported beside,
+after the choice.
 Writes bench/results/demo_variants.{json,md} (`--results` names others).
 """
 
@@ -22,6 +24,7 @@ import platform
 from dataclasses import replace
 from pathlib import Path
 
+from alol.choices import DEMO_OBJECTIVES
 from alol.demo import DemoConfig, run_demo
 from alol.demo.smollm2 import prepare_smollm2
 from alol.pipeline import run_eval
@@ -72,23 +75,29 @@ def read_eval(eval_dir: Path) -> dict:
 
 
 def chosen_variant(per_seed: dict) -> tuple[str, str]:
-    """The variant with the highest mean validation reward among those no seed's audit flags
-    on the validation prompts (all of them when every one is flagged on some seed), and why."""
+    """The variant the demo should show, decided on the validation prompts, and why: the
+    qualifying one (`__doc__`) with the highest mean reward, else the demo's default. Being
+    unflagged alone does not qualify: a variant that barely leaves π_ref is never flagged."""
     seeds = [run["validation"] for run in per_seed.values()]
 
-    def mean_reward(variant: str) -> float:
-        return sum(s["models"][variant]["reward"] for s in seeds) / len(seeds)
+    def mean_reward(model: str) -> float:
+        return sum(s["models"][model]["reward"] for s in seeds) / len(seeds)
 
+    bar = max(mean_reward("reference"), mean_reward(BASELINE))
+    ahead = [v for v in VARIANTS if mean_reward(v) > bar]
     unflagged = [v for v in VARIANTS if not any(s["models"][v]["flag"] for s in seeds)]
-    pool = unflagged or list(VARIANTS)
-    best = max(pool, key=mean_reward)
-    why = (
-        f"the highest mean validation reward ({mean_reward(best):.3f}) of the variants the audit "
-        f"flags on no seed ({', '.join(unflagged)})"
-        if unflagged
-        else f"every variant is flagged on some seed; the highest mean reward ({mean_reward(best):.3f})"
+    qualifying = [v for v in ahead if v in unflagged]
+    if qualifying:
+        best = max(qualifying, key=mean_reward)
+        return best, (
+            f"the highest mean validation reward ({mean_reward(best):.3f}) of the variants above "
+            f"π_ref and NLL ({bar:.3f}) that the audit flags on no seed ({', '.join(qualifying)})"
+        )
+    return DEMO_OBJECTIVES["smollm2"][0], (
+        f"its default, as no variant qualifies: above π_ref and NLL ({bar:.3f}) in the mean: "
+        f"{', '.join(f'{v} {mean_reward(v):.3f}' for v in ahead) or 'none'}; flagged on no "
+        f"seed: {', '.join(unflagged) or 'none'}"
     )
-    return best, why
 
 
 def markdown(result: dict) -> str:
