@@ -1,7 +1,7 @@
 """Which A-LoL variant `alol demo --model smollm2` shows, decided on the demo's validation
 prompts, never on the test prompts its table reports.
 
-    python -m bench.demo_variants                     # seeds 0-2, ~15 min each on 2 cores
+    python -m bench.demo_variants                     # seeds 0-2, ~20 min each on 2 cores
     python -m bench.demo_variants --seeds 0 --run-dir /tmp/v
 
 Each seed runs the demo with the four A-LoL variants and NLL (stages a seed already finished
