@@ -86,6 +86,16 @@ def run_seed(seed: int, run_dir: Path) -> dict:
     return row
 
 
+def model_figures(report: dict) -> dict:
+    """A model's mean reward and judges, distinct-2 and length, from its `eval.json`."""
+    return {
+        "reward": report["reward_mean"]["total"],
+        **{judge: report["judge_mean"][judge] for judge in JUDGES},
+        "distinct_2": report["distinct_2"],
+        "words": report["mean_length_words"],
+    }
+
+
 def read_run(run_dir: Path) -> dict:
     """What the demo's eval and advantage stages wrote, per model, and the audit's flags."""
     models, samples = {}, {}
@@ -94,11 +104,8 @@ def read_run(run_dir: Path) -> dict:
         report = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
         samples[model] = samples_of(folder)
         models[model] = {
-            "reward": report["reward_mean"]["total"],
+            **model_figures(report),
             "hh_reward": report["reward_mean"]["hh_reward"],
-            **{judge: report["judge_mean"][judge] for judge in JUDGES},
-            "distinct_2": report["distinct_2"],
-            "words": report["mean_length_words"],
             "cut_off_share": report["cut_off_share"],
             "refusals": refusal_shares(samples[model]),
             "reward_change_se": report.get("reward_change_se"),

@@ -29,11 +29,11 @@ from alol.demo import DemoConfig, run_demo
 from alol.demo.smollm2 import prepare_smollm2
 from alol.pipeline import run_eval
 from bench.common import commit, mean_and_sd, plus_minus, write_results
+from bench.demo_smollm2 import JUDGES, model_figures
 
 VARIANTS = ("a_lol", "a_lol_seq", "a_lol_kl", "a_lol_ref_free")
 BASELINE = "nll"
 MODELS = ("reference", *VARIANTS, BASELINE)
-JUDGES = ("relevance", "informativeness", "safety")
 
 
 def demo_config(seed: int, run_dir: Path) -> DemoConfig:
@@ -64,13 +64,7 @@ def read_eval(eval_dir: Path) -> dict:
     models = {}
     for model in MODELS:
         report = json.loads((eval_dir / model / "eval.json").read_text(encoding="utf-8"))
-        models[model] = {
-            "reward": report["reward_mean"]["total"],
-            **{judge: report["judge_mean"][judge] for judge in JUDGES},
-            "distinct_2": report["distinct_2"],
-            "words": report["mean_length_words"],
-            "flag": audit["models"][model].get("flag"),
-        }
+        models[model] = {**model_figures(report), "flag": audit["models"][model].get("flag")}
     return {"models": models, "reward_flags": audit["reward_flags"]}
 
 

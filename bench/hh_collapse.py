@@ -59,8 +59,8 @@ from bench.hh_smollm2 import (
     FULL,
     QUICK,
     base_config,
+    classifier_spec,
     judge_models,
-    learned_judge_spec,
     rows_of,
     seed_config,
     split_data,
@@ -202,7 +202,7 @@ def judged_selection(
     top = advantage >= np.quantile(advantage, 0.9)
     found = {}
     for name, model in judges.items():
-        judge_reward = load_reward(learned_judge_spec(name, model))
+        judge_reward = load_reward(classifier_spec(model, name))
         scores = np.array([s["total"] for s in score(judge_reward, prompts, texts)])
         found[name] = {
             group: {

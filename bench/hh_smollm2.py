@@ -392,20 +392,16 @@ def judge_specs(models: dict) -> list:
     """The evaluation's judges: the learned ones (name → model), relevance to the user's question
     (not to the rendered chat, whose system prompt is the same for every answer), safety."""
     return [
-        *(learned_judge_spec(name, model) for name, model in models.items()),
+        *(classifier_spec(model, name) for name, model in models.items()),
         {"type": "relevance", "last_user_turn": True},
         "safety",
     ]
 
 
-def learned_judge_spec(name: str, model: Path | str) -> dict:
-    """The reward spec of a learned judge, by its name and model."""
+def classifier_spec(model: Path | str, name: str) -> dict:
+    """The reward spec of a fitted model's raw score, logged under `name`: the training reward
+    (`reward`), its terms, and the learned judges."""
     return {"type": "classifier", "path": str(model), "name": name}
-
-
-def classifier_reward(model: Path) -> dict:
-    """The fitted reward model's raw score, as the training reward names it."""
-    return {"type": "classifier", "path": str(model), "name": "reward"}
 
 
 def training_reward(
@@ -416,15 +412,15 @@ def training_reward(
     a `gate`, the term counts in proportion to the gate's probability that the prompt is a
     red-team request (logged as `red_team_request`, at weight 0)."""
     if not weight:
-        return classifier_reward(model)
-    harmless = {"type": "classifier", "path": str(term), "name": "harmless_term"}
+        return classifier_spec(model, "reward")
+    harmless = classifier_spec(term, "harmless_term")
     if gate is not None:
-        red_team = {"type": "classifier", "path": str(gate), "name": "red_team_request"}
+        red_team = classifier_spec(gate, "red_team_request")
         harmless = {"type": "gated", "term": harmless, "gate": red_team, "name": "gated_harmless"}
     return {
         "type": "sum",
         "components": [
-            {"spec": classifier_reward(model), "weight": 1.0, "name": "reward"},
+            {"spec": classifier_spec(model, "reward"), "weight": 1.0, "name": "reward"},
             {"spec": harmless, "weight": weight},
         ],
     }
