@@ -10,14 +10,17 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from alol.data.batching import length_sorted_batches
+from alol.data.tokenize import TokenizedPair
 from alol.distributed import shard_indices
 from alol.models import generate as generate_module
 from alol.models.generate import (
+    Answer,
     GenerationConfig,
     decode_response,
     generate_answers,
     generate_responses,
 )
+from alol.models.reference import sequence_logprobs_of_pairs
 
 PROMPTS = [
     "Human: How do I bake bread? Assistant:",
@@ -170,7 +173,7 @@ def test_response_stops_at_the_first_eos_even_when_batch_mates_continue(
         show_progress=False,
     )
 
-    assert answers[0] == [(tiny_tokenizer.decode([t1, t2]), True, (t1, t2, eos))]
+    assert answers[0] == [Answer(tiny_tokenizer.decode([t1, t2]), True, (t1, t2, eos))]
     assert generate_responses(
         model, tiny_tokenizer, [prompt], GenerationConfig(max_new_tokens=8), show_progress=False
     ) == [[tiny_tokenizer.decode([t1, t2])]]
@@ -250,6 +253,49 @@ def test_a_model_whose_rows_cannot_leave_the_batch_decodes_in_one_call(
 
     assert responses == expected
     assert len(calls) == len(PROMPTS)  # one per batch of one prompt
+
+
+def forward_pass_logps(model, tokenizer, prompts: list[str], answers) -> list[float]:
+    """log π(y|x) of each answer's tokens from one teacher-forced pass over prompt + answer."""
+    pairs = [
+        TokenizedPair(tokenizer(p, add_special_tokens=False)["input_ids"], list(a.token_ids))
+        for p, (a,) in zip(prompts, answers, strict=True)
+    ]
+    return sequence_logprobs_of_pairs(model, pairs, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        GenerationConfig(max_new_tokens=12, batch_size=5, chunk_tokens=3),  # rows leave
+        GenerationConfig(max_new_tokens=12, batch_size=2, chunk_tokens=12),  # one call
+        GenerationConfig(max_new_tokens=12, do_sample=True, temperature=0.5, top_p=0.9),
+    ],
+    ids=["greedy in chunks", "greedy in one call", "sampled at temperature 0.5"],
+)
+def test_an_answers_log_prob_from_decoding_is_the_forward_pass_one(
+    config, tiny_llama_dir, tiny_tokenizer
+):
+    """What an evaluation weighs a model's own answers by, with no second pass over them: the
+    sum over the answer's tokens (EOS included, the padding after it not) of the model's
+    log-probs at temperature 1, whatever the sampling settings, as a teacher-forced pass
+    gives them."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    eos = tiny_tokenizer.eos_token_id
+    first_ids = tiny_tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    t = manual_greedy_ids(model, first_ids, 4, eos)[3]
+    with torch.no_grad():  # the first prompt's greedy answer ends at its 4th token
+        model.lm_head.weight[[t, eos]] = model.lm_head.weight[[eos, t]].clone()
+
+    answers = generate_answers(model, tiny_tokenizer, PROMPTS, config, False, with_logps=True)
+
+    if not config.do_sample:
+        assert answers[0][0].finished and len(answers[0][0].token_ids) == 4
+    expected = forward_pass_logps(model, tiny_tokenizer, PROMPTS, answers)
+    assert [a.logp for (a,) in answers] == pytest.approx(expected, abs=1e-4)
+    assert all(
+        a.logp is None for (a,) in generate_answers(model, tiny_tokenizer, PROMPTS, config, False)
+    )
 
 
 def test_an_answer_cut_at_the_budget_is_not_finished(tiny_model, tiny_tokenizer):

@@ -525,9 +525,9 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
     workspace, monkeypatch
 ):
     """log π_θ/π_ref of π_ref's own answers is 0 without a forward pass, so the evaluation
-    weighs only the trained models' answers (under the model and under π_ref). It weighs them
-    `precompute_batch_size` answers a pass, not a decoding batch's worth: a pass over whole
-    answers holds their logits over the vocabulary, a decoding step one token's."""
+    weighs only the trained models' answers: under the model as it decodes them, under π_ref
+    `precompute_batch_size` answers a pass, not a decoding batch's worth (a pass over whole
+    answers holds their logits over the vocabulary, a decoding step one token's)."""
     batch_sizes = []
 
     def weigh(model, pairs, batch_size):

@@ -96,6 +96,10 @@ class Answer(NamedTuple):
     token_ids: tuple[int, ...] = ()
     """The tokens generated, EOS included when it finished: what a model's log-prob of its own
     answer is taken over (decoding the text and encoding it again need not give them back)."""
+    logp: float | None = None
+    """log π(token_ids | prompt) under the decoding model at temperature 1, whatever the
+    sampling settings: read off the decoding steps' raw logits (`generate_answers`'s
+    `with_logps`), else None."""
 
 
 def generate_responses(
@@ -116,11 +120,16 @@ def generate_answers(
     prompts: list[str],
     config: GenerationConfig,
     show_progress: bool = True,
+    with_logps: bool = False,
 ) -> list[list[Answer]]:
-    """`generate_responses`, telling for each response whether it finished (reached EOS).
+    """`generate_responses`, telling for each response whether it finished (reached EOS), and
+    with `with_logps` its log-prob under the model.
 
     Prompts are batched longest-first by token length so each batch carries little padding
-    (and an out-of-memory error shows up in the first batch, not the last).
+    (and an out-of-memory error shows up in the first batch, not the last). The log-probs come
+    from the logits each decoding step computes anyway, so an evaluation that weighs a model's
+    answers under it needs no second pass over them; they hold one chunk's logits at a time
+    (`chunk_tokens` × rows × vocabulary floats; the whole budget's where decoding is one call).
     """
     pad_token_id = pad_token_id_of(tokenizer)
     prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
@@ -144,17 +153,20 @@ def generate_answers(
                 )
                 # A prompt's k samples are consecutive rows, as generate would lay them out.
                 k = config.num_return_sequences
-                new_tokens = decode_until_all_end(
+                decoded = decode_until_all_end(
                     model,
                     input_ids.repeat_interleave(k, dim=0).to(device),
                     attention_mask.repeat_interleave(k, dim=0).to(device),
                     hf_config,
                     config.max_new_tokens,
                     config.chunk_tokens,
+                    with_logps,
                 )
                 for row, index in enumerate(batch):
+                    rows = range(row * k, (row + 1) * k)
                     responses[index] = [
-                        answer_of(tokenizer, ids) for ids in new_tokens[row * k : (row + 1) * k]
+                        answer_of(tokenizer, decoded.tokens[r], decoded.token_logps[r])
+                        for r in rows
                     ]
                 progress.update(len(batch))
     finally:
@@ -169,6 +181,13 @@ GENERATE_CACHE = (
 (`past_key_values` is deprecated there), `past_key_values` before."""
 
 
+class DecodedRows(NamedTuple):
+    tokens: list[list[int]]
+    """Each row's new tokens; padding may follow its EOS."""
+    token_logps: list[list[float] | None]
+    """Each new token's log-prob under the model at temperature 1 (None when not asked for)."""
+
+
 def decode_until_all_end(
     model,
     input_ids: torch.Tensor,
@@ -176,27 +195,32 @@ def decode_until_all_end(
     hf_config: HFGenerationConfig,
     max_new_tokens: int,
     chunk_tokens: int,
-) -> list[list[int]]:
-    """Each row's new tokens (padding may follow its EOS), `chunk_tokens` at a time, the rows
-    that ended dropped between chunks; in one call where rows cannot leave (`_one_call_only`)."""
+    with_logps: bool = False,
+) -> DecodedRows:
+    """Each row's new tokens, `chunk_tokens` at a time, the rows that ended dropped between
+    chunks; in one call where rows cannot leave (`_one_call_only`)."""
     chunk = max_new_tokens if _one_call_only(model) else chunk_tokens
     tokens: list[list[int]] = [[] for _ in range(len(input_ids))]
+    token_logps: list[list[float] | None] = [[] if with_logps else None for _ in tokens]
     rows = list(range(len(input_ids)))
     cache = None
     left = max_new_tokens
     while True:
-        sequences, cache = _generate_chunk(
-            model, input_ids, attention_mask, cache, hf_config, min(chunk, left)
+        sequences, cache, logits = _generate_chunk(
+            model, input_ids, attention_mask, cache, hf_config, min(chunk, left), with_logps
         )
         new = sequences[:, input_ids.shape[1] :]
         left -= new.shape[1]
+        chunk_logps = chosen_token_logps(logits, new).tolist() if with_logps else None
         going = []
         for position, (row, ids) in enumerate(zip(rows, new.tolist(), strict=True)):
             tokens[row] += ids
+            if chunk_logps is not None:
+                token_logps[row] += chunk_logps[position]
             if hf_config.eos_token_id not in ids:
                 going.append(position)
         if not going or left == 0:
-            return tokens
+            return DecodedRows(tokens, token_logps)
         keep = torch.tensor(going, dtype=torch.long, device=input_ids.device)
         rows = [rows[position] for position in going]
         cache.batch_select_indices(keep)
@@ -216,29 +240,52 @@ def _one_call_only(model) -> bool:
 
 
 def _generate_chunk(
-    model, input_ids, attention_mask, cache, hf_config: HFGenerationConfig, max_new_tokens: int
-) -> tuple[torch.Tensor, Any]:
+    model,
+    input_ids,
+    attention_mask,
+    cache,
+    hf_config: HFGenerationConfig,
+    max_new_tokens: int,
+    with_logits: bool,
+) -> tuple[torch.Tensor, Any, tuple[torch.Tensor, ...] | None]:
     """Up to `max_new_tokens` more tokens for every row, continuing from `cache` (None at
-    first): the rows' tokens so far and the cache that holds them."""
+    first): the rows' tokens so far, the cache that holds them and, `with_logits`, each new
+    step's raw logits `[rows, vocab]` (before any sampling setting reshapes them)."""
     chunk_config = copy.deepcopy(hf_config)
     chunk_config.max_new_tokens = max_new_tokens
     chunk_config.return_dict_in_generate = True
+    chunk_config.output_logits = with_logits
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
         generation_config=chunk_config,
         **{GENERATE_CACHE: cache},
     )
-    return output.sequences, getattr(output, GENERATE_CACHE)
+    return output.sequences, getattr(output, GENERATE_CACHE), output.logits
 
 
-def answer_of(tokenizer, new_token_ids: list[int]) -> Answer:
-    """The answer in the generated tokens: up to the first EOS (the padding after it dropped)."""
+def chosen_token_logps(step_logits: tuple[torch.Tensor, ...], new: torch.Tensor) -> torch.Tensor:
+    """`[rows, steps]` float32: log-softmax of each step's logits at the token it chose, one
+    step at a time (a whole chunk's log-softmax at once would double its memory)."""
+    columns = [
+        torch.log_softmax(logits.float(), dim=-1).gather(1, new[:, step, None])[:, 0]
+        for step, logits in enumerate(step_logits)
+    ]
+    return torch.stack(columns, dim=1)
+
+
+def answer_of(
+    tokenizer, new_token_ids: list[int], token_logps: list[float] | None = None
+) -> Answer:
+    """The answer in the generated tokens: up to the first EOS (the padding after it dropped),
+    and the sum of those tokens' `token_logps` when given."""
     eos = tokenizer.eos_token_id
     finished = eos in new_token_ids
     if finished:
         new_token_ids = new_token_ids[: new_token_ids.index(eos) + 1]
-    return Answer(decode_response(tokenizer, new_token_ids), finished, tuple(new_token_ids))
+    logp = None if token_logps is None else float(sum(token_logps[: len(new_token_ids)]))
+    text = decode_response(tokenizer, new_token_ids)
+    return Answer(text, finished, tuple(new_token_ids), logp)
 
 
 def decode_response(tokenizer, new_token_ids: list[int]) -> str:

@@ -83,7 +83,7 @@ def decoded_answers(
     """The answers of the model at `path` to `prompts` (records' prompts), decoded now or read
     back from `run_dir/eval/<name>/` when the model, prompts and decoding are unchanged.
     `on_render(texts, tokenizer)` sees the rendered prompts before decoding; `with_logps`
-    weighs each answer under the model (one more forward pass over them)."""
+    weighs each answer under the model (read off the decoding steps' logits)."""
     out = cfg.root / "eval" / name
     dtype = configured_reference_dtype(cfg)
     generation = generation_config(cfg)
@@ -106,19 +106,10 @@ def decoded_answers(
 
     def decode(indices: list[int]) -> list[Answer]:
         shard = [texts[i] for i in indices]
-        decoded = [a[0] for a in generate_answers(model, tokenizer, shard, generation)]
-        pairs = [
-            TokenizedPair(encode_prompt(tokenizer, text, cfg.max_prompt_length), list(a.token_ids))
-            for text, a in zip(shard, decoded, strict=True)
-        ]
-        logps = (
-            sequence_logprobs_of_pairs(model, pairs, cfg.precompute_batch_size)
-            if with_logps
-            else [None] * len(pairs)
-        )
+        decoded = generate_answers(model, tokenizer, shard, generation, with_logps=with_logps)
         return [
-            Answer(text, a.text, a.finished, list(a.token_ids), logp)
-            for text, a, logp in zip(shard, decoded, logps, strict=True)
+            Answer(text, a.text, a.finished, list(a.token_ids), a.logp)
+            for text, (a,) in zip(shard, decoded, strict=True)
         ]
 
     rows = gather_in_order(len(texts), decode)
