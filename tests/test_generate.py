@@ -20,7 +20,7 @@ from alol.models.generate import (
     generate_answers,
     generate_responses,
 )
-from alol.models.reference import sequence_logprobs_of_pairs
+from alol.models.reference import ReferenceConfig, sequence_logprobs_of_pairs
 
 PROMPTS = [
     "Human: How do I bake bread? Assistant:",
@@ -31,6 +31,9 @@ PROMPTS = [
 ]
 
 GREEDY = GenerationConfig(max_new_tokens=8, batch_size=1)
+
+ONE_PASS_EACH = ReferenceConfig(batch_size=4, share_prompts=False, show_progress=False)
+"""The textbook pass: one forward over prompt + response per pair."""
 
 
 def manual_greedy_ids(
@@ -261,7 +264,7 @@ def forward_pass_logps(model, tokenizer, prompts: list[str], answers) -> list[fl
         TokenizedPair(tokenizer(p, add_special_tokens=False)["input_ids"], list(a.token_ids))
         for p, (a,) in zip(prompts, answers, strict=True)
     ]
-    return sequence_logprobs_of_pairs(model, pairs, batch_size=2)
+    return sequence_logprobs_of_pairs(model, pairs, ONE_PASS_EACH)
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,11 @@ from alol.errors import AlolError
 from alol.method.batches import UnpairedBatch
 from alol.method.kto import kto_loss, kto_rows
 from alol.method.objectives import ObjectiveConfig
-from alol.models.reference import sequence_logprobs_of_pairs
+from alol.models.reference import ReferenceConfig, sequence_logprobs_of_pairs
 from alol.train import AlolConfig, AlolTrainer
+
+ONE_PASS_EACH = ReferenceConfig(batch_size=4, share_prompts=False, show_progress=False)
+"""The textbook pass: one forward over prompt + response per pair."""
 
 
 def test_the_loss_follows_the_kto_formula():
@@ -153,8 +156,8 @@ def test_the_loss_and_its_gradients_equal_trls_kto_trainer(tmp_path, tiny_llama_
         for r, j in zip(processed, mismatched(range(4)), strict=True)
     ]
     assert [p.response_ids for p in pairs] == [r["KL_completion_ids"] for r in processed]
-    ref_logps = sequence_logprobs_of_pairs(reference, completions, batch_size=4)
-    ref_pairs = sequence_logprobs_of_pairs(reference, pairs, batch_size=4)
+    ref_logps = sequence_logprobs_of_pairs(reference, completions, ONE_PASS_EACH)
+    ref_pairs = sequence_logprobs_of_pairs(reference, pairs, ONE_PASS_EACH)
     examples = [
         UnpairedExample(c, p, r["label"], i, ref_logps[i], ref_pairs[i])
         for i, (c, p, r) in enumerate(zip(completions, pairs, processed, strict=True))

@@ -526,18 +526,19 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
 ):
     """log π_θ/π_ref of π_ref's own answers is 0 without a forward pass, so the evaluation
     weighs only the trained models' answers: under the model as it decodes them, under π_ref
-    `precompute_batch_size` answers a pass, not a decoding batch's worth (a pass over whole
+    in one pass over every model's answers (each prompt run once for all of them), of
+    `precompute_batch_size` answers a batch, not a decoding batch's worth (a pass over whole
     answers holds their logits over the vocabulary, a decoding step one token's)."""
-    batch_sizes = []
+    passes = []
 
-    def weigh(model, pairs, batch_size):
-        batch_sizes.append(batch_size)
-        return sequence_logprobs_of_pairs(model, pairs, batch_size)
+    def weigh(model, pairs, config):
+        passes.append((len(pairs), config.batch_size, config.share_prompts))
+        return sequence_logprobs_of_pairs(model, pairs, config)
 
     monkeypatch.setattr("alol.pipeline.answers.sequence_logprobs_of_pairs", weigh)
-    args = ["--objectives", "nll", "--generation-batch-size", "8", "--precompute-batch-size", "3"]
+    args = ["--objectives", "nll", "wbc", "--precompute-batch-size", "3"]
     assert main(["run", str(workspace["config"]), *args]) == 0
-    assert set(batch_sizes) == {3}
+    assert passes == [(2 * 4, 3, True)]  # the 4 test prompts' answers of both models
     evaluated = workspace["run"] / "eval"
 
     def logps(name: str) -> list:
@@ -546,7 +547,8 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
 
     assert set(logps("reference")) == {None}
     assert all(logp < 0 for logp in logps("nll"))
-    assert json.loads((evaluated / "nll" / "eval.json").read_text())["log_ratio"] is not None
+    for name in ("nll", "wbc"):
+        assert json.loads((evaluated / name / "eval.json").read_text())["log_ratio"] is not None
     assert not list((evaluated / "reference").glob("reference_logps-*.json"))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -115,10 +115,11 @@ def check_reference_dtype(model: torch.nn.Module, config: ReferenceConfig) -> No
         )
 
 
-def prompt_groups(prompts: list[str]) -> list[list[int]]:
-    """Indices of the records of each distinct prompt text, groups in order of first appearance.
-    Equal texts tokenize alike, so a group shares its prompt ids (checked at collation)."""
-    groups: dict[str, list[int]] = {}
+def prompt_groups(prompts: Sequence[Hashable]) -> list[list[int]]:
+    """Indices of the records of each distinct prompt (its text, or its token ids), groups in
+    order of first appearance. Equal texts tokenize alike, so a group shares its prompt ids
+    (checked at collation)."""
+    groups: dict[Hashable, list[int]] = {}
     for index, prompt in enumerate(prompts):
         groups.setdefault(prompt, []).append(index)
     return list(groups.values())
@@ -192,7 +193,18 @@ def reference_pass(
         )
         for prompt, response in zip(prompts, responses, strict=True)
     ]
-    pad_token_id = pad_token_id_of(tokenizer)
+    return score_tokenized_pairs(model, pairs, pad_token_id_of(tokenizer), value_head, config)
+
+
+def score_tokenized_pairs(
+    model: torch.nn.Module,
+    pairs: list[TokenizedPair],
+    pad_token_id: int,
+    value_head: ValueHead | None,
+    config: ReferenceConfig,
+) -> tuple[list[np.ndarray], list[float]]:
+    """`reference_pass` of pairs already tokenized; with `config.share_prompts`, the pairs of
+    one prompt (the same prompt ids) run it once."""
     if value_head is not None:
         # A copy of the (tiny) head on the model's device: the hidden states stay where they are.
         value_head = copy.deepcopy(value_head).to(next(model.parameters()).device)
@@ -200,10 +212,9 @@ def reference_pass(
     model.eval()  # no dropout: the reference must score each pair deterministically
     try:
         if config.share_prompts:
+            groups = prompt_groups([tuple(pair.prompt_ids) for pair in pairs])
             try:
-                return _score_prompt_groups(
-                    model, pairs, prompt_groups(prompts), pad_token_id, value_head, config
-                )
+                return _score_prompt_groups(model, pairs, groups, pad_token_id, value_head, config)
             except PromptCacheError as error:
                 logger.warning("%s. Scoring every pair with its own prompt forward instead", error)
         return _score_pairs(model, pairs, pad_token_id, value_head, config)
@@ -212,18 +223,12 @@ def reference_pass(
 
 
 def sequence_logprobs_of_pairs(
-    model: torch.nn.Module, pairs: list[TokenizedPair], batch_size: int
+    model: torch.nn.Module, pairs: list[TokenizedPair], config: ReferenceConfig
 ) -> list[float]:
-    """log π(y|x) of each tokenized pair under `model`, in eval mode: what a model's own
-    decoded answers (their generated tokens) weigh under it and under π_ref."""
-    config = ReferenceConfig(batch_size=batch_size, show_progress=False)
+    """log π(y|x) of each tokenized pair under `model`, in eval mode: what decoded answers
+    (their generated tokens) weigh under π_ref."""
     pad_token_id = 0  # padding is masked out; any id embeds
-    was_training = model.training
-    model.eval()
-    try:
-        token_logps, _ = _score_pairs(model, pairs, pad_token_id, None, config)
-    finally:
-        model.train(was_training)
+    token_logps, _ = score_tokenized_pairs(model, pairs, pad_token_id, None, config)
     return [float(row.sum()) for row in token_logps]
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alol.atomic import write_atomic, write_json
 from alol.config import PipelineConfig
@@ -22,9 +22,14 @@ from alol.data.tokenize import TokenizedPair, encode_prompt
 from alol.distributed import gather_in_order, on_main_process
 from alol.fingerprint import fingerprint_model, fingerprint_of
 from alol.models.generate import generate_answers
-from alol.models.reference import sequence_logprobs_of_pairs
+from alol.models.reference import gather_by_prompt_group, sequence_logprobs_of_pairs
 from alol.pipeline.inputs import load_policy_for_eval, render
-from alol.pipeline.settings import configured_reference_dtype, generation_config, tokenization
+from alol.pipeline.settings import (
+    advantage_config,
+    configured_reference_dtype,
+    generation_config,
+    tokenization,
+)
 from alol.pipeline.stage import begin_stage, finish_stage, stage_done
 from alol.rewards import Reward, score
 from alol.rewards.base import RewardError, weights_of
@@ -174,25 +179,47 @@ def reference_logps_path(answers: Answers, reference_fingerprint: str) -> Path:
 
 
 def reference_logps(
-    answers: Answers, reference_fingerprint: str, model, tokenizer, cfg: PipelineConfig
-) -> list[float]:
-    """log π_ref(y|x) of each answer's generated tokens, kept beside the answers."""
+    answers: dict[str, Answers],
+    reference_fingerprint: str,
+    load_reference: Callable[[], tuple[Any, Any]],
+    cfg: PipelineConfig,
+) -> dict[str, list[float]]:
+    """log π_ref(y|x) of each model's answers (their generated tokens), kept beside them. Those
+    not kept yet are weighed in one pass, π_ref (`load_reference()`, loaded only then) running
+    each prompt once for every model's answer to it (`share_prompts`)."""
+    paths = {name: reference_logps_path(a, reference_fingerprint) for name, a in answers.items()}
+    missing = [name for name, path in paths.items() if not path.is_file()]
+    logps = _weigh_under_reference(missing, answers, load_reference, cfg)
+    for name in missing:
+        on_main_process(lambda: write_json(paths[name], logps[name]))  # noqa: B023 (runs now)
+    for name in paths.keys() - logps.keys():
+        logps[name] = json.loads(paths[name].read_text(encoding="utf-8"))
+    return logps
 
-    def compute() -> list[float]:
-        pairs = [
-            TokenizedPair(
-                encode_prompt(tokenizer, row.prompt, cfg.max_prompt_length), row.token_ids
-            )
-            for row in answers.rows
-        ]
-        return gather_in_order(
-            len(pairs),
-            lambda indices: sequence_logprobs_of_pairs(
-                model, [pairs[i] for i in indices], cfg.precompute_batch_size
-            ),
-        )
 
-    return cached_json(reference_logps_path(answers, reference_fingerprint), compute)
+def _weigh_under_reference(
+    names: list[str],
+    answers: dict[str, Answers],
+    load_reference: Callable[[], tuple[Any, Any]],
+    cfg: PipelineConfig,
+) -> dict[str, list[float]]:
+    """The log-probs under π_ref of the answers of each model named, from one pass over all."""
+    if not names:
+        return {}
+    model, tokenizer = load_reference()
+    rows = [row for name in names for row in answers[name].rows]
+    pairs = [
+        TokenizedPair(encode_prompt(tokenizer, row.prompt, cfg.max_prompt_length), row.token_ids)
+        for row in rows
+    ]
+    config = replace(advantage_config(cfg), show_progress=False)
+    logps = gather_by_prompt_group(
+        [row.prompt for row in rows],
+        config.share_prompts,
+        lambda indices: sequence_logprobs_of_pairs(model, [pairs[i] for i in indices], config),
+    )
+    in_order = iter(logps)
+    return {name: [next(in_order) for _ in answers[name].rows] for name in names}
 
 
 def cached_json(path: Path, compute: Callable[[], T]) -> T:

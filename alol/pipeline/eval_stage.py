@@ -28,7 +28,6 @@ from alol.pipeline.answers import (
     component_weights,
     decoded_answers,
     reference_logps,
-    reference_logps_path,
     stock_answer_scores,
 )
 from alol.pipeline.inputs import (
@@ -205,19 +204,18 @@ def _scored(
 def _log_ratios(inputs: StageInputs, answers: dict[str, Answers]) -> dict[str, list[float]]:
     """log π_θ(y|x) − log π_ref(y|x) of each trained model's answers; π_ref is loaded only
     when some model's are not kept yet."""
-    cfg, reference_fp = inputs.cfg, inputs.reference_fingerprint
+    cfg = inputs.cfg
     trained = {name: a for name, a in answers.items() if name != REFERENCE}
-    missing = [
-        name for name, a in trained.items() if not reference_logps_path(a, reference_fp).is_file()
-    ]
-    model = tokenizer = None
-    if missing:
-        model, tokenizer = load_policy_for_eval(inputs.reference, configured_reference_dtype(cfg))
-    ratios = {}
-    for name, a in trained.items():
-        ref_logps = reference_logps(a, reference_fp, model, tokenizer, cfg)
-        ratios[name] = [row.logp - r for row, r in zip(a.rows, ref_logps, strict=True)]
-    return ratios
+    ref_logps = reference_logps(
+        trained,
+        inputs.reference_fingerprint,
+        lambda: load_policy_for_eval(inputs.reference, configured_reference_dtype(cfg)),
+        cfg,
+    )
+    return {
+        name: [row.logp - r for row, r in zip(a.rows, ref_logps[name], strict=True)]
+        for name, a in trained.items()
+    }
 
 
 def _reports(
