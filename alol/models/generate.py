@@ -268,8 +268,8 @@ def chosen_token_logps(step_logits: tuple[torch.Tensor, ...], new: torch.Tensor)
     """`[rows, steps]` float32: log-softmax of each step's logits at the token it chose, one
     step at a time (a whole chunk's log-softmax at once would double its memory)."""
     columns = [
-        torch.log_softmax(logits.float(), dim=-1).gather(1, new[:, step, None])[:, 0]
-        for step, logits in enumerate(step_logits)
+        torch.log_softmax(logits.float(), dim=-1).gather(1, tokens[:, None])[:, 0]
+        for logits, tokens in zip(step_logits, new.T, strict=True)
     ]
     return torch.stack(columns, dim=1)
 
