@@ -291,17 +291,17 @@ class PipelineConfig(
     # --- advantage (the precompute) -----------------------------------------------------
     precompute_batch_size: int = option(
         64,
-        "Responses per forward pass without gradients: the reference's in the precompute, and "
-        "the log-probs of the evaluated answers (more fit than in training; a GPU idles on small "
-        "batches).",
+        "Responses per forward pass without gradients: the reference's, in the precompute and "
+        "over the evaluated answers (more fit than in training; a GPU idles on small batches).",
         ("advantage", "train", "eval"),
         check=at_least(1),
     )
     share_prompts: bool = option(
         True,
-        "Precompute: run each distinct prompt once for all its responses (its KV cache copied to "
-        "each); same numbers, fewer tokens. Off: one forward over prompt + response per record.",
-        ("advantage", "train"),
+        "π_ref's passes (the precompute, and its weighing of the evaluated models' answers) run "
+        "each distinct prompt once for all its responses (its KV cache copied to each); same "
+        "numbers, fewer tokens. Off: one forward over prompt + response per record.",
+        ("advantage", "train", "eval"),
     )
 
     # --- reward model (alol reward-model) ----------------------------------------------

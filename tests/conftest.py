@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.demo.tiny_models import build_tiny_model, save_tiny, train_tokenizer  # noqa: E402
+from alol.models.reference import ReferenceConfig  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -27,6 +28,9 @@ CORPUS = [
 ] * 20
 
 SHARED_HH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh"
+
+ONE_PASS_EACH = ReferenceConfig(batch_size=4, share_prompts=False, show_progress=False)
+"""The textbook reference pass: one forward over prompt + response per pair."""
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import ONE_PASS_EACH
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
@@ -20,7 +21,7 @@ from alol.models.generate import (
     generate_answers,
     generate_responses,
 )
-from alol.models.reference import ReferenceConfig, sequence_logprobs_of_pairs
+from alol.models.reference import sequence_logprobs_of_pairs
 
 PROMPTS = [
     "Human: How do I bake bread? Assistant:",
@@ -31,9 +32,6 @@ PROMPTS = [
 ]
 
 GREEDY = GenerationConfig(max_new_tokens=8, batch_size=1)
-
-ONE_PASS_EACH = ReferenceConfig(batch_size=4, share_prompts=False, show_progress=False)
-"""The textbook pass: one forward over prompt + response per pair."""
 
 
 def manual_greedy_ids(
@@ -258,23 +256,35 @@ def test_a_model_whose_rows_cannot_leave_the_batch_decodes_in_one_call(
     assert len(calls) == len(PROMPTS)  # one per batch of one prompt
 
 
-def forward_pass_logps(model, tokenizer, prompts: list[str], answers) -> list[float]:
-    """log π(y|x) of each answer's tokens from one teacher-forced pass over prompt + answer."""
+def forward_pass_logps(model, tokenizer, prompted_answers) -> list[float]:
+    """log π(y|x) of each (prompt, answer)'s tokens from one teacher-forced pass over both."""
     pairs = [
         TokenizedPair(tokenizer(p, add_special_tokens=False)["input_ids"], list(a.token_ids))
-        for p, (a,) in zip(prompts, answers, strict=True)
+        for p, a in prompted_answers
     ]
     return sequence_logprobs_of_pairs(model, pairs, ONE_PASS_EACH)
+
+
+def model_whose_first_answer_ends_early(tiny_llama_dir, tokenizer):
+    """The tiny Llama with EOS in place of the 4th greedy token of the first prompt's answer."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    eos = tokenizer.eos_token_id
+    first_ids = tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    t = manual_greedy_ids(model, first_ids, 4, eos)[3]
+    with torch.no_grad():
+        model.lm_head.weight[[t, eos]] = model.lm_head.weight[[eos, t]].clone()
+    return model
 
 
 @pytest.mark.parametrize(
     "config",
     [
         GenerationConfig(max_new_tokens=12, batch_size=5, chunk_tokens=3),  # rows leave
-        GenerationConfig(max_new_tokens=12, batch_size=2, chunk_tokens=12),  # one call
+        GenerationConfig(max_new_tokens=12, batch_size=2, chunk_tokens=12),  # one chunk
         GenerationConfig(max_new_tokens=12, do_sample=True, temperature=0.5, top_p=0.9),
+        GenerationConfig(max_new_tokens=9, do_sample=True, num_return_sequences=3, chunk_tokens=4),
     ],
-    ids=["greedy in chunks", "greedy in one call", "sampled at temperature 0.5"],
+    ids=["greedy in chunks", "greedy in one chunk", "sampled at temperature 0.5", "3 samples each"],
 )
 def test_an_answers_log_prob_from_decoding_is_the_forward_pass_one(
     config, tiny_llama_dir, tiny_tokenizer
@@ -283,22 +293,50 @@ def test_an_answers_log_prob_from_decoding_is_the_forward_pass_one(
     sum over the answer's tokens (EOS included, the padding after it not) of the model's
     log-probs at temperature 1, whatever the sampling settings, as a teacher-forced pass
     gives them."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
-    eos = tiny_tokenizer.eos_token_id
-    first_ids = tiny_tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
-    t = manual_greedy_ids(model, first_ids, 4, eos)[3]
-    with torch.no_grad():  # the first prompt's greedy answer ends at its 4th token
-        model.lm_head.weight[[t, eos]] = model.lm_head.weight[[eos, t]].clone()
+    model = model_whose_first_answer_ends_early(tiny_llama_dir, tiny_tokenizer)
 
     answers = generate_answers(model, tiny_tokenizer, PROMPTS, config, False, with_logps=True)
 
     if not config.do_sample:
         assert answers[0][0].finished and len(answers[0][0].token_ids) == 4
-    expected = forward_pass_logps(model, tiny_tokenizer, PROMPTS, answers)
-    assert [a.logp for (a,) in answers] == pytest.approx(expected, abs=1e-4)
-    assert all(
-        a.logp is None for (a,) in generate_answers(model, tiny_tokenizer, PROMPTS, config, False)
-    )
+    prompted = [(p, a) for p, samples in zip(PROMPTS, answers, strict=True) for a in samples]
+    assert len(prompted) == len(PROMPTS) * config.num_return_sequences
+    expected = forward_pass_logps(model, tiny_tokenizer, prompted)
+    assert [a.logp for _, a in prompted] == pytest.approx(expected, abs=1e-4)
+    without = generate_answers(model, tiny_tokenizer, PROMPTS, config, False)
+    assert all(a.logp is None for samples in without for a in samples)
+
+
+@pytest.mark.parametrize("setting", [static_cache, zero3_over_two_processes])
+def test_log_probs_from_decoding_hold_where_rows_cannot_leave_the_batch(
+    setting, tiny_llama_dir, tiny_tokenizer, monkeypatch
+):
+    model = model_whose_first_answer_ends_early(tiny_llama_dir, tiny_tokenizer)
+    setting(model, monkeypatch)
+    config = GenerationConfig(max_new_tokens=12, batch_size=5, chunk_tokens=3)
+
+    answers = generate_answers(model, tiny_tokenizer, PROMPTS, config, False, with_logps=True)
+
+    prompted = [(p, a) for p, (a,) in zip(PROMPTS, answers, strict=True)]
+    expected = forward_pass_logps(model, tiny_tokenizer, prompted)
+    assert [a.logp for _, a in prompted] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_models_own_beam_setting_does_not_turn_greedy_decoding_into_beam_search(
+    tiny_llama_dir, tiny_tokenizer
+):
+    """transformers fills what alol leaves unset from the model's generation config; beams
+    would make each answer the best of several rows and misalign the rows' log-probs."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    model.generation_config.num_beams = 3
+    ids = tiny_tokenizer(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    expected = manual_greedy_ids(model, ids, 8, tiny_tokenizer.eos_token_id)
+
+    [[answer]] = generate_answers(model, tiny_tokenizer, [PROMPTS[0]], GREEDY, False, True)
+
+    assert answer.text == tiny_tokenizer.decode(expected)
+    [logp] = forward_pass_logps(model, tiny_tokenizer, [(PROMPTS[0], answer)])
+    assert answer.logp == pytest.approx(logp, abs=1e-4)
 
 
 def test_an_answer_cut_at_the_budget_is_not_finished(tiny_model, tiny_tokenizer):

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import ONE_PASS_EACH
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.cli import main
@@ -20,11 +21,8 @@ from alol.errors import AlolError
 from alol.method.batches import UnpairedBatch
 from alol.method.kto import kto_loss, kto_rows
 from alol.method.objectives import ObjectiveConfig
-from alol.models.reference import ReferenceConfig, sequence_logprobs_of_pairs
+from alol.models.reference import sequence_logprobs_of_pairs
 from alol.train import AlolConfig, AlolTrainer
-
-ONE_PASS_EACH = ReferenceConfig(batch_size=4, share_prompts=False, show_progress=False)
-"""The textbook pass: one forward over prompt + response per pair."""
 
 
 def test_the_loss_follows_the_kto_formula():

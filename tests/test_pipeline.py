@@ -22,6 +22,7 @@ from alol.cli import main
 from alol.config import PipelineConfig
 from alol.data.formats import load_records
 from alol.data.table import AdvantageTable
+from alol.data.tokenize import encode_prompt
 from alol.method.leftover import length_neutral, response_words
 from alol.method.objectives import OBJECTIVES, get_objective
 from alol.models.reference import sequence_logprobs_of_pairs
@@ -550,6 +551,53 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
     for name in ("nll", "wbc"):
         assert json.loads((evaluated / name / "eval.json").read_text())["log_ratio"] is not None
     assert not list((evaluated / "reference").glob("reference_logps-*.json"))
+
+
+def test_pi_ref_weighs_each_models_answers_once_and_only_those_not_kept(
+    workspace, tiny_tokenizer, monkeypatch
+):
+    """The one pass over every trained model's answers hands each model its own answers'
+    log-probs; a later evaluation weighs only the answers whose log-probs are not kept."""
+    weighed = {}
+
+    def weigh(model, pairs, config):
+        logps = sequence_logprobs_of_pairs(model, pairs, config)
+        weighed.update(
+            ((tuple(p.prompt_ids), tuple(p.response_ids)), logp)
+            for p, logp in zip(pairs, logps, strict=True)
+        )
+        calls.append(len(pairs))
+        return logps
+
+    calls = []
+    monkeypatch.setattr("alol.pipeline.answers.sequence_logprobs_of_pairs", weigh)
+    config = str(workspace["config"])
+    assert main(["run", config, "--objectives", "nll", "wbc"]) == 0
+    evaluated = workspace["run"] / "eval"
+
+    def kept(name: str) -> tuple[Path, list[float]]:
+        [path] = (evaluated / name).glob("reference_logps-*.json")
+        return path, json.loads(path.read_text())
+
+    def weighed_in_the_pass(name: str) -> list[float]:
+        rows = [json.loads(line) for line in (evaluated / name / "answers.jsonl").open()]
+        keys = [
+            (tuple(encode_prompt(tiny_tokenizer, row["prompt"], 32)), tuple(row["token_ids"]))
+            for row in rows
+        ]
+        return [weighed[key] for key in keys]
+
+    assert calls == [2 * 4]  # one pass over both models' answers to the 4 test prompts
+    for name in ("nll", "wbc"):
+        assert kept(name)[1] == weighed_in_the_pass(name)
+    path, before = kept("wbc")
+    path.unlink()
+    calls.clear()
+
+    assert main(["eval", config, "--objectives", "nll", "wbc"]) == 0
+
+    assert calls == [4]  # wbc's answers alone
+    assert kept("wbc")[1] == pytest.approx(before, abs=1e-5)
 
 
 def test_balanced_draws_by_group_train_through_the_cli_and_the_report_breaks_a_lol_down(

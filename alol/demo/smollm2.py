@@ -231,7 +231,7 @@ def prepare_smollm2(config: DemoConfig, echo: Callable[[str], None]) -> Pipeline
         logging_steps=max(1, settings.train_steps // 10),
         save_steps=10 * settings.train_steps,
         value_epochs=10,
-        generation_batch_size=100,  # the validation prompts in one batch, the test prompts too
+        generation_batch_size=100,  # one batch of 100 rows decodes faster than 80 + 20 on a CPU
         precompute_batch_size=16,
     )
 

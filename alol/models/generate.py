@@ -32,7 +32,8 @@ from alol.setting_checks import same_as
 
 @dataclass
 class GenerationConfig:
-    """How to decode. Fields not listed here follow `model.generation_config`."""
+    """How to decode. Fields not listed here follow `model.generation_config`, but for the
+    number of beams: always 1, each row one answer."""
 
     max_new_tokens: int = same_as(RecordSettings, "max_response_length")
     do_sample: bool = same_as(PipelineConfig, "do_sample")
@@ -162,11 +163,11 @@ def generate_answers(
                     config.chunk_tokens,
                     with_logps,
                 )
+                logps = decoded.token_logps or [None] * len(decoded.tokens)
                 for row, index in enumerate(batch):
                     rows = range(row * k, (row + 1) * k)
                     responses[index] = [
-                        answer_of(tokenizer, decoded.tokens[r], decoded.token_logps[r])
-                        for r in rows
+                        answer_of(tokenizer, decoded.tokens[r], logps[r]) for r in rows
                     ]
                 progress.update(len(batch))
     finally:
@@ -184,7 +185,7 @@ GENERATE_CACHE = (
 class DecodedRows(NamedTuple):
     tokens: list[list[int]]
     """Each row's new tokens; padding may follow its EOS."""
-    token_logps: list[list[float] | None]
+    token_logps: list[list[float]] | None
     """Each new token's log-prob under the model at temperature 1 (None when not asked for)."""
 
 
@@ -201,22 +202,21 @@ def decode_until_all_end(
     chunks; in one call where rows cannot leave (`_one_call_only`)."""
     chunk = max_new_tokens if _one_call_only(model) else chunk_tokens
     tokens: list[list[int]] = [[] for _ in range(len(input_ids))]
-    token_logps: list[list[float] | None] = [[] if with_logps else None for _ in tokens]
+    token_logps = [[] for _ in tokens] if with_logps else None
     rows = list(range(len(input_ids)))
     cache = None
     left = max_new_tokens
     while True:
-        sequences, cache, logits = _generate_chunk(
+        sequences, cache, chunk_logps = _generate_chunk(
             model, input_ids, attention_mask, cache, hf_config, min(chunk, left), with_logps
         )
         new = sequences[:, input_ids.shape[1] :]
         left -= new.shape[1]
-        chunk_logps = chosen_token_logps(logits, new).tolist() if with_logps else None
         going = []
         for position, (row, ids) in enumerate(zip(rows, new.tolist(), strict=True)):
             tokens[row] += ids
-            if chunk_logps is not None:
-                token_logps[row] += chunk_logps[position]
+            if token_logps is not None:
+                token_logps[row] += chunk_logps[position].tolist()
             if hf_config.eos_token_id not in ids:
                 going.append(position)
         if not going or left == 0:
@@ -246,22 +246,25 @@ def _generate_chunk(
     cache,
     hf_config: HFGenerationConfig,
     max_new_tokens: int,
-    with_logits: bool,
-) -> tuple[torch.Tensor, Any, tuple[torch.Tensor, ...] | None]:
+    with_logps: bool,
+) -> tuple[torch.Tensor, Any, torch.Tensor | None]:
     """Up to `max_new_tokens` more tokens for every row, continuing from `cache` (None at
-    first): the rows' tokens so far, the cache that holds them and, `with_logits`, each new
-    step's raw logits `[rows, vocab]` (before any sampling setting reshapes them)."""
+    first): the rows' tokens so far, the cache that holds them and, `with_logps`, each new
+    token's log-prob `[rows, steps]` from that step's raw logits (before any sampling setting
+    reshapes them), which are let go before the next chunk."""
     chunk_config = copy.deepcopy(hf_config)
     chunk_config.max_new_tokens = max_new_tokens
     chunk_config.return_dict_in_generate = True
-    chunk_config.output_logits = with_logits
+    chunk_config.output_logits = with_logps
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,
         generation_config=chunk_config,
         **{GENERATE_CACHE: cache},
     )
-    return output.sequences, getattr(output, GENERATE_CACHE), output.logits
+    new = output.sequences[:, input_ids.shape[1] :]
+    logps = chosen_token_logps(output.logits, new) if with_logps else None
+    return output.sequences, getattr(output, GENERATE_CACHE), logps
 
 
 def chosen_token_logps(step_logits: tuple[torch.Tensor, ...], new: torch.Tensor) -> torch.Tensor:
@@ -308,6 +311,7 @@ def _hf_generation_config(
     return HFGenerationConfig(
         max_new_tokens=config.max_new_tokens,
         do_sample=config.do_sample,
+        num_beams=1,  # never the model's own beam setting: each row is one answer
         pad_token_id=pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,

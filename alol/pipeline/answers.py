@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from alol.models.generate import generate_answers
 from alol.models.reference import gather_by_prompt_group, sequence_logprobs_of_pairs
 from alol.pipeline.inputs import load_policy_for_eval, render
 from alol.pipeline.settings import (
-    advantage_config,
+    answers_reference_config,
     configured_reference_dtype,
     generation_config,
     tokenization,
@@ -179,7 +179,7 @@ def reference_logps_path(answers: Answers, reference_fingerprint: str) -> Path:
 
 
 def reference_logps(
-    answers: dict[str, Answers],
+    answers_by_name: dict[str, Answers],
     reference_fingerprint: str,
     load_reference: Callable[[], tuple[Any, Any]],
     cfg: PipelineConfig,
@@ -187,39 +187,48 @@ def reference_logps(
     """log π_ref(y|x) of each model's answers (their generated tokens), kept beside them. Those
     not kept yet are weighed in one pass, π_ref (`load_reference()`, loaded only then) running
     each prompt once for every model's answer to it (`share_prompts`)."""
-    paths = {name: reference_logps_path(a, reference_fingerprint) for name, a in answers.items()}
+    paths = {
+        name: reference_logps_path(answers, reference_fingerprint)
+        for name, answers in answers_by_name.items()
+    }
     missing = [name for name, path in paths.items() if not path.is_file()]
-    logps = _weigh_under_reference(missing, answers, load_reference, cfg)
-    for name in missing:
-        on_main_process(lambda: write_json(paths[name], logps[name]))  # noqa: B023 (runs now)
-    for name in paths.keys() - logps.keys():
-        logps[name] = json.loads(paths[name].read_text(encoding="utf-8"))
-    return logps
+    weighed = _weigh_under_reference([answers_by_name[n] for n in missing], load_reference, cfg)
+    logps = dict(zip(missing, weighed, strict=True))
+
+    def keep_weighed() -> None:
+        for name in missing:
+            write_json(paths[name], logps[name])
+
+    on_main_process(keep_weighed)
+    return {
+        name: logps[name] if name in logps else json.loads(path.read_text(encoding="utf-8"))
+        for name, path in paths.items()
+    }
 
 
 def _weigh_under_reference(
-    names: list[str],
-    answers: dict[str, Answers],
+    models_answers: list[Answers],
     load_reference: Callable[[], tuple[Any, Any]],
     cfg: PipelineConfig,
-) -> dict[str, list[float]]:
-    """The log-probs under π_ref of the answers of each model named, from one pass over all."""
-    if not names:
-        return {}
+) -> list[list[float]]:
+    """Each model's answers' log-probs under π_ref, from one pass over all of them."""
+    if not models_answers:
+        return []
     model, tokenizer = load_reference()
-    rows = [row for name in names for row in answers[name].rows]
+    rows = [row for answers in models_answers for row in answers.rows]
     pairs = [
         TokenizedPair(encode_prompt(tokenizer, row.prompt, cfg.max_prompt_length), row.token_ids)
         for row in rows
     ]
-    config = replace(advantage_config(cfg), show_progress=False)
-    logps = gather_by_prompt_group(
-        [row.prompt for row in rows],
-        config.share_prompts,
-        lambda indices: sequence_logprobs_of_pairs(model, [pairs[i] for i in indices], config),
+    config = answers_reference_config(cfg)
+    logps = iter(
+        gather_by_prompt_group(
+            [row.prompt for row in rows],
+            config.share_prompts,
+            lambda indices: sequence_logprobs_of_pairs(model, [pairs[i] for i in indices], config),
+        )
     )
-    in_order = iter(logps)
-    return {name: [next(in_order) for _ in answers[name].rows] for name in names}
+    return [[next(logps) for _ in answers.rows] for answers in models_answers]
 
 
 def cached_json(path: Path, compute: Callable[[], T]) -> T:

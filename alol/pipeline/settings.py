@@ -21,6 +21,7 @@ from alol.method.objectives import get_objective
 from alol.models.generate import GenerationConfig
 from alol.models.precompute import AdvantageConfig
 from alol.models.quantization import four_bit_settings
+from alol.models.reference import ReferenceConfig
 from alol.models.value_io import ValueConfig
 from alol.reports.audit_thresholds import AuditThresholds
 from alol.rewards.reward_model import RewardModelConfig
@@ -180,6 +181,17 @@ def advantage_config(cfg: PipelineConfig) -> AdvantageConfig:
         share_prompts=cfg.share_prompts,
         compile_layers=cfg.compile_layers,
         compile_mode=cfg.compile_mode,
+    )
+
+
+def answers_reference_config(cfg: PipelineConfig) -> ReferenceConfig:
+    """π_ref's pass over decoded answers (the evaluation's drift from π_ref): the precompute's
+    batch size, vocabulary chunks and prompt sharing."""
+    return ReferenceConfig(
+        batch_size=cfg.precompute_batch_size,
+        vocab_chunk_size=cfg.vocab_chunk_size,
+        share_prompts=cfg.share_prompts,
+        show_progress=False,
     )
 
 
