@@ -26,7 +26,6 @@ from pathlib import Path
 
 from alol.choices import DEMO_OBJECTIVES
 from alol.demo import DemoConfig, run_demo
-from alol.demo.smollm2 import prepare_smollm2
 from alol.pipeline import run_eval
 from bench.common import commit, mean_and_sd, plus_minus, write_results
 from bench.demo_smollm2 import JUDGES, model_figures
@@ -45,8 +44,7 @@ def demo_config(seed: int, run_dir: Path) -> DemoConfig:
 def seed_run(seed: int, run_dir: Path) -> dict:
     """The seed's demo (trained if it is not yet), then every model on the validation prompts:
     each model's figures and the audit's flags there and on the test prompts."""
-    run_demo(demo_config(seed, run_dir), print)
-    cfg = prepare_smollm2(demo_config(seed, run_dir), lambda line: None)
+    cfg = run_demo(demo_config(seed, run_dir), print).cfg
     folder = run_dir / "validation"
     for name in (*VARIANTS, BASELINE):
         link = folder / "train" / name / "final"

@@ -43,12 +43,14 @@ __all__ = [
 
 @dataclass
 class DemoResult:
-    """What a demo run produced: the evaluation per model, the printed table, the report."""
+    """What a demo run produced: the evaluation per model, the printed table, the report, and
+    the pipeline config it ran (to run more stages on the same folder)."""
 
     evaluation: Evaluation
     table: str
     report_dir: Path
     seconds: float
+    cfg: PipelineConfig
 
 
 TINY_THREADS = 1
@@ -82,7 +84,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     seconds = time.perf_counter() - start
     report_dir = write_demo_report(config, cfg, evaluation, table, tiny, seconds)
     echo(f"report: {report_dir / 'README.md'}  (demo took {seconds:.0f} s)")
-    return DemoResult(evaluation, table, report_dir, seconds)
+    return DemoResult(evaluation, table, report_dir, seconds, cfg)
 
 
 def run_stages(cfg: PipelineConfig, echo: Callable[[str], None]) -> Evaluation:
