@@ -398,6 +398,11 @@ def judge_specs(models: dict) -> list:
     ]
 
 
+def fitted_judge_specs(judges: dict) -> list:
+    """`judge_specs` of `fit_judges`'s report (name → its model's path and accuracies)."""
+    return judge_specs({name: judge["path"] for name, judge in judges.items()})
+
+
 def classifier_spec(model: Path | str, name: str) -> dict:
     """The reward spec of a fitted model's raw score, logged under `name`: the training reward
     (`reward`), its terms, and the learned judges."""
@@ -661,7 +666,7 @@ def main() -> int:
     earlier = read_results(previous) if previous else None
     if earlier:
         refuse_another_setup(earlier, setup, previous)
-    specs = judge_specs({name: judge["path"] for name, judge in judges.items()})
+    specs = fitted_judge_specs(judges)
     for seed in args.seeds:
         if args.prepare:
             prepare_seed(seed_config(cfg, seed, rows_of(seed), out, specs))

@@ -54,9 +54,9 @@ from bench.hh_smollm2 import (
     fit_harmless_term,
     fit_judges,
     fit_request_gate,
+    fitted_judge_specs,
     fitted_metrics,
     fitted_model,
-    judge_specs,
     prepare_seed,
     rows_of,
     seed_config,
@@ -356,7 +356,7 @@ def main() -> int:
         args.seed,
         rows_of(args.seed),
         out,
-        judge_specs({n: j["path"] for n, j in judges.items()}),
+        fitted_judge_specs(judges),
     )
     done = earlier_tries(RESULTS / f"{results}.json", args.seed)
     for name in args.tries:
