@@ -204,17 +204,14 @@ def fingerprint_of(*parts: Any) -> str:
     return json_sha256(parts)
 
 
-# Files up to this size are fingerprinted by content; bigger ones (weights) by size and mtime.
-CONTENT_HASH_LIMIT = 16 * 2**20
-
-
 def spec_fingerprint(spec: RewardSpec) -> str:
     """A sha256 of what the reward computes, so caches can key on it.
 
     It covers the normalised spec plus: the source file of each callable (a file or a module's
-    file; not what that file imports), each classifier's files (by content up to 16 MiB, by
-    name, size and mtime above, so copying the weights changes it), the version of alol and of
-    each built-in scorer's package, and the content of any option value that names a file.
+    file; not what that file imports), the content of each classifier's model files (keyed by
+    their names, not by where the folder is), the version of alol and of each
+    built-in scorer's package, and the content of any option value that names a file: a reward
+    model or a corpus copied or moved elsewhere keeps its fingerprint.
     """
     return json_sha256(_fingerprint_view(normalize_spec(spec)))
 
@@ -233,7 +230,7 @@ def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
     elif kind == "callable":
         view["source_sha256"] = _source_digest(spec["path"])
     elif kind == "classifier":
-        view["model_files"] = _directory_digest(Path(spec["path"]))
+        view["path"] = _classifier_files_digest(Path(spec["path"]))
     elif kind in SCORERS:
         view["alol_version"] = __version__
         view["requires"] = _package_version(SCORERS[kind].requires)
@@ -245,7 +242,7 @@ def _with_file_digests(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: _with_file_digests(item) for key, item in value.items()}
     if isinstance(value, str | Path) and os.path.isfile(value):
-        return {"path": str(value), "sha256": file_sha256(value)}
+        return {"file_sha256": file_sha256(value)}
     return value
 
 
@@ -264,15 +261,12 @@ def _source_digest(reference: str) -> str | None:
     return file_sha256(path) if path.is_file() else None
 
 
-def _directory_digest(directory: Path) -> list[list]:
+def _classifier_files_digest(directory: Path) -> str:
+    """Its model files' content as `fingerprint_model` hashes a policy's: what
+    `from_pretrained` reads, not a checkpoint left beside it."""
     if not directory.is_dir():
         raise FileNotFoundError(f"classifier reward: model directory {directory} not found")
-    entries = []
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        stat = path.stat()
-        fingerprint = file_sha256(path) if stat.st_size <= CONTENT_HASH_LIMIT else stat.st_mtime_ns
-        entries.append([path.relative_to(directory).as_posix(), stat.st_size, fingerprint])
-    return entries
+    return _directory_fingerprint(directory)
 
 
 def _package_version(package: str | None) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -158,6 +159,25 @@ def test_run_fits_the_reward_model_first_when_no_reward_is_named(tmp_path, tiny_
     assert "[1/" in caplog.text and "reward model R: fit" in caplog.text
     samples = (tmp_path / "run" / "value" / "value_samples.jsonl").read_text().splitlines()
     assert "reward_model" in json.loads(samples[0])["reward"]
+
+
+def test_a_run_folder_moved_elsewhere_redoes_no_stage(tmp_path, tiny_llama_dir, caplog):
+    """The fitted reward model moves with the folder; stages keyed on it stay done."""
+    config = write_config(tmp_path, scored_rows(), tiny_llama_dir, reward_model_epochs=1)
+    args = ["run", str(config), "--objectives", "nll", "--max-steps", "1", "--val-fraction", "0.3"]
+    assert main(args) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "moved" / "run", copy_function=shutil.copy)
+    shutil.rmtree(tmp_path / "run")
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "run_dir": str(tmp_path / "moved" / "run")}))
+    caplog.clear()
+    caplog.set_level("INFO")
+
+    assert main(args) == 0
+
+    for stage in ("reward model", "sft", "value", "train nll"):
+        assert f"{stage}: up to date" in caplog.text
+    assert "computed advantages" not in caplog.text
 
 
 def test_fitting_shows_a_progress_bar_not_trainers_printed_dicts(tmp_path, tiny_llama_dir, capsys):

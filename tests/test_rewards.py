@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import textwrap
 import threading
@@ -702,6 +703,26 @@ def test_fingerprint_changes_when_a_named_file_option_changes(tmp_path):
     before = spec_fingerprint({"type": "diversity", "corpus": str(corpus)})
     corpus.write_text('{"prompt": "p", "response": "two"}\n')
     assert spec_fingerprint({"type": "diversity", "corpus": str(corpus)}) != before
+
+
+def test_a_copied_corpus_keeps_the_fingerprint(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"prompt": "p", "response": "one"}\n')
+    copy = shutil.copy(corpus, tmp_path / "elsewhere.jsonl")  # a new path and a new mtime
+    assert spec_fingerprint({"type": "diversity", "corpus": str(copy)}) == spec_fingerprint(
+        {"type": "diversity", "corpus": str(corpus)}
+    )
+
+
+def test_a_classifier_copied_elsewhere_keeps_its_fingerprint(tmp_path, tiny_tokenizer):
+    """Moving a run folder with its reward model inside must not redo the stages it keyed."""
+    original = tmp_path / "run" / "reward_model"
+    build_classifier(tiny_tokenizer, "gpt2", num_labels=1).save_pretrained(original)
+    before = spec_fingerprint({"type": "classifier", "path": str(original)})
+    copy = shutil.copytree(original, tmp_path / "moved" / "rm", copy_function=shutil.copy)
+    (copy / "checkpoint-3").mkdir()  # a Trainer checkpoint beside it is not what loads
+    (copy / "checkpoint-3" / "optimizer.pt").write_bytes(b"state")
+    assert spec_fingerprint({"type": "classifier", "path": str(copy)}) == before
 
 
 def test_fingerprint_changes_when_the_classifiers_weights_change(tmp_path, tiny_tokenizer):
