@@ -69,17 +69,12 @@ def run_seed(seed: int, run_dir: Path) -> dict:
     done = run_dir / "bench.json"
     if done.is_file():
         return {**json.loads(done.read_text(encoding="utf-8")), **read_run(run_dir)}
-    stage_seconds = []
-
-    def echo(line: str) -> None:
-        print(line, flush=True)
-        stage_seconds.extend(int(s) for s in re.findall(r"done in (\d+) s", line))
-
-    result = run_demo(DemoConfig(model="smollm2", seed=seed, run_dir=str(run_dir)), echo)
+    config = DemoConfig(model="smollm2", seed=seed, run_dir=str(run_dir))
+    result = run_demo(config, lambda line: print(line, flush=True))
     row = {
         "commit": commit(),
         "seconds": round(result.seconds),
-        "stage_seconds": stage_seconds,
+        "stage_seconds": {stage: round(s) for stage, s in result.stage_seconds.items()},
         **read_run(run_dir),
     }
     write_json(done, row)
@@ -177,8 +172,9 @@ def markdown(result: dict) -> str:
         lines.append(
             f"- seed {seed}: reward {reward}; HH reward {hh_reward}; relevance {relevance}; "
             f"A > 0 for "
-            f"{row['positive_share']:.0%}; {row['seconds']} s (stages "
-            f"{', '.join(map(str, row['stage_seconds']))} s). {a_lol_against_reference(row)}"
+            f"{row['positive_share']:.0%}; {row['seconds']} s ("
+            f"{', '.join(f'{stage} {s}' for stage, s in row['stage_seconds'].items())} s). "
+            f"{a_lol_against_reference(row)}"
             f"Audit: {flags}"
         )
     return "\n".join(lines) + "\n"

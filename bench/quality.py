@@ -17,7 +17,7 @@ import importlib.metadata
 import os
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +41,7 @@ OBJECTIVES = (
     "dpo",
     "kto",
 )
+SHARED_STAGES = ("value", "advantage", "eval")
 
 
 def seed_metrics(report: EvalReport) -> dict[str, float]:
@@ -56,20 +57,40 @@ def seed_metrics(report: EvalReport) -> dict[str, float]:
     }
 
 
-def run_seed(seed: int, run_dir: Path) -> tuple[dict[str, dict[str, float]], list[str]]:
-    """Train and evaluate every objective from one shared reference; metrics per model and
-    the audit's flags."""
+@dataclass
+class SeedRun:
+    metrics: dict[str, dict[str, float]]
+    """Model → metric; a model's `seconds` is the stage that trained it (π_ref's: its SFT)."""
+    flags: list[str]
+    stage_seconds: dict[str, float]
+
+
+def run_seed(seed: int, run_dir: Path) -> SeedRun:
+    """Train and evaluate every objective from one shared reference: metrics per model, the
+    audit's flags and each stage's wall time."""
     config = DemoConfig(
         run_dir=str(run_dir / f"seed-{seed}"), seed=seed, objectives=list(OBJECTIVES)
     )
     cfg = prepare_tiny(config, print)
-    evaluation = run_stages(cfg, print)
+    evaluation, seconds = run_stages(cfg, print)
     kept = kept_fractions(cfg)
     metrics = {
-        name: {**seed_metrics(report), "data_kept": kept.get(name, 1.0)}
+        name: {
+            **seed_metrics(report),
+            "data_kept": kept.get(name, 1.0),
+            "seconds": seconds["sft" if name == "reference" else name],
+        }
         for name, report in evaluation.reports.items()
     }
-    return metrics, evaluation.audit.flags
+    return SeedRun(metrics, evaluation.audit.flags, seconds)
+
+
+def shared_stage_seconds(runs: list[SeedRun]) -> dict[str, list[float | None]]:
+    """The stages every model shares (value, advantage, eval): mean and sd over the seeds."""
+    return {
+        stage: list(mean_and_sd(run.stage_seconds[stage] for run in runs))
+        for stage in SHARED_STAGES
+    }
 
 
 def aggregate(
@@ -90,6 +111,7 @@ def markdown(
     seeds: list[int],
     flags: dict[int, list[str]],
     minutes: float,
+    shared_seconds: dict[str, list[float | None]],
 ) -> str:
     header = [
         "objective",
@@ -102,6 +124,7 @@ def markdown(
         "one answer's share",
         "length (words)",
         "data kept",
+        "seconds",
     ]
     lines = [
         "# Quality on the demo task",
@@ -111,7 +134,8 @@ def markdown(
         "same held-out test prompts of its seed with greedy decoding. *good answers*: the demo's "
         "judge, the share of test answers that are kind, on topic, informative and not "
         "repetitive (`alol.demo.task.good_answer`), which no objective trains on; *data kept*: "
-        "share of training answers the objective learns from.",
+        "share of training answers the objective learns from; *seconds*: the stage that "
+        "trained it (π_ref's: its SFT).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -127,8 +151,11 @@ def markdown(
             plus_minus(*metrics["template_share"], ".0%"),
             plus_minus(*metrics["length"], ".1f"),
             "–" if model == "reference" else f"{metrics['data_kept'][0]:.0%}",
+            plus_minus(*metrics["seconds"], ".0f"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    shared = ", ".join(f"{stage} {plus_minus(*t, '.0f')} s" for stage, t in shared_seconds.items())
+    lines += ["", f"The stages every model shares, a seed: {shared}."]
     lines += ["", "Audit flags (each seed's `eval/audit.md`):", ""]
     lines += [f"- seed {seed}: {flag}" for seed, found in flags.items() for flag in found] or [
         "- none"
@@ -168,10 +195,11 @@ def main() -> None:
     with cpu_threads(TINY_THREADS):
         runs = {seed: run_seed(seed, Path(args.run_dir)) for seed in args.seeds}
     minutes = (time.perf_counter() - start) / 60
-    per_seed = [metrics for metrics, _ in runs.values()]
-    flags = {seed: found for seed, (_, found) in runs.items()}
+    per_seed = [run.metrics for run in runs.values()]
+    flags = {seed: run.flags for seed, run in runs.items()}
     summary = aggregate(per_seed)
-    table = markdown(summary, args.seeds, flags, minutes)
+    shared_seconds = shared_stage_seconds(list(runs.values()))
+    table = markdown(summary, args.seeds, flags, minutes, shared_seconds)
     print(table)
     out = Path(args.out)
     write_text(out / "quality.md", table)
@@ -183,6 +211,7 @@ def main() -> None:
             "summary": summary,
             "per_seed": dict(zip(map(str, args.seeds), per_seed, strict=True)),
             "flags": flags,
+            "stage_seconds": {str(seed): run.stage_seconds for seed, run in runs.items()},
             "commit": commit(),
             "settings": asdict(TINY),
             "machine": machine(),

@@ -59,7 +59,7 @@ def run_seed(seed: int, run_dir: Path) -> dict:
                 reference=str(head_cfg.root / "sft" / "model"),
                 **settings,
             )
-        evaluation = run_stages(cfg, print)
+        evaluation, _ = run_stages(cfg, print)
         table = run_advantage(cfg)  # the run's own table, read back from its cache
         values[estimate] = table.value
         found[estimate] = {

@@ -16,7 +16,7 @@ from alol.cli import main
 from alol.data.formats import load_records
 from alol.data.records import PromptRecord, RewardRecord
 from alol.data.splits import held_out_count, prompt_key
-from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig
+from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig, run_stages
 from alol.demo.smollm2 import (
     HH_ASSET,
     REWARD_ASSET,
@@ -51,6 +51,15 @@ def test_quick_demo_exits_cleanly_and_announces_each_stage(quick_demo):
     for stage in ("sft", "value", "advantage", "train a_lol_seq", "train nll", "train wbc", "eval"):
         assert stage in out
     assert "[7/7]" in out
+
+
+def test_the_demo_times_each_stage_under_its_name(quick_demo):
+    """Benchmarks report these per stage; a rerun on the finished folder redoes nothing."""
+    _, _, run_dir = quick_demo
+    cfg = prepare_tiny(DemoConfig(run_dir=str(run_dir), quick=True), lambda line: None)
+    _, seconds = run_stages(cfg, lambda line: None)
+    assert list(seconds) == ["sft", "value", "advantage", *QUICK_OBJECTIVES, "eval"]
+    assert all(s >= 0 for s in seconds.values())
 
 
 def test_quick_demo_prints_the_comparison_table(quick_demo):

@@ -53,5 +53,5 @@ def test_memory_a_stage_freed_stays_resident_until_released():
 
 def test_a_stage_hands_what_it_freed_back_before_the_next_one_starts():
     before = resident_after_release()
-    kept = Stage("fragments the heap", fragment_the_heap).run()
+    kept = Stage("fragment", "fragments the heap", fragment_the_heap).run()
     assert resident_bytes() - before - kept_bytes(kept) < 30 * MIB

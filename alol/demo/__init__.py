@@ -50,6 +50,8 @@ class DemoResult:
     table: str
     report_dir: Path
     seconds: float
+    stage_seconds: dict[str, float]
+    """Each stage's wall time by its name (`alol.pipeline.Stage.name`), in the order it ran."""
     cfg: PipelineConfig
 
 
@@ -77,26 +79,31 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     tiny = config.model == "tiny"
     with cpu_threads(TINY_THREADS if tiny else None):
         cfg = prepare_tiny(config, echo) if tiny else prepare_smollm2(config, echo)
-        evaluation = run_stages(cfg, echo)
+        evaluation, stage_seconds = run_stages(cfg, echo)
     kept = kept_fractions(cfg)
     table = evaluation.table(kept)
     echo("\n" + table + "\n")
     seconds = time.perf_counter() - start
     report_dir = write_demo_report(config, cfg, evaluation, table, tiny, seconds)
     echo(f"report: {report_dir / 'README.md'}  (demo took {seconds:.0f} s)")
-    return DemoResult(evaluation, table, report_dir, seconds, cfg)
+    return DemoResult(evaluation, table, report_dir, seconds, stage_seconds, cfg)
 
 
-def run_stages(cfg: PipelineConfig, echo: Callable[[str], None]) -> Evaluation:
-    """The pipeline's stages (`alol.pipeline.stage_plan`) one by one, each announced and timed."""
+def run_stages(
+    cfg: PipelineConfig, echo: Callable[[str], None]
+) -> tuple[Evaluation, dict[str, float]]:
+    """The pipeline's stages (`alol.pipeline.stage_plan`) one by one, each announced and timed;
+    the evaluation and each stage's wall seconds by its name, which benchmarks report."""
     stages = stage_plan(cfg)
     result: object = None
+    seconds = {}
     for number, stage in enumerate(stages, start=1):
         echo(f"[{number}/{len(stages)}] {stage.title}")
         started = time.perf_counter()
         result = stage.run()
-        echo(f"      done in {time.perf_counter() - started:.0f} s")
-    return result
+        seconds[stage.name] = time.perf_counter() - started
+        echo(f"      done in {seconds[stage.name]:.0f} s")
+    return result, seconds
 
 
 def kept_fractions(cfg: PipelineConfig) -> dict[str, float]:

@@ -66,6 +66,9 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Stage:
+    name: str
+    """What its timing is filed under: `reward_model`, `sft`, `value`, `advantage`, an
+    objective's name, `eval`."""
     title: str
     """One line saying what the stage does, as `alol demo` announces it."""
     work: Callable[[], object]
@@ -86,34 +89,38 @@ def stage_plan(cfg: PipelineConfig) -> list[Stage]:
     if cfg.reward_model is not None and cfg.reward is None:
         stages.append(
             Stage(
+                "reward_model",
                 "reward model R: fit on the training data's scores or preferences",
                 lambda: run_reward_model(cfg),
             )
         )
     if cfg.reference is None:
         stages.append(
-            Stage("reference π_ref: NLL on the training data (sft)", lambda: run_sft(cfg))
+            Stage("sft", "reference π_ref: NLL on the training data (sft)", lambda: run_sft(cfg))
         )
     stages += [
         Stage(
+            "value",
             "value V(x): decode π_ref on every training prompt, score"
             if cfg.value_estimate == "per_prompt"
             else "value V(x): decode π_ref on validation prompts, score, fit",
             lambda: run_value(cfg),
         ),
         Stage(
-            "advantage A = R − V(x) for every training answer (audit)", lambda: run_advantage(cfg)
+            "advantage",
+            "advantage A = R − V(x) for every training answer (audit)",
+            lambda: run_advantage(cfg),
         ),
     ]
     stages += [
-        Stage(f"online {name} from π_ref (TRL)", lambda name=name: run_online(cfg, name))
+        Stage(name, f"online {name} from π_ref (TRL)", lambda name=name: run_online(cfg, name))
         if name in ONLINE_METHODS
-        else Stage(f"train {name} from π_ref", lambda name=name: run_train(cfg, name))
+        else Stage(name, f"train {name} from π_ref", lambda name=name: run_train(cfg, name))
         for name in cfg.objectives
     ]
     if cfg.test_data:
         stages.append(
-            Stage("eval: decode the test prompts with every model", lambda: run_eval(cfg))
+            Stage("eval", "eval: decode the test prompts with every model", lambda: run_eval(cfg))
         )
     return stages
 
