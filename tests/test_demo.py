@@ -102,6 +102,9 @@ def test_quick_demo_writes_the_report_folder(quick_demo):
     assert "leftover lunch" in readme and "Kinds of answer" in readme
     assert re.search(r"finished in \d+ s \(torch .+, (CPU|CUDA), float32\)", readme)
     assert "## Reward-hacking audit" in readme and "### Constant answers" in readme
+    flags = json.loads((run_dir / "eval" / "audit.json").read_text())["models"]
+    for flag in (m["flag"] for m in flags.values() if m.get("flag")):
+        assert readme.count(flag) == 1, "each flag is given once, in the audit"
     samples = readme[readme.index("## Sample answers") :]
     assert samples.count("### Prompt") == 3 and "**π_ref** (reward " in samples
     assert (run_dir / "eval" / "samples.md").read_text().startswith("# Answers side by side")

@@ -84,7 +84,7 @@ def run_demo(config: DemoConfig, echo: Callable[[str], None] = print) -> DemoRes
     table = evaluation.table(kept)
     echo("\n" + table + "\n")
     seconds = time.perf_counter() - start
-    report_dir = write_demo_report(config, cfg, evaluation, table, tiny, seconds)
+    report_dir = write_demo_report(config, cfg, evaluation, kept, tiny, seconds)
     echo(f"report: {report_dir / 'README.md'}  (demo took {seconds:.0f} s)")
     return DemoResult(evaluation, table, report_dir, seconds, stage_seconds, cfg)
 

@@ -43,7 +43,7 @@ def write_demo_report(
     config: DemoConfig,
     cfg: PipelineConfig,
     evaluation: Evaluation,
-    table: str,
+    kept: dict[str, float],
     kinds: bool,
     seconds: float,
 ) -> Path:
@@ -69,7 +69,7 @@ def write_demo_report(
         "leftover lunch).",
         "",
         *_penalty_note(cfg),
-        table,
+        evaluation.results_tables(kept),
         "",
     ]
     if kinds:

@@ -71,8 +71,12 @@ class Evaluation:
     def table(self, kept: dict[str, float] | None = None) -> str:
         """The comparison table, each group's part when the test prompts have groups, and
         the audit's flags."""
-        by_group = group_table(self.reports)
-        parts = [comparison_table(self.reports, kept), by_group, audit_summary(self.audit)]
+        return f"{self.results_tables(kept)}\n\n{audit_summary(self.audit)}"
+
+    def results_tables(self, kept: dict[str, float] | None = None) -> str:
+        """The comparison table and each group's part, for a report that gives the audit
+        whole after them."""
+        parts = [comparison_table(self.reports, kept), group_table(self.reports)]
         return "\n\n".join(part for part in parts if part)
 
 
