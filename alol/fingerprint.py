@@ -22,7 +22,13 @@ from alol import __version__
 from alol.data.records import RewardRecord
 from alol.data.table import FORMAT_VERSION
 from alol.rewards.scorers import SCORERS
-from alol.rewards.specs import GATED_PARTS, RewardSpec, is_file_target, normalize_spec
+from alol.rewards.specs import (
+    GATED_PARTS,
+    RewardSpec,
+    is_file_target,
+    normalize_spec,
+    reward_name,
+)
 
 
 def json_sha256(obj: Any) -> str:
@@ -208,8 +214,8 @@ def spec_fingerprint(spec: RewardSpec) -> str:
     """A sha256 of what the reward computes, so caches can key on it.
 
     It covers the normalised spec plus: the source file of each callable (a file or a module's
-    file; not what that file imports), the content of each classifier's model files (keyed by
-    their names, not by where the folder is), the version of alol and of each
+    file; not what that file imports), the content of each classifier's model files and the
+    name its scores are logged under (not where its folder is), the version of alol and of each
     built-in scorer's package, and the content of any option value that names a file: a reward
     model or a corpus copied or moved elsewhere keeps its fingerprint.
     """
@@ -230,7 +236,9 @@ def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
     elif kind == "callable":
         view["source_sha256"] = _source_digest(spec["path"])
     elif kind == "classifier":
-        view["path"] = _classifier_files_digest(Path(spec["path"]))
+        directory = Path(view.pop("path"))
+        view["name"] = reward_name(spec)  # its scores' key: the folder's name when none is given
+        view["model_files"] = _classifier_files_digest(directory)
     elif kind in SCORERS:
         view["alol_version"] = __version__
         view["requires"] = _package_version(SCORERS[kind].requires)

@@ -132,6 +132,14 @@ def mean_sd(values: list[float], spec: str = ".3f") -> str:
     return plus_minus(*mean_and_sd(values), spec)
 
 
+def stage_times(row: dict) -> str:
+    """Each stage's seconds by name; a seed finished before stages had names kept a list."""
+    times = row["stage_seconds"]
+    if isinstance(times, list):
+        return ", ".join(map(str, times))
+    return ", ".join(f"{stage} {seconds}" for stage, seconds in times.items())
+
+
 def markdown(result: dict) -> str:
     seeds = result["per_seed"]
     names = {"reference": "π_ref (the instruct model)", "a_lol_seq": "a_lol_seq", "nll": "nll"}
@@ -172,8 +180,7 @@ def markdown(result: dict) -> str:
         lines.append(
             f"- seed {seed}: reward {reward}; HH reward {hh_reward}; relevance {relevance}; "
             f"A > 0 for "
-            f"{row['positive_share']:.0%}; {row['seconds']} s ("
-            f"{', '.join(f'{stage} {s}' for stage, s in row['stage_seconds'].items())} s). "
+            f"{row['positive_share']:.0%}; {row['seconds']} s ({stage_times(row)} s). "
             f"{a_lol_against_reference(row)}"
             f"Audit: {flags}"
         )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import json
 import os
 import platform
 import time
@@ -59,18 +60,30 @@ def seed_metrics(report: EvalReport) -> dict[str, float]:
 
 @dataclass
 class SeedRun:
+    """One seed's results, kept in its folder's `bench.json` once the seed is done."""
+
     metrics: dict[str, dict[str, float]]
     """Model → metric; a model's `seconds` is the stage that trained it (π_ref's: its SFT)."""
     flags: list[str]
+    """The audit's flags."""
     stage_seconds: dict[str, float]
+    """Each stage's wall time by its name."""
 
 
 def run_seed(seed: int, run_dir: Path) -> SeedRun:
     """Train and evaluate every objective from one shared reference: metrics per model, the
-    audit's flags and each stage's wall time."""
-    config = DemoConfig(
-        run_dir=str(run_dir / f"seed-{seed}"), seed=seed, objectives=list(OBJECTIVES)
-    )
+    audit's flags and each stage's wall time. A finished seed is read back; a seed stopped
+    part-way is refused, as its finished stages would be timed as the skips they now are."""
+    folder = run_dir / f"seed-{seed}"
+    done = folder / "bench.json"
+    if done.is_file():
+        return SeedRun(**json.loads(done.read_text(encoding="utf-8")))
+    if folder.exists():
+        raise SystemExit(
+            f"{folder} holds seed {seed} stopped part-way; its finished stages would be timed "
+            "as skips: delete the folder or give another --run-dir"
+        )
+    config = DemoConfig(run_dir=str(folder), seed=seed, objectives=list(OBJECTIVES))
     cfg = prepare_tiny(config, print)
     evaluation, seconds = run_stages(cfg, print)
     kept = kept_fractions(cfg)
@@ -82,7 +95,9 @@ def run_seed(seed: int, run_dir: Path) -> SeedRun:
         }
         for name, report in evaluation.reports.items()
     }
-    return SeedRun(metrics, evaluation.audit.flags, seconds)
+    run = SeedRun(metrics, evaluation.audit.flags, seconds)
+    write_json(done, asdict(run))
+    return run
 
 
 def shared_stage_seconds(runs: list[SeedRun]) -> dict[str, list[float | None]]:

@@ -30,6 +30,7 @@ from alol.demo.smollm2_reward import FIT_PROMPTS, fit_records
 from alol.demo.tiny import prepare_tiny
 from alol.models.value_fit import MIN_HELDOUT_PROMPTS
 from alol.models.value_io import ValueConfig
+from alol.pipeline import PipelineConfig, Stage
 from alol.rewards import load_reward, score
 
 QUICK_OBJECTIVES = ("a_lol_seq", "nll", "wbc")
@@ -53,13 +54,19 @@ def test_quick_demo_exits_cleanly_and_announces_each_stage(quick_demo):
     assert "[7/7]" in out
 
 
-def test_the_demo_times_each_stage_under_its_name(quick_demo):
-    """Benchmarks report these per stage; a rerun on the finished folder redoes nothing."""
-    _, _, run_dir = quick_demo
-    cfg = prepare_tiny(DemoConfig(run_dir=str(run_dir), quick=True), lambda line: None)
-    _, seconds = run_stages(cfg, lambda line: None)
-    assert list(seconds) == ["sft", "value", "advantage", *QUICK_OBJECTIVES, "eval"]
-    assert all(s >= 0 for s in seconds.values())
+def test_the_demo_times_each_stage_under_its_name(monkeypatch):
+    """Benchmarks report these per stage; the last stage's result is the evaluation."""
+    clock = iter([0.0, 2.0, 10.0, 13.0])
+    monkeypatch.setattr("alol.demo.time.perf_counter", lambda: next(clock))
+    stages = [Stage("value", "fit V", lambda: "V"), Stage("eval", "decode", lambda: "table")]
+    monkeypatch.setattr("alol.demo.stage_plan", lambda cfg: stages)
+    lines = []
+
+    result, seconds = run_stages(PipelineConfig(), lines.append)
+
+    assert result == "table"
+    assert seconds == {"value": 2.0, "eval": 3.0}
+    assert lines == ["[1/2] fit V", "      done in 2 s", "[2/2] decode", "      done in 3 s"]
 
 
 def test_quick_demo_prints_the_comparison_table(quick_demo):
@@ -102,8 +109,13 @@ def test_quick_demo_writes_the_report_folder(quick_demo):
     assert "leftover lunch" in readme and "Kinds of answer" in readme
     assert re.search(r"finished in \d+ s \(torch .+, (CPU|CUDA), float32\)", readme)
     assert "## Reward-hacking audit" in readme and "### Constant answers" in readme
-    flags = json.loads((run_dir / "eval" / "audit.json").read_text())["models"]
-    for flag in (m["flag"] for m in flags.values() if m.get("flag")):
+    audit = json.loads((run_dir / "eval" / "audit.json").read_text())
+    flags = [
+        *audit["reward_flags"],
+        *(m["flag"] for m in audit["models"].values() if m.get("flag")),
+    ]
+    assert flags, "the quick demo's models are flagged (its π_ref loops)"
+    for flag in flags:
         assert readme.count(flag) == 1, "each flag is given once, in the audit"
     samples = readme[readme.index("## Sample answers") :]
     assert samples.count("### Prompt") == 3 and "**π_ref** (reward " in samples

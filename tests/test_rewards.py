@@ -719,10 +719,24 @@ def test_a_classifier_copied_elsewhere_keeps_its_fingerprint(tmp_path, tiny_toke
     original = tmp_path / "run" / "reward_model"
     build_classifier(tiny_tokenizer, "gpt2", num_labels=1).save_pretrained(original)
     before = spec_fingerprint({"type": "classifier", "path": str(original)})
-    copy = shutil.copytree(original, tmp_path / "moved" / "rm", copy_function=shutil.copy)
+    moved = tmp_path / "moved" / "reward_model"
+    copy = shutil.copytree(original, moved, copy_function=shutil.copy)  # new mtimes too
     (copy / "checkpoint-3").mkdir()  # a Trainer checkpoint beside it is not what loads
     (copy / "checkpoint-3" / "optimizer.pt").write_bytes(b"state")
     assert spec_fingerprint({"type": "classifier", "path": str(copy)}) == before
+
+
+def test_a_classifier_under_another_name_is_another_reward(tmp_path, tiny_tokenizer):
+    """Unnamed, a classifier's scores are logged under its folder's name, which caches keep."""
+    original = tmp_path / "reward_model"
+    build_classifier(tiny_tokenizer, "gpt2", num_labels=1).save_pretrained(original)
+    renamed = shutil.copytree(original, tmp_path / "harmless")
+    assert spec_fingerprint({"type": "classifier", "path": str(renamed)}) != spec_fingerprint(
+        {"type": "classifier", "path": str(original)}
+    )
+    assert spec_fingerprint(
+        {"type": "classifier", "path": str(renamed), "name": "reward_model"}
+    ) == spec_fingerprint({"type": "classifier", "path": str(original)})
 
 
 def test_fingerprint_changes_when_the_classifiers_weights_change(tmp_path, tiny_tokenizer):

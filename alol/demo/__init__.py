@@ -96,7 +96,7 @@ def run_stages(
     the evaluation and each stage's wall seconds by its name, which benchmarks report."""
     stages = stage_plan(cfg)
     result: object = None
-    seconds = {}
+    seconds: dict[str, float] = {}
     for number, stage in enumerate(stages, start=1):
         echo(f"[{number}/{len(stages)}] {stage.title}")
         started = time.perf_counter()

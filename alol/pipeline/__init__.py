@@ -68,7 +68,7 @@ __all__ = [
 class Stage:
     name: str
     """What its timing is filed under: `reward_model`, `sft`, `value`, `advantage`, an
-    objective's name, `eval`."""
+    objective's or online method's name, `eval`."""
     title: str
     """One line saying what the stage does, as `alol demo` announces it."""
     work: Callable[[], object]
