@@ -26,7 +26,6 @@ from alol.setting_checks import (
     at_least,
     between_open,
     check_settings,
-    flag,
     fraction,
     one_of,
     option,
@@ -432,15 +431,6 @@ class PipelineConfig(
 
     def __post_init__(self) -> None:
         check_settings(self)
-        repeated = sorted(
-            {name for name in self.objectives or [] if self.objectives.count(name) > 1}
-        )
-        if repeated:
-            raise ConfigError(
-                f"setting 'objectives' ({flag('objectives')}) names {', '.join(repeated)} more "
-                "than once; each trains once, in its own folder: list it once",
-                "objectives",
-            )
         if self.value_estimate == "per_prompt" and self.value_from_data:
             raise ConfigError(
                 "value_estimate 'per_prompt' averages π_ref's own scored answers to each "

@@ -44,8 +44,8 @@ class Check:
     choices: tuple[str, ...] = ()
 
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, list):  # each value accepted; none is a choice too (π_ref only)
-            return all(self.accepts(item) for item in value)
+        if isinstance(value, list):  # each value accepted, once; none is a choice (π_ref only)
+            return len(set(value)) == len(value) and all(self.accepts(item) for item in value)
         if isinstance(value, str):
             return value in self.choices
         if self.low is not None and not (
@@ -67,7 +67,9 @@ class Check:
             parts.append(f"a number in {left}{self.low:g}, {self.high:g}{right}")
         if self.choices:
             choices = ", ".join(repr(choice) for choice in self.choices)
-            parts.append(("any of " if many else "one of ") + choices)
+            parts.append(
+                ("any of " if many else "one of ") + choices + (", each once" if many else "")
+            )
         return " or ".join(parts)
 
 
