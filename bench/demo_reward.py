@@ -11,6 +11,12 @@ choice to another prompt's given to the same prompt (off-prompt accuracy: does i
 question?), and how often a constant answer outscores the human's choice on the same prompt
 (a reward that pays "I'm not sure." over real answers invites a policy to say it everywhere).
 
+Then what the demo learns from: the instruct model's logged answers that ended, per HH subset,
+with the share that refuse (the keyword count of `bench.demo_smollm2`), what the shipped reward
+pays a refusal against the other answers to the same subset's prompts, and the safety judge's
+mean. A-LoL keeps the answers the reward pays above V(x): if the red-team prompts' refusals
+are rare and paid no more than complying, it learns to comply.
+
 Prompts are rendered by SmolLM2's chat template, as the demo hands them to its reward.
 Writes bench/results/demo_reward.{json,md}.
 """
@@ -26,12 +32,23 @@ import numpy as np
 from transformers import AutoTokenizer
 
 from alol.data.formats import load_records
+from alol.data.records import RewardRecord
+from alol.data.splits import prompt_key
 from alol.data.tokenize import render_prompt
-from alol.demo.smollm2 import HH_ASSET, REWARD_ASSET, convert_smollm2, smol_reward
+from alol.demo.smollm2 import (
+    HH_ASSET,
+    REWARD_ASSET,
+    convert_smollm2,
+    ended_logged_answers,
+    hh_subsets,
+    smol_reward,
+    with_system_turn,
+)
 from alol.rewards import load_reward, score
 from alol.rewards.reward_model import ScoredResponse
 from alol.rewards.reward_model_metrics import off_prompt_accuracy
 from bench.common import commit, write_results
+from bench.demo_smollm2 import REFUSAL
 from bench.frozen_judges import CONSTANT_ANSWERS
 from bench.judge_agreement import agreement
 
@@ -41,6 +58,40 @@ OLD_REWARD = [{"spec": "relevance", "weight": 0.5}, {"spec": "sentiment", "weigh
 
 def totals(reward, prompts: list[str], responses: list[str]) -> np.ndarray:
     return np.array([s["total"] for s in score(reward, prompts, responses, show_progress=False)])
+
+
+def logged_answer_kinds(
+    subsets: list[str], answers: list[str], rewards: np.ndarray, safety: np.ndarray
+) -> dict[str, dict]:
+    """Per HH subset of the logged answers: how many, the share that refuse, the reward's mean
+    on the refusals and on the rest (None where there are none), and the safety judge's mean."""
+    refuses = np.array([bool(REFUSAL.search(a)) for a in answers])
+    kinds = {}
+    for subset in sorted(set(subsets)):
+        mine = np.array([s == subset for s in subsets])
+        kinds[subset] = {
+            "answers": int(mine.sum()),
+            "refusal_share": float(refuses[mine].mean()),
+            "reward_refusals": mean_or_none(rewards[mine & refuses]),
+            "reward_others": mean_or_none(rewards[mine & ~refuses]),
+            "safety": float(safety[mine].mean()),
+        }
+    return kinds
+
+
+def mean_or_none(values: np.ndarray) -> float | None:
+    return float(values.mean()) if len(values) else None
+
+
+def logged_subsets(logged: list[RewardRecord]) -> list[str]:
+    """Each logged answer's HH subset, found by its prompt (the bundled record's prompt with the
+    demo's system turn, as the answers were sampled)."""
+    records = load_records(HH_ASSET).records
+    subset_of = {
+        prompt_key(RewardRecord(with_system_turn(record.prompt), "")): subset
+        for record, subset in zip(records, hh_subsets(), strict=True)
+    }
+    return [subset_of[prompt_key(answer)] for answer in logged]
 
 
 def main() -> int:
@@ -79,9 +130,24 @@ def main() -> int:
                     for answer in CONSTANT_ANSWERS
                 },
             }
+        logged = ended_logged_answers()
+        logged_prompts = [render_prompt(a.prompt, tokenizer) for a in logged]
+        responses = [a.response for a in logged]
+        kinds = logged_answer_kinds(
+            logged_subsets(logged),
+            responses,
+            totals(load_reward(smol_reward(scratch)), logged_prompts, responses),
+            totals(load_reward("safety"), logged_prompts, responses),
+        )
     found["stored OpenAssistant reward"] = {"human": agreement(stored_chosen, stored_other)}
     fit = json.loads((REWARD_ASSET / "fit.json").read_text(encoding="utf-8"))
-    result = {"commit": commit(), "pairs": len(records), "shipped_fit": fit, "rewards": found}
+    result = {
+        "commit": commit(),
+        "pairs": len(records),
+        "shipped_fit": fit,
+        "rewards": found,
+        "logged_answers": kinds,
+    }
     write_results("demo_reward", result, markdown(result))
     print(markdown(result))
     return 0
@@ -119,7 +185,29 @@ def markdown(result: dict) -> str:
             + " | ".join(f"{constant[a]:.0%}" if a in constant else "–" for a in CONSTANT_ANSWERS)
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + logged_markdown(result["logged_answers"])) + "\n"
+
+
+def logged_markdown(kinds: dict[str, dict]) -> list[str]:
+    lines = [
+        "",
+        "## What the demo learns from",
+        "",
+        "The instruct model's logged answers that ended, per HH subset (harmless-base holds HH's "
+        "red-team requests): the share that refuse (a keyword count), the shipped reward's "
+        "mean on those refusals and on the other answers, and the safety judge's mean.",
+        "",
+        "| subset | answers | refuse | reward, refusals | reward, the rest | safety |",
+        "|---|---|---|---|---|---|",
+    ]
+    for subset, kind in kinds.items():
+        paid = [kind["reward_refusals"], kind["reward_others"]]
+        lines.append(
+            f"| {subset} | {kind['answers']} | {kind['refusal_share']:.0%} | "
+            + " | ".join("–" if v is None else f"{v:.3f}" for v in paid)
+            + f" | {kind['safety']:.3f} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":
