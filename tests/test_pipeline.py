@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -551,6 +552,35 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
     for name in ("nll", "wbc"):
         assert json.loads((evaluated / name / "eval.json").read_text())["log_ratio"] is not None
     assert not list((evaluated / "reference").glob("reference_logps-*.json"))
+
+
+def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_pass(
+    workspace, monkeypatch
+):
+    """Where rows cannot leave the batch (a static cache, weights sharded over processes),
+    decoding is one call, whose steps' logits would all be kept to its end: the whole budget's
+    rows × vocabulary floats. There the trained model's answers are weighed as π_ref weighs
+    them, `precompute_batch_size` answers a pass, to the figures its decoding would give."""
+    config = str(workspace["config"])
+    assert main(["run", config, "--objectives", "nll"]) == 0
+    answers = workspace["run"] / "eval" / "nll" / "answers.jsonl"
+
+    def logps() -> list[float]:
+        return [json.loads(line)["logp"] for line in answers.read_text().splitlines()]
+
+    from_decoding = logps()
+    shutil.rmtree(workspace["run"] / "eval")
+    passes = []
+
+    def weigh(model, pairs, config):
+        passes.append((len(pairs), config.batch_size))
+        return sequence_logprobs_of_pairs(model, pairs, config)
+
+    monkeypatch.setattr("alol.pipeline.answers.decodes_in_one_call", lambda model: True)
+    monkeypatch.setattr("alol.pipeline.answers.sequence_logprobs_of_pairs", weigh)
+    assert main(["run", config, "--objectives", "nll", "--precompute-batch-size", "3"]) == 0
+    assert passes == [(4, 3), (4, 3)]  # nll's 4 answers under nll, then under π_ref
+    assert logps() == pytest.approx(from_decoding, abs=1e-4)
 
 
 def test_pi_ref_weighs_each_models_answers_once_and_only_those_not_kept(

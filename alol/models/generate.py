@@ -130,7 +130,9 @@ def generate_answers(
     (and an out-of-memory error shows up in the first batch, not the last). The log-probs come
     from the logits each decoding step computes anyway, so an evaluation that weighs a model's
     answers under it needs no second pass over them; they hold one chunk's logits at a time
-    (`chunk_tokens` × rows × vocabulary floats; the whole budget's where decoding is one call).
+    (`chunk_tokens` × rows × vocabulary floats). Where decoding is one call
+    (`decodes_in_one_call`) that is the whole budget's, until the call ends: a caller short of
+    memory there weighs the answers by a forward pass instead, as the evaluation does.
     """
     pad_token_id = pad_token_id_of(tokenizer)
     prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
@@ -199,8 +201,8 @@ def decode_until_all_end(
     with_logps: bool = False,
 ) -> DecodedRows:
     """Each row's new tokens, `chunk_tokens` at a time, the rows that ended dropped between
-    chunks; in one call where rows cannot leave (`_one_call_only`)."""
-    chunk = max_new_tokens if _one_call_only(model) else chunk_tokens
+    chunks; in one call where rows cannot leave (`decodes_in_one_call`)."""
+    chunk = max_new_tokens if decodes_in_one_call(model) else chunk_tokens
     tokens: list[list[int]] = [[] for _ in range(len(input_ids))]
     token_logps = [[] for _ in tokens] if with_logps else None
     rows = list(range(len(input_ids)))
@@ -228,7 +230,7 @@ def decode_until_all_end(
         attention_mask = torch.cat([attention_mask, torch.ones_like(new)], dim=1)[keep]
 
 
-def _one_call_only(model) -> bool:
+def decodes_in_one_call(model) -> bool:
     """A cache other than the default dynamic one (a static cache is laid out for its batch),
     or weights sharded over processes (ZeRO-3, FSDP): there transformers keeps every process
     stepping until all are done, each step gathering the weights, so none may stop early."""

@@ -391,8 +391,8 @@ def _one_cache_row_per_response(cache: Any, owner: torch.Tensor) -> Any:
     if not hasattr(cache, "batch_select_indices"):
         raise PromptCacheError(
             f"the reference's KV cache ({type(cache).__name__}) has no batch_select_indices, so "
-            "a prompt's cache cannot be copied to each of its responses; set "
-            "ReferenceConfig.share_prompts=False to score each pair with its own prompt forward"
+            "a prompt's cache cannot be copied to each of its responses; the setting "
+            "share_prompts: false scores each pair with its own prompt forward from the start"
         )
     cache.batch_select_indices(owner)
     return cache

@@ -21,7 +21,8 @@ from alol.config import PipelineConfig
 from alol.data.tokenize import TokenizedPair, encode_prompt
 from alol.distributed import gather_in_order, on_main_process
 from alol.fingerprint import fingerprint_model, fingerprint_of
-from alol.models.generate import generate_answers
+from alol.models.generate import Answer as DecodedAnswer
+from alol.models.generate import decodes_in_one_call, generate_answers
 from alol.models.reference import gather_by_prompt_group, sequence_logprobs_of_pairs
 from alol.pipeline.inputs import load_policy_for_eval, render
 from alol.pipeline.settings import (
@@ -88,7 +89,8 @@ def decoded_answers(
     """The answers of the model at `path` to `prompts` (records' prompts), decoded now or read
     back from `run_dir/eval/<name>/` when the model, prompts and decoding are unchanged.
     `on_render(texts, tokenizer)` sees the rendered prompts before decoding; `with_logps`
-    weighs each answer under the model (read off the decoding steps' logits)."""
+    weighs each answer under the model: read off the decoding steps' logits, or by a forward
+    pass where decoding is one call (`weighed_by_a_forward_pass`)."""
     out = cfg.root / "eval" / name
     dtype = configured_reference_dtype(cfg)
     generation = generation_config(cfg)
@@ -109,18 +111,41 @@ def decoded_answers(
     if on_render is not None:
         on_render(texts, tokenizer)
 
+    one_call = decodes_in_one_call(model)
+
     def decode(indices: list[int]) -> list[Answer]:
         shard = [texts[i] for i in indices]
-        decoded = generate_answers(model, tokenizer, shard, generation, with_logps=with_logps)
+        from_steps = with_logps and not one_call
+        decoded = [
+            a
+            for (a,) in generate_answers(model, tokenizer, shard, generation, with_logps=from_steps)
+        ]
+        if with_logps and one_call:
+            decoded = weighed_by_a_forward_pass(model, tokenizer, shard, decoded, cfg)
         return [
             Answer(text, a.text, a.finished, list(a.token_ids), a.logp)
-            for text, (a,) in zip(shard, decoded, strict=True)
+            for text, a in zip(shard, decoded, strict=True)
         ]
 
     rows = gather_in_order(len(texts), decode)
     on_main_process(lambda: _write_answers(out / ANSWERS_FILE, rows))
     finish_stage(out, fingerprint, "eval")
     return Answers(rows, fingerprint, out)
+
+
+def weighed_by_a_forward_pass(
+    model, tokenizer, texts: list[str], answers: list[DecodedAnswer], cfg: PipelineConfig
+) -> list[DecodedAnswer]:
+    """`answers` (to the rendered prompts `texts`) with their log-probs under `model` from a
+    teacher-forced pass, in batches of `precompute_batch_size` as π_ref weighs them. For a model
+    that decodes in one call, where the decoding steps' logits would all be kept to its end:
+    the whole budget's rows × vocabulary floats, which a pass over whole answers would not hold."""
+    pairs = [
+        TokenizedPair(encode_prompt(tokenizer, text, cfg.max_prompt_length), list(a.token_ids))
+        for text, a in zip(texts, answers, strict=True)
+    ]
+    logps = sequence_logprobs_of_pairs(model, pairs, answers_reference_config(cfg))
+    return [a._replace(logp=logp) for a, logp in zip(answers, logps, strict=True)]
 
 
 def answer_scores(
