@@ -178,12 +178,15 @@ def worker(workspace: Path) -> int:
 
 def fsdp_worker(reference: Path) -> None:
     """FSDP2 shards a tiny model over the two processes; through the wrapper, the response
-    log-probs and the gradients equal an unsharded copy's (full and chunked vocabulary)."""
+    log-probs and the gradients equal an unsharded copy's (full and chunked vocabulary); and
+    shards of unequal size decode what the unsharded copy decodes, the process with fewer
+    batches decoding fillers so that neither waits for the other's weight gathers forever."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     from alol.data.collate import collate_pairs
+    from alol.models.generate import GenerationConfig, generate_answers
     from alol.models.logprobs import response_token_logprobs
     from alol.train.wrapping import call_through_wrapper
 
@@ -211,6 +214,11 @@ def fsdp_worker(reference: Path) -> None:
             torch.testing.assert_close(sharded_grad, parameter.grad, rtol=1e-4, atol=1e-6)
         sharded.zero_grad()
         whole.zero_grad()
+    prompts = [f"Tell me {'more ' * i}?" for i in range(3 if dist.get_rank() == 0 else 1)]
+    config = GenerationConfig(max_new_tokens=4, batch_size=1)
+    decoded = generate_answers(sharded, tokenizer, prompts, config, False)
+    alone = generate_answers(whole, tokenizer, prompts, config, False)
+    assert [a.token_ids for (a,) in decoded] == [a.token_ids for (a,) in alone]
     # Gloo's barrier waits for every collective queued before it, so neither process tears the
     # group down while the other still runs one (CI saw this worker abort once in ~200 runs).
     dist.barrier()

@@ -557,9 +557,8 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
 def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_pass(
     workspace, monkeypatch
 ):
-    """Where rows cannot leave the batch (a static cache, weights sharded over processes),
-    decoding is one call, whose steps' logits would all be kept to its end: the whole budget's
-    rows × vocabulary floats. There the trained model's answers are weighed as π_ref weighs
+    """Where rows cannot leave the batch (a static cache), decoding is one call, whose steps'
+    logits would all be kept to its end: the whole budget's rows × vocabulary floats. There the trained model's answers are weighed as π_ref weighs
     them, `precompute_batch_size` answers a pass, to the figures its decoding would give."""
     config = str(workspace["config"])
     assert main(["run", config, "--objectives", "nll"]) == 0

@@ -131,8 +131,10 @@ def generate_answers(
     from the logits each decoding step computes anyway, so an evaluation that weighs a model's
     answers under it needs no second pass over them; they hold one chunk's logits at a time
     (`chunk_tokens` × rows × vocabulary floats). Where decoding is one call
-    (`decodes_in_one_call`) that is the whole budget's, until the call ends: a caller short of
-    memory there weighs the answers by a forward pass instead, as the evaluation does.
+    (`decodes_in_one_call`) that is the whole budget's, until the call ends: on one process a
+    caller short of memory weighs the answers by a forward pass instead, as the evaluation does.
+    Where weights are sharded over processes, each process decodes as many batches as the
+    others (`filler_batches`).
     """
     pad_token_id = pad_token_id_of(tokenizer)
     prompt_ids = [encode_prompt(tokenizer, prompt, config.max_prompt_length) for prompt in prompts]
@@ -140,6 +142,8 @@ def generate_answers(
     device = next(model.parameters()).device
     responses: list[list[Answer]] = [[] for _ in prompts]
 
+    batches = length_sorted_batches([len(ids) for ids in prompt_ids], config.batch_size)
+    fillers = filler_batches(model, len(batches), device)
     was_training = model.training
     model.eval()  # dropout off: greedy decoding must be deterministic
     try:
@@ -150,7 +154,7 @@ def generate_answers(
                 total=len(prompts), desc="generating", unit="prompt", disable=not show_progress
             ) as progress,
         ):
-            for batch in length_sorted_batches([len(ids) for ids in prompt_ids], config.batch_size):
+            for batch in batches:
                 input_ids, attention_mask = pad_token_rows(
                     [prompt_ids[i] for i in batch], pad_token_id, "left"
                 )
@@ -172,6 +176,16 @@ def generate_answers(
                         answer_of(tokenizer, decoded.tokens[r], logps[r]) for r in rows
                     ]
                 progress.update(len(batch))
+            filler = torch.tensor([prompt_ids[0] if prompt_ids else [pad_token_id]], device=device)
+            for _ in range(fillers):
+                decode_until_all_end(
+                    model,
+                    filler,
+                    torch.ones_like(filler),
+                    hf_config,
+                    config.max_new_tokens,
+                    config.chunk_tokens,
+                )
     finally:
         model.train(was_training)
     return responses
@@ -232,13 +246,28 @@ def decode_until_all_end(
 
 def decodes_in_one_call(model) -> bool:
     """A cache other than the default dynamic one (a static cache is laid out for its batch),
-    or weights sharded over processes (ZeRO-3, FSDP): there transformers keeps every process
-    stepping until all are done, each step gathering the weights, so none may stop early."""
-    if model.generation_config.cache_implementation:
-        return True
+    or weights sharded over processes."""
+    return bool(model.generation_config.cache_implementation) or sharded_over_processes(model)
+
+
+def sharded_over_processes(model) -> bool:
+    """Weights sharded over processes (ZeRO-3, FSDP): every step of a forward gathers them
+    from all processes, so transformers keeps every process stepping until all are done, and
+    none may stop early nor run a forward the others do not."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
     sharded = is_deepspeed_zero3_enabled() or is_fsdp_managed_module(base)
     return sharded and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def filler_batches(model, own: int, device: torch.device) -> int:
+    """How many batches this process decodes and drops after its `own`, so that each process
+    calls generate as often as the busiest where weights are sharded over processes: shards of
+    one prompt more can make one batch more, and the others would wait for its steps forever."""
+    if not sharded_over_processes(model):
+        return 0
+    most = torch.tensor(own, device=device)
+    dist.all_reduce(most, op=dist.ReduceOp.MAX)
+    return int(most) - own
 
 
 def _generate_chunk(

@@ -22,7 +22,7 @@ from alol.data.tokenize import TokenizedPair, encode_prompt
 from alol.distributed import gather_in_order, on_main_process
 from alol.fingerprint import fingerprint_model, fingerprint_of
 from alol.models.generate import Answer as DecodedAnswer
-from alol.models.generate import decodes_in_one_call, generate_answers
+from alol.models.generate import decodes_in_one_call, generate_answers, sharded_over_processes
 from alol.models.reference import gather_by_prompt_group, sequence_logprobs_of_pairs
 from alol.pipeline.inputs import load_policy_for_eval, render
 from alol.pipeline.settings import (
@@ -90,7 +90,7 @@ def decoded_answers(
     back from `run_dir/eval/<name>/` when the model, prompts and decoding are unchanged.
     `on_render(texts, tokenizer)` sees the rendered prompts before decoding; `with_logps`
     weighs each answer under the model: read off the decoding steps' logits, or by a forward
-    pass where decoding is one call (`weighed_by_a_forward_pass`)."""
+    pass where decoding is one call on one process (`weighed_by_a_forward_pass`)."""
     out = cfg.root / "eval" / name
     dtype = configured_reference_dtype(cfg)
     generation = generation_config(cfg)
@@ -111,7 +111,10 @@ def decoded_answers(
     if on_render is not None:
         on_render(texts, tokenizer)
 
-    one_call = decodes_in_one_call(model)
+    # Not where weights are sharded over processes: there a forward pass on one process needs
+    # one on every other, and each would weigh its own share's answers in its own count of
+    # batches; the decoding steps' logits, gathered in step, are kept instead.
+    one_call = decodes_in_one_call(model) and not sharded_over_processes(model)
 
     def decode(indices: list[int]) -> list[Answer]:
         shard = [texts[i] for i in indices]
