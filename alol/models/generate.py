@@ -229,10 +229,11 @@ def decode_until_all_end(
         new = sequences[:, input_ids.shape[1] :]
         left -= new.shape[1]
         going = []
+        logps_of_rows = chunk_logps.tolist() if token_logps is not None else None  # one copy
         for position, (row, ids) in enumerate(zip(rows, new.tolist(), strict=True)):
             tokens[row] += ids
-            if token_logps is not None:
-                token_logps[row] += chunk_logps[position].tolist()
+            if logps_of_rows is not None:
+                token_logps[row] += logps_of_rows[position]
             if hf_config.eos_token_id not in ids:
                 going.append(position)
         if not going or left == 0:
