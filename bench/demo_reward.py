@@ -11,7 +11,8 @@ choice to another prompt's given to the same prompt (off-prompt accuracy: does i
 question?), and how often a constant answer outscores the human's choice on the same prompt
 (a reward that pays "I'm not sure." over real answers invites a policy to say it everywhere).
 
-Then what the demo learns from: the instruct model's logged answers that ended, per HH subset,
+Then what the demo learns from: the instruct model's logged answers that ended to all the
+demo's prompts (a seed trains on its training prompts' share), per HH subset,
 with the share that refuse (the keyword count of `bench.demo_smollm2`), what the shipped reward
 pays a refusal against the other answers to the same subset's prompts, and the safety judge's
 mean. A-LoL keeps the answers the reward pays above V(x): if the red-team prompts' refusals
@@ -193,7 +194,8 @@ def logged_markdown(kinds: dict[str, dict]) -> list[str]:
         "",
         "## What the demo learns from",
         "",
-        "The instruct model's logged answers that ended, per HH subset (harmless-base holds HH's "
+        "The instruct model's logged answers that ended, to all the demo's prompts (a seed "
+        "trains on its training prompts' share), per HH subset (harmless-base holds HH's "
         "red-team requests): the share that refuse (a keyword count), the shipped reward's "
         "mean on those refusals and on the other answers, and the safety judge's mean.",
         "",

@@ -28,4 +28,7 @@ def test_every_logged_answer_is_placed_in_the_subset_of_its_prompt():
     logged = ended_logged_answers()
     subsets = logged_subsets(logged)
     assert len(subsets) == len(logged)
-    assert set(subsets) == set(hh_subsets())
+    assert {s: subsets.count(s) for s in set(hh_subsets())} == {
+        "harmless-base": 430,
+        "helpful-base": 370,
+    }

@@ -238,6 +238,37 @@ def zero3_over_two_processes(model, monkeypatch) -> None:
     monkeypatch.setattr(generate_module.dist, "all_reduce", lambda tensor, op: None)
 
 
+def test_where_weights_are_sharded_a_process_with_fewer_batches_decodes_fillers_to_match(
+    tiny_llama_dir, tiny_tokenizer, monkeypatch
+):
+    """Every process must call generate as often as the busiest (each step gathers the sharded
+    weights from all): one prompt's batch here, three on the other process, so two fillers,
+    whose answers are dropped."""
+    model = model_whose_first_answer_ends_early(tiny_llama_dir, tiny_tokenizer)
+    config = GenerationConfig(max_new_tokens=4, batch_size=1)
+    alone = generate_answers(model, tiny_tokenizer, PROMPTS[:1], config, False)
+    zero3_over_two_processes(model, monkeypatch)
+
+    def busiest_has_three(tensor, op):
+        tensor.fill_(max(int(tensor), 3))
+
+    monkeypatch.setattr(generate_module.dist, "all_reduce", busiest_has_three)
+    calls = []
+    decode = generate_module.decode_until_all_end
+    monkeypatch.setattr(
+        generate_module,
+        "decode_until_all_end",
+        lambda model, input_ids, *rest: (
+            calls.append(len(input_ids)) or decode(model, input_ids, *rest)
+        ),
+    )
+
+    answers = generate_answers(model, tiny_tokenizer, PROMPTS[:1], config, False)
+
+    assert len(calls) == 3
+    assert answers == alone
+
+
 @pytest.mark.parametrize("setting", [static_cache, zero3_over_two_processes])
 def test_a_model_whose_rows_cannot_leave_the_batch_decodes_in_one_call(
     setting, tiny_llama_dir, tiny_tokenizer, monkeypatch

@@ -558,8 +558,9 @@ def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_p
     workspace, monkeypatch
 ):
     """Where rows cannot leave the batch (a static cache), decoding is one call, whose steps'
-    logits would all be kept to its end: the whole budget's rows × vocabulary floats. There the trained model's answers are weighed as π_ref weighs
-    them, `precompute_batch_size` answers a pass, to the figures its decoding would give."""
+    logits would all be kept to its end: the whole budget's rows × vocabulary floats. There
+    the trained model's answers are weighed as π_ref weighs them, `precompute_batch_size`
+    answers a pass, to the figures its decoding would give."""
     config = str(workspace["config"])
     assert main(["run", config, "--objectives", "nll"]) == 0
     answers = workspace["run"] / "eval" / "nll" / "answers.jsonl"

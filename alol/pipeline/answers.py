@@ -114,16 +114,16 @@ def decoded_answers(
     # Not where weights are sharded over processes: there a forward pass on one process needs
     # one on every other, and each would weigh its own share's answers in its own count of
     # batches; the decoding steps' logits, gathered in step, are kept instead.
-    one_call = decodes_in_one_call(model) and not sharded_over_processes(model)
+    weigh_by_a_pass = decodes_in_one_call(model) and not sharded_over_processes(model)
 
     def decode(indices: list[int]) -> list[Answer]:
         shard = [texts[i] for i in indices]
-        from_steps = with_logps and not one_call
+        from_steps = with_logps and not weigh_by_a_pass
         decoded = [
             a
             for (a,) in generate_answers(model, tokenizer, shard, generation, with_logps=from_steps)
         ]
-        if with_logps and one_call:
+        if with_logps and weigh_by_a_pass:
             decoded = weighed_by_a_forward_pass(model, tokenizer, shard, decoded, cfg)
         return [
             Answer(text, a.text, a.finished, list(a.token_ids), a.logp)
