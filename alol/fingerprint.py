@@ -216,8 +216,8 @@ def spec_fingerprint(spec: RewardSpec) -> str:
     It covers the normalised spec plus: the source file of each callable (a file or a module's
     file; not what that file imports), the content of each classifier's model files and the
     name its scores are logged under (not where its folder is), the version of alol and of each
-    built-in scorer's package, and the content of any option value that names a file: a reward
-    model or a corpus copied or moved elsewhere keeps its fingerprint.
+    built-in scorer's package, and the content of any option value that names a file or a folder:
+    a reward model or a corpus copied or moved elsewhere keeps its fingerprint.
     """
     return json_sha256(_fingerprint_view(normalize_spec(spec)))
 
@@ -236,7 +236,8 @@ def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
     elif kind == "callable":
         view["source_sha256"] = _source_digest(spec["path"])
     elif kind == "classifier":
-        directory = Path(view.pop("path"))
+        view.pop("path")
+        directory = Path(spec["path"])
         view["name"] = reward_name(spec)  # its scores' key: the folder's name when none is given
         view["model_files"] = _classifier_files_digest(directory)
     elif kind in SCORERS:
@@ -246,12 +247,34 @@ def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_file_digests(value: Any) -> Any:
-    """An option (or a kwargs entry) that names a file stands for the file's content too."""
+    """An option (or a kwargs entry, or an item of a list of them) that names a file or a
+    folder stands for its content, not its path: an edited corpus changes the reward, a moved
+    one does not."""
     if isinstance(value, Mapping):
         return {key: _with_file_digests(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_with_file_digests(item) for item in value]
     if isinstance(value, str | Path) and os.path.isfile(value):
         return {"file_sha256": file_sha256(value)}
+    if isinstance(value, str | Path) and _an_input_folder(value):
+        return {"folder_sha256": _folder_sha256(Path(value))}
     return value
+
+
+def _an_input_folder(value: str | Path) -> bool:
+    """A folder, unless it holds the working directory ("." or ".." as a separator, "/"): that
+    one holds the run itself, and is kept as a path rather than read whole."""
+    if not os.path.isdir(value):
+        return False
+    return not Path.cwd().resolve().is_relative_to(Path(value).resolve())
+
+
+def _folder_sha256(folder: Path) -> str:
+    """Every file below `folder`, by its path inside it and its content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _source_digest(reference: str) -> str | None:

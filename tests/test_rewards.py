@@ -714,6 +714,48 @@ def test_a_copied_corpus_keeps_the_fingerprint(tmp_path):
     )
 
 
+def test_a_corpus_folder_or_a_list_of_files_stands_for_its_content_not_its_path(tmp_path):
+    """An option naming a folder (a saved dataset) or a list of files: editing a file below
+    changes the reward's fingerprint, copying the whole elsewhere does not."""
+    folder = tmp_path / "corpus"
+    (folder / "part").mkdir(parents=True)
+    (folder / "part" / "data.jsonl").write_text('{"prompt": "p", "response": "one"}\n')
+    listed = tmp_path / "listed.txt"
+    listed.write_text("one")
+
+    def fingerprint(where: str, files: list[str]) -> str:
+        function = {"type": "callable", "path": f"{tmp_path}/r.py:f", "kwargs": {"files": files}}
+        return spec_fingerprint([{"type": "diversity", "corpus": str(where)}, function])
+
+    (tmp_path / "r.py").write_text(
+        "def f(prompts, responses, files):\n    return [0.0] * len(prompts)\n"
+    )
+    before = fingerprint(folder, [str(listed)])
+    elsewhere = shutil.copytree(folder, tmp_path / "moved")
+    assert fingerprint(elsewhere, [str(shutil.copy(listed, tmp_path / "other.txt"))]) == before
+    (folder / "part" / "data.jsonl").write_text('{"prompt": "p", "response": "two"}\n')
+    assert fingerprint(folder, [str(listed)]) != before
+    listed.write_text("two")
+    assert fingerprint(elsewhere, [str(listed)]) != fingerprint(
+        elsewhere, [str(tmp_path / "other.txt")]
+    )
+
+
+def test_an_option_naming_a_folder_that_holds_the_run_is_kept_as_a_path(tmp_path, monkeypatch):
+    """ "." as a separator would otherwise read the whole working directory, run folder and all."""
+    (tmp_path / "big.bin").write_bytes(b"0")
+    monkeypatch.chdir(tmp_path)
+
+    def fingerprint(separator: str) -> str:
+        return spec_fingerprint(
+            {"type": "callable", "path": "r.py:f", "kwargs": {"sep": separator}}
+        )
+
+    before = fingerprint(".")
+    (tmp_path / "big.bin").write_bytes(b"1")
+    assert fingerprint(".") == before != fingerprint("..")
+
+
 def test_a_classifier_copied_elsewhere_keeps_its_fingerprint(tmp_path, tiny_tokenizer):
     """Moving a run folder with its reward model inside must not redo the stages it keyed."""
     original = tmp_path / "run" / "reward_model"

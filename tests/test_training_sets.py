@@ -139,6 +139,22 @@ def test_balanced_draws_give_each_group_its_share_of_the_data_and_keep_the_ratio
     assert balanced.fingerprint != plain.fingerprint
 
 
+def test_relabelled_groups_make_a_balanced_training_set_anew(hh_config):
+    """The groups decide a balanced set's weights, so a fixed label retrains the objective."""
+    before = grouped_config(
+        hh_config, ["helpful", "helpful", "harmless"], sampling="reward", balance_groups=True
+    )
+    first = training_set(stage_inputs(before), get_objective("wbc"))
+    after = grouped_config(
+        hh_config, ["helpful", "harmless", "harmless"], sampling="reward", balance_groups=True
+    )
+
+    relabelled = training_set(stage_inputs(after), get_objective("wbc"))
+
+    assert relabelled.weights.tolist() != pytest.approx(first.weights.tolist())
+    assert relabelled.fingerprint != first.fingerprint
+
+
 def test_groups_travel_with_the_records_through_loading_and_conversion(hh_config):
     cfg = grouped_config(hh_config, ["helpful", "helpful", "harmless"], train_responses="all")
 

@@ -164,7 +164,8 @@ def _pointwise_set(
         )
 
     fraction = 1.0 if advantage is None else float(np.mean(advantage > 0))
-    how = (sampling, "balanced by group") if settings.balance_groups else (sampling,)
+    groups = fingerprint_of([record.group for record in records])
+    how = (sampling, "balanced by group", groups) if settings.balance_groups else (sampling,)
     how += ("length-neutral A",) if neutral else ()
     return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, scores.key, *how))
 
