@@ -554,6 +554,24 @@ def test_only_trained_models_answers_are_weighed_for_their_drift_from_pi_ref(
     assert not list((evaluated / "reference").glob("reference_logps-*.json"))
 
 
+def test_a_model_trained_from_a_pi_ref_retrained_since_is_refused_by_the_evaluation(
+    workspace, capsys
+):
+    """Its adapter would be merged into weights it was not trained on, and its drift measured
+    from them: the evaluation names the objective to train again."""
+    config = str(workspace["config"])
+    assert main(["run", config, "--objectives", "nll"]) == 0
+    assert main(["sft", config, "--sft-max-steps", "2"]) == 0  # π_ref changes
+
+    assert main(["eval", config, "--objectives", "nll"]) != 0
+    error = capsys.readouterr().err
+    assert "train/nll/final was trained from another π_ref" in error
+    assert "alol train --objectives nll" in error
+
+    assert main(["train", config, "--objectives", "nll"]) == 0
+    assert main(["eval", config, "--objectives", "nll"]) == 0
+
+
 def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_pass(
     workspace, monkeypatch
 ):

@@ -34,12 +34,14 @@ from alol.pipeline.inputs import (
     StageInputs,
     load_data,
     load_policy_for_eval,
+    reference_path,
     render,
     stage_inputs,
     unique_prompts,
 )
 from alol.pipeline.judges import Judge, configured_judges
 from alol.pipeline.settings import audit_thresholds, configured_reference_dtype
+from alol.pipeline.stage import stage_record
 from alol.reports.audit import REFERENCE, Audit, ScoredAnswers, audit_models
 from alol.reports.audit_report import audit_markdown, audit_summary
 from alol.reports.collapse import collapse_of, most_frequent_answers, normalise_answer
@@ -95,7 +97,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         judge.load()
     test_records = load_data(cfg.test_data, cfg)
     test_prompts = unique_prompts(test_records)
-    models = {REFERENCE: inputs.reference, **_trained_models(cfg)}
+    models = {REFERENCE: inputs.reference, **_trained_models(cfg, inputs.reference_fingerprint)}
     answers = {
         name: decoded_answers(
             cfg,
@@ -156,16 +158,26 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     return evaluation
 
 
-def _trained_models(cfg: PipelineConfig) -> dict[str, Path]:
-    models = (
-        {"model": Path(cfg.eval_model)}
-        if cfg.eval_model
-        else {name: cfg.root / "train" / name / "final" for name in cfg.objectives}
-    )
+def _trained_models(cfg: PipelineConfig, reference_fingerprint: str) -> dict[str, Path]:
+    """`cfg.eval_model`, or each objective's final model, refused where it is missing or was
+    trained from another π_ref than this run's (retrained or replaced since): its adapter would
+    be merged into weights it was not trained on, and its drift measured from them."""
+    if cfg.eval_model:
+        models = {"model": Path(cfg.eval_model)}
+    else:
+        models = {name: cfg.root / "train" / name / "final" for name in cfg.objectives}
     for name, path in models.items():
         if not path.exists():
             raise AlolError(
                 f"no trained model at {path}: run `alol train --objectives {name}` first."
+            )
+        if cfg.eval_model:
+            continue
+        trained_from = stage_record(path.parent).get("reference")  # None: before it was kept
+        if trained_from not in (None, reference_fingerprint):
+            raise AlolError(
+                f"{path} was trained from another π_ref than {reference_path(cfg)}, which has "
+                f"changed since: run `alol train --objectives {name}` again."
             )
     return models
 

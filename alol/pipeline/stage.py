@@ -41,6 +41,12 @@ def stage_done(directory: Path, fingerprint: str) -> bool:
     return state.get("fingerprint") == fingerprint and state.get("status") == "done"
 
 
+def stage_record(directory: Path) -> dict[str, Any]:
+    """What a stage's marker holds: its fingerprint, status and summary (empty without one)."""
+    marker = directory / MARKER
+    return json.loads(marker.read_text()) if marker.exists() else {}
+
+
 @contextmanager
 def running_stage(directory: Path, fingerprint: str, name: str) -> Iterator[None]:
     """Mark the stage running for the block, and failed or interrupted when the block raises:

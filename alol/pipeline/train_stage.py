@@ -201,6 +201,7 @@ def run_train(cfg: PipelineConfig, objective_name: str) -> Path:
             examples=len(dataset),
             steps=max_steps,
             fraction_positive=examples.fraction_positive,
+            reference=inputs.reference_fingerprint,
             data=inputs.splits.counts(),
             **({"selection": selection} if selection else {}),
             **cuts,
