@@ -968,7 +968,7 @@ def test_a_cache_that_cannot_be_reindexed_falls_back_to_one_forward_per_pair(
     with caplog.at_level(logging.WARNING, logger="alol.models.reference"):
         table = compute_advantages(model, tiny_tokenizer, records, SHARED_CONFIG)
 
-    assert "share_prompts=False" in caplog.text
+    assert "share_prompts: false" in caplog.text
     np.testing.assert_array_equal(table.ref_token_logps, expected.ref_token_logps)
 
 
