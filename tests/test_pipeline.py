@@ -572,6 +572,25 @@ def test_a_model_trained_from_a_pi_ref_retrained_since_is_refused_by_the_evaluat
     assert main(["eval", config, "--objectives", "nll"]) == 0
 
 
+def test_a_moved_run_folder_decodes_its_lora_models_on_the_pi_ref_it_holds(workspace, tmp_path):
+    """An adapter names the folder its base was loaded from, π_ref inside the run folder: once
+    the folder moves, the evaluation merges each objective's adapter into the run's π_ref."""
+    config = workspace["config"]
+    assert main(["run", str(config), "--objectives", "nll", "--lora"]) == 0
+    moved = tmp_path / "moved" / "run"
+    shutil.copytree(workspace["run"], moved)
+    shutil.rmtree(workspace["run"])
+    other_prompts = write_jsonl(tmp_path / "other.jsonl", [{"prompt": "Tell me about rivers?"}])
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(
+        yaml.safe_dump({**settings, "run_dir": str(moved), "test_data": str(other_prompts)})
+    )
+
+    assert main(["eval", str(config), "--objectives", "nll"]) == 0
+
+    assert (moved / "eval" / "nll" / "answers.jsonl").read_text().count("\n") == 1
+
+
 def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_pass(
     workspace, monkeypatch
 ):

@@ -85,12 +85,14 @@ def decoded_answers(
     prompts: list,
     on_render: Callable[[list[str], object], None] | None = None,
     with_logps: bool = True,
+    base: Path | None = None,
 ) -> Answers:
     """The answers of the model at `path` to `prompts` (records' prompts), decoded now or read
     back from `run_dir/eval/<name>/` when the model, prompts and decoding are unchanged.
     `on_render(texts, tokenizer)` sees the rendered prompts before decoding; `with_logps`
     weighs each answer under the model: read off the decoding steps' logits, or by a forward
-    pass where decoding is one call on one process (`weighed_by_a_forward_pass`)."""
+    pass where decoding is one call on one process (`weighed_by_a_forward_pass`). An adapter
+    at `path` is merged into `base` where given (`load_policy_for_eval`)."""
     out = cfg.root / "eval" / name
     dtype = configured_reference_dtype(cfg)
     generation = generation_config(cfg)
@@ -106,7 +108,7 @@ def decoded_answers(
         logger.info("eval %s: answers up to date (%s)", name, out)
         return Answers(_read_answers(out / ANSWERS_FILE), fingerprint, out)
     begin_stage(out, fingerprint, "eval")
-    model, tokenizer = load_policy_for_eval(path, dtype)
+    model, tokenizer = load_policy_for_eval(path, dtype, base)
     texts = [render(cfg, p, tokenizer) for p in prompts]
     if on_render is not None:
         on_render(texts, tokenizer)

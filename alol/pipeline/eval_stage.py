@@ -108,6 +108,8 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
             if name == REFERENCE
             else None,
             with_logps=name != REFERENCE,
+            # an objective's adapter is merged into this run's π_ref, the one it was trained from
+            base=None if name == REFERENCE or cfg.eval_model else inputs.reference,
         )
         for name, path in models.items()
     }

@@ -426,14 +426,19 @@ def tokenize_with(cfg: PipelineConfig, tokenizer) -> Tokenize:
     return tokenize
 
 
-def load_policy_for_eval(path: Path, dtype: str = "float32"):
+def load_policy_for_eval(path: Path, dtype: str = "float32", base: Path | None = None):
     """A final model folder holds full weights or a LoRA adapter over π_ref; either is loaded
-    in `dtype` (a name of `alol.models.dtypes.DTYPES`) on this process's device. An adapter is merged
-    into the weights: decoding then runs at the base model's speed."""
+    in `dtype` (a name of `alol.models.dtypes.DTYPES`) on this process's device. An adapter is
+    merged into the weights (decoding then runs at the base model's speed): into `base`, the
+    π_ref it was trained from, where given, as its own config names the folder π_ref was loaded
+    from, which a moved run folder no longer has; else into that one."""
     if (path / "adapter_config.json").exists():
-        from peft import AutoPeftModelForCausalLM
+        from peft import AutoPeftModelForCausalLM, PeftModel
 
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        if base is None:
+            model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+        else:
+            model = PeftModel.from_pretrained(load_weights(base, DTYPES[dtype]), path)
         model = model.merge_and_unload()
         return model.to(process_state().device), load_tokenizer(path)
     return load_model_for_inference(path, dtype)
