@@ -216,8 +216,9 @@ def spec_fingerprint(spec: RewardSpec) -> str:
     It covers the normalised spec plus: the source file of each callable (a file or a module's
     file; not what that file imports), the content of each classifier's model files and the
     name its scores are logged under (not where its folder is), the version of alol and of each
-    built-in scorer's package, and the content of any option value that names a file or a folder:
-    a reward model or a corpus copied or moved elsewhere keeps its fingerprint.
+    built-in scorer's package, and the content of any option value that names a file (or, for a
+    built-in scorer, a folder): a reward model or a corpus copied or moved elsewhere keeps its
+    fingerprint.
     """
     return json_sha256(_fingerprint_view(normalize_spec(spec)))
 
@@ -241,32 +242,33 @@ def _fingerprint_view(spec: dict[str, Any]) -> dict[str, Any]:
         view["name"] = reward_name(spec)  # its scores' key: the folder's name when none is given
         view["model_files"] = _classifier_files_digest(directory)
     elif kind in SCORERS:
+        view.update(_scorer_folders(spec))
         view["alol_version"] = __version__
         view["requires"] = _package_version(SCORERS[kind].requires)
     return view
 
 
 def _with_file_digests(value: Any) -> Any:
-    """An option (or a kwargs entry, or an item of a list of them) that names a file or a
-    folder stands for its content, not its path: an edited corpus changes the reward, a moved
-    one does not."""
+    """An option (or a kwargs entry, or an item of a list of them) that names a file stands for
+    the file's content too."""
     if isinstance(value, Mapping):
         return {key: _with_file_digests(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_with_file_digests(item) for item in value]
     if isinstance(value, str | Path) and os.path.isfile(value):
         return {"file_sha256": file_sha256(value)}
-    if isinstance(value, str | Path) and _an_input_folder(value):
-        return {"folder_sha256": _folder_sha256(Path(value))}
     return value
 
 
-def _an_input_folder(value: str | Path) -> bool:
-    """A folder, unless it holds the working directory ("." or ".." as a separator, "/"): that
-    one holds the run itself, and is kept as a path rather than read whole."""
-    if not os.path.isdir(value):
-        return False
-    return not Path.cwd().resolve().is_relative_to(Path(value).resolve())
+def _scorer_folders(spec: dict[str, Any]) -> dict[str, Any]:
+    """A built-in scorer's option that names a folder (the diversity corpus saved as a
+    dataset) stands for every file in it, all of which the scorer reads. A callable's folder
+    options stay paths: what a function reads of a folder (a cache, its outputs) is its own."""
+    return {
+        key: {"folder_sha256": _folder_sha256(Path(value))}
+        for key, value in spec.items()
+        if key not in ("type", "name") and isinstance(value, str | Path) and os.path.isdir(value)
+    }
 
 
 def _folder_sha256(folder: Path) -> str:

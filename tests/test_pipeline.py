@@ -566,7 +566,7 @@ def test_a_model_trained_from_a_pi_ref_retrained_since_is_refused_by_the_evaluat
     assert main(["eval", config, "--objectives", "nll"]) != 0
     error = capsys.readouterr().err
     assert "train/nll/final was trained from another π_ref" in error
-    assert "alol train --objectives nll" in error
+    assert "train nll again" in error
 
     assert main(["train", config, "--objectives", "nll"]) == 0
     assert main(["eval", config, "--objectives", "nll"]) == 0

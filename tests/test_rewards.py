@@ -741,19 +741,18 @@ def test_a_corpus_folder_or_a_list_of_files_stands_for_its_content_not_its_path(
     )
 
 
-def test_an_option_naming_a_folder_that_holds_the_run_is_kept_as_a_path(tmp_path, monkeypatch):
-    """ "." as a separator would otherwise read the whole working directory, run folder and all."""
-    (tmp_path / "big.bin").write_bytes(b"0")
-    monkeypatch.chdir(tmp_path)
+def test_a_functions_option_naming_a_folder_stays_a_path(tmp_path):
+    """What a function reads of a folder is its own (a cache, its outputs, "." as a separator,
+    which would be the run itself): unlike a built-in scorer's corpus, it is not read whole."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "entry.bin").write_bytes(b"0")
+    spec = {"type": "callable", "path": f"{tmp_path}/r.py:f", "kwargs": {"cache": str(folder)}}
+    before = spec_fingerprint(spec)
 
-    def fingerprint(separator: str) -> str:
-        return spec_fingerprint(
-            {"type": "callable", "path": "r.py:f", "kwargs": {"sep": separator}}
-        )
+    (folder / "entry.bin").write_bytes(b"1")
 
-    before = fingerprint(".")
-    (tmp_path / "big.bin").write_bytes(b"1")
-    assert fingerprint(".") == before != fingerprint("..")
+    assert spec_fingerprint(spec) == before
 
 
 def test_a_classifier_copied_elsewhere_keeps_its_fingerprint(tmp_path, tiny_tokenizer):

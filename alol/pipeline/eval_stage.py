@@ -178,8 +178,8 @@ def _trained_models(cfg: PipelineConfig, reference_fingerprint: str) -> dict[str
         trained_from = stage_record(path.parent).get("reference")  # None: before it was kept
         if trained_from not in (None, reference_fingerprint):
             raise AlolError(
-                f"{path} was trained from another π_ref than {reference_path(cfg)}, which has "
-                f"changed since: run `alol train --objectives {name}` again."
+                f"{path} was trained from another π_ref than this run's, {reference_path(cfg)} "
+                f"(retrained or replaced since): train {name} again (`alol run` does)."
             )
     return models
 

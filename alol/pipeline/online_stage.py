@@ -122,7 +122,7 @@ def run_online(cfg: PipelineConfig, method: str) -> Path:
             plot_training_curves(out / "metrics.jsonl", out / "train_curves.png")
 
         on_main_process(save)
-        finish_stage(out, fingerprint, "online", **cost)
+        finish_stage(out, fingerprint, "online", reference=inputs.reference_fingerprint, **cost)
     logger.info(
         "online %s: model saved to %s; %d responses scored, %d tokens generated, %.0f s (cost.json)",
         method,
