@@ -11,7 +11,9 @@ import sys
 import time
 
 import pytest
+import torch
 import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from alol.cli import main
 from alol.rewards import RewardError, load_reward
@@ -135,6 +137,29 @@ def test_eval_compares_an_online_model_with_the_offline_ones(online_config):
 
     comparison = (online_config.parent / "run" / "eval" / "comparison.md").read_text()
     assert "| grpo |" in comparison and "π_ref" in comparison
+
+
+def test_eval_refuses_an_online_model_trained_from_another_pi_ref(
+    online_config, tiny_llama_dir, tmp_path, capsys
+):
+    assert main(["online", str(online_config), "--method", "grpo", "--max-steps", "1"]) == 0
+    other = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    other.save_pretrained(tmp_path / "other")
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(tmp_path / "other")
+
+    args = [
+        "eval",
+        str(online_config),
+        "--objectives",
+        "grpo",
+        "--reference",
+        str(tmp_path / "other"),
+    ]
+    assert main(args) != 0
+
+    assert "grpo/final was trained from another π_ref" in capsys.readouterr().err
 
 
 def test_a_killed_online_run_resumes_from_its_last_checkpoint(online_config, caplog):
