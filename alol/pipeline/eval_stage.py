@@ -108,8 +108,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
             if name == REFERENCE
             else None,
             with_logps=name != REFERENCE,
-            # an objective's adapter is merged into this run's π_ref, the one it was trained from
-            base=None if name == REFERENCE or cfg.eval_model else inputs.reference,
+            base=_trained_from_this_reference(path, inputs),
         )
         for name, path in models.items()
     }
@@ -182,6 +181,15 @@ def _trained_models(cfg: PipelineConfig, reference_fingerprint: str) -> dict[str
                 f"(retrained or replaced since): train {name} again (`alol run` does)."
             )
     return models
+
+
+def _trained_from_this_reference(path: Path, inputs: StageInputs) -> Path | None:
+    """This run's π_ref, for a model whose train stage says it was trained from it: an adapter
+    is merged there, where a moved run folder keeps it, not into the folder its config names.
+    None (that folder) for π_ref itself and for a model no stage records so: an `eval_model`
+    from elsewhere, or one trained before alol recorded its π_ref."""
+    recorded = stage_record(path.parent).get("reference") if path != inputs.reference else None
+    return inputs.reference if recorded == inputs.reference_fingerprint else None
 
 
 def _warn_on_overlap(inputs: StageInputs, texts: list[str], tokenizer) -> None:
