@@ -146,8 +146,9 @@ def _pointwise_set(
     indices, weights = select_examples(
         scores.reward, advantage, objective.positive_advantage_only, sampling, scores.value
     )
-    if settings.balance_groups:
-        weights = balanced_by_group(weights, indices, record_groups(records))
+    groups = record_groups(records) if settings.balance_groups else None
+    if groups is not None:
+        weights = balanced_by_group(weights, indices, groups)
 
     def build(tokenize: Tokenize) -> ExampleDataset:
         return ExampleDataset(
@@ -164,8 +165,7 @@ def _pointwise_set(
         )
 
     fraction = 1.0 if advantage is None else float(np.mean(advantage > 0))
-    groups = fingerprint_of([record.group for record in records])
-    how = (sampling, "balanced by group", groups) if settings.balance_groups else (sampling,)
+    how = (sampling,) if groups is None else (sampling, "balanced by group", groups.tolist())
     how += ("length-neutral A",) if neutral else ()
     return TrainingSet(build, weights, fraction, fingerprint_of(data_fp, scores.key, *how))
 

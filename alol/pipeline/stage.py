@@ -34,10 +34,7 @@ class StageInterrupted(KeyboardInterrupt):
 
 
 def stage_done(directory: Path, fingerprint: str) -> bool:
-    marker = directory / MARKER
-    if not marker.exists():
-        return False
-    state = json.loads(marker.read_text())
+    state = stage_record(directory)
     return state.get("fingerprint") == fingerprint and state.get("status") == "done"
 
 
