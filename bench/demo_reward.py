@@ -3,9 +3,8 @@ the demo file's own 319 HH pairs, whose prompts the shipped reward never saw.
 
     python -m bench.demo_reward
 
-For each reward (the demo's: the shipped MiniLM model of HH's OpenAssistant reward plus its
-harmlessness term where its gate finds a red-team request; that model alone; the relevance
-plus sentiment that the demo used before it; relevance to the question alone; and the stored
+For each reward (the shipped MiniLM model of HH's OpenAssistant reward, the relevance plus
+sentiment that the demo used before it, relevance to the question alone, and the stored
 OpenAssistant logits): the share of pairs where it prefers the human's choice, the share where
 it orders the pair as the stored OpenAssistant reward does, how often it prefers the human's
 choice to another prompt's given to the same prompt (off-prompt accuracy: does it read the
@@ -14,9 +13,9 @@ question?), and how often a constant answer outscores the human's choice on the 
 
 Then what the demo learns from: the instruct model's logged answers that ended to all the
 demo's prompts (a seed trains on its training prompts' share), per HH subset,
-with the share that refuse (the keyword count of `bench.demo_smollm2`), what the demo's reward
-and the HH reward model alone pay a refusal against the other answers to the same subset's
-prompts, and the safety judge's mean. A-LoL keeps the answers the reward pays above V(x): if the red-team prompts' refusals
+with the share that refuse (the keyword count of `bench.demo_smollm2`), what the shipped reward
+pays a refusal against the other answers to the same subset's prompts, and the safety judge's
+mean. A-LoL keeps the answers the reward pays above V(x): if the red-team prompts' refusals
 are rare and paid no more than complying, it learns to comply.
 
 Prompts are rendered by SmolLM2's chat template, as the demo hands them to its reward.
@@ -38,14 +37,11 @@ from alol.data.records import RewardRecord
 from alol.data.splits import prompt_key
 from alol.data.tokenize import render_prompt
 from alol.demo.smollm2 import (
-    HARMLESS_TERM_ASSET,
     HH_ASSET,
-    REQUEST_GATE_ASSET,
     REWARD_ASSET,
     convert_smollm2,
     ended_logged_answers,
     hh_subsets,
-    install_reward_model,
     smol_reward,
     with_system_turn,
 )
@@ -61,22 +57,14 @@ OLD_REWARD = [{"spec": "relevance", "weight": 0.5}, {"spec": "sentiment", "weigh
 """The demo's reward before the shipped model: the mean of relevance and sentiment."""
 
 
-FITS = {
-    "HH reward": REWARD_ASSET,
-    "harmlessness term": HARMLESS_TERM_ASSET,
-    "gate": REQUEST_GATE_ASSET,
-}
-"""Each shipped model's folder, whose fit.json holds its held-out figures."""
-
-
 def totals(reward, prompts: list[str], responses: list[str]) -> np.ndarray:
     return np.array([s["total"] for s in score(reward, prompts, responses, show_progress=False)])
 
 
 def logged_answer_kinds(
-    subsets: list[str], answers: list[str], rewards: dict[str, np.ndarray], safety: np.ndarray
+    subsets: list[str], answers: list[str], rewards: np.ndarray, safety: np.ndarray
 ) -> dict[str, dict]:
-    """Per HH subset of the logged answers: how many, the share that refuse, each reward's mean
+    """Per HH subset of the logged answers: how many, the share that refuse, the reward's mean
     on the refusals and on the rest (None where there are none), and the safety judge's mean."""
     refuses = np.array([bool(REFUSAL.search(a)) for a in answers])
     kinds = {}
@@ -85,13 +73,8 @@ def logged_answer_kinds(
         kinds[subset] = {
             "answers": int(mine.sum()),
             "refusal_share": float(refuses[mine].mean()),
-            "rewards": {
-                name: {
-                    "refusals": mean_or_none(paid[mine & refuses]),
-                    "others": mean_or_none(paid[mine & ~refuses]),
-                }
-                for name, paid in rewards.items()
-            },
+            "reward_refusals": mean_or_none(rewards[mine & refuses]),
+            "reward_others": mean_or_none(rewards[mine & ~refuses]),
             "safety": float(safety[mine].mean()),
         }
     return kinds
@@ -121,11 +104,8 @@ def main() -> int:
         scratch = Path(scratch)
         tokenizer = AutoTokenizer.from_pretrained(convert_smollm2(scratch / "base"))
         prompts = [render_prompt(r.prompt, tokenizer) for r in records]
-        demo_reward = smol_reward(scratch)
-        hh_alone = {"type": "classifier", "path": str(install_reward_model(scratch / "hh_reward"))}
         rewards = {
-            "the demo's reward": demo_reward,
-            "HH reward model alone": hh_alone,
+            "shipped HH reward model": smol_reward(scratch),
             "relevance + sentiment (the old demo reward)": OLD_REWARD,
             "relevance to the question": {"type": "relevance", "last_user_turn": True},
         }
@@ -157,20 +137,15 @@ def main() -> int:
         kinds = logged_answer_kinds(
             logged_subsets(logged),
             responses,
-            {
-                name: totals(load_reward(rewards[name]), logged_prompts, responses)
-                for name in ("the demo's reward", "HH reward model alone")
-            },
+            totals(load_reward(smol_reward(scratch)), logged_prompts, responses),
             totals(load_reward("safety"), logged_prompts, responses),
         )
     found["stored OpenAssistant reward"] = {"human": agreement(stored_chosen, stored_other)}
+    fit = json.loads((REWARD_ASSET / "fit.json").read_text(encoding="utf-8"))
     result = {
         "commit": commit(),
         "pairs": len(records),
-        "shipped_fit": {
-            name: json.loads((asset / "fit.json").read_text(encoding="utf-8"))
-            for name, asset in FITS.items()
-        },
+        "shipped_fit": fit,
         "rewards": found,
         "logged_answers": kinds,
     }
@@ -181,18 +156,14 @@ def main() -> int:
 
 def markdown(result: dict) -> str:
     fit = result["shipped_fit"]
-    reward, term, gate = fit["HH reward"], fit["harmlessness term"], fit["gate"]
     lines = [
         "# The SmolLM2 demo's reward against people and against stock answers",
         "",
         f"`python -m bench.demo_reward` at commit {result['commit']}, on the demo file's "
-        f"{result['pairs']} HH pairs (prompts the shipped models never saw). Their own held-out "
-        f"fits, on HH prompts they did not train on: the HH reward model ({reward['n_heldout']} "
-        f"answers) pairwise accuracy {reward['pairwise_accuracy']:.3f}, Pearson "
-        f"{reward['pearson']:.3f} against the stored OpenAssistant logits; the harmlessness term "
-        f"prefers the human's choice on {term['pairwise_accuracy']:.0%} of {term['n_heldout']} "
-        f"red-team pairs; the gate's balanced accuracy {gate['balanced_accuracy']:.3f} on "
-        f"{gate['n_heldout']} prompts ({gate['positive_share']:.0%} red-team requests).",
+        f"{result['pairs']} HH pairs (prompts the shipped reward never saw). The shipped "
+        f"model's own held-out fit ({fit['n_heldout']} answers to HH prompts it did not train "
+        f"on): pairwise accuracy {fit['pairwise_accuracy']:.3f}, Pearson {fit['pearson']:.3f} "
+        "against the stored OpenAssistant logits.",
         "",
         "Columns: the share of pairs where the reward prefers the human's choice, and where it "
         "orders the pair as the stored OpenAssistant reward does (ties left out, pairs decided "
@@ -225,15 +196,14 @@ def logged_markdown(kinds: dict[str, dict]) -> list[str]:
         "",
         "The instruct model's logged answers that ended, to all the demo's prompts (a seed "
         "trains on its training prompts' share), per HH subset (harmless-base holds HH's "
-        "red-team requests): the share that refuse (a keyword count), each reward's mean on "
-        "those refusals and on the other answers, and the safety judge's mean.",
+        "red-team requests): the share that refuse (a keyword count), the shipped reward's "
+        "mean on those refusals and on the other answers, and the safety judge's mean.",
         "",
-        "| subset | answers | refuse | demo's reward, refusals | the rest | HH reward alone, "
-        "refusals | the rest | safety |",
-        "|---|---|---|---|---|---|---|---|",
+        "| subset | answers | refuse | reward, refusals | reward, the rest | safety |",
+        "|---|---|---|---|---|---|",
     ]
     for subset, kind in kinds.items():
-        paid = [v for r in kind["rewards"].values() for v in (r["refusals"], r["others"])]
+        paid = [kind["reward_refusals"], kind["reward_others"]]
         lines.append(
             f"| {subset} | {kind['answers']} | {kind['refusal_share']:.0%} | "
             + " | ".join("–" if v is None else f"{v:.3f}" for v in paid)

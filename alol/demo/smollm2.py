@@ -143,21 +143,6 @@ on relevance plus sentiment, learned chatbot disclaimers and kindly told how-tos
 requests."""
 
 
-HARMLESS_TERM_ASSET = Path(__file__).parent / "assets" / "smollm2_harmless_term"
-"""Bradley–Terry on HH's human choices between two answers to a red-team request (a LoRA
-adapter on MiniLM, as the reward): what the OpenAssistant reward does not pay on the demo's
-requests for harm, a refusal over a compliance."""
-
-
-REQUEST_GATE_ASSET = Path(__file__).parent / "assets" / "smollm2_request_gate"
-"""The probability that a prompt is a red-team request (MiniLM reading the prompt alone), by
-which the harmlessness term counts: a refusal of an ordinary question earns nothing from it."""
-
-
-HARMLESS_TERM_WEIGHT = 1.0
-"""The harmlessness term's weight in the demo's reward (both are probabilities)."""
-
-
 MISSING_EOS_PENALTY = 0.1
 """Taken off the reward of an answer that runs to the 96-token budget without ending, in V's
 samples and the evaluation (`missing_eos_penalty`). The HH reward pays length: it scores an
@@ -167,44 +152,26 @@ scored as well as a model that learned to answer and stop. 0.1 is about one stan
 of the reward over the logged answers: a cut answer scores below the same answer ended."""
 
 
-def install_reward_model(directory: Path, asset: Path = REWARD_ASSET) -> Path:
-    """A shipped adapter merged into the wheel's MiniLM as a plain classifier folder, which
+def install_reward_model(directory: Path) -> Path:
+    """The shipped adapter merged into the wheel's MiniLM as a plain classifier folder, which
     `{type: classifier, path: DIR}` loads; built once per run directory, then reused."""
     if (directory / "config.json").is_file():
         return directory
     from peft import PeftModel
 
-    settings = json.loads((asset / SETTINGS_FILE).read_text(encoding="utf-8"))
+    settings = json.loads((REWARD_ASSET / SETTINGS_FILE).read_text(encoding="utf-8"))
     base = backbone_path(settings["config"]["backbone"])
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
-    model = PeftModel.from_pretrained(model, asset)
+    model = PeftModel.from_pretrained(model, REWARD_ASSET)
     return save_reward_model(model, tokenizer, directory, settings)
 
 
 def smol_reward(run_dir: Path) -> dict:
-    """The HH reward plus the harmlessness term where the gate finds a red-team request; each
-    part logged under its own name (`hh_reward`, `harmless_term`, `red_team_request`)."""
-
-    def shipped(asset: Path, name: str) -> dict:
-        return {
-            "type": "classifier",
-            "path": str(install_reward_model(run_dir / name, asset)),
-            "name": name,
-        }
-
-    harmless = {
-        "type": "gated",
-        "term": shipped(HARMLESS_TERM_ASSET, "harmless_term"),
-        "gate": shipped(REQUEST_GATE_ASSET, "red_team_request"),
-        "name": "gated_harmless",
-    }
     return {
-        "type": "sum",
-        "components": [
-            {"spec": shipped(REWARD_ASSET, "hh_reward"), "weight": 1.0, "name": "hh_reward"},
-            {"spec": harmless, "weight": HARMLESS_TERM_WEIGHT},
-        ],
+        "type": "classifier",
+        "path": str(install_reward_model(run_dir / "hh_reward")),
+        "name": "hh_reward",
     }
 
 

