@@ -34,7 +34,6 @@ from alol.pipeline.inputs import (
     StageInputs,
     load_data,
     load_policy_for_eval,
-    reference_path,
     render,
     stage_inputs,
     unique_prompts,
@@ -97,7 +96,7 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
         judge.load()
     test_records = load_data(cfg.test_data, cfg)
     test_prompts = unique_prompts(test_records)
-    models = {REFERENCE: inputs.reference, **_trained_models(cfg, inputs.reference_fingerprint)}
+    models = {REFERENCE: (inputs.reference, None), **_trained_models(inputs)}
     answers = {
         name: decoded_answers(
             cfg,
@@ -108,9 +107,9 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
             if name == REFERENCE
             else None,
             with_logps=name != REFERENCE,
-            base=_trained_from_this_reference(path, inputs),
+            base=base,
         )
-        for name, path in models.items()
+        for name, (path, base) in models.items()
     }
     scored = {name: _scored(inputs, a, reward, judges) for name, a in answers.items()}
     ratios = _log_ratios(inputs, answers)
@@ -159,37 +158,34 @@ def run_eval(cfg: PipelineConfig) -> Evaluation:
     return evaluation
 
 
-def _trained_models(cfg: PipelineConfig, reference_fingerprint: str) -> dict[str, Path]:
-    """`cfg.eval_model`, or each objective's final model, refused where it is missing or was
-    trained from another π_ref than this run's (retrained or replaced since): its adapter would
-    be merged into weights it was not trained on, and its drift measured from them."""
+def _trained_models(inputs: StageInputs) -> dict[str, tuple[Path, Path | None]]:
+    """`cfg.eval_model`, or each objective's final model, with the weights an adapter of it is
+    merged into: this run's π_ref where its train stage records it was trained from it (a moved
+    run folder keeps π_ref there, not in the folder the adapter's config names); None, that
+    folder, for an `eval_model` from elsewhere and a model trained before alol recorded its
+    π_ref. An objective's model recorded as trained from another π_ref (retrained or replaced
+    since) is refused: its adapter would be merged into weights it was not trained on, and its
+    drift measured from them."""
+    cfg = inputs.cfg
     if cfg.eval_model:
         models = {"model": Path(cfg.eval_model)}
     else:
         models = {name: cfg.root / "train" / name / "final" for name in cfg.objectives}
+    trained = {}
     for name, path in models.items():
         if not path.exists():
             raise AlolError(
                 f"no trained model at {path}: run `alol train --objectives {name}` first."
             )
-        if cfg.eval_model:
-            continue
-        trained_from = stage_record(path.parent).get("reference")  # None: before it was kept
-        if trained_from not in (None, reference_fingerprint):
+        trained_from = stage_record(path.parent).get("reference")  # None: not recorded
+        from_this_reference = trained_from == inputs.reference_fingerprint
+        if trained_from is not None and not from_this_reference and not cfg.eval_model:
             raise AlolError(
-                f"{path} was trained from another π_ref than this run's, {reference_path(cfg)} "
+                f"{path} was trained from another π_ref than this run's, {inputs.reference} "
                 f"(retrained or replaced since): train {name} again (`alol run` does)."
             )
-    return models
-
-
-def _trained_from_this_reference(path: Path, inputs: StageInputs) -> Path | None:
-    """This run's π_ref, for a model whose train stage says it was trained from it: an adapter
-    is merged there, where a moved run folder keeps it, not into the folder its config names.
-    None (that folder) for π_ref itself and for a model no stage records so: an `eval_model`
-    from elsewhere, or one trained before alol recorded its π_ref."""
-    recorded = stage_record(path.parent).get("reference") if path != inputs.reference else None
-    return inputs.reference if recorded == inputs.reference_fingerprint else None
+        trained[name] = (path, inputs.reference if from_this_reference else None)
+    return trained
 
 
 def _warn_on_overlap(inputs: StageInputs, texts: list[str], tokenizer) -> None:
