@@ -109,9 +109,9 @@ def main() -> int:
             "relevance + sentiment (the old demo reward)": OLD_REWARD,
             "relevance to the question": {"type": "relevance", "last_user_turn": True},
         }
-        found = {}
+        found, loaded = {}, {}
         for name, spec in rewards.items():
-            reward = load_reward(spec)
+            reward = loaded[name] = load_reward(spec)
             first, second = totals(reward, prompts, chosen), totals(reward, prompts, other)
             found[name] = {
                 "human": agreement(first, second),
@@ -137,7 +137,7 @@ def main() -> int:
         kinds = logged_answer_kinds(
             logged_subsets(logged),
             responses,
-            totals(load_reward(smol_reward(scratch)), logged_prompts, responses),
+            totals(loaded["shipped HH reward model"], logged_prompts, responses),
             totals(load_reward("safety"), logged_prompts, responses),
         )
     found["stored OpenAssistant reward"] = {"human": agreement(stored_chosen, stored_other)}

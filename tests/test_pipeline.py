@@ -591,6 +591,28 @@ def test_a_moved_run_folder_decodes_its_lora_models_on_the_pi_ref_it_holds(works
     assert (moved / "eval" / "nll" / "answers.jsonl").read_text().count("\n") == 1
 
 
+def test_an_eval_model_adapter_is_decoded_again_when_the_base_it_names_is_trained_again(
+    workspace, tmp_path
+):
+    """An adapter from outside the run merges into the folder its config names; its kept
+    answers are keyed on that folder's weights too, so retraining them in place redoes them."""
+    config = str(workspace["config"])
+    assert main(["run", config, "--objectives", "nll", "--lora"]) == 0
+    adapter = tmp_path / "adapter"
+    shutil.copytree(workspace["run"] / "train" / "nll" / "final", adapter)
+    marker = workspace["run"] / "eval" / "model" / "stage.json"
+
+    def answers_key() -> str:
+        assert main(["eval", config, "--eval-model", str(adapter)]) == 0
+        return json.loads(marker.read_text())["fingerprint"]
+
+    before = answers_key()
+    assert answers_key() == before, "kept while nothing changed"
+    assert main(["sft", config, "--sft-max-steps", "2"]) == 0  # the base it names changes
+
+    assert answers_key() != before
+
+
 def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_pass(
     workspace, monkeypatch
 ):

@@ -78,6 +78,18 @@ class Answers:
         return [row.finished for row in self.rows]
 
 
+def _unvouched_base(path: Path, base: Path | None) -> list[str]:
+    """The fingerprint of the weights an adapter at `path` is merged into where nothing else
+    vouches for them: with no `base` given, the folder its config names, which can be trained
+    again in place after its answers were kept (the evaluation gives a `base`, this run's π_ref,
+    only to a model recorded as trained from it). Empty for full weights and a given base."""
+    config = path / "adapter_config.json"
+    if base is not None or not config.is_file():
+        return []
+    named = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    return [fingerprint_model(named)] if named else []
+
+
 def decoded_answers(
     cfg: PipelineConfig,
     name: str,
@@ -99,6 +111,7 @@ def decoded_answers(
     fingerprint = fingerprint_of(
         "answers",
         fingerprint_model(path),
+        *_unvouched_base(path, base),
         prompts,
         generation.deciding_settings(),
         tokenization(cfg),
