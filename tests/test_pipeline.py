@@ -24,6 +24,7 @@ from alol.config import PipelineConfig
 from alol.data.formats import load_records
 from alol.data.table import AdvantageTable
 from alol.data.tokenize import encode_prompt
+from alol.fingerprint import fingerprint_model
 from alol.method.leftover import length_neutral, response_words
 from alol.method.objectives import OBJECTIVES, get_objective
 from alol.models.reference import sequence_logprobs_of_pairs
@@ -611,6 +612,29 @@ def test_an_eval_model_adapter_is_decoded_again_when_the_base_it_names_is_traine
     assert main(["sft", config, "--sft-max-steps", "2"]) == 0  # the base it names changes
 
     assert answers_key() != before
+
+
+def test_answers_are_keyed_on_the_base_an_adapter_names_only_where_it_can_be_read(
+    tmp_path, tiny_llama_dir
+):
+    """A given base (this run's π_ref, vouched for by the train stage) and full weights add
+    nothing; a named base that is gone adds nothing either, so answers kept before alol keyed
+    them on it are still read back."""
+    from alol.pipeline.answers import _unvouched_base
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+
+    def naming(base: Path) -> Path:
+        (adapter / "adapter_config.json").write_text(
+            json.dumps({"base_model_name_or_path": str(base)})
+        )
+        return adapter
+
+    assert _unvouched_base(naming(tiny_llama_dir), None) == [fingerprint_model(tiny_llama_dir)]
+    assert _unvouched_base(naming(tiny_llama_dir), tiny_llama_dir) == []
+    assert _unvouched_base(naming(tmp_path / "gone"), None) == []
+    assert _unvouched_base(tiny_llama_dir, None) == []
 
 
 def test_a_model_that_decodes_in_one_call_has_its_answers_weighed_by_a_forward_pass(

@@ -82,12 +82,17 @@ def _unvouched_base(path: Path, base: Path | None) -> list[str]:
     """The fingerprint of the weights an adapter at `path` is merged into where nothing else
     vouches for them: with no `base` given, the folder its config names, which can be trained
     again in place after its answers were kept (the evaluation gives a `base`, this run's π_ref,
-    only to a model recorded as trained from it). Empty for full weights and a given base."""
+    only to a model recorded as trained from it). Empty for full weights, a given base, and a
+    named base that is no longer there: answers kept before alol keyed them on it are read
+    back, and decoding anew fails on the missing base as loading it would."""
     config = path / "adapter_config.json"
     if base is not None or not config.is_file():
         return []
     named = json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    return [fingerprint_model(named)] if named else []
+    try:
+        return [fingerprint_model(named)] if named else []
+    except FileNotFoundError:
+        return []
 
 
 def decoded_answers(
